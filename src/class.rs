@@ -1,0 +1,145 @@
+//! Priority classes: a small dense index (0 = most urgent) and the set of configured classes
+//! that maps API metadata (a class name, or vLLM's integer `priority`) onto it.
+
+use crate::error::ClassError;
+use std::fmt;
+
+/// The most classes a scheduler can have.
+pub const MAX_CLASSES: usize = 8;
+
+/// A priority class, by index: 0 is the most urgent. Obtain one from [`ClassSet`] (which
+/// checks it exists) or, for the default three classes, from [`Class::HIGH`],
+/// [`Class::MEDIUM`] and [`Class::LOW`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Class(u8);
+
+impl Class {
+    /// The most urgent class (index 0).
+    pub const HIGH: Class = Class(0);
+    /// The middle default class (index 1).
+    pub const MEDIUM: Class = Class(1);
+    /// The least urgent default class (index 2).
+    pub const LOW: Class = Class(2);
+
+    /// The class with this index. Whether it exists in a scheduler is checked at submit.
+    pub const fn from_index(index: u8) -> Class {
+        Class(index)
+    }
+
+    /// The class index (0 = most urgent).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "class#{}", self.0)
+    }
+}
+
+/// The configured classes: names (for metadata and metrics) and the vLLM `priority` range
+/// each one covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassSet {
+    names: Vec<String>,
+    /// Inclusive `(low, high)` vLLM priority ranges, one per class; disjoint.
+    priority_ranges: Vec<(i64, i64)>,
+}
+
+impl ClassSet {
+    /// Builds the set. Callers (the config validator) guarantee 1..=MAX_CLASSES names,
+    /// unique case-insensitively, and disjoint ranges.
+    pub(crate) fn new(names: Vec<String>, priority_ranges: Vec<(i64, i64)>) -> Self {
+        debug_assert_eq!(names.len(), priority_ranges.len());
+        Self {
+            names,
+            priority_ranges,
+        }
+    }
+
+    /// How many classes there are.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Always false: a scheduler has at least one class.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Every class, most urgent first.
+    pub fn iter(&self) -> impl Iterator<Item = Class> + '_ {
+        (0..self.names.len()).map(|i| Class(i as u8))
+    }
+
+    /// The class's configured name.
+    pub fn name(&self, class: Class) -> &str {
+        self.names
+            .get(class.index())
+            .map(String::as_str)
+            .unwrap_or("<unknown>")
+    }
+
+    /// Whether this class exists here.
+    pub fn contains(&self, class: Class) -> bool {
+        class.index() < self.names.len()
+    }
+
+    /// Checks that `class` exists here.
+    pub fn check(&self, class: Class) -> Result<Class, ClassError> {
+        if self.contains(class) {
+            Ok(class)
+        } else {
+            Err(ClassError::UnknownIndex {
+                index: class.0,
+                classes: self.names.len(),
+            })
+        }
+    }
+
+    /// The class named `name`, compared case-insensitively (surrounding spaces ignored).
+    ///
+    /// ```
+    /// let cfg = triage::SchedulerConfig::default();
+    /// let classes = cfg.class_set();
+    /// assert_eq!(classes.parse_name(" high ").unwrap(), triage::Class::HIGH);
+    /// assert!(classes.parse_name("urgent").is_err());
+    /// ```
+    pub fn parse_name(&self, name: &str) -> Result<Class, ClassError> {
+        let wanted = name.trim();
+        self.names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(wanted))
+            .map(|i| Class(i as u8))
+            .ok_or_else(|| ClassError::UnknownName {
+                name: name.to_string(),
+                known: self.names.clone(),
+            })
+    }
+
+    /// The class whose configured range holds vLLM's integer `priority` (lower is more
+    /// urgent, as in vLLM).
+    ///
+    /// ```
+    /// let classes = triage::SchedulerConfig::default().class_set();
+    /// assert_eq!(classes.from_vllm_priority(0).unwrap(), triage::Class::HIGH);
+    /// assert_eq!(classes.from_vllm_priority(5).unwrap(), triage::Class::MEDIUM);
+    /// assert!(classes.from_vllm_priority(-1).is_err());
+    /// ```
+    pub fn from_vllm_priority(&self, priority: i64) -> Result<Class, ClassError> {
+        self.priority_ranges
+            .iter()
+            .position(|&(lo, hi)| lo <= priority && priority <= hi)
+            .map(|i| Class(i as u8))
+            .ok_or_else(|| ClassError::PriorityOutOfRange {
+                priority,
+                ranges: self
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(self.priority_ranges.iter().copied())
+                    .collect(),
+            })
+    }
+}

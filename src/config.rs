@@ -1,0 +1,320 @@
+//! The scheduler's tunables, with production defaults and validation. Serde-ready so a TOML
+//! file can carry it; every rule lives in [`SchedulerConfig::validate`].
+
+use crate::class::{ClassSet, MAX_CLASSES};
+use crate::error::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One priority class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Name used in API metadata, metrics labels and logs. Unique, case-insensitively.
+    pub name: String,
+    /// Inclusive range of vLLM `priority` values (lower = more urgent) mapped to this class.
+    pub vllm_priority: [i64; 2],
+    /// Age (since arrival) at which a waiting request of this class moves up one class.
+    /// `None` for the top class, or to never promote out of this class.
+    pub promote_after_ms: Option<u64>,
+    /// Slots of this class's ring in each ingress shard. A power of two.
+    pub ring_capacity: usize,
+    /// Most requests of this class waiting at once; submits past it get `QueueFull`.
+    pub queue_capacity: usize,
+}
+
+/// When and how the scheduler preempts running requests for waiting ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreemptionConfig {
+    /// Whether a waiting request may preempt running ones of lower class.
+    pub enabled: bool,
+    /// How many classes below the waiting request a victim must be (1 = any lower class).
+    pub min_class_gap: u8,
+    /// Most victims preempted for waiting requests in one step.
+    pub max_victims_per_step: usize,
+}
+
+impl Default for PreemptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_class_gap: 1,
+            max_victims_per_step: 16,
+        }
+    }
+}
+
+/// Constants of the engine the scheduler serves: what no request may exceed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineLimits {
+    /// Tokens per KV-cache block.
+    pub block_size: u32,
+    /// KV-cache blocks the engine has in all.
+    pub total_blocks: u32,
+    /// The model's context length (prompt plus output).
+    pub max_model_len: u32,
+    /// Fraction of all blocks kept free when admitting new requests (vLLM's watermark).
+    pub watermark: f64,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        // Llama-2-7B fp16 on one 80 GB A100 at 90% memory utilisation.
+        Self {
+            block_size: 16,
+            total_blocks: 7450,
+            max_model_len: 4096,
+            watermark: 0.01,
+        }
+    }
+}
+
+impl EngineLimits {
+    /// Blocks held back from admissions.
+    pub fn watermark_blocks(&self) -> u32 {
+        (f64::from(self.total_blocks) * self.watermark).ceil() as u32
+    }
+
+    /// Blocks needed to hold `tokens` tokens of context.
+    pub fn blocks_for(&self, tokens: u64) -> u64 {
+        tokens.div_ceil(u64::from(self.block_size))
+    }
+}
+
+/// Every tunable of the scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// The classes, most urgent first (1 to 8).
+    pub classes: Vec<ClassConfig>,
+    /// Width of the arrival-time buckets that age together.
+    pub bucket_width_ms: u64,
+    /// A request waiting longer than this is overdue: it goes before everything else and
+    /// nothing may be backfilled past it.
+    pub max_wait_ms: u64,
+    /// If set, a request still waiting after this long is refused as timed out.
+    pub queue_timeout_ms: Option<u64>,
+    /// Ingress shards; 0 picks the number of CPUs rounded up to a power of two.
+    pub shards: usize,
+    /// Preemption of running requests.
+    pub preemption: PreemptionConfig,
+    /// How many waiting requests that do not fit may be skipped to find ones that do.
+    pub backfill_lookahead: usize,
+    /// Whether a request may start with part of its prompt when the token budget is short.
+    pub chunked_prefill: bool,
+    /// The engine's fixed limits.
+    pub engine: EngineLimits,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let class = |name: &str, lo, hi, promote: Option<u64>| ClassConfig {
+            name: name.to_string(),
+            vllm_priority: [lo, hi],
+            promote_after_ms: promote,
+            ring_capacity: 1024,
+            queue_capacity: 262_144,
+        };
+        Self {
+            // Ages form a ladder: any request 10 s old is at least MEDIUM, any request 20 s
+            // old is HIGH, and at 30 s it is overdue.
+            classes: vec![
+                class("HIGH", 0, 0, None),
+                class("MEDIUM", 1, 9, Some(20_000)),
+                class("LOW", 10, 100, Some(10_000)),
+            ],
+            bucket_width_ms: 10,
+            max_wait_ms: 30_000,
+            queue_timeout_ms: None,
+            shards: 0,
+            preemption: PreemptionConfig::default(),
+            backfill_lookahead: 8,
+            chunked_prefill: true,
+            engine: EngineLimits::default(),
+        }
+    }
+}
+
+fn err(field: impl Into<String>, expected: impl Into<String>, found: impl ToString) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        expected: expected.into(),
+        found: found.to_string(),
+    }
+}
+
+impl SchedulerConfig {
+    /// Checks every rule; the first broken one is returned.
+    ///
+    /// ```
+    /// let mut cfg = triage::SchedulerConfig::default();
+    /// assert!(cfg.validate().is_ok());
+    /// cfg.max_wait_ms = 1_000; // below the aging thresholds
+    /// let e = cfg.validate().unwrap_err();
+    /// assert_eq!(e.field, "max_wait_ms");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.classes.len();
+        if n == 0 || n > MAX_CLASSES {
+            return Err(err("classes", format!("1 to {MAX_CLASSES} classes"), n));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            let f = |name: &str| format!("classes[{i}].{name}");
+            if c.name.trim().is_empty() {
+                return Err(err(f("name"), "a non-empty name", format!("{:?}", c.name)));
+            }
+            if let Some(j) = self.classes[..i]
+                .iter()
+                .position(|o| o.name.eq_ignore_ascii_case(&c.name))
+            {
+                return Err(err(
+                    f("name"),
+                    format!(
+                        "a name unique among classes (classes[{j}] is {:?})",
+                        self.classes[j].name
+                    ),
+                    format!("{:?}", c.name),
+                ));
+            }
+            let [lo, hi] = c.vllm_priority;
+            if lo > hi {
+                return Err(err(
+                    f("vllm_priority"),
+                    "[low, high] with low <= high",
+                    format!("[{lo}, {hi}]"),
+                ));
+            }
+            if let Some(j) = self.classes[..i].iter().position(|o| {
+                let [olo, ohi] = o.vllm_priority;
+                lo <= ohi && olo <= hi
+            }) {
+                return Err(err(
+                    f("vllm_priority"),
+                    format!("a range disjoint from classes[{j}].vllm_priority"),
+                    format!("[{lo}, {hi}]"),
+                ));
+            }
+            if i == 0 && c.promote_after_ms.is_some() {
+                return Err(err(
+                    f("promote_after_ms"),
+                    "none: the top class has nowhere to go",
+                    format!("{:?}", c.promote_after_ms),
+                ));
+            }
+            if let Some(t) = c.promote_after_ms {
+                if t == 0 {
+                    return Err(err(f("promote_after_ms"), "at least 1 ms", t));
+                }
+                // The ladder: a more urgent class must hold a promoted request longer than
+                // the class it came from, or the request would skip it.
+                if let Some((j, above)) = self.classes[1..i]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, o)| o.promote_after_ms.map(|a| (j + 1, a)))
+                    .find(|&(_, a)| a <= t)
+                {
+                    return Err(err(
+                        f("promote_after_ms"),
+                        format!("less than classes[{j}].promote_after_ms ({above}): thresholds grow with urgency"),
+                        t,
+                    ));
+                }
+                if t >= self.max_wait_ms {
+                    return Err(err(
+                        "max_wait_ms",
+                        format!("more than every promote_after_ms (classes[{i}] has {t})"),
+                        self.max_wait_ms,
+                    ));
+                }
+            }
+            if !c.ring_capacity.is_power_of_two() || c.ring_capacity > 1 << 20 {
+                return Err(err(
+                    f("ring_capacity"),
+                    "a power of two from 1 to 1048576",
+                    c.ring_capacity,
+                ));
+            }
+            if c.queue_capacity == 0 {
+                return Err(err(f("queue_capacity"), "at least 1", 0));
+            }
+        }
+        if self.bucket_width_ms == 0 || self.bucket_width_ms > 60_000 {
+            return Err(err("bucket_width_ms", "1 to 60000", self.bucket_width_ms));
+        }
+        if self.max_wait_ms == 0 {
+            return Err(err("max_wait_ms", "at least 1", 0));
+        }
+        if let Some(t) = self.queue_timeout_ms {
+            if t <= self.max_wait_ms {
+                return Err(err(
+                    "queue_timeout_ms",
+                    format!("more than max_wait_ms ({})", self.max_wait_ms),
+                    t,
+                ));
+            }
+        }
+        if self.shards > 1024 {
+            return Err(err("shards", "0 (auto) to 1024", self.shards));
+        }
+        let p = &self.preemption;
+        if p.min_class_gap == 0 {
+            return Err(err("preemption.min_class_gap", "at least 1", 0));
+        }
+        if p.max_victims_per_step == 0 && p.enabled {
+            return Err(err(
+                "preemption.max_victims_per_step",
+                "at least 1 when preemption is enabled",
+                0,
+            ));
+        }
+        let e = &self.engine;
+        if !(1..=4096).contains(&e.block_size) {
+            return Err(err("engine.block_size", "1 to 4096", e.block_size));
+        }
+        if e.total_blocks == 0 {
+            return Err(err("engine.total_blocks", "at least 1", 0));
+        }
+        if e.max_model_len == 0 {
+            return Err(err("engine.max_model_len", "at least 1", 0));
+        }
+        if !(0.0..0.5).contains(&e.watermark) {
+            return Err(err(
+                "engine.watermark",
+                "a fraction in [0, 0.5)",
+                e.watermark,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The classes as the scheduler uses them.
+    pub fn class_set(&self) -> ClassSet {
+        ClassSet::new(
+            self.classes.iter().map(|c| c.name.clone()).collect(),
+            self.classes
+                .iter()
+                .map(|c| (c.vllm_priority[0], c.vllm_priority[1]))
+                .collect(),
+        )
+    }
+
+    /// The number of ingress shards this config resolves to.
+    pub fn resolved_shards(&self) -> usize {
+        let n = if self.shards == 0 {
+            std::thread::available_parallelism().map_or(4, |n| n.get())
+        } else {
+            self.shards
+        };
+        n.clamp(1, 1024).next_power_of_two()
+    }
+
+    pub(crate) fn bucket_width(&self) -> Duration {
+        Duration::from_millis(self.bucket_width_ms)
+    }
+
+    pub(crate) fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}

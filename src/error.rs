@@ -1,0 +1,276 @@
+//! Every way a call into the scheduler can be refused. Each error names what was wrong and
+//! leaves the scheduler's state unchanged.
+
+use crate::request::RequestId;
+use std::fmt;
+
+/// A class name, index or vLLM priority that maps to no configured class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassError {
+    /// No class has this name.
+    UnknownName {
+        /// The name given.
+        name: String,
+        /// The configured names.
+        known: Vec<String>,
+    },
+    /// The class index is past the configured classes.
+    UnknownIndex {
+        /// The index given.
+        index: u8,
+        /// How many classes there are.
+        classes: usize,
+    },
+    /// No class's range holds this vLLM priority.
+    PriorityOutOfRange {
+        /// The priority given.
+        priority: i64,
+        /// Each class with its inclusive priority range.
+        ranges: Vec<(String, (i64, i64))>,
+    },
+}
+
+impl fmt::Display for ClassError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClassError::UnknownName { name, known } => {
+                write!(
+                    f,
+                    "unknown class {name:?}; known classes: {}",
+                    known.join(", ")
+                )
+            }
+            ClassError::UnknownIndex { index, classes } => write!(
+                f,
+                "unknown class index {index}; configured classes are 0..{classes}"
+            ),
+            ClassError::PriorityOutOfRange { priority, ranges } => {
+                write!(f, "priority {priority} is in no class's range; ranges:")?;
+                for (name, (lo, hi)) in ranges {
+                    write!(f, " {name}=[{lo}, {hi}]")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClassError {}
+
+/// Why [`crate::Submitter::submit`] refused a request. A refused request has reached its
+/// terminal outcome (`refused`) and is counted as such.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The class's ring in this thread's shard, or the class's queue, is full.
+    QueueFull {
+        /// The class's name.
+        class: String,
+        /// The capacity that was reached.
+        capacity: usize,
+    },
+    /// A request with this id is still held by the scheduler.
+    DuplicateId(RequestId),
+    /// The class does not exist.
+    Class(ClassError),
+    /// `prompt_tokens` is zero.
+    ZeroPromptTokens(RequestId),
+    /// `max_new_tokens` is zero.
+    ZeroMaxNewTokens(RequestId),
+    /// Prompt plus output would exceed the model's context length.
+    ExceedsContext {
+        /// The request.
+        id: RequestId,
+        /// `prompt_tokens + max_new_tokens`.
+        tokens: u64,
+        /// The model's context length.
+        max_model_len: u32,
+    },
+    /// The request needs more KV blocks than the engine has (less the watermark), so it
+    /// could never run.
+    NeverFits {
+        /// The request.
+        id: RequestId,
+        /// Blocks it needs at its full length.
+        blocks_needed: u64,
+        /// Blocks the engine can ever give one request.
+        blocks_available: u32,
+    },
+    /// The scheduler was closed (shutdown or hand-off); submit to another replica.
+    Closed,
+    /// The engine thread panicked; the scheduler takes no more requests.
+    EngineGone,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::QueueFull { class, capacity } => {
+                write!(f, "queue full for class {class} (capacity {capacity})")
+            }
+            SubmitError::DuplicateId(id) => write!(f, "duplicate request id {id}"),
+            SubmitError::Class(e) => write!(f, "{e}"),
+            SubmitError::ZeroPromptTokens(id) => write!(f, "{id}: prompt_tokens must be at least 1"),
+            SubmitError::ZeroMaxNewTokens(id) => {
+                write!(f, "{id}: max_new_tokens must be at least 1")
+            }
+            SubmitError::ExceedsContext {
+                id,
+                tokens,
+                max_model_len,
+            } => write!(
+                f,
+                "{id}: prompt + max_new_tokens = {tokens} exceeds the model context (max_model_len {max_model_len})"
+            ),
+            SubmitError::NeverFits {
+                id,
+                blocks_needed,
+                blocks_available,
+            } => write!(
+                f,
+                "{id}: needs {blocks_needed} KV blocks but the engine can give at most {blocks_available}"
+            ),
+            SubmitError::Closed => write!(f, "scheduler is closed"),
+            SubmitError::EngineGone => write!(f, "engine thread panicked; scheduler unavailable"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Why a cancel or reprioritise was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlError {
+    /// The scheduler holds no request with this id (never submitted, or already ended).
+    NotFound(RequestId),
+    /// The request has already been cancelled.
+    AlreadyCancelled(RequestId),
+    /// The target class does not exist.
+    Class(ClassError),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::NotFound(id) => write!(f, "{id} is not held by the scheduler"),
+            ControlError::AlreadyCancelled(id) => write!(f, "{id} is already cancelled"),
+            ControlError::Class(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// Why an engine callback (progress or finish) was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgressError {
+    /// The request is not running (unknown, waiting, or already ended).
+    NotRunning(RequestId),
+    /// More prompt tokens reported computed than the request has left to prefill.
+    PrefillOverrun {
+        /// The request.
+        id: RequestId,
+        /// Tokens reported.
+        reported: u32,
+        /// Tokens it had left to prefill.
+        remaining: u32,
+    },
+    /// Output tokens reported before its prefill completed, or past `max_new_tokens`.
+    OutputOverrun {
+        /// The request.
+        id: RequestId,
+        /// Output tokens it would have.
+        generated: u64,
+        /// The most it may have.
+        max_new_tokens: u32,
+    },
+    /// A timestamp earlier than the request's previous event.
+    TimeWentBackwards(RequestId),
+}
+
+impl fmt::Display for ProgressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProgressError::NotRunning(id) => write!(f, "{id} is not running"),
+            ProgressError::PrefillOverrun {
+                id,
+                reported,
+                remaining,
+            } => write!(
+                f,
+                "{id}: {reported} prompt tokens reported computed but only {remaining} remained"
+            ),
+            ProgressError::OutputOverrun {
+                id,
+                generated,
+                max_new_tokens,
+            } => write!(
+                f,
+                "{id}: {generated} output tokens is more than allowed ({max_new_tokens}) or came before the prefill finished"
+            ),
+            ProgressError::TimeWentBackwards(id) => {
+                write!(f, "{id}: event time is earlier than its previous event")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProgressError {}
+
+/// Why a step's budget was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BudgetError {
+    /// More free KV blocks than the engine has in total.
+    FreeBlocksExceedTotal {
+        /// Free blocks reported.
+        free: u32,
+        /// The engine's total from the config.
+        total: u32,
+    },
+    /// `now` is earlier than the previous step's.
+    TimeWentBackwards {
+        /// This step's time (ns).
+        now: u64,
+        /// The previous step's time (ns).
+        previous: u64,
+    },
+}
+
+impl fmt::Display for BudgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetError::FreeBlocksExceedTotal { free, total } => write!(
+                f,
+                "budget reports {free} free KV blocks but the engine has only {total}"
+            ),
+            BudgetError::TimeWentBackwards { now, previous } => write!(
+                f,
+                "step time {now}ns is earlier than the previous step's {previous}ns"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BudgetError {}
+
+/// A configuration value that breaks a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field, as a dotted path (`classes[2].promote_after_ms`).
+    pub field: String,
+    /// What is allowed there.
+    pub expected: String,
+    /// What was found.
+    pub found: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid config field `{}`: expected {}, found {}",
+            self.field, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}

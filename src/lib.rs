@@ -1,0 +1,91 @@
+//! # triage
+//!
+//! The priority request scheduler inside an LLM serving engine.
+//!
+//! Many API threads call [`Submitter::submit`], [`Submitter::cancel`] and
+//! [`Submitter::reprioritize`]; these push into sharded, bounded, lock-free rings (one per
+//! class per shard) or flip one atomic word per request, and never wait for the engine. One
+//! engine thread calls [`Scheduler::step`] once per GPU iteration with the iteration's
+//! [`Budget`] (running sequences, tokens, free KV blocks) and gets a [`Decision`]: which
+//! requests start and with what prefill chunk, what running requests do this iteration,
+//! which are preempted and why, which were cancelled or timed out.
+//!
+//! The contract (see `docs/design.md`):
+//!
+//! 1. **Classes**: up to 8, by name or vLLM integer priority ([`ClassSet`]).
+//! 2. **Order**: higher effective class first, FIFO by arrival inside a class; a preempted
+//!    request keeps its arrival and so its place.
+//! 3. **Aging by timestamp buckets**: requests are grouped by arrival bucket; a bucket
+//!    whose age passes its class's threshold moves up a class as a whole. No step scans the
+//!    queue.
+//! 4. **Max wait**: a request waiting past `max_wait` goes first, and nothing is backfilled
+//!    past it; an optional `queue_timeout` ends requests with an explicit outcome.
+//! 5. **Budgets**: `max_num_seqs`, the token budget, free KV blocks with a watermark.
+//! 6. **Preemption**: lower classes make room for higher ones (class gap configurable),
+//!    lowest class and newest first, only as many as needed.
+//! 7. **Head-of-line**: bounded backfill lookahead; requests that could never fit are
+//!    refused at submit.
+//! 9. **Nothing lost**: every submitted request has exactly one terminal outcome, and
+//!    [`Scheduler::conservation`] proves it.
+//!
+//! ```
+//! use triage::{Budget, Class, ManualClock, RequestSpec, Scheduler, SchedulerConfig, Timestamp, Clock};
+//!
+//! let clock = ManualClock::new(Timestamp::ZERO);
+//! let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone())?;
+//!
+//! // An API thread (any number of them, each with a clone of `api`):
+//! std::thread::scope(|s| {
+//!     s.spawn(|| api.submit(RequestSpec::new(7, Class::MEDIUM, 512, 128)).unwrap());
+//! });
+//!
+//! // The engine thread, once per iteration:
+//! let d = sched.step(clock.now(), &Budget { max_num_seqs: 256, max_batched_tokens: 2048, free_blocks: 7000 })?;
+//! assert_eq!(d.admitted[0].prefill_tokens, 512);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod budget;
+mod class;
+mod config;
+mod counters;
+mod decision;
+mod error;
+mod ingress;
+mod queue;
+mod request;
+mod scheduler;
+mod sync;
+mod ticket;
+mod time;
+
+pub use budget::{Budget, Short};
+pub use class::{Class, ClassSet, MAX_CLASSES};
+pub use config::{ClassConfig, EngineLimits, PreemptionConfig, SchedulerConfig};
+pub use counters::{ClassCounters, Conservation, FinishReason, Outcome};
+pub use decision::{
+    Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
+};
+pub use error::{BudgetError, ClassError, ConfigError, ControlError, ProgressError, SubmitError};
+pub use ingress::{CancelOutcome, Submitter};
+pub use request::{HandOff, RequestId, RequestSpec, TenantId};
+pub use scheduler::Scheduler;
+pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
+
+/// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
+/// Internals exposed only to the loom models (`--cfg loom`), which drive the ring and the
+/// per-request ticket directly.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_internals {
+    pub use crate::ingress::ring::{PushError, Ring};
+    pub use crate::ticket::{Ticket, CANCEL_QUEUED, CANCEL_RUNNING, DONE, QUEUED, RUNNING};
+}

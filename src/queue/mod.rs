@@ -1,0 +1,384 @@
+//! The wait queue: every waiting request, grouped by effective class and, inside a class,
+//! by arrival-time bucket. Owned by the scheduler thread; no synchronisation.
+//!
+//! # Aging without scanning
+//!
+//! A request's effective class is a pure function of its base class and its age:
+//! `eff = min(base, ladder(age))`, where class `c` is left once a request's age passes
+//! `promote_after[c]` (thresholds grow with urgency, so the ladder is monotone). All
+//! requests that arrived in the same bucket (`arrival / width`) and share a base class
+//! therefore move together. A class holds an ordered map of buckets; each bucket holds one
+//! sorted intrusive list (a *run*) per base class. A step promotes by moving the oldest
+//! buckets of each class whose end has aged past the class threshold to the class above,
+//! bucket by bucket: runs are relinked, no request is visited, and the cost is
+//! O(classes + buckets moved × classes). Moving bottom-up lets a bucket cross several
+//! classes in one step when its age warrants.
+//!
+//! # Order
+//!
+//! Inside a class the next request is the oldest bucket's oldest run head: FIFO by
+//! (arrival, id) across runs. A request is promoted no earlier than its threshold and at
+//! most one bucket width (plus one step) after it.
+
+pub(crate) mod list;
+pub(crate) mod slab;
+
+use crate::class::{Class, MAX_CLASSES};
+use crate::time::Timestamp;
+use list::List;
+use slab::{Place, Slab, NIL};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The requests of one class that arrived in one bucket, one sorted run per base class.
+#[derive(Default)]
+struct Bucket {
+    runs: [List; MAX_CLASSES],
+    len: u32,
+}
+
+impl Bucket {
+    /// The oldest request of the bucket and the run it heads.
+    fn head(&self, slab: &Slab) -> Option<(u32, usize)> {
+        self.runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .min_by_key(|(_, r)| slab[r.head].order_key())
+            .map(|(i, r)| (r.head, i))
+    }
+}
+
+/// One effective class: buckets by index, oldest first.
+#[derive(Default)]
+struct ClassQueue {
+    buckets: BTreeMap<u64, Bucket>,
+    len: usize,
+}
+
+impl ClassQueue {
+    fn head(&self, slab: &Slab) -> Option<u32> {
+        self.buckets
+            .values()
+            .next()
+            .and_then(|b| b.head(slab))
+            .map(|(k, _)| k)
+    }
+}
+
+/// The wait queue.
+pub(crate) struct WaitQueue {
+    classes: Vec<ClassQueue>,
+    /// Bucket width in ns (at least 1).
+    width: u64,
+    /// `promote_after[c]`: age in ns at which class `c` is left; `None` = never.
+    promote_after: Vec<Option<u64>>,
+    /// Waiting requests by base class.
+    by_base: [usize; MAX_CLASSES],
+    len: usize,
+}
+
+/// A request taken off the queue for the current step to consider.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Candidate {
+    pub(crate) key: u32,
+    /// The class it was queued in.
+    pub(crate) class: Class,
+    /// Waited past `max_wait`.
+    pub(crate) overdue: bool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl WaitQueue {
+    pub(crate) fn new(
+        classes: usize,
+        width: Duration,
+        promote_after: Vec<Option<Duration>>,
+    ) -> Self {
+        Self {
+            classes: (0..classes).map(|_| ClassQueue::default()).collect(),
+            width: nanos(width).max(1),
+            promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
+            by_base: [0; MAX_CLASSES],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Requests waiting in effective class `c`.
+    pub(crate) fn class_len(&self, c: usize) -> usize {
+        self.classes[c].len
+    }
+
+    /// Requests waiting whose base class is `c`.
+    pub(crate) fn base_len(&self, c: usize) -> usize {
+        self.by_base[c]
+    }
+
+    fn bucket_of(&self, arrival: Timestamp) -> u64 {
+        arrival.0 / self.width
+    }
+
+    /// Whether bucket `b` has aged out of class `c` at `now`: its end is older than the
+    /// threshold.
+    fn aged_out(&self, b: u64, c: usize, now: Timestamp) -> bool {
+        match self.promote_after[c] {
+            Some(t) if c > 0 => {
+                let end = b.saturating_add(1).saturating_mul(self.width);
+                now.0 >= end.saturating_add(t)
+            }
+            _ => false,
+        }
+    }
+
+    /// The class a request of base class `base` that arrived at `arrival` is in at `now`.
+    pub(crate) fn effective_class(&self, base: Class, arrival: Timestamp, now: Timestamp) -> Class {
+        let b = self.bucket_of(arrival);
+        let mut c = base.index();
+        while self.aged_out(b, c, now) {
+            c -= 1;
+        }
+        Class::from_index(c as u8)
+    }
+
+    /// Queues the entry at its place by class, age and arrival.
+    pub(crate) fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
+        let (base, arrival) = (slab[key].spec.class, slab[key].arrival);
+        let class = self.effective_class(base, arrival, now);
+        let b = self.bucket_of(arrival);
+        let bucket = self.classes[class.index()].buckets.entry(b).or_default();
+        bucket.runs[base.index()].insert_sorted(slab, key);
+        bucket.len += 1;
+        self.note_added(slab, key, class, b);
+        class
+    }
+
+    /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
+    /// front of its run. Candidates must be restored in reverse order of taking.
+    pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
+        let (base, arrival) = (slab[cand.key].spec.class, slab[cand.key].arrival);
+        let b = self.bucket_of(arrival);
+        let bucket = self.classes[cand.class.index()]
+            .buckets
+            .entry(b)
+            .or_default();
+        bucket.runs[base.index()].push_front(slab, cand.key);
+        bucket.len += 1;
+        self.note_added(slab, cand.key, cand.class, b);
+    }
+
+    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, bucket: u64) {
+        self.classes[class.index()].len += 1;
+        self.by_base[slab[key].spec.class.index()] += 1;
+        self.len += 1;
+        slab[key].place = Place::Waiting { bucket };
+    }
+
+    /// Takes a waiting entry out of the queue (cancel, reprioritise, timeout).
+    pub(crate) fn remove(&mut self, slab: &mut Slab, key: u32) {
+        let Place::Waiting { bucket: b } = slab[key].place else {
+            panic!("remove of an entry that is not waiting");
+        };
+        let base = slab[key].spec.class.index();
+        // The run for (bucket, base) lives in exactly one class, at or above `base`.
+        let class = (0..=base)
+            .rev()
+            .find(|&c| {
+                self.classes[c]
+                    .buckets
+                    .get(&b)
+                    .is_some_and(|bk| !bk.runs[base].is_empty())
+            })
+            .expect("a waiting entry is in its bucket's run");
+        debug_assert!(contains(
+            &self.classes[class].buckets[&b].runs[base],
+            slab,
+            key
+        ));
+        self.unlink_from(slab, key, class, b, base);
+    }
+
+    fn unlink_from(&mut self, slab: &mut Slab, key: u32, class: usize, b: u64, base: usize) {
+        let cq = &mut self.classes[class];
+        let bucket = cq.buckets.get_mut(&b).expect("bucket exists");
+        bucket.runs[base].unlink(slab, key);
+        bucket.len -= 1;
+        if bucket.len == 0 {
+            cq.buckets.remove(&b);
+        }
+        cq.len -= 1;
+        self.by_base[base] -= 1;
+        self.len -= 1;
+        slab[key].place = Place::InHand;
+    }
+
+    /// Takes the next request to consider: the oldest overdue request of any class if there
+    /// is one, else the head of the most urgent non-empty class.
+    pub(crate) fn pop_candidate(
+        &mut self,
+        slab: &mut Slab,
+        now: Timestamp,
+        max_wait: Duration,
+    ) -> Option<Candidate> {
+        let mut first: Option<usize> = None;
+        let mut oldest_overdue: Option<(usize, u32)> = None;
+        for (c, cq) in self.classes.iter().enumerate() {
+            let Some(head) = cq.head(slab) else { continue };
+            first.get_or_insert(c);
+            let e = &slab[head];
+            if now.saturating_since(e.arrival) >= max_wait
+                && oldest_overdue.is_none_or(|(_, k)| e.order_key() < slab[k].order_key())
+            {
+                oldest_overdue = Some((c, head));
+            }
+        }
+        let (class, overdue) = match oldest_overdue {
+            Some((c, _)) => (c, true),
+            None => (first?, false),
+        };
+        let key = self.pop_head(slab, class)?;
+        Some(Candidate {
+            key,
+            class: Class::from_index(class as u8),
+            overdue,
+        })
+    }
+
+    fn pop_head(&mut self, slab: &mut Slab, class: usize) -> Option<u32> {
+        let (&b, bucket) = self.classes[class].buckets.iter().next()?;
+        let (key, base) = bucket.head(slab)?;
+        self.unlink_from(slab, key, class, b, base);
+        Some(key)
+    }
+
+    /// Takes the oldest request that has waited at least `timeout`, if any.
+    pub(crate) fn pop_expired(
+        &mut self,
+        slab: &mut Slab,
+        now: Timestamp,
+        timeout: Duration,
+    ) -> Option<u32> {
+        let (class, _) = (0..self.classes.len())
+            .filter_map(|c| self.classes[c].head(slab).map(|k| (c, k)))
+            .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= timeout)
+            .min_by_key(|&(_, k)| slab[k].order_key())?;
+        self.pop_head(slab, class)
+    }
+
+    /// Moves every bucket whose age passed its class's threshold up one class (or more).
+    /// Adds the number of requests promoted out of each class to `promoted`.
+    pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
+        let mut total = 0;
+        for c in (1..self.classes.len()).rev() {
+            while let Some(b) = self.classes[c].buckets.keys().next().copied() {
+                if !self.aged_out(b, c, now) {
+                    break;
+                }
+                let bucket = self.classes[c]
+                    .buckets
+                    .remove(&b)
+                    .expect("first bucket exists");
+                let moved = bucket.len as usize;
+                self.classes[c].len -= moved;
+                self.classes[c - 1].len += moved;
+                promoted[c] += moved as u64;
+                total += moved as u64;
+                let target = self.classes[c - 1].buckets.entry(b).or_default();
+                target.len += bucket.len;
+                for (run, list) in target.runs.iter_mut().zip(bucket.runs) {
+                    run.absorb(slab, list);
+                }
+            }
+        }
+        total
+    }
+
+    /// Every waiting key, most urgent class first, oldest first inside a class.
+    pub(crate) fn keys_in_order(&self, slab: &Slab) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.len);
+        for cq in &self.classes {
+            for bucket in cq.buckets.values() {
+                let mut runs: Vec<u32> = bucket.runs.iter().flat_map(|r| r.keys(slab)).collect();
+                runs.sort_by_key(|&k| slab[k].order_key());
+                out.extend(runs);
+            }
+        }
+        out
+    }
+
+    /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
+    /// sorted and linked both ways, and every entry's place names its bucket.
+    pub(crate) fn check(&self, slab: &Slab) -> Result<(), String> {
+        let mut total = 0;
+        let mut by_base = [0usize; MAX_CLASSES];
+        for (c, cq) in self.classes.iter().enumerate() {
+            let mut class_total = 0;
+            for (&b, bucket) in &cq.buckets {
+                let mut n = 0;
+                for (base, run) in bucket.runs.iter().enumerate() {
+                    let mut prev = NIL;
+                    let mut count = 0;
+                    for k in run.keys(slab) {
+                        let e = &slab[k];
+                        if e.prev != prev {
+                            return Err(format!("class {c} bucket {b}: broken back link at {k}"));
+                        }
+                        if prev != NIL && slab[prev].order_key() > e.order_key() {
+                            return Err(format!("class {c} bucket {b}: run out of order at {k}"));
+                        }
+                        if e.place != (Place::Waiting { bucket: b }) || e.spec.class.index() != base
+                        {
+                            return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
+                        }
+                        if c > base {
+                            return Err(format!("entry {k} sits below its base class"));
+                        }
+                        prev = k;
+                        count += 1;
+                    }
+                    if count != run.len || run.tail != prev {
+                        return Err(format!(
+                            "class {c} bucket {b} run {base}: length or tail wrong"
+                        ));
+                    }
+                    by_base[base] += count as usize;
+                    n += count;
+                }
+                if n != bucket.len || n == 0 {
+                    return Err(format!(
+                        "class {c} bucket {b}: len {} but {n} entries",
+                        bucket.len
+                    ));
+                }
+                class_total += n as usize;
+            }
+            if class_total != cq.len {
+                return Err(format!(
+                    "class {c}: len {} but {class_total} entries",
+                    cq.len
+                ));
+            }
+            total += class_total;
+        }
+        if total != self.len || by_base != self.by_base {
+            return Err(format!("queue len {} but {total} entries", self.len));
+        }
+        Ok(())
+    }
+}
+
+fn contains(list: &List, slab: &Slab, key: u32) -> bool {
+    // Walk back from `key` to the list head: O(position); a debug check that the run found
+    // by (bucket, base) really holds the entry.
+    let mut k = key;
+    while slab[k].prev != NIL {
+        k = slab[k].prev;
+    }
+    k == list.head
+}

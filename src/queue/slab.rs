@@ -1,0 +1,154 @@
+//! The scheduler thread's storage for every request it holds, waiting or running: a slab
+//! of entries addressed by a dense `u32` key, with a free list. Entries carry the intrusive
+//! links of the wait-queue lists, so moving a request between lists allocates nothing.
+
+use crate::class::Class;
+use crate::request::RequestSpec;
+use crate::sync::Arc;
+use crate::ticket::Ticket;
+use crate::time::Timestamp;
+
+/// The null key (end of a list).
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Where an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// In a wait-queue list, in arrival bucket `bucket`.
+    Waiting { bucket: u64 },
+    /// Unlinked from the wait queue while the current step considers it.
+    InHand,
+    /// Running on the engine.
+    Running,
+}
+
+/// One request held by the scheduler.
+pub(crate) struct Entry {
+    pub(crate) ticket: Arc<Ticket>,
+    /// As submitted; `spec.class` is the base class, updated by reprioritise.
+    pub(crate) spec: RequestSpec,
+    pub(crate) arrival: Timestamp,
+    pub(crate) place: Place,
+    /// Intrusive list links (valid while `Waiting`).
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+    /// Output tokens generated so far, kept across preemptions.
+    pub(crate) generated: u32,
+    /// Tokens to prefill in the current run: the prompt plus, after a preemption by
+    /// recompute, the output generated before it.
+    pub(crate) prefill_target: u32,
+    /// Tokens whose KV the engine holds for the current run.
+    pub(crate) kv_tokens: u32,
+    /// KV blocks the scheduler has granted the current run.
+    pub(crate) blocks: u32,
+    /// Effective class when the current run started (ranks it as a preemption victim).
+    pub(crate) run_class: Class,
+    /// When the current run started.
+    pub(crate) started: Timestamp,
+    /// When the first output token was reported.
+    pub(crate) first_token: Option<Timestamp>,
+    /// The latest event time seen for this request.
+    pub(crate) last_event: Timestamp,
+    /// How many times it was preempted.
+    pub(crate) preemptions: u32,
+    /// The step that started the current run.
+    pub(crate) run_step: u64,
+    /// Tokens scheduled for it in step `planned_step`.
+    pub(crate) planned: u32,
+    /// The step `planned` belongs to.
+    pub(crate) planned_step: u64,
+}
+
+impl Entry {
+    pub(crate) fn new(ticket: Arc<Ticket>, spec: RequestSpec, arrival: Timestamp) -> Self {
+        Self {
+            ticket,
+            spec,
+            arrival,
+            place: Place::InHand,
+            prev: NIL,
+            next: NIL,
+            generated: 0,
+            prefill_target: spec.prompt_tokens,
+            kv_tokens: 0,
+            blocks: 0,
+            run_class: spec.class,
+            started: arrival,
+            first_token: None,
+            last_event: arrival,
+            preemptions: 0,
+            run_step: 0,
+            planned: 0,
+            planned_step: 0,
+        }
+    }
+
+    /// The FIFO key inside a class: arrival, then id for equal arrivals.
+    pub(crate) fn order_key(&self) -> (Timestamp, u64) {
+        (self.arrival, self.spec.id.0)
+    }
+
+    /// Whether the current run still has prompt tokens to prefill.
+    pub(crate) fn prefilling(&self) -> bool {
+        self.kv_tokens < self.prefill_target
+    }
+}
+
+/// The slab.
+#[derive(Default)]
+pub(crate) struct Slab {
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Slab {
+    pub(crate) fn insert(&mut self, entry: Entry) -> u32 {
+        self.len += 1;
+        if let Some(key) = self.free.pop() {
+            self.slots[key as usize] = Some(entry);
+            key
+        } else {
+            self.slots.push(Some(entry));
+            u32::try_from(self.slots.len() - 1).expect("more than u32::MAX requests held")
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: u32) -> Entry {
+        let entry = self.slots[key as usize]
+            .take()
+            .expect("slab key refers to a live entry");
+        self.free.push(key);
+        self.len -= 1;
+        entry
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keys and entries of every live entry, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| e.as_ref().map(|e| (k as u32, e)))
+    }
+}
+
+impl std::ops::Index<u32> for Slab {
+    type Output = Entry;
+    fn index(&self, key: u32) -> &Entry {
+        self.slots[key as usize]
+            .as_ref()
+            .expect("slab key refers to a live entry")
+    }
+}
+
+impl std::ops::IndexMut<u32> for Slab {
+    fn index_mut(&mut self, key: u32) -> &mut Entry {
+        self.slots[key as usize]
+            .as_mut()
+            .expect("slab key refers to a live entry")
+    }
+}

@@ -1,0 +1,66 @@
+//! What a client asks for: the request's identity, class and token counts.
+
+use crate::class::Class;
+use crate::time::Timestamp;
+use std::fmt;
+
+/// The engine's id for a request. Unique among the requests the scheduler currently holds;
+/// it may be reused once the request has reached its terminal outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "req#{}", self.0)
+    }
+}
+
+/// A tenant (API key, organisation) for fairness inside a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantId(pub u64);
+
+/// A request as submitted. The arrival time is stamped by the scheduler's clock at submit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestSpec {
+    /// The engine's id for the request.
+    pub id: RequestId,
+    /// Its priority class.
+    pub class: Class,
+    /// Prompt length in tokens (at least 1).
+    pub prompt_tokens: u32,
+    /// The most tokens it may generate (at least 1).
+    pub max_new_tokens: u32,
+    /// The tenant it belongs to, if the engine tracks tenants.
+    pub tenant: Option<TenantId>,
+}
+
+impl RequestSpec {
+    /// A request with no tenant.
+    pub fn new(id: u64, class: Class, prompt_tokens: u32, max_new_tokens: u32) -> Self {
+        Self {
+            id: RequestId(id),
+            class,
+            prompt_tokens,
+            max_new_tokens,
+            tenant: None,
+        }
+    }
+
+    /// The same request with a tenant.
+    pub fn with_tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+}
+
+/// A waiting request handed back by [`crate::Scheduler::drain_waiting`], with what another
+/// replica needs to queue it in the same place: its class and original arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    /// The request as submitted, with its class as last reprioritised.
+    pub spec: RequestSpec,
+    /// When it first arrived.
+    pub arrival: Timestamp,
+    /// Output tokens it had already generated before being preempted (0 if never run).
+    pub generated_tokens: u32,
+}

@@ -1,0 +1,145 @@
+//! The engine's callbacks into the scheduler (progress, finish) and the hand-off of waiting
+//! requests at shutdown.
+
+use super::Scheduler;
+use crate::counters::{FinishReason, Outcome};
+use crate::error::ProgressError;
+use crate::queue::slab::Place;
+use crate::request::{HandOff, RequestId};
+use crate::sync::Ordering;
+use crate::time::Timestamp;
+
+impl Scheduler {
+    fn running_key(&self, id: RequestId, now: Timestamp) -> Result<u32, ProgressError> {
+        let key = *self.ids.get(&id).ok_or(ProgressError::NotRunning(id))?;
+        let e = &self.slab[key];
+        if e.place != Place::Running {
+            return Err(ProgressError::NotRunning(id));
+        }
+        if now < e.last_event {
+            return Err(ProgressError::TimeWentBackwards(id));
+        }
+        Ok(key)
+    }
+
+    /// Reports one iteration's work on a running request: `computed` tokens ran through the
+    /// model (a prefill chunk, or the one decode token) and `new_output` tokens were
+    /// sampled. The first output token sets the request's time to first token; the KV the
+    /// scheduler accounts for it grows with `computed`.
+    ///
+    /// Refused, with nothing changed, if the request is not running, if more prompt is
+    /// reported than remained, or if output comes before the prefill is done or past
+    /// `max_new_tokens`.
+    pub fn on_progress(
+        &mut self,
+        id: RequestId,
+        now: Timestamp,
+        computed: u32,
+        new_output: u32,
+    ) -> Result<(), ProgressError> {
+        let key = self.running_key(id, now)?;
+        let block_size = self.config.engine.block_size;
+        let e = &mut self.slab[key];
+        let kv = u64::from(e.kv_tokens) + u64::from(computed);
+        let generated = u64::from(e.generated) + u64::from(new_output);
+        // KV can hold at most the prompt plus the output sampled so far.
+        let held_max = u64::from(e.spec.prompt_tokens) + generated;
+        if kv > held_max {
+            return Err(ProgressError::PrefillOverrun {
+                id,
+                reported: computed,
+                remaining: u32::try_from(held_max.saturating_sub(u64::from(e.kv_tokens)))
+                    .unwrap_or(u32::MAX),
+            });
+        }
+        if generated > u64::from(e.spec.max_new_tokens)
+            || (new_output > 0 && kv < u64::from(e.prefill_target))
+        {
+            return Err(ProgressError::OutputOverrun {
+                id,
+                generated,
+                max_new_tokens: e.spec.max_new_tokens,
+            });
+        }
+        e.kv_tokens = kv as u32; // <= prompt + max_new <= max_model_len (u32)
+        e.generated = generated as u32;
+        e.last_event = now;
+        if new_output > 0 && e.first_token.is_none() {
+            e.first_token = Some(now);
+        }
+        // The engine may have grown the KV further than this scheduler planned.
+        e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));
+        Ok(())
+    }
+
+    /// Reports that a running request finished. Its outcome is `finished`, unless the
+    /// client's cancel had already been acknowledged, in which case it is `cancelled`.
+    pub fn on_finished(
+        &mut self,
+        id: RequestId,
+        now: Timestamp,
+        reason: FinishReason,
+    ) -> Result<Outcome, ProgressError> {
+        let key = self.running_key(id, now)?;
+        self.running.retain(|&k| k != key);
+        let class = self.slab[key].spec.class.index();
+        let outcome = self.end(key, Outcome::Finished);
+        tracing::debug!(id = id.0, class, reason = ?reason, outcome = ?outcome, "finished");
+        Ok(outcome)
+    }
+
+    /// The first-token time recorded for a held request, if it has one.
+    pub fn first_token_at(&self, id: RequestId) -> Option<Timestamp> {
+        self.ids.get(&id).and_then(|&k| self.slab[k].first_token)
+    }
+
+    /// Closes ingress and hands back every waiting request, most urgent class first and
+    /// oldest first, with its class and original arrival, for another replica to queue
+    /// (rolling restart). Their outcome here is `evicted`. Running requests stay; the
+    /// engine finishes them and reports as usual.
+    ///
+    /// Submits racing the close either land before it (and are returned here) or fail with
+    /// `Closed`: the close bit is in the same word producers claim slots with.
+    pub fn drain_waiting(&mut self, now: Timestamp) -> Vec<HandOff> {
+        self.shared.close(false);
+        // A producer that claimed a slot before the close may not have published it yet;
+        // it is a few instructions from doing so and never blocks, so wait for it.
+        let mut scratch = crate::Decision::default();
+        let shared = crate::sync::Arc::clone(&self.shared);
+        for shard in shared.shards.iter() {
+            for ring in shard.rings.iter() {
+                while ring.len() > 0 {
+                    // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
+                    match unsafe { ring.pop() } {
+                        Some(env) => self.take_new(env, now, &mut scratch),
+                        None => crate::sync::yield_now(),
+                    }
+                }
+            }
+        }
+        self.ingest(now, &mut scratch);
+        let keys = self.wait.keys_in_order(&self.slab);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.wait.remove(&mut self.slab, key);
+            let e = &self.slab[key];
+            let hand = HandOff {
+                spec: e.spec,
+                arrival: e.arrival,
+                generated_tokens: e.generated,
+            };
+            if self.end(key, Outcome::Evicted) == Outcome::Evicted {
+                out.push(hand);
+            }
+        }
+        for c in 0..self.classes.len() {
+            // Relaxed: a capacity hint only.
+            self.shared.published_waiting[c].store(0, Ordering::Relaxed);
+        }
+        tracing::info!(
+            handed_off = out.len(),
+            "drained waiting requests for hand-off"
+        );
+        out
+    }
+}

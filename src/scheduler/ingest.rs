@@ -1,0 +1,144 @@
+//! Taking work from the API threads: drain every ingress ring into the wait queue, then
+//! act on the notices of cancels and class changes; and time out requests that waited too
+//! long.
+
+use super::Scheduler;
+use crate::class::Class;
+use crate::counters::Outcome;
+use crate::decision::{Decision, RejectReason, Rejected};
+use crate::ingress::Envelope;
+use crate::queue::slab::{Entry, Place};
+use crate::ticket::{self, CANCEL_QUEUED, CANCEL_RUNNING};
+
+use crate::time::Timestamp;
+
+impl Scheduler {
+    /// Drains the rings, then applies notices. Rings first, so a notice about a request
+    /// submitted before this step finds it queued; a notice about one still in a ring is
+    /// skipped, and the drain that later takes it reads the ticket's latest state instead.
+    pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
+        let shared = crate::sync::Arc::clone(&self.shared);
+        for shard in shared.shards.iter() {
+            for ring in shard.rings.iter() {
+                // SAFETY: the scheduler is the only consumer of its rings: it is reached
+                // through `&mut self` and each `Shared` has exactly one `Scheduler`.
+                while let Some(env) = unsafe { ring.pop() } {
+                    self.take_new(env, now, out);
+                }
+            }
+        }
+        while let Some(t) = shared.notices.pop() {
+            let word = t.take_notice();
+            let Some(&key) = self.ids.get(&t.id) else {
+                continue; // still in a ring, or already ended
+            };
+            if !crate::sync::Arc::ptr_eq(&self.slab[key].ticket, &t) {
+                continue; // the id now belongs to a newer request
+            }
+            match ticket::phase(word) {
+                CANCEL_QUEUED => {
+                    self.wait.remove(&mut self.slab, key);
+                    out.cancelled.push(t.id);
+                    tracing::debug!(id = t.id.0, "cancelled while waiting");
+                    self.end(key, Outcome::Cancelled);
+                }
+                CANCEL_RUNNING => {
+                    self.running.retain(|&k| k != key);
+                    out.aborted.push(t.id);
+                    tracing::debug!(id = t.id.0, "cancelled while running: abort");
+                    self.end(key, Outcome::Cancelled);
+                }
+                _ => {
+                    if let Some(class) = t.take_requested_class() {
+                        self.change_class(key, class, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one request from a ring: queues it, or ends it if cancelled in flight.
+    pub(super) fn take_new(&mut self, env: Envelope, now: Timestamp, out: &mut Decision) {
+        let Envelope {
+            ticket,
+            mut spec,
+            arrival,
+        } = env;
+        out.summary.drained += 1;
+        self.drained += 1;
+        self.counters.per_class[spec.class.index()].drained += 1;
+        if ticket.phase() == CANCEL_QUEUED {
+            let key = self.slab.insert(Entry::new(ticket, spec, arrival));
+            self.ids.insert(spec.id, key);
+            out.cancelled.push(spec.id);
+            self.end(key, Outcome::Cancelled);
+            return;
+        }
+        if let Some(class) = ticket.take_requested_class() {
+            self.count_reprioritize(spec.class, class);
+            spec.class = class;
+        }
+        let key = self.slab.insert(Entry::new(ticket, spec, arrival));
+        self.ids.insert(spec.id, key);
+        self.wait.insert(&mut self.slab, key, now);
+    }
+
+    fn count_reprioritize(&mut self, from: Class, to: Class) {
+        if from != to {
+            self.counters.per_class[from.index()].reprioritized_out += 1;
+            self.counters.per_class[to.index()].reprioritized_in += 1;
+        }
+    }
+
+    /// Applies a class change to a held entry: a waiting one is re-queued at its original
+    /// arrival in the new class; a running one is re-ranked for victim choice.
+    fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
+        let from = self.slab[key].spec.class;
+        self.count_reprioritize(from, class);
+        tracing::debug!(
+            id = self.slab[key].spec.id.0,
+            from = from.index(),
+            to = class.index(),
+            "reprioritized"
+        );
+        match self.slab[key].place {
+            Place::Waiting { .. } => {
+                self.wait.remove(&mut self.slab, key);
+                self.slab[key].spec.class = class;
+                self.wait.insert(&mut self.slab, key, now);
+            }
+            Place::Running => {
+                let e = &mut self.slab[key];
+                e.spec.class = class;
+                e.run_class = class;
+            }
+            Place::InHand => unreachable!("no entry is in hand between steps"),
+        }
+    }
+
+    /// Ends every waiting request that waited past `queue_timeout` (oldest first).
+    pub(super) fn expire(&mut self, now: Timestamp, out: &mut Decision) {
+        let Some(timeout) = self.queue_timeout else {
+            return;
+        };
+        while let Some(key) = self.wait.pop_expired(&mut self.slab, now, timeout) {
+            let e = &self.slab[key];
+            let (id, class, waited) = (e.spec.id, e.spec.class, now.saturating_since(e.arrival));
+            if self.end(key, Outcome::TimedOut) == Outcome::Cancelled {
+                out.cancelled.push(id);
+                continue;
+            }
+            tracing::debug!(
+                id = id.0,
+                class = class.index(),
+                waited_ms = waited.as_millis() as u64,
+                "timed out waiting"
+            );
+            out.rejected.push(Rejected {
+                id,
+                class,
+                reason: RejectReason::TimedOut { waited },
+            });
+        }
+    }
+}

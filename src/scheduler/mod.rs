@@ -1,0 +1,341 @@
+//! The engine thread's side: [`Scheduler`] owns every request after ingress and, once per
+//! GPU iteration, turns the waiting queue and the engine's budget into a [`Decision`].
+//!
+//! The files of this module split the step by what each part touches:
+//! `ingest.rs` (rings and notices → wait queue), `plan.rs` (running work, admission,
+//! preemption), `engine.rs` (the engine's progress and finish callbacks, hand-off).
+
+mod engine;
+mod ingest;
+mod plan;
+
+use crate::budget::Budget;
+use crate::class::{ClassSet, MAX_CLASSES};
+use crate::config::SchedulerConfig;
+use crate::counters::{ClassCounters, Conservation, Outcome, SchedCounters};
+use crate::decision::Decision;
+use crate::error::{BudgetError, ConfigError};
+use crate::ingress::index::IdMap;
+use crate::ingress::{Shared, Submitter};
+use crate::queue::slab::{Place, Slab};
+use crate::queue::{Candidate, WaitQueue};
+use crate::sync::{Arc, Ordering};
+use crate::time::{Clock, MonotonicClock, Timestamp};
+use std::time::Duration;
+
+/// The scheduler. One engine thread owns it and calls [`Scheduler::step`] once per
+/// iteration; API threads hold [`Submitter`]s.
+///
+/// ```
+/// use triage::{Budget, Class, ManualClock, RequestSpec, Scheduler, SchedulerConfig, Timestamp};
+///
+/// let clock = ManualClock::new(Timestamp::ZERO);
+/// let (mut sched, submitter) =
+///     Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+///
+/// // API threads: submit (never blocks).
+/// submitter.submit(RequestSpec::new(1, Class::LOW, 100, 20)).unwrap();
+/// submitter.submit(RequestSpec::new(2, Class::HIGH, 100, 20)).unwrap();
+///
+/// // Engine thread, once per iteration.
+/// let budget = Budget { max_num_seqs: 1, max_batched_tokens: 2048, free_blocks: 7000 };
+/// let d = sched.step(clock.now(), &budget).unwrap();
+/// assert_eq!(d.admitted.len(), 1);
+/// assert_eq!(d.admitted[0].id.0, 2); // HIGH first
+///
+/// // The engine reports progress; the request finishes.
+/// sched.on_progress(d.admitted[0].id, clock.now(), 100, 1).unwrap();
+/// sched.on_finished(d.admitted[0].id, clock.now(), triage::FinishReason::Stop).unwrap();
+/// assert!(sched.conservation().is_balanced());
+/// # use triage::Clock;
+/// ```
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    config: SchedulerConfig,
+    classes: ClassSet,
+    slab: Slab,
+    wait: WaitQueue,
+    /// Running entries' keys, oldest start first.
+    running: Vec<u32>,
+    /// Every held entry (waiting, in hand or running) by id.
+    ids: IdMap<u32>,
+    counters: SchedCounters,
+    /// Requests drained from the rings so far.
+    drained: u64,
+    last_now: Timestamp,
+    step_no: u64,
+    max_wait: Duration,
+    queue_timeout: Option<Duration>,
+    /// Candidates skipped by backfill in the current step, in order taken.
+    skipped: Vec<Candidate>,
+    /// Requests preempted in the current step, queued again at its end.
+    requeue: Vec<u32>,
+}
+
+impl Scheduler {
+    /// A scheduler on the monotonic wall clock.
+    pub fn new(config: SchedulerConfig) -> Result<(Scheduler, Submitter), ConfigError> {
+        Self::with_clock(config, MonotonicClock::new())
+    }
+
+    /// A scheduler whose arrivals are stamped by `clock` (use [`crate::ManualClock`] in
+    /// tests and simulators). Pass the same clock's `now()` to [`Scheduler::step`].
+    pub fn with_clock(
+        config: SchedulerConfig,
+        clock: impl Clock,
+    ) -> Result<(Scheduler, Submitter), ConfigError> {
+        config.validate()?;
+        let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
+        let shared = Arc::new(Shared::new(&config, clock));
+        let wait = WaitQueue::new(
+            config.classes.len(),
+            config.bucket_width(),
+            config
+                .classes
+                .iter()
+                .map(|c| c.promote_after_ms.map(Duration::from_millis))
+                .collect(),
+        );
+        let sched = Scheduler {
+            shared: Arc::clone(&shared),
+            classes: config.class_set(),
+            max_wait: config.max_wait(),
+            queue_timeout: config.queue_timeout_ms.map(Duration::from_millis),
+            config,
+            slab: Slab::default(),
+            wait,
+            running: Vec::new(),
+            ids: IdMap::default(),
+            counters: SchedCounters::default(),
+            drained: 0,
+            last_now: Timestamp::ZERO,
+            step_no: 0,
+            skipped: Vec::new(),
+            requeue: Vec::new(),
+        };
+        Ok((sched, Submitter { shared }))
+    }
+
+    /// A new handle for API threads.
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// The configured classes.
+    pub fn classes(&self) -> &ClassSet {
+        &self.classes
+    }
+
+    /// Decides the next iteration. See [`Scheduler::step_into`].
+    pub fn step(&mut self, now: Timestamp, budget: &Budget) -> Result<Decision, BudgetError> {
+        let mut d = Decision::default();
+        self.step_into(now, budget, &mut d)?;
+        Ok(d)
+    }
+
+    /// Decides the next iteration into `out` (cleared first), reusing its allocations.
+    ///
+    /// In order: promote aged buckets; take new requests from the ingress rings and apply
+    /// cancels and class changes; time out requests past `queue_timeout`; give running
+    /// requests their next prefill chunk or decode token (preempting the lowest-class,
+    /// newest request when a decode needs a KV block that is not free); then admit waiting
+    /// requests in order — overdue first, then by effective class, FIFO inside a class —
+    /// preempting lower classes where allowed and backfilling a bounded number past a head
+    /// that does not fit (never past an overdue one).
+    ///
+    /// A budget with more free blocks than the engine has, or a `now` earlier than the
+    /// previous step's, is refused and changes nothing.
+    pub fn step_into(
+        &mut self,
+        now: Timestamp,
+        budget: &Budget,
+        out: &mut Decision,
+    ) -> Result<(), BudgetError> {
+        if budget.free_blocks > self.config.engine.total_blocks {
+            return Err(BudgetError::FreeBlocksExceedTotal {
+                free: budget.free_blocks,
+                total: self.config.engine.total_blocks,
+            });
+        }
+        if now < self.last_now {
+            return Err(BudgetError::TimeWentBackwards {
+                now: now.0,
+                previous: self.last_now.0,
+            });
+        }
+        self.last_now = now;
+        self.step_no += 1;
+        out.clear(now);
+        let span = tracing::debug_span!("triage.step", step = self.step_no, now = now.0);
+        let _enter = span.enter();
+
+        let mut promoted = [0u64; MAX_CLASSES];
+        out.summary.promoted = self.wait.promote(&mut self.slab, now, &mut promoted);
+        for (c, n) in promoted.iter().enumerate() {
+            self.counters.per_class[c].promoted += n;
+        }
+        self.ingest(now, out);
+        self.expire(now, out);
+        self.plan(now, budget, out);
+
+        out.summary.waiting = self.wait.len();
+        out.summary.running = self.running.len();
+        for c in 0..self.classes.len() {
+            // Relaxed: a capacity hint for submit; no data rides on it.
+            self.shared.published_waiting[c].store(self.wait.base_len(c), Ordering::Relaxed);
+        }
+        tracing::debug!(
+            drained = out.summary.drained,
+            promoted = out.summary.promoted,
+            admitted = out.admitted.len(),
+            preempted = out.preempted.len(),
+            aborted = out.aborted.len(),
+            rejected = out.rejected.len(),
+            waiting = out.summary.waiting,
+            running = out.summary.running,
+            tokens = out.summary.tokens,
+            stopped_by = out.summary.stopped_by.map(|s| s.as_str()),
+            "step decided"
+        );
+        Ok(())
+    }
+
+    /// Requests waiting now.
+    pub fn waiting(&self) -> usize {
+        self.wait.len()
+    }
+
+    /// Requests waiting in effective class `class` (after aging).
+    pub fn waiting_in(&self, class: crate::Class) -> usize {
+        if self.classes.contains(class) {
+            self.wait.class_len(class.index())
+        } else {
+            0
+        }
+    }
+
+    /// Requests running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Counters of one class, ingress included.
+    pub fn class_counters(&self, class: crate::Class) -> ClassCounters {
+        let (submitted, refused) = self.shared.ingress_totals();
+        let i = class.index().min(MAX_CLASSES - 1);
+        let mut c = self.counters.per_class[i];
+        c.submitted = submitted[i];
+        c.refused = refused[i];
+        c.waiting = self.wait.base_len(i) as u64;
+        c.running = self
+            .running
+            .iter()
+            .filter(|&&k| self.slab[k].spec.class.index() == i)
+            .count() as u64;
+        c
+    }
+
+    /// The conservation law now. Balanced at every step boundary.
+    pub fn conservation(&self) -> Conservation {
+        let (submitted, refused) = self.shared.ingress_totals();
+        let submitted: u64 = submitted.iter().sum();
+        let refused: u64 = refused.iter().sum();
+        let mut c = Conservation {
+            submitted,
+            refused,
+            in_ingress: submitted.saturating_sub(refused + self.drained),
+            waiting: self.wait.len() as u64,
+            running: self.running.len() as u64,
+            ..Conservation::default()
+        };
+        for pc in &self.counters.per_class {
+            c.finished += pc.finished;
+            c.cancelled += pc.cancelled;
+            c.timed_out += pc.timed_out;
+            c.evicted += pc.evicted;
+        }
+        c
+    }
+
+    /// Checks every internal invariant: the conservation law on the scheduler's side (every
+    /// drained request is waiting, running or ended), ingress never negative, the wait
+    /// queue's structure, and the indexes agreeing. For tests; O(requests held).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let c = self.conservation();
+        if c.submitted < c.refused + self.drained {
+            return Err(format!(
+                "more drained than accepted: {c}, drained {}",
+                self.drained
+            ));
+        }
+        let ended = c.finished + c.cancelled + c.timed_out + c.evicted;
+        if self.drained != c.waiting + c.running + ended {
+            return Err(format!("drained {} != held + ended: {c}", self.drained));
+        }
+        self.wait.check(&self.slab)?;
+        if self.slab.len() != self.wait.len() + self.running.len()
+            || self.ids.len() != self.slab.len()
+        {
+            return Err(format!(
+                "slab {} / ids {} / waiting {} + running {} disagree",
+                self.slab.len(),
+                self.ids.len(),
+                self.wait.len(),
+                self.running.len()
+            ));
+        }
+        for &k in &self.running {
+            if self.slab[k].place != Place::Running {
+                return Err(format!("running entry {k} is not marked running"));
+            }
+        }
+        for (k, e) in self.slab.iter() {
+            if self.ids.get(&e.spec.id) != Some(&k) {
+                return Err(format!("{} not indexed at its key", e.spec.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a held entry: frees it everywhere and counts it. The outcome is `outcome`
+    /// unless a client's cancel reached the ticket first, in which case it is `Cancelled`:
+    /// the ticket's single atomic word decides, so the cancel that was acknowledged is the
+    /// one that counts. Returns the outcome counted.
+    fn end(&mut self, key: u32, outcome: Outcome) -> Outcome {
+        let e = self.slab.remove(key);
+        let outcome = match e.ticket.finish() {
+            crate::ticket::CANCEL_QUEUED | crate::ticket::CANCEL_RUNNING => Outcome::Cancelled,
+            _ => outcome,
+        };
+        self.shared.index.remove(&e.ticket);
+        self.ids.remove(&e.spec.id);
+        self.counters.outcome(e.spec.class.index(), outcome);
+        outcome
+    }
+}
+
+impl Drop for Scheduler {
+    /// Closes ingress so API threads get an error instead of queueing into a scheduler that
+    /// no longer runs: [`crate::SubmitError::EngineGone`] if the engine thread is
+    /// unwinding from a panic, [`crate::SubmitError::Closed`] otherwise.
+    fn drop(&mut self) {
+        self.shared.close(std::thread::panicking());
+    }
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("waiting", &self.wait.len())
+            .field("running", &self.running.len())
+            .field("step", &self.step_no)
+            .finish_non_exhaustive()
+    }
+}
