@@ -1,0 +1,225 @@
+//! Contract points 5 and 7: budgets are never exceeded; bounded backfill, never past an
+//! overdue head.
+
+mod common;
+use common::*;
+use triage::*;
+
+fn five_of_300(h: &Harness) {
+    for id in 0..5 {
+        h.submit(id, Class::MEDIUM, 300, 1);
+    }
+}
+
+#[test]
+fn token_budget_admits_exactly_three_of_five_300_token_prompts() {
+    let mut cfg = no_aging();
+    cfg.chunked_prefill = false;
+    cfg.backfill_lookahead = 0;
+    let mut h = Harness::new(cfg);
+    five_of_300(&h);
+    let d = h.step(budget(256, 1000, 7000));
+    assert_eq!(ids(&d.admitted), vec![0, 1, 2]);
+    assert_eq!(d.total_tokens(), 900);
+    assert_eq!(d.summary.stopped_by, Some(Short::Tokens));
+}
+
+#[test]
+fn kv_budget_admits_exactly_three_when_blocks_hold_1000_tokens() {
+    let mut cfg = no_aging();
+    cfg.engine.watermark = 0.0;
+    let mut h = Harness::new(cfg);
+    five_of_300(&h);
+    // 62 blocks of 16 = 992 tokens; each 300-token prompt needs 19 blocks.
+    let d = h.step(budget(256, 8192, 62));
+    assert_eq!(ids(&d.admitted), vec![0, 1, 2]);
+    assert_eq!(d.summary.blocks, 57);
+    assert_eq!(d.summary.stopped_by, Some(Short::KvBlocks));
+}
+
+#[test]
+fn watermark_is_kept_free_for_admissions() {
+    let mut cfg = no_aging();
+    cfg.engine.total_blocks = 1000;
+    cfg.engine.watermark = 0.05; // 50 blocks
+    let mut h = Harness::new(cfg);
+    five_of_300(&h);
+    // 19 blocks each: 107 free - 50 watermark leaves room for 3 (57), not 4 (76).
+    let d = h.step(budget(256, 8192, 107));
+    assert_eq!(d.admitted.len(), 3);
+}
+
+#[test]
+fn seq_budget_counts_running_requests() {
+    let mut h = Harness::new(no_aging());
+    five_of_300(&h);
+    let d = h.step(budget(2, 8192, 7000));
+    assert_eq!(d.admitted.len(), 2);
+    let d = h.step(budget(3, 8192, 7000));
+    assert_eq!(d.admitted.len(), 1, "two already running");
+}
+
+#[test]
+fn chunked_prefill_splits_the_last_prompt_and_continues_it() {
+    let mut h = Harness::new(no_aging());
+    five_of_300(&h);
+    let d = h.step(budget(256, 1000, 7000));
+    assert_eq!(ids(&d.admitted), vec![0, 1, 2, 3]);
+    assert_eq!(d.admitted[3].prefill_tokens, 100);
+    assert_eq!(d.total_tokens(), 1000);
+    for a in &d.admitted[..3] {
+        h.prefill(a);
+    }
+    h.sched
+        .on_progress(RequestId(3), h.clock.now(), 100, 0)
+        .unwrap();
+    let d = h.step(budget(256, 1000, 7000));
+    // Three decode tokens, then request 3's remaining 200 prompt tokens, then request 4.
+    assert_eq!(
+        d.scheduled
+            .iter()
+            .map(|s| (s.id.0, s.tokens))
+            .collect::<Vec<_>>(),
+        vec![(0, 1), (1, 1), (2, 1), (3, 200)]
+    );
+    assert_eq!(ids(&d.admitted), vec![4]);
+    assert!(d.total_tokens() <= 1000);
+}
+
+#[test]
+fn budgets_hold_over_a_long_mixed_run() {
+    let mut cfg = SchedulerConfig {
+        shards: 2,
+        ..SchedulerConfig::default()
+    };
+    cfg.engine.total_blocks = 600;
+    let mut h = Harness::new(cfg);
+    let total_blocks = 600u32;
+    let mut held: std::collections::HashMap<RequestId, (u32, u32, u32, u32)> = Default::default(); // blocks, kv, target, generated
+    let mut max_new: std::collections::HashMap<RequestId, u32> = Default::default();
+    let mut prompt: std::collections::HashMap<RequestId, u32> = Default::default();
+    let mut generated: std::collections::HashMap<RequestId, u32> = Default::default();
+    let mut next = 0u64;
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..3000 {
+        for _ in 0..rand(3) {
+            let class = Class::from_index(rand(3) as u8);
+            let (m, p) = (1 + rand(200) as u32, 1 + rand(900) as u32);
+            h.submit(next, class, p, m);
+            max_new.insert(RequestId(next), m);
+            prompt.insert(RequestId(next), p);
+            next += 1;
+        }
+        let used: u32 = held.values().map(|v| v.0).sum();
+        let b = budget(32, 512, total_blocks - used);
+        let d = h.step(b);
+        let seqs_before = held.len();
+        for p in &d.preempted {
+            held.remove(&p.id).expect("preempted a running request");
+        }
+        for a in &d.aborted {
+            held.remove(a);
+        }
+        assert!(seqs_before - d.preempted.len() + d.admitted.len() <= 32);
+        assert!(d.total_tokens() <= 512);
+        let mut blocks_now: u32 = held.values().map(|v| v.0).sum();
+        for a in &d.admitted {
+            held.insert(a.id, (a.blocks, 0, a.prefill_target, 0));
+            // A resumed request recomputes its prompt and the output it had generated.
+            assert_eq!(
+                a.prefill_target,
+                prompt[&a.id] + generated.get(&a.id).copied().unwrap_or(0)
+            );
+            blocks_now += a.blocks;
+        }
+        // Apply the iteration: prefill chunks and decode tokens.
+        let work: Vec<(RequestId, u32)> = d
+            .admitted
+            .iter()
+            .map(|a| (a.id, a.prefill_tokens))
+            .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
+            .collect();
+        for (id, tokens) in work {
+            let v = held.get_mut(&id).unwrap();
+            v.1 += tokens;
+            let needed = v.1.div_ceil(16);
+            if needed > v.0 {
+                blocks_now += needed - v.0;
+                v.0 = needed;
+            }
+            let out = u32::from(v.1 >= v.2);
+            v.3 += out;
+            *generated.entry(id).or_default() += out;
+            h.sched.on_progress(id, h.clock.now(), tokens, out).unwrap();
+        }
+        assert!(blocks_now <= total_blocks, "KV over capacity: {blocks_now}");
+        let done: Vec<RequestId> = held
+            .iter()
+            .filter(|(id, v)| v.3 >= 1 && (generated[id] >= max_new[id] || rand(8) == 0))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            held.remove(&id);
+            h.finish(id);
+        }
+        h.advance(ms(25));
+    }
+    let c = h.sched.conservation();
+    assert!(c.finished > 1000, "{c}");
+    assert!(
+        h.sched.class_counters(Class::LOW).preempted > 0,
+        "the run exercised KV preemption"
+    );
+}
+
+#[test]
+fn backfill_looks_past_a_head_that_does_not_fit() {
+    let mut cfg = no_aging();
+    cfg.engine.watermark = 0.0;
+    cfg.backfill_lookahead = 2;
+    cfg.preemption.enabled = false;
+    let mut h = Harness::new(cfg.clone());
+    h.submit(1, Class::HIGH, 1600, 1); // 100 blocks
+    h.submit(2, Class::LOW, 160, 1); // 10 blocks
+    let d = h.step(budget(8, 8192, 50));
+    assert_eq!(ids(&d.admitted), vec![2]);
+    assert_eq!(
+        h.sched.waiting_in(Class::HIGH),
+        1,
+        "the head keeps its place"
+    );
+
+    cfg.backfill_lookahead = 0;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::HIGH, 1600, 1);
+    h.submit(2, Class::LOW, 160, 1);
+    let d = h.step(budget(8, 8192, 50));
+    assert!(d.admitted.is_empty(), "no lookahead: stop at the head");
+}
+
+#[test]
+fn backfill_never_passes_an_overdue_head() {
+    let mut cfg = no_aging();
+    cfg.engine.watermark = 0.0;
+    cfg.backfill_lookahead = 8;
+    cfg.preemption.enabled = false;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::LOW, 1600, 1); // 100 blocks
+    h.clock.set(Timestamp::from_millis(30_000));
+    h.submit(2, Class::HIGH, 160, 1); // 10 blocks, fits
+    let d = h.step(budget(8, 8192, 50));
+    assert!(
+        d.admitted.is_empty(),
+        "the overdue head blocks backfill: {:?}",
+        ids(&d.admitted)
+    );
+    // Once the engine frees enough, the overdue request goes first.
+    let d = h.step(budget(8, 8192, 110));
+    assert_eq!(ids(&d.admitted), vec![1, 2]);
+}

@@ -1,0 +1,164 @@
+//! Many API threads and the engine thread at once: every request ends in exactly one
+//! outcome and the counters balance.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use triage::*;
+
+const THREADS: u64 = 8;
+const PER_THREAD: u64 = 12_500; // 100,000 in all
+
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn eight_api_threads_100k_requests_each_end_exactly_once() {
+    let mut cfg = SchedulerConfig {
+        shards: 4,
+        ..SchedulerConfig::default()
+    };
+    cfg.classes.iter_mut().for_each(|c| c.ring_capacity = 4096);
+    let clock = ManualClock::new(Timestamp::ZERO);
+    let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
+    let total = (THREADS * PER_THREAD) as usize;
+    // outcomes[id] counts terminal outcomes seen for the request; must end at exactly 1.
+    let outcomes: Arc<Vec<AtomicU8>> = Arc::new((0..total).map(|_| AtomicU8::new(0)).collect());
+    let producers_done = Arc::new(AtomicBool::new(false));
+
+    let producers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let api = api.clone();
+            let outcomes = Arc::clone(&outcomes);
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9 ^ (t + 1);
+                let (mut refused, mut cancels) = (0u64, 0u64);
+                for i in 0..PER_THREAD {
+                    let id = t * PER_THREAD + i;
+                    let r = xorshift(&mut seed);
+                    let spec = RequestSpec::new(
+                        id,
+                        Class::from_index((r % 3) as u8),
+                        1 + (r >> 8) as u32 % 512,
+                        1 + (r >> 20) as u32 % 64,
+                    );
+                    match api.submit(spec) {
+                        Ok(_) => {}
+                        Err(SubmitError::QueueFull { .. }) => {
+                            outcomes[id as usize].fetch_add(1, Ordering::Relaxed);
+                            refused += 1;
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        Err(e) => panic!("unexpected refusal: {e}"),
+                    }
+                    // Now and then cancel or reprioritise an earlier request of ours.
+                    if r % 7 == 0 && i > 0 {
+                        let victim = RequestId(t * PER_THREAD + (r >> 32) % i);
+                        if api.cancel(victim).is_ok() {
+                            cancels += 1;
+                        }
+                    } else if r % 5 == 0 && i > 0 {
+                        let _ = api.reprioritize(
+                            RequestId(t * PER_THREAD + (r >> 32) % i),
+                            Class::from_index(((r >> 40) % 3) as u8),
+                        );
+                    }
+                }
+                (refused, cancels)
+            })
+        })
+        .collect();
+
+    let engine = {
+        let outcomes = Arc::clone(&outcomes);
+        let producers_done = Arc::clone(&producers_done);
+        std::thread::spawn(move || {
+            let mut d = Decision::default();
+            let mut held: std::collections::HashMap<RequestId, (u32, u32, u32)> =
+                Default::default(); // blocks, target, kv
+            let mut steps = 0u64;
+            loop {
+                let done = producers_done.load(Ordering::Acquire);
+                let used: u32 = held.values().map(|v| v.0).sum();
+                clock.advance(std::time::Duration::from_millis(1)); // one iteration
+                let now = clock.now();
+                let budget = Budget {
+                    max_num_seqs: 256,
+                    max_batched_tokens: 8192,
+                    free_blocks: 7450 - used,
+                };
+                sched.step_into(now, &budget, &mut d).unwrap();
+                steps += 1;
+                for id in d.preempted.iter().map(|p| p.id) {
+                    held.remove(&id);
+                }
+                for id in d.aborted.iter().chain(&d.cancelled) {
+                    held.remove(id);
+                    outcomes[id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                for r in &d.rejected {
+                    outcomes[r.id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                for a in &d.admitted {
+                    held.insert(a.id, (a.blocks, a.prefill_target, 0));
+                }
+                // Every running request completes its work; finish those past prefill.
+                let work: Vec<(RequestId, u32)> = d
+                    .admitted
+                    .iter()
+                    .map(|a| (a.id, a.prefill_tokens))
+                    .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
+                    .collect();
+                for (id, tokens) in work {
+                    let v = held.get_mut(&id).unwrap();
+                    v.2 += tokens;
+                    v.0 = v.0.max(v.2.div_ceil(16));
+                    let out = u32::from(v.2 >= v.1);
+                    sched.on_progress(id, now, tokens, out).unwrap();
+                    if out == 1 {
+                        held.remove(&id);
+                        if sched.on_finished(id, now, FinishReason::Stop).unwrap()
+                            != Outcome::Finished
+                        {
+                            // A cancel won the race: counted as cancelled, still one outcome.
+                        }
+                        outcomes[id.0 as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                assert!(sched.conservation().is_balanced());
+                let c = sched.conservation();
+                if done && c.in_ingress == 0 && c.waiting == 0 && c.running == 0 {
+                    sched.check_invariants().unwrap();
+                    return (c, steps);
+                }
+            }
+        })
+    };
+
+    let mut refused = 0;
+    for p in producers {
+        refused += p.join().unwrap().0;
+    }
+    producers_done.store(true, Ordering::Release);
+    let (c, steps) = engine.join().unwrap();
+    assert_eq!(c.submitted, THREADS * PER_THREAD);
+    assert_eq!(c.refused, refused);
+    assert!(c.is_balanced(), "{c}");
+    assert!(steps > 1, "the scheduler stepped while producers ran");
+    let wrong: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.load(Ordering::Relaxed) != 1)
+        .map(|(i, _)| i)
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "requests without exactly one outcome: {wrong:?} ({c})"
+    );
+    assert_eq!(c.finished + c.cancelled + c.refused, THREADS * PER_THREAD);
+}
