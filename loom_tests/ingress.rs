@@ -1,0 +1,135 @@
+//! Loom models of the whole ingress path through the public API: `Submitter` calls on one
+//! thread racing the scheduler's step on another. Rings shrink to two slots under loom.
+//!
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_ingress`
+#![cfg(loom)]
+
+use loom::thread;
+use triage::*;
+
+fn config() -> SchedulerConfig {
+    let mut c = SchedulerConfig::default();
+    c.shards = 1;
+    for class in &mut c.classes {
+        class.promote_after_ms = None;
+    }
+    c
+}
+
+fn budget() -> Budget {
+    Budget {
+        max_num_seqs: 8,
+        max_batched_tokens: 4096,
+        free_blocks: 7000,
+    }
+}
+
+fn new() -> (Scheduler, Submitter, ManualClock) {
+    let clock = ManualClock::new(Timestamp::ZERO);
+    let (s, api) = Scheduler::with_clock(config(), clock.clone()).unwrap();
+    (s, api, clock)
+}
+
+/// Cancel racing the drain and the admission of the same request: exactly one effect.
+#[test]
+fn cancel_racing_drain_and_admission() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        api.submit(RequestSpec::new(1, Class::HIGH, 16, 4)).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.cancel(RequestId(1)));
+        let d1 = sched.step(clock.now(), &budget()).unwrap();
+        let cancel = t
+            .join()
+            .unwrap()
+            .expect("the request is live when cancelled");
+        let d2 = sched.step(clock.now(), &budget()).unwrap();
+        let admitted = d1.admitted.len() + d2.admitted.len();
+        let cancelled = d1.cancelled.len() + d2.cancelled.len();
+        let aborted = d1.aborted.len() + d2.aborted.len();
+        match cancel {
+            CancelOutcome::WasWaiting => assert_eq!((admitted, cancelled, aborted), (0, 1, 0)),
+            CancelOutcome::WasRunning => assert_eq!((admitted, cancelled, aborted), (1, 0, 1)),
+        }
+        let c = sched.conservation();
+        assert_eq!((c.cancelled, c.waiting, c.running), (1, 0, 0));
+        assert!(c.is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}
+
+/// Reprioritise racing the drain: the request ends up in exactly one class queue, once,
+/// and in the requested class.
+#[test]
+fn reprioritize_racing_drain() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.reprioritize(RequestId(1), Class::HIGH));
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
+        sched.step(clock.now(), &no_room).unwrap();
+        t.join().unwrap().unwrap();
+        sched.step(clock.now(), &no_room).unwrap();
+        sched.check_invariants().unwrap();
+        assert_eq!(sched.waiting(), 1);
+        assert_eq!(sched.waiting_in(Class::HIGH), 1);
+        assert_eq!(sched.waiting_in(Class::LOW), 0);
+        let d = sched.step(clock.now(), &budget()).unwrap();
+        assert_eq!(d.admitted.len(), 1);
+        assert_eq!(d.admitted[0].class, Class::HIGH);
+    });
+}
+
+/// Close (hand-off) racing a submit: the submit lands and is handed off, or fails with
+/// `Closed`; nothing is stranded.
+#[test]
+fn close_racing_submit() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.submit(RequestSpec::new(2, Class::LOW, 16, 4)));
+        let handed = sched.drain_waiting(clock.now());
+        let r = t.join().unwrap();
+        match r {
+            Ok(_) => assert_eq!(handed.len(), 1),
+            Err(SubmitError::Closed) => assert!(handed.is_empty()),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        let d = sched.step(clock.now(), &budget()).unwrap();
+        assert_eq!(d.summary.drained, 0, "nothing landed after the hand-off");
+        assert!(sched.conservation().is_balanced());
+    });
+}
+
+/// Two producers fill the shrunken ring while the scheduler drains: every accepted
+/// request is drained once, and refusals are `QueueFull`.
+#[test]
+fn two_submitters_and_a_step() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        let api2 = api.clone();
+        let t = thread::spawn(move || {
+            (10..12)
+                .map(|id| api2.submit(RequestSpec::new(id, Class::LOW, 16, 4)).is_ok() as u64)
+                .sum::<u64>()
+        });
+        let mine = api.submit(RequestSpec::new(20, Class::LOW, 16, 4)).is_ok() as u64;
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
+        sched.step(clock.now(), &no_room).unwrap();
+        let theirs = t.join().unwrap();
+        sched.step(clock.now(), &no_room).unwrap();
+        assert_eq!(sched.waiting() as u64, mine + theirs);
+        let c = sched.conservation();
+        assert_eq!(c.submitted, 3);
+        assert_eq!(c.refused, 3 - mine - theirs);
+        assert!(c.is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}
