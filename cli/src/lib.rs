@@ -1,0 +1,12 @@
+//! `triage-cli`: the command-line tool of the `triage` scheduler.
+//!
+//! Its main job is [`sim`], a deterministic discrete-event simulator of one GPU
+//! serving engine that replays real request traces through several scheduling
+//! policies side by side and reports per-class latency and SLO attainment.
+//! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod sim;
+pub mod simulate;

@@ -1,0 +1,141 @@
+//! `triage`: this crate's scheduler, the real library, driven through its public API
+//! exactly as an engine embeds it: a [`triage::Submitter`] submits each arrival (stamped by
+//! a [`triage::ManualClock`] set to simulated time), [`triage::Scheduler::step`] runs once
+//! per iteration with the engine's budget, and the engine's progress and finish events go
+//! back through the scheduler's callbacks.
+
+use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
+use triage::{
+    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestId, RequestSpec, Scheduler,
+    SchedulerConfig, Submitter, Timestamp,
+};
+
+/// The triage policy.
+pub struct Triage {
+    sched: Scheduler,
+    api: Submitter,
+    clock: ManualClock,
+    decision: Decision,
+    /// Arrivals refused at submit, reported to the engine with the next plan.
+    refused: Vec<(ReqId, String)>,
+}
+
+impl std::fmt::Debug for Triage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triage")
+            .field("sched", &self.sched)
+            .finish()
+    }
+}
+
+fn at(seconds: f64) -> Timestamp {
+    Timestamp((seconds.max(0.0) * 1e9).round() as u64)
+}
+
+impl Triage {
+    /// The default configuration ([`SchedulerConfig::default`]) on the simulated engine's
+    /// limits.
+    pub fn new(ctx: &PolicyContext) -> Self {
+        let mut config = SchedulerConfig::default();
+        config.engine.block_size = ctx.block_size;
+        config.engine.total_blocks = ctx.total_blocks;
+        config.engine.max_model_len = ctx.max_model_len;
+        config.engine.watermark =
+            f64::from(ctx.watermark_blocks) / f64::from(ctx.total_blocks.max(1));
+        // One producer thread (the simulator): one shard is enough.
+        config.shards = 1;
+        // The simulator submits a whole trace up front of the scheduler's drains in bursts;
+        // rings must hold a burst between two iterations.
+        for class in &mut config.classes {
+            class.ring_capacity = 1 << 16;
+        }
+        Self::with_config(config)
+    }
+
+    /// The policy on an explicit configuration.
+    pub fn with_config(config: SchedulerConfig) -> Self {
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(config, clock.clone())
+            .expect("the simulator builds a valid triage config");
+        Self {
+            sched,
+            api,
+            clock,
+            decision: Decision::default(),
+            refused: Vec::new(),
+        }
+    }
+}
+
+impl Policy for Triage {
+    fn name(&self) -> &str {
+        "triage"
+    }
+
+    fn on_arrival(&mut self, req: &SimRequest, now: f64) {
+        self.clock.set(at(req.arrival.max(now)));
+        let spec = RequestSpec::new(
+            req.id,
+            Class::from_index(req.class),
+            req.prompt_tokens,
+            req.output_tokens.max(1),
+        );
+        if let Err(e) = self.api.submit(spec) {
+            self.refused.push((req.id, e.to_string()));
+        }
+    }
+
+    fn plan(&mut self, view: &EngineView) -> Plan {
+        self.clock.set(at(view.now));
+        let budget = Budget {
+            max_num_seqs: view.max_num_seqs,
+            max_batched_tokens: view.token_budget,
+            free_blocks: view.free_blocks,
+        };
+        self.sched
+            .step_into(self.clock.now(), &budget, &mut self.decision)
+            .expect("the simulated engine reports a valid budget");
+        let d = &self.decision;
+        Plan {
+            start: d
+                .admitted
+                .iter()
+                .map(|a| (a.id.0, a.prefill_tokens))
+                .collect(),
+            run: d.scheduled.iter().map(|s| (s.id.0, s.tokens)).collect(),
+            preempt: d
+                .preempted
+                .iter()
+                .map(|p| p.id.0)
+                .chain(d.aborted.iter().map(|id| id.0))
+                .collect(),
+            reject: self
+                .refused
+                .drain(..)
+                .chain(d.rejected.iter().map(|r| (r.id.0, format!("{:?}", r.reason))))
+                .collect(),
+        }
+    }
+
+    fn on_iteration_done(
+        &mut self,
+        now: f64,
+        progressed: &[(ReqId, u32, u32)],
+        finished: &[ReqId],
+    ) {
+        self.clock.set(at(now));
+        let now = self.clock.now();
+        for &(id, prefill, out) in progressed {
+            // The simulator reports 0 prefill tokens for a decode step, which computes one.
+            let computed = if prefill > 0 { prefill } else { 1 };
+            self.sched
+                .on_progress(RequestId(id), now, computed, out)
+                .expect("progress for a running request");
+        }
+        for &id in finished {
+            self.sched
+                .on_finished(RequestId(id), now, FinishReason::Length)
+                .expect("finish of a running request");
+        }
+    }
+}
