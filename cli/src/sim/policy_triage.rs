@@ -112,7 +112,11 @@ impl Policy for Triage {
             reject: self
                 .refused
                 .drain(..)
-                .chain(d.rejected.iter().map(|r| (r.id.0, format!("{:?}", r.reason))))
+                .chain(
+                    d.rejected
+                        .iter()
+                        .map(|r| (r.id.0, format!("{:?}", r.reason))),
+                )
                 .collect(),
         }
     }
