@@ -118,15 +118,18 @@ impl Default for SchedulerConfig {
             queue_capacity: 262_144,
         };
         Self {
-            // Ages form a ladder: any request 10 s old is at least MEDIUM, any request 20 s
-            // old is HIGH, and at 30 s it is overdue.
+            // Ages form a ladder: any request 20 s old is at least MEDIUM, any request 40 s
+            // old is HIGH, and at 60 s (LOW's end-to-end bound) it is overdue. Rungs well
+            // above the interactive TTFT targets (0.5 s, 2 s) keep aging from spending
+            // HIGH's latency on short bursts of batch work, while a sustained overload still
+            // cannot starve anyone past a minute. `triage simulate` shows the trade-off.
             classes: vec![
                 class("HIGH", 0, 0, None),
-                class("MEDIUM", 1, 9, Some(20_000)),
-                class("LOW", 10, 100, Some(10_000)),
+                class("MEDIUM", 1, 9, Some(40_000)),
+                class("LOW", 10, 100, Some(20_000)),
             ],
             bucket_width_ms: 10,
-            max_wait_ms: 30_000,
+            max_wait_ms: 60_000,
             queue_timeout_ms: None,
             shards: 0,
             preemption: PreemptionConfig::default(),

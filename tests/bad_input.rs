@@ -249,7 +249,7 @@ fn config_validation_names_the_field() {
         "classes[0].promote_after_ms",
     );
     check(
-        &|c| c.classes[2].promote_after_ms = Some(25_000),
+        &|c| c.classes[2].promote_after_ms = Some(45_000),
         "classes[2].promote_after_ms",
     );
     check(
@@ -260,7 +260,7 @@ fn config_validation_names_the_field() {
         &|c| c.classes[1].queue_capacity = 0,
         "classes[1].queue_capacity",
     );
-    check(&|c| c.max_wait_ms = 15_000, "max_wait_ms");
+    check(&|c| c.max_wait_ms = 30_000, "max_wait_ms");
     check(&|c| c.queue_timeout_ms = Some(1_000), "queue_timeout_ms");
     check(&|c| c.bucket_width_ms = 0, "bucket_width_ms");
     check(

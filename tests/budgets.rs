@@ -211,7 +211,7 @@ fn backfill_never_passes_an_overdue_head() {
     cfg.preemption.enabled = false;
     let mut h = Harness::new(cfg);
     h.submit(1, Class::LOW, 1600, 1); // 100 blocks
-    h.clock.set(Timestamp::from_millis(30_000));
+    h.clock.set(Timestamp::from_millis(60_000));
     h.submit(2, Class::HIGH, 160, 1); // 10 blocks, fits
     let d = h.step(budget(8, 8192, 50));
     assert!(

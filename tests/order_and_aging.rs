@@ -46,7 +46,7 @@ fn one_admission_at_a_time_follows_the_same_order() {
 
 #[test]
 fn low_is_promoted_after_its_threshold_then_served_before_newer_medium() {
-    // LOW -> MEDIUM at 10 s, MEDIUM -> HIGH at 20 s, 10 ms buckets.
+    // LOW -> MEDIUM at 20 s, MEDIUM -> HIGH at 40 s, 10 ms buckets.
     let cfg = SchedulerConfig {
         shards: 2,
         ..SchedulerConfig::default()
@@ -55,11 +55,11 @@ fn low_is_promoted_after_its_threshold_then_served_before_newer_medium() {
     h.submit(1, Class::LOW, 16, 4); // t = 0, bucket [0, 10 ms)
     h.advance(ms(5_000));
     h.submit(2, Class::MEDIUM, 16, 4); // t = 5 s
-    h.clock.set(Timestamp::from_millis(10_009));
+    h.clock.set(Timestamp::from_millis(20_009));
     let d = h.step(budget(0, 4096, 7000));
     assert_eq!(d.summary.promoted, 0, "not before threshold + bucket width");
     assert_eq!(h.sched.waiting_in(Class::LOW), 1);
-    h.clock.set(Timestamp::from_millis(10_010));
+    h.clock.set(Timestamp::from_millis(20_010));
     let d = h.step(budget(0, 4096, 7000));
     assert_eq!(d.summary.promoted, 1);
     assert_eq!(h.sched.waiting_in(Class::LOW), 0);
@@ -82,8 +82,8 @@ fn aging_climbs_the_whole_ladder_and_a_late_step_cascades() {
     h.submit(1, Class::LOW, 16, 4);
     h.step(budget(0, 4096, 7000));
     assert_eq!(h.sched.waiting_in(Class::LOW), 1);
-    // No step until 25 s: one step moves the bucket LOW -> MEDIUM -> HIGH.
-    h.clock.set(Timestamp::from_millis(25_000));
+    // No step until 45 s: one step moves the bucket LOW -> MEDIUM -> HIGH.
+    h.clock.set(Timestamp::from_millis(45_000));
     h.submit(2, Class::HIGH, 16, 4);
     let d = h.step(budget(0, 4096, 7000));
     assert_eq!(d.summary.promoted, 2, "one request, promoted twice");
@@ -105,7 +105,7 @@ fn promotion_moves_whole_buckets_and_keeps_fifo_across_bases() {
         h.submit(i, class, 16, 4);
         h.advance(ms(3));
     }
-    h.clock.set(Timestamp::from_millis(25_000));
+    h.clock.set(Timestamp::from_millis(45_000));
     h.step(budget(0, 4096, 7000));
     assert_eq!(h.sched.waiting_in(Class::HIGH), 40);
     let d = h.step(budget(40, 4096, 7000));
@@ -118,13 +118,13 @@ fn promotion_moves_whole_buckets_and_keeps_fifo_across_bases() {
 
 #[test]
 fn overdue_request_is_served_while_high_traffic_keeps_arriving() {
-    // No aging: only max_wait (30 s) can rescue the LOW request.
+    // No aging: only max_wait (60 s) can rescue the LOW request.
     let mut h = Harness::new(no_aging());
     h.submit(0, Class::LOW, 64, 4);
     let mut next = 1u64;
     let mut low_admitted_at = None;
     // One admission per 100 ms step, and two HIGH arrivals per step: HIGH never drains.
-    for _ in 0..400 {
+    for _ in 0..800 {
         for _ in 0..2 {
             h.submit(next, Class::HIGH, 64, 4);
             next += 1;
@@ -147,7 +147,7 @@ fn overdue_request_is_served_while_high_traffic_keeps_arriving() {
     }
     let at = low_admitted_at.expect("the LOW request was served");
     assert!(
-        at >= Timestamp::from_millis(30_000) && at < Timestamp::from_millis(30_100),
+        at >= Timestamp::from_millis(60_000) && at < Timestamp::from_millis(60_100),
         "served at {at}"
     );
 }
@@ -160,7 +160,7 @@ fn overdue_requests_go_oldest_first_across_classes() {
     h.submit(2, Class::MEDIUM, 16, 4);
     h.advance(ms(10));
     h.submit(3, Class::HIGH, 16, 4);
-    h.clock.set(Timestamp::from_millis(31_000));
+    h.clock.set(Timestamp::from_millis(61_000));
     h.submit(4, Class::HIGH, 16, 4);
     let d = h.step(budget(4, 4096, 7000));
     assert_eq!(ids(&d.admitted), vec![1, 2, 3, 4]);
@@ -171,17 +171,17 @@ fn overdue_requests_go_oldest_first_across_classes() {
 #[test]
 fn queue_timeout_ends_requests_with_an_explicit_outcome() {
     let mut cfg = no_aging();
-    cfg.queue_timeout_ms = Some(40_000);
+    cfg.queue_timeout_ms = Some(80_000);
     let mut h = Harness::new(cfg);
     h.submit(1, Class::LOW, 16, 4);
-    h.advance(ms(20_000));
+    h.advance(ms(40_000));
     h.submit(2, Class::LOW, 16, 4);
-    h.clock.set(Timestamp::from_millis(40_000));
+    h.clock.set(Timestamp::from_millis(80_000));
     let d = h.step(budget(0, 4096, 7000));
     assert_eq!(d.rejected.len(), 1);
     assert_eq!(d.rejected[0].id, RequestId(1));
     assert!(
-        matches!(d.rejected[0].reason, RejectReason::TimedOut { waited } if waited == ms(40_000))
+        matches!(d.rejected[0].reason, RejectReason::TimedOut { waited } if waited == ms(80_000))
     );
     assert_eq!(h.sched.waiting(), 1);
     assert_eq!(h.sched.conservation().timed_out, 1);
