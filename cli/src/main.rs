@@ -43,7 +43,7 @@ struct SimulateArgs {
     /// Policies to compare, comma-separated [default: all registered].
     #[arg(long, value_delimiter = ',', long_help = policies_help())]
     policies: Vec<String>,
-    /// Load multipliers (arrival times divided by k), comma-separated [default: 0.3,0.5,0.7].
+    /// Load multipliers (arrival times divided by k), comma-separated [default: 0.15,0.3,0.5].
     #[arg(long, value_delimiter = ',')]
     loads: Vec<f64>,
     /// Seed of the class assignment.

@@ -21,7 +21,7 @@ use crate::sim::trace::TraceError;
 use crate::sim::workload::{Source, Workload, WorkloadSpec};
 
 /// Default load multipliers.
-pub const DEFAULT_LOADS: [f64; 3] = [0.3, 0.5, 0.7];
+pub const DEFAULT_LOADS: [f64; 3] = [0.15, 0.3, 0.5];
 /// Default `max_num_batched_tokens` (vLLM's chunked-prefill default for online serving).
 pub const DEFAULT_MAX_NUM_BATCHED_TOKENS: u32 = 2048;
 /// Default `max_num_seqs`.
