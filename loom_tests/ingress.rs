@@ -133,3 +133,62 @@ fn two_submitters_and_a_step() {
         sched.check_invariants().unwrap();
     });
 }
+
+/// Cancel and reprioritise of one request on two threads, racing the step that drains and
+/// admits it: one terminal outcome, counted once; a class change never resurrects a
+/// cancelled request.
+#[test]
+fn cancel_and_reprioritize_racing_a_step() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let (a, b) = (api.clone(), api.clone());
+        let t1 = thread::spawn(move || a.cancel(RequestId(1)));
+        let t2 = thread::spawn(move || b.reprioritize(RequestId(1), Class::HIGH));
+        let d1 = sched.step(clock.now(), &budget()).unwrap();
+        let cancel = t1.join().unwrap();
+        let _ = t2.join().unwrap(); // Ok, or refused because the cancel won
+        let d2 = sched.step(clock.now(), &budget()).unwrap();
+        assert!(
+            cancel.is_ok(),
+            "the first cancel of a live request succeeds"
+        );
+        let admitted = d1.admitted.len() + d2.admitted.len();
+        let ended = d1.cancelled.len() + d2.cancelled.len() + d1.aborted.len() + d2.aborted.len();
+        assert_eq!(ended, 1, "exactly one cancel effect");
+        assert!(admitted <= 1);
+        let c = sched.conservation();
+        assert_eq!((c.cancelled, c.waiting, c.running), (1, 0, 0));
+        assert!(c.is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}
+
+/// The one piece of shared state the scheduler publishes to API threads: the waiting depth
+/// per class, read by submit's queue-capacity check. A submit racing the step that
+/// publishes it is either queued or refused with `QueueFull`, and counted either way.
+#[test]
+fn capacity_hint_racing_the_step_that_publishes_it() {
+    loom::model(|| {
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let mut cfg = config();
+        cfg.classes[2].queue_capacity = 1;
+        let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
+        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.submit(RequestSpec::new(2, Class::LOW, 16, 4)));
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
+        sched.step(clock.now(), &no_room).unwrap();
+        let r = t.join().unwrap();
+        sched.step(clock.now(), &no_room).unwrap();
+        match r {
+            Ok(_) => assert_eq!(sched.waiting(), 2, "landed before the depth was published"),
+            Err(SubmitError::QueueFull { .. }) => assert_eq!(sched.waiting(), 1),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(sched.conservation().is_balanced());
+    });
+}
