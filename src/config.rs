@@ -16,11 +16,22 @@ pub struct ClassConfig {
     pub vllm_priority: [i64; 2],
     /// Age (since arrival) at which a waiting request of this class moves up one class.
     /// `None` for the top class, or to never promote out of this class.
+    #[serde(default)]
     pub promote_after_ms: Option<u64>,
     /// Slots of this class's ring in each ingress shard. A power of two.
+    #[serde(default = "default_ring_capacity")]
     pub ring_capacity: usize,
     /// Most requests of this class waiting at once; submits past it get `QueueFull`.
+    #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+}
+
+fn default_ring_capacity() -> usize {
+    1024
+}
+
+fn default_queue_capacity() -> usize {
+    262_144
 }
 
 /// When and how the scheduler preempts running requests for waiting ones.
@@ -114,8 +125,8 @@ impl Default for SchedulerConfig {
             name: name.to_string(),
             vllm_priority: [lo, hi],
             promote_after_ms: promote,
-            ring_capacity: 1024,
-            queue_capacity: 262_144,
+            ring_capacity: default_ring_capacity(),
+            queue_capacity: default_queue_capacity(),
         };
         Self {
             // Ages form a ladder: any request 20 s old is at least MEDIUM, any request 40 s
@@ -145,6 +156,7 @@ fn err(field: impl Into<String>, expected: impl Into<String>, found: impl ToStri
         field: field.into(),
         expected: expected.into(),
         found: found.to_string(),
+        location: None,
     }
 }
 

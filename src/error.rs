@@ -261,10 +261,15 @@ pub struct ConfigError {
     pub expected: String,
     /// What was found.
     pub found: String,
+    /// Where in the TOML text, when the config came from one: 1-based line and column.
+    pub location: Option<(u32, u32)>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.location {
+            write!(f, "line {line}, column {column}: ")?;
+        }
         write!(
             f,
             "invalid config field `{}`: expected {}, found {}",

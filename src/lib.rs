@@ -52,6 +52,7 @@
 mod budget;
 mod class;
 mod config;
+mod config_file;
 mod counters;
 mod decision;
 mod error;

@@ -1,0 +1,209 @@
+//! The TOML configuration: the example file is the default, and every validation rule
+//! refuses a bad input with a message naming the field, what is allowed, and where.
+
+use triage::*;
+
+#[test]
+fn example_file_parses_to_exactly_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/triage.example.toml");
+    assert_eq!(
+        SchedulerConfig::from_path(path).unwrap(),
+        SchedulerConfig::default()
+    );
+}
+
+#[test]
+fn an_empty_file_is_the_defaults() {
+    assert_eq!(
+        SchedulerConfig::from_toml_str("").unwrap(),
+        SchedulerConfig::default()
+    );
+}
+
+fn error(text: &str) -> ConfigError {
+    SchedulerConfig::from_toml_str(text).expect_err(text)
+}
+
+#[test]
+fn unknown_keys_are_refused_with_the_nearest_key() {
+    let e = error("bucket_width_ms = 10\nmax_wiat_ms = 5\n");
+    assert_eq!(e.field, "max_wiat_ms");
+    assert_eq!(e.location, Some((2, 1)));
+    assert!(e.expected.contains("did you mean `max_wait_ms`?"), "{e}");
+    let e = error("[preemption]\nenabeld = false\n");
+    assert_eq!(e.field, "preemption.enabeld");
+    assert!(e.expected.contains("did you mean `enabled`?"), "{e}");
+    let e = error("[[classes]]\nname = \"A\"\nvllm_priority = [0, 0]\nring_capacty = 8\n");
+    assert_eq!(e.field, "classes[0].ring_capacty");
+    assert_eq!(e.location, Some((4, 1)));
+    assert!(e.expected.contains("did you mean `ring_capacity`?"), "{e}");
+    let e = error("[tenants]\nweights = 1\n");
+    assert_eq!(e.field, "tenants");
+}
+
+#[test]
+fn wrong_types_name_the_field_and_position() {
+    let e = error("[engine]\nwatermark = \"high\"\n");
+    assert_eq!(
+        (e.field.as_str(), e.location),
+        ("engine.watermark", Some((2, 13)))
+    );
+    assert!(e.found.contains("expected f64"), "{e}");
+    let e = error("shards = -1\n");
+    assert_eq!(e.field, "shards");
+    assert!(e.to_string().starts_with("line 1, column 10: "), "{e}");
+}
+
+/// One failing input per rule of `SchedulerConfig::validate`, with its message.
+#[test]
+fn every_rule_has_its_message() {
+    let classes = |extra: &str| {
+        format!("[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n[[classes]]\nname = \"LOW\"\nvllm_priority = [1, 9]\npromote_after_ms = 20000\n{extra}")
+    };
+    let cases: Vec<(String, &str, &str, Option<(u32, u32)>)> = vec![
+        (
+            "classes = []".into(),
+            "classes",
+            "expected 1 to 8 classes, found 0",
+            Some((1, 1)),
+        ),
+        (
+            classes("[[classes]]\nname = \"low\"\nvllm_priority = [10, 10]\n"),
+            "classes[2].name",
+            "a name unique among classes (classes[1] is \"LOW\")",
+            Some((9, 1)),
+        ),
+        (
+            classes("[[classes]]\nname = \" \"\nvllm_priority = [10, 10]\n"),
+            "classes[2].name",
+            "a non-empty name",
+            Some((9, 1)),
+        ),
+        (
+            classes("[[classes]]\nname = \"X\"\nvllm_priority = [9, 12]\n"),
+            "classes[2].vllm_priority",
+            "a range disjoint from classes[1].vllm_priority",
+            Some((10, 1)),
+        ),
+        (
+            classes("[[classes]]\nname = \"X\"\nvllm_priority = [12, 10]\n"),
+            "classes[2].vllm_priority",
+            "[low, high] with low <= high",
+            Some((10, 1)),
+        ),
+        (
+            "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\npromote_after_ms = 5\n".into(),
+            "classes[0].promote_after_ms",
+            "none: the top class has nowhere to go",
+            Some((4, 1)),
+        ),
+        (
+            classes(
+                "[[classes]]\nname = \"X\"\nvllm_priority = [10, 10]\npromote_after_ms = 30000\n",
+            ),
+            "classes[2].promote_after_ms",
+            "less than classes[1].promote_after_ms (20000): thresholds grow with urgency",
+            Some((11, 1)),
+        ),
+        (
+            classes("[[classes]]\nname = \"X\"\nvllm_priority = [10, 10]\npromote_after_ms = 0\n"),
+            "classes[2].promote_after_ms",
+            "at least 1 ms",
+            Some((11, 1)),
+        ),
+        (
+            classes("").replace("20000", "70000"),
+            "max_wait_ms",
+            "more than every promote_after_ms (classes[1] has 70000)",
+            None,
+        ),
+        (
+            classes("ring_capacity = 1000\n"),
+            "classes[1].ring_capacity",
+            "a power of two from 1 to 1048576",
+            Some((8, 1)),
+        ),
+        (
+            classes("queue_capacity = 0\n"),
+            "classes[1].queue_capacity",
+            "at least 1",
+            Some((8, 1)),
+        ),
+        (
+            "bucket_width_ms = 0".into(),
+            "bucket_width_ms",
+            "1 to 60000",
+            Some((1, 1)),
+        ),
+        (
+            "max_wait_ms = 10000".into(),
+            "max_wait_ms",
+            "more than every promote_after_ms (classes[1] has 40000)",
+            Some((1, 1)),
+        ),
+        (
+            "queue_timeout_ms = 1000".into(),
+            "queue_timeout_ms",
+            "more than max_wait_ms (60000)",
+            Some((1, 1)),
+        ),
+        (
+            "shards = 4096".into(),
+            "shards",
+            "0 (auto) to 1024",
+            Some((1, 1)),
+        ),
+        (
+            "[preemption]\nmin_class_gap = 0".into(),
+            "preemption.min_class_gap",
+            "at least 1",
+            Some((2, 1)),
+        ),
+        (
+            "[preemption]\nmax_victims_per_step = 0".into(),
+            "preemption.max_victims_per_step",
+            "at least 1 when preemption is enabled",
+            Some((2, 1)),
+        ),
+        (
+            "[engine]\nblock_size = 0".into(),
+            "engine.block_size",
+            "1 to 4096",
+            Some((2, 1)),
+        ),
+        (
+            "[engine]\ntotal_blocks = 0".into(),
+            "engine.total_blocks",
+            "at least 1",
+            Some((2, 1)),
+        ),
+        (
+            "[engine]\nmax_model_len = 0".into(),
+            "engine.max_model_len",
+            "at least 1",
+            Some((2, 1)),
+        ),
+        (
+            "engine.watermark = 0.5".into(),
+            "engine.watermark",
+            "a fraction in [0, 0.5)",
+            Some((1, 1)),
+        ),
+    ];
+    for (text, field, expected, location) in cases {
+        let e = error(&text);
+        assert_eq!(e.field, field, "{text}\n{e}");
+        assert!(
+            e.expected.contains(expected) || e.to_string().contains(expected),
+            "{text}\n{e}\nwanted: {expected}"
+        );
+        assert_eq!(e.location, location, "{text}\n{e}");
+    }
+}
+
+#[test]
+fn missing_file_is_a_typed_error() {
+    let e = SchedulerConfig::from_path("/nonexistent/triage.toml").unwrap_err();
+    assert_eq!(e.field, "<file>");
+    assert!(e.found.contains("/nonexistent/triage.toml"));
+}
