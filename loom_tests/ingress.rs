@@ -192,3 +192,35 @@ fn capacity_hint_racing_the_step_that_publishes_it() {
         assert!(sched.conservation().is_balanced());
     });
 }
+
+/// A configuration reload that renumbers classes (MEDIUM removed, LOW moves from index 2
+/// to 1) racing a submit checked against the old numbering: the request lands in LOW
+/// under either order, or is refused as an unknown class if it was checked against the
+/// new limits with the old index — never queued in the wrong class, never lost.
+#[test]
+fn reload_swap_racing_submit() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        let mut two = config();
+        two.classes.remove(1);
+        sched.reload(two).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.submit(RequestSpec::new(1, Class::LOW, 16, 4)));
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
+        let d = sched.step(clock.now(), &no_room).unwrap();
+        assert!(matches!(d.reload, Some(Ok(_))));
+        let r = t.join().unwrap();
+        sched.step(clock.now(), &no_room).unwrap();
+        let low = sched.classes().parse_name("LOW").unwrap();
+        match r {
+            Ok(_) => assert_eq!(sched.waiting_in(low), 1),
+            Err(SubmitError::Class(_)) => assert_eq!(sched.waiting(), 0),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(sched.conservation().is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}

@@ -125,6 +125,26 @@ impl fmt::Display for Conservation {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SchedCounters {
     pub(crate) per_class: [ClassCounters; MAX_CLASSES],
+    /// Counters of classes a reload removed (kept for the conservation law).
+    pub(crate) retired: ClassCounters,
+}
+
+impl ClassCounters {
+    /// Adds another class's cumulative counters to these (gauges are left alone).
+    pub(crate) fn absorb(&mut self, o: &ClassCounters) {
+        self.submitted += o.submitted;
+        self.refused += o.refused;
+        self.drained += o.drained;
+        self.admitted += o.admitted;
+        self.preempted += o.preempted;
+        self.promoted += o.promoted;
+        self.finished += o.finished;
+        self.cancelled += o.cancelled;
+        self.timed_out += o.timed_out;
+        self.evicted += o.evicted;
+        self.reprioritized_in += o.reprioritized_in;
+        self.reprioritized_out += o.reprioritized_out;
+    }
 }
 
 impl SchedCounters {

@@ -3,7 +3,9 @@
 
 use crate::budget::Short;
 use crate::class::Class;
+use crate::error::ReloadError;
 use crate::request::RequestId;
+use crate::scheduler::ReloadReport;
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -51,6 +53,11 @@ pub enum PreemptReason {
         /// That request's effective class.
         by_class: Class,
         /// The budget that was short.
+        short: Short,
+    },
+    /// The engine's budget shrank below what was running (e.g. `max_num_seqs`).
+    OverBudget {
+        /// The budget that shrank.
         short: Short,
     },
     /// A running request needed a new KV block and none was free.
@@ -134,6 +141,8 @@ pub struct Decision {
     pub rejected: Vec<Rejected>,
     /// Totals.
     pub summary: StepSummary,
+    /// The configuration reload this step applied or refused, if one was pending.
+    pub reload: Option<Result<ReloadReport, ReloadError>>,
 }
 
 impl Decision {
@@ -146,6 +155,7 @@ impl Decision {
         self.cancelled.clear();
         self.rejected.clear();
         self.summary = StepSummary::default();
+        self.reload = None;
     }
 
     /// Tokens the iteration processes: admitted prefill chunks plus running work.

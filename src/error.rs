@@ -252,6 +252,57 @@ impl fmt::Display for BudgetError {
 
 impl std::error::Error for BudgetError {}
 
+/// Why a configuration reload was refused. The configuration in force stays, unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The new configuration breaks a rule.
+    Invalid(ConfigError),
+    /// It removes a class that still holds requests.
+    StrandsRequests {
+        /// The class's name.
+        class: String,
+        /// Its waiting requests.
+        waiting: usize,
+        /// Its running requests.
+        running: usize,
+    },
+    /// It changes something fixed at start (shard count, an existing ring's capacity).
+    NeedsRestart {
+        /// The field.
+        field: String,
+        /// The value in force.
+        current: String,
+        /// The value asked for.
+        requested: String,
+    },
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Invalid(e) => write!(f, "{e}"),
+            ReloadError::StrandsRequests {
+                class,
+                waiting,
+                running,
+            } => write!(
+                f,
+                "reload would remove class {class}, which still holds {waiting} waiting and {running} running requests"
+            ),
+            ReloadError::NeedsRestart {
+                field,
+                current,
+                requested,
+            } => write!(
+                f,
+                "`{field}` is fixed at start ({current}); changing it to {requested} needs a restart"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
 /// A configuration value that breaks a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {

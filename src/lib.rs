@@ -71,10 +71,12 @@ pub use counters::{ClassCounters, Conservation, FinishReason, Outcome};
 pub use decision::{
     Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
 };
-pub use error::{BudgetError, ClassError, ConfigError, ControlError, ProgressError, SubmitError};
+pub use error::{
+    BudgetError, ClassError, ConfigError, ControlError, ProgressError, ReloadError, SubmitError,
+};
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId};
-pub use scheduler::Scheduler;
+pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
 pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
 
 /// The README's example runs as a doctest.

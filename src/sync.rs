@@ -8,12 +8,12 @@
 //! access to shared data is a place loom can check for a race.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Mutex};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Mutex};
 
@@ -62,4 +62,50 @@ pub(crate) fn yield_now() {
     loom::thread::yield_now();
     #[cfg(not(loom))]
     std::thread::yield_now();
+}
+
+/// A shared, atomically replaceable `Arc<T>`: readers never block and always see a whole
+/// value, old or new. `arc-swap` in normal builds; a loom mutex under loom (arc-swap's
+/// internals are not modelled), which keeps the same observable contract.
+pub(crate) struct SwapCell<T> {
+    #[cfg(not(loom))]
+    inner: arc_swap::ArcSwap<T>,
+    #[cfg(loom)]
+    inner: Mutex<std::sync::Arc<T>>,
+}
+
+impl<T> SwapCell<T> {
+    pub(crate) fn new(value: std::sync::Arc<T>) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: arc_swap::ArcSwap::new(value),
+            #[cfg(loom)]
+            inner: Mutex::new(value),
+        }
+    }
+
+    /// Runs `f` on the current value. arc-swap's load is lock-free and wait-free for
+    /// readers; its store/load pair gives Release/Acquire ordering, so a reader that sees
+    /// a value sees everything written before it was stored.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&std::sync::Arc<T>) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(&self.inner.load())
+        }
+        #[cfg(loom)]
+        {
+            let current = std::sync::Arc::clone(&lock(&self.inner));
+            f(&current)
+        }
+    }
+
+    /// Replaces the value.
+    pub(crate) fn store(&self, value: std::sync::Arc<T>) {
+        #[cfg(not(loom))]
+        self.inner.store(value);
+        #[cfg(loom)]
+        {
+            *lock(&self.inner) = value;
+        }
+    }
 }

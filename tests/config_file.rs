@@ -60,7 +60,9 @@ fn every_rule_has_its_message() {
     let classes = |extra: &str| {
         format!("[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n[[classes]]\nname = \"LOW\"\nvllm_priority = [1, 9]\npromote_after_ms = 20000\n{extra}")
     };
-    let cases: Vec<(String, &str, &str, Option<(u32, u32)>)> = vec![
+    /// (TOML text, field, expected message, location)
+    type Case<'a> = (String, &'a str, &'a str, Option<(u32, u32)>);
+    let cases: Vec<Case> = vec![
         (
             "classes = []".into(),
             "classes",

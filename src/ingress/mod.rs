@@ -10,22 +10,27 @@ use crate::class::{Class, ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::error::{ControlError, SubmitError};
 use crate::request::{RequestId, RequestSpec};
-use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering, SwapCell};
 use crate::ticket::{Refused, Ticket, QUEUED, RUNNING};
 use crate::time::{Clock, Timestamp};
 use crossbeam_utils::CachePadded;
 use index::IdIndex;
 use notice::NoticeQueue;
 use ring::{PushError, Ring};
+use std::sync::OnceLock;
 
 /// A request in flight from an API thread to the scheduler.
 pub(crate) struct Envelope {
     pub(crate) ticket: Arc<Ticket>,
+    /// `spec.class` is a class index of configuration epoch `epoch`.
     pub(crate) spec: RequestSpec,
     pub(crate) arrival: Timestamp,
+    /// The configuration epoch the request was checked against (see `SubmitLimits`).
+    pub(crate) epoch: u32,
 }
 
-/// Per-shard ingress counters. Index `MAX_CLASSES` counts requests whose class was invalid.
+/// Per-shard ingress counters, by class index at submit time. Index `MAX_CLASSES` counts
+/// requests whose class was invalid.
 pub(crate) struct ShardCounters {
     /// Submit calls, counted before anything can refuse them.
     pub(crate) submitted: [AtomicU64; MAX_CLASSES + 1],
@@ -33,14 +38,43 @@ pub(crate) struct ShardCounters {
     pub(crate) refused: [AtomicU64; MAX_CLASSES + 1],
 }
 
-/// One ingress shard: a ring per class and its counters.
+/// One ingress shard: a ring per class position and its counters.
 pub(crate) struct Shard {
-    pub(crate) rings: Box<[Ring<Envelope>]>,
+    /// `MAX_CLASSES` slots; slot `i` is the ring of the class at index `i`. Set for every
+    /// configured class before the configuration naming it is published (a reload that
+    /// adds a class sets its ring first), so a submitter that sees the class finds its
+    /// ring.
+    rings: Box<[OnceLock<Ring<Envelope>>]>,
     pub(crate) counters: CachePadded<ShardCounters>,
 }
 
-/// What submit checks a request against; fixed at construction.
+impl Shard {
+    /// The ring of class position `i`, if one was ever configured.
+    pub(crate) fn ring(&self, i: usize) -> Option<&Ring<Envelope>> {
+        self.rings.get(i).and_then(OnceLock::get)
+    }
+
+    /// Every ring that exists.
+    pub(crate) fn rings(&self) -> impl Iterator<Item = &Ring<Envelope>> {
+        self.rings.iter().filter_map(OnceLock::get)
+    }
+}
+
+/// The ring capacity configured for class position `i`; under loom the rings shrink so the
+/// models reach wrap-around and full.
+fn ring_capacity(config: &SchedulerConfig, i: usize) -> usize {
+    let c = config.classes[i].ring_capacity;
+    if cfg!(loom) {
+        c.min(2)
+    } else {
+        c
+    }
+}
+
+/// What submit checks a request against. Replaced as a whole on a configuration reload.
 pub(crate) struct SubmitLimits {
+    /// Configuration epoch: 0 at start, +1 per applied reload.
+    pub(crate) epoch: u32,
     pub(crate) classes: ClassSet,
     pub(crate) queue_capacity: [usize; MAX_CLASSES],
     pub(crate) max_model_len: u32,
@@ -67,30 +101,43 @@ pub(crate) struct Shared {
     /// The arrival clock. A plain std `Arc`: it is immutable shared configuration, not
     /// state loom needs to model (a `ManualClock`'s own atomic comes from the facade).
     pub(crate) clock: std::sync::Arc<dyn Clock>,
-    pub(crate) limits: SubmitLimits,
+    /// The limits in force; swapped by a reload at a step boundary.
+    pub(crate) limits: SwapCell<SubmitLimits>,
+}
+
+impl SubmitLimits {
+    pub(crate) fn new(config: &SchedulerConfig, epoch: u32) -> Self {
+        let mut queue_capacity = [0; MAX_CLASSES];
+        for (i, c) in config.classes.iter().enumerate() {
+            queue_capacity[i] = c.queue_capacity;
+        }
+        SubmitLimits {
+            epoch,
+            classes: config.class_set(),
+            queue_capacity,
+            max_model_len: config.engine.max_model_len,
+            block_size: config.engine.block_size,
+            max_blocks: config
+                .engine
+                .total_blocks
+                .saturating_sub(config.engine.watermark_blocks()),
+        }
+    }
 }
 
 impl Shared {
     pub(crate) fn new(config: &SchedulerConfig, clock: std::sync::Arc<dyn Clock>) -> Self {
         let n_shards = config.resolved_shards();
-        let classes = config.class_set();
-        let mut queue_capacity = [0; MAX_CLASSES];
-        for (i, c) in config.classes.iter().enumerate() {
-            queue_capacity[i] = c.queue_capacity;
-        }
-        let ring_capacity = |i: usize| {
-            let c = config.classes[i].ring_capacity;
-            // Under loom the rings shrink so the models reach wrap-around and full.
-            if cfg!(loom) {
-                c.min(2)
-            } else {
-                c
-            }
-        };
         let shards = (0..n_shards)
             .map(|_| Shard {
-                rings: (0..classes.len())
-                    .map(|i| Ring::with_capacity(ring_capacity(i)))
+                rings: (0..MAX_CLASSES)
+                    .map(|i| {
+                        let slot = OnceLock::new();
+                        if i < config.classes.len() {
+                            let _ = slot.set(Ring::with_capacity(ring_capacity(config, i)));
+                        }
+                        slot
+                    })
                     .collect(),
                 counters: CachePadded::new(ShardCounters {
                     submitted: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -105,17 +152,41 @@ impl Shared {
             published_waiting: CachePadded::new(std::array::from_fn(|_| AtomicUsize::new(0))),
             status: AtomicU32::new(OPEN),
             clock,
-            limits: SubmitLimits {
-                classes,
-                queue_capacity,
-                max_model_len: config.engine.max_model_len,
-                block_size: config.engine.block_size,
-                max_blocks: config
-                    .engine
-                    .total_blocks
-                    .saturating_sub(config.engine.watermark_blocks()),
-            },
+            limits: SwapCell::new(std::sync::Arc::new(SubmitLimits::new(config, 0))),
         }
+    }
+
+    /// Creates the rings of any class position `config` has that has none yet, and
+    /// returns the first position whose existing rings have another capacity than
+    /// `config` asks (ring geometry is fixed once created).
+    pub(crate) fn ensure_rings(&self, config: &SchedulerConfig) -> Result<(), (usize, usize)> {
+        for i in 0..config.classes.len() {
+            let want = ring_capacity(config, i).max(1).next_power_of_two();
+            if let Some(have) = self.shards[0].ring(i).map(Ring::capacity) {
+                if have != want {
+                    return Err((i, have));
+                }
+            }
+        }
+        let closed = self.is_closed();
+        for shard in self.shards.iter() {
+            for i in 0..config.classes.len() {
+                if shard.rings[i].get().is_none() {
+                    let ring = Ring::with_capacity(ring_capacity(config, i));
+                    if closed {
+                        ring.close();
+                    }
+                    let _ = shard.rings[i].set(ring);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether ingress is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release in `close`.
+        self.status.load(Ordering::Acquire) != OPEN
     }
 
     /// Closes every ring: later submits fail. `engine_gone` says whether it is because the
@@ -126,7 +197,7 @@ impl Shared {
         // (Acquire) sees this value. Stored before closing the rings for that reason.
         self.status.fetch_max(status, Ordering::Release);
         for shard in self.shards.iter() {
-            for ring in shard.rings.iter() {
+            for ring in shard.rings() {
                 ring.close();
             }
         }
@@ -215,9 +286,18 @@ impl Submitter {
     /// an unknown class, zero token counts, a request longer than the model's context or
     /// larger than the KV cache, a duplicate id, a full queue, or a closed scheduler.
     pub fn submit(&self, spec: RequestSpec) -> Result<Timestamp, SubmitError> {
+        self.shared
+            .limits
+            .with(|limits| self.submit_with(limits, spec))
+    }
+
+    fn submit_with(
+        &self,
+        limits: &SubmitLimits,
+        spec: RequestSpec,
+    ) -> Result<Timestamp, SubmitError> {
         let shared = &*self.shared;
         let shard = &shared.shards[shard_index(shared.shards.len())];
-        let limits = &shared.limits;
         let slot = if limits.classes.contains(spec.class) {
             spec.class.index()
         } else {
@@ -232,8 +312,12 @@ impl Submitter {
             shard.counters.refused[slot].fetch_add(1, Ordering::Release);
             Err(e)
         };
-        if let Err(e) = self.check(&spec) {
+        if let Err(e) = check(limits, &spec) {
             return refuse(e);
+        }
+        if shared.is_closed() {
+            // Closed rather than a misleading QueueFull once nothing drains the queue.
+            return refuse(shared.closed_error());
         }
         let class = spec.class.index();
         // Relaxed: a capacity hint the scheduler refreshes every step; the ring bound
@@ -244,6 +328,9 @@ impl Submitter {
                 capacity: limits.queue_capacity[class],
             });
         }
+        let Some(ring) = shard.ring(class) else {
+            unreachable!("every configured class has its ring before the config is published");
+        };
         let ticket = Arc::new(Ticket::new(spec.id));
         if !shared.index.insert(&ticket) {
             return refuse(SubmitError::DuplicateId(spec.id));
@@ -253,8 +340,9 @@ impl Submitter {
             ticket: Arc::clone(&ticket),
             spec,
             arrival,
+            epoch: limits.epoch,
         };
-        match shard.rings[class].push(env) {
+        match ring.push(env) {
             Ok(()) => Ok(arrival),
             Err(push) => {
                 // The request never reached the scheduler: end its ticket (a racing cancel
@@ -264,48 +352,12 @@ impl Submitter {
                 match push {
                     PushError::Full(_) => refuse(SubmitError::QueueFull {
                         class: limits.classes.name(spec.class).to_string(),
-                        capacity: shard.rings[class].capacity(),
+                        capacity: ring.capacity(),
                     }),
                     PushError::Closed(_) => refuse(shared.closed_error()),
                 }
             }
         }
-    }
-
-    fn check(&self, spec: &RequestSpec) -> Result<(), SubmitError> {
-        let limits = &self.shared.limits;
-        limits
-            .classes
-            .check(spec.class)
-            .map_err(SubmitError::Class)?;
-        if spec.prompt_tokens == 0 {
-            return Err(SubmitError::ZeroPromptTokens(spec.id));
-        }
-        if spec.max_new_tokens == 0 {
-            return Err(SubmitError::ZeroMaxNewTokens(spec.id));
-        }
-        let tokens = u64::from(spec.prompt_tokens) + u64::from(spec.max_new_tokens);
-        if tokens > u64::from(limits.max_model_len) {
-            return Err(SubmitError::ExceedsContext {
-                id: spec.id,
-                tokens,
-                max_model_len: limits.max_model_len,
-            });
-        }
-        let blocks = tokens.div_ceil(u64::from(limits.block_size));
-        if blocks > u64::from(limits.max_blocks) {
-            return Err(SubmitError::NeverFits {
-                id: spec.id,
-                blocks_needed: blocks,
-                blocks_available: limits.max_blocks,
-            });
-        }
-        // A closed scheduler refuses even valid requests; checked here too so the error is
-        // `Closed` rather than a misleading `QueueFull` once the queue is no longer drained.
-        if shard_closed(&self.shared) {
-            return Err(self.shared.closed_error());
-        }
-        Ok(())
     }
 
     /// Cancels a waiting or running request. Exactly one of this and a racing admission,
@@ -333,8 +385,7 @@ impl Submitter {
     pub fn reprioritize(&self, id: RequestId, class: Class) -> Result<(), ControlError> {
         self.shared
             .limits
-            .classes
-            .check(class)
+            .with(|l| l.classes.check(class))
             .map_err(ControlError::Class)?;
         let ticket = self
             .shared
@@ -349,9 +400,10 @@ impl Submitter {
         Ok(())
     }
 
-    /// The configured classes, for parsing API metadata.
-    pub fn classes(&self) -> &ClassSet {
-        &self.shared.limits.classes
+    /// The classes in force, for parsing API metadata (a copy: a configuration reload
+    /// may change them).
+    pub fn classes(&self) -> ClassSet {
+        self.shared.limits.with(|l| l.classes.clone())
     }
 
     /// Stops taking requests: every later submit fails with [`SubmitError::Closed`].
@@ -363,12 +415,39 @@ impl Submitter {
 
     /// Whether the scheduler is closed.
     pub fn is_closed(&self) -> bool {
-        shard_closed(&self.shared)
+        self.shared.is_closed()
     }
 }
 
-fn shard_closed(shared: &Shared) -> bool {
-    shared.shards[0].rings[0].is_closed()
+/// Checks a request against the limits: class, token counts, context, KV size.
+fn check(limits: &SubmitLimits, spec: &RequestSpec) -> Result<(), SubmitError> {
+    limits
+        .classes
+        .check(spec.class)
+        .map_err(SubmitError::Class)?;
+    if spec.prompt_tokens == 0 {
+        return Err(SubmitError::ZeroPromptTokens(spec.id));
+    }
+    if spec.max_new_tokens == 0 {
+        return Err(SubmitError::ZeroMaxNewTokens(spec.id));
+    }
+    let tokens = u64::from(spec.prompt_tokens) + u64::from(spec.max_new_tokens);
+    if tokens > u64::from(limits.max_model_len) {
+        return Err(SubmitError::ExceedsContext {
+            id: spec.id,
+            tokens,
+            max_model_len: limits.max_model_len,
+        });
+    }
+    let blocks = tokens.div_ceil(u64::from(limits.block_size));
+    if blocks > u64::from(limits.max_blocks) {
+        return Err(SubmitError::NeverFits {
+            id: spec.id,
+            blocks_needed: blocks,
+            blocks_available: limits.max_blocks,
+        });
+    }
+    Ok(())
 }
 
 fn refused(id: RequestId, r: Refused) -> ControlError {
@@ -382,7 +461,7 @@ impl std::fmt::Debug for Submitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Submitter")
             .field("shards", &self.shared.shards.len())
-            .field("classes", &self.shared.limits.classes.len())
+            .field("classes", &self.shared.limits.with(|l| l.classes.len()))
             .finish()
     }
 }

@@ -176,11 +176,6 @@ impl<T> Ring<T> {
         self.tail.fetch_or(CLOSED, Ordering::AcqRel);
     }
 
-    /// Whether [`Ring::close`] has been called.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tail.load(Ordering::Acquire) & CLOSED != 0
-    }
-
     /// Values claimed but not yet popped; exact when no push or pop is in flight.
     pub(crate) fn len(&self) -> usize {
         let tail = self.tail.load(Ordering::Acquire) >> 1;
@@ -225,7 +220,6 @@ mod tests {
         let r = Ring::with_capacity(2);
         r.push(1).unwrap();
         r.close();
-        assert!(r.is_closed());
         assert_eq!(r.push(2), Err(PushError::Closed(2)));
         // SAFETY: single-threaded test.
         assert_eq!(unsafe { r.pop() }, Some(1));

@@ -107,7 +107,7 @@ impl Scheduler {
         let mut scratch = crate::Decision::default();
         let shared = crate::sync::Arc::clone(&self.shared);
         for shard in shared.shards.iter() {
-            for ring in shard.rings.iter() {
+            for ring in shard.rings() {
                 while ring.len() > 0 {
                     // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
                     match unsafe { ring.pop() } {
@@ -117,7 +117,9 @@ impl Scheduler {
                 }
             }
         }
-        self.ingest(now, &mut scratch);
+        // Notices are left for the next step: a cancel of a running request must reach the
+        // engine as `aborted` in a decision, not vanish here. A waiting request whose
+        // cancel won is ended as cancelled below instead of handed off.
         let keys = self.wait.keys_in_order(&self.slab);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {

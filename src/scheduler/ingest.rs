@@ -19,7 +19,7 @@ impl Scheduler {
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
         for shard in shared.shards.iter() {
-            for ring in shard.rings.iter() {
+            for ring in shard.rings() {
                 // SAFETY: the scheduler is the only consumer of its rings: it is reached
                 // through `&mut self` and each `Shared` has exactly one `Scheduler`.
                 while let Some(env) = unsafe { ring.pop() } {
@@ -50,6 +50,7 @@ impl Scheduler {
                 }
                 _ => {
                     if let Some(class) = t.take_requested_class() {
+                        let class = self.clamp_class(class);
                         self.change_class(key, class, now);
                     }
                 }
@@ -63,7 +64,11 @@ impl Scheduler {
             ticket,
             mut spec,
             arrival,
+            epoch,
         } = env;
+        if epoch != self.epoch {
+            spec.class = self.current_class(epoch, spec.class);
+        }
         out.summary.drained += 1;
         self.drained += 1;
         self.counters.per_class[spec.class.index()].drained += 1;
@@ -75,12 +80,19 @@ impl Scheduler {
             return;
         }
         if let Some(class) = ticket.take_requested_class() {
+            let class = self.clamp_class(class);
             self.count_reprioritize(spec.class, class);
             spec.class = class;
         }
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
         self.wait.insert(&mut self.slab, key, now);
+    }
+
+    /// A class requested by `reprioritize` is checked against the classes of the moment;
+    /// a reload that shrank the class list since is absorbed by the least urgent class.
+    fn clamp_class(&self, class: Class) -> Class {
+        Class::from_index(class.index().min(self.classes.len() - 1) as u8)
     }
 
     fn count_reprioritize(&mut self, from: Class, to: Class) {

@@ -8,6 +8,9 @@
 mod engine;
 mod ingest;
 mod plan;
+mod reload;
+
+pub use reload::{ConfigHandle, ReloadReport};
 
 use crate::budget::Budget;
 use crate::class::{ClassSet, MAX_CLASSES};
@@ -70,6 +73,14 @@ pub struct Scheduler {
     skipped: Vec<Candidate>,
     /// Requests preempted in the current step, queued again at its end.
     requeue: Vec<u32>,
+    /// Proposed configurations, from any thread.
+    pending: Arc<reload::Pending>,
+    /// The configuration epoch in force; `epoch_maps[e]` maps class indexes of epoch `e`
+    /// to epoch `e + 1` (for requests submitted before a reload and drained after it).
+    epoch: u32,
+    epoch_maps: Vec<[u8; MAX_CLASSES]>,
+    /// Reloads applied and refused.
+    reloads: (u64, u64),
 }
 
 impl Scheduler {
@@ -87,15 +98,7 @@ impl Scheduler {
         config.validate()?;
         let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
         let shared = Arc::new(Shared::new(&config, clock));
-        let wait = WaitQueue::new(
-            config.classes.len(),
-            config.bucket_width(),
-            config
-                .classes
-                .iter()
-                .map(|c| c.promote_after_ms.map(Duration::from_millis))
-                .collect(),
-        );
+        let wait = reload::new_wait_queue(&config);
         let sched = Scheduler {
             shared: Arc::clone(&shared),
             classes: config.class_set(),
@@ -112,6 +115,10 @@ impl Scheduler {
             step_no: 0,
             skipped: Vec::new(),
             requeue: Vec::new(),
+            pending: Arc::new(reload::Pending::default()),
+            epoch: 0,
+            epoch_maps: Vec::new(),
+            reloads: (0, 0),
         };
         Ok((sched, Submitter { shared }))
     }
@@ -182,6 +189,7 @@ impl Scheduler {
             self.counters.per_class[c].promoted += n;
         }
         self.ingest(now, out);
+        out.reload = self.apply_pending_reload(now);
         self.expire(now, out);
         self.plan(now, budget, out);
 
@@ -255,7 +263,12 @@ impl Scheduler {
             running: self.running.len() as u64,
             ..Conservation::default()
         };
-        for pc in &self.counters.per_class {
+        for pc in self
+            .counters
+            .per_class
+            .iter()
+            .chain([&self.counters.retired])
+        {
             c.finished += pc.finished;
             c.cancelled += pc.cancelled;
             c.timed_out += pc.timed_out;

@@ -34,6 +34,18 @@ impl Scheduler {
             },
         };
         let mut freed = 0u32;
+        // The engine may shrink max_num_seqs below what runs: the newest, lowest-class
+        // requests go back to the queue until the budget holds.
+        while self.running.len() > budget.max_num_seqs as usize {
+            let Some(v) = self.pick_victim(None) else {
+                break;
+            };
+            let reason = PreemptReason::OverBudget { short: Short::Seqs };
+            self.preempt(v, reason, &mut left, &mut freed, out);
+        }
+        left.seqs = budget
+            .max_num_seqs
+            .saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX));
         self.plan_running(&mut left, &mut freed, out);
         self.admit_waiting(now, &mut left, &mut freed, out);
         for key in std::mem::take(&mut self.requeue) {

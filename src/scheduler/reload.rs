@@ -1,0 +1,285 @@
+//! Live configuration reload, applied at a step boundary: the new configuration is checked
+//! against what the scheduler holds, then classes are re-keyed by name, the wait queue is
+//! rebuilt under the new thresholds (every waiting request keeps its arrival, so its place),
+//! and the new limits are published to the API threads in one atomic swap.
+
+use super::Scheduler;
+use crate::class::MAX_CLASSES;
+use crate::config::SchedulerConfig;
+use crate::counters::ClassCounters;
+use crate::error::{ConfigError, ReloadError};
+use crate::ingress::SubmitLimits;
+use crate::queue::slab::Place;
+use crate::queue::WaitQueue;
+use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
+use crate::time::Timestamp;
+use std::time::Duration;
+
+/// What an applied reload changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The configuration epoch now in force (0 at start, +1 per applied reload).
+    pub epoch: u32,
+    /// Classes the new configuration added, by name.
+    pub classes_added: Vec<String>,
+    /// Classes it removed (all empty when removed), by name.
+    pub classes_removed: Vec<String>,
+    /// Waiting requests re-queued under the new thresholds.
+    pub requeued: usize,
+}
+
+/// The mailbox between [`ConfigHandle`]s (any thread) and the scheduler.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Set when `config` holds a proposal the scheduler has not taken yet.
+    flag: AtomicBool,
+    config: Mutex<Option<SchedulerConfig>>,
+    last: Mutex<Option<Result<ReloadReport, ReloadError>>>,
+}
+
+/// A handle for proposing a new configuration from any thread (a file watcher, an admin
+/// endpoint). The scheduler applies the latest proposal at its next step boundary; the
+/// step's [`crate::Decision::reload`] and [`ConfigHandle::last_result`] say how it went.
+#[derive(Clone)]
+pub struct ConfigHandle {
+    pub(crate) pending: Arc<Pending>,
+}
+
+impl ConfigHandle {
+    /// Proposes `config`. Static validation happens now (an invalid config is refused here
+    /// and changes nothing); checks against the scheduler's state (classes still holding
+    /// requests, ring geometry) happen when it is applied. A later proposal replaces an
+    /// earlier one not yet applied.
+    pub fn propose(&self, config: SchedulerConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        *lock(&self.pending.config) = Some(config);
+        // Release: pairs with the Acquire swap in `take`; the config stored above is seen.
+        self.pending.flag.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The outcome of the last reload the scheduler applied or refused, if any.
+    pub fn last_result(&self) -> Option<Result<ReloadReport, ReloadError>> {
+        lock(&self.pending.last).clone()
+    }
+}
+
+impl std::fmt::Debug for ConfigHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigHandle").finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Takes the pending proposal, if any. One relaxed-cost atomic swap per step when there
+    /// is none.
+    fn take(&self) -> Option<SchedulerConfig> {
+        // Acquire: pairs with the Release store in `propose`.
+        if self.flag.swap(false, Ordering::Acquire) {
+            lock(&self.config).take()
+        } else {
+            None
+        }
+    }
+}
+
+impl Scheduler {
+    /// A handle other threads can propose configurations through.
+    pub fn config_handle(&self) -> ConfigHandle {
+        ConfigHandle {
+            pending: Arc::clone(&self.pending),
+        }
+    }
+
+    /// Proposes a new configuration from the engine thread; applied at the next step
+    /// boundary, like [`ConfigHandle::propose`].
+    pub fn reload(&mut self, config: SchedulerConfig) -> Result<(), ConfigError> {
+        self.config_handle().propose(config)
+    }
+
+    /// Applies a pending proposal, if any. Called by the step after ingest, so every
+    /// request pushed before now is already queued under the old numbering.
+    pub(super) fn apply_pending_reload(
+        &mut self,
+        now: Timestamp,
+    ) -> Option<Result<ReloadReport, ReloadError>> {
+        let config = self.pending.take()?;
+        let result = self.try_reload(config, now);
+        match &result {
+            Ok(r) => {
+                tracing::info!(epoch = r.epoch, added = ?r.classes_added, removed = ?r.classes_removed, requeued = r.requeued, "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "configuration reload refused; the old configuration stays in force")
+            }
+        }
+        match &result {
+            Ok(_) => self.reloads.0 += 1,
+            Err(_) => self.reloads.1 += 1,
+        }
+        *lock(&self.pending.last) = Some(result.clone());
+        Some(result)
+    }
+
+    /// Applied and refused reloads so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        self.reloads
+    }
+
+    /// The configuration epoch in force.
+    pub fn config_epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn try_reload(
+        &mut self,
+        config: SchedulerConfig,
+        now: Timestamp,
+    ) -> Result<ReloadReport, ReloadError> {
+        config.validate().map_err(ReloadError::Invalid)?;
+        let shards = config.resolved_shards();
+        if shards != self.shared.shards.len() {
+            return Err(ReloadError::NeedsRestart {
+                field: "shards".into(),
+                current: self.shared.shards.len().to_string(),
+                requested: shards.to_string(),
+            });
+        }
+        // Old class index -> new class index, by name.
+        let new_names = config.class_set();
+        let map: Vec<Option<usize>> = self
+            .classes
+            .iter()
+            .map(|c| {
+                new_names
+                    .parse_name(self.classes.name(c))
+                    .ok()
+                    .map(|n| n.index())
+            })
+            .collect();
+        for (old, new) in map.iter().enumerate() {
+            if new.is_some() {
+                continue;
+            }
+            let waiting = self.wait.base_len(old);
+            let running = self
+                .running
+                .iter()
+                .filter(|&&k| {
+                    let e = &self.slab[k];
+                    e.spec.class.index() == old || e.run_class.index() == old
+                })
+                .count();
+            if waiting + running > 0 {
+                return Err(ReloadError::StrandsRequests {
+                    class: self
+                        .classes
+                        .name(crate::Class::from_index(old as u8))
+                        .to_string(),
+                    waiting,
+                    running,
+                });
+            }
+        }
+        if let Err((i, have)) = self.shared.ensure_rings(&config) {
+            return Err(ReloadError::NeedsRestart {
+                field: format!("classes[{i}].ring_capacity"),
+                current: have.to_string(),
+                requested: config.classes[i].ring_capacity.to_string(),
+            });
+        }
+        // Accepted: from here on nothing can fail.
+        let n_new = config.classes.len();
+        let mut step_map = [0u8; MAX_CLASSES];
+        for (old, slot) in step_map.iter_mut().enumerate().take(self.classes.len()) {
+            // A class removed while a request for it was still in flight (submitted under
+            // the old limits, drained after the swap) goes to the next surviving less
+            // urgent class, or the least urgent one.
+            let target = (old..map.len()).find_map(|j| map[j]).unwrap_or(n_new - 1);
+            *slot = target as u8;
+        }
+        let report = ReloadReport {
+            epoch: self.epoch + 1,
+            classes_added: new_names
+                .iter()
+                .filter(|c| self.classes.parse_name(new_names.name(*c)).is_err())
+                .map(|c| new_names.name(c).to_string())
+                .collect(),
+            classes_removed: self
+                .classes
+                .iter()
+                .filter(|c| map[c.index()].is_none())
+                .map(|c| self.classes.name(c).to_string())
+                .collect(),
+            requeued: self.wait.len(),
+        };
+
+        // Re-key every held request and rebuild the queue in its old order.
+        let waiting = self.wait.keys_in_order(&self.slab);
+        let remap = |c: crate::Class| crate::Class::from_index(step_map[c.index()]);
+        for &k in &self.running {
+            let e = &mut self.slab[k];
+            e.spec.class = remap(e.spec.class);
+            e.run_class = remap(e.run_class);
+        }
+        let mut wait = new_wait_queue(&config);
+        for k in waiting {
+            self.slab[k].place = Place::InHand;
+            self.slab[k].spec.class = remap(self.slab[k].spec.class);
+            wait.insert(&mut self.slab, k, now);
+        }
+        self.wait = wait;
+        let mut per_class = [ClassCounters::default(); MAX_CLASSES];
+        for (old, counters) in self
+            .counters
+            .per_class
+            .iter()
+            .enumerate()
+            .take(self.classes.len())
+        {
+            match map[old] {
+                Some(new) => per_class[new] = *counters,
+                None => self.counters.retired.absorb(counters),
+            }
+        }
+        self.counters.per_class = per_class;
+
+        self.epoch_maps.push(step_map);
+        self.epoch += 1;
+        self.classes = new_names;
+        self.max_wait = config.max_wait();
+        self.queue_timeout = config.queue_timeout_ms.map(Duration::from_millis);
+        self.config = config;
+        // Publish last: the rings of any new class exist (ensure_rings), and API threads
+        // that load these limits check against the new classes from now on.
+        self.shared
+            .limits
+            .store(std::sync::Arc::new(SubmitLimits::new(
+                &self.config,
+                self.epoch,
+            )));
+        Ok(report)
+    }
+
+    /// The class index `class` of epoch `epoch` has in the epoch in force.
+    pub(super) fn current_class(&self, epoch: u32, class: crate::Class) -> crate::Class {
+        let mut c = class.index().min(MAX_CLASSES - 1);
+        for map in &self.epoch_maps[epoch as usize..] {
+            c = map[c] as usize;
+        }
+        crate::Class::from_index(c.min(self.classes.len() - 1) as u8)
+    }
+}
+
+/// The wait queue a configuration asks for.
+pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
+    WaitQueue::new(
+        config.classes.len(),
+        config.bucket_width(),
+        config
+            .classes
+            .iter()
+            .map(|c| c.promote_after_ms.map(Duration::from_millis))
+            .collect(),
+    )
+}
