@@ -177,14 +177,18 @@ impl WaitQueue {
         self.classes[class.index()].len += 1;
         self.by_base[slab[key].spec.class.index()] += 1;
         self.len += 1;
-        slab[key].place = Place::Waiting { bucket };
+        debug_assert_eq!(bucket, self.bucket_of(slab[key].arrival));
+        slab[key].place = Place::Waiting;
     }
 
     /// Takes a waiting entry out of the queue (cancel, reprioritise, timeout).
     pub(crate) fn remove(&mut self, slab: &mut Slab, key: u32) {
-        let Place::Waiting { bucket: b } = slab[key].place else {
-            panic!("remove of an entry that is not waiting");
-        };
+        assert_eq!(
+            slab[key].place,
+            Place::Waiting,
+            "remove of an entry that is not waiting"
+        );
+        let b = self.bucket_of(slab[key].arrival);
         let base = slab[key].spec.class.index();
         // The run for (bucket, base) lives in exactly one class, at or above `base`.
         let class = (0..=base)
@@ -332,7 +336,9 @@ impl WaitQueue {
                         if prev != NIL && slab[prev].order_key() > e.order_key() {
                             return Err(format!("class {c} bucket {b}: run out of order at {k}"));
                         }
-                        if e.place != (Place::Waiting { bucket: b }) || e.spec.class.index() != base
+                        if e.place != Place::Waiting
+                            || self.bucket_of(e.arrival) != b
+                            || e.spec.class.index() != base
                         {
                             return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
                         }

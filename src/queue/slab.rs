@@ -14,8 +14,8 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// Where an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Place {
-    /// In a wait-queue list, in arrival bucket `bucket`.
-    Waiting { bucket: u64 },
+    /// In a wait-queue list (of the bucket its arrival falls in).
+    Waiting,
     /// Unlinked from the wait queue while the current step considers it.
     InHand,
     /// Running on the engine.
@@ -51,12 +51,13 @@ pub(crate) struct Entry {
     pub(crate) last_event: Timestamp,
     /// How many times it was preempted.
     pub(crate) preemptions: u32,
-    /// The step that started the current run.
-    pub(crate) run_step: u64,
+    /// The step that started the current run (the scheduler's wrapping `u32` step count:
+    /// only compared for equality with the current step).
+    pub(crate) run_step: u32,
     /// Tokens scheduled for it in step `planned_step`.
     pub(crate) planned: u32,
     /// The step `planned` belongs to.
-    pub(crate) planned_step: u64,
+    pub(crate) planned_step: u32,
 }
 
 impl Entry {

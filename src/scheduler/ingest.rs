@@ -114,7 +114,7 @@ impl Scheduler {
             "reprioritized"
         );
         match self.slab[key].place {
-            Place::Waiting { .. } => {
+            Place::Waiting => {
                 self.wait.remove(&mut self.slab, key);
                 self.slab[key].spec.class = class;
                 self.wait.insert(&mut self.slab, key, now);

@@ -66,7 +66,8 @@ pub struct Scheduler {
     /// Requests drained from the rings so far.
     drained: u64,
     last_now: Timestamp,
-    step_no: u64,
+    /// Steps taken, wrapping (compared for equality only).
+    step_no: u32,
     max_wait: Duration,
     queue_timeout: Option<Duration>,
     /// Candidates skipped by backfill in the current step, in order taken.
@@ -178,7 +179,7 @@ impl Scheduler {
             });
         }
         self.last_now = now;
-        self.step_no += 1;
+        self.step_no = self.step_no.wrapping_add(1);
         out.clear(now);
         let span = tracing::debug_span!("triage.step", step = self.step_no, now = now.0);
         let _enter = span.enter();

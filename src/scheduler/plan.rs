@@ -269,6 +269,11 @@ impl Scheduler {
         } else {
             target.saturating_sub(left.tokens)
         };
+        // The common case when the engine is full of work of the candidate's own class:
+        // nobody is eligible, so skip building the order.
+        if !(0..self.running.len()).any(|i| self.is_victim(i, Some(min_class))) {
+            return false;
+        }
         // Victim order: lowest class, then most recently started (later in `running`).
         let mut order: Vec<usize> = (0..self.running.len())
             .filter(|&i| self.is_victim(i, Some(min_class)))
