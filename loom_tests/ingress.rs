@@ -203,6 +203,7 @@ fn reload_swap_racing_submit() {
         let (mut sched, api, clock) = new();
         let mut two = config();
         two.classes.remove(1);
+        two.slo.classes.remove(1);
         sched.reload(two).unwrap();
         let api2 = api.clone();
         let t = thread::spawn(move || api2.submit(RequestSpec::new(1, Class::LOW, 16, 4)));

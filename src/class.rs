@@ -68,6 +68,11 @@ impl ClassSet {
         self.names.is_empty()
     }
 
+    /// The names, by class index.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Every class, most urgent first.
     pub fn iter(&self) -> impl Iterator<Item = Class> + '_ {
         (0..self.names.len()).map(|i| Class(i as u8))

@@ -3,6 +3,7 @@
 
 use crate::class::{ClassSet, MAX_CLASSES};
 use crate::error::ConfigError;
+use crate::slo::SloConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ pub struct SchedulerConfig {
     pub chunked_prefill: bool,
     /// The engine's fixed limits.
     pub engine: EngineLimits,
+    /// SLO targets per class (one entry per class) and the tracker's windows.
+    pub slo: SloConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -147,6 +150,7 @@ impl Default for SchedulerConfig {
             backfill_lookahead: 8,
             chunked_prefill: true,
             engine: EngineLimits::default(),
+            slo: SloConfig::for_classes(3),
         }
     }
 }
@@ -301,7 +305,7 @@ impl SchedulerConfig {
                 e.watermark,
             ));
         }
-        Ok(())
+        self.slo.validate_for(n)
     }
 
     /// The classes as the scheduler uses them.

@@ -164,6 +164,18 @@ fn header(line: &str) -> Option<Header> {
 /// `engine.watermark`, `max_wait_ms`): the key itself if the file sets it, else its table's
 /// header; `None` if the file sets neither (the value came from the defaults).
 fn locate(text: &str, field: &str) -> Option<(u32, u32)> {
+    // A key inside an inline table (`ttft = { quantile = 2 }`) is located at its parent
+    // key: try the path, then ever shorter prefixes.
+    let mut path = field;
+    loop {
+        if let Some(at) = locate_exact(text, path) {
+            return Some(at);
+        }
+        path = path.rsplit_once('.')?.0;
+    }
+}
+
+fn locate_exact(text: &str, field: &str) -> Option<(u32, u32)> {
     let (table, key) = match field.rsplit_once('.') {
         Some((t, k)) => (t.to_string(), k.to_string()),
         None if field.ends_with(']') => (field.to_string(), String::new()),
@@ -191,7 +203,10 @@ fn locate(text: &str, field: &str) -> Option<(u32, u32)> {
                     format!("{name}[{i}]")
                 }
             };
-            if current == table || (key.is_empty() && table.starts_with(&format!("{current}["))) {
+            if current == table
+                || current.split('[').next() == Some(field)
+                || (key.is_empty() && table.starts_with(&format!("{current}[")))
+            {
                 header_at.get_or_insert(offset + (line.len() - line.trim_start().len()));
             }
         } else if current == table && !key.is_empty() {

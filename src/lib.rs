@@ -57,9 +57,11 @@ mod counters;
 mod decision;
 mod error;
 mod ingress;
+pub mod metrics;
 mod queue;
 mod request;
 mod scheduler;
+mod slo;
 mod sync;
 mod ticket;
 mod time;
@@ -77,6 +79,10 @@ pub use error::{
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
+pub use slo::{
+    ClassCompliance, ClassSlo, SloConfig, SloMetric, SloTarget, SloTracker, SloWindow,
+    TargetCompliance, Violation, ViolationKind,
+};
 pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
 
 /// The README's example runs as a doctest.

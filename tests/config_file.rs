@@ -191,6 +191,18 @@ fn every_rule_has_its_message() {
             "a fraction in [0, 0.5)",
             Some((1, 1)),
         ),
+        (
+            "[[slo.classes]]\nttft = { bound_ms = 500, quantile = 1.5 }\n[[slo.classes]]\n[[slo.classes]]\n".into(),
+            "slo.classes[0].ttft.quantile",
+            "strictly between 0 and 1",
+            Some((2, 1)),
+        ),
+        (
+            "[[slo.classes]]\n[[slo.classes]]\n".into(),
+            "slo.classes",
+            "3 entries, one per scheduler class",
+            Some((1, 1)),
+        ),
     ];
     for (text, field, expected, location) in cases {
         let e = error(&text);

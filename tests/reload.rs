@@ -15,6 +15,7 @@ fn with_bulk(mut c: SchedulerConfig) -> SchedulerConfig {
         ring_capacity: 1024,
         queue_capacity: 1000,
     });
+    c.slo.classes.push(ClassSlo::default_for(3, 4));
     c
 }
 
@@ -56,6 +57,7 @@ fn removing_a_class_that_holds_requests_is_refused_and_changes_nothing() {
     let handle = h.sched.config_handle();
     let mut two = no_aging();
     two.classes.remove(1);
+    two.slo.classes.remove(1);
     handle.propose(two).unwrap();
     let d = h.step(budget(0, 4096, 7000));
     assert_eq!(
@@ -115,6 +117,7 @@ fn removing_an_empty_class_renumbers_the_rest_keeping_their_order() {
     h.step(budget(0, 4096, 7000));
     let mut two = no_aging();
     two.classes.remove(1); // MEDIUM is empty
+    two.slo.classes.remove(1);
     h.sched.reload(two).unwrap();
     let d = h.step(budget(0, 4096, 7000));
     let r = d.reload.unwrap().unwrap();

@@ -310,6 +310,13 @@ impl Submitter {
             // Release: pairs with the Acquire in `ingress_totals`, which reads `refused`
             // before `submitted` and must see this thread's `submitted` increment.
             shard.counters.refused[slot].fetch_add(1, Ordering::Release);
+            // The error path only: a labelled counter through the `metrics` facade.
+            let class = limits
+                .classes
+                .names()
+                .get(slot)
+                .map_or("unknown", String::as_str);
+            crate::metrics::record_refused(class, crate::metrics::RefuseReason::of(&e));
             Err(e)
         };
         if let Err(e) = check(limits, &spec) {

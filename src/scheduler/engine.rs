@@ -67,6 +67,9 @@ impl Scheduler {
         if new_output > 0 && e.first_token.is_none() {
             e.first_token = Some(now);
         }
+        if new_output > 0 {
+            self.slo.tokens(id, now, new_output);
+        }
         // The engine may have grown the KV further than this scheduler planned.
         e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));
         Ok(())
@@ -83,7 +86,7 @@ impl Scheduler {
         let key = self.running_key(id, now)?;
         self.running.retain(|&k| k != key);
         let class = self.slab[key].spec.class.index();
-        let outcome = self.end(key, Outcome::Finished);
+        let outcome = self.end(key, Outcome::Finished, now);
         tracing::debug!(id = id.0, class, reason = ?reason, outcome = ?outcome, "finished");
         Ok(outcome)
     }
@@ -130,7 +133,7 @@ impl Scheduler {
                 arrival: e.arrival,
                 generated_tokens: e.generated,
             };
-            if self.end(key, Outcome::Evicted) == Outcome::Evicted {
+            if self.end(key, Outcome::Evicted, now) == Outcome::Evicted {
                 out.push(hand);
             }
         }

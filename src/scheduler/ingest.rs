@@ -40,13 +40,13 @@ impl Scheduler {
                     self.wait.remove(&mut self.slab, key);
                     out.cancelled.push(t.id);
                     tracing::debug!(id = t.id.0, "cancelled while waiting");
-                    self.end(key, Outcome::Cancelled);
+                    self.end(key, Outcome::Cancelled, now);
                 }
                 CANCEL_RUNNING => {
                     self.running.retain(|&k| k != key);
                     out.aborted.push(t.id);
                     tracing::debug!(id = t.id.0, "cancelled while running: abort");
-                    self.end(key, Outcome::Cancelled);
+                    self.end(key, Outcome::Cancelled, now);
                 }
                 _ => {
                     if let Some(class) = t.take_requested_class() {
@@ -76,7 +76,7 @@ impl Scheduler {
             let key = self.slab.insert(Entry::new(ticket, spec, arrival));
             self.ids.insert(spec.id, key);
             out.cancelled.push(spec.id);
-            self.end(key, Outcome::Cancelled);
+            self.end(key, Outcome::Cancelled, now);
             return;
         }
         if let Some(class) = ticket.take_requested_class() {
@@ -87,6 +87,7 @@ impl Scheduler {
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
         self.wait.insert(&mut self.slab, key, now);
+        self.slo.queued(spec.id, spec.class, arrival);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
@@ -107,6 +108,7 @@ impl Scheduler {
     fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
+        self.slo.reclassified(self.slab[key].spec.id, class);
         tracing::debug!(
             id = self.slab[key].spec.id.0,
             from = from.index(),
@@ -136,7 +138,7 @@ impl Scheduler {
         while let Some(key) = self.wait.pop_expired(&mut self.slab, now, timeout) {
             let e = &self.slab[key];
             let (id, class, waited) = (e.spec.id, e.spec.class, now.saturating_since(e.arrival));
-            if self.end(key, Outcome::TimedOut) == Outcome::Cancelled {
+            if self.end(key, Outcome::TimedOut, now) == Outcome::Cancelled {
                 out.cancelled.push(id);
                 continue;
             }

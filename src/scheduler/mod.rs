@@ -20,8 +20,10 @@ use crate::decision::Decision;
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::index::IdMap;
 use crate::ingress::{Shared, Submitter};
+use crate::metrics::{ClassStep, StepMetrics, StepReport};
 use crate::queue::slab::{Place, Slab};
 use crate::queue::{Candidate, WaitQueue};
+use crate::slo::{SloTracker, Violation};
 use crate::sync::{Arc, Ordering};
 use crate::time::{Clock, MonotonicClock, Timestamp};
 use std::time::Duration;
@@ -82,6 +84,12 @@ pub struct Scheduler {
     epoch_maps: Vec<[u8; MAX_CLASSES]>,
     /// Reloads applied and refused.
     reloads: (u64, u64),
+    /// SLO tracking, fed by every lifecycle event.
+    slo: SloTracker,
+    /// Metric handles (registered with the recorder installed at construction).
+    metrics: StepMetrics,
+    /// Per class counts of the current step, for the metrics.
+    step_counts: [ClassStep; MAX_CLASSES],
 }
 
 impl Scheduler {
@@ -100,9 +108,12 @@ impl Scheduler {
         let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
         let shared = Arc::new(Shared::new(&config, clock));
         let wait = reload::new_wait_queue(&config);
+        let classes = config.class_set();
+        let slo = SloTracker::new(config.slo.clone(), &classes)?;
+        let metrics = StepMetrics::new(&classes, Some(&config.slo));
         let sched = Scheduler {
             shared: Arc::clone(&shared),
-            classes: config.class_set(),
+            classes,
             max_wait: config.max_wait(),
             queue_timeout: config.queue_timeout_ms.map(Duration::from_millis),
             config,
@@ -120,6 +131,9 @@ impl Scheduler {
             epoch: 0,
             epoch_maps: Vec::new(),
             reloads: (0, 0),
+            slo,
+            metrics,
+            step_counts: [ClassStep::default(); MAX_CLASSES],
         };
         Ok((sched, Submitter { shared }))
     }
@@ -178,6 +192,7 @@ impl Scheduler {
                 previous: self.last_now.0,
             });
         }
+        let started = std::time::Instant::now();
         self.last_now = now;
         self.step_no = self.step_no.wrapping_add(1);
         out.clear(now);
@@ -186,8 +201,12 @@ impl Scheduler {
 
         let mut promoted = [0u64; MAX_CLASSES];
         out.summary.promoted = self.wait.promote(&mut self.slab, now, &mut promoted);
-        for (c, n) in promoted.iter().enumerate() {
+        for (c, &n) in promoted.iter().enumerate() {
             self.counters.per_class[c].promoted += n;
+            self.step_counts[c].promoted += n;
+            if n > 0 {
+                tracing::debug!(class = c, promoted = n, "buckets aged into the class above");
+            }
         }
         self.ingest(now, out);
         out.reload = self.apply_pending_reload(now);
@@ -196,6 +215,8 @@ impl Scheduler {
 
         out.summary.waiting = self.wait.len();
         out.summary.running = self.running.len();
+        self.slo.tick(now);
+        self.publish_metrics(now, budget, started.elapsed());
         for c in 0..self.classes.len() {
             // Relaxed: a capacity hint for submit; no data rides on it.
             self.shared.published_waiting[c].store(self.wait.base_len(c), Ordering::Relaxed);
@@ -214,6 +235,46 @@ impl Scheduler {
             "step decided"
         );
         Ok(())
+    }
+
+    fn publish_metrics(&mut self, now: Timestamp, budget: &Budget, took: Duration) {
+        let n = self.classes.len();
+        for c in 0..n {
+            self.step_counts[c].waiting = self.wait.base_len(c) as u64;
+            self.step_counts[c].running = 0;
+        }
+        for &k in &self.running {
+            self.step_counts[self.slab[k].spec.class.index()].running += 1;
+        }
+        self.metrics.publish(&StepReport {
+            classes: &self.step_counts[..n],
+            step_duration: took,
+            kv_free_blocks: budget.free_blocks,
+            kv_total_blocks: self.config.engine.total_blocks,
+        });
+        self.metrics.publish_slo(&mut self.slo, now);
+        self.step_counts = [ClassStep::default(); MAX_CLASSES];
+    }
+
+    /// The SLO tracker: compliance per class and window, percentiles, violation totals.
+    pub fn slo(&mut self) -> &mut SloTracker {
+        &mut self.slo
+    }
+
+    /// A bounded channel of SLO violations as they happen (a queued request past its TTFT
+    /// bound is reported while still queued). A slow consumer never blocks the step:
+    /// reports that do not fit are dropped and counted.
+    pub fn subscribe_violations(
+        &mut self,
+        capacity: usize,
+    ) -> crossbeam_channel::Receiver<Violation> {
+        self.slo.subscribe(capacity)
+    }
+
+    /// Re-registers the metric handles with the recorder installed now (the library never
+    /// installs one; handles taken before a recorder exists are no-ops).
+    pub fn refresh_metrics(&mut self) {
+        self.metrics = StepMetrics::new(&self.classes, Some(&self.config.slo));
     }
 
     /// Requests waiting now.
@@ -322,7 +383,7 @@ impl Scheduler {
     /// unless a client's cancel reached the ticket first, in which case it is `Cancelled`:
     /// the ticket's single atomic word decides, so the cancel that was acknowledged is the
     /// one that counts. Returns the outcome counted.
-    fn end(&mut self, key: u32, outcome: Outcome) -> Outcome {
+    fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
         let e = self.slab.remove(key);
         let outcome = match e.ticket.finish() {
             crate::ticket::CANCEL_QUEUED | crate::ticket::CANCEL_RUNNING => Outcome::Cancelled,
@@ -330,7 +391,21 @@ impl Scheduler {
         };
         self.shared.index.remove(&e.ticket);
         self.ids.remove(&e.spec.id);
-        self.counters.outcome(e.spec.class.index(), outcome);
+        let class = e.spec.class.index();
+        self.counters.outcome(class, outcome);
+        let id = e.spec.id;
+        match outcome {
+            Outcome::Finished => self.slo.finished(id, now),
+            Outcome::TimedOut => {
+                self.step_counts[class].timed_out += 1;
+                self.slo.timed_out(id, now);
+            }
+            // A hand-off is censored like a cancel: no latency sample, only misses so far.
+            Outcome::Cancelled | Outcome::Evicted | Outcome::Refused => {
+                self.step_counts[class].cancelled += u64::from(outcome == Outcome::Cancelled);
+                self.slo.cancelled(id, now);
+            }
+        }
         outcome
     }
 }

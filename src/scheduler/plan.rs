@@ -203,7 +203,7 @@ impl Scheduler {
         let key = cand.key;
         if self.slab[key].ticket.transition(QUEUED, RUNNING).is_err() {
             let id = self.slab[key].spec.id;
-            self.end(key, Outcome::Cancelled);
+            self.end(key, Outcome::Cancelled, self.last_now);
             out.cancelled.push(id);
             return;
         }
@@ -232,7 +232,10 @@ impl Scheduler {
             resumed: e.preemptions > 0,
         };
         self.counters.per_class[e.spec.class.index()].admitted += 1;
+        self.step_counts[e.spec.class.index()].admitted += 1;
         self.running.push(key);
+        self.slo.admitted(admitted.id, now);
+        self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
             id = admitted.id.0,
             class = admitted.class.index(),
@@ -364,7 +367,7 @@ impl Scheduler {
         if e.ticket.transition(RUNNING, QUEUED).is_err() {
             // Cancelled while running: the engine must stop it either way.
             out.aborted.push(id);
-            self.end(key, Outcome::Cancelled);
+            self.end(key, Outcome::Cancelled, self.last_now);
             return;
         }
         let preempted = Preempted {
@@ -378,6 +381,8 @@ impl Scheduler {
         e.prefill_target = e.spec.prompt_tokens + e.generated;
         e.preemptions += 1;
         self.counters.per_class[e.spec.class.index()].preempted += 1;
+        self.step_counts[e.spec.class.index()].preempted += 1;
+        self.slo.preempted(id, self.last_now);
         tracing::debug!(
             id = id.0,
             class = preempted.class.index(),

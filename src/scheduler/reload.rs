@@ -246,10 +246,14 @@ impl Scheduler {
 
         self.epoch_maps.push(step_map);
         self.epoch += 1;
+        let slo_changed = config.slo != self.config.slo || new_names != self.classes;
         self.classes = new_names;
         self.max_wait = config.max_wait();
         self.queue_timeout = config.queue_timeout_ms.map(Duration::from_millis);
         self.config = config;
+        if slo_changed {
+            self.restart_slo_tracking();
+        }
         // Publish last: the rings of any new class exist (ensure_rings), and API threads
         // that load these limits check against the new classes from now on.
         self.shared
@@ -259,6 +263,25 @@ impl Scheduler {
                 self.epoch,
             )));
         Ok(report)
+    }
+
+    /// Starts SLO tracking afresh under the configuration in force (windows restart; the
+    /// requests held are registered again so their latencies still count) and
+    /// re-registers the metric families for the new classes.
+    fn restart_slo_tracking(&mut self) {
+        self.slo = crate::slo::SloTracker::new(self.config.slo.clone(), &self.classes)
+            .expect("a validated configuration builds its tracker");
+        for (_, e) in self.slab.iter() {
+            self.slo.queued(e.spec.id, e.spec.class, e.arrival);
+            if e.place == Place::Running || e.first_token.is_some() {
+                self.slo.admitted(e.spec.id, e.started);
+            }
+            if let Some(t) = e.first_token {
+                self.slo.first_token(e.spec.id, t);
+            }
+        }
+        self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));
+        self.step_counts = Default::default();
     }
 
     /// The class index `class` of epoch `epoch` has in the epoch in force.

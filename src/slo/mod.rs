@@ -1,0 +1,14 @@
+//! SLO tracking (`../shared/DESIGN.md` §3 point 10): per class targets for time to first
+//! token, time per output token and end to end ([`SloConfig`]); a tracker fed by the
+//! scheduler's lifecycle events that keeps HDR histograms over sliding windows and reports
+//! each missed target the moment it is missed ([`SloTracker`], [`Violation`]); and
+//! compliance per class and window ([`ClassCompliance`]).
+
+mod targets;
+mod tracker;
+mod violation;
+mod window;
+
+pub use targets::{ClassSlo, SloConfig, SloTarget};
+pub use tracker::{ClassCompliance, SloMetric, SloTracker, SloWindow, TargetCompliance};
+pub use violation::{Violation, ViolationKind};

@@ -1,0 +1,766 @@
+//! SLO tracker and metrics, with injected time: percentiles and compliance against an exact
+//! nearest-rank computation on the same samples, violations reported the moment they
+//! happen (while still queued), a full violation channel that drops and counts, windows
+//! that forget, and the metric families emitted through the `metrics` facade.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use triage::metrics::{self, ClassStep, RefuseReason, StepMetrics, StepReport};
+use triage::*;
+
+fn ms(v: u64) -> Timestamp {
+    Timestamp::from_millis(v)
+}
+
+fn us(v: u64) -> Timestamp {
+    Timestamp(v * 1_000)
+}
+
+fn tracker() -> SloTracker {
+    SloTracker::new(
+        SloConfig::default(),
+        &SchedulerConfig::default().class_set(),
+    )
+    .unwrap()
+}
+
+/// A small deterministic generator (64-bit LCG, high bits).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    /// Roughly log-uniform in [lo, hi) microseconds.
+    fn latency_us(&mut self, lo: u64, hi: u64) -> u64 {
+        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+        let u = (self.next() % 1_000_000) as f64 / 1e6;
+        (a + (b - a) * u).exp() as u64
+    }
+}
+
+/// Nearest rank: the smallest sample with at least `q * n` samples at or below it (the
+/// rank computed as HdrHistogram does, `ceil(q * n)` in f64, at least 1).
+fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// `measured` equals `exact` to the histogram's precision: 3 significant digits, reported
+/// as the highest value equivalent to the exact one.
+fn assert_within_precision(measured: Duration, exact_us: u64, what: &str) {
+    let m = measured.as_micros() as u64;
+    assert!(
+        m >= exact_us && m - exact_us <= exact_us / 1000,
+        "{what}: measured {m} us, exact {exact_us} us"
+    );
+}
+
+/// Records `n` HIGH requests with the given TTFTs (µs), arriving 1 ms apart from `start`,
+/// each finishing `e2e_extra` after its first token with 4 tokens 2 ms apart.
+fn run_requests(slo: &mut SloTracker, start_ms: u64, ttfts_us: &[u64], id0: u64) -> Vec<u64> {
+    let mut e2es = Vec::new();
+    for (i, &ttft) in ttfts_us.iter().enumerate() {
+        let id = RequestId(id0 + i as u64);
+        let arrival = ms(start_ms + i as u64);
+        slo.queued(id, Class::HIGH, arrival);
+        slo.admitted(id, Timestamp(arrival.0 + ttft * 1_000 / 2));
+        let first = Timestamp(arrival.0 + ttft * 1_000);
+        slo.first_token(id, first);
+        for k in 1..=4u64 {
+            slo.tokens(id, Timestamp(first.0 + k * 2_000_000), 1);
+        }
+        let end = Timestamp(first.0 + 8_000_000);
+        slo.finished(id, end);
+        e2es.push((end.0 - arrival.0) / 1_000);
+    }
+    e2es
+}
+
+#[test]
+fn percentiles_and_compliance_equal_exact_nearest_rank() {
+    for seed in [1u64, 7, 42, 1234] {
+        let mut rng = Lcg(seed);
+        let n = 500 + (seed as usize * 37) % 700;
+        let ttfts: Vec<u64> = (0..n).map(|_| rng.latency_us(50, 3_000_000)).collect();
+        let mut slo = tracker();
+        let e2es = run_requests(&mut slo, 0, &ttfts, 0);
+        // Everything happened within the first ~5 s; query at 8 s: every window holds it all.
+        let now = ms(8_000);
+        let mut sorted = ttfts.clone();
+        sorted.sort_unstable();
+        let mut e2e_sorted = e2es.clone();
+        e2e_sorted.sort_unstable();
+        let bound_us = 500_000;
+        let exact_met = sorted.iter().filter(|&&v| v <= bound_us).count();
+        // Samples so close above the bound that the histogram cannot tell them from it.
+        let band = sorted
+            .iter()
+            .filter(|&&v| v > bound_us && v <= bound_us + bound_us / 1000)
+            .count();
+        for window in slo.windows() {
+            let c = slo.compliance(Class::HIGH, window, now).unwrap();
+            let t = c.ttft.expect("HIGH has a TTFT target");
+            assert_eq!(t.samples, n as u64, "{window}");
+            assert_eq!(t.bound, Duration::from_millis(500));
+            assert_eq!(t.quantile, 0.99);
+            assert_within_precision(t.measured.unwrap(), nearest_rank(&sorted, 0.99), "p99 ttft");
+            let met = (t.fraction_met.unwrap() * n as f64).round() as usize;
+            assert!(
+                met >= exact_met && met <= exact_met + band,
+                "{window}: met {met}, exact {exact_met}, band {band}"
+            );
+            assert!(c.tpot.is_none() && c.e2e.is_none());
+            for q in [0.0001, 0.25, 0.5, 0.9, 0.95, 0.999, 1.0] {
+                let p = slo
+                    .percentile(Class::HIGH, SloMetric::Ttft, window, q, now)
+                    .unwrap();
+                assert_within_precision(p, nearest_rank(&sorted, q), "ttft");
+                let p = slo
+                    .percentile(Class::HIGH, SloMetric::EndToEnd, window, q, now)
+                    .unwrap();
+                assert_within_precision(p, nearest_rank(&e2e_sorted, q), "e2e");
+            }
+            // Every TPOT sample is exactly 2 ms; every queue wait is half the TTFT.
+            assert_eq!(
+                slo.samples(Class::HIGH, SloMetric::Tpot, window, now),
+                4 * n as u64
+            );
+            assert_within_precision(
+                slo.percentile(Class::HIGH, SloMetric::Tpot, window, 0.99, now)
+                    .unwrap(),
+                2_000,
+                "tpot",
+            );
+            let waits: Vec<u64> = {
+                let mut w: Vec<u64> = ttfts.iter().map(|t| t * 1_000 / 2 / 1_000).collect();
+                w.sort_unstable();
+                w
+            };
+            assert_within_precision(
+                slo.percentile(Class::HIGH, SloMetric::QueueWait, window, 0.5, now)
+                    .unwrap(),
+                nearest_rank(&waits, 0.5),
+                "queue wait",
+            );
+        }
+    }
+}
+
+#[test]
+fn compliance_fraction_is_exact_away_from_the_bound() {
+    // MEDIUM: p95 TTFT <= 2 s. 100 requests: 93 at 1.5 s, 7 at 2.5 s.
+    let mut slo = tracker();
+    for i in 0..100u64 {
+        let id = RequestId(i);
+        slo.queued(id, Class::MEDIUM, ms(i));
+        let ttft = if i % 15 == 0 && i < 100 { 2_500 } else { 1_500 };
+        slo.first_token(id, ms(i + ttft));
+    }
+    let c = slo
+        .compliance(Class::MEDIUM, SloWindow::Sliding(60), ms(5_000))
+        .unwrap();
+    let t = c.ttft.unwrap();
+    assert_eq!(t.samples, 100);
+    assert_eq!(t.fraction_met, Some(0.93));
+    // The 95th sample (nearest rank) is one of the slow ones.
+    assert_within_precision(t.measured.unwrap(), 2_500_000, "p95");
+    assert_eq!(t.is_met(), Some(false));
+    // The 7 slow ones were each reported once, at their first token.
+    assert_eq!(slo.violations_total(Class::MEDIUM, ViolationKind::Ttft), 7);
+    // An empty class and an unknown window.
+    let low = slo
+        .compliance(Class::LOW, SloWindow::Sliding(60), ms(5_000))
+        .unwrap();
+    let e2e = low.e2e.unwrap();
+    assert_eq!(
+        (e2e.samples, e2e.measured, e2e.fraction_met),
+        (0, None, None)
+    );
+    assert!(slo
+        .compliance(Class::HIGH, SloWindow::Sliding(61), ms(5_000))
+        .is_none());
+    assert!(slo
+        .compliance(Class::from_index(5), SloWindow::Cumulative, ms(5_000))
+        .is_none());
+}
+
+#[test]
+fn a_queued_request_past_its_ttft_bound_is_reported_while_queued_and_once() {
+    let mut slo = tracker();
+    let rx = slo.subscribe(16);
+    slo.queued(RequestId(1), Class::HIGH, ms(0));
+    slo.queued(RequestId(2), Class::HIGH, ms(100)); // admitted in time
+    slo.tick(ms(100));
+    slo.admitted(RequestId(2), ms(200));
+    slo.first_token(RequestId(2), ms(300));
+    slo.tick(ms(500)); // exactly at the bound: not a miss
+    assert!(rx.try_recv().is_err());
+    slo.tick(us(500_001));
+    let v = rx
+        .try_recv()
+        .expect("reported at the first tick past the bound");
+    assert_eq!(
+        v,
+        Violation {
+            id: RequestId(1),
+            class: Class::HIGH,
+            kind: ViolationKind::Ttft,
+            bound: Duration::from_millis(500),
+            observed: Duration::from_micros(500_001),
+            while_queued: true,
+            at: us(500_001),
+        }
+    );
+    assert!(rx.try_recv().is_err());
+    // Later ticks, the admission and the first token do not report it again.
+    slo.tick(ms(900));
+    slo.admitted(RequestId(1), ms(1_000));
+    slo.tick(ms(1_100));
+    slo.first_token(RequestId(1), ms(1_200));
+    slo.tokens(RequestId(1), ms(1_300), 3);
+    slo.finished(RequestId(1), ms(1_400));
+    slo.tick(ms(5_000));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 1);
+    // It still counts as a TTFT sample over the bound.
+    let c = slo
+        .compliance(Class::HIGH, SloWindow::Sliding(60), ms(5_000))
+        .unwrap();
+    assert_eq!(c.ttft.unwrap().samples, 2);
+    assert_eq!(c.ttft.unwrap().fraction_met, Some(0.5));
+}
+
+#[test]
+fn ttft_misses_reported_at_first_token_running_preempted_and_reclassified() {
+    let mut slo = tracker();
+    let rx = slo.subscribe(16);
+    // Admitted in time but its first token comes late, between two ticks.
+    slo.queued(RequestId(1), Class::HIGH, ms(0));
+    slo.admitted(RequestId(1), ms(10));
+    slo.tick(ms(400));
+    slo.first_token(RequestId(1), ms(450));
+    // Running (admitted, no token yet) past its bound: reported at tick, not while queued.
+    slo.queued(RequestId(2), Class::HIGH, ms(1_000));
+    slo.admitted(RequestId(2), ms(1_100));
+    slo.tick(ms(1_600));
+    let v = rx.try_recv().unwrap();
+    assert_eq!((v.id, v.while_queued), (RequestId(2), false));
+    slo.first_token(RequestId(2), ms(1_700)); // already reported
+    assert!(rx.try_recv().is_err());
+    // Admitted, preempted before its first token, past its bound while waiting again.
+    slo.queued(RequestId(3), Class::HIGH, ms(2_000));
+    slo.admitted(RequestId(3), ms(2_100));
+    slo.preempted(RequestId(3), ms(2_200));
+    slo.tick(ms(2_600));
+    let v = rx.try_recv().unwrap();
+    assert_eq!((v.id, v.while_queued), (RequestId(3), true));
+    // A MEDIUM request (2 s bound) reprioritised to HIGH at 1 s: reported at the next tick
+    // against HIGH's 500 ms bound.
+    slo.queued(RequestId(4), Class::MEDIUM, ms(3_000));
+    slo.tick(ms(3_900));
+    slo.reclassified(RequestId(4), Class::HIGH);
+    slo.tick(ms(4_000));
+    let v = rx.try_recv().unwrap();
+    assert_eq!(
+        (v.id, v.class, v.bound, v.observed),
+        (
+            RequestId(4),
+            Class::HIGH,
+            Duration::from_millis(500),
+            Duration::from_millis(1_000)
+        )
+    );
+    // ...and not again when MEDIUM's own deadline passes.
+    slo.tick(ms(6_000));
+    assert!(rx.try_recv().is_err());
+    // A first token after the bound, with no tick in between, is reported at first token.
+    slo.queued(RequestId(5), Class::HIGH, ms(7_000));
+    slo.first_token(RequestId(5), ms(7_600));
+    let v = rx.try_recv().unwrap();
+    assert_eq!(
+        (v.id, v.while_queued, v.at),
+        (RequestId(5), false, ms(7_600))
+    );
+    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 4);
+}
+
+#[test]
+fn end_to_end_and_tpot_misses() {
+    let mut cfg = SloConfig::default();
+    cfg.classes[2].tpot = Some(SloTarget::new(50, 0.9));
+    let mut slo = SloTracker::new(cfg, &SchedulerConfig::default().class_set()).unwrap();
+    let rx = slo.subscribe(16);
+    // LOW: e2e 60 s. Running past it: reported at tick while running, once.
+    slo.queued(RequestId(1), Class::LOW, ms(0));
+    slo.admitted(RequestId(1), ms(1_000));
+    slo.first_token(RequestId(1), ms(2_000));
+    slo.tick(ms(60_000));
+    assert!(rx.try_recv().is_err());
+    slo.tick(ms(61_000));
+    let v = rx.try_recv().unwrap();
+    assert_eq!(
+        (v.kind, v.while_queued, v.observed),
+        (ViolationKind::EndToEnd, false, Duration::from_secs(61))
+    );
+    // 10 tokens over 1 s after the first: mean 100 ms > 50 ms, reported at finish.
+    slo.tokens(RequestId(1), ms(62_000), 10);
+    slo.finished(RequestId(1), ms(62_500));
+    let v = rx.try_recv().unwrap();
+    assert_eq!(
+        (v.kind, v.observed, v.bound),
+        (
+            ViolationKind::Tpot,
+            Duration::from_millis(6_000),
+            Duration::from_millis(50)
+        )
+    );
+    assert!(rx.try_recv().is_err(), "e2e is not reported twice");
+    // A finish past the bound with no tick in between is reported at finish.
+    slo.queued(RequestId(2), Class::LOW, ms(100_000));
+    slo.first_token(RequestId(2), ms(100_500));
+    slo.tokens(RequestId(2), ms(100_520), 1);
+    slo.tokens(RequestId(2), ms(100_540), 1);
+    slo.finished(RequestId(2), ms(170_000));
+    let v = rx.try_recv().unwrap();
+    assert_eq!((v.id, v.kind), (RequestId(2), ViolationKind::EndToEnd));
+    assert!(rx.try_recv().is_err(), "mean 20 ms TPOT is within 50 ms");
+    // Queued past the bound, then timed out: reported while queued at tick.
+    slo.queued(RequestId(3), Class::LOW, ms(200_000));
+    slo.tick(ms(260_001));
+    let v = rx.try_recv().unwrap();
+    assert_eq!((v.id, v.while_queued), (RequestId(3), true));
+    slo.timed_out(RequestId(3), ms(270_000));
+    assert!(rx.try_recv().is_err());
+    // Cancelled past its bound with no tick since: reported at the cancel.
+    slo.queued(RequestId(4), Class::LOW, ms(300_000));
+    slo.cancelled(RequestId(4), ms(361_000));
+    let v = rx.try_recv().unwrap();
+    assert_eq!((v.id, v.while_queued), (RequestId(4), true));
+    // Cancelled in time: nothing, and a later tick finds nothing either.
+    slo.queued(RequestId(5), Class::LOW, ms(400_000));
+    slo.cancelled(RequestId(5), ms(401_000));
+    slo.tick(ms(500_000));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(slo.tracked(), 0);
+    assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 4);
+    assert_eq!(slo.violations_total(Class::LOW, ViolationKind::Tpot), 1);
+}
+
+#[test]
+fn a_reused_id_is_a_new_request() {
+    let mut slo = tracker();
+    let rx = slo.subscribe(4);
+    slo.queued(RequestId(9), Class::HIGH, ms(0));
+    slo.first_token(RequestId(9), ms(100));
+    slo.finished(RequestId(9), ms(200));
+    // Same id again, later: the first one's deadline (500 ms) must not report it.
+    slo.queued(RequestId(9), Class::HIGH, ms(300));
+    slo.tick(ms(600));
+    assert!(rx.try_recv().is_err());
+    slo.tick(ms(801));
+    assert_eq!(rx.try_recv().unwrap().observed, Duration::from_millis(501));
+}
+
+#[test]
+fn a_full_violation_channel_drops_and_counts_without_blocking() {
+    let mut slo = tracker();
+    let slow = slo.subscribe(2);
+    let fast = slo.subscribe(100);
+    for i in 0..5 {
+        slo.queued(RequestId(i), Class::HIGH, ms(0));
+    }
+    slo.tick(ms(1_000)); // would block forever if a full channel blocked
+    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 5);
+    assert_eq!(slo.violations_dropped(), 3);
+    assert_eq!(slow.try_iter().count(), 2);
+    assert_eq!(fast.try_iter().count(), 5);
+    // A dropped receiver unsubscribes at the next report; nothing more is dropped for it.
+    drop(slow);
+    slo.queued(RequestId(10), Class::HIGH, ms(2_000));
+    slo.tick(ms(3_000));
+    assert_eq!(slo.subscribers(), 1);
+    assert_eq!(slo.violations_dropped(), 3);
+    assert_eq!(fast.try_iter().count(), 1);
+    // With no subscriber at all, reports are still logged and counted.
+    drop(fast);
+    slo.queued(RequestId(11), Class::HIGH, ms(4_000));
+    slo.tick(ms(5_000));
+    assert_eq!(slo.subscribers(), 0);
+    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 7);
+}
+
+#[test]
+fn a_consumer_on_another_thread_receives_reports() {
+    let mut slo = tracker();
+    let rx = slo.subscribe(1024);
+    let consumer = std::thread::spawn(move || rx.iter().count());
+    for i in 0..100 {
+        slo.queued(RequestId(i), Class::HIGH, ms(i));
+    }
+    slo.tick(ms(10_000));
+    drop(slo); // closes the channel
+    assert_eq!(consumer.join().unwrap(), 100);
+}
+
+#[test]
+fn windows_forget_samples_older_than_their_span() {
+    let mut slo = tracker();
+    // One HIGH request with a 600 ms TTFT (a miss) at t = 1 s, then a good one much later.
+    slo.queued(RequestId(1), Class::HIGH, ms(400));
+    slo.first_token(RequestId(1), ms(1_000));
+    let count = |slo: &mut SloTracker, w, t| slo.samples(Class::HIGH, SloMetric::Ttft, w, ms(t));
+    let (m1, m5, h1) = (
+        SloWindow::Sliding(60),
+        SloWindow::Sliding(300),
+        SloWindow::Sliding(3600),
+    );
+    // 6 sub-windows: a sample is counted while younger than 5/6 of the span, and never
+    // once older than the span.
+    assert_eq!(count(&mut slo, m1, 50_999), 1);
+    assert_eq!(count(&mut slo, m1, 61_000), 0);
+    assert_eq!(count(&mut slo, m5, 61_000), 1);
+    assert_eq!(count(&mut slo, m5, 250_999), 1);
+    assert_eq!(count(&mut slo, m5, 301_000), 0);
+    assert_eq!(count(&mut slo, h1, 301_000), 1);
+    assert_eq!(count(&mut slo, h1, 3_001_000), 1);
+    assert_eq!(count(&mut slo, h1, 3_601_000), 0);
+    assert_eq!(count(&mut slo, SloWindow::Cumulative, 3_601_000), 1);
+    // Compliance follows: the old miss no longer weighs on the 1 min window.
+    slo.queued(RequestId(2), Class::HIGH, ms(3_700_000));
+    slo.first_token(RequestId(2), ms(3_700_100));
+    let c = slo
+        .compliance(Class::HIGH, m1, ms(3_700_100))
+        .unwrap()
+        .ttft
+        .unwrap();
+    assert_eq!((c.samples, c.fraction_met), (1, Some(1.0)));
+    let c = slo
+        .compliance(Class::HIGH, SloWindow::Cumulative, ms(3_700_100))
+        .unwrap()
+        .ttft
+        .unwrap();
+    assert_eq!((c.samples, c.fraction_met), (2, Some(0.5)));
+}
+
+#[test]
+fn a_sample_is_never_counted_past_its_window() {
+    // Samples every 700 ms over 10 minutes; at each query time, the 1 min window holds
+    // exactly the samples younger than 60 s, give or take the oldest sub-window.
+    let mut slo = tracker();
+    let mut times = Vec::new();
+    for i in 0..900u64 {
+        let t = i * 700;
+        slo.queued(RequestId(i), Class::HIGH, ms(t));
+        slo.first_token(RequestId(i), ms(t + 10));
+        times.push(t + 10);
+        let now = t + 10;
+        let n = slo.samples(
+            Class::HIGH,
+            SloMetric::Ttft,
+            SloWindow::Sliding(60),
+            ms(now),
+        );
+        let younger_than_span = times.iter().filter(|&&s| now - s < 60_000).count() as u64;
+        let younger_than_five_sixths = times.iter().filter(|&&s| now - s < 50_000).count() as u64;
+        assert!(
+            n <= younger_than_span && n >= younger_than_five_sixths,
+            "at {now} ms: {n} not in [{younger_than_five_sixths}, {younger_than_span}]"
+        );
+    }
+}
+
+#[test]
+fn config_parses_from_toml_and_rejects_bad_values() {
+    let cfg: SloConfig = toml::from_str(
+        r#"
+        windows_s = [30, 600]
+        sub_windows = 10
+
+        [[classes]]
+        ttft = { bound_ms = 250, quantile = 0.9 }
+
+        [[classes]]
+        tpot = { bound_ms = 80, quantile = 0.99 }
+        e2e = { bound_ms = 30000, quantile = 0.5 }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg,
+        SloConfig {
+            classes: vec![
+                ClassSlo {
+                    ttft: Some(SloTarget::new(250, 0.9)),
+                    ..ClassSlo::default()
+                },
+                ClassSlo {
+                    ttft: None,
+                    tpot: Some(SloTarget::new(80, 0.99)),
+                    e2e: Some(SloTarget::new(30_000, 0.5)),
+                },
+            ],
+            windows_s: vec![30, 600],
+            sub_windows: 10,
+        }
+    );
+    assert!(cfg.validate_for(2).is_ok());
+    // Missing fields take the defaults; unknown ones are refused.
+    assert_eq!(
+        toml::from_str::<SloConfig>("").unwrap(),
+        SloConfig::default()
+    );
+    assert!(toml::from_str::<SloConfig>("window_s = [60]").is_err());
+    assert!(toml::from_str::<SloConfig>("[[classes]]\nttft = { bound_ms = 1, q = 0.5 }").is_err());
+
+    let classes = SchedulerConfig::default().class_set();
+    let mut cfg = SloConfig::default();
+    cfg.classes[0].ttft = Some(SloTarget::new(0, 0.99));
+    let e = SloTracker::new(cfg, &classes).unwrap_err();
+    assert_eq!(e.field, "slo.classes[0].ttft.bound_ms");
+    let e = SloTracker::new(SloConfig::for_classes(2), &classes).unwrap_err();
+    assert_eq!(e.field, "slo.classes");
+}
+
+/// Every `(name, labels)` a snapshot holds, labels sorted, with its value as f64 (counters
+/// and gauges) or sample count (histograms).
+fn snapshot_map(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(ck, _unit, _desc, value)| {
+            let key = ck.key();
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_string(), l.value().to_string()))
+                .collect();
+            labels.sort();
+            let v = match value {
+                DebugValue::Counter(c) => c as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(h) => h.len() as f64,
+            };
+            ((key.name().to_string(), labels), v)
+        })
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn metric_families_are_emitted_with_their_labels() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let classes = SchedulerConfig::default().class_set();
+    ::metrics::with_local_recorder(&recorder, || {
+        metrics::describe();
+        let mut slo = SloTracker::new(SloConfig::default(), &classes).unwrap();
+        let mut m =
+            StepMetrics::new(&classes, Some(slo.config())).with_compliance_interval(Duration::ZERO);
+        // A scripted run: HIGH request 1 misses TTFT while queued; request 2 is fine.
+        slo.queued(RequestId(1), Class::HIGH, ms(0));
+        slo.queued(RequestId(2), Class::HIGH, ms(0));
+        slo.admitted(RequestId(2), ms(100));
+        m.queue_wait(Class::HIGH, Duration::from_millis(100));
+        slo.first_token(RequestId(2), ms(200));
+        slo.tick(ms(600));
+        let mut per_class = [ClassStep::default(); 3];
+        per_class[0] = ClassStep {
+            waiting: 1,
+            running: 1,
+            admitted: 1,
+            ..ClassStep::default()
+        };
+        per_class[2] = ClassStep {
+            waiting: 5,
+            running: 2,
+            preempted: 1,
+            promoted: 3,
+            timed_out: 1,
+            cancelled: 2,
+            ..ClassStep::default()
+        };
+        per_class[2].refused[RefuseReason::QueueFull.index()] = 4;
+        m.publish(&StepReport {
+            classes: &per_class,
+            step_duration: Duration::from_micros(250),
+            kv_free_blocks: 750,
+            kv_total_blocks: 1000,
+        });
+        m.publish_slo(&mut slo, ms(600));
+        metrics::record_refused(
+            "MEDIUM",
+            RefuseReason::of(&SubmitError::ZeroPromptTokens(RequestId(3))),
+        );
+    });
+    let snap = snapshot_map(&snapshotter);
+    let get = |name: &str, l: &[(&str, &str)]| {
+        *snap
+            .get(&(name.to_string(), labels(l)))
+            .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
+    };
+    // Every family is there.
+    for name in metrics::ALL_NAMES {
+        assert!(
+            snap.keys().any(|(n, _)| n == name),
+            "family {name} not emitted"
+        );
+    }
+    // Per class families, every class labelled.
+    for class in ["HIGH", "MEDIUM", "LOW"] {
+        for name in [
+            metrics::QUEUE_DEPTH,
+            metrics::RUNNING,
+            metrics::QUEUE_WAIT,
+            metrics::ADMITTED,
+            metrics::PREEMPTED,
+            metrics::PROMOTED,
+            metrics::TIMED_OUT,
+            metrics::CANCELLED,
+        ] {
+            get(name, &[("class", class)]);
+        }
+        for kind in ["ttft", "tpot", "e2e"] {
+            get(metrics::SLO_VIOLATIONS, &[("class", class), ("kind", kind)]);
+        }
+        for r in RefuseReason::ALL {
+            get(
+                metrics::REFUSED,
+                &[("class", class), ("reason", r.as_str())],
+            );
+        }
+    }
+    assert_eq!(get(metrics::QUEUE_DEPTH, &[("class", "LOW")]), 5.0);
+    assert_eq!(get(metrics::RUNNING, &[("class", "LOW")]), 2.0);
+    assert_eq!(get(metrics::ADMITTED, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(metrics::PREEMPTED, &[("class", "LOW")]), 1.0);
+    assert_eq!(get(metrics::PROMOTED, &[("class", "LOW")]), 3.0);
+    assert_eq!(get(metrics::TIMED_OUT, &[("class", "LOW")]), 1.0);
+    assert_eq!(get(metrics::CANCELLED, &[("class", "LOW")]), 2.0);
+    assert_eq!(get(metrics::QUEUE_WAIT, &[("class", "HIGH")]), 1.0);
+    assert_eq!(
+        get(
+            metrics::REFUSED,
+            &[("class", "LOW"), ("reason", "queue_full")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        get(
+            metrics::REFUSED,
+            &[("class", "MEDIUM"), ("reason", "invalid")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            metrics::SLO_VIOLATIONS,
+            &[("class", "HIGH"), ("kind", "ttft")]
+        ),
+        1.0
+    );
+    assert_eq!(get(metrics::SLO_REPORTS_DROPPED, &[]), 0.0);
+    assert_eq!(get(metrics::STEP_DURATION, &[]), 1.0);
+    // The three names routers scrape, unlabelled.
+    assert_eq!(get(metrics::VLLM_WAITING, &[]), 6.0);
+    assert_eq!(get(metrics::VLLM_RUNNING, &[]), 3.0);
+    assert_eq!(get(metrics::VLLM_KV_USAGE, &[]), 0.25);
+    // Compliance per window and target, for the targets each class has.
+    for window in ["1m", "5m", "1h", "cumulative"] {
+        let l = [("class", "HIGH"), ("window", window), ("target", "ttft")];
+        assert_eq!(get(metrics::SLO_COMPLIANCE, &l), 1.0); // one sample, 200 ms
+        let measured = get(metrics::SLO_MEASURED, &l);
+        assert!((measured - 0.2).abs() < 0.2 * 1e-3, "{measured}");
+        let l = [("class", "MEDIUM"), ("window", window), ("target", "ttft")];
+        assert!(get(metrics::SLO_COMPLIANCE, &l).is_nan(), "no samples yet");
+        let l = [("class", "LOW"), ("window", window), ("target", "e2e")];
+        get(metrics::SLO_COMPLIANCE, &l);
+    }
+    assert_eq!(
+        get(
+            metrics::SLO_BOUND,
+            &[("class", "MEDIUM"), ("target", "ttft")]
+        ),
+        2.0
+    );
+    assert!(!snap.keys().any(|(n, l)| n == metrics::SLO_COMPLIANCE
+        && l.contains(&("target".to_string(), "tpot".to_string()))));
+}
+
+#[test]
+fn every_metric_is_documented() {
+    let doc = include_str!("../docs/metrics.md");
+    for name in metrics::ALL_NAMES {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "{name} not in docs/metrics.md"
+        );
+    }
+}
+
+mod window_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Samples at increasing times; at each query the 1 min window (6 sub-windows of
+        /// 10 s) holds exactly the samples whose 10 s slice is one of the last 6, and its
+        /// percentiles and compliance match nearest rank on exactly those samples.
+        #[test]
+        fn the_sliding_window_matches_a_model(
+            steps in prop::collection::vec((0u64..20_000, 0u64..3_000_000, any::<bool>()), 1..80),
+            q in 0.01f64..1.0,
+        ) {
+            let mut slo = tracker();
+            let mut t_ms = 5_000u64;
+            let mut samples: Vec<(u64, u64)> = Vec::new(); // (time ms, ttft us)
+            for (i, &(dt, ttft_us, query)) in steps.iter().enumerate() {
+                t_ms += dt;
+                let id = RequestId(i as u64);
+                let now = ms(t_ms);
+                slo.queued(id, Class::HIGH, Timestamp(now.0 - ttft_us * 1_000));
+                slo.first_token(id, now);
+                samples.push((t_ms, ttft_us));
+                if !query {
+                    continue;
+                }
+                let slice = |t: u64| t / 10_000;
+                let mut live: Vec<u64> = samples
+                    .iter()
+                    .filter(|(t, _)| slice(*t) + 6 > slice(t_ms))
+                    .map(|&(_, v)| v)
+                    .collect();
+                live.sort_unstable();
+                let w = SloWindow::Sliding(60);
+                let c = slo.compliance(Class::HIGH, w, now).unwrap().ttft.unwrap();
+                prop_assert_eq!(c.samples, live.len() as u64);
+                let p = slo.percentile(Class::HIGH, SloMetric::Ttft, w, q, now).unwrap();
+                let exact = nearest_rank(&live, q);
+                let m = p.as_micros() as u64;
+                prop_assert!(m >= exact && m - exact <= exact / 1000, "{} vs {}", m, exact);
+                let exact_met = live.iter().filter(|&&v| v <= 500_000).count();
+                let band = live.iter().filter(|&&v| v > 500_000 && v <= 500_500).count();
+                let met = (c.fraction_met.unwrap() * live.len() as f64).round() as usize;
+                prop_assert!(met >= exact_met && met <= exact_met + band);
+                let all = slo.samples(Class::HIGH, SloMetric::Ttft, SloWindow::Cumulative, now);
+                prop_assert_eq!(all, samples.len() as u64);
+            }
+        }
+    }
+}
