@@ -492,6 +492,7 @@ fn config_parses_from_toml_and_rejects_bad_values() {
     assert_eq!(
         cfg,
         SloConfig {
+            enabled: true,
             classes: vec![
                 ClassSlo {
                     ttft: Some(SloTarget::new(250, 0.9)),

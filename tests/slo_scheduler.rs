@@ -137,3 +137,17 @@ fn scheduler_emits_the_metric_families_routers_scrape() {
     );
     assert!(find("triage_step_duration_seconds", None).starts_with("Histogram"));
 }
+
+#[test]
+fn tracking_can_be_turned_off() {
+    let mut cfg = no_aging();
+    cfg.slo.enabled = false;
+    let mut h = Harness::new(cfg);
+    let rx = h.sched.subscribe_violations(4);
+    h.submit(1, Class::HIGH, 16, 4);
+    h.step(budget(0, 4096, 7000));
+    h.advance(ms(1_000));
+    h.step(budget(0, 4096, 7000));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(h.sched.slo().tracked(), 0);
+}

@@ -317,6 +317,7 @@ impl Submitter {
                 .get(slot)
                 .map_or("unknown", String::as_str);
             crate::metrics::record_refused(class, crate::metrics::RefuseReason::of(&e));
+            tracing::debug!(id = spec.id.0, class, error = %e, "refused at submit");
             Err(e)
         };
         if let Err(e) = check(limits, &spec) {

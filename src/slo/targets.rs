@@ -130,6 +130,10 @@ impl ClassSlo {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SloConfig {
+    /// Whether the scheduler tracks SLOs at all (off: no histograms, no violation reports,
+    /// no per-request state; the step does none of that work).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
     /// Targets per class, most urgent first; one entry per scheduler class.
     pub classes: Vec<ClassSlo>,
     /// Sliding windows, in seconds, strictly increasing (1 to 86,400 s each, at most 8
@@ -138,6 +142,10 @@ pub struct SloConfig {
     /// Sub-windows per sliding window (2 to 60). A window of span `W` with `k` sub-windows
     /// counts every sample younger than `W * (k - 1) / k` and none older than `W`.
     pub sub_windows: u32,
+}
+
+fn enabled_default() -> bool {
+    true
 }
 
 impl Default for SloConfig {
@@ -161,6 +169,7 @@ impl SloConfig {
     /// ```
     pub fn for_classes(classes: usize) -> Self {
         Self {
+            enabled: true,
             classes: (0..classes)
                 .map(|i| ClassSlo::default_for(i, classes))
                 .collect(),

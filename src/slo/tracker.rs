@@ -318,6 +318,9 @@ impl SloTracker {
     /// id the tracker already holds starts a new request under that id. An unknown class
     /// is ignored.
     pub fn queued(&mut self, id: RequestId, class: Class, arrival: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(cs) = self.classes.get_mut(class.index()) else {
             return;
         };
@@ -357,6 +360,9 @@ impl SloTracker {
     /// The request started running. Its first admission records its queue wait; a
     /// re-admission after preemption records nothing.
     pub fn admitted(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(st) = self.requests.get_mut(&id) else {
             return;
         };
@@ -375,6 +381,9 @@ impl SloTracker {
     /// The request produced its first output token. Records TTFT and reports a TTFT miss
     /// not reported yet. A second call is ignored.
     pub fn first_token(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(st) = self.requests.get_mut(&id) else {
             return;
         };
@@ -399,6 +408,9 @@ impl SloTracker {
     /// these is its first token (as [`SloTracker::first_token`]) and the others are
     /// counted with no gap measured.
     pub fn tokens(&mut self, id: RequestId, now: Timestamp, n: u32) {
+        if !self.config.enabled {
+            return;
+        }
         if n == 0 {
             return;
         }
@@ -428,6 +440,9 @@ impl SloTracker {
     /// and a TPOT miss (mean gap between its output tokens over the bound) not reported yet,
     /// and a TTFT miss if it never produced a token, and forgets it.
     pub fn finished(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(mut st) = self.requests.remove(&id) else {
             return;
         };
@@ -480,6 +495,9 @@ impl SloTracker {
     /// The request was preempted and is waiting again. Its later reports say
     /// `while_queued` until it is admitted again.
     pub fn preempted(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         // Nothing is measured at a preemption; `now` keeps the event API uniform.
         let _ = now;
         if let Some(st) = self.requests.get_mut(&id) {
@@ -490,11 +508,17 @@ impl SloTracker {
     /// The client cancelled the request: reports a TTFT or end-to-end bound it had
     /// already passed (and that no tick had reported yet), and forgets it.
     pub fn cancelled(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         self.ended_early(id, now);
     }
 
     /// The request timed out in the queue: as [`SloTracker::cancelled`].
     pub fn timed_out(&mut self, id: RequestId, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         self.ended_early(id, now);
     }
 
@@ -534,6 +558,9 @@ impl SloTracker {
     /// measured from its original arrival; samples recorded from now on go to `class`. A
     /// deadline the new class's bound has already passed is reported at the next tick.
     pub fn reclassified(&mut self, id: RequestId, class: Class) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(st) = self.requests.get_mut(&id) else {
             return;
         };
@@ -566,6 +593,9 @@ impl SloTracker {
     /// and every one whose end-to-end bound passed before `now` unfinished. Call once per
     /// step. Costs O(classes + deadlines that expired): it never scans the queued requests.
     pub fn tick(&mut self, now: Timestamp) {
+        if !self.config.enabled {
+            return;
+        }
         for (ci, cs) in self.classes.iter_mut().enumerate() {
             let class = Class::from_index(ci as u8);
             if let Some(t) = cs.slo.ttft {

@@ -1,0 +1,110 @@
+//! The exposition a Prometheus scrape sees after a scripted run: every documented family,
+//! with its labels and the values the run implies.
+
+mod common;
+use common::*;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use triage::*;
+
+/// The value of the sample line of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (head, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+            let (n, rest) = head.split_once('{').unwrap_or((head, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn exposition_has_every_family_with_labels_and_values() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    ::metrics::with_local_recorder(&recorder, || {
+        triage::metrics::describe();
+        let mut cfg = no_aging();
+        cfg.queue_timeout_ms = Some(70_000);
+        let mut h = Harness::new(cfg);
+        // HIGH 1 waits past its 500 ms TTFT bound while nothing may run.
+        h.submit(1, Class::HIGH, 16, 4);
+        for id in 10..14 {
+            h.submit(id, Class::LOW, 16, 4);
+        }
+        assert!(h
+            .api
+            .submit(RequestSpec::new(99, Class::LOW, 0, 1))
+            .is_err()); // invalid
+        h.step(budget(0, 4096, 7000));
+        h.advance(ms(600));
+        h.api.cancel(RequestId(13)).unwrap();
+        // Two start: HIGH 1 and LOW 10.
+        let d = h.step(budget(2, 4096, 7000));
+        assert_eq!(ids(&d.admitted), vec![1, 10]);
+        for a in &d.admitted {
+            h.prefill(a);
+        }
+        h.finish(RequestId(1));
+        // LOW 11 and 12 time out at 70 s.
+        h.advance(ms(70_000));
+        let d = h.step(budget(1, 4096, 7000));
+        assert_eq!(d.rejected.len(), 2);
+    });
+    let text = handle.render();
+    for name in triage::metrics::ALL_NAMES {
+        assert!(text.contains(name), "family {name} missing from:\n{text}");
+    }
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
+    };
+    assert_eq!(v("vllm:num_requests_waiting", &[]), 0.0);
+    assert_eq!(v("vllm:num_requests_running", &[]), 1.0);
+    assert_eq!(v("triage_queue_depth", &[("class", "LOW")]), 0.0);
+    assert_eq!(v("triage_running_requests", &[("class", "LOW")]), 1.0);
+    assert_eq!(v("triage_admitted_total", &[("class", "HIGH")]), 1.0);
+    assert_eq!(v("triage_admitted_total", &[("class", "LOW")]), 1.0);
+    assert_eq!(v("triage_cancelled_total", &[("class", "LOW")]), 1.0);
+    assert_eq!(v("triage_timed_out_total", &[("class", "LOW")]), 2.0);
+    assert_eq!(
+        v(
+            "triage_refused_total",
+            &[("class", "LOW"), ("reason", "invalid")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "triage_slo_violations_total",
+            &[("class", "HIGH"), ("kind", "ttft")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "triage_slo_bound_seconds",
+            &[("class", "HIGH"), ("target", "ttft")]
+        ),
+        0.5
+    );
+    assert!(text.contains("triage_step_duration_seconds"), "{text}");
+    assert!(text.contains("triage_queue_wait_seconds"), "{text}");
+    let compliance = sample(
+        &text,
+        "triage_slo_compliance_ratio",
+        &[
+            ("class", "HIGH"),
+            ("window", "cumulative"),
+            ("target", "ttft"),
+        ],
+    );
+    assert_eq!(
+        compliance,
+        Some(0.0),
+        "HIGH's only first token came at 600 ms:\n{text}"
+    );
+}
