@@ -103,8 +103,12 @@ impl ManualClock {
     /// Moves the time forward by `d`.
     pub fn advance(&self, d: Duration) {
         let add = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        // Relaxed: see `set`.
-        self.nanos.fetch_add(add, Ordering::Relaxed);
+        // Relaxed: see `set`. Saturating, so a huge step never wraps the clock backwards.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(add))
+            });
     }
 }
 

@@ -186,3 +186,34 @@ fn queue_timeout_ends_requests_with_an_explicit_outcome() {
     assert_eq!(h.sched.waiting(), 1);
     assert_eq!(h.sched.conservation().timed_out, 1);
 }
+
+#[test]
+fn queue_timeout_spares_a_preempted_request() {
+    let mut cfg = no_aging();
+    cfg.queue_timeout_ms = Some(80_000);
+    cfg.engine.total_blocks = 40;
+    cfg.engine.watermark = 0.0;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::LOW, 300, 50); // 19 blocks
+    h.submit(2, Class::LOW, 300, 50); // never starts: no room
+    let d = h.step(budget(1, 4096, 40));
+    assert_eq!(ids(&d.admitted), vec![1]);
+    h.prefill(&d.admitted[0]);
+    h.clock.set(Timestamp::from_millis(50_000));
+    h.submit(3, Class::HIGH, 600, 10); // 38 blocks: LOW 1 must go
+    let d = h.step(budget(2, 4096, 21));
+    assert_eq!(
+        d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(ids(&d.admitted), vec![3]);
+    h.clock.set(Timestamp::from_millis(81_000));
+    let d = h.step(budget(2, 4096, 0));
+    let timed_out: Vec<u64> = d.rejected.iter().map(|r| r.id.0).collect();
+    assert_eq!(
+        timed_out,
+        vec![2],
+        "the never-started request times out; the preempted one keeps its place"
+    );
+    assert_eq!(h.sched.waiting(), 1);
+}

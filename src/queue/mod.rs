@@ -267,12 +267,17 @@ impl WaitQueue {
         slab: &mut Slab,
         now: Timestamp,
         timeout: Duration,
-    ) -> Option<u32> {
+    ) -> Option<Candidate> {
         let (class, _) = (0..self.classes.len())
             .filter_map(|c| self.classes[c].head(slab).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= timeout)
             .min_by_key(|&(_, k)| slab[k].order_key())?;
-        self.pop_head(slab, class)
+        let key = self.pop_head(slab, class)?;
+        Some(Candidate {
+            key,
+            class: Class::from_index(class as u8),
+            overdue: true,
+        })
     }
 
     /// Moves every bucket whose age passed its class's threshold up one class (or more).

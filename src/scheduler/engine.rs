@@ -122,7 +122,22 @@ impl Scheduler {
         }
         // Notices are left for the next step: a cancel of a running request must reach the
         // engine as `aborted` in a decision, not vanish here. A waiting request whose
-        // cancel won is ended as cancelled below instead of handed off.
+        // cancel won is ended as cancelled below instead of handed off, and one whose class
+        // change was acknowledged is handed off in its new class.
+        // Age the queue first, so the hand-off order is the order a step would serve.
+        let mut promoted = [0u64; crate::class::MAX_CLASSES];
+        self.wait.promote(&mut self.slab, now, &mut promoted);
+        for (c, n) in promoted.iter().enumerate() {
+            self.counters.per_class[c].promoted += n;
+        }
+        // Acknowledged class changes not yet applied by a step are applied now, so they
+        // decide both the hand-off's class and its order.
+        for key in self.wait.keys_in_order(&self.slab) {
+            if let Some(class) = self.slab[key].ticket.take_requested_class() {
+                let class = self.clamp_class(class);
+                self.change_class(key, class, now);
+            }
+        }
         let keys = self.wait.keys_in_order(&self.slab);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {

@@ -92,7 +92,7 @@ impl Scheduler {
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
     /// a reload that shrank the class list since is absorbed by the least urgent class.
-    fn clamp_class(&self, class: Class) -> Class {
+    pub(super) fn clamp_class(&self, class: Class) -> Class {
         Class::from_index(class.index().min(self.classes.len() - 1) as u8)
     }
 
@@ -105,7 +105,7 @@ impl Scheduler {
 
     /// Applies a class change to a held entry: a waiting one is re-queued at its original
     /// arrival in the new class; a running one is re-ranked for victim choice.
-    fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
+    pub(super) fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
         self.slo.reclassified(self.slab[key].spec.id, class);
@@ -135,7 +135,15 @@ impl Scheduler {
         let Some(timeout) = self.queue_timeout else {
             return;
         };
-        while let Some(key) = self.wait.pop_expired(&mut self.slab, now, timeout) {
+        // A preempted request has been served already: it is not timed out (that would
+        // throw its output away); it is set aside and put back in place afterwards.
+        let mut spared = std::mem::take(&mut self.skipped);
+        while let Some(cand) = self.wait.pop_expired(&mut self.slab, now, timeout) {
+            let key = cand.key;
+            if self.slab[key].preemptions > 0 {
+                spared.push(cand);
+                continue;
+            }
             let e = &self.slab[key];
             let (id, class, waited) = (e.spec.id, e.spec.class, now.saturating_since(e.arrival));
             if self.end(key, Outcome::TimedOut, now) == Outcome::Cancelled {
@@ -154,5 +162,9 @@ impl Scheduler {
                 reason: RejectReason::TimedOut { waited },
             });
         }
+        while let Some(cand) = spared.pop() {
+            self.wait.restore(&mut self.slab, cand);
+        }
+        self.skipped = spared;
     }
 }

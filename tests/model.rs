@@ -1,0 +1,1423 @@
+//! Model-based property tests: random sequences of every public operation, run against the
+//! real [`Scheduler`] (with a [`ManualClock`]) and a small reference model of the contract
+//! (`../shared/DESIGN.md` §3). The test plays the engine: it carries out every [`Decision`]
+//! (prefill chunks, decode tokens, preemptions, aborts) on its own copy of the running
+//! requests and reports `on_progress` / `on_finished` the way an engine would, passing
+//! `free_blocks = total - blocks it holds` (less a random amount it keeps for itself).
+//!
+//! After every operation it checks:
+//! * the conservation law, `check_invariants()`, and every counter against the model;
+//! * each call's answer (accepted, or the exact typed error) against the model, and that a
+//!   refused call changed nothing;
+//! * no request is admitted unless waiting, preempted unless running, or started twice;
+//! * budgets: sequences, tokens, KV blocks (admissions, decode growth, watermark);
+//! * order: a step's admissions are a subsequence of the queue order the contract defines
+//!   (overdue first oldest first, then effective class, then FIFO by arrival), skipping at
+//!   most `backfill_lookahead` requests and never an overdue one. With no lookahead that is
+//!   exactly a prefix: FIFO inside a class, preempted requests ahead of later arrivals;
+//! * liveness: every leading request of that order that fits, together with all running
+//!   work, in this step's budget (a conservative "capacity allowed it") is admitted in this
+//!   step, so no overdue request waits past `max_wait` plus one step when it could run;
+//! * preemption: victims are running, of a class at least `min_class_gap` below the request
+//!   they made room for (which was admitted), lowest class and most recently started
+//!   first, at most `max_victims_per_step`; nothing when preemption is off;
+//! * aging: each admission's effective class, and `waiting_in(class)`, match the ladder
+//!   `eff = min(base, ladder(bucket end age))`;
+//! * at the end, once the engine has run everything, every submitted request has exactly
+//!   one terminal outcome and the counters say the same.
+//!
+//! `PROPTEST_CASES` sets the number of cases (64 by default; `scripts/proptest-long.sh`
+//! runs 100,000).
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use triage::*;
+
+/// The random part of a configuration.
+#[derive(Clone, Debug)]
+struct Cfg {
+    /// Aging thresholds for MEDIUM and LOW (ms), or none.
+    aging: Option<(u64, u64)>,
+    max_wait_ms: u64,
+    bucket_width_ms: u64,
+    queue_timeout_extra_ms: Option<u64>,
+    ring_capacity: usize,
+    queue_capacity: usize,
+    preempt: bool,
+    gap: u8,
+    victims: usize,
+    lookahead: usize,
+    chunked: bool,
+    block_size: u32,
+    total_blocks: u32,
+    max_model_len: u32,
+    watermark_pct: u32,
+}
+
+impl Cfg {
+    fn config(&self) -> SchedulerConfig {
+        let mut c = SchedulerConfig {
+            shards: 1,
+            ..SchedulerConfig::default()
+        };
+        match self.aging {
+            Some((medium, low)) => {
+                c.classes[1].promote_after_ms = Some(medium);
+                c.classes[2].promote_after_ms = Some(low);
+            }
+            None => {
+                c.classes[1].promote_after_ms = None;
+                c.classes[2].promote_after_ms = None;
+            }
+        }
+        for class in &mut c.classes {
+            class.ring_capacity = self.ring_capacity;
+            class.queue_capacity = self.queue_capacity;
+        }
+        c.max_wait_ms = self.max_wait_ms;
+        c.bucket_width_ms = self.bucket_width_ms;
+        c.queue_timeout_ms = self.queue_timeout_extra_ms.map(|x| self.max_wait_ms + x);
+        c.preemption.enabled = self.preempt;
+        c.preemption.min_class_gap = self.gap;
+        c.preemption.max_victims_per_step = self.victims;
+        c.backfill_lookahead = self.lookahead;
+        c.chunked_prefill = self.chunked;
+        c.engine.block_size = self.block_size;
+        c.engine.total_blocks = self.total_blocks;
+        c.engine.max_model_len = self.max_model_len;
+        c.engine.watermark = f64::from(self.watermark_pct) / 100.0;
+        c
+    }
+}
+
+/// One operation of a client, the engine or the operator.
+#[derive(Clone, Debug)]
+enum Op {
+    /// `class` 3 is unknown (three classes).
+    Submit {
+        id: u64,
+        class: u8,
+        prompt: u32,
+        max_new: u32,
+    },
+    Cancel {
+        id: u64,
+    },
+    Reprio {
+        id: u64,
+        class: u8,
+    },
+    /// Advance the clock, then step with these budgets; the engine keeps `hold_back` of its
+    /// free blocks for itself.
+    Step {
+        advance_ms: u64,
+        seqs: u32,
+        tokens: u32,
+        hold_back: u32,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// The engine finishes the `pick`-th running request (Stop, Length or Error).
+    Finish {
+        pick: usize,
+        reason: u8,
+    },
+    /// An impossible engine callback: must be refused and change nothing.
+    BadProgress {
+        id: u64,
+        kind: u8,
+    },
+    /// A step with an impossible budget or time: refused, nothing changed.
+    BadStep {
+        kind: u8,
+        extra: u32,
+    },
+    Close,
+    Drain,
+}
+
+fn cfg_strategy() -> impl Strategy<Value = Cfg> {
+    let aging = prop_oneof![
+        1 => Just(None),
+        1 => (10u64..80, 5u64..60).prop_map(|(low, extra)| Some((low + extra, low))),
+    ];
+    (
+        aging,
+        (10u64..250, 1u64..25, prop::option::of(1u64..200)),
+        (
+            prop::sample::select(vec![2usize, 8, 1024, 1024]),
+            prop::sample::select(vec![3usize, 16, 100_000, 100_000]),
+        ),
+        (any::<bool>(), 1u8..3, 1usize..4),
+        prop_oneof![1 => Just(0usize), 1 => 1usize..4],
+        any::<bool>(),
+        (
+            prop::sample::select(vec![1u32, 4, 16, 16]),
+            8u32..200,
+            64u32..512,
+            prop::sample::select(vec![0u32, 0, 5, 20]),
+        ),
+    )
+        .prop_map(
+            |(
+                aging,
+                (wait, bucket_width_ms, queue_timeout_extra_ms),
+                (ring_capacity, queue_capacity),
+                (preempt, gap, victims),
+                lookahead,
+                chunked,
+                (block_size, total_blocks, max_model_len, watermark_pct),
+            )| {
+                // max_wait must exceed every aging threshold.
+                let max_wait_ms = match aging {
+                    Some((medium, _)) => medium + wait,
+                    None => wait,
+                };
+                Cfg {
+                    aging,
+                    max_wait_ms,
+                    bucket_width_ms,
+                    queue_timeout_extra_ms,
+                    ring_capacity,
+                    queue_capacity,
+                    preempt,
+                    gap,
+                    victims,
+                    lookahead,
+                    chunked,
+                    block_size,
+                    total_blocks,
+                    max_model_len,
+                    watermark_pct,
+                }
+            },
+        )
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let id = 0u64..40;
+    let prompt = prop_oneof![
+        12 => 1u32..200,
+        1 => Just(0u32),
+        1 => 200u32..2000,
+        1 => Just(u32::MAX),
+    ];
+    let max_new = prop_oneof![12 => 1u32..24, 1 => Just(0u32), 1 => Just(u32::MAX)];
+    prop_oneof![
+        60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new)
+            .prop_map(|(id, class, prompt, max_new)| Op::Submit { id, class, prompt, max_new }),
+        15 => id.clone().prop_map(|id| Op::Cancel { id }),
+        15 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255])
+            .prop_map(|(id, class)| Op::Reprio { id, class }),
+        50 => (
+            prop_oneof![3 => 0u64..20, 1 => 20u64..400],
+            prop_oneof![1 => 0u32..3, 3 => 1u32..10, 1 => Just(1000u32)],
+            prop_oneof![1 => 0u32..4, 3 => 1u32..700, 1 => Just(1u32 << 20)],
+            prop_oneof![3 => Just(0u32), 1 => 0u32..50],
+        )
+            .prop_map(|(advance_ms, seqs, tokens, hold_back)| Op::Step {
+                advance_ms,
+                seqs,
+                tokens,
+                hold_back
+            }),
+        15 => prop_oneof![3 => 0u64..30, 1 => 30u64..500].prop_map(|ms| Op::Advance { ms }),
+        15 => (0usize..8, 0u8..3).prop_map(|(pick, reason)| Op::Finish { pick, reason }),
+        8 => (id.clone(), 0u8..4).prop_map(|(id, kind)| Op::BadProgress { id, kind }),
+        4 => (0u8..2, any::<u32>()).prop_map(|(kind, extra)| Op::BadStep { kind, extra }),
+        1 => Just(Op::Close),
+        1 => Just(Op::Drain),
+    ]
+}
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+type R = Result<(), String>;
+
+/// The engine's copy of a running request.
+#[derive(Clone, Debug)]
+struct Run {
+    kv: u32,
+    target: u32,
+    blocks: u32,
+    run_class: Class,
+    start_seq: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Req {
+    serial: usize,
+    class: Class,
+    /// The ring it was pushed into (its class at submit), while in the ring.
+    in_ring: Option<usize>,
+    arrival: Timestamp,
+    prompt: u32,
+    max_new: u32,
+    generated: u32,
+    run: Option<Run>,
+    cancel: Option<CancelOutcome>,
+    preempted: bool,
+    first_token: Option<Timestamp>,
+    last_event: Timestamp,
+}
+
+impl Req {
+    fn waiting(&self) -> bool {
+        self.run.is_none()
+    }
+}
+
+/// The reference model plus the real scheduler it is checked against.
+struct World {
+    cfg: SchedulerConfig,
+    sched: Scheduler,
+    api: Submitter,
+    clock: ManualClock,
+    held: HashMap<u64, Req>,
+    /// Terminal outcome of each accepted submit, by serial.
+    outcomes: Vec<Option<Outcome>>,
+    expect: Conservation,
+    published: [usize; 3],
+    ring_len: [usize; 3],
+    closed: bool,
+    last_step: Timestamp,
+    next_start: u64,
+    steps: u64,
+}
+
+fn blocks_for(cfg: &SchedulerConfig, tokens: u64) -> u32 {
+    u32::try_from(cfg.engine.blocks_for(tokens)).unwrap()
+}
+
+impl World {
+    fn new(cfg: &Cfg) -> Self {
+        let config = cfg.config();
+        config.validate().expect("generated config is valid");
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(config.clone(), clock.clone()).unwrap();
+        Self {
+            cfg: config,
+            sched,
+            api,
+            clock,
+            held: HashMap::new(),
+            outcomes: Vec::new(),
+            expect: Conservation::default(),
+            published: [0; 3],
+            ring_len: [0; 3],
+            closed: false,
+            last_step: Timestamp::ZERO,
+            next_start: 0,
+            steps: 0,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn held_blocks(&self) -> u32 {
+        self.held
+            .values()
+            .filter_map(|r| r.run.as_ref().map(|r| r.blocks))
+            .sum()
+    }
+
+    fn running_ids(&self) -> Vec<u64> {
+        let mut v: Vec<(u64, u64)> = self
+            .held
+            .iter()
+            .filter_map(|(&id, r)| r.run.as_ref().map(|x| (x.start_seq, id)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The effective class of a waiting request at `now`: the ladder of DESIGN §3.3, by the
+    /// end of its arrival bucket.
+    fn eff(&self, base: Class, arrival: Timestamp, now: Timestamp) -> Class {
+        let width = self.cfg.bucket_width_ms * 1_000_000;
+        let end = (arrival.0 / width + 1) * width;
+        let mut c = base.index();
+        while c > 0 {
+            match self.cfg.classes[c].promote_after_ms {
+                Some(t) if now.0 >= end + t * 1_000_000 => c -= 1,
+                _ => break,
+            }
+        }
+        Class::from_index(c as u8)
+    }
+
+    fn end(&mut self, id: u64, outcome: Outcome) -> R {
+        let r = self.held.remove(&id).expect("held");
+        check!(
+            self.outcomes[r.serial].is_none(),
+            "req#{id} ended twice: {:?} then {outcome:?}",
+            self.outcomes[r.serial]
+        );
+        self.outcomes[r.serial] = Some(outcome);
+        match outcome {
+            Outcome::Finished => self.expect.finished += 1,
+            Outcome::Cancelled => self.expect.cancelled += 1,
+            Outcome::TimedOut => self.expect.timed_out += 1,
+            Outcome::Evicted => self.expect.evicted += 1,
+            Outcome::Refused => unreachable!(),
+        }
+        Ok(())
+    }
+
+    /// Every check that holds between any two operations.
+    fn verify(&self) -> R {
+        let c = self.sched.conservation();
+        check!(c.is_balanced(), "unbalanced: {c}");
+        self.sched.check_invariants()?;
+        let mut e = self.expect;
+        e.in_ingress = self.held.values().filter(|r| r.in_ring.is_some()).count() as u64;
+        e.waiting = self
+            .held
+            .values()
+            .filter(|r| r.waiting() && r.in_ring.is_none())
+            .count() as u64;
+        e.running = self.held.values().filter(|r| r.run.is_some()).count() as u64;
+        check!(c == e, "counters\n  got      {c}\n  expected {e}");
+        check!(self.sched.waiting() as u64 == e.waiting, "waiting()");
+        check!(self.sched.running() as u64 == e.running, "running()");
+        check!(
+            self.held_blocks() <= self.cfg.engine.total_blocks,
+            "engine holds {} blocks of {}",
+            self.held_blocks(),
+            self.cfg.engine.total_blocks
+        );
+        for (&id, r) in &self.held {
+            check!(
+                self.sched.first_token_at(RequestId(id)) == r.first_token,
+                "first token of req#{id}"
+            );
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> R {
+        match *op {
+            Op::Submit {
+                id,
+                class,
+                prompt,
+                max_new,
+            } => self.submit(id, class, prompt, max_new),
+            Op::Cancel { id } => self.cancel(id),
+            Op::Reprio { id, class } => self.reprio(id, class),
+            Op::Step {
+                advance_ms,
+                seqs,
+                tokens,
+                hold_back,
+            } => {
+                self.clock.advance(Duration::from_millis(advance_ms));
+                let free =
+                    (self.cfg.engine.total_blocks - self.held_blocks()).saturating_sub(hold_back);
+                self.step(Budget {
+                    max_num_seqs: seqs,
+                    max_batched_tokens: tokens,
+                    free_blocks: free,
+                })
+            }
+            Op::Advance { ms } => {
+                self.clock.advance(Duration::from_millis(ms));
+                Ok(())
+            }
+            Op::Finish { pick, reason } => self.finish(pick, reason),
+            Op::BadProgress { id, kind } => self.bad_progress(id, kind),
+            Op::BadStep { kind, extra } => self.bad_step(kind, extra),
+            Op::Close => {
+                self.api.close();
+                self.closed = true;
+                check!(self.api.is_closed(), "closed");
+                Ok(())
+            }
+            Op::Drain => self.drain(),
+        }?;
+        self.verify()
+    }
+
+    fn submit(&mut self, id: u64, class: u8, prompt: u32, max_new: u32) -> R {
+        let spec = RequestSpec::new(id, Class::from_index(class), prompt, max_new);
+        let before = self.sched.conservation();
+        let got = self.api.submit(spec);
+        self.expect.submitted += 1;
+        let e = &self.cfg.engine;
+        let tokens = u64::from(prompt) + u64::from(max_new);
+        let max_blocks = e.total_blocks - e.watermark_blocks();
+        let rid = RequestId(id);
+        let c = usize::from(class);
+        let name = |c: usize| self.cfg.classes[c].name.clone();
+        let want: Result<(), SubmitError> = if c >= 3 {
+            Err(SubmitError::Class(ClassError::UnknownIndex {
+                index: class,
+                classes: 3,
+            }))
+        } else if prompt == 0 {
+            Err(SubmitError::ZeroPromptTokens(rid))
+        } else if max_new == 0 {
+            Err(SubmitError::ZeroMaxNewTokens(rid))
+        } else if tokens > u64::from(e.max_model_len) {
+            Err(SubmitError::ExceedsContext {
+                id: rid,
+                tokens,
+                max_model_len: e.max_model_len,
+            })
+        } else if e.blocks_for(tokens) > u64::from(max_blocks) {
+            Err(SubmitError::NeverFits {
+                id: rid,
+                blocks_needed: e.blocks_for(tokens),
+                blocks_available: max_blocks,
+            })
+        } else if self.closed {
+            Err(SubmitError::Closed)
+        } else if self.published[c] >= self.cfg.classes[c].queue_capacity {
+            Err(SubmitError::QueueFull {
+                class: name(c),
+                capacity: self.cfg.classes[c].queue_capacity,
+            })
+        } else if self.held.contains_key(&id) {
+            Err(SubmitError::DuplicateId(rid))
+        } else if self.ring_len[c] >= self.cfg.classes[c].ring_capacity {
+            Err(SubmitError::QueueFull {
+                class: name(c),
+                capacity: self.cfg.classes[c].ring_capacity,
+            })
+        } else {
+            Ok(())
+        };
+        match (&want, &got) {
+            (Ok(()), Ok(arrival)) => {
+                check!(*arrival == self.now(), "arrival stamp {arrival}");
+                self.ring_len[c] += 1;
+                self.outcomes.push(None);
+                self.held.insert(
+                    id,
+                    Req {
+                        serial: self.outcomes.len() - 1,
+                        class: spec.class,
+                        in_ring: Some(c),
+                        arrival: *arrival,
+                        prompt,
+                        max_new,
+                        generated: 0,
+                        run: None,
+                        cancel: None,
+                        preempted: false,
+                        first_token: None,
+                        last_event: *arrival,
+                    },
+                );
+            }
+            (Err(w), Err(g)) => {
+                check!(w == g, "submit {spec:?}: expected {w:?}, got {g:?}");
+                self.expect.refused += 1;
+                stats::add(13, 1);
+                let after = self.sched.conservation();
+                check!(
+                    after.submitted == before.submitted + 1
+                        && after.refused == before.refused + 1
+                        && Conservation {
+                            submitted: before.submitted,
+                            refused: before.refused,
+                            ..after
+                        } == before,
+                    "a refused submit changed more than its count: {before} -> {after}"
+                );
+            }
+            _ => return Err(format!("submit {spec:?}: expected {want:?}, got {got:?}")),
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: u64) -> R {
+        let before = self.sched.conservation();
+        let got = self.api.cancel(RequestId(id));
+        let want = match self.held.get(&id) {
+            None => Err(ControlError::NotFound(RequestId(id))),
+            Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(RequestId(id))),
+            Some(r) if r.run.is_some() => Ok(CancelOutcome::WasRunning),
+            Some(_) => Ok(CancelOutcome::WasWaiting),
+        };
+        check!(
+            got == want,
+            "cancel req#{id}: expected {want:?}, got {got:?}"
+        );
+        if let Ok(o) = got {
+            self.held.get_mut(&id).unwrap().cancel = Some(o);
+        }
+        check!(
+            self.sched.conservation() == before,
+            "cancel changed the counters"
+        );
+        Ok(())
+    }
+
+    fn reprio(&mut self, id: u64, class: u8) -> R {
+        let before = self.sched.conservation();
+        let got = self
+            .api
+            .reprioritize(RequestId(id), Class::from_index(class));
+        let want = if class >= 3 {
+            Err(ControlError::Class(ClassError::UnknownIndex {
+                index: class,
+                classes: 3,
+            }))
+        } else {
+            match self.held.get(&id) {
+                None => Err(ControlError::NotFound(RequestId(id))),
+                Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(RequestId(id))),
+                Some(_) => Ok(()),
+            }
+        };
+        check!(
+            got == want,
+            "reprioritize req#{id}: expected {want:?}, got {got:?}"
+        );
+        if got.is_ok() {
+            let r = self.held.get_mut(&id).unwrap();
+            r.class = Class::from_index(class);
+            if let Some(run) = &mut r.run {
+                run.run_class = r.class;
+            }
+        }
+        check!(
+            self.sched.conservation() == before,
+            "reprioritize changed the counters"
+        );
+        Ok(())
+    }
+
+    fn finish(&mut self, pick: usize, reason: u8) -> R {
+        let running = self.running_ids();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let id = running[pick % running.len()];
+        let reason = [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Error,
+        ][reason as usize % 3];
+        let got = self.sched.on_finished(RequestId(id), self.now(), reason);
+        let want = if self.held[&id].cancel.is_some() {
+            Outcome::Cancelled
+        } else {
+            Outcome::Finished
+        };
+        check!(
+            got == Ok(want),
+            "finish req#{id}: expected {want:?}, got {got:?}"
+        );
+        self.end(id, want)
+    }
+
+    fn unchanged<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        before: (Conservation, usize, usize),
+        got: T,
+    ) -> R {
+        let after = (
+            self.sched.conservation(),
+            self.sched.waiting(),
+            self.sched.running(),
+        );
+        check!(
+            after == before,
+            "{what} -> {got:?} changed state: {before:?} -> {after:?}"
+        );
+        Ok(())
+    }
+
+    fn snapshot(&self) -> (Conservation, usize, usize) {
+        (
+            self.sched.conservation(),
+            self.sched.waiting(),
+            self.sched.running(),
+        )
+    }
+
+    fn bad_progress(&mut self, id: u64, kind: u8) -> R {
+        let before = self.snapshot();
+        let now = self.now();
+        let rid = RequestId(id);
+        let running = self.held.get(&id).and_then(|r| r.run.clone());
+        let Some(run) = running else {
+            let got = self.sched.on_progress(rid, now, 1, u32::from(kind % 2));
+            check!(
+                got == Err(ProgressError::NotRunning(rid)),
+                "progress of idle req#{id}: {got:?}"
+            );
+            let got = self.sched.on_finished(rid, now, FinishReason::Stop);
+            check!(
+                got == Err(ProgressError::NotRunning(rid)),
+                "finish of idle req#{id}: {got:?}"
+            );
+            return self.unchanged("callbacks on a request that is not running", before, ());
+        };
+        let r = &self.held[&id];
+        let held_max = r.prompt + r.generated;
+        match kind {
+            0 => {
+                let computed = held_max - run.kv + 1;
+                let got = self.sched.on_progress(rid, now, computed, 0);
+                check!(
+                    got == Err(ProgressError::PrefillOverrun {
+                        id: rid,
+                        reported: computed,
+                        remaining: held_max - run.kv
+                    }),
+                    "prefill overrun of req#{id}: {got:?}"
+                );
+            }
+            1 if run.kv < run.target && r.generated < r.max_new => {
+                let got = self.sched.on_progress(rid, now, 0, 1);
+                check!(
+                    got == Err(ProgressError::OutputOverrun {
+                        id: rid,
+                        generated: u64::from(r.generated) + 1,
+                        max_new_tokens: r.max_new
+                    }),
+                    "output before prefill of req#{id}: {got:?}"
+                );
+            }
+            2 => {
+                let extra = r.max_new - r.generated + 1;
+                let got = self.sched.on_progress(rid, now, 0, extra);
+                check!(
+                    got == Err(ProgressError::OutputOverrun {
+                        id: rid,
+                        generated: u64::from(r.generated) + u64::from(extra),
+                        max_new_tokens: r.max_new
+                    }),
+                    "output past max_new_tokens of req#{id}: {got:?}"
+                );
+            }
+            3 if r.last_event.0 > 0 => {
+                let got = self
+                    .sched
+                    .on_progress(rid, Timestamp(r.last_event.0 - 1), 0, 0);
+                check!(
+                    got == Err(ProgressError::TimeWentBackwards(rid)),
+                    "progress back in time of req#{id}: {got:?}"
+                );
+                let got =
+                    self.sched
+                        .on_finished(rid, Timestamp(r.last_event.0 - 1), FinishReason::Stop);
+                check!(
+                    got == Err(ProgressError::TimeWentBackwards(rid)),
+                    "finish back in time of req#{id}: {got:?}"
+                );
+            }
+            _ => {}
+        }
+        self.unchanged("bad progress", before, kind)
+    }
+
+    fn bad_step(&mut self, kind: u8, extra: u32) -> R {
+        let before = self.snapshot();
+        let total = self.cfg.engine.total_blocks;
+        if kind == 0 {
+            let free = total.saturating_add(1 + extra % 1000);
+            let b = Budget {
+                max_num_seqs: 8,
+                max_batched_tokens: 512,
+                free_blocks: free,
+            };
+            let got = self.sched.step(self.now(), &b);
+            check!(
+                got == Err(BudgetError::FreeBlocksExceedTotal { free, total }),
+                "oversized budget: {got:?}"
+            );
+            self.unchanged("oversized budget", before, ())
+        } else if self.last_step.0 > 0 {
+            let back = Timestamp(self.last_step.0 - 1 - u64::from(extra) % self.last_step.0);
+            let b = Budget {
+                max_num_seqs: 8,
+                max_batched_tokens: 512,
+                free_blocks: 0,
+            };
+            let got = self.sched.step(back, &b);
+            check!(
+                got == Err(BudgetError::TimeWentBackwards {
+                    now: back.0,
+                    previous: self.last_step.0
+                }),
+                "step back in time: {got:?}"
+            );
+            self.unchanged("step back in time", before, ())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn drain(&mut self) -> R {
+        let now = self.now();
+        let handed = self.sched.drain_waiting(now);
+        self.closed = true;
+        self.published = [0; 3];
+        self.ring_len = [0; 3];
+        // Cancelled waiting requests end as cancelled; the rest are handed off.
+        let mut expected: Vec<(Class, Timestamp, u64)> = Vec::new();
+        let ids: Vec<u64> = self.held.keys().copied().collect();
+        for id in ids {
+            let r = &self.held[&id];
+            if !r.waiting() {
+                continue;
+            }
+            if r.cancel.is_some() {
+                self.end(id, Outcome::Cancelled)?;
+            } else {
+                expected.push((self.eff(r.class, r.arrival, now), r.arrival, id));
+            }
+        }
+        expected.sort();
+        let got: Vec<u64> = handed.iter().map(|h| h.spec.id.0).collect();
+        let want: Vec<u64> = expected.iter().map(|e| e.2).collect();
+        check!(
+            got == want,
+            "hand-off order (most urgent effective class, then oldest): got {got:?}, expected {want:?}"
+        );
+        for h in &handed {
+            let id = h.spec.id.0;
+            let r = &self.held[&id];
+            check!(
+                h.spec.class == r.class
+                    && h.spec.prompt_tokens == r.prompt
+                    && h.spec.max_new_tokens == r.max_new
+                    && h.arrival == r.arrival
+                    && h.generated_tokens == r.generated,
+                "hand-off of req#{id}: {h:?} vs model {r:?}"
+            );
+            stats::add(12, 1);
+            self.end(id, Outcome::Evicted)?;
+        }
+        let got = self.api.submit(RequestSpec::new(999, Class::HIGH, 1, 1));
+        self.expect.submitted += 1;
+        self.expect.refused += 1;
+        check!(
+            got == Err(SubmitError::Closed),
+            "submit after hand-off: {got:?}"
+        );
+        Ok(())
+    }
+
+    fn step(&mut self, b: Budget) -> R {
+        let now = self.now();
+        let cfg = self.cfg.clone();
+        let eng = &cfg.engine;
+        let watermark = eng.watermark_blocks();
+        let max_wait = Duration::from_millis(cfg.max_wait_ms);
+
+        // What ingest and expiry must do.
+        let mut want_cancelled = HashSet::new();
+        let mut want_aborted = HashSet::new();
+        let mut want_timed_out = HashSet::new();
+        let mut drained = 0u32;
+        for (&id, r) in &self.held {
+            if r.in_ring.is_some() {
+                drained += 1;
+            }
+            match r.cancel {
+                Some(_) if r.waiting() => {
+                    want_cancelled.insert(id);
+                }
+                Some(_) => {
+                    want_aborted.insert(id);
+                }
+                None => {
+                    // A preempted request has been served already: the timeout spares it.
+                    if let (true, false, Some(t)) = (r.waiting(), r.preempted, cfg.queue_timeout_ms)
+                    {
+                        if now.saturating_since(r.arrival) >= Duration::from_millis(t) {
+                            want_timed_out.insert(id);
+                        }
+                    }
+                }
+            }
+        }
+        // The queue order at admission time (DESIGN §3.2–3.4): overdue first, oldest first;
+        // then by effective class, FIFO by (arrival, id).
+        type Key = (u8, u8, Timestamp, u64);
+        let mut order: Vec<(Key, u64)> = self
+            .held
+            .iter()
+            .filter(|(id, r)| r.waiting() && r.cancel.is_none() && !want_timed_out.contains(*id))
+            .map(|(&id, r)| {
+                let overdue = now.saturating_since(r.arrival) >= max_wait;
+                let key = if overdue {
+                    (0, 0, r.arrival, id)
+                } else {
+                    (
+                        1,
+                        self.eff(r.class, r.arrival, now).index() as u8,
+                        r.arrival,
+                        id,
+                    )
+                };
+                (key, id)
+            })
+            .collect();
+        order.sort();
+        // Running at plan time, their work if every one of them gets it, and its growth.
+        let plan_running: Vec<u64> = self
+            .running_ids()
+            .into_iter()
+            .filter(|id| !want_aborted.contains(id))
+            .collect();
+        let (mut run_tokens, mut run_growth) = (0u64, 0u64);
+        for id in &plan_running {
+            let run = self.held[id].run.as_ref().unwrap();
+            let work = if run.kv < run.target {
+                run.target - run.kv
+            } else {
+                1
+            };
+            run_tokens += u64::from(work);
+            run_growth += u64::from(
+                blocks_for(&cfg, u64::from(run.kv) + u64::from(work)).saturating_sub(run.blocks),
+            );
+        }
+
+        let d = self
+            .sched
+            .step(now, &b)
+            .map_err(|e| format!("valid budget {b:?} refused: {e}"))?;
+        self.steps += 1;
+        self.last_step = now;
+        stats::add(0, 1);
+        stats::add(1, d.admitted.len() as u64);
+        stats::add(2, d.admitted.iter().filter(|a| a.resumed).count() as u64);
+        stats::add(3, d.admitted.iter().filter(|a| a.overdue).count() as u64);
+        stats::add(
+            4,
+            d.admitted
+                .iter()
+                .filter(|a| a.effective_class != a.class)
+                .count() as u64,
+        );
+        stats::add(9, d.rejected.len() as u64);
+        stats::add(10, d.cancelled.len() as u64);
+        stats::add(11, d.aborted.len() as u64);
+
+        // Ingest and expiry.
+        let set = |v: &[RequestId]| -> HashSet<u64> { v.iter().map(|i| i.0).collect() };
+        check!(
+            set(&d.cancelled) == want_cancelled && d.cancelled.len() == want_cancelled.len(),
+            "cancelled {:?}, expected {want_cancelled:?}",
+            d.cancelled
+        );
+        check!(
+            set(&d.aborted) == want_aborted && d.aborted.len() == want_aborted.len(),
+            "aborted {:?}, expected {want_aborted:?}",
+            d.aborted
+        );
+        let timed: HashSet<u64> = d.rejected.iter().map(|r| r.id.0).collect();
+        check!(
+            timed == want_timed_out && d.rejected.len() == want_timed_out.len(),
+            "timed out {:?}, expected {want_timed_out:?}",
+            d.rejected
+        );
+        for rj in &d.rejected {
+            let r = &self.held[&rj.id.0];
+            check!(
+                rj.class == r.class
+                    && rj.reason
+                        == (RejectReason::TimedOut {
+                            waited: now.saturating_since(r.arrival)
+                        }),
+                "rejection {rj:?}"
+            );
+        }
+        check!(
+            d.summary.drained == drained,
+            "drained {} of {drained}",
+            d.summary.drained
+        );
+
+        // Admissions: who, with what, in which order.
+        let admitted: Vec<u64> = d.admitted.iter().map(|a| a.id.0).collect();
+        let admitted_set: HashSet<u64> = admitted.iter().copied().collect();
+        check!(
+            admitted_set.len() == admitted.len(),
+            "admitted twice in one step: {admitted:?}"
+        );
+        for a in &d.admitted {
+            let id = a.id.0;
+            let Some(r) = self.held.get(&id) else {
+                return Err(format!("admitted unknown req#{id}"));
+            };
+            check!(
+                r.waiting(),
+                "req#{id} admitted while running (started twice)"
+            );
+            check!(
+                r.cancel.is_none() && !want_timed_out.contains(&id),
+                "req#{id} admitted though cancelled or timed out"
+            );
+            let target = r.prompt + r.generated;
+            let waited = now.saturating_since(r.arrival);
+            let want = Admitted {
+                id: a.id,
+                class: r.class,
+                effective_class: if waited >= max_wait {
+                    a.effective_class
+                } else {
+                    self.eff(r.class, r.arrival, now)
+                },
+                prefill_tokens: a.prefill_tokens,
+                prefill_target: target,
+                blocks: blocks_for(&cfg, u64::from(target)),
+                waited,
+                overdue: waited >= max_wait,
+                resumed: r.preempted,
+            };
+            check!(*a == want, "admission {a:?}, expected {want:?}");
+            check!(
+                a.effective_class == self.eff(r.class, r.arrival, now),
+                "admission {a:?}: effective class should be {:?}",
+                self.eff(r.class, r.arrival, now)
+            );
+            check!(
+                a.prefill_tokens >= 1
+                    && a.prefill_tokens <= target
+                    && (cfg.chunked_prefill || a.prefill_tokens == target),
+                "prefill chunk {a:?}"
+            );
+        }
+        // Subsequence of the queue order; at most `lookahead` skipped; never an overdue one.
+        let mut pos = 0;
+        let mut skipped = 0usize;
+        for &id in &admitted {
+            loop {
+                check!(
+                    pos < order.len(),
+                    "admissions {admitted:?} are out of queue order {:?}",
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+                let (key, oid) = order[pos];
+                pos += 1;
+                if oid == id {
+                    break;
+                }
+                check!(
+                    key.0 != 0,
+                    "req#{id} admitted past overdue req#{oid} (queue {:?}, admitted {admitted:?})",
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+                skipped += 1;
+                check!(
+                    skipped <= cfg.backfill_lookahead,
+                    "admissions {admitted:?} skip {skipped} > lookahead {} of queue {:?}",
+                    cfg.backfill_lookahead,
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+            }
+        }
+        stats::add(5, u64::from(skipped > 0));
+        // Liveness: the leading requests that fit beside all running work must start now.
+        {
+            let (mut seqs, mut tokens, mut blocks) = (
+                plan_running.len() as u64,
+                run_tokens,
+                run_growth + u64::from(watermark),
+            );
+            for (i, &(_, id)) in order.iter().enumerate() {
+                let r = &self.held[&id];
+                let target = u64::from(r.prompt + r.generated);
+                seqs += 1;
+                tokens += target;
+                blocks += cfg.engine.blocks_for(target);
+                if seqs > u64::from(b.max_num_seqs)
+                    || tokens > u64::from(b.max_batched_tokens)
+                    || blocks > u64::from(b.free_blocks)
+                {
+                    break;
+                }
+                stats::add(6, 1);
+                check!(
+                    admitted.get(i) == Some(&id),
+                    "req#{id} fits ({b:?}, running {plan_running:?}, queue {:?}) but was not admitted in place {i}: {admitted:?}",
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+            }
+        }
+
+        // Preemptions.
+        let preempted: HashSet<u64> = d.preempted.iter().map(|p| p.id.0).collect();
+        check!(
+            preempted.len() == d.preempted.len(),
+            "preempted twice: {:?}",
+            d.preempted
+        );
+        let rank = |id: u64| {
+            let run = self.held[&id].run.as_ref().unwrap();
+            (run.run_class, run.start_seq)
+        };
+        let mut for_waiting = 0;
+        for p in &d.preempted {
+            let id = p.id.0;
+            check!(
+                plan_running.contains(&id),
+                "preempted req#{id} was not running (or was aborted): {p:?}"
+            );
+            let run = self.held[&id].run.as_ref().unwrap();
+            check!(p.class == run.run_class, "victim class {p:?} vs {run:?}");
+            check!(
+                p.freed_blocks >= run.blocks,
+                "victim frees {p:?} vs {run:?}"
+            );
+            let eligible = match p.reason {
+                PreemptReason::ForWaiting { by, by_class, .. } => {
+                    for_waiting += 1;
+                    stats::add(7, 1);
+                    check!(cfg.preemption.enabled, "preemption is off: {p:?}");
+                    let Some(a) = d.admitted.iter().find(|a| a.id == by) else {
+                        return Err(format!("{p:?} made room for a request not admitted"));
+                    };
+                    check!(a.effective_class == by_class, "{p:?} vs {a:?}");
+                    let min = by_class.index() + usize::from(cfg.preemption.min_class_gap);
+                    check!(p.class.index() >= min, "class gap not kept: {p:?}");
+                    Some(min)
+                }
+                PreemptReason::OverBudget { short } => {
+                    check!(
+                        short == Short::Seqs && plan_running.len() > b.max_num_seqs as usize,
+                        "{p:?} with {} running and max_num_seqs {}",
+                        plan_running.len(),
+                        b.max_num_seqs
+                    );
+                    None
+                }
+                PreemptReason::KvExhausted { needed_by } => {
+                    stats::add(8, 1);
+                    check!(
+                        plan_running.contains(&needed_by.0),
+                        "{p:?}: needed by a request that was not running"
+                    );
+                    None
+                }
+            };
+            for &other in &plan_running {
+                if preempted.contains(&other) {
+                    continue;
+                }
+                let o = rank(other);
+                if eligible.is_none_or(|m| o.0.index() >= m) {
+                    check!(
+                        o < rank(id),
+                        "victim req#{id} {:?} chosen over req#{other} {o:?} (lowest class, newest first)",
+                        rank(id)
+                    );
+                }
+            }
+        }
+        check!(
+            for_waiting <= cfg.preemption.max_victims_per_step,
+            "{for_waiting} victims > max_victims_per_step"
+        );
+
+        // Running work.
+        let mut scheduled_ids = HashSet::new();
+        let mut last_seq = None;
+        let mut growth = 0u32;
+        for s in &d.scheduled {
+            let id = s.id.0;
+            check!(scheduled_ids.insert(id), "scheduled twice: {s:?}");
+            check!(
+                plan_running.contains(&id) && !preempted.contains(&id),
+                "scheduled req#{id} is not running"
+            );
+            let run = self.held[&id].run.as_ref().unwrap();
+            check!(
+                last_seq < Some(run.start_seq),
+                "scheduled work is not oldest run first"
+            );
+            last_seq = Some(run.start_seq);
+            if run.kv < run.target {
+                check!(
+                    s.tokens >= 1 && s.tokens <= run.target - run.kv,
+                    "prefill chunk {s:?} of {run:?}"
+                );
+            } else {
+                check!(s.tokens == 1, "decode of more than one token: {s:?}");
+            }
+            growth += blocks_for(&cfg, u64::from(run.kv + s.tokens)).saturating_sub(run.blocks);
+        }
+
+        // Budgets.
+        check!(
+            d.total_tokens() <= b.max_batched_tokens,
+            "{} tokens > budget {}",
+            d.total_tokens(),
+            b.max_batched_tokens
+        );
+        check!(d.summary.tokens == d.total_tokens(), "summary tokens");
+        let running_after = plan_running.len() - preempted.len() + admitted.len();
+        check!(
+            running_after <= b.max_num_seqs as usize,
+            "{running_after} running > max_num_seqs {}",
+            b.max_num_seqs
+        );
+        let reserved: u32 = d.admitted.iter().map(|a| a.blocks).sum::<u32>() + growth;
+        let freed: u32 = d.preempted.iter().map(|p| p.freed_blocks).sum();
+        check!(
+            reserved <= b.free_blocks + freed,
+            "reserved {reserved} blocks > free {} + freed {freed}",
+            b.free_blocks
+        );
+        check!(
+            d.admitted.is_empty() || b.free_blocks + freed - reserved >= watermark,
+            "admissions ate into the watermark: free {} + freed {freed} - reserved {reserved} < {watermark}",
+            b.free_blocks
+        );
+
+        // Carry out the decision as the engine, and update the model.
+        for id in want_cancelled.iter().chain(want_aborted.iter()) {
+            self.end(*id, Outcome::Cancelled)?;
+        }
+        for id in &want_timed_out {
+            self.end(*id, Outcome::TimedOut)?;
+        }
+        for r in self.held.values_mut() {
+            r.in_ring = None;
+        }
+        self.ring_len = [0; 3];
+        for p in &d.preempted {
+            let r = self.held.get_mut(&p.id.0).unwrap();
+            r.run = None;
+            r.preempted = true;
+        }
+        for a in &d.admitted {
+            let start_seq = self.next_start;
+            self.next_start += 1;
+            let r = self.held.get_mut(&a.id.0).unwrap();
+            r.run = Some(Run {
+                kv: 0,
+                target: a.prefill_target,
+                blocks: a.blocks,
+                run_class: a.effective_class,
+                start_seq,
+            });
+        }
+        let work: Vec<(u64, u32)> = d
+            .scheduled
+            .iter()
+            .map(|s| (s.id.0, s.tokens))
+            .chain(d.admitted.iter().map(|a| (a.id.0, a.prefill_tokens)))
+            .collect();
+        for (id, tokens) in work {
+            let r = self.held.get_mut(&id).unwrap();
+            let run = r.run.as_mut().unwrap();
+            run.blocks = run.blocks.max(blocks_for(&cfg, u64::from(run.kv + tokens)));
+            run.kv += tokens;
+            let out = u32::from(run.kv >= run.target);
+            let got = self.sched.on_progress(RequestId(id), now, tokens, out);
+            check!(
+                got.is_ok(),
+                "progress of req#{id} ({tokens}, {out}): {got:?}"
+            );
+            r.generated += out;
+            r.last_event = now;
+            if out > 0 && r.first_token.is_none() {
+                r.first_token = Some(now);
+            }
+            if r.generated == r.max_new {
+                let got = self
+                    .sched
+                    .on_finished(RequestId(id), now, FinishReason::Length);
+                check!(got == Ok(Outcome::Finished), "finish of req#{id}: {got:?}");
+                self.end(id, Outcome::Finished)?;
+            }
+        }
+        // Published waiting depth per base class, and waiting per effective class.
+        let mut by_base = [0usize; 3];
+        let mut by_eff = [0usize; 3];
+        for r in self.held.values().filter(|r| r.waiting()) {
+            by_base[r.class.index()] += 1;
+            by_eff[self.eff(r.class, r.arrival, now).index()] += 1;
+        }
+        self.published = by_base;
+        for c in 0..3 {
+            let class = Class::from_index(c as u8);
+            check!(
+                self.sched.waiting_in(class) == by_eff[c],
+                "waiting_in({c}) = {}, model {by_eff:?}",
+                self.sched.waiting_in(class)
+            );
+        }
+        check!(
+            d.summary.waiting == by_base.iter().sum::<usize>()
+                && d.summary.running == running_after,
+            "summary {:?}",
+            d.summary
+        );
+        Ok(())
+    }
+
+    /// Runs the engine until nothing is held, then checks that every accepted request has
+    /// exactly one outcome and the counters agree.
+    fn finish_up(&mut self) -> R {
+        for _ in 0..20_000 {
+            if self.held.is_empty() {
+                break;
+            }
+            self.clock.advance(Duration::from_millis(1));
+            let free = self.cfg.engine.total_blocks - self.held_blocks();
+            self.step(Budget {
+                max_num_seqs: 64,
+                max_batched_tokens: 1 << 16,
+                free_blocks: free,
+            })?;
+            self.verify()?;
+        }
+        check!(
+            self.held.is_empty(),
+            "requests never finished: {:?}",
+            self.held.keys()
+        );
+        for (serial, o) in self.outcomes.iter().enumerate() {
+            check!(o.is_some(), "submission #{serial} has no outcome");
+        }
+        let c = self.sched.conservation();
+        check!(
+            c.submitted == c.ended() && c.in_ingress == 0 && c.waiting == 0 && c.running == 0,
+            "not all ended: {c}"
+        );
+        Ok(())
+    }
+}
+
+/// Runs one case: the operations, then the engine until everything has ended.
+fn run(cfg: &Cfg, ops: &[Op]) -> R {
+    let mut w = World::new(cfg);
+    w.verify()?;
+    for (i, op) in ops.iter().enumerate() {
+        w.apply(op).map_err(|e| format!("op {i} {op:?}: {e}"))?;
+    }
+    w.finish_up().map_err(|e| format!("finish-up: {e}"))
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+/// What the cases exercised, to show the oracle is not vacuous.
+mod stats {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) static NAMES: [&str; 14] = [
+        "steps",
+        "admitted",
+        "resumed",
+        "overdue",
+        "aged",
+        "backfilled",
+        "live-checked",
+        "preempt-for-waiting",
+        "preempt-kv",
+        "timed-out",
+        "cancelled",
+        "aborted",
+        "handed-off",
+        "refused",
+    ];
+    pub(crate) static COUNTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+    pub(crate) fn add(i: usize, n: u64) {
+        COUNTS[i].fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn report() -> String {
+        NAMES
+            .iter()
+            .zip(COUNTS.iter())
+            .map(|(n, c)| format!("{n} {}", c.load(Ordering::Relaxed)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[test]
+fn scheduler_matches_the_contract_model() {
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    let cases = cases();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        max_shrink_iters: 20_000,
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    });
+    let start = std::time::Instant::now();
+    let strategy = (cfg_strategy(), prop::collection::vec(op_strategy(), 1..120));
+    let ran = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&strategy, |(cfg, ops)| {
+        ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run(&cfg, &ops).map_err(TestCaseError::fail)
+    });
+    eprintln!(
+        "model: {cases} cases asked, {} run (shrinking included) in {:.1} s; {}",
+        ran.into_inner(),
+        start.elapsed().as_secs_f64(),
+        stats::report()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Sanity: the model accepts a plain scripted run (guards the oracle itself).
+#[test]
+fn model_accepts_a_scripted_run() {
+    let cfg = Cfg {
+        aging: Some((60, 30)),
+        max_wait_ms: 100,
+        bucket_width_ms: 5,
+        queue_timeout_extra_ms: None,
+        ring_capacity: 1024,
+        queue_capacity: 100_000,
+        preempt: true,
+        gap: 1,
+        victims: 4,
+        lookahead: 0,
+        chunked: true,
+        block_size: 4,
+        total_blocks: 64,
+        max_model_len: 256,
+        watermark_pct: 5,
+    };
+    let mut ops = Vec::new();
+    for id in 0..10 {
+        ops.push(Op::Submit {
+            id,
+            class: (id % 3) as u8,
+            prompt: 20 + id as u32,
+            max_new: 5,
+        });
+        ops.push(Op::Step {
+            advance_ms: 7,
+            seqs: 3,
+            tokens: 64,
+            hold_back: 0,
+        });
+    }
+    ops.push(Op::Cancel { id: 9 });
+    ops.push(Op::Reprio { id: 8, class: 0 });
+    run(&cfg, &ops).unwrap();
+}

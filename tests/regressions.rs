@@ -1,0 +1,213 @@
+//! Minimal reproducers of failures found by the model-based property tests
+//! (`tests/model.rs`), kept so each stays fixed. Each test names the contract point it
+//! checks and the shrunk case it came from.
+
+mod common;
+use common::*;
+use std::time::Duration;
+use triage::*;
+
+/// DESIGN §3.5: a step respects `max_num_seqs`. When the engine lowers `max_num_seqs`
+/// below the number already running, preempting one victim must not open a slot for an
+/// admission: the seq budget was already overdrawn.
+///
+/// Shrunk case: LOW running, budget drops to `max_num_seqs: 0`, a HIGH request arrives;
+/// the scheduler preempted the LOW request and admitted the HIGH one, leaving 1 running
+/// with a budget of 0.
+#[test]
+fn preemption_does_not_admit_past_a_lowered_seq_budget() {
+    let mut h = Harness::new(no_aging());
+    h.submit(1, Class::LOW, 16, 8);
+    let d = h.step(budget(1, 4096, 7000));
+    h.prefill(&d.admitted[0]);
+    h.submit(2, Class::HIGH, 16, 8);
+    let d = h.step(budget(0, 4096, 7000));
+    assert!(
+        h.sched.running() == 0 || d.admitted.is_empty(),
+        "max_num_seqs 0 but {} running after admitting {:?} (preempted {:?})",
+        h.sched.running(),
+        ids(&d.admitted),
+        d.preempted
+    );
+}
+
+/// Same budget, through a KV-exhausted decode: with two running and the budget lowered to
+/// `max_num_seqs: 1`, the slot of the decode-block victim must not be handed to a waiting
+/// request.
+#[test]
+fn kv_preemption_does_not_admit_past_a_lowered_seq_budget() {
+    let mut cfg = no_aging();
+    cfg.engine.total_blocks = 40;
+    cfg.engine.watermark = 0.0;
+    let mut h = Harness::new(cfg);
+    // Two requests of exactly 16 blocks: their first decode crosses a block boundary.
+    h.submit(1, Class::MEDIUM, 256, 8);
+    h.submit(2, Class::LOW, 256, 8);
+    let d = h.step(budget(2, 4096, 40));
+    assert_eq!(d.admitted.len(), 2);
+    for a in &d.admitted {
+        h.prefill(a);
+    }
+    h.submit(3, Class::HIGH, 16, 8);
+    // No free block: request 1's decode preempts request 2 (KvExhausted).
+    let d = h.step(budget(1, 4096, 0));
+    assert!(
+        h.sched.running() <= 1,
+        "max_num_seqs 1 but {} running (admitted {:?}, preempted {:?})",
+        h.sched.running(),
+        ids(&d.admitted),
+        d.preempted
+    );
+}
+
+/// DESIGN §3.9 and the `cancel` contract: a cancel of a running request is acknowledged
+/// (`WasRunning`) and the engine learns of it from a decision's `aborted`. If
+/// `drain_waiting` runs before the next step, its internal ingest ends the request as
+/// cancelled but puts the abort in a scratch decision that is thrown away: the engine is
+/// never told, keeps running the request, and every later callback for it is refused with
+/// `NotRunning`.
+///
+/// Shrunk case: submit, step (admitted), cancel (`WasRunning`), `drain_waiting`.
+#[test]
+fn drain_waiting_does_not_swallow_the_abort_of_a_cancelled_running_request() {
+    let mut h = Harness::new(no_aging());
+    h.submit(1, Class::HIGH, 16, 8);
+    let d = h.step(budget(8, 4096, 7000));
+    h.prefill(&d.admitted[0]);
+    assert_eq!(h.api.cancel(RequestId(1)), Ok(CancelOutcome::WasRunning));
+    let handed = h.sched.drain_waiting(h.clock.now());
+    assert!(handed.is_empty());
+    // The engine must be told to stop request 1: either it is still running (and the next
+    // step aborts it), or drain_waiting must report the abort some other way.
+    let running = h.sched.running();
+    let d = h.step(budget(8, 4096, 7000));
+    assert!(
+        running == 1 && d.aborted == vec![RequestId(1)],
+        "the abort of req#1 was lost: running after drain {running}, next step aborted {:?}",
+        d.aborted
+    );
+}
+
+/// `drain_waiting` documents its order as "most urgent class first and oldest first", but
+/// it does not age the queue first: a request whose bucket aged up since the last step is
+/// still listed under its old class, after a newer request of the class it has reached.
+///
+/// Shrunk case (MEDIUM promotes after 15 ms): MEDIUM #1 at 0 ms, step, at 16 ms HIGH #2,
+/// drain. #1 is HIGH by age (older than #2) but is handed off after it.
+#[test]
+fn drain_waiting_orders_by_the_class_aging_has_reached() {
+    let mut cfg = no_aging();
+    cfg.bucket_width_ms = 1;
+    cfg.classes[1].promote_after_ms = Some(15);
+    cfg.classes[2].promote_after_ms = Some(10);
+    cfg.max_wait_ms = 25;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::MEDIUM, 16, 8);
+    h.step(budget(0, 4096, 7000));
+    h.advance(ms(16));
+    h.submit(2, Class::HIGH, 16, 8);
+    let handed: Vec<u64> = h
+        .sched
+        .drain_waiting(h.clock.now())
+        .iter()
+        .map(|x| x.spec.id.0)
+        .collect();
+    assert_eq!(
+        handed,
+        vec![1, 2],
+        "#1 has aged into HIGH and arrived first"
+    );
+}
+
+/// Found by `tests/bad_input_more.rs`. `ManualClock::advance` must keep the clock monotonic (the `Clock` contract: "must never
+/// go backwards"), as `set` does. A huge advance wraps the counter instead.
+#[test]
+fn manual_clock_never_goes_backwards() {
+    let clock = ManualClock::new(Timestamp(10));
+    clock.advance(Duration::MAX);
+    assert!(
+        clock.now() >= Timestamp(10),
+        "advance(Duration::MAX) moved the clock back to {:?}",
+        clock.now()
+    );
+    clock.set(Timestamp(5));
+    assert!(clock.now() >= Timestamp(10));
+}
+
+/// Hand-off after preemptions (DESIGN §3.2 and the rolling-restart contract): a request that
+/// ran, generated tokens and was preempted is handed off with its original arrival, its
+/// current class and the tokens it generated; a request reprioritised while waiting keeps
+/// its arrival; nothing running is handed off, and nothing is lost between close and
+/// drain.
+#[test]
+fn hand_off_after_preemption_keeps_arrival_class_and_generated_tokens() {
+    let mut cfg = no_aging();
+    cfg.engine.total_blocks = 50;
+    cfg.engine.watermark = 0.0;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::LOW, 320, 50); // 20 blocks
+    h.advance(ms(2));
+    h.submit(2, Class::MEDIUM, 320, 50); // 20 blocks
+    let d = h.step(budget(8, 4096, 50));
+    assert_eq!(ids(&d.admitted), vec![2, 1]);
+    for a in &d.admitted {
+        h.prefill(a); // one token each
+    }
+    for _ in 0..3 {
+        let d = h.step(budget(8, 4096, 10));
+        for s in &d.scheduled {
+            h.sched.on_progress(s.id, h.clock.now(), 1, 1).unwrap();
+        }
+    }
+    // A HIGH request that needs 30 blocks preempts LOW #1 (20 blocks + 10 free).
+    h.advance(ms(5));
+    h.submit(3, Class::HIGH, 480, 10);
+    let d = h.step(budget(8, 4096, 10));
+    assert_eq!(ids(&d.admitted), vec![3]);
+    assert_eq!(d.preempted.len(), 1);
+    assert_eq!(d.preempted[0].id, RequestId(1));
+    h.submit(4, Class::LOW, 16, 4); // still in a ring at the hand-off
+    h.api.reprioritize(RequestId(4), Class::MEDIUM).unwrap();
+    h.api.close();
+    let handed = h.sched.drain_waiting(h.clock.now());
+    let got: Vec<(u64, Class, Timestamp, u32)> = handed
+        .iter()
+        .map(|x| (x.spec.id.0, x.spec.class, x.arrival, x.generated_tokens))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, Class::MEDIUM, Timestamp::from_millis(7), 0),
+            (1, Class::LOW, Timestamp::ZERO, 4),
+        ]
+    );
+    assert_eq!(handed[1].spec.prompt_tokens, 320);
+    assert_eq!(handed[1].spec.max_new_tokens, 50);
+    let c = h.sched.conservation();
+    assert_eq!((c.evicted, c.running, c.waiting), (2, 2, 0), "{c}");
+    assert!(c.is_balanced(), "{c}");
+    // The running requests finish normally after the hand-off.
+    h.finish(RequestId(2));
+    let three = d.admitted[0];
+    h.prefill(&three);
+    h.finish(RequestId(3));
+    let c = h.sched.conservation();
+    assert_eq!(c.submitted, c.ended(), "{c}");
+}
+
+/// `HandOff::spec` documents "its class as last reprioritised". A reprioritise of a
+/// waiting request that was acknowledged (`Ok`) but not yet applied by a step must still
+/// be reflected in the hand-off (found by the model test once `drain_waiting` stopped
+/// applying notices).
+///
+/// Shrunk case: LOW #36 submitted, step (waiting), reprioritise to HIGH, drain.
+#[test]
+fn hand_off_carries_a_pending_reprioritise() {
+    let mut h = Harness::new(no_aging());
+    h.submit(36, Class::LOW, 37, 1);
+    h.step(budget(0, 4096, 7000));
+    h.api.reprioritize(RequestId(36), Class::HIGH).unwrap();
+    let handed = h.sched.drain_waiting(h.clock.now());
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].spec.class, Class::HIGH, "{:?}", handed[0]);
+}
