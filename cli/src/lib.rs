@@ -8,5 +8,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alloc_count;
+pub mod baselines;
+pub mod bench_compare;
 pub mod sim;
 pub mod simulate;
+pub mod stress;
+pub mod timing;

@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod count_alloc;
+mod perf_args;
+
+#[global_allocator]
+static ALLOC: count_alloc::Counting = count_alloc::Counting;
+
 use triage_cli::sim::model::model_names;
 use triage_cli::sim::policy::policy_names;
 use triage_cli::simulate::{simulate, SimulateOptions};
@@ -29,6 +35,10 @@ struct Cli {
 enum Command {
     /// Replay request traces through scheduling policies on a simulated GPU engine.
     Simulate(SimulateArgs),
+    /// Load the scheduler to a large queue depth on the wall clock and check every invariant.
+    Stress(perf_args::StressArgs),
+    /// Run the same workloads through triage and naive baselines; print and write ratios.
+    BenchCompare(perf_args::BenchCompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -125,8 +135,11 @@ fn options(a: SimulateArgs) -> Result<SimulateOptions, String> {
 }
 
 fn main() -> ExitCode {
+    triage_cli::alloc_count::mark_installed();
     let cli = Cli::parse();
     match cli.command {
+        Command::Stress(args) => perf_args::run_stress(args),
+        Command::BenchCompare(args) => perf_args::run_bench_compare(args),
         Command::Simulate(args) => {
             let opts = match options(args) {
                 Ok(o) => o,

@@ -1,0 +1,147 @@
+//! Helpers shared by the criterion benches: configurations sized for large queues, and a
+//! scheduler filled to a target depth on a [`ManualClock`].
+
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::time::Duration;
+use triage::{
+    Budget, Class, Clock, Decision, ManualClock, RequestSpec, Scheduler, SchedulerConfig,
+    Submitter, Timestamp,
+};
+
+/// Prompt tokens of every bench request: small, so that 256 admissions fit in a 2048-token
+/// iteration (256 × 8 = 2048) and one KV block each.
+pub const PROMPT: u32 = 8;
+/// Output tokens of every bench request.
+pub const MAX_NEW: u32 = 8;
+/// Admissions per step in the step benches.
+pub const BATCH: u32 = 256;
+/// Virtual time between two steps (one GPU iteration).
+pub const STEP_DT: Duration = Duration::from_millis(10);
+
+/// The default configuration (three classes, the default aging ladder, 10 ms buckets),
+/// with room for `queued` waiting requests in every
+/// class and rings large enough for `ring` requests per class per shard between two steps.
+pub fn config(queued: usize, ring: usize) -> SchedulerConfig {
+    let mut c = SchedulerConfig::default();
+    for class in &mut c.classes {
+        class.queue_capacity = (2 * queued).max(class.queue_capacity);
+        class.ring_capacity = ring.next_power_of_two().min(1 << 20);
+    }
+    c
+}
+
+/// The window the step benches spread the initial arrivals over: 1.25 × LOW's promotion
+/// threshold, so LOW buckets keep crossing into MEDIUM while the benches step.
+pub fn fill_window(cfg: &SchedulerConfig) -> Duration {
+    let low = cfg.classes[Class::LOW.index()]
+        .promote_after_ms
+        .expect("LOW ages");
+    Duration::from_millis(low + low / 4)
+}
+
+/// A budget that admits nothing: steps with it only drain, apply notices and age.
+pub const ZERO: Budget = Budget {
+    max_num_seqs: 0,
+    max_batched_tokens: 0,
+    free_blocks: 0,
+};
+
+/// The budget of the step benches: exactly [`BATCH`] admissions of [`PROMPT`]-token
+/// requests (seqs and tokens both run out at 256), with all 7450 KV blocks free.
+pub const BATCH_BUDGET: Budget = Budget {
+    max_num_seqs: BATCH,
+    max_batched_tokens: BATCH * PROMPT,
+    free_blocks: 7450,
+};
+
+/// The class of the `i`-th request of a mixed workload: one third each.
+pub fn mixed_class(i: u64) -> Class {
+    Class::from_index((i % 3) as u8)
+}
+
+/// A scheduler on a manual clock with its submitter, a reusable decision and an id counter.
+pub struct Bench {
+    /// The scheduler (engine side).
+    pub sched: Scheduler,
+    /// The API side.
+    pub api: Submitter,
+    /// The clock arrivals are stamped with.
+    pub clock: ManualClock,
+    /// Reused decision.
+    pub d: Decision,
+    /// Next request id.
+    pub next_id: u64,
+}
+
+impl Bench {
+    /// An empty scheduler with `cfg`, clock at zero.
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
+        Self {
+            sched,
+            api,
+            clock,
+            d: Decision::default(),
+            next_id: 0,
+        }
+    }
+
+    /// Submits one request of `class` stamped at the clock's current time.
+    pub fn submit(&mut self, class: Class) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.api
+            .submit(RequestSpec::new(id, class, PROMPT, MAX_NEW))
+            .expect("bench submit refused");
+        id
+    }
+
+    /// A step at the clock's time with `budget`.
+    pub fn step(&mut self, budget: &Budget) {
+        let now = self.clock.now();
+        self.sched
+            .step_into(now, budget, &mut self.d)
+            .expect("bench budget is valid");
+    }
+
+    /// Fills to `n` waiting requests whose arrivals are spread evenly over `window`
+    /// (ending at the clock's time on return), classes from `class_of(i)`, draining every
+    /// `chunk` submits with a zero-budget step.
+    pub fn fill(
+        &mut self,
+        n: usize,
+        window: Duration,
+        chunk: usize,
+        class_of: impl Fn(u64) -> Class,
+    ) {
+        let start = self.clock.now();
+        let span = window.as_nanos() as u64;
+        let mut i = 0u64;
+        while (i as usize) < n {
+            let t = start.0 + span * i / n as u64;
+            self.clock.set(Timestamp(t));
+            for _ in 0..chunk.min(n - i as usize) {
+                self.submit(class_of(i));
+                i += 1;
+            }
+            self.step(&ZERO);
+        }
+        self.clock.set(Timestamp(start.0 + span));
+        self.step(&ZERO);
+        assert_eq!(self.sched.waiting(), n, "fill reached its target");
+    }
+
+    /// Reports every admitted request of the last decision finished, so the next step
+    /// starts with no running requests.
+    pub fn finish_admitted(&mut self) {
+        let now = self.clock.now();
+        for i in 0..self.d.admitted.len() {
+            let id = self.d.admitted[i].id;
+            self.sched
+                .on_finished(id, now, triage::FinishReason::Stop)
+                .expect("admitted request is running");
+        }
+    }
+}

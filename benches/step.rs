@@ -1,0 +1,59 @@
+//! `step_into` at 1k, 10k, 100k and 1M queued requests, 256 admissions per step, aging on.
+//!
+//! The queue is filled once per size with arrivals spread over the last 1.25 × LOW's
+//! promotion threshold (classes one third each), so buckets cross the aging thresholds as
+//! the clock moves. Each measured
+//! iteration is one `step_into` on a [`triage::ManualClock`] that advances 10 ms per step:
+//! it drains the 256 requests submitted since the previous step, promotes aged buckets and
+//! admits 256 (budget: 256 seqs, 2048 tokens, 8-token prompts). Untimed, between steps,
+//! the engine reports the 256 admitted requests finished and API calls submit 256 new ones
+//! (one third per class), so the queue stays at its target and every step starts with no
+//! running requests.
+
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+mod common;
+
+use common::{mixed_class, Bench, BATCH, BATCH_BUDGET, STEP_DT};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::{Duration, Instant};
+
+fn step(c: &mut Criterion) {
+    let mut g = c.benchmark_group("step_batch256");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    for &n in &[1_000usize, 10_000, 100_000, 1_000_000] {
+        let cfg = common::config(n, 8192);
+        let window = common::fill_window(&cfg);
+        let mut b = Bench::new(cfg);
+        b.fill(n, window, 4096, mixed_class);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bch, _| {
+            bch.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    b.clock.advance(STEP_DT);
+                    let t = Instant::now();
+                    b.step(&BATCH_BUDGET);
+                    total += t.elapsed();
+                    assert_eq!(b.d.admitted.len(), BATCH as usize);
+                    b.finish_admitted();
+                    for _ in 0..BATCH {
+                        let i = b.next_id;
+                        b.submit(mixed_class(i));
+                    }
+                }
+                total
+            })
+        });
+        // The last 256 submits are still in the rings: drained by the next step.
+        assert_eq!(b.sched.waiting() + BATCH as usize, n);
+        assert!(b.sched.conservation().is_balanced());
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step);
+criterion_main!(benches);

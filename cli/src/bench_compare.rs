@@ -1,0 +1,612 @@
+//! `triage bench-compare`: the same workloads through triage and through the baselines a
+//! user would otherwise write ([`crate::baselines`]), in one process and one run, reported
+//! as ratios (triage / baseline) so that results from a noisy machine stay comparable.
+//!
+//! Workloads:
+//!
+//! * **submit** at 1, 2, 4 and 8 producer threads: each run builds every structure empty
+//!   (untimed), releases the producers together and times until the last one finishes
+//!   `ops` submits in all (ids disjoint, classes one third each). The figure is ns per
+//!   submit of aggregate throughput (wall time / submits), median over runs. Runs
+//!   interleave the structures so drifts of the machine hit them alike. The references are
+//!   a bare `SegQueue::push` of the request spec (no clock, no id index, no counters) and
+//!   the three baselines' `submit`. Nothing drains during the run.
+//! * **step** at 1k and 100k queued, batch 256, aging on: every structure is filled with
+//!   the same requests (arrivals spread over 1.25 × LOW's promotion threshold on a manual
+//!   clock, classes one third each); then each step advances the clock 10 ms and takes 256
+//!   requests, after which (untimed) 256 new requests arrive so the depth stays put, and
+//!   triage's engine reports its 256 admissions finished. Triage's step therefore also
+//!   drains and sorts the 256 new arrivals (a baseline's `submit` does that on the API
+//!   thread, untimed here), checks budgets and ages by buckets; the baselines only order
+//!   and pop. Figures are p50 and p99 of the per-step time over all runs.
+//!
+//! Every figure is taken twice: wall time, and the CPU time of the measuring threads
+//! (`CLOCK_THREAD_CPUTIME_ID`). On a shared or oversubscribed machine wall time mostly
+//! measures how often the thread was descheduled; CPU time is the cost of the work itself.
+//! CPU time does not count time a thread sleeps on a contended lock, so for contention
+//! (the mutex baselines at several producers) read the wall-time table.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use cpu_time::ThreadTime;
+use crossbeam_queue::SegQueue;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use triage::{
+    Budget, Class, Clock, Decision, FinishReason, ManualClock, MonotonicClock, RequestSpec,
+    Scheduler, SchedulerConfig, Timestamp,
+};
+
+use crate::baselines::deque::DequeQueues;
+use crate::baselines::heap::HeapQueue;
+use crate::baselines::segqueue::SegQueues;
+use crate::baselines::{Baseline, Item, Ladder};
+use crate::timing::{fmt_ns, Summary};
+
+/// Name of triage in tables and JSON.
+pub const TRIAGE: &str = "triage";
+/// Name of the bare `SegQueue::push` reference.
+pub const BARE_PUSH: &str = "bare-segqueue-push";
+
+/// What `bench-compare` runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareOptions {
+    /// Producer counts of the submit workload.
+    pub producers: Vec<usize>,
+    /// Submits per run (split across the producers).
+    pub submit_ops: usize,
+    /// Runs of the submit workload per producer count.
+    pub submit_runs: usize,
+    /// Queue depths of the step workload.
+    pub queued: Vec<usize>,
+    /// Runs of the step workload per depth (each refills).
+    pub step_runs: usize,
+    /// Most steps timed per run.
+    pub steps: usize,
+    /// Most wall time per run of one structure's steps, seconds.
+    pub step_seconds: f64,
+    /// Admissions per step.
+    pub batch: usize,
+    /// Where to write the JSON report (`None`: do not write).
+    #[serde(skip)]
+    pub out: Option<PathBuf>,
+    /// Draw a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        Self {
+            producers: vec![1, 2, 4, 8],
+            submit_ops: 1 << 16,
+            submit_runs: 21,
+            queued: vec![1_000, 100_000],
+            step_runs: 3,
+            steps: 2_000,
+            step_seconds: 2.0,
+            batch: 256,
+            out: Some(PathBuf::from("bench-compare.json")),
+            progress: false,
+        }
+    }
+}
+
+/// One submit row: ns per submit (median over runs) per structure.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubmitRow {
+    /// Producer threads.
+    pub producers: usize,
+    /// Median ns per submit (wall / submits) per structure, triage first.
+    pub ns_per_op: Vec<(String, f64)>,
+    /// 99th percentile over runs of the same, per structure.
+    pub p99_ns_per_op: Vec<(String, f64)>,
+    /// triage / structure, of the wall-time medians.
+    pub ratios: Vec<(String, f64)>,
+    /// Median CPU ns per submit (producer threads' CPU time / submits) per structure.
+    pub cpu_ns_per_op: Vec<(String, f64)>,
+    /// triage / structure, of the CPU-time medians.
+    pub cpu_ratios: Vec<(String, f64)>,
+}
+
+/// One step row: per-step latency per structure.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRow {
+    /// Queue depth.
+    pub queued: usize,
+    /// Per-step latency per structure, triage first.
+    pub latency: Vec<(String, Summary)>,
+    /// triage / structure, of p50.
+    pub ratios_p50: Vec<(String, f64)>,
+    /// triage / structure, of p99.
+    pub ratios_p99: Vec<(String, f64)>,
+    /// Per-step CPU time (the engine thread's) per structure, triage first.
+    pub cpu_latency: Vec<(String, Summary)>,
+    /// triage / structure, of CPU-time p50.
+    pub cpu_ratios_p50: Vec<(String, f64)>,
+    /// triage / structure, of CPU-time p99.
+    pub cpu_ratios_p99: Vec<(String, f64)>,
+    /// Requests triage promoted by aging per step, on average.
+    pub triage_promoted_per_step: f64,
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareReport {
+    /// Logical CPUs of the machine.
+    pub cpus: usize,
+    /// What ran.
+    pub options: CompareOptions,
+    /// Submit rows.
+    pub submit: Vec<SubmitRow>,
+    /// Step rows.
+    pub step: Vec<StepRow>,
+    /// step p99 at the largest depth / step p99 at the smallest, for triage (wall time).
+    pub triage_step_growth_p99: f64,
+    /// The same ratio of CPU-time p99.
+    pub triage_step_growth_cpu_p99: f64,
+    /// The same ratio of CPU-time p50.
+    pub triage_step_growth_cpu_p50: f64,
+}
+
+fn bench_config(queued: usize) -> SchedulerConfig {
+    let mut c = SchedulerConfig::default();
+    for class in &mut c.classes {
+        class.queue_capacity = class.queue_capacity.max(2 * queued);
+        class.ring_capacity = 1 << 15;
+    }
+    c
+}
+
+fn class_of(i: u64) -> u8 {
+    (i % 3) as u8
+}
+
+// ---- submit ------------------------------------------------------------------------------
+
+/// Runs `producers` threads each calling `op(i)` for its share of `0..ops`; returns the
+/// wall time from their release to the last one finishing, and the CPU time the producer
+/// threads spent in all.
+fn timed_producers(
+    producers: usize,
+    ops: usize,
+    op: &(dyn Fn(u64) + Sync),
+) -> (Duration, Duration) {
+    let barrier = Barrier::new(producers + 1);
+    let per = ops.div_ceil(producers) as u64;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..producers as u64)
+            .map(|p| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let lo = p * per;
+                    let hi = (lo + per).min(ops as u64);
+                    barrier.wait();
+                    let cpu = ThreadTime::now();
+                    for i in lo..hi {
+                        op(i);
+                    }
+                    cpu.elapsed()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t = Instant::now();
+        let mut cpu = Duration::ZERO;
+        for h in hs {
+            cpu += h.join().expect("producer panicked");
+        }
+        (t.elapsed(), cpu)
+    })
+}
+
+fn submit_once(name: &str, producers: usize, ops: usize) -> (Duration, Duration) {
+    let spec = |i: u64| RequestSpec::new(i, Class::from_index(class_of(i)), 100, 100);
+    match name {
+        TRIAGE => {
+            let (sched, api) = Scheduler::new(bench_config(ops)).expect("valid config");
+            let d = timed_producers(producers, ops, &|i| {
+                api.submit(spec(i)).expect("submit refused");
+            });
+            assert!(sched.conservation().is_balanced());
+            d
+        }
+        BARE_PUSH => {
+            let q = SegQueue::new();
+            timed_producers(producers, ops, &|i| q.push(spec(i)))
+        }
+        _ => {
+            let clock = MonotonicClock::new();
+            let b = baseline(name);
+            let d = timed_producers(producers, ops, &|i| {
+                let s = spec(i);
+                b.submit(Item {
+                    id: s.id.0,
+                    class: s.class.index() as u8,
+                    prompt_tokens: s.prompt_tokens,
+                    max_new_tokens: s.max_new_tokens,
+                    arrival: clock.now(),
+                })
+            });
+            assert_eq!(b.len(), ops);
+            d
+        }
+    }
+}
+
+fn baseline(name: &str) -> Box<dyn Baseline> {
+    let ladder = Ladder::of(&SchedulerConfig::default());
+    match name {
+        "mutex-binaryheap" => Box::new(HeapQueue::new()),
+        "segqueue-per-class-scan" => Box::new(SegQueues::new(ladder)),
+        "vecdeque-per-class-scan" => Box::new(DequeQueues::new(ladder)),
+        _ => unreachable!("unknown baseline {name}"),
+    }
+}
+
+const BASELINES: [&str; 3] = [
+    "mutex-binaryheap",
+    "segqueue-per-class-scan",
+    "vecdeque-per-class-scan",
+];
+
+fn submit_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<SubmitRow> {
+    let mut names = vec![TRIAGE, BARE_PUSH];
+    names.extend(BASELINES);
+    let mut rows = Vec::new();
+    for &p in &o.producers {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        // One untimed warm-up round, then interleaved timed runs.
+        for n in &names {
+            submit_once(n, p, o.submit_ops / 4);
+        }
+        for run in 0..o.submit_runs {
+            for k in 0..names.len() {
+                // Rotate the order per run.
+                let j = (k + run) % names.len();
+                let (wall, cpu) = submit_once(names[j], p, o.submit_ops);
+                samples[j].push(wall.as_nanos() as f64 / o.submit_ops as f64);
+                cpu_samples[j].push(cpu.as_nanos() as f64 / o.submit_ops as f64);
+            }
+            bar.inc(1);
+        }
+        let mut ns = Vec::new();
+        let mut p99 = Vec::new();
+        for (n, s) in names.iter().zip(samples.iter_mut()) {
+            let sum = Summary::of(s);
+            ns.push((n.to_string(), sum.p50));
+            p99.push((n.to_string(), sum.p99));
+        }
+        let cpu: Vec<(String, f64)> = names
+            .iter()
+            .zip(cpu_samples.iter_mut())
+            .map(|(n, s)| (n.to_string(), Summary::of(s).p50))
+            .collect();
+        let ratio = |v: &[(String, f64)]| -> Vec<(String, f64)> {
+            v[1..]
+                .iter()
+                .map(|(n, x)| (n.clone(), v[0].1 / x))
+                .collect()
+        };
+        rows.push(SubmitRow {
+            producers: p,
+            ratios: ratio(&ns),
+            cpu_ratios: ratio(&cpu),
+            ns_per_op: ns,
+            p99_ns_per_op: p99,
+            cpu_ns_per_op: cpu,
+        });
+    }
+    rows
+}
+
+// ---- step --------------------------------------------------------------------------------
+
+/// The request stream of the step workload: the same for every structure.
+struct Stream {
+    next: u64,
+}
+
+impl Stream {
+    fn spec(&mut self) -> RequestSpec {
+        let id = self.next;
+        self.next += 1;
+        // 8-token prompts: 256 of them fill a 2048-token step exactly.
+        RequestSpec::new(id, Class::from_index(class_of(id)), 8, 8)
+    }
+}
+
+const STEP_DT: Duration = Duration::from_millis(10);
+
+fn fill_window(cfg: &SchedulerConfig) -> Duration {
+    let low = cfg.classes[Class::LOW.index()]
+        .promote_after_ms
+        .expect("LOW ages");
+    Duration::from_millis(low + low / 4)
+}
+
+/// Times up to `o.steps` steps of triage at depth `n`; returns per-step wall and CPU ns
+/// and requests promoted.
+fn step_triage(o: &CompareOptions, n: usize) -> (Vec<f64>, Vec<f64>, u64) {
+    let cfg = bench_config(n);
+    let window = fill_window(&cfg);
+    let clock = ManualClock::new(Timestamp::ZERO);
+    let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
+    let mut d = Decision::default();
+    let zero = Budget {
+        max_num_seqs: 0,
+        max_batched_tokens: 0,
+        free_blocks: 0,
+    };
+    let mut s = Stream { next: 0 };
+    let span = window.as_nanos() as u64;
+    for i in 0..n as u64 {
+        clock.set(Timestamp(span * i / n as u64));
+        api.submit(s.spec()).expect("fill submit");
+        if i % 4096 == 4095 {
+            sched.step_into(clock.now(), &zero, &mut d).expect("step");
+        }
+    }
+    clock.set(Timestamp(span));
+    sched.step_into(clock.now(), &zero, &mut d).expect("step");
+    assert_eq!(sched.waiting(), n);
+    let budget = Budget {
+        max_num_seqs: o.batch as u32,
+        max_batched_tokens: 8 * o.batch as u32,
+        free_blocks: sched.config().engine.total_blocks,
+    };
+    let mut out = Vec::with_capacity(o.steps);
+    let mut cpu = Vec::with_capacity(o.steps);
+    let mut promoted = 0;
+    let start = Instant::now();
+    while out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds {
+        clock.advance(STEP_DT);
+        let now = clock.now();
+        let c = ThreadTime::now();
+        let t = Instant::now();
+        sched.step_into(now, &budget, &mut d).expect("step");
+        out.push(t.elapsed().as_nanos() as f64);
+        cpu.push(c.elapsed().as_nanos() as f64);
+        promoted += d.summary.promoted;
+        assert_eq!(d.admitted.len(), o.batch.min(n));
+        for a in &d.admitted {
+            sched
+                .on_finished(a.id, now, FinishReason::Stop)
+                .expect("admitted request runs");
+        }
+        for _ in 0..o.batch {
+            api.submit(s.spec()).expect("submit");
+        }
+    }
+    assert!(sched.conservation().is_balanced());
+    (out, cpu, promoted)
+}
+
+/// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
+fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let cfg = bench_config(n);
+    let window = fill_window(&cfg);
+    let b = baseline(name);
+    let mut s = Stream { next: 0 };
+    let span = window.as_nanos() as u64;
+    let item = |spec: RequestSpec, at: Timestamp| Item {
+        id: spec.id.0,
+        class: spec.class.index() as u8,
+        prompt_tokens: spec.prompt_tokens,
+        max_new_tokens: spec.max_new_tokens,
+        arrival: at,
+    };
+    for i in 0..n as u64 {
+        b.submit(item(s.spec(), Timestamp(span * i / n as u64)));
+    }
+    let mut now = Timestamp(span);
+    let mut popped = Vec::with_capacity(o.batch);
+    let mut out = Vec::with_capacity(o.steps);
+    let mut cpu = Vec::with_capacity(o.steps);
+    let start = Instant::now();
+    while out.len() < 5 || (out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds) {
+        now = now.saturating_add(STEP_DT);
+        let c = ThreadTime::now();
+        let t = Instant::now();
+        b.step(now, o.batch, &mut popped);
+        out.push(t.elapsed().as_nanos() as f64);
+        cpu.push(c.elapsed().as_nanos() as f64);
+        assert_eq!(popped.len(), o.batch.min(n));
+        for _ in 0..o.batch {
+            b.submit(item(s.spec(), now));
+        }
+    }
+    (out, cpu)
+}
+
+fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
+    let mut rows = Vec::new();
+    for &n in &o.queued {
+        let mut wall: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
+        let mut promoted = 0u64;
+        for _ in 0..o.step_runs {
+            let (w, c, p) = step_triage(o, n);
+            promoted += p;
+            wall[0].extend(w);
+            cpu[0].extend(c);
+            for (k, name) in BASELINES.iter().enumerate() {
+                let (w, c) = step_baseline(o, name, n);
+                wall[k + 1].extend(w);
+                cpu[k + 1].extend(c);
+            }
+            bar.inc(1);
+        }
+        let steps = wall[0].len().max(1);
+        let names = std::iter::once(TRIAGE).chain(BASELINES);
+        let summarise = |v: &mut Vec<Vec<f64>>| -> Vec<(String, Summary)> {
+            names
+                .clone()
+                .zip(v.iter_mut())
+                .map(|(n, s)| (n.to_string(), Summary::of(s)))
+                .collect()
+        };
+        let latency = summarise(&mut wall);
+        let cpu_latency = summarise(&mut cpu);
+        let ratio = |v: &[(String, Summary)], f: fn(&Summary) -> f64| -> Vec<(String, f64)> {
+            v[1..]
+                .iter()
+                .map(|(n, s)| (n.clone(), f(&v[0].1) / f(s)))
+                .collect()
+        };
+        rows.push(StepRow {
+            queued: n,
+            ratios_p50: ratio(&latency, |s| s.p50),
+            ratios_p99: ratio(&latency, |s| s.p99),
+            cpu_ratios_p50: ratio(&cpu_latency, |s| s.p50),
+            cpu_ratios_p99: ratio(&cpu_latency, |s| s.p99),
+            latency,
+            cpu_latency,
+            triage_promoted_per_step: promoted as f64 / steps as f64,
+        });
+    }
+    rows
+}
+
+/// Runs the comparison.
+pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
+    if o.producers.is_empty() || o.queued.is_empty() || o.batch == 0 {
+        return Err("need at least one producer count, one depth and a batch".into());
+    }
+    let total = (o.producers.len() * o.submit_runs + o.queued.len() * o.step_runs) as u64;
+    let bar = if o.progress {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template("bench-compare [{bar:30}] {pos}/{len} runs {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let submit = submit_rows(o, &bar);
+    let step = step_rows(o, &bar);
+    bar.finish_and_clear();
+    let growth = |f: fn(&StepRow) -> f64| match (step.first(), step.last()) {
+        (Some(a), Some(b)) => f(b) / f(a),
+        _ => f64::NAN,
+    };
+    let report = CompareReport {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        options: o.clone(),
+        submit,
+        triage_step_growth_p99: growth(|r| r.latency[0].1.p99),
+        triage_step_growth_cpu_p99: growth(|r| r.cpu_latency[0].1.p99),
+        triage_step_growth_cpu_p50: growth(|r| r.cpu_latency[0].1.p50),
+        step,
+    };
+    if let Some(path) = &o.out {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(report)
+}
+
+impl CompareReport {
+    /// The tables as text.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let o = &self.options;
+        for (title, cpu) in [
+            (
+                "CPU ns per submit (producer threads' CPU time / submits)",
+                true,
+            ),
+            (
+                "wall ns per submit (wall time / submits: inverse throughput)",
+                false,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "submit, {title}, median of {} runs of {} submits; (ratio = triage / other)",
+                o.submit_runs, o.submit_ops
+            );
+            if let Some(r) = self.submit.first() {
+                let _ = write!(s, "{:>9}", "producers");
+                for (n, _) in &r.ns_per_op {
+                    let _ = write!(s, " {:>24}", n);
+                }
+                let _ = writeln!(s);
+            }
+            for r in &self.submit {
+                let (v, ratios) = if cpu {
+                    (&r.cpu_ns_per_op, &r.cpu_ratios)
+                } else {
+                    (&r.ns_per_op, &r.ratios)
+                };
+                let _ = write!(s, "{:>9}", r.producers);
+                let _ = write!(s, " {:>24}", format!("{:.0} ns", v[0].1));
+                for ((_, x), (_, ratio)) in v[1..].iter().zip(ratios) {
+                    let _ = write!(s, " {:>24}", format!("{x:.0} ns ({ratio:.2}x)"));
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(s);
+        }
+        for (title, cpu) in [("CPU time", true), ("wall time", false)] {
+            let _ = writeln!(
+                s,
+                "step, batch {}, aging on, {title} per step: p50 / p99 (ratio triage / other of p50, p99)",
+                o.batch
+            );
+            if let Some(r) = self.step.first() {
+                let _ = write!(s, "{:>9}", "queued");
+                for (n, _) in &r.latency {
+                    let _ = write!(s, " {:>36}", n);
+                }
+                let _ = writeln!(s);
+            }
+            for r in &self.step {
+                let (lat, r50, r99) = if cpu {
+                    (&r.cpu_latency, &r.cpu_ratios_p50, &r.cpu_ratios_p99)
+                } else {
+                    (&r.latency, &r.ratios_p50, &r.ratios_p99)
+                };
+                let _ = write!(s, "{:>9}", r.queued);
+                let t = &lat[0].1;
+                let _ = write!(
+                    s,
+                    " {:>36}",
+                    format!("{} / {}", fmt_ns(t.p50), fmt_ns(t.p99))
+                );
+                for (((_, l), (_, a)), (_, b)) in lat[1..].iter().zip(r50).zip(r99) {
+                    let _ = write!(
+                        s,
+                        " {:>36}",
+                        format!("{} / {} ({a:.3}x, {b:.3}x)", fmt_ns(l.p50), fmt_ns(l.p99))
+                    );
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(s);
+        }
+        for r in &self.step {
+            let _ = writeln!(
+                s,
+                "at {} queued triage promoted {:.1} requests per step by aging ({} steps timed)",
+                r.queued, r.triage_promoted_per_step, r.latency[0].1.count
+            );
+        }
+        let _ = writeln!(
+            s,
+            "triage step growth from {} to {} queued: CPU p50 {:.2}x, CPU p99 {:.2}x, wall p99 {:.2}x",
+            self.step.first().map_or(0, |r| r.queued),
+            self.step.last().map_or(0, |r| r.queued),
+            self.triage_step_growth_cpu_p50,
+            self.triage_step_growth_cpu_p99,
+            self.triage_step_growth_p99,
+        );
+        s
+    }
+}

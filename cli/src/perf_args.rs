@@ -1,0 +1,150 @@
+//! Command-line arguments of `triage stress` and `triage bench-compare`, and their runs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use triage_cli::bench_compare::{bench_compare, CompareOptions};
+use triage_cli::stress::{stress, StressOptions};
+
+/// `triage stress`.
+#[derive(Args, Debug)]
+pub struct StressArgs {
+    /// Queue depth to fill to and keep during the run.
+    #[arg(long, default_value_t = 100_000)]
+    queued: usize,
+    /// API threads submitting, cancelling and reprioritising during the run.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Operations per second per API thread.
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Fraction of operations that cancel a recent request.
+    #[arg(long, default_value_t = 0.2)]
+    cancel_fraction: f64,
+    /// Fraction of operations that reprioritise a recent request.
+    #[arg(long, default_value_t = 0.2)]
+    reprioritize_fraction: f64,
+    /// Seconds of the run phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Milliseconds of wall time between two engine steps.
+    #[arg(long, default_value_t = 1.0)]
+    step_ms: f64,
+    /// Most running requests (the budget's max_num_seqs).
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: u32,
+    /// Tokens per step (the budget's max_num_batched_tokens).
+    #[arg(long, default_value_t = 2048)]
+    max_num_batched_tokens: u32,
+    /// LOW's promotion threshold in ms (MEDIUM's is twice it, max wait three times), so
+    /// aging happens within the run; 0 keeps the library defaults.
+    #[arg(long, default_value_t = 2000)]
+    aging_ms: u64,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// `triage bench-compare`.
+#[derive(Args, Debug)]
+pub struct BenchCompareArgs {
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-compare.json")]
+    out: PathBuf,
+    /// Producer counts of the submit workload, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    producers: Vec<usize>,
+    /// Queue depths of the step workload, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+    queued: Vec<usize>,
+    /// Timed runs of the submit workload per producer count.
+    #[arg(long, default_value_t = 21)]
+    submit_runs: usize,
+    /// Submits per run.
+    #[arg(long, default_value_t = 65_536)]
+    submit_ops: usize,
+    /// Runs of the step workload per depth.
+    #[arg(long, default_value_t = 3)]
+    step_runs: usize,
+    /// Most steps timed per structure and run.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Most seconds of steps per structure and run.
+    #[arg(long, default_value_t = 2.0)]
+    step_seconds: f64,
+}
+
+/// Runs `triage stress`; non-zero exit if an invariant broke.
+pub fn run_stress(a: StressArgs) -> ExitCode {
+    let o = StressOptions {
+        queued: a.queued,
+        threads: a.threads,
+        rate: a.rate,
+        cancel_fraction: a.cancel_fraction,
+        reprioritize_fraction: a.reprioritize_fraction,
+        duration: Duration::from_secs_f64(a.duration.max(0.0)),
+        step_every: Duration::from_secs_f64(a.step_ms.max(0.0) / 1e3),
+        max_num_seqs: a.max_num_seqs,
+        max_batched_tokens: a.max_num_batched_tokens,
+        aging_ms: (a.aging_ms > 0).then_some(a.aging_ms),
+        seed: a.seed,
+        progress: std::io::stderr().is_terminal(),
+        ..StressOptions::default()
+    };
+    match stress(&o) {
+        Ok(r) => {
+            print!("{}", r.text());
+            if let Some(p) = a.json {
+                let json = serde_json::to_string_pretty(&r).expect("report serialises");
+                if let Err(e) = std::fs::write(&p, json) {
+                    eprintln!("error: {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `triage bench-compare`.
+pub fn run_bench_compare(a: BenchCompareArgs) -> ExitCode {
+    let o = CompareOptions {
+        producers: a.producers,
+        submit_ops: a.submit_ops,
+        submit_runs: a.submit_runs,
+        queued: a.queued,
+        step_runs: a.step_runs,
+        steps: a.steps,
+        step_seconds: a.step_seconds,
+        out: Some(a.out),
+        progress: std::io::stderr().is_terminal(),
+        ..CompareOptions::default()
+    };
+    match bench_compare(&o) {
+        Ok(r) => {
+            print!("{}", r.table());
+            if let Some(p) = &o.out {
+                println!("\nwrote {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,911 @@
+//! `triage stress`: the scheduler under load on the wall clock, at a large queue depth.
+//!
+//! 1. **Fill**: the calling thread submits `queued` requests (stepping with a zero budget
+//!    every few thousand submits to drain the rings) while a counting allocator measures the
+//!    net heap bytes this adds: bytes per queued request.
+//! 2. **Run**: `threads` API threads each perform `rate` operations per second — submits
+//!    (paused while the queue is at or above its target depth, so it stays there), cancels
+//!    and reprioritises of recent ids — while the engine thread steps every `step_every`
+//!    with a real budget (`max_num_seqs`, token budget, free KV blocks as the simulated
+//!    engine holds them) and reports progress like an engine: each admitted request
+//!    prefills (in chunks if the budget says so), then decodes a few tokens, then finishes.
+//! 3. **Shutdown**: API threads stop, a last step applies their notices, the waiting
+//!    requests are handed off (`drain_waiting`, outcome `evicted`) and the engine runs the
+//!    running ones to completion.
+//! 4. **Checks**: the conservation law after every step, every request's outcome recorded
+//!    exactly once (refused at submit, or exactly one of finished / cancelled / timed out /
+//!    evicted), outcome totals equal to the scheduler's counters, nothing left held, and
+//!    `check_invariants` after the fill and at the end.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use triage::{
+    Budget, CancelOutcome, Class, Clock, ControlError, Decision, FinishReason, MonotonicClock,
+    Outcome, RequestId, RequestSpec, Scheduler, SchedulerConfig, Submitter, Timestamp,
+};
+
+use crate::alloc_count;
+use crate::timing::{fmt_ns, Rng, Summary};
+
+/// What `triage stress` runs.
+#[derive(Clone, Debug)]
+pub struct StressOptions {
+    /// Target queue depth: filled before the run, kept during it.
+    pub queued: usize,
+    /// API threads during the run.
+    pub threads: usize,
+    /// Operations per second per API thread (submits, cancels, reprioritises).
+    pub rate: f64,
+    /// Fraction of operations that cancel a recent request.
+    pub cancel_fraction: f64,
+    /// Fraction of operations that reprioritise a recent request.
+    pub reprioritize_fraction: f64,
+    /// Length of the run phase.
+    pub duration: Duration,
+    /// Wall time between two engine steps.
+    pub step_every: Duration,
+    /// `max_num_seqs` of the engine's budget.
+    pub max_num_seqs: u32,
+    /// Token budget per step.
+    pub max_batched_tokens: u32,
+    /// Prompt tokens, drawn uniformly from this range.
+    pub prompt_tokens: (u32, u32),
+    /// `max_new_tokens`, drawn uniformly from this range; the engine stops each request
+    /// after a uniform number of tokens from 1 to its `max_new_tokens`.
+    pub max_new_tokens: (u32, u32),
+    /// LOW's promotion threshold in ms (MEDIUM's is twice it, max wait three times), so
+    /// that aging and overdue admission happen within a short run; `None` keeps the
+    /// defaults.
+    pub aging_ms: Option<u64>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+impl Default for StressOptions {
+    fn default() -> Self {
+        Self {
+            queued: 100_000,
+            threads: 4,
+            rate: 20_000.0,
+            cancel_fraction: 0.2,
+            reprioritize_fraction: 0.2,
+            duration: Duration::from_secs(10),
+            step_every: Duration::from_millis(1),
+            max_num_seqs: 256,
+            max_batched_tokens: 2048,
+            prompt_tokens: (16, 256),
+            max_new_tokens: (4, 32),
+            aging_ms: Some(2_000),
+            seed: 7,
+            progress: false,
+        }
+    }
+}
+
+/// Per-request bookkeeping flags (one byte per id).
+const ACCEPTED: u8 = 1;
+const REFUSED: u8 = 2;
+/// Added once per terminal outcome the scheduler reports.
+const OUTCOME: u8 = 4;
+
+/// What the API threads did.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ApiCounts {
+    /// Submits accepted.
+    pub submitted: u64,
+    /// Submits refused (any reason).
+    pub refused: u64,
+    /// Submits skipped because the queue was at its target depth.
+    pub skipped_full: u64,
+    /// Cancels that found a waiting request.
+    pub cancelled_waiting: u64,
+    /// Cancels that found a running request.
+    pub cancelled_running: u64,
+    /// Cancels or reprioritises of an id no longer held (already ended).
+    pub not_found: u64,
+    /// Cancels of an already-cancelled request.
+    pub already_cancelled: u64,
+    /// Reprioritises accepted.
+    pub reprioritized: u64,
+}
+
+impl ApiCounts {
+    fn add(&mut self, o: &ApiCounts) {
+        self.submitted += o.submitted;
+        self.refused += o.refused;
+        self.skipped_full += o.skipped_full;
+        self.cancelled_waiting += o.cancelled_waiting;
+        self.cancelled_running += o.cancelled_running;
+        self.not_found += o.not_found;
+        self.already_cancelled += o.already_cancelled;
+        self.reprioritized += o.reprioritized;
+    }
+}
+
+/// Terminal outcomes as the stress engine saw them.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SeenOutcomes {
+    /// `on_finished` answered `Finished`.
+    pub finished: u64,
+    /// Listed as cancelled or aborted, or `on_finished` answered `Cancelled`.
+    pub cancelled: u64,
+    /// Listed as rejected (timed out).
+    pub timed_out: u64,
+    /// Handed off by `drain_waiting`.
+    pub evicted: u64,
+}
+
+/// The result of a stress run.
+#[derive(Clone, Debug, Serialize)]
+pub struct StressReport {
+    /// Target depth.
+    pub queued: usize,
+    /// API threads.
+    pub threads: usize,
+    /// Seconds the fill took.
+    pub fill_seconds: f64,
+    /// Net heap bytes the fill added, divided by the requests it queued; `None` when no
+    /// counting allocator is installed.
+    pub bytes_per_request: Option<f64>,
+    /// Seconds the run phase took.
+    pub run_seconds: f64,
+    /// Submit latency during the run, ns.
+    pub submit_latency: Summary,
+    /// `step_into` latency during the run, ns.
+    pub step_latency: Summary,
+    /// Steps during the run.
+    pub steps: u64,
+    /// What the slowest step of the run did.
+    pub slowest_step: String,
+    /// Waiting requests after each run step: smallest, mean, largest.
+    pub depth_min: usize,
+    /// Mean waiting requests over the run's steps.
+    pub depth_mean: f64,
+    /// Largest waiting requests over the run's steps.
+    pub depth_max: usize,
+    /// Requests admitted (including resumes) during the run.
+    pub admitted: u64,
+    /// Requests preempted during the run.
+    pub preempted: u64,
+    /// Requests promoted by aging during the run.
+    pub promoted: u64,
+    /// API-side counts.
+    pub api: ApiCounts,
+    /// Outcomes the engine saw.
+    pub outcomes: SeenOutcomes,
+    /// The final conservation line.
+    pub conservation: String,
+    /// Steps after which the conservation law did not hold.
+    pub unbalanced_steps: u64,
+    /// Every broken check, in words (empty if all held).
+    pub failures: Vec<String>,
+}
+
+impl StressReport {
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The report as a human-readable block.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let l = &self.submit_latency;
+        let st = &self.step_latency;
+        let _ = writeln!(
+            s,
+            "stress: {} queued, {} API threads, {:.1} s run",
+            self.queued, self.threads, self.run_seconds
+        );
+        let _ = writeln!(s, "  fill                {:.2} s", self.fill_seconds);
+        match self.bytes_per_request {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "  memory              {b:.0} bytes per queued request (net heap bytes allocated by the fill / requests queued)"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  memory              not measured (no counting allocator)"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  submit latency      p50 {}  p99 {}  p99.9 {}  max {}  ({} submits)",
+            fmt_ns(l.p50),
+            fmt_ns(l.p99),
+            fmt_ns(l.p999),
+            fmt_ns(l.max),
+            l.count
+        );
+        let _ = writeln!(
+            s,
+            "  step latency        p50 {}  p99 {}  max {}  ({} steps)",
+            fmt_ns(st.p50),
+            fmt_ns(st.p99),
+            fmt_ns(st.max),
+            st.count
+        );
+        let _ = writeln!(s, "  slowest step        {}", self.slowest_step);
+        let _ = writeln!(
+            s,
+            "  queue depth         min {}  mean {:.0}  max {}",
+            self.depth_min, self.depth_mean, self.depth_max
+        );
+        let a = &self.api;
+        let _ = writeln!(
+            s,
+            "  api                 {} submitted, {} refused, {} skipped at target depth; cancels {} waiting + {} running; {} reprioritised; {} not found, {} already cancelled",
+            a.submitted,
+            a.refused,
+            a.skipped_full,
+            a.cancelled_waiting,
+            a.cancelled_running,
+            a.reprioritized,
+            a.not_found,
+            a.already_cancelled
+        );
+        let o = &self.outcomes;
+        let _ = writeln!(
+            s,
+            "  engine              {} admitted, {} preempted, {} promoted by aging; outcomes: {} finished, {} cancelled, {} timed out, {} evicted at shutdown",
+            self.admitted, self.preempted, self.promoted, o.finished, o.cancelled, o.timed_out, o.evicted
+        );
+        let _ = writeln!(s, "  conservation        {}", self.conservation);
+        if self.ok() {
+            let _ = writeln!(
+                s,
+                "  invariants          OK: balanced after every step, every request has exactly one outcome, check_invariants passed"
+            );
+        } else {
+            let _ = writeln!(s, "  invariants          BROKEN:");
+            for f in &self.failures {
+                let _ = writeln!(s, "    - {f}");
+            }
+        }
+        s
+    }
+}
+
+/// The configuration stress runs with: the defaults, with room for the target depth and,
+/// if `aging_ms` is set, the aging ladder LOW→MEDIUM at `aging_ms`, MEDIUM→HIGH at twice
+/// it and max wait at three times it.
+pub fn stress_config(queued: usize, aging_ms: Option<u64>) -> SchedulerConfig {
+    let mut cfg = SchedulerConfig::default();
+    if let Some(a) = aging_ms {
+        cfg.classes[Class::LOW.index()].promote_after_ms = Some(a);
+        cfg.classes[Class::MEDIUM.index()].promote_after_ms = Some(2 * a);
+        cfg.max_wait_ms = 3 * a;
+    }
+    for c in &mut cfg.classes {
+        c.queue_capacity = c.queue_capacity.max(2 * queued + 65_536);
+        c.ring_capacity = 1 << 14;
+    }
+    cfg
+}
+
+/// State shared by the API threads and the engine thread.
+struct Shared {
+    /// One byte per id: ACCEPTED / REFUSED flags plus OUTCOME per outcome.
+    book: Vec<AtomicU8>,
+    next_id: AtomicU64,
+    stop: AtomicBool,
+    /// Waiting requests as of the last step.
+    depth: AtomicUsize,
+}
+
+impl Shared {
+    fn mark(&self, id: RequestId, bits: u8) {
+        // Relaxed: read only after every thread is joined.
+        self.book[id.0 as usize].fetch_add(bits, Ordering::Relaxed);
+    }
+}
+
+fn random_spec(rng: &mut Rng, id: u64, o: &StressOptions) -> RequestSpec {
+    let class = match rng.range(0, 9) {
+        0..=1 => Class::HIGH,
+        2..=6 => Class::MEDIUM,
+        _ => Class::LOW,
+    };
+    let prompt = rng.range(u64::from(o.prompt_tokens.0), u64::from(o.prompt_tokens.1)) as u32;
+    let max_new = rng.range(u64::from(o.max_new_tokens.0), u64::from(o.max_new_tokens.1)) as u32;
+    RequestSpec::new(id, class, prompt, max_new)
+}
+
+/// What the stress engine knows of a request it has seen admitted.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    running: bool,
+    kv: u32,
+    target: u32,
+    held: u32,
+    generated: u32,
+    /// Output tokens after which it finishes.
+    goal: u32,
+    max_new: u32,
+}
+
+/// The simulated engine: KV blocks held by running requests and their progress.
+struct Engine {
+    jobs: HashMap<u64, Job>,
+    held: u64,
+    total_blocks: u32,
+    block_size: u32,
+    rng: Rng,
+    seen: SeenOutcomes,
+    failures: Vec<String>,
+    admitted: u64,
+    preempted: u64,
+    promoted: u64,
+    /// Output-token goals, drawn at submit time by whoever submitted (by id).
+    specs: HashMap<u64, u32>,
+}
+
+impl Engine {
+    fn free_blocks(&self) -> u32 {
+        self.total_blocks
+            .saturating_sub(u32::try_from(self.held).unwrap_or(u32::MAX))
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.failures.len() < 20 {
+            self.failures.push(what);
+        }
+    }
+
+    fn release(&mut self, id: u64) -> Option<Job> {
+        self.specs.remove(&id);
+        let j = self.jobs.remove(&id)?;
+        if j.running {
+            self.held -= u64::from(j.held);
+        }
+        Some(j)
+    }
+
+    /// Applies one decision as an engine would and reports the iteration's progress at
+    /// `now`, the end of the iteration (read from the clock after the step: a request
+    /// submitted while the step ran can be stamped later than the step's own `now`).
+    fn apply(&mut self, sched: &mut Scheduler, d: &Decision, now: Timestamp, shared: &Shared) {
+        self.admitted += d.admitted.len() as u64;
+        self.preempted += d.preempted.len() as u64;
+        self.promoted += d.summary.promoted;
+        for &id in d.cancelled.iter().chain(&d.aborted) {
+            self.release(id.0);
+            self.seen.cancelled += 1;
+            shared.mark(id, OUTCOME);
+        }
+        for r in &d.rejected {
+            self.release(r.id.0);
+            self.seen.timed_out += 1;
+            shared.mark(r.id, OUTCOME);
+        }
+        for p in &d.preempted {
+            if let Some(j) = self.jobs.get_mut(&p.id.0) {
+                if j.running {
+                    self.held -= u64::from(j.held);
+                }
+                j.running = false;
+                j.kv = 0;
+                j.held = 0;
+            } else {
+                self.fail(format!("preempted {} was not running", p.id));
+            }
+        }
+        for a in &d.admitted {
+            let goal_max = self.specs.remove(&a.id.0);
+            let job = self.jobs.entry(a.id.0).or_insert_with(|| Job {
+                running: false,
+                kv: 0,
+                target: 0,
+                held: 0,
+                generated: 0,
+                goal: 1,
+                max_new: 1,
+            });
+            if let Some(max_new) = goal_max {
+                job.max_new = max_new;
+                job.goal = 1 + (self.rng.next_u64() % u64::from(max_new)) as u32;
+            }
+            if job.running {
+                self.failures
+                    .push(format!("{} admitted while running", a.id));
+                continue;
+            }
+            job.running = true;
+            job.kv = 0;
+            job.target = a.prefill_target;
+            job.held = a.blocks;
+            self.held += u64::from(a.blocks);
+            self.progress(sched, a.id, a.prefill_tokens, now, shared);
+        }
+        for s in &d.scheduled {
+            self.progress(sched, s.id, s.tokens, now, shared);
+        }
+    }
+
+    /// One iteration's work on a running request: `tokens` of prefill, or one decode.
+    fn progress(
+        &mut self,
+        sched: &mut Scheduler,
+        id: RequestId,
+        tokens: u32,
+        now: Timestamp,
+        shared: &Shared,
+    ) {
+        let block_size = self.block_size;
+        let Some(j) = self.jobs.get_mut(&id.0) else {
+            self.fail(format!("{id} scheduled but unknown to the engine"));
+            return;
+        };
+        let out = if j.kv < j.target {
+            j.kv += tokens;
+            u32::from(j.kv >= j.target)
+        } else {
+            j.kv += 1;
+            1
+        };
+        let held = j.kv.div_ceil(block_size);
+        if held > j.held {
+            self.held += u64::from(held - j.held);
+            j.held = held;
+        }
+        let computed = tokens;
+        j.generated += out;
+        let done = out > 0 && j.generated >= j.goal;
+        let reason = if j.generated >= j.max_new {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        };
+        if let Err(e) = sched.on_progress(id, now, computed, out) {
+            self.fail(format!("on_progress({id}): {e}"));
+            return;
+        }
+        if done {
+            match sched.on_finished(id, now, reason) {
+                Ok(Outcome::Finished) => self.seen.finished += 1,
+                Ok(Outcome::Cancelled) => self.seen.cancelled += 1,
+                Ok(o) => self.fail(format!("on_finished({id}) answered {o:?}")),
+                Err(e) => {
+                    self.fail(format!("on_finished({id}): {e}"));
+                    return;
+                }
+            }
+            shared.mark(id, OUTCOME);
+            self.release(id.0);
+        }
+    }
+}
+
+/// Runs the stress test. Errors are configuration errors; broken invariants are in the
+/// report (see [`StressReport::ok`]).
+pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
+    if o.threads == 0 || o.queued == 0 || o.rate <= 0.0 {
+        return Err("--threads, --queued and --rate must be positive".into());
+    }
+    let cfg = stress_config(o.queued, o.aging_ms);
+    let engine_limits = cfg.engine.clone();
+    let clock = MonotonicClock::new();
+    let (mut sched, api) = Scheduler::with_clock(cfg, clock).map_err(|e| e.to_string())?;
+    let submit_fraction = (1.0 - o.cancel_fraction - o.reprioritize_fraction).max(0.0);
+    let max_ids = o.queued as u64
+        + (o.threads as f64 * o.rate * submit_fraction * o.duration.as_secs_f64() * 1.2) as u64
+        + 4096;
+    let shared = Shared {
+        book: (0..max_ids).map(|_| AtomicU8::new(0)).collect(),
+        next_id: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        depth: AtomicUsize::new(0),
+    };
+    let mut engine = Engine {
+        jobs: HashMap::with_capacity(4 * o.max_num_seqs as usize),
+        held: 0,
+        total_blocks: engine_limits.total_blocks,
+        block_size: engine_limits.block_size,
+        rng: Rng::new(o.seed ^ 0xE4),
+        seen: SeenOutcomes::default(),
+        failures: Vec::new(),
+        admitted: 0,
+        preempted: 0,
+        promoted: 0,
+        specs: HashMap::new(),
+    };
+    let mut d = Decision::default();
+    let zero = Budget {
+        max_num_seqs: 0,
+        max_batched_tokens: 0,
+        free_blocks: 0,
+    };
+
+    let bar = if o.progress {
+        let b = ProgressBar::new(o.queued as u64);
+        b.set_style(
+            ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    // ---- fill ----------------------------------------------------------------------------
+    bar.set_prefix("fill");
+    let mut rng = Rng::new(o.seed);
+    // Specs are drawn before counting so the measured window holds only the scheduler's
+    // own allocations (the caller's payload would be the prompt, which we do not have).
+    let fill_specs: Vec<RequestSpec> = (0..o.queued as u64)
+        .map(|id| random_spec(&mut rng, id, o))
+        .collect();
+    shared.next_id.store(o.queued as u64, Ordering::Relaxed);
+    let fill_start = Instant::now();
+    let before = alloc_count::live_bytes();
+    alloc_count::set_counting(true);
+    let mut refused_fill = 0u64;
+    for (i, spec) in fill_specs.iter().enumerate() {
+        match api.submit(*spec) {
+            Ok(_) => shared.mark(spec.id, ACCEPTED),
+            Err(_) => {
+                refused_fill += 1;
+                shared.mark(spec.id, REFUSED);
+            }
+        }
+        if i % 4096 == 4095 {
+            sched
+                .step_into(clock.now(), &zero, &mut d)
+                .map_err(|e| e.to_string())?;
+            bar.set_position(i as u64 + 1);
+        }
+    }
+    sched
+        .step_into(clock.now(), &zero, &mut d)
+        .map_err(|e| e.to_string())?;
+    alloc_count::set_counting(false);
+    let after = alloc_count::live_bytes();
+    let fill_seconds = fill_start.elapsed().as_secs_f64();
+    bar.set_position(o.queued as u64);
+    let filled = sched.waiting();
+    let bytes_per_request =
+        (alloc_count::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
+    for spec in &fill_specs {
+        engine.specs.insert(spec.id.0, spec.max_new_tokens);
+    }
+    drop(fill_specs);
+    if refused_fill > 0 {
+        engine.fail(format!("{refused_fill} fill submits refused"));
+    }
+    if filled != o.queued {
+        engine.fail(format!("fill queued {filled}, wanted {}", o.queued));
+    }
+    if let Err(e) = sched.check_invariants() {
+        engine.fail(format!("check_invariants after fill: {e}"));
+    }
+    shared.depth.store(filled, Ordering::Relaxed);
+
+    // ---- run -----------------------------------------------------------------------------
+    bar.set_prefix("run");
+    bar.set_length(o.duration.as_millis() as u64);
+    bar.set_position(0);
+    let (goal_tx, goal_rx) = std::sync::mpsc::channel::<(u64, u32)>();
+    let mut step_ns: Vec<f64> = Vec::with_capacity(
+        (o.duration.as_secs_f64() / o.step_every.as_secs_f64().max(1e-6)) as usize + 16,
+    );
+    let mut depth_sum = 0f64;
+    let mut depth_min = usize::MAX;
+    let mut depth_max = 0usize;
+    let mut unbalanced = 0u64;
+    let mut slowest = (Duration::ZERO, String::new());
+    let (admitted0, preempted0, promoted0) = (engine.admitted, engine.preempted, engine.promoted);
+    let run_start = Instant::now();
+    let (api_counts, submit_ns) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..o.threads)
+            .map(|t| {
+                let api = api.clone();
+                let shared = &shared;
+                let tx = goal_tx.clone();
+                s.spawn(move || api_thread(t, &api, shared, o, tx))
+            })
+            .collect();
+        drop(goal_tx);
+
+        // The engine loop.
+        let mut next = Instant::now();
+        while run_start.elapsed() < o.duration {
+            while let Ok((id, max_new)) = goal_rx.try_recv() {
+                engine.specs.insert(id, max_new);
+            }
+            let budget = Budget {
+                max_num_seqs: o.max_num_seqs,
+                max_batched_tokens: o.max_batched_tokens,
+                free_blocks: engine.free_blocks(),
+            };
+            let now = clock.now();
+            let t = Instant::now();
+            let r = sched.step_into(now, &budget, &mut d);
+            let took = t.elapsed();
+            step_ns.push(took.as_nanos() as f64);
+            if took > slowest.0 {
+                let m = &d.summary;
+                slowest = (
+                    took,
+                    format!(
+                        "step {} at {:.3} s: drained {}, promoted {}, admitted {}, preempted {}, cancelled {}, aborted {}, waiting {}, running {}",
+                        step_ns.len(),
+                        run_start.elapsed().as_secs_f64(),
+                        m.drained,
+                        m.promoted,
+                        d.admitted.len(),
+                        d.preempted.len(),
+                        d.cancelled.len(),
+                        d.aborted.len(),
+                        m.waiting,
+                        m.running
+                    ),
+                );
+            }
+            if let Err(e) = r {
+                engine.fail(format!("step refused: {e}"));
+                break;
+            }
+            while let Ok((id, max_new)) = goal_rx.try_recv() {
+                engine.specs.insert(id, max_new);
+            }
+            engine.apply(&mut sched, &d, clock.now(), &shared);
+            if !sched.conservation().is_balanced() {
+                unbalanced += 1;
+            }
+            let depth = sched.waiting();
+            shared.depth.store(depth, Ordering::Relaxed);
+            depth_sum += depth as f64;
+            depth_min = depth_min.min(depth);
+            depth_max = depth_max.max(depth);
+            if step_ns.len() & 63 == 0 {
+                bar.set_position(run_start.elapsed().as_millis() as u64);
+                bar.set_message(format!("depth {depth}, running {}", sched.running()));
+            }
+            next += o.step_every;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now; // behind: do not burst to catch up
+            }
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+        let mut counts = ApiCounts::default();
+        let mut lat: Vec<u32> = Vec::new();
+        for h in handles {
+            let (c, l) = h.join().expect("API thread panicked");
+            counts.add(&c);
+            lat.extend_from_slice(&l);
+        }
+        (counts, lat)
+    });
+    while let Ok((id, max_new)) = goal_rx.try_recv() {
+        engine.specs.insert(id, max_new);
+    }
+    let run_seconds = run_start.elapsed().as_secs_f64();
+    let steps = step_ns.len() as u64;
+    let (admitted, preempted, promoted) = (
+        engine.admitted - admitted0,
+        engine.preempted - preempted0,
+        engine.promoted - promoted0,
+    );
+
+    // ---- shutdown ------------------------------------------------------------------------
+    bar.set_prefix("drain");
+    // A last step applies the notices of the API threads' final calls and drains the rings.
+    let budget = Budget {
+        max_num_seqs: o.max_num_seqs,
+        max_batched_tokens: o.max_batched_tokens,
+        free_blocks: engine.free_blocks(),
+    };
+    sched
+        .step_into(clock.now(), &budget, &mut d)
+        .map_err(|e| e.to_string())?;
+    engine.apply(&mut sched, &d, clock.now(), &shared);
+    let handed = sched.drain_waiting(clock.now());
+    for h in &handed {
+        engine.release(h.spec.id.0);
+        engine.seen.evicted += 1;
+        shared.mark(h.spec.id, OUTCOME);
+    }
+    let mut guard = 0;
+    while sched.running() > 0 && guard < 100_000 {
+        let budget = Budget {
+            max_num_seqs: o.max_num_seqs,
+            max_batched_tokens: o.max_batched_tokens,
+            free_blocks: engine.free_blocks(),
+        };
+        sched
+            .step_into(clock.now(), &budget, &mut d)
+            .map_err(|e| e.to_string())?;
+        engine.apply(&mut sched, &d, clock.now(), &shared);
+        if !sched.conservation().is_balanced() {
+            unbalanced += 1;
+        }
+        guard += 1;
+    }
+    bar.finish_and_clear();
+
+    // ---- checks --------------------------------------------------------------------------
+    let c = sched.conservation();
+    if unbalanced > 0 {
+        engine.fail(format!("conservation unbalanced after {unbalanced} steps"));
+    }
+    if !c.is_balanced() {
+        engine.fail(format!("conservation unbalanced at the end: {c}"));
+    }
+    if c.waiting != 0 || c.running != 0 || c.in_ingress != 0 {
+        engine.fail(format!("requests still held at the end: {c}"));
+    }
+    if let Err(e) = sched.check_invariants() {
+        engine.fail(format!("check_invariants at the end: {e}"));
+    }
+    let used = shared.next_id.load(Ordering::Relaxed).min(max_ids);
+    let (mut refused, mut bad) = (0u64, Vec::new());
+    for id in 0..used {
+        let v = shared.book[id as usize].load(Ordering::Relaxed);
+        let flags = v & 3;
+        let outcomes = v >> 2;
+        let ok = match flags {
+            ACCEPTED => outcomes == 1,
+            REFUSED => {
+                refused += 1;
+                outcomes == 0
+            }
+            _ => false,
+        };
+        if !ok && bad.len() < 5 {
+            bad.push(format!(
+                "req#{id}: accepted {}, refused {}, {outcomes} outcomes",
+                flags & ACCEPTED != 0,
+                flags & REFUSED != 0
+            ));
+        }
+    }
+    for b in bad {
+        engine.fail(format!("not exactly one outcome: {b}"));
+    }
+    let s = engine.seen;
+    let checks = [
+        ("finished", s.finished, c.finished),
+        ("cancelled", s.cancelled, c.cancelled),
+        ("timed out", s.timed_out, c.timed_out),
+        ("evicted", s.evicted, c.evicted),
+        ("refused", refused, c.refused),
+        ("submitted", used, c.submitted),
+    ];
+    for (what, seen, counted) in checks {
+        if seen != counted {
+            engine.fail(format!(
+                "{what}: engine and API saw {seen}, scheduler counted {counted}"
+            ));
+        }
+    }
+
+    Ok(StressReport {
+        queued: o.queued,
+        threads: o.threads,
+        fill_seconds,
+        bytes_per_request,
+        run_seconds,
+        submit_latency: Summary::of_u32(&submit_ns),
+        step_latency: Summary::of(&mut step_ns),
+        steps,
+        slowest_step: slowest.1,
+        depth_min: if steps == 0 { 0 } else { depth_min },
+        depth_mean: depth_sum / steps.max(1) as f64,
+        depth_max,
+        admitted,
+        preempted,
+        promoted,
+        api: api_counts,
+        outcomes: engine.seen,
+        conservation: c.to_string(),
+        unbalanced_steps: unbalanced,
+        failures: engine.failures,
+    })
+}
+
+/// One API thread: `rate` operations per second until told to stop. Returns its counts and
+/// the latency of each submit in ns.
+fn api_thread(
+    t: usize,
+    api: &Submitter,
+    shared: &Shared,
+    o: &StressOptions,
+    goals: std::sync::mpsc::Sender<(u64, u32)>,
+) -> (ApiCounts, Vec<u32>) {
+    let mut rng = Rng::new(o.seed.wrapping_mul(31).wrapping_add(t as u64 + 1));
+    let mut c = ApiCounts::default();
+    let mut lat: Vec<u32> = Vec::with_capacity((o.rate * o.duration.as_secs_f64()) as usize + 16);
+    let period = 1.0 / o.rate;
+    let start = Instant::now();
+    let mut done: u64 = 0;
+    let max_ids = shared.book.len() as u64;
+    // Relaxed: a stop flag; the joins order everything after it.
+    while !shared.stop.load(Ordering::Relaxed) {
+        let due = (start.elapsed().as_secs_f64() / period) as u64;
+        if done >= due {
+            let wait =
+                Duration::from_secs_f64((done + 1) as f64 * period).saturating_sub(start.elapsed());
+            // Sleep rather than spin, even for short waits: spinning API threads would
+            // starve the engine thread on a small machine. Operations due meanwhile run as
+            // a short burst on waking, so the average rate holds.
+            std::thread::sleep(wait.max(Duration::from_micros(100)));
+            continue;
+        }
+        done += 1;
+        let u = rng.unit();
+        let recent = || {
+            let hi = shared.next_id.load(Ordering::Relaxed);
+            let window = (o.queued as u64).min(hi).max(1);
+            RequestId(hi - 1 - (rng_pick(hi, window, t, done)))
+        };
+        if u < o.cancel_fraction {
+            match api.cancel(recent()) {
+                Ok(CancelOutcome::WasWaiting) => c.cancelled_waiting += 1,
+                Ok(CancelOutcome::WasRunning) => c.cancelled_running += 1,
+                Err(ControlError::NotFound(_)) => c.not_found += 1,
+                Err(ControlError::AlreadyCancelled(_)) => c.already_cancelled += 1,
+                Err(ControlError::Class(_)) => {}
+            }
+        } else if u < o.cancel_fraction + o.reprioritize_fraction {
+            let class = Class::from_index(rng.range(0, 2) as u8);
+            match api.reprioritize(recent(), class) {
+                Ok(()) => c.reprioritized += 1,
+                Err(ControlError::NotFound(_)) => c.not_found += 1,
+                Err(ControlError::AlreadyCancelled(_)) => c.already_cancelled += 1,
+                Err(ControlError::Class(_)) => {}
+            }
+        } else {
+            // Relaxed: a depth hint; the queue stays near its target, not exactly at it.
+            if shared.depth.load(Ordering::Relaxed) >= o.queued {
+                c.skipped_full += 1;
+                continue;
+            }
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            if id >= max_ids {
+                shared.next_id.fetch_sub(1, Ordering::Relaxed);
+                c.skipped_full += 1;
+                continue;
+            }
+            let spec = random_spec(&mut rng, id, o);
+            // The engine learns the request's output length before it can be admitted:
+            // sent before the submit, so it is in the channel by the time the step that
+            // drains the request runs.
+            let _ = goals.send((id, spec.max_new_tokens));
+            let t0 = Instant::now();
+            let r = api.submit(spec);
+            lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+            match r {
+                Ok(_) => {
+                    c.submitted += 1;
+                    shared.mark(spec.id, ACCEPTED);
+                }
+                Err(_) => {
+                    c.refused += 1;
+                    shared.mark(spec.id, REFUSED);
+                }
+            }
+        }
+    }
+    (c, lat)
+}
+
+/// A pseudo-random offset below `window` for the `done`-th operation of thread `t`.
+fn rng_pick(hi: u64, window: u64, t: usize, done: u64) -> u64 {
+    let mut r = Rng::new(hi ^ ((t as u64) << 48) ^ done.wrapping_mul(0x9E37_79B9));
+    r.next_u64() % window
+}
