@@ -217,3 +217,14 @@ fn queue_timeout_spares_a_preempted_request() {
     );
     assert_eq!(h.sched.waiting(), 1);
 }
+
+#[test]
+fn a_request_stamped_after_the_steps_now_can_report_progress_at_that_now() {
+    let mut h = Harness::new(no_aging());
+    let now = h.clock.now(); // the engine reads its clock ...
+    h.advance(ms(1));
+    h.submit(1, Class::HIGH, 16, 4); // ... and a request arrives a moment later
+    let d = h.sched.step(now, &budget(1, 4096, 7000)).unwrap();
+    assert_eq!(ids(&d.admitted), vec![1]);
+    h.sched.on_progress(RequestId(1), d.now, 16, 1).unwrap();
+}

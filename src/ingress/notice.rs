@@ -30,6 +30,14 @@ impl NoticeQueue {
         crate::sync::lock(&self.queue).push_back(ticket);
     }
 
+    /// Notices queued now (a snapshot: others may be pushing).
+    pub(crate) fn len(&self) -> usize {
+        #[cfg(not(loom))]
+        return self.queue.len();
+        #[cfg(loom)]
+        return crate::sync::lock(&self.queue).len();
+    }
+
     pub(crate) fn pop(&self) -> Option<Arc<Ticket>> {
         #[cfg(not(loom))]
         return self.queue.pop();

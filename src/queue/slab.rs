@@ -95,10 +95,16 @@ impl Entry {
     }
 }
 
-/// The slab.
+/// Entries per chunk of the slab (a power of two).
+const CHUNK: usize = 1024;
+
+/// The slab: fixed-size chunks, so growing never copies entries and never leaves more than
+/// one chunk of spare room (a doubling `Vec` can leave half its capacity unused).
 #[derive(Default)]
 pub(crate) struct Slab {
-    slots: Vec<Option<Entry>>,
+    chunks: Vec<Box<[Option<Entry>]>>,
+    /// Slots ever handed out; slots below this are live or on the free list.
+    used: u32,
     free: Vec<u32>,
     len: usize,
 }
@@ -106,17 +112,30 @@ pub(crate) struct Slab {
 impl Slab {
     pub(crate) fn insert(&mut self, entry: Entry) -> u32 {
         self.len += 1;
-        if let Some(key) = self.free.pop() {
-            self.slots[key as usize] = Some(entry);
-            key
-        } else {
-            self.slots.push(Some(entry));
-            u32::try_from(self.slots.len() - 1).expect("more than u32::MAX requests held")
-        }
+        let key = match self.free.pop() {
+            Some(key) => key,
+            None => {
+                let key = self.used;
+                self.used = key
+                    .checked_add(1)
+                    .expect("more than u32::MAX requests held");
+                if key as usize / CHUNK == self.chunks.len() {
+                    self.chunks.push((0..CHUNK).map(|_| None).collect());
+                }
+                key
+            }
+        };
+        *self.slot(key) = Some(entry);
+        key
+    }
+
+    fn slot(&mut self, key: u32) -> &mut Option<Entry> {
+        &mut self.chunks[key as usize / CHUNK][key as usize % CHUNK]
     }
 
     pub(crate) fn remove(&mut self, key: u32) -> Entry {
-        let entry = self.slots[key as usize]
+        let entry = self
+            .slot(key)
             .take()
             .expect("slab key refers to a live entry");
         self.free.push(key);
@@ -130,8 +149,9 @@ impl Slab {
 
     /// Keys and entries of every live entry, in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
-        self.slots
+        self.chunks
             .iter()
+            .flat_map(|c| c.iter())
             .enumerate()
             .filter_map(|(k, e)| e.as_ref().map(|e| (k as u32, e)))
     }
@@ -140,7 +160,7 @@ impl Slab {
 impl std::ops::Index<u32> for Slab {
     type Output = Entry;
     fn index(&self, key: u32) -> &Entry {
-        self.slots[key as usize]
+        self.chunks[key as usize / CHUNK][key as usize % CHUNK]
             .as_ref()
             .expect("slab key refers to a live entry")
     }
@@ -148,7 +168,7 @@ impl std::ops::Index<u32> for Slab {
 
 impl std::ops::IndexMut<u32> for Slab {
     fn index_mut(&mut self, key: u32) -> &mut Entry {
-        self.slots[key as usize]
+        self.slot(key)
             .as_mut()
             .expect("slab key refers to a live entry")
     }

@@ -16,18 +16,34 @@ impl Scheduler {
     /// Drains the rings, then applies notices. Rings first, so a notice about a request
     /// submitted before this step finds it queued; a notice about one still in a ring is
     /// skipped, and the drain that later takes it reads the ticket's latest state instead.
+    ///
+    /// A step takes only what was there when it began (each ring's length and the notice
+    /// queue's, read once): API threads that keep pushing cannot hold the step forever,
+    /// and what they push meanwhile waits for the next step. The drained requests are
+    /// sorted by arrival first, so they join the queue at its tail instead of each one
+    /// scanning back past the other shards' arrivals of the same moments.
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
+        let mut batch = std::mem::take(&mut self.batch);
         for shard in shared.shards.iter() {
             for ring in shard.rings() {
-                // SAFETY: the scheduler is the only consumer of its rings: it is reached
-                // through `&mut self` and each `Shared` has exactly one `Scheduler`.
-                while let Some(env) = unsafe { ring.pop() } {
-                    self.take_new(env, now, out);
+                for _ in 0..ring.len() {
+                    // SAFETY: the scheduler is the only consumer of its rings: it is reached
+                    // through `&mut self` and each `Shared` has exactly one `Scheduler`.
+                    match unsafe { ring.pop() } {
+                        Some(env) => batch.push(env),
+                        None => break, // claimed, not yet published: next step
+                    }
                 }
             }
         }
-        while let Some(t) = shared.notices.pop() {
+        batch.sort_unstable_by_key(|e| (e.arrival, e.spec.id.0));
+        for env in batch.drain(..) {
+            self.take_new(env, now, out);
+        }
+        self.batch = batch;
+        for _ in 0..shared.notices.len() {
+            let Some(t) = shared.notices.pop() else { break };
             let word = t.take_notice();
             let Some(&key) = self.ids.get(&t.id) else {
                 continue; // still in a ring, or already ended

@@ -76,6 +76,8 @@ pub struct Scheduler {
     skipped: Vec<Candidate>,
     /// Requests preempted in the current step, queued again at its end.
     requeue: Vec<u32>,
+    /// Scratch for the requests drained in a step (sorted by arrival before queueing).
+    batch: Vec<crate::ingress::Envelope>,
     /// Proposed configurations, from any thread.
     pending: Arc<reload::Pending>,
     /// The configuration epoch in force; `epoch_maps[e]` maps class indexes of epoch `e`
@@ -127,6 +129,7 @@ impl Scheduler {
             step_no: 0,
             skipped: Vec::new(),
             requeue: Vec::new(),
+            batch: Vec::new(),
             pending: Arc::new(reload::Pending::default()),
             epoch: 0,
             epoch_maps: Vec::new(),

@@ -217,6 +217,9 @@ impl Scheduler {
         e.blocks = blocks;
         e.run_class = cand.class;
         e.started = now;
+        // Progress for this run may be reported at the step's time, even for a request
+        // stamped a moment after the engine read `now`.
+        e.last_event = e.last_event.min(now);
         e.run_step = step;
         e.planned = chunk;
         e.planned_step = step;
