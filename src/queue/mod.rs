@@ -30,10 +30,21 @@ use slab::{Place, Slab, NIL};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The requests of one class that arrived in one bucket, one sorted run per base class.
+/// Runs per bucket: one per base class for requests queued as they arrive, and one per
+/// base class for requests queued again later (preempted, reprioritised). Re-queued requests
+/// carry old arrivals; keeping them apart keeps their sorted insertion short, instead of a
+/// scan back through a long run of newer arrivals.
+const RUNS: usize = 2 * MAX_CLASSES;
+
+/// The run an entry belongs to in its bucket.
+fn run_of(e: &slab::Entry) -> usize {
+    e.spec.class.index() + if e.late { MAX_CLASSES } else { 0 }
+}
+
+/// The requests of one class that arrived in one bucket, in sorted runs (see [`RUNS`]).
 #[derive(Default)]
 struct Bucket {
-    runs: [List; MAX_CLASSES],
+    runs: [List; RUNS],
     len: u32,
 }
 
@@ -148,27 +159,41 @@ impl WaitQueue {
     }
 
     /// Queues the entry at its place by class, age and arrival.
-    pub(crate) fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
+    fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
         let (base, arrival) = (slab[key].spec.class, slab[key].arrival);
         let class = self.effective_class(base, arrival, now);
         let b = self.bucket_of(arrival);
         let bucket = self.classes[class.index()].buckets.entry(b).or_default();
-        bucket.runs[base.index()].insert_sorted(slab, key);
+        let run = run_of(&slab[key]);
+        bucket.runs[run].insert_sorted(slab, key);
         bucket.len += 1;
         self.note_added(slab, key, class, b);
         class
     }
 
+    /// Queues an entry that was queued before (preempted, or moved to another class) at its
+    /// original arrival, in its bucket's run of re-queued requests.
+    pub(crate) fn insert_again(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
+        slab[key].late = true;
+        self.insert(slab, key, now)
+    }
+
+    /// Queues a newly arrived entry.
+    pub(crate) fn insert_new(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
+        slab[key].late = false;
+        self.insert(slab, key, now)
+    }
+
     /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
     /// front of its run. Candidates must be restored in reverse order of taking.
     pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
-        let (base, arrival) = (slab[cand.key].spec.class, slab[cand.key].arrival);
+        let (run, arrival) = (run_of(&slab[cand.key]), slab[cand.key].arrival);
         let b = self.bucket_of(arrival);
         let bucket = self.classes[cand.class.index()]
             .buckets
             .entry(b)
             .or_default();
-        bucket.runs[base.index()].push_front(slab, cand.key);
+        bucket.runs[run].push_front(slab, cand.key);
         bucket.len += 1;
         self.note_added(slab, cand.key, cand.class, b);
     }
@@ -190,34 +215,35 @@ impl WaitQueue {
         );
         let b = self.bucket_of(slab[key].arrival);
         let base = slab[key].spec.class.index();
-        // The run for (bucket, base) lives in exactly one class, at or above `base`.
+        let run = run_of(&slab[key]);
+        // The run for (bucket, base, late) lives in exactly one class, at or above `base`.
         let class = (0..=base)
             .rev()
             .find(|&c| {
                 self.classes[c]
                     .buckets
                     .get(&b)
-                    .is_some_and(|bk| !bk.runs[base].is_empty())
+                    .is_some_and(|bk| !bk.runs[run].is_empty())
             })
             .expect("a waiting entry is in its bucket's run");
         debug_assert!(contains(
-            &self.classes[class].buckets[&b].runs[base],
+            &self.classes[class].buckets[&b].runs[run],
             slab,
             key
         ));
-        self.unlink_from(slab, key, class, b, base);
+        self.unlink_from(slab, key, class, b, run);
     }
 
-    fn unlink_from(&mut self, slab: &mut Slab, key: u32, class: usize, b: u64, base: usize) {
+    fn unlink_from(&mut self, slab: &mut Slab, key: u32, class: usize, b: u64, run: usize) {
         let cq = &mut self.classes[class];
         let bucket = cq.buckets.get_mut(&b).expect("bucket exists");
-        bucket.runs[base].unlink(slab, key);
+        bucket.runs[run].unlink(slab, key);
         bucket.len -= 1;
         if bucket.len == 0 {
             cq.buckets.remove(&b);
         }
         cq.len -= 1;
-        self.by_base[base] -= 1;
+        self.by_base[run % MAX_CLASSES] -= 1;
         self.len -= 1;
         slab[key].place = Place::InHand;
     }
@@ -256,8 +282,8 @@ impl WaitQueue {
 
     fn pop_head(&mut self, slab: &mut Slab, class: usize) -> Option<u32> {
         let (&b, bucket) = self.classes[class].buckets.iter().next()?;
-        let (key, base) = bucket.head(slab)?;
-        self.unlink_from(slab, key, class, b, base);
+        let (key, run) = bucket.head(slab)?;
+        self.unlink_from(slab, key, class, b, run);
         Some(key)
     }
 
@@ -330,7 +356,8 @@ impl WaitQueue {
             let mut class_total = 0;
             for (&b, bucket) in &cq.buckets {
                 let mut n = 0;
-                for (base, run) in bucket.runs.iter().enumerate() {
+                for (r, run) in bucket.runs.iter().enumerate() {
+                    let base = r % MAX_CLASSES;
                     let mut prev = NIL;
                     let mut count = 0;
                     for k in run.keys(slab) {
@@ -343,7 +370,7 @@ impl WaitQueue {
                         }
                         if e.place != Place::Waiting
                             || self.bucket_of(e.arrival) != b
-                            || e.spec.class.index() != base
+                            || run_of(e) != r
                         {
                             return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
                         }

@@ -51,6 +51,8 @@ pub(crate) struct Entry {
     pub(crate) last_event: Timestamp,
     /// How many times it was preempted.
     pub(crate) preemptions: u32,
+    /// Queued in its bucket's run of re-queued requests (see `queue::RUNS`).
+    pub(crate) late: bool,
     /// The step that started the current run (the scheduler's wrapping `u32` step count:
     /// only compared for equality with the current step).
     pub(crate) run_step: u32,
@@ -78,6 +80,7 @@ impl Entry {
             first_token: None,
             last_event: arrival,
             preemptions: 0,
+            late: false,
             run_step: 0,
             planned: 0,
             planned_step: 0,

@@ -102,7 +102,7 @@ impl Scheduler {
         }
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
-        self.wait.insert(&mut self.slab, key, now);
+        self.wait.insert_new(&mut self.slab, key, now);
         self.slo.queued(spec.id, spec.class, arrival);
     }
 
@@ -135,7 +135,7 @@ impl Scheduler {
             Place::Waiting => {
                 self.wait.remove(&mut self.slab, key);
                 self.slab[key].spec.class = class;
-                self.wait.insert(&mut self.slab, key, now);
+                self.wait.insert_again(&mut self.slab, key, now);
             }
             Place::Running => {
                 let e = &mut self.slab[key];

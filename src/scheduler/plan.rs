@@ -49,7 +49,7 @@ impl Scheduler {
         self.plan_running(&mut left, &mut freed, out);
         self.admit_waiting(now, &mut left, &mut freed, out);
         for key in std::mem::take(&mut self.requeue) {
-            self.wait.insert(&mut self.slab, key, now);
+            self.wait.insert_again(&mut self.slab, key, now);
         }
         out.summary.tokens = budget.max_batched_tokens - left.tokens;
         out.summary.blocks = (budget.free_blocks + freed).saturating_sub(left.free_blocks);

@@ -226,7 +226,7 @@ impl Scheduler {
         for k in waiting {
             self.slab[k].place = Place::InHand;
             self.slab[k].spec.class = remap(self.slab[k].spec.class);
-            wait.insert(&mut self.slab, k, now);
+            wait.insert_new(&mut self.slab, k, now);
         }
         self.wait = wait;
         let mut per_class = [ClassCounters::default(); MAX_CLASSES];
