@@ -19,41 +19,82 @@ use common::{mixed_class, Bench, BATCH, BATCH_BUDGET, STEP_DT};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 
-fn step(c: &mut Criterion) {
-    let mut g = c.benchmark_group("step_batch256");
+/// Fills a scheduler with `n` queued requests under `cfg` and measures `step_into` as
+/// described at the top of the file, under benchmark id `id`.
+fn bench_steps(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    cfg: triage::SchedulerConfig,
+    n: usize,
+) {
+    let window = common::fill_window(&cfg);
+    let mut b = Bench::new(cfg);
+    b.fill(n, window, 4096, mixed_class);
+    g.bench_function(id, |bch| {
+        bch.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                b.clock.advance(STEP_DT);
+                let t = Instant::now();
+                b.step(&BATCH_BUDGET);
+                total += t.elapsed();
+                assert_eq!(b.d.admitted.len(), BATCH as usize);
+                b.finish_admitted();
+                for _ in 0..BATCH {
+                    let i = b.next_id;
+                    b.submit(mixed_class(i));
+                }
+            }
+            total
+        })
+    });
+    // The last 256 submits are still in the rings, drained by the next step (none if a
+    // filter skipped this benchmark).
+    let waiting = b.sched.waiting();
+    assert!(
+        waiting == n || waiting + BATCH as usize == n,
+        "{waiting} waiting"
+    );
+    assert!(b.sched.conservation().is_balanced());
+}
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(u64::from(BATCH)));
+    g
+}
+
+fn step(c: &mut Criterion) {
+    let mut g = group(c, "step_batch256");
     for &n in &[1_000usize, 10_000, 100_000, 1_000_000] {
-        let cfg = common::config(n, 8192);
-        let window = common::fill_window(&cfg);
-        let mut b = Bench::new(cfg);
-        b.fill(n, window, 4096, mixed_class);
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bch, _| {
-            bch.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    b.clock.advance(STEP_DT);
-                    let t = Instant::now();
-                    b.step(&BATCH_BUDGET);
-                    total += t.elapsed();
-                    assert_eq!(b.d.admitted.len(), BATCH as usize);
-                    b.finish_admitted();
-                    for _ in 0..BATCH {
-                        let i = b.next_id;
-                        b.submit(mixed_class(i));
-                    }
-                }
-                total
-            })
-        });
-        // The last 256 submits are still in the rings: drained by the next step.
-        assert_eq!(b.sched.waiting() + BATCH as usize, n);
-        assert!(b.sched.conservation().is_balanced());
+        bench_steps(
+            &mut g,
+            BenchmarkId::from_parameter(n),
+            common::config(n, 8192),
+            n,
+        );
     }
     g.finish();
 }
 
-criterion_group!(benches, step);
+/// The same step at 100k queued with SLO tracking on (the default) and off: the cost of
+/// the tracker and its per-request state.
+fn tracking(c: &mut Criterion) {
+    let mut g = group(c, "step_slo_tracking_100k");
+    for on in [true, false] {
+        let mut cfg = common::config(100_000, 8192);
+        cfg.slo.enabled = on;
+        let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
+        bench_steps(&mut g, id, cfg, 100_000);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, tracking);
 criterion_main!(benches);

@@ -56,6 +56,8 @@ pub const VLLM_WAITING: &str = "vllm:num_requests_waiting";
 pub const VLLM_RUNNING: &str = "vllm:num_requests_running";
 /// Gauge, 0 to 1: KV-cache usage, `1 - free / total` blocks (the name vLLM exports).
 pub const VLLM_KV_USAGE: &str = "vllm:kv_cache_usage_perc";
+/// Counter: configuration reloads, by `result` (`applied` or `refused`).
+pub const CONFIG_RELOADS: &str = "triage_config_reloads_total";
 
 /// Label: the class name.
 pub const LABEL_CLASS: &str = "class";
@@ -67,9 +69,11 @@ pub const LABEL_KIND: &str = "kind";
 pub const LABEL_WINDOW: &str = "window";
 /// Label: the target (`ttft`, `tpot`, `e2e`).
 pub const LABEL_TARGET: &str = "target";
+/// Label: how a configuration reload went.
+pub const LABEL_RESULT: &str = "result";
 
 /// Every family name, for documentation checks.
-pub const ALL_NAMES: [&str; 18] = [
+pub const ALL_NAMES: [&str; 19] = [
     QUEUE_DEPTH,
     RUNNING,
     QUEUE_WAIT,
@@ -88,6 +92,7 @@ pub const ALL_NAMES: [&str; 18] = [
     VLLM_WAITING,
     VLLM_RUNNING,
     VLLM_KV_USAGE,
+    CONFIG_RELOADS,
 ];
 
 /// Why a request was refused at submit, as a metric label.
@@ -167,6 +172,11 @@ impl RefuseReason {
 /// after installing it.
 pub fn describe() {
     use ::metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        CONFIG_RELOADS,
+        Unit::Count,
+        "Configuration reloads applied or refused (label result)."
+    );
     describe_gauge!(
         QUEUE_DEPTH,
         Unit::Count,
@@ -247,6 +257,12 @@ pub fn describe() {
         VLLM_KV_USAGE,
         "KV-cache usage: 1 - free / total blocks (1 means full)."
     );
+}
+
+/// Counts a configuration reload, applied or refused (`triage_config_reloads_total`).
+pub fn record_reload(applied: bool) {
+    let result = if applied { "applied" } else { "refused" };
+    ::metrics::counter!(CONFIG_RELOADS, LABEL_RESULT => result).increment(1);
 }
 
 /// Counts one refusal at submit of a request of class `class` (its name; `unknown` when

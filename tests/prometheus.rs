@@ -53,6 +53,16 @@ fn exposition_has_every_family_with_labels_and_values() {
         h.advance(ms(70_000));
         let d = h.step(budget(1, 4096, 7000));
         assert_eq!(d.rejected.len(), 2);
+        // One reload refused: it would remove LOW, which still runs request 10.
+        let mut two = no_aging();
+        two.classes.remove(2);
+        two.slo.classes.remove(2);
+        h.sched.reload(two).unwrap();
+        let d = h.step(budget(1, 4096, 7000));
+        assert!(matches!(
+            d.reload,
+            Some(Err(ReloadError::StrandsRequests { .. }))
+        ));
     });
     let text = handle.render();
     for name in triage::metrics::ALL_NAMES {
@@ -90,6 +100,10 @@ fn exposition_has_every_family_with_labels_and_values() {
             &[("class", "HIGH"), ("target", "ttft")]
         ),
         0.5
+    );
+    assert_eq!(
+        v("triage_config_reloads_total", &[("result", "refused")]),
+        1.0
     );
     assert!(text.contains("triage_step_duration_seconds"), "{text}");
     assert!(text.contains("triage_queue_wait_seconds"), "{text}");

@@ -607,6 +607,7 @@ fn metric_families_are_emitted_with_their_labels() {
             "MEDIUM",
             RefuseReason::of(&SubmitError::ZeroPromptTokens(RequestId(3))),
         );
+        metrics::record_reload(false);
     });
     let snap = snapshot_map(&snapshotter);
     let get = |name: &str, l: &[(&str, &str)]| {

@@ -11,6 +11,7 @@
 pub mod alloc_count;
 pub mod baselines;
 pub mod bench_compare;
+pub mod config_watch;
 pub mod sim;
 pub mod simulate;
 pub mod stress;

@@ -68,6 +68,10 @@ struct SimulateArgs {
     /// Do not draw SVG plots.
     #[arg(long)]
     no_plots: bool,
+    /// The `triage` policy's configuration (TOML, see triage.example.toml); its engine
+    /// section is replaced by the simulated engine's limits.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Only replay the first SECONDS of the (merged) trace.
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
@@ -131,6 +135,11 @@ fn options(a: SimulateArgs) -> Result<SimulateOptions, String> {
         o.jobs = j.max(1);
     }
     o.progress = std::io::stderr().is_terminal();
+    if let Some(p) = a.config {
+        o.triage_config = Some(
+            triage::SchedulerConfig::from_path(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
     Ok(o)
 }
 

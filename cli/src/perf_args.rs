@@ -49,6 +49,10 @@ pub struct StressArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run with this TOML config (see triage.example.toml) instead of the built-in one;
+    /// the file is re-read and applied live when it changes or on SIGHUP.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// `triage bench-compare`.
@@ -95,6 +99,7 @@ pub fn run_stress(a: StressArgs) -> ExitCode {
         aging_ms: (a.aging_ms > 0).then_some(a.aging_ms),
         seed: a.seed,
         progress: std::io::stderr().is_terminal(),
+        config: a.config,
         ..StressOptions::default()
     };
     match stress(&o) {

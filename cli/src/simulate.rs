@@ -60,6 +60,9 @@ pub struct SimulateOptions {
     pub plots: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// The `triage` policy's configuration (its engine limits are replaced by the simulated
+    /// engine's); `None` for the library defaults.
+    pub triage_config: Option<triage::SchedulerConfig>,
 }
 
 impl SimulateOptions {
@@ -83,6 +86,7 @@ impl SimulateOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             plots: true,
             progress: false,
+            triage_config: None,
         }
     }
 }
@@ -266,6 +270,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
         watermark_blocks: cfg.watermark_blocks,
         slos,
         seed: opts.seed,
+        triage_config: opts.triage_config.clone(),
     };
     let streams: Vec<Vec<SimRequest>> = opts.loads.iter().map(|&k| workload.scaled(k)).collect();
     let n_runs = (opts.loads.len() * opts.policies.len()) as u64;

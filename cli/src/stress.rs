@@ -66,6 +66,9 @@ pub struct StressOptions {
     pub seed: u64,
     /// Draw a progress bar.
     pub progress: bool,
+    /// A TOML config to run with instead of the built-in one; re-read and proposed to the
+    /// running scheduler when the file changes or the process gets SIGHUP.
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl Default for StressOptions {
@@ -85,6 +88,7 @@ impl Default for StressOptions {
             aging_ms: Some(2_000),
             seed: 7,
             progress: false,
+            config: None,
         }
     }
 }
@@ -493,10 +497,24 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     if o.threads == 0 || o.queued == 0 || o.rate <= 0.0 {
         return Err("--threads, --queued and --rate must be positive".into());
     }
-    let cfg = stress_config(o.queued, o.aging_ms);
+    let cfg = match &o.config {
+        Some(p) => SchedulerConfig::from_path(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => stress_config(o.queued, o.aging_ms),
+    };
     let engine_limits = cfg.engine.clone();
     let clock = MonotonicClock::new();
     let (mut sched, api) = Scheduler::with_clock(cfg, clock).map_err(|e| e.to_string())?;
+    let _watcher = match &o.config {
+        Some(p) => Some(
+            crate::config_watch::ConfigWatcher::spawn(
+                p.clone(),
+                sched.config_handle(),
+                Duration::from_millis(200),
+            )
+            .map_err(|e| format!("watching {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let submit_fraction = (1.0 - o.cancel_fraction - o.reprioritize_fraction).max(0.0);
     let max_ids = o.queued as u64
         + (o.threads as f64 * o.rate * submit_fraction * o.duration.as_secs_f64() * 1.2) as u64
@@ -633,6 +651,14 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
             let t = Instant::now();
             let r = sched.step_into(now, &budget, &mut d);
             let took = t.elapsed();
+            match &d.reload {
+                Some(Ok(rep)) => eprintln!(
+                    "config: epoch {} in force ({} waiting re-queued)",
+                    rep.epoch, rep.requeued
+                ),
+                Some(Err(e)) => eprintln!("config: reload refused: {e}"),
+                None => {}
+            }
             step_ns.push(took.as_nanos() as f64);
             if took > slowest.0 {
                 let m = &d.summary;

@@ -117,6 +117,7 @@ impl Scheduler {
             Ok(_) => self.reloads.0 += 1,
             Err(_) => self.reloads.1 += 1,
         }
+        crate::metrics::record_reload(result.is_ok());
         *lock(&self.pending.last) = Some(result.clone());
         Some(result)
     }

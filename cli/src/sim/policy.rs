@@ -133,6 +133,8 @@ pub struct PolicyContext {
     pub slos: [SloTarget; NUM_CLASSES],
     /// Seed of the run.
     pub seed: u64,
+    /// The `triage` policy's configuration; `None` for the library defaults.
+    pub triage_config: Option<triage::SchedulerConfig>,
 }
 
 /// A policy constructor.

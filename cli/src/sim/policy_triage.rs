@@ -33,10 +33,10 @@ fn at(seconds: f64) -> Timestamp {
 }
 
 impl Triage {
-    /// The default configuration ([`SchedulerConfig::default`]) on the simulated engine's
+    /// The configuration from `--config`, or [`SchedulerConfig::default`], on the simulated engine's
     /// limits.
     pub fn new(ctx: &PolicyContext) -> Self {
-        let mut config = SchedulerConfig::default();
+        let mut config = ctx.triage_config.clone().unwrap_or_default();
         config.engine.block_size = ctx.block_size;
         config.engine.total_blocks = ctx.total_blocks;
         config.engine.max_model_len = ctx.max_model_len;

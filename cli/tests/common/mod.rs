@@ -32,5 +32,6 @@ pub fn ctx_for(cfg: &EngineConfig) -> PolicyContext {
         watermark_blocks: cfg.watermark_blocks,
         slos: default_slos(),
         seed: 1,
+        triage_config: None,
     }
 }
