@@ -155,7 +155,12 @@ impl Default for SchedulerConfig {
     }
 }
 
-fn err(field: impl Into<String>, expected: impl Into<String>, found: impl ToString) -> ConfigError {
+/// A configuration error for `field` (no location yet: the TOML loader adds it).
+pub(crate) fn err(
+    field: impl Into<String>,
+    expected: impl Into<String>,
+    found: impl ToString,
+) -> ConfigError {
     ConfigError {
         field: field.into(),
         expected: expected.into(),

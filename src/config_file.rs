@@ -112,20 +112,30 @@ fn key_on_line(text: &str, at: usize) -> String {
     }
 }
 
-/// The table (`engine`, `classes[1]`) whose section holds byte `at`.
-fn table_at(text: &str, at: usize) -> String {
+/// One line of a TOML text with the section it belongs to.
+struct Line<'a> {
+    /// Byte offset of the line's start.
+    offset: usize,
+    text: &'a str,
+    /// The section path (`engine`, `classes[1]`; empty at the top), array tables indexed.
+    table: String,
+    /// Whether the line is the section's header.
+    header: bool,
+}
+
+/// Every line with its section, counting `[[array]]` headers into indexes.
+fn lines(text: &str) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
     let mut table = String::new();
     let mut counts: Vec<(String, usize)> = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        if offset > at {
-            break;
-        }
-        if let Some(h) = header(line) {
+        let h = header(line);
+        if let Some(h) = &h {
             table = match h {
-                Header::Table(name) => name,
+                Header::Table(name) => name.clone(),
                 Header::Array(name) => {
-                    let i = match counts.iter_mut().find(|(n, _)| *n == name) {
+                    let i = match counts.iter_mut().find(|(n, _)| n == name) {
                         Some((_, c)) => {
                             *c += 1;
                             *c
@@ -139,9 +149,25 @@ fn table_at(text: &str, at: usize) -> String {
                 }
             };
         }
+        out.push(Line {
+            offset,
+            text: line,
+            table: table.clone(),
+            header: h.is_some(),
+        });
         offset += line.len();
     }
-    table
+    out
+}
+
+/// The table (`engine`, `classes[1]`) whose section holds byte `at`.
+fn table_at(text: &str, at: usize) -> String {
+    lines(text)
+        .into_iter()
+        .take_while(|l| l.offset <= at)
+        .last()
+        .map(|l| l.table)
+        .unwrap_or_default()
 }
 
 enum Header {
@@ -181,51 +207,34 @@ fn locate_exact(text: &str, field: &str) -> Option<(u32, u32)> {
         None if field.ends_with(']') => (field.to_string(), String::new()),
         None => (String::new(), field.to_string()),
     };
-    let mut current = String::new();
-    let mut counts: Vec<(String, usize)> = Vec::new();
+    // `key = ...` at the start of a line (after indentation): the line and column of the key.
+    let key_at = |l: &Line, key: &str| {
+        let t = l.text.trim_start();
+        let rest = t.strip_prefix(key)?;
+        rest.trim_start()
+            .starts_with('=')
+            .then(|| line_col(text, l.offset + (l.text.len() - t.len())))
+    };
     let mut header_at = None;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if let Some(h) = header(line) {
-            current = match h {
-                Header::Table(name) => name,
-                Header::Array(name) => {
-                    let i = match counts.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, c)) => {
-                            *c += 1;
-                            *c
-                        }
-                        None => {
-                            counts.push((name.clone(), 0));
-                            0
-                        }
-                    };
-                    format!("{name}[{i}]")
-                }
-            };
-            if current == table
+    for l in lines(text) {
+        if l.header {
+            let current = &l.table;
+            if *current == table
                 || current.split('[').next() == Some(field)
                 || (key.is_empty() && table.starts_with(&format!("{current}[")))
             {
-                header_at.get_or_insert(offset + (line.len() - line.trim_start().len()));
+                header_at.get_or_insert(l.offset + (l.text.len() - l.text.trim_start().len()));
             }
-        } else if current == table && !key.is_empty() {
-            let t = line.trim_start();
-            if let Some(rest) = t.strip_prefix(key.as_str()) {
-                if rest.trim_start().starts_with('=') {
-                    return Some(line_col(text, offset + (line.len() - t.len())));
-                }
+        } else if l.table == table && !key.is_empty() {
+            if let Some(at) = key_at(&l, &key) {
+                return Some(at);
             }
-        } else if current.is_empty() && !table.is_empty() && !table.contains('[') {
+        } else if l.table.is_empty() && !table.is_empty() && !table.contains('[') {
             // A dotted key at the top: `engine.watermark = 0.02`.
-            let t = line.trim_start();
-            if let Some(rest) = t.strip_prefix(field) {
-                if rest.trim_start().starts_with('=') {
-                    return Some(line_col(text, offset + (line.len() - t.len())));
-                }
+            if let Some(at) = key_at(&l, field) {
+                return Some(at);
             }
         }
-        offset += line.len();
     }
     header_at.map(|at| line_col(text, at))
 }

@@ -2,6 +2,7 @@
 //! defaults and validation.
 
 use crate::class::MAX_CLASSES;
+use crate::config::err;
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -238,15 +239,6 @@ impl SloConfig {
             ));
         }
         Ok(())
-    }
-}
-
-fn err(field: impl Into<String>, expected: impl Into<String>, found: impl ToString) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        expected: expected.into(),
-        found: found.to_string(),
-        location: None,
     }
 }
 
