@@ -130,6 +130,12 @@ enum Op {
         id: u64,
         kind: u8,
     },
+    /// Propose a live reload: `flip` a variant of the tunables the oracle reads (aging
+    /// thresholds, max wait, queue timeout, lookahead, chunked prefill, preemption), or go
+    /// back to the generated config. Applied by the next step.
+    Reload {
+        flip: bool,
+    },
     /// A step with an impossible budget or time: refused, nothing changed.
     BadStep {
         kind: u8,
@@ -230,6 +236,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (0u8..2, any::<u32>()).prop_map(|(kind, extra)| Op::BadStep { kind, extra }),
         1 => Just(Op::Close),
         1 => Just(Op::Drain),
+        3 => any::<bool>().prop_map(|flip| Op::Reload { flip }),
     ]
 }
 
@@ -279,6 +286,10 @@ impl Req {
 /// The reference model plus the real scheduler it is checked against.
 struct World {
     cfg: SchedulerConfig,
+    /// The generated config, to reload back to.
+    base: SchedulerConfig,
+    /// A proposed reload the next step applies.
+    pending: Option<SchedulerConfig>,
     sched: Scheduler,
     api: Submitter,
     clock: ManualClock,
@@ -294,6 +305,22 @@ struct World {
     steps: u64,
 }
 
+/// Another valid config with the same classes, engine and capacities: lookahead, chunked
+/// prefill and preemption toggled, aging thresholds, max wait and queue timeout moved.
+fn variant(c: &SchedulerConfig) -> SchedulerConfig {
+    let mut v = c.clone();
+    v.backfill_lookahead = (c.backfill_lookahead + 1) % 3;
+    v.chunked_prefill = !c.chunked_prefill;
+    v.preemption.enabled = !c.preemption.enabled;
+    v.preemption.max_victims_per_step = c.preemption.max_victims_per_step.max(1);
+    for class in &mut v.classes {
+        class.promote_after_ms = class.promote_after_ms.map(|t| t + 3);
+    }
+    v.max_wait_ms = c.max_wait_ms + 7;
+    v.queue_timeout_ms = c.queue_timeout_ms.map(|t| t + 7);
+    v
+}
+
 fn blocks_for(cfg: &SchedulerConfig, tokens: u64) -> u32 {
     u32::try_from(cfg.engine.blocks_for(tokens)).unwrap()
 }
@@ -305,6 +332,8 @@ impl World {
         let clock = ManualClock::new(Timestamp::ZERO);
         let (sched, api) = Scheduler::with_clock(config.clone(), clock.clone()).unwrap();
         Self {
+            base: config.clone(),
+            pending: None,
             cfg: config,
             sched,
             api,
@@ -445,6 +474,18 @@ impl World {
                 Ok(())
             }
             Op::Drain => self.drain(),
+            Op::Reload { flip } => {
+                let new = if flip {
+                    variant(&self.cfg)
+                } else {
+                    self.base.clone()
+                };
+                self.sched
+                    .reload(new.clone())
+                    .map_err(|e| format!("valid reload refused: {e}"))?;
+                self.pending = Some(new);
+                Ok(())
+            }
         }?;
         self.verify()
     }
@@ -817,6 +858,11 @@ impl World {
 
     fn step(&mut self, b: Budget) -> R {
         let now = self.now();
+        // A pending reload takes effect in this step, before expiry and admission.
+        let reloading = self.pending.is_some();
+        if let Some(c) = self.pending.take() {
+            self.cfg = c;
+        }
         let cfg = self.cfg.clone();
         let eng = &cfg.engine;
         let watermark = eng.watermark_blocks();
@@ -896,6 +942,16 @@ impl World {
             .sched
             .step(now, &b)
             .map_err(|e| format!("valid budget {b:?} refused: {e}"))?;
+        check!(
+            d.reload.as_ref().map(|r| r.is_ok()) == reloading.then_some(true),
+            "reload outcome {:?}, expected {}",
+            d.reload,
+            if reloading { "applied" } else { "none" }
+        );
+        check!(
+            self.sched.config() == &self.cfg,
+            "config in force differs from the model's"
+        );
         self.steps += 1;
         self.last_step = now;
         stats::add(0, 1);
