@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Line coverage of the library (src/ only) by the whole test suite, with cargo-llvm-cov.
 # Installs cargo-llvm-cov and llvm-tools-preview if they are missing. Prints the per-file
-# table and the total; `--html` also writes target/coverage/llvm-cov/html/index.html. Failing
-# tests (known bugs kept in tests/regressions.rs) do not stop the report.
+# table and the total; `--html` also writes target/coverage/llvm-cov/html/index.html. A failing
+# test does not stop the report (it is still a failure: run the tests for that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
