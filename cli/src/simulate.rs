@@ -311,7 +311,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
         config: ReportConfig {
             traces: sources.iter().map(Source::label).collect(),
             model,
-            engine: (&cfg).into(),
+            engine: cfg.clone(),
             policies: opts.policies.clone(),
             loads: opts.loads.clone(),
             seed: opts.seed,

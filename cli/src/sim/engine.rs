@@ -22,8 +22,8 @@ use super::budget::blocks_for;
 use super::cost::{CostModel, IterationWork};
 use super::policy::{EngineView, Policy, ReqId, RunningView, SimRequest};
 
-/// Engine limits.
-#[derive(Debug, Clone, PartialEq)]
+/// Engine limits (also written, as they are, into the report).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EngineConfig {
     /// Maximum running requests (vLLM `max_num_seqs`).
     pub max_num_seqs: u32,

@@ -16,36 +16,6 @@ use super::metrics::RunSummary;
 use super::model::ModelSpec;
 use super::workload::SourceStats;
 
-/// Engine limits as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineReport {
-    /// `max_num_seqs`.
-    pub max_num_seqs: u32,
-    /// `max_num_batched_tokens`.
-    pub max_num_batched_tokens: u32,
-    /// KV blocks.
-    pub total_blocks: u32,
-    /// Tokens per block.
-    pub block_size: u32,
-    /// Watermark blocks.
-    pub watermark_blocks: u32,
-    /// Context length.
-    pub max_model_len: u32,
-}
-
-impl From<&EngineConfig> for EngineReport {
-    fn from(c: &EngineConfig) -> Self {
-        Self {
-            max_num_seqs: c.max_num_seqs,
-            max_num_batched_tokens: c.max_num_batched_tokens,
-            total_blocks: c.total_blocks,
-            block_size: c.block_size,
-            watermark_blocks: c.watermark_blocks,
-            max_model_len: c.max_model_len,
-        }
-    }
-}
-
 /// Inputs of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportConfig {
@@ -54,7 +24,7 @@ pub struct ReportConfig {
     /// Model.
     pub model: ModelSpec,
     /// Engine limits.
-    pub engine: EngineReport,
+    pub engine: EngineConfig,
     /// Policies, in run order.
     pub policies: Vec<String>,
     /// Load multipliers.
