@@ -361,6 +361,32 @@ impl Engine {
             .saturating_sub(u32::try_from(self.held).unwrap_or(u32::MAX))
     }
 
+    /// The budget of the next iteration: the configured limits and the blocks not held.
+    fn budget(&self, o: &StressOptions) -> Budget {
+        Budget {
+            max_num_seqs: o.max_num_seqs,
+            max_batched_tokens: o.max_batched_tokens,
+            free_blocks: self.free_blocks(),
+        }
+    }
+
+    /// One step at the clock's time, applied as an engine would.
+    fn step_and_apply(
+        &mut self,
+        sched: &mut Scheduler,
+        d: &mut Decision,
+        clock: &MonotonicClock,
+        shared: &Shared,
+        o: &StressOptions,
+    ) -> Result<(), String> {
+        let budget = self.budget(o);
+        sched
+            .step_into(clock.now(), &budget, d)
+            .map_err(|e| e.to_string())?;
+        self.apply(sched, d, clock.now(), shared);
+        Ok(())
+    }
+
     fn fail(&mut self, what: String) {
         if self.failures.len() < 20 {
             self.failures.push(what);
@@ -642,11 +668,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
             while let Ok((id, max_new)) = goal_rx.try_recv() {
                 engine.specs.insert(id, max_new);
             }
-            let budget = Budget {
-                max_num_seqs: o.max_num_seqs,
-                max_batched_tokens: o.max_batched_tokens,
-                free_blocks: engine.free_blocks(),
-            };
+            let budget = engine.budget(o);
             let now = clock.now();
             let t = Instant::now();
             let r = sched.step_into(now, &budget, &mut d);
@@ -731,15 +753,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     // ---- shutdown ------------------------------------------------------------------------
     bar.set_prefix("drain");
     // A last step applies the notices of the API threads' final calls and drains the rings.
-    let budget = Budget {
-        max_num_seqs: o.max_num_seqs,
-        max_batched_tokens: o.max_batched_tokens,
-        free_blocks: engine.free_blocks(),
-    };
-    sched
-        .step_into(clock.now(), &budget, &mut d)
-        .map_err(|e| e.to_string())?;
-    engine.apply(&mut sched, &d, clock.now(), &shared);
+    engine.step_and_apply(&mut sched, &mut d, &clock, &shared, o)?;
     let handed = sched.drain_waiting(clock.now());
     for h in &handed {
         engine.release(h.spec.id.0);
@@ -748,15 +762,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     }
     let mut guard = 0;
     while sched.running() > 0 && guard < 100_000 {
-        let budget = Budget {
-            max_num_seqs: o.max_num_seqs,
-            max_batched_tokens: o.max_batched_tokens,
-            free_blocks: engine.free_blocks(),
-        };
-        sched
-            .step_into(clock.now(), &budget, &mut d)
-            .map_err(|e| e.to_string())?;
-        engine.apply(&mut sched, &d, clock.now(), &shared);
+        engine.step_and_apply(&mut sched, &mut d, &clock, &shared, o)?;
         if !sched.conservation().is_balanced() {
             unbalanced += 1;
         }
