@@ -3,6 +3,7 @@
 
 use crate::class::{ClassSet, MAX_CLASSES};
 use crate::error::ConfigError;
+use crate::fair::FairnessConfig;
 use crate::slo::SloConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -120,6 +121,8 @@ pub struct SchedulerConfig {
     pub engine: EngineLimits,
     /// SLO targets per class (one entry per class) and the tracker's windows.
     pub slo: SloConfig,
+    /// Fairness between tenants inside each class (off by default).
+    pub fairness: FairnessConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -151,6 +154,7 @@ impl Default for SchedulerConfig {
             chunked_prefill: true,
             engine: EngineLimits::default(),
             slo: SloConfig::for_classes(3),
+            fairness: FairnessConfig::default(),
         }
     }
 }
@@ -310,6 +314,7 @@ impl SchedulerConfig {
                 e.watermark,
             ));
         }
+        self.fairness.validate()?;
         self.slo.validate_for(n)
     }
 

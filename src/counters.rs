@@ -12,7 +12,8 @@ pub enum Outcome {
     Finished,
     /// The client cancelled it.
     Cancelled,
-    /// Refused at submit (invalid, duplicate, full, closed).
+    /// Refused at submit (invalid, duplicate, full, closed), or when drained (one tenant
+    /// past the tenant limit).
     Refused,
     /// It waited past `queue_timeout`.
     TimedOut,

@@ -89,6 +89,14 @@ pub enum RejectReason {
         /// How long it waited.
         waited: Duration,
     },
+    /// Its tenant would have been one more than `fairness.max_tenants` (refused when
+    /// drained; the scheduler had not seen the tenant).
+    TenantLimit {
+        /// The tenant (`None`: the requests that carry none).
+        tenant: Option<crate::TenantId>,
+        /// The limit in force.
+        max_tenants: usize,
+    },
 }
 
 /// A waiting request the scheduler ended.

@@ -56,6 +56,7 @@ mod config_file;
 mod counters;
 mod decision;
 mod error;
+mod fair;
 mod ingress;
 pub mod metrics;
 mod queue;
@@ -76,6 +77,7 @@ pub use decision::{
 pub use error::{
     BudgetError, ClassError, ConfigError, ControlError, ProgressError, ReloadError, SubmitError,
 };
+pub use fair::{FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT};
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};

@@ -95,6 +95,14 @@ pub const ALL_NAMES: [&str; 19] = [
     CONFIG_RELOADS,
 ];
 
+/// Counter `triage_tenant_tokens_total{class, tenant, kind}`: tokens charged to a tenant's
+/// fair share (`kind` = `prompt` | `output`). Only with `fairness.tenant_metrics`.
+pub const TENANT_TOKENS: &str = "triage_tenant_tokens_total";
+/// Gauge `triage_tenant_waiting{class, tenant}`: a held tenant's requests waiting in a
+/// class, refreshed every [`DEFAULT_COMPLIANCE_INTERVAL`] of step time. Only with
+/// `fairness.tenant_metrics`.
+pub const TENANT_WAITING: &str = "triage_tenant_waiting";
+
 /// Why a request was refused at submit, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RefuseReason {
@@ -114,11 +122,13 @@ pub enum RefuseReason {
     Closed,
     /// The engine thread panicked.
     EngineGone,
+    /// Refused when drained: its tenant would have been one past `fairness.max_tenants`.
+    TenantLimit,
 }
 
 impl RefuseReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Every reason, in index order.
     pub const ALL: [RefuseReason; RefuseReason::COUNT] = [
@@ -130,6 +140,7 @@ impl RefuseReason {
         RefuseReason::NeverFits,
         RefuseReason::Closed,
         RefuseReason::EngineGone,
+        RefuseReason::TenantLimit,
     ];
 
     /// The reason for a submit error.
@@ -159,6 +170,7 @@ impl RefuseReason {
             RefuseReason::NeverFits => "never_fits",
             RefuseReason::Closed => "closed",
             RefuseReason::EngineGone => "engine_gone",
+            RefuseReason::TenantLimit => "tenant_limit",
         }
     }
 

@@ -154,7 +154,17 @@ impl Engine {
 
 #[test]
 fn api_threads_and_engine_soak() {
-    let run_ms = env("TRIAGE_SOAK_MS", 2_000);
+    soak(false, env("TRIAGE_SOAK_MS", 2_000));
+}
+
+/// The same with fairness between 12 tenants on: lanes, counters and lifts under cancels,
+/// class changes, aging, timeouts and preemption.
+#[test]
+fn api_threads_and_engine_soak_with_fairness() {
+    soak(true, env("TRIAGE_SOAK_MS", 1_000));
+}
+
+fn soak(fair: bool, run_ms: u64) {
     let max_ops = env("TRIAGE_SOAK_OPS", u64::MAX);
     let threads = env("TRIAGE_SOAK_THREADS", 3);
     let mut cfg = SchedulerConfig {
@@ -173,6 +183,8 @@ fn api_threads_and_engine_soak() {
     });
     cfg.engine.total_blocks = 600;
     cfg.engine.max_model_len = 2048;
+    cfg.fairness.enabled = fair;
+    cfg.fairness.tenants = vec![TenantWeight { id: 3, weight: 4.0 }];
     let total_blocks = cfg.engine.total_blocks;
     let clock = ManualClock::new(Timestamp::ZERO);
     let (sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
@@ -200,7 +212,8 @@ fn api_threads_and_engine_soak() {
                             next += 1;
                             let class = Class::from_index((r >> 8) as u8 % 3);
                             let prompt = 1 + (r >> 16) as u32 % 300;
-                            let spec = RequestSpec::new(id, class, prompt, (id % 16 + 1) as u32);
+                            let spec = RequestSpec::new(id, class, prompt, (id % 16 + 1) as u32)
+                                .with_tenant(TenantId((r >> 32) % 12));
                             match api.submit(spec) {
                                 Ok(_) => log.accepted.push(id),
                                 Err(SubmitError::QueueFull { .. }) => {

@@ -19,15 +19,27 @@
 //! Inside a class the next request is the oldest bucket's oldest run head: FIFO by
 //! (arrival, id) across runs. A request is promoted no earlier than its threshold and at
 //! most one bucket width (plus one step) after it.
+//!
+//! # Tenants
+//!
+//! Inside a class, requests are held in one *lane* per tenant (see [`crate::fair`]), each
+//! lane with its own buckets; with fairness off every request is in lane 0 and the order is
+//! the FIFO above. With fairness on, the next request of a class is the head of the lane
+//! of the backlogged tenant with the least service ([`FairShare::next`]). A class also
+//! indexes which lanes hold each bucket, so promotion moves a bucket lane by lane
+//! (O(tenants in the bucket), no request visited) and the class's oldest request, which
+//! max wait and the queue timeout look at, is the oldest head among the lanes of its
+//! oldest bucket.
 
 pub(crate) mod list;
 pub(crate) mod slab;
 
 use crate::class::{Class, MAX_CLASSES};
+use crate::fair::share::FairShare;
 use crate::time::Timestamp;
 use list::List;
 use slab::{Place, Slab, NIL};
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry as MapEntry};
 use std::time::Duration;
 
 /// Runs per bucket: one per base class for requests queued as they arrive, and one per
@@ -41,10 +53,11 @@ fn run_of(e: &slab::Entry) -> usize {
     e.spec.class.index() + if e.late { MAX_CLASSES } else { 0 }
 }
 
-/// The requests of one class that arrived in one bucket, in sorted runs (see [`RUNS`]).
+/// The requests of one lane that arrived in one bucket, in sorted runs (see [`RUNS`]).
 #[derive(Default)]
 struct Bucket {
     runs: [List; RUNS],
+    /// Entries in all runs (never 0 while the bucket is in its lane).
     len: u32,
 }
 
@@ -60,20 +73,75 @@ impl Bucket {
     }
 }
 
-/// One effective class: buckets by index, oldest first.
+/// One tenant's requests in one class: buckets by index, oldest first.
 #[derive(Default)]
-struct ClassQueue {
+struct Lane {
     buckets: BTreeMap<u64, Bucket>,
+    /// Entries in all buckets.
     len: usize,
 }
 
-impl ClassQueue {
+impl Lane {
     fn head(&self, slab: &Slab) -> Option<u32> {
         self.buckets
             .values()
             .next()
             .and_then(|b| b.head(slab))
             .map(|(k, _)| k)
+    }
+}
+
+/// One effective class.
+#[derive(Default)]
+struct ClassQueue {
+    /// `lanes[slot]`: this class's requests of tenant `slot` (lane 0 only, with fairness
+    /// off). Grown on demand; an empty lane holds no bucket.
+    lanes: Vec<Lane>,
+    /// Every bucket index some lane of this class holds, with the slots of exactly those
+    /// lanes, each once.
+    buckets: BTreeMap<u64, Vec<u32>>,
+    /// Entries in all lanes.
+    len: usize,
+}
+
+impl ClassQueue {
+    /// The oldest request of the class: the oldest head among the lanes of its oldest
+    /// bucket. O(tenants in that bucket).
+    fn oldest(&self, slab: &Slab) -> Option<u32> {
+        let (b, slots) = self.buckets.iter().next()?;
+        slots
+            .iter()
+            .filter_map(|&s| self.lanes[s as usize].buckets[b].head(slab))
+            .map(|(k, _)| k)
+            .min_by_key(|&k| slab[k].order_key())
+    }
+
+    /// The bucket `b` of lane `slot`, made (and indexed) if absent.
+    fn bucket_mut(&mut self, slot: u32, b: u64) -> &mut Bucket {
+        let s = slot as usize;
+        if self.lanes.len() <= s {
+            self.lanes.resize_with(s + 1, Lane::default);
+        }
+        match self.lanes[s].buckets.entry(b) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Vacant(v) => {
+                self.buckets.entry(b).or_default().push(slot);
+                v.insert(Bucket::default())
+            }
+        }
+    }
+
+    /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
+    fn unindex(&mut self, slot: u32, b: u64) {
+        if let MapEntry::Occupied(mut o) = self.buckets.entry(b) {
+            let slots = o.get_mut();
+            if let Some(i) = slots.iter().position(|&s| s == slot) {
+                slots.swap_remove(i);
+            }
+            if slots.is_empty() {
+                o.remove();
+            }
+        }
     }
 }
 
@@ -87,6 +155,8 @@ pub(crate) struct WaitQueue {
     /// Waiting requests by base class.
     by_base: [usize; MAX_CLASSES],
     len: usize,
+    /// Fairness between tenants; `None` when off (every entry is in lane 0).
+    fair: Option<FairShare>,
 }
 
 /// A request taken off the queue for the current step to consider.
@@ -104,10 +174,12 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl WaitQueue {
+    /// An empty queue; `fair` turns on fairness between tenants.
     pub(crate) fn new(
         classes: usize,
         width: Duration,
         promote_after: Vec<Option<Duration>>,
+        fair: bool,
     ) -> Self {
         Self {
             classes: (0..classes).map(|_| ClassQueue::default()).collect(),
@@ -115,6 +187,7 @@ impl WaitQueue {
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
             by_base: [0; MAX_CLASSES],
             len: 0,
+            fair: fair.then(FairShare::default),
         }
     }
 
@@ -130,6 +203,24 @@ impl WaitQueue {
     /// Requests waiting whose base class is `c`.
     pub(crate) fn base_len(&self, c: usize) -> usize {
         self.by_base[c]
+    }
+
+    /// Requests of tenant `slot` waiting in effective class `c`.
+    pub(crate) fn lane_len(&self, c: usize, slot: u32) -> usize {
+        self.classes[c]
+            .lanes
+            .get(slot as usize)
+            .map_or(0, |l| l.len)
+    }
+
+    /// The fair counters, when fairness is on.
+    pub(crate) fn fair(&self) -> Option<&FairShare> {
+        self.fair.as_ref()
+    }
+
+    /// The fair counters, when fairness is on.
+    pub(crate) fn fair_mut(&mut self) -> Option<&mut FairShare> {
+        self.fair.as_mut()
     }
 
     fn bucket_of(&self, arrival: Timestamp) -> u64 {
@@ -163,8 +254,8 @@ impl WaitQueue {
         let (base, arrival) = (slab[key].spec.class, slab[key].arrival);
         let class = self.effective_class(base, arrival, now);
         let b = self.bucket_of(arrival);
-        let bucket = self.classes[class.index()].buckets.entry(b).or_default();
-        let run = run_of(&slab[key]);
+        let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
+        let bucket = self.classes[class.index()].bucket_mut(slot, b);
         bucket.runs[run].insert_sorted(slab, key);
         bucket.len += 1;
         self.note_added(slab, key, class, b);
@@ -187,19 +278,29 @@ impl WaitQueue {
     /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
     /// front of its run. Candidates must be restored in reverse order of taking.
     pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
-        let (run, arrival) = (run_of(&slab[cand.key]), slab[cand.key].arrival);
+        let (run, arrival, slot) = (
+            run_of(&slab[cand.key]),
+            slab[cand.key].arrival,
+            slab[cand.key].tenant,
+        );
         let b = self.bucket_of(arrival);
-        let bucket = self.classes[cand.class.index()]
-            .buckets
-            .entry(b)
-            .or_default();
+        let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
         bucket.runs[run].push_front(slab, cand.key);
         bucket.len += 1;
         self.note_added(slab, cand.key, cand.class, b);
     }
 
     fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, bucket: u64) {
-        self.classes[class.index()].len += 1;
+        let slot = slab[key].tenant;
+        let cq = &mut self.classes[class.index()];
+        cq.len += 1;
+        let lane = &mut cq.lanes[slot as usize];
+        lane.len += 1;
+        if lane.len == 1 {
+            if let Some(f) = &mut self.fair {
+                f.join(class.index(), slot);
+            }
+        }
         self.by_base[slab[key].spec.class.index()] += 1;
         self.len += 1;
         debug_assert_eq!(bucket, self.bucket_of(slab[key].arrival));
@@ -215,19 +316,21 @@ impl WaitQueue {
         );
         let b = self.bucket_of(slab[key].arrival);
         let base = slab[key].spec.class.index();
-        let run = run_of(&slab[key]);
-        // The run for (bucket, base, late) lives in exactly one class, at or above `base`.
+        let (run, slot) = (run_of(&slab[key]), slab[key].tenant as usize);
+        // The run for (tenant, bucket, base, late) lives in exactly one class, at or above
+        // `base`.
         let class = (0..=base)
             .rev()
             .find(|&c| {
                 self.classes[c]
-                    .buckets
-                    .get(&b)
+                    .lanes
+                    .get(slot)
+                    .and_then(|l| l.buckets.get(&b))
                     .is_some_and(|bk| !bk.runs[run].is_empty())
             })
             .expect("a waiting entry is in its bucket's run");
         debug_assert!(contains(
-            &self.classes[class].buckets[&b].runs[run],
+            &self.classes[class].lanes[slot].buckets[&b].runs[run],
             slab,
             key
         ));
@@ -235,12 +338,22 @@ impl WaitQueue {
     }
 
     fn unlink_from(&mut self, slab: &mut Slab, key: u32, class: usize, b: u64, run: usize) {
+        let slot = slab[key].tenant;
         let cq = &mut self.classes[class];
-        let bucket = cq.buckets.get_mut(&b).expect("bucket exists");
+        let lane = &mut cq.lanes[slot as usize];
+        let bucket = lane.buckets.get_mut(&b).expect("bucket exists");
         bucket.runs[run].unlink(slab, key);
         bucket.len -= 1;
         if bucket.len == 0 {
-            cq.buckets.remove(&b);
+            lane.buckets.remove(&b);
+            cq.unindex(slot, b);
+        }
+        let lane = &mut cq.lanes[slot as usize];
+        lane.len -= 1;
+        if lane.len == 0 {
+            if let Some(f) = &mut self.fair {
+                f.leave(class, slot);
+            }
         }
         cq.len -= 1;
         self.by_base[run % MAX_CLASSES] -= 1;
@@ -248,19 +361,51 @@ impl WaitQueue {
         slab[key].place = Place::InHand;
     }
 
+    /// Takes the waiting entry `key` of effective class `class` off the queue.
+    fn take(&mut self, slab: &mut Slab, key: u32, class: usize) {
+        let b = self.bucket_of(slab[key].arrival);
+        let run = run_of(&slab[key]);
+        self.unlink_from(slab, key, class, b, run);
+    }
+
+    /// The next request of class `c` when none is overdue: its oldest, or with fairness on
+    /// the oldest of its least-served backlogged tenant.
+    fn next_of(&mut self, slab: &Slab, c: usize) -> Option<u32> {
+        let slot = match &mut self.fair {
+            Some(f) => {
+                let s = f.next(c)?;
+                f.picked(c, s);
+                s
+            }
+            None => 0,
+        };
+        self.classes[c].lanes.get(slot as usize)?.head(slab)
+    }
+
     /// Takes the next request to consider: the oldest overdue request of any class if there
-    /// is one, else the head of the most urgent non-empty class.
+    /// is one, else the next request of the most urgent non-empty class.
     pub(crate) fn pop_candidate(
         &mut self,
         slab: &mut Slab,
         now: Timestamp,
         max_wait: Duration,
     ) -> Option<Candidate> {
+        let max_wait_ns = nanos(max_wait);
         let mut first: Option<usize> = None;
         let mut oldest_overdue: Option<(usize, u32)> = None;
         for (c, cq) in self.classes.iter().enumerate() {
-            let Some(head) = cq.head(slab) else { continue };
+            let Some((&b, _)) = cq.buckets.iter().next() else {
+                continue;
+            };
             first.get_or_insert(c);
+            // Nothing in a bucket that began less than `max_wait` ago is overdue: skip the
+            // look at its lanes.
+            if now.0.saturating_sub(b.saturating_mul(self.width)) < max_wait_ns {
+                continue;
+            }
+            let Some(head) = cq.oldest(slab) else {
+                continue;
+            };
             let e = &slab[head];
             if now.saturating_since(e.arrival) >= max_wait
                 && oldest_overdue.is_none_or(|(_, k)| e.order_key() < slab[k].order_key())
@@ -268,23 +413,19 @@ impl WaitQueue {
                 oldest_overdue = Some((c, head));
             }
         }
-        let (class, overdue) = match oldest_overdue {
-            Some((c, _)) => (c, true),
-            None => (first?, false),
+        let (class, key, overdue) = match oldest_overdue {
+            Some((c, k)) => (c, k, true),
+            None => {
+                let c = first?;
+                (c, self.next_of(slab, c)?, false)
+            }
         };
-        let key = self.pop_head(slab, class)?;
+        self.take(slab, key, class);
         Some(Candidate {
             key,
             class: Class::from_index(class as u8),
             overdue,
         })
-    }
-
-    fn pop_head(&mut self, slab: &mut Slab, class: usize) -> Option<u32> {
-        let (&b, bucket) = self.classes[class].buckets.iter().next()?;
-        let (key, run) = bucket.head(slab)?;
-        self.unlink_from(slab, key, class, b, run);
-        Some(key)
     }
 
     /// Takes the oldest request that has waited at least `timeout`, if any.
@@ -294,11 +435,11 @@ impl WaitQueue {
         now: Timestamp,
         timeout: Duration,
     ) -> Option<Candidate> {
-        let (class, _) = (0..self.classes.len())
-            .filter_map(|c| self.classes[c].head(slab).map(|k| (c, k)))
+        let (class, key) = (0..self.classes.len())
+            .filter_map(|c| self.classes[c].oldest(slab).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= timeout)
             .min_by_key(|&(_, k)| slab[k].order_key())?;
-        let key = self.pop_head(slab, class)?;
+        self.take(slab, key, class);
         Some(Candidate {
             key,
             class: Class::from_index(class as u8),
@@ -306,8 +447,10 @@ impl WaitQueue {
         })
     }
 
-    /// Moves every bucket whose age passed its class's threshold up one class (or more).
-    /// Adds the number of requests promoted out of each class to `promoted`.
+    /// Moves every bucket whose age passed its class's threshold up one class (or more),
+    /// lane by lane: each tenant keeps its requests and, with fairness on, becomes
+    /// backlogged in the class above. Adds the number of requests promoted out of each
+    /// class to `promoted`.
     pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
         let mut total = 0;
         for c in (1..self.classes.len()).rev() {
@@ -315,19 +458,49 @@ impl WaitQueue {
                 if !self.aged_out(b, c, now) {
                     break;
                 }
-                let bucket = self.classes[c]
+                let slots = self.classes[c]
                     .buckets
                     .remove(&b)
                     .expect("first bucket exists");
-                let moved = bucket.len as usize;
-                self.classes[c].len -= moved;
-                self.classes[c - 1].len += moved;
-                promoted[c] += moved as u64;
-                total += moved as u64;
-                let target = self.classes[c - 1].buckets.entry(b).or_default();
-                target.len += bucket.len;
-                for (run, list) in target.runs.iter_mut().zip(bucket.runs) {
-                    run.absorb(slab, list);
+                for slot in slots {
+                    let (below, above) = self.classes.split_at_mut(c);
+                    let (from, to) = (&mut above[0], &mut below[c - 1]);
+                    let lane = &mut from.lanes[slot as usize];
+                    let bucket = lane.buckets.remove(&b).expect("indexed bucket exists");
+                    let moved = bucket.len as usize;
+                    lane.len -= moved;
+                    let emptied = lane.len == 0;
+                    from.len -= moved;
+                    let s = slot as usize;
+                    if to.lanes.len() <= s {
+                        to.lanes.resize_with(s + 1, Lane::default);
+                    }
+                    let joined = to.lanes[s].len == 0;
+                    match to.lanes[s].buckets.entry(b) {
+                        MapEntry::Vacant(v) => {
+                            to.buckets.entry(b).or_default().push(slot);
+                            v.insert(bucket);
+                        }
+                        MapEntry::Occupied(mut o) => {
+                            let target = o.get_mut();
+                            target.len += bucket.len;
+                            for (run, list) in target.runs.iter_mut().zip(bucket.runs) {
+                                run.absorb(slab, list);
+                            }
+                        }
+                    }
+                    to.lanes[s].len += moved;
+                    to.len += moved;
+                    if let Some(f) = &mut self.fair {
+                        if emptied {
+                            f.leave(c, slot);
+                        }
+                        if joined {
+                            f.join(c - 1, slot);
+                        }
+                    }
+                    promoted[c] += moved as u64;
+                    total += moved as u64;
                 }
             }
         }
@@ -338,69 +511,78 @@ impl WaitQueue {
     pub(crate) fn keys_in_order(&self, slab: &Slab) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len);
         for cq in &self.classes {
-            for bucket in cq.buckets.values() {
-                let mut runs: Vec<u32> = bucket.runs.iter().flat_map(|r| r.keys(slab)).collect();
-                runs.sort_by_key(|&k| slab[k].order_key());
-                out.extend(runs);
+            for (b, slots) in &cq.buckets {
+                let mut keys: Vec<u32> = slots
+                    .iter()
+                    .flat_map(|&s| cq.lanes[s as usize].buckets[b].runs.iter())
+                    .flat_map(|r| r.keys(slab))
+                    .collect();
+                keys.sort_by_key(|&k| slab[k].order_key());
+                out.extend(keys);
             }
         }
         out
     }
 
     /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
-    /// sorted and linked both ways, and every entry's place names its bucket.
+    /// sorted and linked both ways, every entry's place names its bucket and lane, the
+    /// bucket index names exactly the lanes holding each bucket, and the fair order holds
+    /// exactly the non-empty lanes.
     pub(crate) fn check(&self, slab: &Slab) -> Result<(), String> {
         let mut total = 0;
         let mut by_base = [0usize; MAX_CLASSES];
         for (c, cq) in self.classes.iter().enumerate() {
             let mut class_total = 0;
-            for (&b, bucket) in &cq.buckets {
-                let mut n = 0;
-                for (r, run) in bucket.runs.iter().enumerate() {
-                    let base = r % MAX_CLASSES;
-                    let mut prev = NIL;
-                    let mut count = 0;
-                    for k in run.keys(slab) {
-                        let e = &slab[k];
-                        if e.prev != prev {
-                            return Err(format!("class {c} bucket {b}: broken back link at {k}"));
-                        }
-                        if prev != NIL && slab[prev].order_key() > e.order_key() {
-                            return Err(format!("class {c} bucket {b}: run out of order at {k}"));
-                        }
-                        if e.place != Place::Waiting
-                            || self.bucket_of(e.arrival) != b
-                            || run_of(e) != r
-                        {
-                            return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
-                        }
-                        if c > base {
-                            return Err(format!("entry {k} sits below its base class"));
-                        }
-                        prev = k;
-                        count += 1;
-                    }
-                    if count != run.len || run.tail != prev {
-                        return Err(format!(
-                            "class {c} bucket {b} run {base}: length or tail wrong"
-                        ));
-                    }
-                    by_base[base] += count as usize;
-                    n += count;
+            for (slot, lane) in cq.lanes.iter().enumerate() {
+                if self.fair.is_none() && slot > 0 && lane.len > 0 {
+                    return Err(format!("class {c}: lane {slot} used with fairness off"));
                 }
-                if n != bucket.len || n == 0 {
+                let mut lane_total = 0;
+                for (&b, bucket) in &lane.buckets {
+                    if !cq
+                        .buckets
+                        .get(&b)
+                        .is_some_and(|s| s.contains(&(slot as u32)))
+                    {
+                        return Err(format!("class {c} lane {slot}: bucket {b} not indexed"));
+                    }
+                    let n = check_bucket(self, slab, c, slot, b, bucket, &mut by_base)?;
+                    lane_total += n as usize;
+                }
+                if lane_total != lane.len {
                     return Err(format!(
-                        "class {c} bucket {b}: len {} but {n} entries",
-                        bucket.len
+                        "class {c} lane {slot}: len {} but {lane_total} entries",
+                        lane.len
                     ));
                 }
-                class_total += n as usize;
+                class_total += lane_total;
+            }
+            for (b, slots) in &cq.buckets {
+                for (i, &s) in slots.iter().enumerate() {
+                    if slots[..i].contains(&s)
+                        || !cq
+                            .lanes
+                            .get(s as usize)
+                            .is_some_and(|l| l.buckets.contains_key(b))
+                    {
+                        return Err(format!(
+                            "class {c}: bucket {b} indexed for lane {s} wrongly"
+                        ));
+                    }
+                }
             }
             if class_total != cq.len {
                 return Err(format!(
                     "class {c}: len {} but {class_total} entries",
                     cq.len
                 ));
+            }
+            if let Some(f) = &self.fair {
+                f.check(
+                    c,
+                    |s| cq.lanes.get(s as usize).is_some_and(|l| l.len > 0),
+                    cq.lanes.len() as u32,
+                )?;
             }
             total += class_total;
         }
@@ -409,6 +591,59 @@ impl WaitQueue {
         }
         Ok(())
     }
+}
+
+/// Checks one bucket of lane `slot` of class `c`; returns its entries.
+fn check_bucket(
+    q: &WaitQueue,
+    slab: &Slab,
+    c: usize,
+    slot: usize,
+    b: u64,
+    bucket: &Bucket,
+    by_base: &mut [usize; MAX_CLASSES],
+) -> Result<u32, String> {
+    let mut n = 0;
+    for (r, run) in bucket.runs.iter().enumerate() {
+        let base = r % MAX_CLASSES;
+        let mut prev = NIL;
+        let mut count = 0;
+        for k in run.keys(slab) {
+            let e = &slab[k];
+            if e.prev != prev {
+                return Err(format!("class {c} bucket {b}: broken back link at {k}"));
+            }
+            if prev != NIL && slab[prev].order_key() > e.order_key() {
+                return Err(format!("class {c} bucket {b}: run out of order at {k}"));
+            }
+            if e.place != Place::Waiting
+                || q.bucket_of(e.arrival) != b
+                || run_of(e) != r
+                || e.tenant as usize != slot
+            {
+                return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
+            }
+            if c > base {
+                return Err(format!("entry {k} sits below its base class"));
+            }
+            prev = k;
+            count += 1;
+        }
+        if count != run.len || run.tail != prev {
+            return Err(format!(
+                "class {c} bucket {b} run {base}: length or tail wrong"
+            ));
+        }
+        by_base[base] += count as usize;
+        n += count;
+    }
+    if n != bucket.len || n == 0 {
+        return Err(format!(
+            "class {c} bucket {b}: len {} but {n} entries",
+            bucket.len
+        ));
+    }
+    Ok(n)
 }
 
 fn contains(list: &List, slab: &Slab, key: u32) -> bool {

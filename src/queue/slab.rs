@@ -11,6 +11,9 @@ use crate::time::Timestamp;
 /// The null key (end of a list).
 pub(crate) const NIL: u32 = u32::MAX;
 
+/// The tenant slot of an entry not (yet) given one: never queued with it.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
 /// Where an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -60,6 +63,9 @@ pub(crate) struct Entry {
     pub(crate) planned: u32,
     /// The step `planned` belongs to.
     pub(crate) planned_step: u32,
+    /// The tenant's slot (`crate::fair::tenants`); 0 with fairness off, [`NO_SLOT`]
+    /// until the scheduler assigns it.
+    pub(crate) tenant: u32,
 }
 
 impl Entry {
@@ -84,6 +90,7 @@ impl Entry {
             run_step: 0,
             planned: 0,
             planned_step: 0,
+            tenant: NO_SLOT,
         }
     }
 

@@ -72,6 +72,7 @@ impl Scheduler {
         }
         // The engine may have grown the KV further than this scheduler planned.
         e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));
+        self.charge(key, super::fairness::Tokens::Output, new_output);
         Ok(())
     }
 

@@ -102,6 +102,9 @@ impl Scheduler {
         }
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
+        if !self.assign_tenant(key, now, out) {
+            return;
+        }
         self.wait.insert_new(&mut self.slab, key, now);
         self.slo.queued(spec.id, spec.class, arrival);
     }

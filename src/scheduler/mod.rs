@@ -6,6 +6,7 @@
 //! preemption), `engine.rs` (the engine's progress and finish callbacks, hand-off).
 
 mod engine;
+mod fairness;
 mod ingest;
 mod plan;
 mod reload;
@@ -92,6 +93,10 @@ pub struct Scheduler {
     metrics: StepMetrics,
     /// Per class counts of the current step, for the metrics.
     step_counts: [ClassStep; MAX_CLASSES],
+    /// Tenants held, with fairness on (`fairness.rs`).
+    tenants: crate::fair::tenants::Tenants,
+    /// When the per-tenant gauges were last set.
+    tenant_metrics_at: Option<Timestamp>,
 }
 
 impl Scheduler {
@@ -113,6 +118,7 @@ impl Scheduler {
         let classes = config.class_set();
         let slo = SloTracker::new(config.slo.clone(), &classes)?;
         let metrics = StepMetrics::new(&classes, Some(&config.slo));
+        let config_fairness = config.fairness.clone();
         let sched = Scheduler {
             shared: Arc::clone(&shared),
             classes,
@@ -137,6 +143,8 @@ impl Scheduler {
             slo,
             metrics,
             step_counts: [ClassStep::default(); MAX_CLASSES],
+            tenants: crate::fair::tenants::Tenants::new(&config_fairness),
+            tenant_metrics_at: None,
         };
         Ok((sched, Submitter { shared }))
     }
@@ -256,6 +264,13 @@ impl Scheduler {
             kv_total_blocks: self.config.engine.total_blocks,
         });
         self.metrics.publish_slo(&mut self.slo, now);
+        if self
+            .tenant_metrics_at
+            .is_none_or(|t| now.saturating_since(t) >= crate::metrics::DEFAULT_COMPLIANCE_INTERVAL)
+        {
+            self.tenant_metrics_at = Some(now);
+            self.publish_tenant_depths();
+        }
         self.step_counts = [ClassStep::default(); MAX_CLASSES];
     }
 
@@ -305,7 +320,8 @@ impl Scheduler {
         let i = class.index().min(MAX_CLASSES - 1);
         let mut c = self.counters.per_class[i];
         c.submitted = submitted[i];
-        c.refused = refused[i];
+        // Refused at submit, plus refused when drained (past the tenant limit).
+        c.refused += refused[i];
         c.waiting = self.wait.base_len(i) as u64;
         c.running = self
             .running
@@ -334,6 +350,7 @@ impl Scheduler {
             .iter()
             .chain([&self.counters.retired])
         {
+            c.refused += pc.refused; // refused when drained
             c.finished += pc.finished;
             c.cancelled += pc.cancelled;
             c.timed_out += pc.timed_out;
@@ -347,13 +364,20 @@ impl Scheduler {
     /// queue's structure, and the indexes agreeing. For tests; O(requests held).
     pub fn check_invariants(&self) -> Result<(), String> {
         let c = self.conservation();
-        if c.submitted < c.refused + self.drained {
+        let refused_when_drained: u64 = self
+            .counters
+            .per_class
+            .iter()
+            .chain([&self.counters.retired])
+            .map(|pc| pc.refused)
+            .sum();
+        if c.submitted < c.refused - refused_when_drained + self.drained {
             return Err(format!(
                 "more drained than accepted: {c}, drained {}",
                 self.drained
             ));
         }
-        let ended = c.finished + c.cancelled + c.timed_out + c.evicted;
+        let ended = refused_when_drained + c.finished + c.cancelled + c.timed_out + c.evicted;
         if self.drained != c.waiting + c.running + ended {
             return Err(format!("drained {} != held + ended: {c}", self.drained));
         }
@@ -388,6 +412,7 @@ impl Scheduler {
     /// one that counts. Returns the outcome counted.
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
         let e = self.slab.remove(key);
+        self.release_tenant(e.tenant);
         let outcome = match e.ticket.finish() {
             crate::ticket::CANCEL_QUEUED | crate::ticket::CANCEL_RUNNING => Outcome::Cancelled,
             _ => outcome,

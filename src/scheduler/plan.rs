@@ -236,13 +236,21 @@ impl Scheduler {
         };
         self.counters.per_class[e.spec.class.index()].admitted += 1;
         self.step_counts[e.spec.class.index()].admitted += 1;
+        let first_run = e.preemptions == 0;
+        let prompt = e.spec.prompt_tokens;
         self.running.push(key);
+        if first_run {
+            // The prompt counts once toward the tenant's fair share; a recompute after a
+            // preemption is the scheduler's cost, not more service to the tenant.
+            self.charge(key, super::fairness::Tokens::Prompt, prompt);
+        }
         self.slo.admitted(admitted.id, now);
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
             id = admitted.id.0,
             class = admitted.class.index(),
             effective_class = admitted.effective_class.index(),
+            tenant = ?self.slab[key].spec.tenant.map(|t| t.0),
             waited_ms = admitted.waited.as_millis() as u64,
             overdue = admitted.overdue,
             resumed = admitted.resumed,

@@ -224,6 +224,7 @@ impl Scheduler {
             e.run_class = remap(e.run_class);
         }
         let mut wait = new_wait_queue(&config);
+        self.reassign_tenants(&config.fairness);
         for k in waiting {
             self.slab[k].place = Place::InHand;
             self.slab[k].spec.class = remap(self.slab[k].spec.class);
@@ -305,5 +306,6 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
             .iter()
             .map(|c| c.promote_after_ms.map(Duration::from_millis))
             .collect(),
+        config.fairness.enabled,
     )
 }

@@ -1,0 +1,185 @@
+//! The virtual token counters and, per class, the order of the backlogged tenants by
+//! counter. Owned by the wait queue, which tells it when a tenant's lane in a class becomes
+//! non-empty ([`FairShare::join`]) or empty ([`FairShare::leave`]) and asks it for the next
+//! tenant ([`FairShare::next`]). The scheduler charges service ([`FairShare::charge`]).
+//!
+//! Every operation is O(log backlogged tenants) and independent of the requests queued.
+
+use crate::class::MAX_CLASSES;
+use std::collections::BTreeSet;
+
+/// Service is counted in thousandths of a weighted token, so fractional weights keep their
+/// precision in integer counters.
+pub(crate) const SCALE: f64 = 1000.0;
+
+/// The service of `tokens` tokens at `token_weight` for a tenant of weight `tenant_weight`,
+/// in counter units (saturating).
+pub(crate) fn service(tokens: u64, token_weight: f64, tenant_weight: f64) -> u64 {
+    // `as` saturates: an absurd product ends at u64::MAX instead of wrapping.
+    (tokens as f64 * token_weight * SCALE / tenant_weight).round() as u64
+}
+
+/// Counters and backlogged sets.
+#[derive(Default)]
+pub(crate) struct FairShare {
+    /// `counters[slot][c]`: the weighted service tenant `slot` received in class `c`,
+    /// raised by the lift. A slot past the end has received none.
+    counters: Vec<[u64; MAX_CLASSES]>,
+    /// `backlogged[c]` holds `(counters[slot][c], slot)` for exactly the tenants with a
+    /// request waiting in class `c`; its first element is the class's next tenant.
+    backlogged: [BTreeSet<(u64, u32)>; MAX_CLASSES],
+    /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
+    /// while it is charged). The lift for a tenant joining a class where none is backlogged.
+    last: [(u32, u64); MAX_CLASSES],
+}
+
+impl FairShare {
+    /// Tenant `slot`'s counter in class `c`.
+    pub(crate) fn counter(&self, c: usize, slot: u32) -> u64 {
+        self.counters.get(slot as usize).map_or(0, |k| k[c])
+    }
+
+    fn counter_mut(&mut self, c: usize, slot: u32) -> &mut u64 {
+        let i = slot as usize;
+        if i >= self.counters.len() {
+            self.counters.resize(i + 1, [0; MAX_CLASSES]);
+        }
+        &mut self.counters[i][c]
+    }
+
+    /// Tenant `slot` now has a request waiting in class `c` and had none: it is lifted to
+    /// the smallest counter backlogged there (so idle time is not banked) and joins the
+    /// order.
+    pub(crate) fn join(&mut self, c: usize, slot: u32) {
+        let floor = self.backlogged[c]
+            .first()
+            .map_or(self.last[c].1, |&(v, _)| v);
+        let k = self.counter_mut(c, slot);
+        *k = (*k).max(floor);
+        let v = *k;
+        let fresh = self.backlogged[c].insert((v, slot));
+        debug_assert!(fresh, "tenant {slot} joined class {c} twice");
+    }
+
+    /// Tenant `slot` has no request waiting in class `c` any more.
+    pub(crate) fn leave(&mut self, c: usize, slot: u32) {
+        let v = self.counter(c, slot);
+        let was = self.backlogged[c].remove(&(v, slot));
+        debug_assert!(was, "tenant {slot} left class {c} without joining");
+    }
+
+    /// The backlogged tenant of class `c` with the least service (ties: lowest slot).
+    pub(crate) fn next(&self, c: usize) -> Option<u32> {
+        self.backlogged[c].first().map(|&(_, s)| s)
+    }
+
+    /// Records that tenant `slot` was served next in class `c`.
+    pub(crate) fn picked(&mut self, c: usize, slot: u32) {
+        self.last[c] = (slot, self.counter(c, slot));
+    }
+
+    /// Adds `amount` of service to tenant `slot` in class `c`, moving it in the order if it
+    /// is backlogged there.
+    pub(crate) fn charge(&mut self, c: usize, slot: u32, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        let old = self.counter(c, slot);
+        let new = old.saturating_add(amount);
+        if self.backlogged[c].remove(&(old, slot)) {
+            self.backlogged[c].insert((new, slot));
+        }
+        *self.counter_mut(c, slot) = new;
+        if self.last[c].0 == slot {
+            self.last[c].1 = new;
+        }
+    }
+
+    /// Starts slot `slot` afresh for a new tenant (its previous tenant is gone).
+    pub(crate) fn forget(&mut self, slot: u32) {
+        if let Some(k) = self.counters.get_mut(slot as usize) {
+            debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(&(k[c], slot))));
+            *k = [0; MAX_CLASSES];
+        }
+    }
+
+    /// Checks that class `c`'s order holds exactly the tenants `is_backlogged` names, at
+    /// their current counters.
+    pub(crate) fn check(
+        &self,
+        c: usize,
+        mut is_backlogged: impl FnMut(u32) -> bool,
+        slots: u32,
+    ) -> Result<(), String> {
+        for &(v, s) in &self.backlogged[c] {
+            if v != self.counter(c, s) || !is_backlogged(s) {
+                return Err(format!(
+                    "class {c}: tenant {s} is ordered but not backlogged"
+                ));
+            }
+        }
+        let n = (0..slots).filter(|&s| is_backlogged(s)).count();
+        if n != self.backlogged[c].len() {
+            return Err(format!(
+                "class {c}: {n} tenants backlogged but {} ordered",
+                self.backlogged[c].len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_served_backlogged_tenant_goes_next() {
+        let mut f = FairShare::default();
+        f.join(0, 1);
+        f.join(0, 2);
+        f.charge(0, 1, 500);
+        assert_eq!(f.next(0), Some(2));
+        f.charge(0, 2, 600);
+        assert_eq!(f.next(0), Some(1));
+        f.leave(0, 1);
+        assert_eq!(f.next(0), Some(2));
+        f.leave(0, 2);
+        assert_eq!(f.next(0), None);
+    }
+
+    #[test]
+    fn a_returning_tenant_is_lifted_to_the_backlogged_minimum() {
+        let mut f = FairShare::default();
+        f.join(1, 1);
+        f.charge(1, 1, 10_000);
+        f.join(1, 2); // lifted to tenant 1's 10_000: no credit for having been away
+        assert_eq!(f.counter(1, 2), 10_000);
+        // A tenant that was served more than the minimum keeps its own counter.
+        f.charge(1, 2, 5_000);
+        f.leave(1, 2);
+        f.join(1, 2);
+        assert_eq!(f.counter(1, 2), 15_000);
+    }
+
+    #[test]
+    fn with_nobody_backlogged_the_lift_is_the_last_served_tenant() {
+        let mut f = FairShare::default();
+        f.join(0, 3);
+        f.picked(0, 3);
+        f.leave(0, 3);
+        f.charge(0, 3, 7_000); // charged after being picked (its prompt at admission)
+        f.join(0, 4);
+        assert_eq!(f.counter(0, 4), 7_000);
+        // Classes are independent.
+        f.join(2, 5);
+        assert_eq!(f.counter(2, 5), 0);
+    }
+
+    #[test]
+    fn service_divides_by_the_tenant_weight_and_saturates() {
+        assert_eq!(service(10, 1.0, 1.0), 10_000);
+        assert_eq!(service(10, 2.0, 4.0), 5_000);
+        assert_eq!(service(u64::MAX, 2.0, 1e-9), u64::MAX);
+    }
+}

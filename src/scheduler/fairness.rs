@@ -1,0 +1,177 @@
+//! The scheduler's side of fairness between tenants: giving drained requests their
+//! tenant's slot (or refusing one tenant too many), charging service to the fair counters,
+//! and the opt-in per-tenant metrics. The order itself lives in the wait queue.
+
+use super::Scheduler;
+use crate::counters::Outcome;
+use crate::decision::{Decision, RejectReason, Rejected};
+use crate::fair::share::{service, SCALE};
+use crate::fair::tenants::Tenants;
+use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
+use crate::request::TenantId;
+use crate::time::Timestamp;
+
+/// A tenant as a metric label: its id in decimal, or `none`.
+fn tenant_label(t: Option<TenantId>) -> String {
+    t.map_or_else(|| "none".to_string(), |t| t.0.to_string())
+}
+
+use crate::queue::slab::NO_SLOT;
+
+/// Which tokens a charge is for.
+#[derive(Clone, Copy)]
+pub(super) enum Tokens {
+    Prompt,
+    Output,
+}
+
+impl Scheduler {
+    /// Gives a drained entry its tenant's slot. With fairness off every entry is in slot 0.
+    /// Returns `false`, having ended the entry as refused, if its tenant is new and the
+    /// tenant limit is reached.
+    pub(super) fn assign_tenant(&mut self, key: u32, now: Timestamp, out: &mut Decision) -> bool {
+        if !self.config.fairness.enabled {
+            self.slab[key].tenant = 0;
+            return true;
+        }
+        let tenant = self.slab[key].spec.tenant;
+        match self.tenants.acquire(tenant) {
+            Ok((slot, fresh)) => {
+                if fresh {
+                    if let Some(f) = self.wait.fair_mut() {
+                        f.forget(slot);
+                    }
+                }
+                self.slab[key].tenant = slot;
+                true
+            }
+            Err(_) => {
+                let (id, class) = (self.slab[key].spec.id, self.slab[key].spec.class);
+                self.slab[key].tenant = NO_SLOT;
+                let max_tenants = self.config.fairness.max_tenants;
+                tracing::debug!(
+                    id = id.0,
+                    class = class.index(),
+                    tenant = ?tenant.map(|t| t.0),
+                    max_tenants,
+                    "refused: one tenant past the tenant limit"
+                );
+                crate::metrics::record_refused(
+                    self.classes.name(class),
+                    crate::metrics::RefuseReason::TenantLimit,
+                );
+                if self.end(key, Outcome::Refused, now) == Outcome::Cancelled {
+                    out.cancelled.push(id);
+                } else {
+                    out.rejected.push(Rejected {
+                        id,
+                        class,
+                        reason: RejectReason::TenantLimit {
+                            tenant,
+                            max_tenants,
+                        },
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Frees an ending entry's hold on its tenant.
+    pub(super) fn release_tenant(&mut self, slot: u32) {
+        if self.config.fairness.enabled && slot != NO_SLOT {
+            self.tenants.release(slot);
+        }
+    }
+
+    /// Charges `tokens` tokens of service to the entry's tenant in the class it runs in.
+    pub(super) fn charge(&mut self, key: u32, kind: Tokens, tokens: u32) {
+        let cfg = &self.config.fairness;
+        if !cfg.enabled || tokens == 0 {
+            return;
+        }
+        let e = &self.slab[key];
+        let (slot, class) = (e.tenant, e.run_class.index());
+        if slot == NO_SLOT {
+            return;
+        }
+        let token_weight = match kind {
+            Tokens::Prompt => cfg.prompt_token_weight,
+            Tokens::Output => cfg.output_token_weight,
+        };
+        let amount = service(u64::from(tokens), token_weight, self.tenants.weight(slot));
+        if let Some(f) = self.wait.fair_mut() {
+            f.charge(class, slot, amount);
+        }
+        if cfg.tenant_metrics {
+            let kind = match kind {
+                Tokens::Prompt => "prompt",
+                Tokens::Output => "output",
+            };
+            metrics::counter!(
+                TENANT_TOKENS,
+                "class" => self.classes.name(e.run_class).to_string(),
+                "tenant" => tenant_label(e.spec.tenant),
+                "kind" => kind,
+            )
+            .increment(u64::from(tokens));
+        }
+    }
+
+    /// Sets the per-tenant queue-depth gauges (with `tenant_metrics` on): one per held
+    /// tenant and class. O(tenants × classes); called with the compliance refresh.
+    pub(super) fn publish_tenant_depths(&mut self) {
+        if !(self.config.fairness.enabled && self.config.fairness.tenant_metrics) {
+            return;
+        }
+        for slot in 0..self.tenants.slots() {
+            if self.tenants.requests(slot) == 0 {
+                continue;
+            }
+            let tenant = self.tenants.tenant(slot);
+            for class in self.classes.iter() {
+                let n = self.wait.lane_len(class.index(), slot);
+                metrics::gauge!(
+                    TENANT_WAITING,
+                    "class" => self.classes.name(class).to_string(),
+                    "tenant" => tenant_label(tenant),
+                )
+                .set(n as f64);
+            }
+        }
+    }
+
+    /// Tenants with a request held (waiting or running), with fairness on.
+    pub fn tenants_held(&self) -> usize {
+        if self.config.fairness.enabled {
+            self.tenants.len()
+        } else {
+            0
+        }
+    }
+
+    /// The service `tenant` has been counted in `class` (weighted tokens divided by its
+    /// weight, after lifts), while fairness is on and the tenant is held. The counter that
+    /// orders the class's tenants.
+    pub fn tenant_service(&self, tenant: Option<TenantId>, class: crate::Class) -> Option<f64> {
+        let f = self.wait.fair()?;
+        let slot = self.tenants.slot_of(tenant)?;
+        Some(f.counter(class.index(), slot) as f64 / SCALE)
+    }
+
+    /// A fresh registry for `config`, with every held entry given its slot again (a
+    /// reload: the queue is being rebuilt, and the fair counters start afresh). Tenants
+    /// held past a lowered limit stay until they drain.
+    pub(super) fn reassign_tenants(&mut self, config: &crate::fair::FairnessConfig) {
+        self.tenants = Tenants::new(config);
+        let enabled = config.enabled;
+        let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.slab[k].tenant = if enabled {
+                self.tenants.acquire_held(self.slab[k].spec.tenant)
+            } else {
+                0
+            };
+        }
+    }
+}
