@@ -27,8 +27,20 @@ fn bench_steps(
     cfg: triage::SchedulerConfig,
     n: usize,
 ) {
+    bench_steps_tenants(g, id, cfg, n, 0);
+}
+
+/// [`bench_steps`] with requests spread round robin over `tenants` tenants.
+fn bench_steps_tenants(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    cfg: triage::SchedulerConfig,
+    n: usize,
+    tenants: u64,
+) {
     let window = common::fill_window(&cfg);
     let mut b = Bench::new(cfg);
+    b.tenants = tenants;
     b.fill(n, window, 4096, mixed_class);
     g.bench_function(id, |bch| {
         bch.iter_custom(|iters| {
@@ -96,5 +108,19 @@ fn tracking(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step, tracking);
+/// The same step at 100k queued from 1,000 tenants, with fairness between tenants on and
+/// off: the cost of per-tenant lanes and the virtual token counters.
+fn fairness(c: &mut Criterion) {
+    let mut g = group(c, "step_fairness_1000_tenants_100k");
+    for on in [true, false] {
+        let mut cfg = common::config(100_000, 8192);
+        cfg.fairness.enabled = on;
+        cfg.fairness.max_tenants = 1_000;
+        let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
+        bench_steps_tenants(&mut g, id, cfg, 100_000, 1_000);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, tracking, fairness);
 criterion_main!(benches);

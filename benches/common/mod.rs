@@ -72,6 +72,8 @@ pub struct Bench {
     pub d: Decision,
     /// Next request id.
     pub next_id: u64,
+    /// Tenants the requests are spread over, round robin (0: requests carry no tenant).
+    pub tenants: u64,
 }
 
 impl Bench {
@@ -85,6 +87,7 @@ impl Bench {
             clock,
             d: Decision::default(),
             next_id: 0,
+            tenants: 0,
         }
     }
 
@@ -92,9 +95,11 @@ impl Bench {
     pub fn submit(&mut self, class: Class) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.api
-            .submit(RequestSpec::new(id, class, PROMPT, MAX_NEW))
-            .expect("bench submit refused");
+        let mut spec = RequestSpec::new(id, class, PROMPT, MAX_NEW);
+        if self.tenants > 0 {
+            spec = spec.with_tenant(triage::TenantId(id % self.tenants));
+        }
+        self.api.submit(spec).expect("bench submit refused");
         id
     }
 

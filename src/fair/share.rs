@@ -4,9 +4,111 @@
 //! tenant ([`FairShare::next`]). The scheduler charges service ([`FairShare::charge`]).
 //!
 //! Every operation is O(log backlogged tenants) and independent of the requests queued.
+//! The per-class order is an indexed binary min-heap: a charge moves one tenant down in
+//! place (a BTreeSet's remove and insert cost several times more, and a step charges once
+//! per admission).
 
 use crate::class::MAX_CLASSES;
-use std::collections::BTreeSet;
+
+/// Not in the heap.
+const ABSENT: u32 = u32::MAX;
+
+/// A binary min-heap of `(counter, slot)` with each slot's position, so a slot's key can
+/// change in place.
+#[derive(Default)]
+struct Order {
+    /// The heap: `heap[i] <= heap[2i+1], heap[2i+2]`.
+    heap: Vec<(u64, u32)>,
+    /// `pos[slot]`: the index of `slot` in `heap`, or [`ABSENT`]. Slots past the end are
+    /// absent.
+    pos: Vec<u32>,
+}
+
+impl Order {
+    fn first(&self) -> Option<(u64, u32)> {
+        self.heap.first().copied()
+    }
+
+    fn contains(&self, slot: u32) -> bool {
+        self.pos.get(slot as usize).is_some_and(|&p| p != ABSENT)
+    }
+
+    fn set_pos(&mut self, i: usize) {
+        let slot = self.heap[i].1 as usize;
+        self.pos[slot] = i as u32;
+    }
+
+    fn up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent] <= self.heap[i] {
+                break;
+            }
+            self.heap.swap(parent, i);
+            self.set_pos(i);
+            i = parent;
+        }
+        self.set_pos(i);
+    }
+
+    fn down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < n && self.heap[l] < self.heap[least] {
+                least = l;
+            }
+            if r < n && self.heap[r] < self.heap[least] {
+                least = r;
+            }
+            if least == i {
+                break;
+            }
+            self.heap.swap(least, i);
+            self.set_pos(i);
+            i = least;
+        }
+        self.set_pos(i);
+    }
+
+    /// Adds `slot` (absent) with `key`.
+    fn insert(&mut self, key: u64, slot: u32) {
+        let s = slot as usize;
+        if self.pos.len() <= s {
+            self.pos.resize(s + 1, ABSENT);
+        }
+        debug_assert_eq!(self.pos[s], ABSENT);
+        self.heap.push((key, slot));
+        self.up(self.heap.len() - 1);
+    }
+
+    /// Removes `slot`; whether it was there.
+    fn remove(&mut self, slot: u32) -> bool {
+        let Some(&p) = self.pos.get(slot as usize).filter(|&&p| p != ABSENT) else {
+            return false;
+        };
+        let i = p as usize;
+        self.pos[slot as usize] = ABSENT;
+        let last = self.heap.pop().expect("a present slot is in the heap");
+        if i < self.heap.len() {
+            self.heap[i] = last;
+            self.down(i);
+            self.up(self.pos[last.1 as usize] as usize);
+        }
+        true
+    }
+
+    /// Raises `slot`'s key to `key`, if present.
+    fn raise(&mut self, slot: u32, key: u64) {
+        if let Some(&p) = self.pos.get(slot as usize).filter(|&&p| p != ABSENT) {
+            let i = p as usize;
+            debug_assert!(key >= self.heap[i].0);
+            self.heap[i].0 = key;
+            self.down(i);
+        }
+    }
+}
 
 /// Service is counted in thousandths of a weighted token, so fractional weights keep their
 /// precision in integer counters.
@@ -26,8 +128,8 @@ pub(crate) struct FairShare {
     /// raised by the lift. A slot past the end has received none.
     counters: Vec<[u64; MAX_CLASSES]>,
     /// `backlogged[c]` holds `(counters[slot][c], slot)` for exactly the tenants with a
-    /// request waiting in class `c`; its first element is the class's next tenant.
-    backlogged: [BTreeSet<(u64, u32)>; MAX_CLASSES],
+    /// request waiting in class `c`; its least element is the class's next tenant.
+    backlogged: [Order; MAX_CLASSES],
     /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
     /// while it is charged). The lift for a tenant joining a class where none is backlogged.
     last: [(u32, u64); MAX_CLASSES],
@@ -53,24 +155,26 @@ impl FairShare {
     pub(crate) fn join(&mut self, c: usize, slot: u32) {
         let floor = self.backlogged[c]
             .first()
-            .map_or(self.last[c].1, |&(v, _)| v);
+            .map_or(self.last[c].1, |(v, _)| v);
         let k = self.counter_mut(c, slot);
         *k = (*k).max(floor);
         let v = *k;
-        let fresh = self.backlogged[c].insert((v, slot));
-        debug_assert!(fresh, "tenant {slot} joined class {c} twice");
+        debug_assert!(
+            !self.backlogged[c].contains(slot),
+            "tenant {slot} joined class {c} twice"
+        );
+        self.backlogged[c].insert(v, slot);
     }
 
     /// Tenant `slot` has no request waiting in class `c` any more.
     pub(crate) fn leave(&mut self, c: usize, slot: u32) {
-        let v = self.counter(c, slot);
-        let was = self.backlogged[c].remove(&(v, slot));
+        let was = self.backlogged[c].remove(slot);
         debug_assert!(was, "tenant {slot} left class {c} without joining");
     }
 
     /// The backlogged tenant of class `c` with the least service (ties: lowest slot).
     pub(crate) fn next(&self, c: usize) -> Option<u32> {
-        self.backlogged[c].first().map(|&(_, s)| s)
+        self.backlogged[c].first().map(|(_, s)| s)
     }
 
     /// Records that tenant `slot` was served next in class `c`.
@@ -86,10 +190,8 @@ impl FairShare {
         }
         let old = self.counter(c, slot);
         let new = old.saturating_add(amount);
-        if self.backlogged[c].remove(&(old, slot)) {
-            self.backlogged[c].insert((new, slot));
-        }
         *self.counter_mut(c, slot) = new;
+        self.backlogged[c].raise(slot, new);
         if self.last[c].0 == slot {
             self.last[c].1 = new;
         }
@@ -98,7 +200,7 @@ impl FairShare {
     /// Starts slot `slot` afresh for a new tenant (its previous tenant is gone).
     pub(crate) fn forget(&mut self, slot: u32) {
         if let Some(k) = self.counters.get_mut(slot as usize) {
-            debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(&(k[c], slot))));
+            debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(slot)));
             *k = [0; MAX_CLASSES];
         }
     }
@@ -111,18 +213,22 @@ impl FairShare {
         mut is_backlogged: impl FnMut(u32) -> bool,
         slots: u32,
     ) -> Result<(), String> {
-        for &(v, s) in &self.backlogged[c] {
+        let order = &self.backlogged[c];
+        for (i, &(v, s)) in order.heap.iter().enumerate() {
             if v != self.counter(c, s) || !is_backlogged(s) {
                 return Err(format!(
                     "class {c}: tenant {s} is ordered but not backlogged"
                 ));
             }
+            if order.pos[s as usize] as usize != i || (i > 0 && order.heap[(i - 1) / 2] > (v, s)) {
+                return Err(format!("class {c}: heap broken at tenant {s}"));
+            }
         }
         let n = (0..slots).filter(|&s| is_backlogged(s)).count();
-        if n != self.backlogged[c].len() {
+        if n != self.backlogged[c].heap.len() {
             return Err(format!(
                 "class {c}: {n} tenants backlogged but {} ordered",
-                self.backlogged[c].len()
+                self.backlogged[c].heap.len()
             ));
         }
         Ok(())
@@ -174,6 +280,42 @@ mod tests {
         // Classes are independent.
         f.join(2, 5);
         assert_eq!(f.counter(2, 5), 0);
+    }
+
+    #[test]
+    fn the_heap_orders_like_a_sorted_set_under_random_changes() {
+        // Against a BTreeSet of (key, slot), over a deterministic pseudo-random sequence.
+        let mut heap = Order::default();
+        let mut set = std::collections::BTreeSet::new();
+        let mut keys = [0u64; 64];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let slot = (x % 64) as u32;
+            let s = slot as usize;
+            match (x >> 8) % 3 {
+                0 if !heap.contains(slot) => {
+                    keys[s] += (x >> 20) % 5;
+                    heap.insert(keys[s], slot);
+                    set.insert((keys[s], slot));
+                }
+                1 => {
+                    assert_eq!(heap.remove(slot), set.remove(&(keys[s], slot)));
+                }
+                _ => {
+                    let k = keys[s] + (x >> 24) % 7;
+                    if set.remove(&(keys[s], slot)) {
+                        set.insert((k, slot));
+                    }
+                    heap.raise(slot, k);
+                    keys[s] = k;
+                }
+            }
+            assert_eq!(heap.first(), set.first().copied());
+            assert_eq!(heap.heap.len(), set.len());
+        }
     }
 
     #[test]

@@ -5,6 +5,35 @@
 use super::FairnessConfig;
 use crate::request::TenantId;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiplicative hash for the registry's small integer keys (the map is looked up once
+/// per drained request). Its size is bounded by `max_tenants`, so colliding ids chosen by
+/// a client cost at most that bound per look-up.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// A slot in use.
 struct Held {
@@ -18,13 +47,13 @@ struct Held {
 /// The registry.
 pub(crate) struct Tenants {
     /// The slot of every held tenant (`None`: the requests that carry no tenant).
-    slots: HashMap<Option<TenantId>, u32>,
+    slots: IdMap<Option<TenantId>, u32>,
     /// `held[s]` describes slot `s`; `None` when the slot is free (then it is in `free`).
     held: Vec<Option<Held>>,
     /// Free slots, reused before new ones are made.
     free: Vec<u32>,
     /// Configured weights by tenant id.
-    weights: HashMap<u64, f64>,
+    weights: IdMap<u64, f64>,
     default_weight: f64,
     max: usize,
 }
@@ -36,10 +65,10 @@ pub(crate) struct Full;
 impl Tenants {
     pub(crate) fn new(config: &FairnessConfig) -> Self {
         let mut t = Tenants {
-            slots: HashMap::new(),
+            slots: IdMap::default(),
             held: Vec::new(),
             free: Vec::new(),
-            weights: HashMap::new(),
+            weights: IdMap::default(),
             default_weight: 1.0,
             max: 1,
         };
@@ -58,7 +87,7 @@ impl Tenants {
         }
     }
 
-    fn weight_of(weights: &HashMap<u64, f64>, default: f64, t: Option<TenantId>) -> f64 {
+    fn weight_of(weights: &IdMap<u64, f64>, default: f64, t: Option<TenantId>) -> f64 {
         t.and_then(|t| weights.get(&t.0).copied())
             .unwrap_or(default)
     }

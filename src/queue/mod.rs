@@ -31,52 +31,30 @@
 //! max wait and the queue timeout look at, is the oldest head among the lanes of its
 //! oldest bucket.
 
+mod bucket;
 pub(crate) mod list;
 pub(crate) mod slab;
 
 use crate::class::{Class, MAX_CLASSES};
 use crate::fair::share::FairShare;
 use crate::time::Timestamp;
+use bucket::{run_of, Bucket};
 use list::List;
 use slab::{Place, Slab, NIL};
 use std::collections::btree_map::{BTreeMap, Entry as MapEntry};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Runs per bucket: one per base class for requests queued as they arrive, and one per
-/// base class for requests queued again later (preempted, reprioritised). Re-queued requests
-/// carry old arrivals; keeping them apart keeps their sorted insertion short, instead of a
-/// scan back through a long run of newer arrivals.
-const RUNS: usize = 2 * MAX_CLASSES;
-
-/// The run an entry belongs to in its bucket.
-fn run_of(e: &slab::Entry) -> usize {
-    e.spec.class.index() + if e.late { MAX_CLASSES } else { 0 }
-}
-
-/// The requests of one lane that arrived in one bucket, in sorted runs (see [`RUNS`]).
-#[derive(Default)]
-struct Bucket {
-    runs: [List; RUNS],
-    /// Entries in all runs (never 0 while the bucket is in its lane).
-    len: u32,
-}
-
-impl Bucket {
-    /// The oldest request of the bucket and the run it heads.
-    fn head(&self, slab: &Slab) -> Option<(u32, usize)> {
-        self.runs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.is_empty())
-            .min_by_key(|(_, r)| slab[r.head].order_key())
-            .map(|(i, r)| (r.head, i))
-    }
-}
-
-/// One tenant's requests in one class: buckets by index, oldest first.
+/// One tenant's requests in one class: its buckets in index order, oldest first.
+///
+/// A sorted deque rather than a map: buckets are made at the back (new arrivals) and
+/// leave from the front (admission, promotion), so both ends are O(1) and a look-up is a
+/// binary search over contiguous memory; only a re-queued request of an old bucket the lane
+/// no longer holds inserts in the middle. Buckets are held inline: an emptied lane keeps
+/// its deque's room, so a tenant's next bucket allocates nothing.
 #[derive(Default)]
 struct Lane {
-    buckets: BTreeMap<u64, Bucket>,
+    buckets: VecDeque<(u64, Bucket)>,
     /// Entries in all buckets.
     len: usize,
 }
@@ -84,10 +62,70 @@ struct Lane {
 impl Lane {
     fn head(&self, slab: &Slab) -> Option<u32> {
         self.buckets
-            .values()
-            .next()
-            .and_then(|b| b.head(slab))
+            .front()
+            .and_then(|(_, b)| b.head(slab))
             .map(|(k, _)| k)
+    }
+
+    fn find(&self, b: u64) -> Result<usize, usize> {
+        // The common look-ups are at the back (arrivals) and the front (admissions).
+        match self.buckets.back() {
+            Some(&(last, _)) if last == b => return Ok(self.buckets.len() - 1),
+            Some(&(last, _)) if last < b => return Err(self.buckets.len()),
+            _ => {}
+        }
+        self.buckets.binary_search_by_key(&b, |&(k, _)| k)
+    }
+
+    fn get(&self, b: u64) -> Option<&Bucket> {
+        self.find(b).ok().map(|i| &self.buckets[i].1)
+    }
+
+    fn get_mut(&mut self, b: u64) -> Option<&mut Bucket> {
+        self.find(b).ok().map(|i| &mut self.buckets[i].1)
+    }
+
+    /// Bucket `b`, made if absent; and whether it was made.
+    fn get_or_insert(&mut self, b: u64) -> (&mut Bucket, bool) {
+        match self.find(b) {
+            Ok(i) => (&mut self.buckets[i].1, false),
+            Err(i) => {
+                self.buckets.insert(i, (b, Bucket::default()));
+                (&mut self.buckets[i].1, true)
+            }
+        }
+    }
+
+    fn remove(&mut self, b: u64) -> Option<Bucket> {
+        let i = self.find(b).ok()?;
+        self.buckets.remove(i).map(|(_, bk)| bk)
+    }
+}
+
+/// The lanes of one class that hold one bucket.
+///
+/// Kept lazily, so that a lane leaving a bucket (an admission, with many tenants about one
+/// per request) costs a decrement instead of a search: `slots` names every lane holding
+/// the bucket at least once, and may also name lanes that left it since (or name one
+/// twice). Readers check each lane for the bucket and skip the rest.
+#[derive(Default)]
+struct BucketLanes {
+    /// How many lanes hold the bucket (never 0 while it is in the index).
+    live: u32,
+    /// A superset of those lanes' slots.
+    slots: Vec<u32>,
+}
+
+impl BucketLanes {
+    /// Drops stale and repeated slots once they outnumber the live ones, so the list stays
+    /// within a constant factor of `live`.
+    fn compact(&mut self, lanes: &[Lane], b: u64) {
+        if self.slots.len() > 2 * self.live as usize + 8 {
+            self.slots.sort_unstable();
+            self.slots.dedup();
+            self.slots
+                .retain(|&s| lanes.get(s as usize).is_some_and(|l| l.get(b).is_some()));
+        }
     }
 }
 
@@ -97,9 +135,8 @@ struct ClassQueue {
     /// `lanes[slot]`: this class's requests of tenant `slot` (lane 0 only, with fairness
     /// off). Grown on demand; an empty lane holds no bucket.
     lanes: Vec<Lane>,
-    /// Every bucket index some lane of this class holds, with the slots of exactly those
-    /// lanes, each once.
-    buckets: BTreeMap<u64, Vec<u32>>,
+    /// Every bucket index some lane of this class holds, with those lanes.
+    buckets: BTreeMap<u64, BucketLanes>,
     /// Entries in all lanes.
     len: usize,
 }
@@ -108,10 +145,11 @@ impl ClassQueue {
     /// The oldest request of the class: the oldest head among the lanes of its oldest
     /// bucket. O(tenants in that bucket).
     fn oldest(&self, slab: &Slab) -> Option<u32> {
-        let (b, slots) = self.buckets.iter().next()?;
-        slots
+        let (b, lanes) = self.buckets.iter().next()?;
+        lanes
+            .slots
             .iter()
-            .filter_map(|&s| self.lanes[s as usize].buckets[b].head(slab))
+            .filter_map(|&s| self.lanes[s as usize].get(*b)?.head(slab))
             .map(|(k, _)| k)
             .min_by_key(|&k| slab[k].order_key())
     }
@@ -122,26 +160,33 @@ impl ClassQueue {
         if self.lanes.len() <= s {
             self.lanes.resize_with(s + 1, Lane::default);
         }
-        match self.lanes[s].buckets.entry(b) {
-            MapEntry::Occupied(o) => o.into_mut(),
-            MapEntry::Vacant(v) => {
-                self.buckets.entry(b).or_default().push(slot);
-                v.insert(Bucket::default())
+        let (_, made) = self.lanes[s].get_or_insert(b);
+        if made {
+            self.index(slot, b);
+        }
+        self.lanes[s].get_mut(b).expect("just made")
+    }
+
+    /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
+    fn unindex(&mut self, b: u64) {
+        if let MapEntry::Occupied(mut o) = self.buckets.entry(b) {
+            o.get_mut().live -= 1;
+            if o.get().live == 0 {
+                o.remove();
             }
         }
     }
 
-    /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
-    fn unindex(&mut self, slot: u32, b: u64) {
-        if let MapEntry::Occupied(mut o) = self.buckets.entry(b) {
-            let slots = o.get_mut();
-            if let Some(i) = slots.iter().position(|&s| s == slot) {
-                slots.swap_remove(i);
-            }
-            if slots.is_empty() {
-                o.remove();
-            }
-        }
+    /// Records that lane `slot` now holds bucket `b`.
+    fn index(&mut self, slot: u32, b: u64) {
+        // New arrivals make the newest bucket: look at the end before searching.
+        let entry = match self.buckets.last_entry() {
+            Some(e) if *e.key() == b => e.into_mut(),
+            _ => self.buckets.entry(b).or_default(),
+        };
+        entry.live += 1;
+        entry.slots.push(slot);
+        entry.compact(&self.lanes, b);
     }
 }
 
@@ -256,7 +301,7 @@ impl WaitQueue {
         let b = self.bucket_of(arrival);
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
         let bucket = self.classes[class.index()].bucket_mut(slot, b);
-        bucket.runs[run].insert_sorted(slab, key);
+        bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
         self.note_added(slab, key, class, b);
         class
@@ -285,7 +330,7 @@ impl WaitQueue {
         );
         let b = self.bucket_of(arrival);
         let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
-        bucket.runs[run].push_front(slab, cand.key);
+        bucket.run_mut(run).push_front(slab, cand.key);
         bucket.len += 1;
         self.note_added(slab, cand.key, cand.class, b);
     }
@@ -325,12 +370,15 @@ impl WaitQueue {
                 self.classes[c]
                     .lanes
                     .get(slot)
-                    .and_then(|l| l.buckets.get(&b))
-                    .is_some_and(|bk| !bk.runs[run].is_empty())
+                    .and_then(|l| l.get(b))
+                    .is_some_and(|bk| bk.run(run).is_some())
             })
             .expect("a waiting entry is in its bucket's run");
         debug_assert!(contains(
-            &self.classes[class].lanes[slot].buckets[&b].runs[run],
+            self.classes[class].lanes[slot]
+                .get(b)
+                .and_then(|bk| bk.run(run))
+                .expect("found"),
             slab,
             key
         ));
@@ -341,12 +389,12 @@ impl WaitQueue {
         let slot = slab[key].tenant;
         let cq = &mut self.classes[class];
         let lane = &mut cq.lanes[slot as usize];
-        let bucket = lane.buckets.get_mut(&b).expect("bucket exists");
-        bucket.runs[run].unlink(slab, key);
+        let bucket = lane.get_mut(b).expect("bucket exists");
+        bucket.run_mut(run).unlink(slab, key);
         bucket.len -= 1;
         if bucket.len == 0 {
-            lane.buckets.remove(&b);
-            cq.unindex(slot, b);
+            lane.remove(b);
+            cq.unindex(b);
         }
         let lane = &mut cq.lanes[slot as usize];
         lane.len -= 1;
@@ -458,15 +506,17 @@ impl WaitQueue {
                 if !self.aged_out(b, c, now) {
                     break;
                 }
-                let slots = self.classes[c]
+                let lanes = self.classes[c]
                     .buckets
                     .remove(&b)
                     .expect("first bucket exists");
-                for slot in slots {
+                for slot in lanes.slots {
                     let (below, above) = self.classes.split_at_mut(c);
                     let (from, to) = (&mut above[0], &mut below[c - 1]);
                     let lane = &mut from.lanes[slot as usize];
-                    let bucket = lane.buckets.remove(&b).expect("indexed bucket exists");
+                    let Some(bucket) = lane.remove(b) else {
+                        continue; // a stale or repeated slot (see `BucketLanes`)
+                    };
                     let moved = bucket.len as usize;
                     lane.len -= moved;
                     let emptied = lane.len == 0;
@@ -476,17 +526,13 @@ impl WaitQueue {
                         to.lanes.resize_with(s + 1, Lane::default);
                     }
                     let joined = to.lanes[s].len == 0;
-                    match to.lanes[s].buckets.entry(b) {
-                        MapEntry::Vacant(v) => {
-                            to.buckets.entry(b).or_default().push(slot);
-                            v.insert(bucket);
+                    match to.lanes[s].find(b) {
+                        Err(i) => {
+                            to.lanes[s].buckets.insert(i, (b, bucket));
+                            to.index(slot, b);
                         }
-                        MapEntry::Occupied(mut o) => {
-                            let target = o.get_mut();
-                            target.len += bucket.len;
-                            for (run, list) in target.runs.iter_mut().zip(bucket.runs) {
-                                run.absorb(slab, list);
-                            }
+                        Ok(i) => {
+                            to.lanes[s].buckets[i].1.absorb(slab, bucket);
                         }
                     }
                     to.lanes[s].len += moved;
@@ -511,11 +557,15 @@ impl WaitQueue {
     pub(crate) fn keys_in_order(&self, slab: &Slab) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len);
         for cq in &self.classes {
-            for (b, slots) in &cq.buckets {
+            for (b, lanes) in &cq.buckets {
+                let mut slots = lanes.slots.clone();
+                slots.sort_unstable();
+                slots.dedup();
                 let mut keys: Vec<u32> = slots
                     .iter()
-                    .flat_map(|&s| cq.lanes[s as usize].buckets[b].runs.iter())
-                    .flat_map(|r| r.keys(slab))
+                    .filter(|&&s| cq.lanes[s as usize].get(*b).is_some())
+                    .flat_map(|&s| cq.lanes[s as usize].get(*b).expect("indexed").runs())
+                    .flat_map(|(_, r)| r.keys(slab))
                     .collect();
                 keys.sort_by_key(|&k| slab[k].order_key());
                 out.extend(keys);
@@ -538,11 +588,15 @@ impl WaitQueue {
                     return Err(format!("class {c}: lane {slot} used with fairness off"));
                 }
                 let mut lane_total = 0;
-                for (&b, bucket) in &lane.buckets {
+                for (i, (b, bucket)) in lane.buckets.iter().enumerate() {
+                    let b = *b;
+                    if i > 0 && lane.buckets[i - 1].0 >= b {
+                        return Err(format!("class {c} lane {slot}: buckets out of order"));
+                    }
                     if !cq
                         .buckets
                         .get(&b)
-                        .is_some_and(|s| s.contains(&(slot as u32)))
+                        .is_some_and(|l| l.slots.contains(&(slot as u32)))
                     {
                         return Err(format!("class {c} lane {slot}: bucket {b} not indexed"));
                     }
@@ -557,18 +611,25 @@ impl WaitQueue {
                 }
                 class_total += lane_total;
             }
-            for (b, slots) in &cq.buckets {
-                for (i, &s) in slots.iter().enumerate() {
-                    if slots[..i].contains(&s)
-                        || !cq
-                            .lanes
+            for (b, lanes) in &cq.buckets {
+                let mut holding: Vec<u32> = lanes
+                    .slots
+                    .iter()
+                    .copied()
+                    .filter(|&s| {
+                        cq.lanes
                             .get(s as usize)
-                            .is_some_and(|l| l.buckets.contains_key(b))
-                    {
-                        return Err(format!(
-                            "class {c}: bucket {b} indexed for lane {s} wrongly"
-                        ));
-                    }
+                            .is_some_and(|l| l.get(*b).is_some())
+                    })
+                    .collect();
+                holding.sort_unstable();
+                holding.dedup();
+                if holding.len() != lanes.live as usize || lanes.live == 0 {
+                    return Err(format!(
+                        "class {c}: bucket {b} counts {} lanes but {} hold it",
+                        lanes.live,
+                        holding.len()
+                    ));
                 }
             }
             if class_total != cq.len {
@@ -604,7 +665,7 @@ fn check_bucket(
     by_base: &mut [usize; MAX_CLASSES],
 ) -> Result<u32, String> {
     let mut n = 0;
-    for (r, run) in bucket.runs.iter().enumerate() {
+    for (r, run) in bucket.runs() {
         let base = r % MAX_CLASSES;
         let mut prev = NIL;
         let mut count = 0;
