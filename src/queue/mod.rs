@@ -72,9 +72,14 @@ impl Lane {
         match self.buckets.back() {
             Some(&(last, _)) if last == b => return Ok(self.buckets.len() - 1),
             Some(&(last, _)) if last < b => return Err(self.buckets.len()),
+            None => return Err(0),
             _ => {}
         }
-        self.buckets.binary_search_by_key(&b, |&(k, _)| k)
+        match self.buckets.front() {
+            Some(&(first, _)) if first == b => Ok(0),
+            Some(&(first, _)) if first > b => Err(0),
+            _ => self.buckets.binary_search_by_key(&b, |&(k, _)| k),
+        }
     }
 
     fn get(&self, b: u64) -> Option<&Bucket> {
@@ -83,17 +88,6 @@ impl Lane {
 
     fn get_mut(&mut self, b: u64) -> Option<&mut Bucket> {
         self.find(b).ok().map(|i| &mut self.buckets[i].1)
-    }
-
-    /// Bucket `b`, made if absent; and whether it was made.
-    fn get_or_insert(&mut self, b: u64) -> (&mut Bucket, bool) {
-        match self.find(b) {
-            Ok(i) => (&mut self.buckets[i].1, false),
-            Err(i) => {
-                self.buckets.insert(i, (b, Bucket::default()));
-                (&mut self.buckets[i].1, true)
-            }
-        }
     }
 
     fn remove(&mut self, b: u64) -> Option<Bucket> {
@@ -160,11 +154,20 @@ impl ClassQueue {
         if self.lanes.len() <= s {
             self.lanes.resize_with(s + 1, Lane::default);
         }
-        let (_, made) = self.lanes[s].get_or_insert(b);
-        if made {
-            self.index(slot, b);
-        }
-        self.lanes[s].get_mut(b).expect("just made")
+        let i = match self.lanes[s].find(b) {
+            Ok(i) => i,
+            Err(i) => {
+                let lane = &mut self.lanes[s].buckets;
+                if i == lane.len() {
+                    lane.push_back((b, Bucket::default()));
+                } else {
+                    lane.insert(i, (b, Bucket::default()));
+                }
+                self.index(slot, b);
+                i
+            }
+        };
+        &mut self.lanes[s].buckets[i].1
     }
 
     /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
