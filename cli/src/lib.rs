@@ -15,4 +15,5 @@ pub mod config_watch;
 pub mod sim;
 pub mod simulate;
 pub mod stress;
+pub mod tenants;
 pub mod timing;

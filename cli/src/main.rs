@@ -39,6 +39,57 @@ enum Command {
     Stress(perf_args::StressArgs),
     /// Run the same workloads through triage and naive baselines; print and write ratios.
     BenchCompare(perf_args::BenchCompareArgs),
+    /// One heavy tenant and several light ones in one class: latency per tenant with
+    /// fairness between tenants off and on.
+    Tenants(TenantsArgs),
+}
+
+#[derive(Args, Debug)]
+struct TenantsArgs {
+    /// Load multipliers (arrival times divided by k), comma-separated [default: 0.5,0.7].
+    #[arg(long, value_delimiter = ',')]
+    loads: Vec<f64>,
+    /// Light tenants.
+    #[arg(long, default_value_t = 4)]
+    light: u32,
+    /// How many times a light tenant's traffic the heavy tenant sends.
+    #[arg(long, default_value_t = 10.0)]
+    heavy_share: f64,
+    /// Seed of the tenant assignment.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep only the first N seconds of the trace.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Scheduler configuration (TOML) for the triage policy; fairness is set per run.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write the rows as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn run_tenants(a: TenantsArgs) -> Result<(), String> {
+    let mut o = triage_cli::tenants::TenantsOptions::defaults();
+    if !a.loads.is_empty() {
+        o.loads = a.loads;
+    }
+    o.light = a.light;
+    o.heavy_share = a.heavy_share;
+    o.sim.seed = a.seed;
+    o.sim.duration_s = a.duration;
+    if let Some(p) = a.config {
+        o.sim.triage_config = Some(
+            triage::SchedulerConfig::from_path(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
+    let rows = triage_cli::tenants::run_tenants(&o).map_err(|e| e.to_string())?;
+    print!("{}", triage_cli::tenants::table(&rows));
+    if let Some(p) = a.json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +200,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Stress(args) => perf_args::run_stress(args),
         Command::BenchCompare(args) => perf_args::run_bench_compare(args),
+        Command::Tenants(args) => match run_tenants(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Simulate(args) => {
             let opts = match options(args) {
                 Ok(o) => o,

@@ -237,9 +237,27 @@ pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunS
         .collect()
 }
 
-/// Run the simulation described by `opts` and return its report (files are written
-/// when `opts.out` is set).
-pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
+/// What every replay of a `simulate`-style command needs: the model, the fitted cost model,
+/// the workload at load 1, the engine and the policies' context.
+pub struct Prepared {
+    /// The model and GPU.
+    pub model: crate::sim::model::ModelSpec,
+    /// The trace sources.
+    pub sources: Vec<Source>,
+    /// The cost model fitted on the model's profile.
+    pub cost: crate::sim::cost::VidurCost,
+    /// How well it fits.
+    pub fit: crate::sim::cost::FitReport,
+    /// The classed arrivals at load 1.
+    pub workload: Workload,
+    /// The simulated engine.
+    pub cfg: EngineConfig,
+    /// What policies are built from.
+    pub ctx: PolicyContext,
+}
+
+/// Validates `opts`, fits the cost model and builds the workload and the engine.
+pub fn prepare(opts: &SimulateOptions) -> Result<Prepared, SimulateError> {
     validate(opts)?;
     let model = model_by_name(&opts.model).map_err(SimulateError::Usage)?;
     let sources = Source::parse_list(&opts.trace).map_err(SimulateError::Usage)?;
@@ -272,6 +290,30 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
         seed: opts.seed,
         triage_config: opts.triage_config.clone(),
     };
+    Ok(Prepared {
+        model,
+        sources,
+        cost,
+        fit,
+        workload,
+        cfg,
+        ctx,
+    })
+}
+
+/// Run the simulation described by `opts` and return its report (files are written
+/// when `opts.out` is set).
+pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
+    let Prepared {
+        model,
+        sources,
+        cost,
+        fit,
+        workload,
+        cfg,
+        ctx,
+    } = prepare(opts)?;
+    let slos = ctx.slos;
     let streams: Vec<Vec<SimRequest>> = opts.loads.iter().map(|&k| workload.scaled(k)).collect();
     let n_runs = (opts.loads.len() * opts.policies.len()) as u64;
     let bar = if opts.progress {

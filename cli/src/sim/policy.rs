@@ -27,6 +27,8 @@ pub struct SimRequest {
     pub prompt_tokens: u32,
     /// Output tokens to generate (the request finishes after this many).
     pub output_tokens: u32,
+    /// The tenant it belongs to (`triage tenants` sets it; traces carry none).
+    pub tenant: Option<u64>,
 }
 
 /// What the engine tells the policy before each iteration.

@@ -7,7 +7,7 @@
 use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
 use triage::{
     Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestId, RequestSpec, Scheduler,
-    SchedulerConfig, Submitter, Timestamp,
+    SchedulerConfig, Submitter, TenantId, Timestamp,
 };
 
 /// The triage policy.
@@ -74,12 +74,15 @@ impl Policy for Triage {
 
     fn on_arrival(&mut self, req: &SimRequest, now: f64) {
         self.clock.set(at(req.arrival.max(now)));
-        let spec = RequestSpec::new(
+        let mut spec = RequestSpec::new(
             req.id,
             Class::from_index(req.class),
             req.prompt_tokens,
             req.output_tokens.max(1),
         );
+        if let Some(t) = req.tenant {
+            spec = spec.with_tenant(TenantId(t));
+        }
         if let Err(e) = self.api.submit(spec) {
             self.refused.push((req.id, e.to_string()));
         }

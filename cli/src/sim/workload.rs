@@ -192,6 +192,7 @@ impl Workload {
                 arrival: t,
                 prompt_tokens: p,
                 output_tokens: o,
+                tenant: None,
             })
             .collect();
         Ok(Self {

@@ -20,6 +20,7 @@ pub fn req(id: u64, class: u8, arrival: f64, prompt: u32, output: u32) -> SimReq
         arrival,
         prompt_tokens: prompt,
         output_tokens: output,
+        tenant: None,
     }
 }
 
