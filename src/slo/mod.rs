@@ -4,6 +4,7 @@
 //! each missed target the moment it is missed ([`SloTracker`], [`Violation`]); and
 //! compliance per class and window ([`ClassCompliance`]).
 
+mod requests;
 mod targets;
 mod tracker;
 mod violation;

@@ -2,12 +2,12 @@
 //! per class latency histograms over sliding windows and reports each missed target the
 //! moment it is missed.
 
+use super::requests::{Requests, Tag};
 use super::targets::{ClassSlo, SloConfig, SloTarget};
 use super::violation::{Reporter, Violation, ViolationKind};
 use super::window::Windowed;
 use crate::class::{Class, ClassSet};
 use crate::error::ConfigError;
-use crate::ingress::index::IdMap;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use crossbeam_channel::Receiver;
@@ -131,31 +131,17 @@ impl ClassCompliance {
     }
 }
 
-/// What the tracker knows about one live request.
-#[derive(Clone, Copy, Debug)]
-struct ReqState {
-    id: RequestId,
-    /// Tells this request from an earlier one that had the same id.
-    seq: u64,
-    class: Class,
-    arrival: Timestamp,
-    admitted_once: bool,
-    waiting: bool,
-    first_token: Option<Timestamp>,
-    last_token: Timestamp,
-    /// Output tokens after the first.
-    later_tokens: u64,
-    /// Bits of [`ViolationKind::bit`] already reported.
-    reported: u8,
-}
-
 /// A deadline to check at `tick`: the request misses its target if still pending after
-/// `at`.
+/// `at`. 16 bytes: one is pushed per request queued, into a ring that is cold by then.
 #[derive(Clone, Copy, Debug)]
 struct Deadline {
+    /// When the bound passes: the request's arrival plus its class's bound.
     at: Timestamp,
+    /// The request. The deadline is its current request's if that one is in the queue's
+    /// class and its arrival plus the class's bound is `at`; otherwise the request ended
+    /// or moved and the deadline is skipped. (A later request under the same id, same
+    /// class and same arrival has this very deadline too, so checking it is the same.)
     id: RequestId,
-    seq: u64,
 }
 
 /// Deadlines sorted by `at`. Deadlines of one class are arrival plus a constant, so nearly
@@ -187,10 +173,17 @@ impl DeadlineQueue {
 /// Per class state.
 #[derive(Debug)]
 struct ClassState {
+    /// The class's targets.
     slo: ClassSlo,
-    /// `[metric]` histograms.
+    /// `[metric]` histograms, indexed by [`SloMetric::index`].
     hists: [Windowed; 4],
+    /// One deadline per request queued in the class, and per request moved into it with
+    /// no first token and no TTFT miss reported, at arrival plus the TTFT bound; empty if
+    /// the class has no TTFT target. Deadlines of ended or moved requests stay until
+    /// they expire and are skipped then.
     ttft_deadlines: DeadlineQueue,
+    /// As `ttft_deadlines`, for the end-to-end bound (a moved request's deadline is
+    /// pushed if it has no end-to-end miss reported).
     e2e_deadlines: DeadlineQueue,
 }
 
@@ -234,11 +227,14 @@ fn micros(d: Duration) -> u64 {
 /// ```
 #[derive(Debug)]
 pub struct SloTracker {
+    /// The configuration, validated for the class count at construction.
     config: SloConfig,
+    /// One per class of `config.classes`, same index.
     classes: Vec<ClassState>,
-    requests: IdMap<ReqState>,
+    /// Every request queued and not yet ended (empty while tracking is off).
+    requests: Requests,
+    /// Where violations go; counts every report ever made.
     reporter: Reporter,
-    next_seq: u64,
 }
 
 impl SloTracker {
@@ -265,8 +261,7 @@ impl SloTracker {
                     .collect(),
             ),
             classes: class_states,
-            requests: IdMap::default(),
-            next_seq: 0,
+            requests: Requests::default(),
             config,
         })
     }
@@ -324,35 +319,17 @@ impl SloTracker {
         let Some(cs) = self.classes.get_mut(class.index()) else {
             return;
         };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.requests.insert(
-            id,
-            ReqState {
-                id,
-                seq,
-                class,
-                arrival,
-                admitted_once: false,
-                waiting: true,
-                first_token: None,
-                last_token: arrival,
-                later_tokens: 0,
-                reported: 0,
-            },
-        );
+        self.requests.queue(id, class, arrival);
         if let Some(t) = cs.slo.ttft {
             cs.ttft_deadlines.push(Deadline {
                 at: arrival.saturating_add(t.bound()),
                 id,
-                seq,
             });
         }
         if let Some(t) = cs.slo.e2e {
             cs.e2e_deadlines.push(Deadline {
                 at: arrival.saturating_add(t.bound()),
                 id,
-                seq,
             });
         }
     }
@@ -363,14 +340,14 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.get_mut(&id) else {
+        let Some(st) = self.requests.start(id) else {
             return;
         };
         st.waiting = false;
         if !st.admitted_once {
             st.admitted_once = true;
             let wait = now.saturating_since(st.arrival);
-            self.classes[st.class.index()].hists[SloMetric::QueueWait.index()].record(
+            self.classes[st.tag.class().index()].hists[SloMetric::QueueWait.index()].record(
                 now.0,
                 micros(wait),
                 1,
@@ -384,7 +361,7 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.get_mut(&id) else {
+        let Some(st) = self.requests.start(id) else {
             return;
         };
         if st.first_token.is_some() {
@@ -394,11 +371,12 @@ impl SloTracker {
         st.last_token = now;
         st.waiting = false;
         let ttft = now.saturating_since(st.arrival);
-        let cs = &mut self.classes[st.class.index()];
+        let cs = &mut self.classes[st.tag.class().index()];
         cs.hists[SloMetric::Ttft.index()].record(now.0, micros(ttft), 1);
         if let Some(t) = cs.slo.ttft {
             if ttft > t.bound() {
-                report(&mut self.reporter, st, ViolationKind::Ttft, t, ttft, now);
+                let miss = Miss::new(ViolationKind::Ttft, t, ttft, now);
+                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
             }
         }
     }
@@ -414,7 +392,7 @@ impl SloTracker {
         if n == 0 {
             return;
         }
-        let Some(st) = self.requests.get_mut(&id) else {
+        let Some(st) = self.requests.start(id) else {
             return;
         };
         if st.first_token.is_some() {
@@ -423,7 +401,7 @@ impl SloTracker {
             st.last_token = st.last_token.max(now);
             st.later_tokens += u64::from(n);
             let per_token = gap / n;
-            self.classes[st.class.index()].hists[SloMetric::Tpot.index()].record(
+            self.classes[st.tag.class().index()].hists[SloMetric::Tpot.index()].record(
                 now.0,
                 micros(per_token),
                 u64::from(n),
@@ -431,7 +409,7 @@ impl SloTracker {
             return;
         }
         self.first_token(id, now);
-        if let Some(st) = self.requests.get_mut(&id) {
+        if let Some(st) = self.requests.started_mut(id) {
             st.later_tokens += u64::from(n - 1);
         }
     }
@@ -443,23 +421,17 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(mut st) = self.requests.remove(&id) else {
+        let Some(mut st) = self.requests.remove(id) else {
             return;
         };
         let e2e = now.saturating_since(st.arrival);
-        let cs = &mut self.classes[st.class.index()];
+        let cs = &mut self.classes[st.tag.class().index()];
         cs.hists[SloMetric::EndToEnd.index()].record(now.0, micros(e2e), 1);
-        st.waiting = false;
+        let r = &mut self.reporter;
         if let Some(t) = cs.slo.e2e {
             if e2e > t.bound() {
-                report(
-                    &mut self.reporter,
-                    &mut st,
-                    ViolationKind::EndToEnd,
-                    t,
-                    e2e,
-                    now,
-                );
+                let miss = Miss::new(ViolationKind::EndToEnd, t, e2e, now);
+                report(r, id, &mut st.tag, false, miss);
             }
         }
         if let (Some(t), Some(first)) = (cs.slo.tpot, st.first_token) {
@@ -467,27 +439,15 @@ impl SloTracker {
             if let Some(mean) = nanos(span).checked_div(st.later_tokens) {
                 let mean = Duration::from_nanos(mean);
                 if mean > t.bound() {
-                    report(
-                        &mut self.reporter,
-                        &mut st,
-                        ViolationKind::Tpot,
-                        t,
-                        mean,
-                        now,
-                    );
+                    let miss = Miss::new(ViolationKind::Tpot, t, mean, now);
+                    report(r, id, &mut st.tag, false, miss);
                 }
             }
         }
         if let (Some(t), None) = (cs.slo.ttft, st.first_token) {
             if e2e > t.bound() {
-                report(
-                    &mut self.reporter,
-                    &mut st,
-                    ViolationKind::Ttft,
-                    t,
-                    e2e,
-                    now,
-                );
+                let miss = Miss::new(ViolationKind::Ttft, t, e2e, now);
+                report(r, id, &mut st.tag, false, miss);
             }
         }
     }
@@ -500,7 +460,8 @@ impl SloTracker {
         }
         // Nothing is measured at a preemption; `now` keeps the event API uniform.
         let _ = now;
-        if let Some(st) = self.requests.get_mut(&id) {
+        // A request never admitted (not started) is waiting already.
+        if let Some(st) = self.requests.started_mut(id) {
             st.waiting = true;
         }
     }
@@ -523,33 +484,21 @@ impl SloTracker {
     }
 
     fn ended_early(&mut self, id: RequestId, now: Timestamp) {
-        let Some(mut st) = self.requests.remove(&id) else {
+        let Some(mut st) = self.requests.remove(id) else {
             return;
         };
         let elapsed = now.saturating_since(st.arrival);
-        let slo = &self.classes[st.class.index()].slo;
+        let slo = &self.classes[st.tag.class().index()].slo;
         if let (Some(t), None) = (slo.ttft, st.first_token) {
             if elapsed > t.bound() {
-                report(
-                    &mut self.reporter,
-                    &mut st,
-                    ViolationKind::Ttft,
-                    t,
-                    elapsed,
-                    now,
-                );
+                let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
+                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
             }
         }
         if let Some(t) = slo.e2e {
             if elapsed > t.bound() {
-                report(
-                    &mut self.reporter,
-                    &mut st,
-                    ViolationKind::EndToEnd,
-                    t,
-                    elapsed,
-                    now,
-                );
+                let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
+                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
             }
         }
     }
@@ -561,29 +510,28 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.get_mut(&id) else {
+        let Some(st) = self.requests.get_mut(id) else {
             return;
         };
-        if st.class == class {
+        if st.tag.class() == class {
             return;
         }
         let Some(cs) = self.classes.get_mut(class.index()) else {
             return;
         };
-        st.class = class;
-        let (arrival, seq) = (st.arrival, st.seq);
+        st.tag.set_class(class);
+        let arrival = st.arrival;
         let d = |t: SloTarget| Deadline {
             at: arrival.saturating_add(t.bound()),
             id,
-            seq,
         };
         if let Some(t) = cs.slo.ttft {
-            if st.first_token.is_none() && st.reported & ViolationKind::Ttft.bit() == 0 {
+            if !st.has_first_token && !st.tag.reported(ViolationKind::Ttft) {
                 cs.ttft_deadlines.push(d(t));
             }
         }
         if let Some(t) = cs.slo.e2e {
-            if st.reported & ViolationKind::EndToEnd.bit() == 0 {
+            if !st.tag.reported(ViolationKind::EndToEnd) {
                 cs.e2e_deadlines.push(d(t));
             }
         }
@@ -600,38 +548,30 @@ impl SloTracker {
             let class = Class::from_index(ci as u8);
             if let Some(t) = cs.slo.ttft {
                 while let Some(d) = cs.ttft_deadlines.pop_expired(now) {
-                    if let Some(st) = self.requests.get_mut(&d.id) {
-                        if st.seq == d.seq && st.class == class && st.first_token.is_none() {
-                            let elapsed = now.saturating_since(st.arrival);
-                            if elapsed > t.bound() {
-                                report(
-                                    &mut self.reporter,
-                                    st,
-                                    ViolationKind::Ttft,
-                                    t,
-                                    elapsed,
-                                    now,
-                                );
-                            }
+                    let Some(st) = self.requests.get_mut(d.id) else {
+                        continue;
+                    };
+                    let current = st.arrival.saturating_add(t.bound()) == d.at;
+                    if current && st.tag.class() == class && !st.has_first_token {
+                        let elapsed = now.saturating_since(st.arrival);
+                        if elapsed > t.bound() {
+                            let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
+                            report(&mut self.reporter, d.id, st.tag, st.waiting, miss);
                         }
                     }
                 }
             }
             if let Some(t) = cs.slo.e2e {
                 while let Some(d) = cs.e2e_deadlines.pop_expired(now) {
-                    if let Some(st) = self.requests.get_mut(&d.id) {
-                        if st.seq == d.seq && st.class == class {
-                            let elapsed = now.saturating_since(st.arrival);
-                            if elapsed > t.bound() {
-                                report(
-                                    &mut self.reporter,
-                                    st,
-                                    ViolationKind::EndToEnd,
-                                    t,
-                                    elapsed,
-                                    now,
-                                );
-                            }
+                    let Some(st) = self.requests.get_mut(d.id) else {
+                        continue;
+                    };
+                    let current = st.arrival.saturating_add(t.bound()) == d.at;
+                    if current && st.tag.class() == class {
+                        let elapsed = now.saturating_since(st.arrival);
+                        if elapsed > t.bound() {
+                            let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
+                            report(&mut self.reporter, d.id, st.tag, st.waiting, miss);
                         }
                     }
                 }
@@ -722,27 +662,45 @@ impl SloTracker {
     }
 }
 
-/// Reports a miss of `kind` unless already reported for this request.
-fn report(
-    reporter: &mut Reporter,
-    st: &mut ReqState,
+/// One missed target, as observed.
+#[derive(Clone, Copy, Debug)]
+struct Miss {
+    /// Which target.
     kind: ViolationKind,
+    /// The target missed.
     target: SloTarget,
+    /// The latency observed (so far, or final; for TPOT the mean gap).
     observed: Duration,
+    /// When it was observed.
     now: Timestamp,
-) {
-    if st.reported & kind.bit() != 0 {
+}
+
+impl Miss {
+    fn new(kind: ViolationKind, target: SloTarget, observed: Duration, now: Timestamp) -> Self {
+        Self {
+            kind,
+            target,
+            observed,
+            now,
+        }
+    }
+}
+
+/// Reports `miss` for request `id` (whose state has `tag` and `waiting`) unless a miss of
+/// that kind was already reported for it.
+fn report(reporter: &mut Reporter, id: RequestId, tag: &mut Tag, waiting: bool, miss: Miss) {
+    if tag.reported(miss.kind) {
         return;
     }
-    st.reported |= kind.bit();
+    tag.set_reported(miss.kind);
     reporter.emit(Violation {
-        id: st.id,
-        class: st.class,
-        kind,
-        bound: target.bound(),
-        observed,
-        while_queued: st.waiting,
-        at: now,
+        id,
+        class: tag.class(),
+        kind: miss.kind,
+        bound: miss.target.bound(),
+        observed: miss.observed,
+        while_queued: waiting,
+        at: miss.now,
     });
 }
 
