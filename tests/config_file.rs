@@ -221,3 +221,43 @@ fn missing_file_is_a_typed_error() {
     assert_eq!(e.field, "<file>");
     assert!(e.found.contains("/nonexistent/triage.toml"));
 }
+
+#[test]
+fn fairness_rules_name_the_field_and_its_line() {
+    let text = "[fairness]\nenabled = true\n\n[[fairness.tenants]]\nid = 7\nweight = 2.0\n\n[[fairness.tenants]]\nid = 8\nweight = -1.0\n";
+    let e = error(text);
+    assert_eq!(e.field, "fairness.tenants[1].weight");
+    assert_eq!(e.location, Some((10, 1)));
+    assert!(e.expected.contains("more than 0"), "{e}");
+
+    let e = error("[fairness]\nmax_tenants = 0\n");
+    assert_eq!(
+        (e.field.as_str(), e.location),
+        ("fairness.max_tenants", Some((2, 1)))
+    );
+
+    let e = error("[fairness]\nprompt_token_weight = 0.0\noutput_token_weight = 0.0\n");
+    assert_eq!(e.field, "fairness.output_token_weight");
+
+    let e = error(
+        "[[fairness.tenants]]\nid = 3\nweight = 1.0\n[[fairness.tenants]]\nid = 3\nweight = 1.0\n",
+    );
+    assert_eq!(e.field, "fairness.tenants[1].id");
+    assert!(e.expected.contains("fairness.tenants[0]"), "{e}");
+
+    let e = error("[fairness]\nmax_tenants = 1\n[[fairness.tenants]]\nid = 1\nweight = 1.0\n[[fairness.tenants]]\nid = 2\nweight = 1.0\n");
+    assert_eq!(e.field, "fairness.tenants");
+
+    let e = error("[fairness]\nenabeld = true\n");
+    assert!(e.expected.contains("did you mean `enabled`?"), "{e}");
+
+    let ok = SchedulerConfig::from_toml_str(
+        "[fairness]\nenabled = true\n[[fairness.tenants]]\nid = 7\nweight = 2.5\n",
+    )
+    .unwrap();
+    assert!(ok.fairness.enabled);
+    assert_eq!(
+        ok.fairness.tenants,
+        vec![TenantWeight { id: 7, weight: 2.5 }]
+    );
+}

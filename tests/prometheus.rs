@@ -122,3 +122,63 @@ fn exposition_has_every_family_with_labels_and_values() {
         "HIGH's only first token came at 600 ms:\n{text}"
     );
 }
+
+#[test]
+fn tenant_families_appear_only_when_asked_for_with_their_values() {
+    for tenant_metrics in [true, false] {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            let mut cfg = no_aging();
+            cfg.fairness.enabled = true;
+            cfg.fairness.tenant_metrics = tenant_metrics;
+            cfg.fairness.max_tenants = 2;
+            let mut h = Harness::new(cfg);
+            let spec = |id, t| RequestSpec::new(id, Class::MEDIUM, 16, 4).with_tenant(TenantId(t));
+            h.api.submit(spec(1, 7)).unwrap();
+            h.api.submit(spec(2, 7)).unwrap();
+            h.api.submit(spec(3, 8)).unwrap();
+            h.api.submit(spec(4, 9)).unwrap(); // a third tenant: refused when drained
+            let d = h.step(budget(1, 4096, 7000));
+            assert_eq!(d.admitted.len(), 1);
+            assert_eq!(d.rejected.len(), 1);
+            h.prefill(&d.admitted[0]); // 16 prompt tokens charged at admission, 1 output
+            let text = handle.render();
+            let tokens = |kind| {
+                sample(
+                    &text,
+                    "triage_tenant_tokens_total",
+                    &[("class", "MEDIUM"), ("tenant", "7"), ("kind", kind)],
+                )
+            };
+            let waiting = |t| {
+                sample(
+                    &text,
+                    "triage_tenant_waiting",
+                    &[("class", "MEDIUM"), ("tenant", t)],
+                )
+            };
+            assert_eq!(
+                sample(
+                    &text,
+                    "triage_refused_total",
+                    &[("class", "MEDIUM"), ("reason", "tenant_limit")]
+                ),
+                Some(1.0)
+            );
+            if tenant_metrics {
+                assert_eq!(
+                    d.admitted[0].id,
+                    RequestId(1),
+                    "tenants tie: the first slot"
+                );
+                assert_eq!(tokens("prompt"), Some(16.0), "{text}");
+                assert_eq!(tokens("output"), Some(1.0), "{text}");
+                assert_eq!(waiting("7"), Some(1.0), "{text}");
+                assert_eq!(waiting("8"), Some(1.0), "{text}");
+            } else {
+                assert!(!text.contains("triage_tenant_"), "{text}");
+            }
+        });
+    }
+}

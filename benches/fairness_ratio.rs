@@ -1,0 +1,74 @@
+//! Fairness on / off at 1,000 tenants and 100k queued, interleaved in one process.
+//!
+//! `cargo bench -p triage --bench fairness_ratio [-- STEPS]`
+//!
+//! Criterion measures the two configurations one after the other, and on a shared machine
+//! their ratio swings with whatever else runs meanwhile. Here two schedulers are filled
+//! with the same workload as `step_fairness_1000_tenants_100k` (benches/step.rs: 100k
+//! requests from 1,000 tenants round robin, 256 admissions per step, 8-token prompts) and
+//! stepped alternately, one step each in turn, so both see the same machine; the ratio of
+//! their median (and mean) step times is printed.
+
+mod common;
+
+use common::{mixed_class, Bench, BATCH, BATCH_BUDGET, STEP_DT};
+use std::time::{Duration, Instant};
+
+fn filled(on: bool) -> Bench {
+    let mut cfg = common::config(100_000, 8192);
+    cfg.fairness.enabled = on;
+    cfg.fairness.max_tenants = 1_000;
+    let window = common::fill_window(&cfg);
+    let mut b = Bench::new(cfg);
+    b.tenants = 1_000;
+    b.fill(100_000, window, 4096, mixed_class);
+    b
+}
+
+/// One measured step, then the untimed finish of its admissions and 256 new submits.
+fn step(b: &mut Bench) -> Duration {
+    b.clock.advance(STEP_DT);
+    let t = Instant::now();
+    b.step(&BATCH_BUDGET);
+    let took = t.elapsed();
+    assert_eq!(b.d.admitted.len(), BATCH as usize);
+    b.finish_admitted();
+    for _ in 0..BATCH {
+        let i = b.next_id;
+        b.submit(mixed_class(i));
+    }
+    took
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mean(v: &[Duration]) -> Duration {
+    v.iter().sum::<Duration>() / v.len() as u32
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a number is the step count.
+    let steps = std::env::args()
+        .filter_map(|a| a.parse::<usize>().ok())
+        .next()
+        .unwrap_or(2_000);
+    let (mut on, mut off) = (filled(true), filled(false));
+    let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        t_on.push(step(&mut on));
+        t_off.push(step(&mut off));
+    }
+    assert!(on.sched.conservation().is_balanced() && off.sched.conservation().is_balanced());
+    let (m_on, m_off) = (mean(&t_on), mean(&t_off));
+    let (p_on, p_off) = (median(&mut t_on), median(&mut t_off));
+    println!("fairness on : median {p_on:?}, mean {m_on:?} per step ({steps} steps)");
+    println!("fairness off: median {p_off:?}, mean {m_off:?} per step");
+    println!(
+        "on / off: median {:.2}x, mean {:.2}x",
+        p_on.as_secs_f64() / p_off.as_secs_f64(),
+        m_on.as_secs_f64() / m_off.as_secs_f64()
+    );
+}
