@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::{mixed_class, Bench, BATCH, BATCH_BUDGET, STEP_DT};
-use std::time::{Duration, Instant};
+use common::{mixed_class, Bench};
+use std::time::Duration;
 
 fn filled(on: bool) -> Bench {
     let mut cfg = common::config(100_000, 8192);
@@ -23,21 +23,6 @@ fn filled(on: bool) -> Bench {
     b.tenants = 1_000;
     b.fill(100_000, window, 4096, mixed_class);
     b
-}
-
-/// One measured step, then the untimed finish of its admissions and 256 new submits.
-fn step(b: &mut Bench) -> Duration {
-    b.clock.advance(STEP_DT);
-    let t = Instant::now();
-    b.step(&BATCH_BUDGET);
-    let took = t.elapsed();
-    assert_eq!(b.d.admitted.len(), BATCH as usize);
-    b.finish_admitted();
-    for _ in 0..BATCH {
-        let i = b.next_id;
-        b.submit(mixed_class(i));
-    }
-    took
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -58,8 +43,8 @@ fn main() {
     let (mut on, mut off) = (filled(true), filled(false));
     let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
     for _ in 0..steps {
-        t_on.push(step(&mut on));
-        t_off.push(step(&mut off));
+        t_on.push(on.timed_batch_step());
+        t_off.push(off.timed_batch_step());
     }
     assert!(on.sched.conservation().is_balanced() && off.sched.conservation().is_balanced());
     let (m_on, m_off) = (mean(&t_on), mean(&t_off));

@@ -15,9 +15,9 @@
 
 mod common;
 
-use common::{mixed_class, Bench, BATCH, BATCH_BUDGET, STEP_DT};
+use common::{mixed_class, Bench, BATCH};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Fills a scheduler with `n` queued requests under `cfg` and measures `step_into` as
 /// described at the top of the file, under benchmark id `id`.
@@ -46,16 +46,7 @@ fn bench_steps_tenants(
         bch.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                b.clock.advance(STEP_DT);
-                let t = Instant::now();
-                b.step(&BATCH_BUDGET);
-                total += t.elapsed();
-                assert_eq!(b.d.admitted.len(), BATCH as usize);
-                b.finish_admitted();
-                for _ in 0..BATCH {
-                    let i = b.next_id;
-                    b.submit(mixed_class(i));
-                }
+                total += b.timed_batch_step();
             }
             total
         })

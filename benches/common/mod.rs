@@ -138,6 +138,24 @@ impl Bench {
         assert_eq!(self.sched.waiting(), n, "fill reached its target");
     }
 
+    /// One step of the step benches, timed: advance the clock by [`STEP_DT`], step with
+    /// [`BATCH_BUDGET`] (which must admit [`BATCH`]); then, untimed, finish the admitted
+    /// requests and submit [`BATCH`] new ones of [`mixed_class`], so the queue keeps its
+    /// depth and the next step starts with nothing running.
+    pub fn timed_batch_step(&mut self) -> std::time::Duration {
+        self.clock.advance(STEP_DT);
+        let t = std::time::Instant::now();
+        self.step(&BATCH_BUDGET);
+        let took = t.elapsed();
+        assert_eq!(self.d.admitted.len(), BATCH as usize);
+        self.finish_admitted();
+        for _ in 0..BATCH {
+            let i = self.next_id;
+            self.submit(mixed_class(i));
+        }
+        took
+    }
+
     /// Reports every admitted request of the last decision finished, so the next step
     /// starts with no running requests.
     pub fn finish_admitted(&mut self) {
