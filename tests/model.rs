@@ -54,6 +54,9 @@ struct Cfg {
     total_blocks: u32,
     max_model_len: u32,
     watermark_pct: u32,
+    /// Fairness between tenants on: every request has the same (no) tenant, so the order
+    /// must be exactly the model's FIFO-by-class order through the lane machinery.
+    fair: bool,
 }
 
 impl Cfg {
@@ -88,6 +91,7 @@ impl Cfg {
         c.engine.total_blocks = self.total_blocks;
         c.engine.max_model_len = self.max_model_len;
         c.engine.watermark = f64::from(self.watermark_pct) / 100.0;
+        c.fairness.enabled = self.fair;
         c
     }
 }
@@ -159,7 +163,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         ),
         (any::<bool>(), 1u8..3, 1usize..4),
         prop_oneof![1 => Just(0usize), 1 => 1usize..4],
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         (
             prop::sample::select(vec![1u32, 4, 16, 16]),
             8u32..200,
@@ -174,7 +178,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                 (ring_capacity, queue_capacity),
                 (preempt, gap, victims),
                 lookahead,
-                chunked,
+                (chunked, fair),
                 (block_size, total_blocks, max_model_len, watermark_pct),
             )| {
                 // max_wait must exceed every aging threshold.
@@ -198,6 +202,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                     total_blocks,
                     max_model_len,
                     watermark_pct,
+                    fair,
                 }
             },
         )
@@ -318,6 +323,7 @@ fn variant(c: &SchedulerConfig) -> SchedulerConfig {
     }
     v.max_wait_ms = c.max_wait_ms + 7;
     v.queue_timeout_ms = c.queue_timeout_ms.map(|t| t + 7);
+    v.fairness.enabled = !c.fairness.enabled;
     v
 }
 
@@ -1457,6 +1463,7 @@ fn model_accepts_a_scripted_run() {
         total_blocks: 64,
         max_model_len: 256,
         watermark_pct: 5,
+        fair: false,
     };
     let mut ops = Vec::new();
     for id in 0..10 {
