@@ -38,37 +38,47 @@ impl Order {
         self.pos[slot] = i as u32;
     }
 
+    /// Moves `heap[i]` up to its place: parents that sort after it move down into the hole
+    /// it leaves, and it is written once, at the end.
     fn up(&mut self, mut i: usize) {
+        let item = self.heap[i];
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.heap[parent] <= self.heap[i] {
+            if self.heap[parent] <= item {
                 break;
             }
-            self.heap.swap(parent, i);
+            self.heap[i] = self.heap[parent];
             self.set_pos(i);
             i = parent;
         }
+        self.heap[i] = item;
         self.set_pos(i);
     }
 
+    /// Moves `heap[i]` down to its place, the same way. A charged tenant usually sinks to
+    /// the bottom (its counter jumps past the others'), so this is the hot loop of a charge.
     fn down(&mut self, mut i: usize) {
         let n = self.heap.len();
+        let item = self.heap[i];
         loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut least = i;
-            if l < n && self.heap[l] < self.heap[least] {
-                least = l;
-            }
-            if r < n && self.heap[r] < self.heap[least] {
-                least = r;
-            }
-            if least == i {
+            let l = 2 * i + 1;
+            if l >= n {
                 break;
             }
-            self.heap.swap(least, i);
+            let r = l + 1;
+            let child = if r < n && self.heap[r] < self.heap[l] {
+                r
+            } else {
+                l
+            };
+            if item <= self.heap[child] {
+                break;
+            }
+            self.heap[i] = self.heap[child];
             self.set_pos(i);
-            i = least;
+            i = child;
         }
+        self.heap[i] = item;
         self.set_pos(i);
     }
 

@@ -131,6 +131,10 @@ struct ClassQueue {
     lanes: Vec<Lane>,
     /// Every bucket index some lane of this class holds, with those lanes.
     buckets: BTreeMap<u64, BucketLanes>,
+    /// Emptied `BucketLanes::slots` vectors, kept for the next bucket: with many tenants a
+    /// bucket's list grows to the number of tenants, and regrowing it from nothing for
+    /// every bucket was a measurable share of a drain.
+    spare: Vec<Vec<u32>>,
     /// Entries in all lanes.
     len: usize,
 }
@@ -175,8 +179,17 @@ impl ClassQueue {
         if let MapEntry::Occupied(mut o) = self.buckets.entry(b) {
             o.get_mut().live -= 1;
             if o.get().live == 0 {
-                o.remove();
+                let slots = o.remove().slots;
+                self.recycle(slots);
             }
+        }
+    }
+
+    /// Keeps an emptied slot list for the next bucket (a few, so memory stays bounded).
+    fn recycle(&mut self, mut slots: Vec<u32>) {
+        if self.spare.len() < 8 && slots.capacity() > 0 {
+            slots.clear();
+            self.spare.push(slots);
         }
     }
 
@@ -185,7 +198,10 @@ impl ClassQueue {
         // New arrivals make the newest bucket: look at the end before searching.
         let entry = match self.buckets.last_entry() {
             Some(e) if *e.key() == b => e.into_mut(),
-            _ => self.buckets.entry(b).or_default(),
+            _ => self.buckets.entry(b).or_insert_with(|| BucketLanes {
+                live: 0,
+                slots: self.spare.pop().unwrap_or_default(),
+            }),
         };
         entry.live += 1;
         entry.slots.push(slot);
@@ -513,7 +529,7 @@ impl WaitQueue {
                     .buckets
                     .remove(&b)
                     .expect("first bucket exists");
-                for slot in lanes.slots {
+                for &slot in &lanes.slots {
                     let (below, above) = self.classes.split_at_mut(c);
                     let (from, to) = (&mut above[0], &mut below[c - 1]);
                     let lane = &mut from.lanes[slot as usize];
@@ -551,6 +567,7 @@ impl WaitQueue {
                     promoted[c] += moved as u64;
                     total += moved as u64;
                 }
+                self.classes[c].recycle(lanes.slots);
             }
         }
         total
