@@ -106,7 +106,8 @@ impl Scheduler {
             return;
         }
         self.wait.insert_new(&mut self.slab, key, now);
-        self.slo.queued(spec.id, spec.class, arrival);
+        let slot = &mut self.slab[key].slo;
+        self.slo.queue_held(key, slot, spec.class, arrival);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
@@ -127,7 +128,8 @@ impl Scheduler {
     pub(super) fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
-        self.slo.reclassified(self.slab[key].spec.id, class);
+        self.slo
+            .reclassified_held(key, &mut self.slab[key].slo, class);
         tracing::debug!(
             id = self.slab[key].spec.id.0,
             from = from.index(),

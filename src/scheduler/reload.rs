@@ -273,13 +273,18 @@ impl Scheduler {
     fn restart_slo_tracking(&mut self) {
         self.slo = crate::slo::SloTracker::new(self.config.slo.clone(), &self.classes)
             .expect("a validated configuration builds its tracker");
-        for (_, e) in self.slab.iter() {
-            self.slo.queued(e.spec.id, e.spec.class, e.arrival);
+        let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let e = &mut self.slab[key];
+            // The slot's state belonged to the tracker just replaced.
+            e.slo = crate::slo::SloSlot::default();
+            self.slo
+                .queue_held(key, &mut e.slo, e.spec.class, e.arrival);
             if e.place == Place::Running || e.first_token.is_some() {
-                self.slo.admitted(e.spec.id, e.started);
+                self.slo.admitted_held(&mut e.slo, e.started);
             }
             if let Some(t) = e.first_token {
-                self.slo.first_token(e.spec.id, t);
+                self.slo.first_token_held(e.spec.id, &mut e.slo, t);
             }
         }
         self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));

@@ -11,6 +11,11 @@
 //! admission, which is where the tracker spent most of its time in the step benchmark.
 //! Events for running requests (tokens, finish, preemption) hit the small `started` map,
 //! which stays in cache.
+//!
+//! Those maps serve the tracker's public, id-keyed methods. The scheduler does not use
+//! them: it keeps each request's [`Started`] state in the request's slab entry
+//! ([`SloSlot`]) and the tracker's deadlines name the slot, so its hot path has no map
+//! insert, look-up or removal per request at all.
 
 use crate::class::Class;
 use crate::request::RequestId;
@@ -138,6 +143,24 @@ pub(crate) struct Started {
 }
 
 impl Started {
+    /// A request in `class` arrived at `arrival`, before any admission or token.
+    pub(crate) fn new(class: Class, arrival: Timestamp) -> Self {
+        Self::from_fresh(Fresh {
+            arrival,
+            tag: Tag::new(class),
+        })
+    }
+
+    /// What deadline checks and reclassification read and change of this state.
+    pub(crate) fn view(&mut self) -> StateMut<'_> {
+        StateMut {
+            arrival: self.arrival,
+            waiting: self.waiting,
+            has_first_token: self.first_token.is_some(),
+            tag: &mut self.tag,
+        }
+    }
+
     /// The state of `f` before any admission or token.
     fn from_fresh(f: Fresh) -> Self {
         Self {
@@ -164,6 +187,24 @@ pub(crate) struct StateMut<'a> {
     pub has_first_token: bool,
     /// Its class and reported misses, in its map.
     pub tag: &'a mut Tag,
+}
+
+/// A request's SLO state kept by whoever holds the request (the scheduler keeps one in
+/// each slab entry), so that the tracker's events for it need no look-up by id.
+///
+/// The scheduler addresses its requests by slab key, and keys are reused: a deadline the
+/// tracker pushed for the slot carries the key and the slot's `gen` at the time, and
+/// applies only while the slot's `gen` is still that.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SloSlot {
+    /// The state while the tracker tracks the request: `Some` from
+    /// [`crate::slo::SloTracker::queue_held`] with tracking on and a known class until the
+    /// request ends; `None` before, after, and always with tracking off.
+    pub(crate) state: Option<Started>,
+    /// The generation the tracker gave the request when it queued it (a wrapping count of
+    /// the tracker's `queue_held` calls); deadlines carrying another generation belong to
+    /// an earlier request in the same slot. Meaningless while `state` is `None`.
+    pub(crate) gen: u32,
 }
 
 /// Every live request the tracker holds, by id.
