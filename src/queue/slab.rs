@@ -4,7 +4,7 @@
 
 use crate::class::Class;
 use crate::request::{RequestId, RequestSpec};
-use crate::slo::{HeldStates, SloSlot};
+use crate::slo::{HeldRequest, HeldStates, SloSlot};
 use crate::sync::Arc;
 use crate::ticket::Ticket;
 use crate::time::Timestamp;
@@ -173,14 +173,28 @@ impl Slab {
     }
 }
 
+impl HeldRequest for Entry {
+    fn id(&self) -> RequestId {
+        self.spec.id
+    }
+
+    fn arrival(&self) -> Timestamp {
+        self.arrival
+    }
+
+    fn slot(&mut self) -> &mut SloSlot {
+        &mut self.slo
+    }
+}
+
 impl HeldStates for Slab {
-    fn held(&mut self, key: u32) -> Option<(RequestId, &mut SloSlot)> {
-        let e = self
-            .chunks
+    type Request = Entry;
+
+    fn held(&mut self, key: u32) -> Option<&mut Entry> {
+        self.chunks
             .get_mut(key as usize / CHUNK)?
             .get_mut(key as usize % CHUNK)?
-            .as_mut()?;
-        Some((e.spec.id, &mut e.slo))
+            .as_mut()
     }
 }
 

@@ -421,7 +421,6 @@ impl Scheduler {
         self.ids.remove(&e.spec.id);
         let class = e.spec.class.index();
         self.counters.outcome(class, outcome);
-        let id = e.spec.id;
         match outcome {
             Outcome::Finished => {}
             Outcome::TimedOut => self.step_counts[class].timed_out += 1,
@@ -432,7 +431,7 @@ impl Scheduler {
         // Anything but a finish is censored like a cancel (a hand-off too): no latency
         // sample, only the misses so far.
         let finished = outcome == Outcome::Finished;
-        self.slo.ended_held(id, &mut e.slo, now, finished);
+        self.slo.ended_held(&mut e, now, finished);
         outcome
     }
 }

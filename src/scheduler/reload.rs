@@ -278,13 +278,14 @@ impl Scheduler {
             let e = &mut self.slab[key];
             // The slot's state belonged to the tracker just replaced.
             e.slo = crate::slo::SloSlot::default();
-            self.slo
-                .queue_held(key, &mut e.slo, e.spec.class, e.arrival);
+            let class = e.spec.class;
+            self.slo.queue_held(key, e, class);
             if e.place == Place::Running || e.first_token.is_some() {
-                self.slo.admitted_held(&mut e.slo, e.started);
+                let started = e.started;
+                self.slo.admitted_held(e, started);
             }
             if let Some(t) = e.first_token {
-                self.slo.first_token_held(e.spec.id, &mut e.slo, t);
+                self.slo.first_token_held(e, t);
             }
         }
         self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));

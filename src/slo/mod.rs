@@ -15,4 +15,4 @@ pub use tracker::{ClassCompliance, SloMetric, SloTracker, SloWindow, TargetCompl
 pub use violation::{Violation, ViolationKind};
 
 pub(crate) use requests::SloSlot;
-pub(crate) use tracker::HeldStates;
+pub(crate) use tracker::{HeldRequest, HeldStates};

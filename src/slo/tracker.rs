@@ -219,22 +219,46 @@ impl Lookup<RequestId> for Requests {
     }
 }
 
-/// Storage of held requests' [`SloSlot`]s by key: the scheduler's slab.
-pub(crate) trait HeldStates {
-    /// The id and SLO slot of the request at `key`; `None` if no request is there.
-    fn held(&mut self, key: u32) -> Option<(RequestId, &mut SloSlot)>;
+/// A request whose holder keeps its [`SloSlot`]: the scheduler's slab entry.
+pub(crate) trait HeldRequest {
+    /// Its id (what violations name).
+    fn id(&self) -> RequestId;
+    /// Its arrival; never changes while it is held.
+    fn arrival(&self) -> Timestamp;
+    /// Its SLO state.
+    fn slot(&mut self) -> &mut SloSlot;
 }
 
-/// The held path's [`Lookup`]: a slot whose generation is the deadline's.
+/// Storage of held requests by key: the scheduler's slab.
+pub(crate) trait HeldStates {
+    /// What it holds.
+    type Request: HeldRequest;
+    /// The request at `key`; `None` if no request is there.
+    fn held(&mut self, key: u32) -> Option<&mut Self::Request>;
+}
+
+/// The held path's [`Lookup`]: a tracked slot whose generation is the deadline's.
 struct Held<'a, S>(&'a mut S);
 
 impl<S: HeldStates> Lookup<SlotRef> for Held<'_, S> {
     fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
-        let (id, slot) = self.0.held(r.key)?;
-        if slot.gen != r.gen {
+        let req = self.0.held(r.key)?;
+        let (id, arrival) = (req.id(), req.arrival());
+        let slot = req.slot();
+        if slot.gen() != r.gen {
             return None;
         }
-        slot.state.as_mut().map(|s| (id, s.view()))
+        slot.view(arrival).map(|s| (id, s))
+    }
+}
+
+/// Runs `f` on the state of `req` if it is tracked, and stores the result back.
+fn with_state(req: &mut impl HeldRequest, f: impl FnOnce(&mut Started)) {
+    let arrival = req.arrival();
+    let slot = req.slot();
+    if let Some(mut st) = slot.load(arrival) {
+        f(&mut st);
+        slot.store(&st);
     }
 }
 
@@ -524,18 +548,14 @@ impl SloTracker {
         );
     }
 
-    /// Starts tracking a request held in the scheduler's slab at `key`, in `class`,
-    /// arrived at `now`: as [`SloTracker::queued`], with its state in `slot` instead of
-    /// the tracker's maps. With tracking off or an unknown class, `slot` is left
-    /// untracked and every later `*_held` call for it does nothing.
-    pub(crate) fn queue_held(
-        &mut self,
-        key: u32,
-        slot: &mut SloSlot,
-        class: Class,
-        arrival: Timestamp,
-    ) {
-        if slot.state.take().is_some() {
+    /// Starts tracking `req`, held in the scheduler's slab at `key`, in `class`: as
+    /// [`SloTracker::queued`], with its state in its [`SloSlot`] instead of the tracker's
+    /// maps. With tracking off or an unknown class the slot is left untracked, and every
+    /// later `*_held` call for it does nothing.
+    pub(crate) fn queue_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+        let arrival = req.arrival();
+        let slot = req.slot();
+        if slot.untrack() {
             // Not expected (the scheduler queues a slot once), but keeps the count right.
             self.held = self.held.saturating_sub(1);
         }
@@ -547,72 +567,66 @@ impl SloTracker {
         };
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1);
-        *slot = SloSlot {
-            state: Some(Started::new(class, arrival)),
-            gen,
-        };
+        *slot = SloSlot::start(class, arrival, gen);
         self.held += 1;
         push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
     }
 
     /// As [`SloTracker::admitted`] for a held request.
-    pub(crate) fn admitted_held(&mut self, slot: &mut SloSlot, now: Timestamp) {
-        if let Some(st) = slot.state.as_mut() {
-            on_admitted(&mut self.classes, st, now);
-        }
+    pub(crate) fn admitted_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+        with_state(req, |st| on_admitted(&mut self.classes, st, now));
     }
 
-    /// As [`SloTracker::first_token`] for held request `id`.
-    pub(crate) fn first_token_held(&mut self, id: RequestId, slot: &mut SloSlot, now: Timestamp) {
-        if let Some(st) = slot.state.as_mut() {
-            on_first_token(&mut self.classes, &mut self.reporter, id, st, now);
-        }
+    /// As [`SloTracker::first_token`] for a held request.
+    pub(crate) fn first_token_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+        let id = req.id();
+        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
+        with_state(req, |st| on_first_token(classes, reporter, id, st, now));
     }
 
-    /// As [`SloTracker::tokens`] for held request `id`.
-    pub(crate) fn tokens_held(
-        &mut self,
-        id: RequestId,
-        slot: &mut SloSlot,
-        now: Timestamp,
-        n: u32,
-    ) {
+    /// As [`SloTracker::tokens`] for a held request.
+    pub(crate) fn tokens_held(&mut self, req: &mut impl HeldRequest, now: Timestamp, n: u32) {
         if n == 0 {
             return;
         }
-        if let Some(st) = slot.state.as_mut() {
-            on_tokens(&mut self.classes, &mut self.reporter, id, st, now, n);
-        }
+        let id = req.id();
+        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
+        with_state(req, |st| on_tokens(classes, reporter, id, st, now, n));
     }
 
     /// As [`SloTracker::preempted`] for a held request.
-    pub(crate) fn preempted_held(&mut self, slot: &mut SloSlot) {
+    pub(crate) fn preempted_held(&mut self, req: &mut impl HeldRequest) {
         // A request never admitted is waiting already; setting it again changes nothing.
-        if let Some(st) = slot.state.as_mut() {
-            st.waiting = true;
+        req.slot().set_waiting();
+    }
+
+    /// As [`SloTracker::reclassified`] for `req`, held at `key`.
+    pub(crate) fn reclassified_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+        let arrival = req.arrival();
+        let slot = req.slot();
+        let who = SlotRef {
+            key,
+            gen: slot.gen(),
+        };
+        if let Some(st) = slot.view(arrival) {
+            on_reclassified(&mut self.classes, who, st, class);
         }
     }
 
-    /// As [`SloTracker::reclassified`] for the held request at `key`.
-    pub(crate) fn reclassified_held(&mut self, key: u32, slot: &mut SloSlot, class: Class) {
-        let gen = slot.gen;
-        if let Some(st) = slot.state.as_mut() {
-            on_reclassified(&mut self.classes, SlotRef { key, gen }, st.view(), class);
-        }
-    }
-
-    /// The held request `id` ended: as [`SloTracker::finished`] if `finished`, else as
-    /// [`SloTracker::cancelled`]. Leaves `slot` untracked.
+    /// The held request ended: as [`SloTracker::finished`] if `finished`, else as
+    /// [`SloTracker::cancelled`]. Leaves its slot untracked.
     pub(crate) fn ended_held(
         &mut self,
-        id: RequestId,
-        slot: &mut SloSlot,
+        req: &mut impl HeldRequest,
         now: Timestamp,
         finished: bool,
     ) {
-        let Some(mut st) = slot.state.take() else {
+        let (id, arrival) = (req.id(), req.arrival());
+        let slot = req.slot();
+        let Some(mut st) = slot.load(arrival) else {
             return;
         };
+        slot.untrack();
         self.held = self.held.saturating_sub(1);
         if finished {
             on_finished(&mut self.classes, &mut self.reporter, id, &mut st, now);
@@ -1044,20 +1058,39 @@ mod tests {
         assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 1);
     }
 
-    /// Slots by key with reuse, standing in for the scheduler's slab.
+    /// A held request, standing in for the scheduler's slab entry.
+    struct Req {
+        id: RequestId,
+        arrival: Timestamp,
+        slot: SloSlot,
+    }
+
+    impl HeldRequest for Req {
+        fn id(&self) -> RequestId {
+            self.id
+        }
+        fn arrival(&self) -> Timestamp {
+            self.arrival
+        }
+        fn slot(&mut self) -> &mut SloSlot {
+            &mut self.slot
+        }
+    }
+
+    /// Requests by key with reuse, standing in for the scheduler's slab.
     #[derive(Default)]
-    struct Slots(Vec<Option<(RequestId, SloSlot)>>);
+    struct Slots(Vec<Option<Req>>);
 
     impl HeldStates for Slots {
-        fn held(&mut self, key: u32) -> Option<(RequestId, &mut SloSlot)> {
-            let (id, slot) = self.0.get_mut(key as usize)?.as_mut()?;
-            Some((*id, slot))
+        type Request = Req;
+        fn held(&mut self, key: u32) -> Option<&mut Req> {
+            self.0.get_mut(key as usize)?.as_mut()
         }
     }
 
     impl Slots {
-        /// The lowest free key, now holding `id` untracked.
-        fn insert(&mut self, id: RequestId) -> u32 {
+        /// The lowest free key, now holding request `id` that arrived at `arrival`.
+        fn insert(&mut self, id: RequestId, arrival: Timestamp) -> u32 {
             let key = match self.0.iter().position(Option::is_none) {
                 Some(k) => k,
                 None => {
@@ -1065,12 +1098,17 @@ mod tests {
                     self.0.len() - 1
                 }
             };
-            self.0[key] = Some((id, SloSlot::default()));
+            let slot = SloSlot::default();
+            self.0[key] = Some(Req { id, arrival, slot });
             key as u32
         }
 
-        fn slot(&mut self, key: u32) -> &mut SloSlot {
-            &mut self.0[key as usize].as_mut().unwrap().1
+        fn req(&mut self, key: u32) -> &mut Req {
+            self.0[key as usize].as_mut().unwrap()
+        }
+
+        fn take(&mut self, key: u32) -> Req {
+            self.0[key as usize].take().unwrap()
         }
     }
 
@@ -1079,16 +1117,16 @@ mod tests {
         let mut slo = tracker();
         let rx = slo.subscribe(8);
         let mut slots = Slots::default();
-        let k = slots.insert(RequestId(1));
-        slo.queue_held(k, slots.slot(k), Class::HIGH, ms(0));
-        slo.admitted_held(slots.slot(k), ms(10));
-        slo.tokens_held(RequestId(1), slots.slot(k), ms(20), 1);
-        let mut slot = slots.0[k as usize].take().unwrap().1;
-        slo.ended_held(RequestId(1), &mut slot, ms(30), true);
-        assert!(slot.state.is_none());
+        let k = slots.insert(RequestId(1), ms(0));
+        slo.queue_held(k, slots.req(k), Class::HIGH);
+        slo.admitted_held(slots.req(k), ms(10));
+        slo.tokens_held(slots.req(k), ms(20), 1);
+        let mut req = slots.take(k);
+        slo.ended_held(&mut req, ms(30), true);
+        assert!(!req.slot.is_tracked());
         // The key is reused by a request of the same class that arrived later.
-        assert_eq!(slots.insert(RequestId(2)), k);
-        slo.queue_held(k, slots.slot(k), Class::HIGH, ms(100));
+        assert_eq!(slots.insert(RequestId(2), ms(100)), k);
+        slo.queue_held(k, slots.req(k), Class::HIGH);
         assert_eq!(slo.tracked(), 1);
         slo.tick_held(ms(501), &mut slots);
         assert!(
@@ -1099,8 +1137,7 @@ mod tests {
         let v = rx.try_recv().unwrap();
         assert_eq!((v.id, v.while_queued, v.at), (RequestId(2), true, ms(601)));
         // Reported once: its end reports no second TTFT miss.
-        let mut slot = slots.0[k as usize].take().unwrap().1;
-        slo.ended_held(RequestId(2), &mut slot, ms(700), false);
+        slo.ended_held(&mut slots.take(k), ms(700), false);
         assert!(rx.try_recv().is_err());
         assert_eq!(slo.tracked(), 0);
     }
@@ -1113,9 +1150,9 @@ mod tests {
         };
         let mut slo = SloTracker::new(cfg, &SchedulerConfig::default().class_set()).unwrap();
         let mut slots = Slots::default();
-        let k = slots.insert(RequestId(1));
-        slo.queue_held(k, slots.slot(k), Class::HIGH, ms(0));
-        assert!(slots.slot(k).state.is_none());
+        let k = slots.insert(RequestId(1), ms(0));
+        slo.queue_held(k, slots.req(k), Class::HIGH);
+        assert!(!slots.req(k).slot.is_tracked());
         assert_eq!(slo.tracked(), 0);
         slo.tick_held(ms(10_000), &mut slots);
         assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 0);
@@ -1169,31 +1206,30 @@ mod tests {
                         let (id, class) = (RequestId(next), Class::from_index(c));
                         next += 1;
                         by_id.queued(id, class, t);
-                        let k = slots.insert(id);
-                        held.queue_held(k, slots.slot(k), class, t);
+                        let k = slots.insert(id, t);
+                        held.queue_held(k, slots.req(k), class);
                         live.push((id, k));
                     }
                     Ev::Admit(i) => if let Some((id, k)) = pick(i) {
                         by_id.admitted(id, t);
-                        held.admitted_held(slots.slot(k), t);
+                        held.admitted_held(slots.req(k), t);
                     },
                     Ev::Tokens(i, n) => if let Some((id, k)) = pick(i) {
                         by_id.tokens(id, t, n);
-                        held.tokens_held(id, slots.slot(k), t, n);
+                        held.tokens_held(slots.req(k), t, n);
                     },
                     Ev::Preempt(i) => if let Some((id, k)) = pick(i) {
                         by_id.preempted(id, t);
-                        held.preempted_held(slots.slot(k));
+                        held.preempted_held(slots.req(k));
                     },
                     Ev::Reclass(i, c) => if let Some((id, k)) = pick(i) {
                         by_id.reclassified(id, Class::from_index(c));
-                        held.reclassified_held(k, slots.slot(k), Class::from_index(c));
+                        held.reclassified_held(k, slots.req(k), Class::from_index(c));
                     },
                     Ev::End(i, finished) => if let Some((id, k)) = pick(i) {
                         live.retain(|&(l, _)| l != id);
                         if finished { by_id.finished(id, t) } else { by_id.cancelled(id, t) }
-                        let mut slot = slots.0[k as usize].take().unwrap().1;
-                        held.ended_held(id, &mut slot, t, finished);
+                        held.ended_held(&mut slots.take(k), t, finished);
                     },
                     Ev::Advance(d) => {
                         now += d;
