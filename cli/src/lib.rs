@@ -14,6 +14,7 @@ pub mod bench_compare;
 pub mod config_watch;
 pub mod sim;
 pub mod simulate;
+pub mod slo_overhead;
 pub mod stress;
 pub mod tenants;
 pub mod timing;

@@ -39,6 +39,9 @@ enum Command {
     Stress(perf_args::StressArgs),
     /// Run the same workloads through triage and naive baselines; print and write ratios.
     BenchCompare(perf_args::BenchCompareArgs),
+    /// The step's CPU time with SLO tracking on over the same step with it off, measured
+    /// interleaved in one process.
+    SloOverhead(perf_args::SloOverheadArgs),
     /// One heavy tenant and several light ones in one class: latency per tenant with
     /// fairness between tenants off and on.
     Tenants(TenantsArgs),
@@ -200,6 +203,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Stress(args) => perf_args::run_stress(args),
         Command::BenchCompare(args) => perf_args::run_bench_compare(args),
+        Command::SloOverhead(args) => perf_args::run_slo_overhead(args),
         Command::Tenants(args) => match run_tenants(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,4 +1,5 @@
-//! Command-line arguments of `triage stress` and `triage bench-compare`, and their runs.
+//! Command-line arguments of `triage stress`, `triage bench-compare` and
+//! `triage slo-overhead`, and their runs.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use triage_cli::bench_compare::{bench_compare, CompareOptions};
+use triage_cli::slo_overhead::{slo_overhead, OverheadOptions};
 use triage_cli::stress::{stress, StressOptions};
 
 /// `triage stress`.
@@ -144,6 +146,57 @@ pub fn run_bench_compare(a: BenchCompareArgs) -> ExitCode {
             print!("{}", r.table());
             if let Some(p) = &o.out {
                 println!("\nwrote {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `triage slo-overhead`.
+#[derive(Args, Debug)]
+pub struct SloOverheadArgs {
+    /// Requests queued in each of the two schedulers.
+    #[arg(long, default_value_t = 100_000)]
+    queued: usize,
+    /// Admissions per step.
+    #[arg(long, default_value_t = 256)]
+    batch: u32,
+    /// Steps per block.
+    #[arg(long, default_value_t = 300)]
+    block_steps: usize,
+    /// Timed blocks per configuration (on and off alternate).
+    #[arg(long, default_value_t = 28)]
+    blocks: usize,
+    /// Untimed blocks per configuration first.
+    #[arg(long, default_value_t = 2)]
+    warmup_blocks: usize,
+    /// Also write the report (every block's means) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs `triage slo-overhead`.
+pub fn run_slo_overhead(a: SloOverheadArgs) -> ExitCode {
+    let o = OverheadOptions {
+        queued: a.queued,
+        batch: a.batch,
+        block_steps: a.block_steps,
+        blocks: a.blocks,
+        warmup_blocks: a.warmup_blocks,
+    };
+    match slo_overhead(&o) {
+        Ok(r) => {
+            print!("{}", r.text());
+            if let Some(p) = a.json {
+                let json = serde_json::to_string_pretty(&r).expect("report serialises");
+                if let Err(e) = std::fs::write(&p, json) {
+                    eprintln!("error: {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
             }
             ExitCode::SUCCESS
         }

@@ -3,7 +3,8 @@
 //! links of the wait-queue lists, so moving a request between lists allocates nothing.
 
 use crate::class::Class;
-use crate::request::RequestSpec;
+use crate::request::{RequestId, RequestSpec};
+use crate::slo::{HeldRequest, HeldStates, SloSlot};
 use crate::sync::Arc;
 use crate::ticket::Ticket;
 use crate::time::Timestamp;
@@ -66,6 +67,10 @@ pub(crate) struct Entry {
     /// The tenant's slot (`crate::fair::tenants`); 0 with fairness off, [`NO_SLOT`]
     /// until the scheduler assigns it.
     pub(crate) tenant: u32,
+    /// Its SLO tracking state, kept here so that the tracker's events for it need no
+    /// look-up by id: untracked until the scheduler queues it with the tracker, and
+    /// whenever tracking is off.
+    pub(crate) slo: SloSlot,
 }
 
 impl Entry {
@@ -91,6 +96,7 @@ impl Entry {
             planned: 0,
             planned_step: 0,
             tenant: NO_SLOT,
+            slo: SloSlot::default(),
         }
     }
 
@@ -164,6 +170,31 @@ impl Slab {
             .flat_map(|c| c.iter())
             .enumerate()
             .filter_map(|(k, e)| e.as_ref().map(|e| (k as u32, e)))
+    }
+}
+
+impl HeldRequest for Entry {
+    fn id(&self) -> RequestId {
+        self.spec.id
+    }
+
+    fn arrival(&self) -> Timestamp {
+        self.arrival
+    }
+
+    fn slot(&mut self) -> &mut SloSlot {
+        &mut self.slo
+    }
+}
+
+impl HeldStates for Slab {
+    type Request = Entry;
+
+    fn held(&mut self, key: u32) -> Option<&mut Entry> {
+        self.chunks
+            .get_mut(key as usize / CHUNK)?
+            .get_mut(key as usize % CHUNK)?
+            .as_mut()
     }
 }
 

@@ -68,7 +68,7 @@ impl Scheduler {
             e.first_token = Some(now);
         }
         if new_output > 0 {
-            self.slo.tokens(id, now, new_output);
+            self.slo.tokens_held(e, now, new_output);
         }
         // The engine may have grown the KV further than this scheduler planned.
         e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));

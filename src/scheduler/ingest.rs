@@ -106,7 +106,7 @@ impl Scheduler {
             return;
         }
         self.wait.insert_new(&mut self.slab, key, now);
-        self.slo.queued(spec.id, spec.class, arrival);
+        self.slo.queue_held(key, &mut self.slab[key], spec.class);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
@@ -127,7 +127,7 @@ impl Scheduler {
     pub(super) fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
-        self.slo.reclassified(self.slab[key].spec.id, class);
+        self.slo.reclassified_held(key, &mut self.slab[key], class);
         tracing::debug!(
             id = self.slab[key].spec.id.0,
             from = from.index(),

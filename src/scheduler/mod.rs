@@ -226,7 +226,7 @@ impl Scheduler {
 
         out.summary.waiting = self.wait.len();
         out.summary.running = self.running.len();
-        self.slo.tick(now);
+        self.slo.tick_held(now, &mut self.slab);
         self.publish_metrics(now, budget, started.elapsed());
         for c in 0..self.classes.len() {
             // Relaxed: a capacity hint for submit; no data rides on it.
@@ -411,7 +411,7 @@ impl Scheduler {
     /// the ticket's single atomic word decides, so the cancel that was acknowledged is the
     /// one that counts. Returns the outcome counted.
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
-        let e = self.slab.remove(key);
+        let mut e = self.slab.remove(key);
         self.release_tenant(e.tenant);
         let outcome = match e.ticket.finish() {
             crate::ticket::CANCEL_QUEUED | crate::ticket::CANCEL_RUNNING => Outcome::Cancelled,
@@ -421,19 +421,17 @@ impl Scheduler {
         self.ids.remove(&e.spec.id);
         let class = e.spec.class.index();
         self.counters.outcome(class, outcome);
-        let id = e.spec.id;
         match outcome {
-            Outcome::Finished => self.slo.finished(id, now),
-            Outcome::TimedOut => {
-                self.step_counts[class].timed_out += 1;
-                self.slo.timed_out(id, now);
-            }
-            // A hand-off is censored like a cancel: no latency sample, only misses so far.
+            Outcome::Finished => {}
+            Outcome::TimedOut => self.step_counts[class].timed_out += 1,
             Outcome::Cancelled | Outcome::Evicted | Outcome::Refused => {
                 self.step_counts[class].cancelled += u64::from(outcome == Outcome::Cancelled);
-                self.slo.cancelled(id, now);
             }
         }
+        // Anything but a finish is censored like a cancel (a hand-off too): no latency
+        // sample, only the misses so far.
+        let finished = outcome == Outcome::Finished;
+        self.slo.ended_held(&mut e, now, finished);
         outcome
     }
 }

@@ -244,7 +244,7 @@ impl Scheduler {
             // preemption is the scheduler's cost, not more service to the tenant.
             self.charge(key, super::fairness::Tokens::Prompt, prompt);
         }
-        self.slo.admitted(admitted.id, now);
+        self.slo.admitted_held(&mut self.slab[key], now);
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
             id = admitted.id.0,
@@ -393,7 +393,7 @@ impl Scheduler {
         e.preemptions += 1;
         self.counters.per_class[e.spec.class.index()].preempted += 1;
         self.step_counts[e.spec.class.index()].preempted += 1;
-        self.slo.preempted(id, self.last_now);
+        self.slo.preempted_held(e);
         tracing::debug!(
             id = id.0,
             class = preempted.class.index(),

@@ -273,13 +273,19 @@ impl Scheduler {
     fn restart_slo_tracking(&mut self) {
         self.slo = crate::slo::SloTracker::new(self.config.slo.clone(), &self.classes)
             .expect("a validated configuration builds its tracker");
-        for (_, e) in self.slab.iter() {
-            self.slo.queued(e.spec.id, e.spec.class, e.arrival);
+        let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let e = &mut self.slab[key];
+            // The slot's state belonged to the tracker just replaced.
+            e.slo = crate::slo::SloSlot::default();
+            let class = e.spec.class;
+            self.slo.queue_held(key, e, class);
             if e.place == Place::Running || e.first_token.is_some() {
-                self.slo.admitted(e.spec.id, e.started);
+                let started = e.started;
+                self.slo.admitted_held(e, started);
             }
             if let Some(t) = e.first_token {
-                self.slo.first_token(e.spec.id, t);
+                self.slo.first_token_held(e, t);
             }
         }
         self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));

@@ -13,3 +13,6 @@ mod window;
 pub use targets::{ClassSlo, SloConfig, SloTarget};
 pub use tracker::{ClassCompliance, SloMetric, SloTracker, SloWindow, TargetCompliance};
 pub use violation::{Violation, ViolationKind};
+
+pub(crate) use requests::SloSlot;
+pub(crate) use tracker::{HeldRequest, HeldStates};

@@ -11,6 +11,11 @@
 //! admission, which is where the tracker spent most of its time in the step benchmark.
 //! Events for running requests (tokens, finish, preemption) hit the small `started` map,
 //! which stays in cache.
+//!
+//! Those maps serve the tracker's public, id-keyed methods. The scheduler does not use
+//! them: it keeps each request's [`Started`] state in the request's slab entry
+//! ([`SloSlot`]) and the tracker's deadlines name the slot, so its hot path has no map
+//! insert, look-up or removal per request at all.
 
 use crate::class::Class;
 use crate::request::RequestId;
@@ -138,6 +143,14 @@ pub(crate) struct Started {
 }
 
 impl Started {
+    /// A request in `class` arrived at `arrival`, before any admission or token.
+    pub(crate) fn new(class: Class, arrival: Timestamp) -> Self {
+        Self::from_fresh(Fresh {
+            arrival,
+            tag: Tag::new(class),
+        })
+    }
+
     /// The state of `f` before any admission or token.
     fn from_fresh(f: Fresh) -> Self {
         Self {
@@ -164,6 +177,136 @@ pub(crate) struct StateMut<'a> {
     pub has_first_token: bool,
     /// Its class and reported misses, in its map.
     pub tag: &'a mut Tag,
+}
+
+/// A request's SLO state kept by whoever holds the request (the scheduler keeps one in
+/// each slab entry), so that the tracker's events for it need no look-up by id.
+///
+/// It holds what [`Started`] does but the arrival, which the holder keeps anyway
+/// ([`SloSlot::load`] takes it), in 32 bytes: the scheduler holds one per queued request.
+///
+/// The scheduler addresses its requests by slab key, and keys are reused: a deadline the
+/// tracker pushed for the slot carries the key and the slot's generation at the time, and
+/// applies only while the slot's generation is still that.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SloSlot {
+    /// The first output token's time; meaningful only with [`SloSlot::FIRST`] set.
+    first_token: Timestamp,
+    /// [`Started::last_token`] (the arrival before the first token).
+    last_token: Timestamp,
+    /// [`Started::later_tokens`], saturating at `u32::MAX` (a scheduler's request has at
+    /// most `max_new_tokens`, a `u32`, of them).
+    later_tokens: u32,
+    /// The generation the tracker gave the request when it queued it (a wrapping count of
+    /// its `queue_held` calls); deadlines carrying another generation belong to an earlier
+    /// request in the same slot. Meaningless while untracked.
+    gen: u32,
+    /// Its class and reported misses. Meaningless while untracked.
+    tag: Tag,
+    /// [`SloSlot::TRACKED`], [`SloSlot::ADMITTED`], [`SloSlot::WAITING`] and
+    /// [`SloSlot::FIRST`] bits; 0 while untracked.
+    flags: u8,
+}
+
+impl Default for SloSlot {
+    /// Untracked.
+    fn default() -> Self {
+        Self {
+            first_token: Timestamp::ZERO,
+            last_token: Timestamp::ZERO,
+            later_tokens: 0,
+            gen: 0,
+            tag: Tag::new(Class::from_index(0)),
+            flags: 0,
+        }
+    }
+}
+
+impl SloSlot {
+    /// The tracker tracks the request: set from `queue_held` with tracking on and a known
+    /// class until the request ends; clear before, after, and always with tracking off.
+    const TRACKED: u8 = 1;
+    /// [`Started::admitted_once`].
+    const ADMITTED: u8 = 2;
+    /// [`Started::waiting`].
+    const WAITING: u8 = 4;
+    /// It has a first token (`first_token` is its time).
+    const FIRST: u8 = 8;
+
+    /// A tracked request in `class` with generation `gen`, before any admission or token;
+    /// `arrival` is its arrival.
+    pub(crate) fn start(class: Class, arrival: Timestamp, gen: u32) -> Self {
+        let mut slot = Self {
+            gen,
+            ..Self::default()
+        };
+        slot.store(&Started::new(class, arrival));
+        slot
+    }
+
+    /// Whether the tracker tracks the request.
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.flags & Self::TRACKED != 0
+    }
+
+    /// The generation (meaningless while untracked).
+    pub(crate) fn gen(&self) -> u32 {
+        self.gen
+    }
+
+    /// The full state of a tracked request that arrived at `arrival`; `None` if untracked.
+    pub(crate) fn load(&self, arrival: Timestamp) -> Option<Started> {
+        self.is_tracked().then(|| Started {
+            arrival,
+            tag: self.tag,
+            admitted_once: self.flags & Self::ADMITTED != 0,
+            waiting: self.flags & Self::WAITING != 0,
+            first_token: (self.flags & Self::FIRST != 0).then_some(self.first_token),
+            last_token: self.last_token,
+            later_tokens: u64::from(self.later_tokens),
+        })
+    }
+
+    /// Makes `st` the state of the tracked request (its arrival is not kept).
+    pub(crate) fn store(&mut self, st: &Started) {
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        self.flags = Self::TRACKED
+            | bit(st.admitted_once, Self::ADMITTED)
+            | bit(st.waiting, Self::WAITING)
+            | bit(st.first_token.is_some(), Self::FIRST);
+        self.first_token = st.first_token.unwrap_or(Timestamp::ZERO);
+        self.last_token = st.last_token;
+        self.later_tokens = u32::try_from(st.later_tokens).unwrap_or(u32::MAX);
+        self.tag = st.tag;
+    }
+
+    /// What deadline checks and reclassification need of a tracked request that arrived
+    /// at `arrival`; `None` if untracked.
+    pub(crate) fn view(&mut self, arrival: Timestamp) -> Option<StateMut<'_>> {
+        if !self.is_tracked() {
+            return None;
+        }
+        Some(StateMut {
+            arrival,
+            waiting: self.flags & Self::WAITING != 0,
+            has_first_token: self.flags & Self::FIRST != 0,
+            tag: &mut self.tag,
+        })
+    }
+
+    /// Marks a tracked request waiting (preempted).
+    pub(crate) fn set_waiting(&mut self) {
+        if self.is_tracked() {
+            self.flags |= Self::WAITING;
+        }
+    }
+
+    /// Stops tracking; returns whether it was tracked.
+    pub(crate) fn untrack(&mut self) -> bool {
+        let was = self.is_tracked();
+        self.flags = 0;
+        was
+    }
 }
 
 /// Every live request the tracker holds, by id.
@@ -253,6 +396,50 @@ mod tests {
         assert!(t.reported(ViolationKind::Tpot));
         assert!(!t.reported(ViolationKind::Ttft) && !t.reported(ViolationKind::EndToEnd));
         assert_eq!(std::mem::size_of::<Fresh>(), 16);
+    }
+
+    #[test]
+    fn slots_are_small_and_keep_every_field_but_the_arrival() {
+        assert_eq!(std::mem::size_of::<SloSlot>(), 32);
+        let arrival = Timestamp(7);
+        let mut slot = SloSlot::start(Class::from_index(2), arrival, 9);
+        assert!(slot.is_tracked() && slot.gen() == 9);
+        assert_eq!(
+            slot.load(arrival),
+            Some(Started::new(Class::from_index(2), arrival))
+        );
+        let mut tag = Tag::new(Class::from_index(1));
+        tag.set_reported(ViolationKind::EndToEnd);
+        for (admitted_once, waiting, first_token) in [
+            (true, false, Some(Timestamp(0))),
+            (false, true, None),
+            (true, true, Some(Timestamp(u64::MAX))),
+        ] {
+            let st = Started {
+                arrival,
+                tag,
+                admitted_once,
+                waiting,
+                first_token,
+                last_token: Timestamp(100),
+                later_tokens: 12,
+            };
+            slot.store(&st);
+            assert_eq!(slot.load(arrival), Some(st));
+            let v = slot.view(arrival).unwrap();
+            assert_eq!(
+                (v.waiting, v.has_first_token),
+                (waiting, first_token.is_some())
+            );
+        }
+        slot.set_waiting();
+        assert!(slot.load(arrival).unwrap().waiting);
+        assert!(slot.untrack());
+        assert!(!slot.untrack());
+        assert!(slot.load(arrival).is_none() && slot.view(arrival).is_none());
+        slot.set_waiting();
+        assert!(!slot.is_tracked());
+        assert!(!SloSlot::default().is_tracked());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! per class latency histograms over sliding windows and reports each missed target the
 //! moment it is missed.
 
-use super::requests::{Requests, Tag};
+use super::requests::{Requests, SloSlot, Started, StateMut, Tag};
 use super::targets::{ClassSlo, SloConfig, SloTarget};
 use super::violation::{Reporter, Violation, ViolationKind};
 use super::window::Windowed;
@@ -134,24 +134,42 @@ impl ClassCompliance {
 /// A deadline to check at `tick`: the request misses its target if still pending after
 /// `at`. 16 bytes: one is pushed per request queued, into a ring that is cold by then.
 #[derive(Clone, Copy, Debug)]
-struct Deadline {
+struct Deadline<W> {
     /// When the bound passes: the request's arrival plus its class's bound.
     at: Timestamp,
-    /// The request. The deadline is its current request's if that one is in the queue's
-    /// class and its arrival plus the class's bound is `at`; otherwise the request ended
-    /// or moved and the deadline is skipped. (A later request under the same id, same
-    /// class and same arrival has this very deadline too, so checking it is the same.)
-    id: RequestId,
+    /// The request: a [`RequestId`] on the id path, a [`SlotRef`] on the held path. The
+    /// deadline is that request's if it is still in the queue's class and its arrival
+    /// plus the class's bound is `at`; otherwise the request ended or moved and the
+    /// deadline is skipped. (A later request under the same id, same class and same
+    /// arrival has this very deadline too, so checking it is the same.)
+    who: W,
+}
+
+/// Where a held request's deadline points: a slot of the scheduler's slab, as it was when
+/// the deadline was pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotRef {
+    /// The slab key.
+    key: u32,
+    /// The slot's [`SloSlot::gen`] at the push; another generation there now means the
+    /// request ended and the key was reused.
+    gen: u32,
 }
 
 /// Deadlines sorted by `at`. Deadlines of one class are arrival plus a constant, so nearly
 /// every push is at the back; a push out of order (arrivals drained out of order, a
 /// reclassified request) is a binary search and an insert near its place.
-#[derive(Debug, Default)]
-struct DeadlineQueue(VecDeque<Deadline>);
+#[derive(Debug)]
+struct DeadlineQueue<W>(VecDeque<Deadline<W>>);
 
-impl DeadlineQueue {
-    fn push(&mut self, d: Deadline) {
+impl<W> Default for DeadlineQueue<W> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<W> DeadlineQueue<W> {
+    fn push(&mut self, d: Deadline<W>) {
         if self.0.back().is_none_or(|b| b.at <= d.at) {
             self.0.push_back(d);
         } else {
@@ -161,12 +179,86 @@ impl DeadlineQueue {
     }
 
     /// The front deadline if it is before `now`, removed.
-    fn pop_expired(&mut self, now: Timestamp) -> Option<Deadline> {
+    fn pop_expired(&mut self, now: Timestamp) -> Option<Deadline<W>> {
         if self.0.front().is_some_and(|d| d.at < now) {
             self.0.pop_front()
         } else {
             None
         }
+    }
+}
+
+/// How a deadline names its request: the id path's [`RequestId`] or the held path's
+/// [`SlotRef`]. Each has its own deadline queues in [`ClassState`].
+trait Who: Copy {
+    /// `cs`'s TTFT and end-to-end deadline queues of this kind.
+    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>);
+}
+
+impl Who for RequestId {
+    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>) {
+        (&mut cs.ttft_deadlines, &mut cs.e2e_deadlines)
+    }
+}
+
+impl Who for SlotRef {
+    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>) {
+        (&mut cs.held_ttft_deadlines, &mut cs.held_e2e_deadlines)
+    }
+}
+
+/// Finds the request a deadline names, if it is still held.
+trait Lookup<W> {
+    /// The request `who` names and its state; `None` if it ended.
+    fn find(&mut self, who: W) -> Option<(RequestId, StateMut<'_>)>;
+}
+
+impl Lookup<RequestId> for Requests {
+    fn find(&mut self, id: RequestId) -> Option<(RequestId, StateMut<'_>)> {
+        self.get_mut(id).map(|s| (id, s))
+    }
+}
+
+/// A request whose holder keeps its [`SloSlot`]: the scheduler's slab entry.
+pub(crate) trait HeldRequest {
+    /// Its id (what violations name).
+    fn id(&self) -> RequestId;
+    /// Its arrival; never changes while it is held.
+    fn arrival(&self) -> Timestamp;
+    /// Its SLO state.
+    fn slot(&mut self) -> &mut SloSlot;
+}
+
+/// Storage of held requests by key: the scheduler's slab.
+pub(crate) trait HeldStates {
+    /// What it holds.
+    type Request: HeldRequest;
+    /// The request at `key`; `None` if no request is there.
+    fn held(&mut self, key: u32) -> Option<&mut Self::Request>;
+}
+
+/// The held path's [`Lookup`]: a tracked slot whose generation is the deadline's.
+struct Held<'a, S>(&'a mut S);
+
+impl<S: HeldStates> Lookup<SlotRef> for Held<'_, S> {
+    fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
+        let req = self.0.held(r.key)?;
+        let (id, arrival) = (req.id(), req.arrival());
+        let slot = req.slot();
+        if slot.gen() != r.gen {
+            return None;
+        }
+        slot.view(arrival).map(|s| (id, s))
+    }
+}
+
+/// Runs `f` on the state of `req` if it is tracked, and stores the result back.
+fn with_state(req: &mut impl HeldRequest, f: impl FnOnce(&mut Started)) {
+    let arrival = req.arrival();
+    let slot = req.slot();
+    if let Some(mut st) = slot.load(arrival) {
+        f(&mut st);
+        slot.store(&st);
     }
 }
 
@@ -177,14 +269,18 @@ struct ClassState {
     slo: ClassSlo,
     /// `[metric]` histograms, indexed by [`SloMetric::index`].
     hists: [Windowed; 4],
-    /// One deadline per request queued in the class, and per request moved into it with
-    /// no first token and no TTFT miss reported, at arrival plus the TTFT bound; empty if
-    /// the class has no TTFT target. Deadlines of ended or moved requests stay until
+    /// One deadline per request queued by id in the class, and per request moved into it
+    /// with no first token and no TTFT miss reported, at arrival plus the TTFT bound; empty
+    /// if the class has no TTFT target. Deadlines of ended or moved requests stay until
     /// they expire and are skipped then.
-    ttft_deadlines: DeadlineQueue,
+    ttft_deadlines: DeadlineQueue<RequestId>,
     /// As `ttft_deadlines`, for the end-to-end bound (a moved request's deadline is
     /// pushed if it has no end-to-end miss reported).
-    e2e_deadlines: DeadlineQueue,
+    e2e_deadlines: DeadlineQueue<RequestId>,
+    /// As `ttft_deadlines`, for held requests (queued with [`SloTracker::queue_held`]).
+    held_ttft_deadlines: DeadlineQueue<SlotRef>,
+    /// As `e2e_deadlines`, for held requests.
+    held_e2e_deadlines: DeadlineQueue<SlotRef>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -209,6 +305,12 @@ fn micros(d: Duration) -> u64 {
 /// they observe; [`SloTracker::cancelled`] and [`SloTracker::timed_out`] report a bound
 /// already passed. A request is reported at most once per kind.
 ///
+/// The public methods name requests by id, and the tracker keeps their state in its own
+/// maps. The [`crate::Scheduler`] instead keeps each request's state in the request's slab
+/// entry and calls the crate-internal `*_held` methods with it, so that its events cost no
+/// look-up by id; requests tracked that way are counted by [`SloTracker::tracked`] and
+/// reported alike, but the id methods do not see them.
+///
 /// ```
 /// use std::time::Duration;
 /// use triage::{Class, RequestId, SchedulerConfig, SloConfig, SloTracker, Timestamp, ViolationKind};
@@ -231,8 +333,13 @@ pub struct SloTracker {
     config: SloConfig,
     /// One per class of `config.classes`, same index.
     classes: Vec<ClassState>,
-    /// Every request queued and not yet ended (empty while tracking is off).
+    /// Every request queued by id and not yet ended (empty while tracking is off).
     requests: Requests,
+    /// Requests queued with [`SloTracker::queue_held`] and not yet ended (0 while
+    /// tracking is off).
+    held: usize,
+    /// The generation the next [`SloTracker::queue_held`] gives its slot (wrapping).
+    next_gen: u32,
     /// Where violations go; counts every report ever made.
     reporter: Reporter,
 }
@@ -251,6 +358,8 @@ impl SloTracker {
                 }),
                 ttft_deadlines: DeadlineQueue::default(),
                 e2e_deadlines: DeadlineQueue::default(),
+                held_ttft_deadlines: DeadlineQueue::default(),
+                held_e2e_deadlines: DeadlineQueue::default(),
             })
             .collect();
         Ok(Self {
@@ -262,6 +371,8 @@ impl SloTracker {
             ),
             classes: class_states,
             requests: Requests::default(),
+            held: 0,
+            next_gen: 0,
             config,
         })
     }
@@ -306,7 +417,7 @@ impl SloTracker {
 
     /// Requests the tracker holds (queued, running or preempted).
     pub fn tracked(&self) -> usize {
-        self.requests.len()
+        self.requests.len() + self.held
     }
 
     /// A request entered the scheduler's queue with class `class` at `arrival`. Queuing an
@@ -320,18 +431,7 @@ impl SloTracker {
             return;
         };
         self.requests.queue(id, class, arrival);
-        if let Some(t) = cs.slo.ttft {
-            cs.ttft_deadlines.push(Deadline {
-                at: arrival.saturating_add(t.bound()),
-                id,
-            });
-        }
-        if let Some(t) = cs.slo.e2e {
-            cs.e2e_deadlines.push(Deadline {
-                at: arrival.saturating_add(t.bound()),
-                id,
-            });
-        }
+        push_deadlines(cs, id, arrival, true, true);
     }
 
     /// The request started running. Its first admission records its queue wait; a
@@ -340,18 +440,8 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.start(id) else {
-            return;
-        };
-        st.waiting = false;
-        if !st.admitted_once {
-            st.admitted_once = true;
-            let wait = now.saturating_since(st.arrival);
-            self.classes[st.tag.class().index()].hists[SloMetric::QueueWait.index()].record(
-                now.0,
-                micros(wait),
-                1,
-            );
+        if let Some(st) = self.requests.start(id) {
+            on_admitted(&mut self.classes, st, now);
         }
     }
 
@@ -361,23 +451,8 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.start(id) else {
-            return;
-        };
-        if st.first_token.is_some() {
-            return;
-        }
-        st.first_token = Some(now);
-        st.last_token = now;
-        st.waiting = false;
-        let ttft = now.saturating_since(st.arrival);
-        let cs = &mut self.classes[st.tag.class().index()];
-        cs.hists[SloMetric::Ttft.index()].record(now.0, micros(ttft), 1);
-        if let Some(t) = cs.slo.ttft {
-            if ttft > t.bound() {
-                let miss = Miss::new(ViolationKind::Ttft, t, ttft, now);
-                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
-            }
+        if let Some(st) = self.requests.start(id) {
+            on_first_token(&mut self.classes, &mut self.reporter, id, st, now);
         }
     }
 
@@ -386,31 +461,11 @@ impl SloTracker {
     /// these is its first token (as [`SloTracker::first_token`]) and the others are
     /// counted with no gap measured.
     pub fn tokens(&mut self, id: RequestId, now: Timestamp, n: u32) {
-        if !self.config.enabled {
+        if !self.config.enabled || n == 0 {
             return;
         }
-        if n == 0 {
-            return;
-        }
-        let Some(st) = self.requests.start(id) else {
-            return;
-        };
-        if st.first_token.is_some() {
-            st.waiting = false;
-            let gap = now.saturating_since(st.last_token);
-            st.last_token = st.last_token.max(now);
-            st.later_tokens += u64::from(n);
-            let per_token = gap / n;
-            self.classes[st.tag.class().index()].hists[SloMetric::Tpot.index()].record(
-                now.0,
-                micros(per_token),
-                u64::from(n),
-            );
-            return;
-        }
-        self.first_token(id, now);
-        if let Some(st) = self.requests.started_mut(id) {
-            st.later_tokens += u64::from(n - 1);
+        if let Some(st) = self.requests.start(id) {
+            on_tokens(&mut self.classes, &mut self.reporter, id, st, now, n);
         }
     }
 
@@ -421,34 +476,8 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(mut st) = self.requests.remove(id) else {
-            return;
-        };
-        let e2e = now.saturating_since(st.arrival);
-        let cs = &mut self.classes[st.tag.class().index()];
-        cs.hists[SloMetric::EndToEnd.index()].record(now.0, micros(e2e), 1);
-        let r = &mut self.reporter;
-        if let Some(t) = cs.slo.e2e {
-            if e2e > t.bound() {
-                let miss = Miss::new(ViolationKind::EndToEnd, t, e2e, now);
-                report(r, id, &mut st.tag, false, miss);
-            }
-        }
-        if let (Some(t), Some(first)) = (cs.slo.tpot, st.first_token) {
-            let span = st.last_token.saturating_since(first);
-            if let Some(mean) = nanos(span).checked_div(st.later_tokens) {
-                let mean = Duration::from_nanos(mean);
-                if mean > t.bound() {
-                    let miss = Miss::new(ViolationKind::Tpot, t, mean, now);
-                    report(r, id, &mut st.tag, false, miss);
-                }
-            }
-        }
-        if let (Some(t), None) = (cs.slo.ttft, st.first_token) {
-            if e2e > t.bound() {
-                let miss = Miss::new(ViolationKind::Ttft, t, e2e, now);
-                report(r, id, &mut st.tag, false, miss);
-            }
+        if let Some(mut st) = self.requests.remove(id) {
+            on_finished(&mut self.classes, &mut self.reporter, id, &mut st, now);
         }
     }
 
@@ -484,22 +513,8 @@ impl SloTracker {
     }
 
     fn ended_early(&mut self, id: RequestId, now: Timestamp) {
-        let Some(mut st) = self.requests.remove(id) else {
-            return;
-        };
-        let elapsed = now.saturating_since(st.arrival);
-        let slo = &self.classes[st.tag.class().index()].slo;
-        if let (Some(t), None) = (slo.ttft, st.first_token) {
-            if elapsed > t.bound() {
-                let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
-                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
-            }
-        }
-        if let Some(t) = slo.e2e {
-            if elapsed > t.bound() {
-                let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
-                report(&mut self.reporter, id, &mut st.tag, st.waiting, miss);
-            }
+        if let Some(mut st) = self.requests.remove(id) {
+            on_ended_early(&self.classes, &mut self.reporter, id, &mut st, now);
         }
     }
 
@@ -510,73 +525,134 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        let Some(st) = self.requests.get_mut(id) else {
-            return;
-        };
-        if st.tag.class() == class {
-            return;
-        }
-        let Some(cs) = self.classes.get_mut(class.index()) else {
-            return;
-        };
-        st.tag.set_class(class);
-        let arrival = st.arrival;
-        let d = |t: SloTarget| Deadline {
-            at: arrival.saturating_add(t.bound()),
-            id,
-        };
-        if let Some(t) = cs.slo.ttft {
-            if !st.has_first_token && !st.tag.reported(ViolationKind::Ttft) {
-                cs.ttft_deadlines.push(d(t));
-            }
-        }
-        if let Some(t) = cs.slo.e2e {
-            if !st.tag.reported(ViolationKind::EndToEnd) {
-                cs.e2e_deadlines.push(d(t));
-            }
+        if let Some(st) = self.requests.get_mut(id) {
+            on_reclassified(&mut self.classes, id, st, class);
         }
     }
 
     /// Reports every request whose TTFT bound passed before `now` without a first token,
     /// and every one whose end-to-end bound passed before `now` unfinished. Call once per
     /// step. Costs O(classes + deadlines that expired): it never scans the queued requests.
+    ///
+    /// This checks the requests queued by id; the scheduler's own requests are checked by
+    /// its step.
     pub fn tick(&mut self, now: Timestamp) {
         if !self.config.enabled {
             return;
         }
-        for (ci, cs) in self.classes.iter_mut().enumerate() {
-            let class = Class::from_index(ci as u8);
-            if let Some(t) = cs.slo.ttft {
-                while let Some(d) = cs.ttft_deadlines.pop_expired(now) {
-                    let Some(st) = self.requests.get_mut(d.id) else {
-                        continue;
-                    };
-                    let current = st.arrival.saturating_add(t.bound()) == d.at;
-                    if current && st.tag.class() == class && !st.has_first_token {
-                        let elapsed = now.saturating_since(st.arrival);
-                        if elapsed > t.bound() {
-                            let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
-                            report(&mut self.reporter, d.id, st.tag, st.waiting, miss);
-                        }
-                    }
-                }
-            }
-            if let Some(t) = cs.slo.e2e {
-                while let Some(d) = cs.e2e_deadlines.pop_expired(now) {
-                    let Some(st) = self.requests.get_mut(d.id) else {
-                        continue;
-                    };
-                    let current = st.arrival.saturating_add(t.bound()) == d.at;
-                    if current && st.tag.class() == class {
-                        let elapsed = now.saturating_since(st.arrival);
-                        if elapsed > t.bound() {
-                            let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
-                            report(&mut self.reporter, d.id, st.tag, st.waiting, miss);
-                        }
-                    }
-                }
-            }
+        expire::<RequestId>(
+            &mut self.classes,
+            &mut self.reporter,
+            &mut self.requests,
+            now,
+        );
+    }
+
+    /// Starts tracking `req`, held in the scheduler's slab at `key`, in `class`: as
+    /// [`SloTracker::queued`], with its state in its [`SloSlot`] instead of the tracker's
+    /// maps. With tracking off or an unknown class the slot is left untracked, and every
+    /// later `*_held` call for it does nothing.
+    pub(crate) fn queue_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+        let arrival = req.arrival();
+        let slot = req.slot();
+        if slot.untrack() {
+            // Not expected (the scheduler queues a slot once), but keeps the count right.
+            self.held = self.held.saturating_sub(1);
         }
+        if !self.config.enabled {
+            return;
+        }
+        let Some(cs) = self.classes.get_mut(class.index()) else {
+            return;
+        };
+        let gen = self.next_gen;
+        self.next_gen = gen.wrapping_add(1);
+        *slot = SloSlot::start(class, arrival, gen);
+        self.held += 1;
+        push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
+    }
+
+    /// As [`SloTracker::admitted`] for a held request.
+    pub(crate) fn admitted_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+        with_state(req, |st| on_admitted(&mut self.classes, st, now));
+    }
+
+    /// As [`SloTracker::first_token`] for a held request.
+    pub(crate) fn first_token_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+        let id = req.id();
+        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
+        with_state(req, |st| on_first_token(classes, reporter, id, st, now));
+    }
+
+    /// As [`SloTracker::tokens`] for a held request.
+    pub(crate) fn tokens_held(&mut self, req: &mut impl HeldRequest, now: Timestamp, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let id = req.id();
+        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
+        with_state(req, |st| on_tokens(classes, reporter, id, st, now, n));
+    }
+
+    /// As [`SloTracker::preempted`] for a held request.
+    pub(crate) fn preempted_held(&mut self, req: &mut impl HeldRequest) {
+        // A request never admitted is waiting already; setting it again changes nothing.
+        req.slot().set_waiting();
+    }
+
+    /// As [`SloTracker::reclassified`] for `req`, held at `key`.
+    pub(crate) fn reclassified_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+        let arrival = req.arrival();
+        let slot = req.slot();
+        let who = SlotRef {
+            key,
+            gen: slot.gen(),
+        };
+        if let Some(st) = slot.view(arrival) {
+            on_reclassified(&mut self.classes, who, st, class);
+        }
+    }
+
+    /// The held request ended: as [`SloTracker::finished`] if `finished`, else as
+    /// [`SloTracker::cancelled`]. Leaves its slot untracked.
+    pub(crate) fn ended_held(
+        &mut self,
+        req: &mut impl HeldRequest,
+        now: Timestamp,
+        finished: bool,
+    ) {
+        let (id, arrival) = (req.id(), req.arrival());
+        let slot = req.slot();
+        let Some(mut st) = slot.load(arrival) else {
+            return;
+        };
+        slot.untrack();
+        self.held = self.held.saturating_sub(1);
+        if finished {
+            on_finished(&mut self.classes, &mut self.reporter, id, &mut st, now);
+        } else {
+            on_ended_early(&self.classes, &mut self.reporter, id, &mut st, now);
+        }
+    }
+
+    /// [`SloTracker::tick`] for both the requests queued by id and the held ones, whose
+    /// slots `states` finds by key.
+    pub(crate) fn tick_held(&mut self, now: Timestamp, states: &mut impl HeldStates) {
+        if !self.config.enabled {
+            return;
+        }
+        expire::<RequestId>(
+            &mut self.classes,
+            &mut self.reporter,
+            &mut self.requests,
+            now,
+        );
+        expire::<SlotRef>(
+            &mut self.classes,
+            &mut self.reporter,
+            &mut Held(states),
+            now,
+        );
     }
 
     /// How `class` fares against its targets over `window` as of `now`; `None` if the
@@ -704,6 +780,211 @@ fn report(reporter: &mut Reporter, id: RequestId, tag: &mut Tag, waiting: bool, 
     });
 }
 
+/// Pushes `who`'s TTFT deadline (if `ttft`) and end-to-end deadline (if `e2e`) into `cs`,
+/// for the targets the class has.
+fn push_deadlines<W: Who>(cs: &mut ClassState, who: W, arrival: Timestamp, ttft: bool, e2e: bool) {
+    let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
+    let (ttft_q, e2e_q) = W::queues(cs);
+    if let (Some(t), true) = (ttft_t, ttft) {
+        ttft_q.push(Deadline {
+            at: arrival.saturating_add(t.bound()),
+            who,
+        });
+    }
+    if let (Some(t), true) = (e2e_t, e2e) {
+        e2e_q.push(Deadline {
+            at: arrival.saturating_add(t.bound()),
+            who,
+        });
+    }
+}
+
+/// An admission of `st`: records the queue wait at the first one.
+fn on_admitted(classes: &mut [ClassState], st: &mut Started, now: Timestamp) {
+    st.waiting = false;
+    if !st.admitted_once {
+        st.admitted_once = true;
+        let wait = now.saturating_since(st.arrival);
+        if let Some(cs) = classes.get_mut(st.tag.class().index()) {
+            cs.hists[SloMetric::QueueWait.index()].record(now.0, micros(wait), 1);
+        }
+    }
+}
+
+/// The first output token of `st` (ignored if it has one): records TTFT, reports a miss.
+fn on_first_token(
+    classes: &mut [ClassState],
+    reporter: &mut Reporter,
+    id: RequestId,
+    st: &mut Started,
+    now: Timestamp,
+) {
+    if st.first_token.is_some() {
+        return;
+    }
+    st.first_token = Some(now);
+    st.last_token = now;
+    st.waiting = false;
+    let ttft = now.saturating_since(st.arrival);
+    let Some(cs) = classes.get_mut(st.tag.class().index()) else {
+        return;
+    };
+    cs.hists[SloMetric::Ttft.index()].record(now.0, micros(ttft), 1);
+    if let Some(t) = cs.slo.ttft {
+        if ttft > t.bound() {
+            let miss = Miss::new(ViolationKind::Ttft, t, ttft, now);
+            report(reporter, id, &mut st.tag, st.waiting, miss);
+        }
+    }
+}
+
+/// `n` (at least 1) output tokens of `st` at `now`.
+fn on_tokens(
+    classes: &mut [ClassState],
+    reporter: &mut Reporter,
+    id: RequestId,
+    st: &mut Started,
+    now: Timestamp,
+    n: u32,
+) {
+    if st.first_token.is_some() {
+        st.waiting = false;
+        let gap = now.saturating_since(st.last_token);
+        st.last_token = st.last_token.max(now);
+        st.later_tokens += u64::from(n);
+        let per_token = gap / n;
+        if let Some(cs) = classes.get_mut(st.tag.class().index()) {
+            cs.hists[SloMetric::Tpot.index()].record(now.0, micros(per_token), u64::from(n));
+        }
+        return;
+    }
+    on_first_token(classes, reporter, id, st, now);
+    st.later_tokens += u64::from(n - 1);
+}
+
+/// `st` finished: records end to end and reports the misses it shows.
+fn on_finished(
+    classes: &mut [ClassState],
+    reporter: &mut Reporter,
+    id: RequestId,
+    st: &mut Started,
+    now: Timestamp,
+) {
+    let e2e = now.saturating_since(st.arrival);
+    let Some(cs) = classes.get_mut(st.tag.class().index()) else {
+        return;
+    };
+    cs.hists[SloMetric::EndToEnd.index()].record(now.0, micros(e2e), 1);
+    if let Some(t) = cs.slo.e2e {
+        if e2e > t.bound() {
+            let miss = Miss::new(ViolationKind::EndToEnd, t, e2e, now);
+            report(reporter, id, &mut st.tag, false, miss);
+        }
+    }
+    if let (Some(t), Some(first)) = (cs.slo.tpot, st.first_token) {
+        let span = st.last_token.saturating_since(first);
+        if let Some(mean) = nanos(span).checked_div(st.later_tokens) {
+            let mean = Duration::from_nanos(mean);
+            if mean > t.bound() {
+                let miss = Miss::new(ViolationKind::Tpot, t, mean, now);
+                report(reporter, id, &mut st.tag, false, miss);
+            }
+        }
+    }
+    if let (Some(t), None) = (cs.slo.ttft, st.first_token) {
+        if e2e > t.bound() {
+            let miss = Miss::new(ViolationKind::Ttft, t, e2e, now);
+            report(reporter, id, &mut st.tag, false, miss);
+        }
+    }
+}
+
+/// `st` was cancelled or timed out: reports a TTFT or end-to-end bound already passed.
+fn on_ended_early(
+    classes: &[ClassState],
+    reporter: &mut Reporter,
+    id: RequestId,
+    st: &mut Started,
+    now: Timestamp,
+) {
+    let elapsed = now.saturating_since(st.arrival);
+    let Some(cs) = classes.get(st.tag.class().index()) else {
+        return;
+    };
+    if let (Some(t), None) = (cs.slo.ttft, st.first_token) {
+        if elapsed > t.bound() {
+            let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
+            report(reporter, id, &mut st.tag, st.waiting, miss);
+        }
+    }
+    if let Some(t) = cs.slo.e2e {
+        if elapsed > t.bound() {
+            let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
+            report(reporter, id, &mut st.tag, st.waiting, miss);
+        }
+    }
+}
+
+/// Moves `st` (named `who` in deadlines) to `class` and pushes the deadlines of the new
+/// class it can still miss. An unknown class or the same class changes nothing.
+fn on_reclassified<W: Who>(classes: &mut [ClassState], who: W, st: StateMut<'_>, class: Class) {
+    if st.tag.class() == class {
+        return;
+    }
+    let Some(cs) = classes.get_mut(class.index()) else {
+        return;
+    };
+    st.tag.set_class(class);
+    let ttft = !st.has_first_token && !st.tag.reported(ViolationKind::Ttft);
+    let e2e = !st.tag.reported(ViolationKind::EndToEnd);
+    push_deadlines(cs, who, st.arrival, ttft, e2e);
+}
+
+/// Pops every deadline of kind `W` that expired before `now` and reports the requests
+/// `found` still holds that missed it.
+fn expire<W: Who>(
+    classes: &mut [ClassState],
+    reporter: &mut Reporter,
+    found: &mut impl Lookup<W>,
+    now: Timestamp,
+) {
+    for (ci, cs) in classes.iter_mut().enumerate() {
+        let class = Class::from_index(ci as u8);
+        let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
+        let (ttft_q, e2e_q) = W::queues(cs);
+        if let Some(t) = ttft_t {
+            while let Some(d) = ttft_q.pop_expired(now) {
+                let Some((id, st)) = found.find(d.who) else {
+                    continue;
+                };
+                let current = st.arrival.saturating_add(t.bound()) == d.at;
+                if current && st.tag.class() == class && !st.has_first_token {
+                    let elapsed = now.saturating_since(st.arrival);
+                    if elapsed > t.bound() {
+                        let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
+                        report(reporter, id, st.tag, st.waiting, miss);
+                    }
+                }
+            }
+        }
+        if let Some(t) = e2e_t {
+            while let Some(d) = e2e_q.pop_expired(now) {
+                let Some((id, st)) = found.find(d.who) else {
+                    continue;
+                };
+                let current = st.arrival.saturating_add(t.bound()) == d.at;
+                if current && st.tag.class() == class {
+                    let elapsed = now.saturating_since(st.arrival);
+                    if elapsed > t.bound() {
+                        let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
+                        report(reporter, id, st.tag, st.waiting, miss);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,6 +1056,199 @@ mod tests {
         assert_eq!(slo.tracked(), 1);
         slo.tick(ms(100_000));
         assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 1);
+    }
+
+    /// A held request, standing in for the scheduler's slab entry.
+    struct Req {
+        id: RequestId,
+        arrival: Timestamp,
+        slot: SloSlot,
+    }
+
+    impl HeldRequest for Req {
+        fn id(&self) -> RequestId {
+            self.id
+        }
+        fn arrival(&self) -> Timestamp {
+            self.arrival
+        }
+        fn slot(&mut self) -> &mut SloSlot {
+            &mut self.slot
+        }
+    }
+
+    /// Requests by key with reuse, standing in for the scheduler's slab.
+    #[derive(Default)]
+    struct Slots(Vec<Option<Req>>);
+
+    impl HeldStates for Slots {
+        type Request = Req;
+        fn held(&mut self, key: u32) -> Option<&mut Req> {
+            self.0.get_mut(key as usize)?.as_mut()
+        }
+    }
+
+    impl Slots {
+        /// The lowest free key, now holding request `id` that arrived at `arrival`.
+        fn insert(&mut self, id: RequestId, arrival: Timestamp) -> u32 {
+            let key = match self.0.iter().position(Option::is_none) {
+                Some(k) => k,
+                None => {
+                    self.0.push(None);
+                    self.0.len() - 1
+                }
+            };
+            let slot = SloSlot::default();
+            self.0[key] = Some(Req { id, arrival, slot });
+            key as u32
+        }
+
+        fn req(&mut self, key: u32) -> &mut Req {
+            self.0[key as usize].as_mut().unwrap()
+        }
+
+        fn take(&mut self, key: u32) -> Req {
+            self.0[key as usize].take().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_reused_slot_ignores_its_previous_requests_deadlines() {
+        let mut slo = tracker();
+        let rx = slo.subscribe(8);
+        let mut slots = Slots::default();
+        let k = slots.insert(RequestId(1), ms(0));
+        slo.queue_held(k, slots.req(k), Class::HIGH);
+        slo.admitted_held(slots.req(k), ms(10));
+        slo.tokens_held(slots.req(k), ms(20), 1);
+        let mut req = slots.take(k);
+        slo.ended_held(&mut req, ms(30), true);
+        assert!(!req.slot.is_tracked());
+        // The key is reused by a request of the same class that arrived later.
+        assert_eq!(slots.insert(RequestId(2), ms(100)), k);
+        slo.queue_held(k, slots.req(k), Class::HIGH);
+        assert_eq!(slo.tracked(), 1);
+        slo.tick_held(ms(501), &mut slots);
+        assert!(
+            rx.try_recv().is_err(),
+            "request 1's deadline is not request 2's"
+        );
+        slo.tick_held(ms(601), &mut slots);
+        let v = rx.try_recv().unwrap();
+        assert_eq!((v.id, v.while_queued, v.at), (RequestId(2), true, ms(601)));
+        // Reported once: its end reports no second TTFT miss.
+        slo.ended_held(&mut slots.take(k), ms(700), false);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(slo.tracked(), 0);
+    }
+
+    #[test]
+    fn with_tracking_off_slots_stay_untracked() {
+        let cfg = SloConfig {
+            enabled: false,
+            ..SloConfig::default()
+        };
+        let mut slo = SloTracker::new(cfg, &SchedulerConfig::default().class_set()).unwrap();
+        let mut slots = Slots::default();
+        let k = slots.insert(RequestId(1), ms(0));
+        slo.queue_held(k, slots.req(k), Class::HIGH);
+        assert!(!slots.req(k).slot.is_tracked());
+        assert_eq!(slo.tracked(), 0);
+        slo.tick_held(ms(10_000), &mut slots);
+        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 0);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        Queue(u8),
+        Admit(usize),
+        Tokens(usize, u32),
+        Preempt(usize),
+        Reclass(usize, u8),
+        End(usize, bool),
+        Advance(u64),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        let i = 0usize..8;
+        prop_oneof![
+            3 => (0u8..4).prop_map(Ev::Queue),
+            2 => i.clone().prop_map(Ev::Admit),
+            2 => (i.clone(), 0u32..4).prop_map(|(i, n)| Ev::Tokens(i, n)),
+            1 => i.clone().prop_map(Ev::Preempt),
+            1 => (i.clone(), 0u8..4).prop_map(|(i, c)| Ev::Reclass(i, c)),
+            2 => (i, any::<bool>()).prop_map(|(i, f)| Ev::End(i, f)),
+            3 => prop_oneof![0u64..700, 0u64..70_000].prop_map(Ev::Advance),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        // Each case builds two trackers (histograms for every class, metric and window).
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// The scheduler's path (state in slots, deadlines by key and generation) reports
+        /// and records exactly what the id path does for the same events.
+        #[test]
+        fn held_slots_behave_as_the_id_maps(evs in prop::collection::vec(ev(), 1..150)) {
+            let (mut by_id, mut held) = (tracker(), tracker());
+            let (rx_id, rx_held) = (by_id.subscribe(1 << 12), held.subscribe(1 << 12));
+            let mut slots = Slots::default();
+            // Live requests: (id, key).
+            let mut live: Vec<(RequestId, u32)> = Vec::new();
+            let (mut now, mut next) = (0u64, 0u64);
+            for e in evs {
+                let t = Timestamp::from_millis(now);
+                let pick = |i: usize| (!live.is_empty()).then(|| live[i % live.len()]);
+                match e {
+                    Ev::Queue(c) => {
+                        let (id, class) = (RequestId(next), Class::from_index(c));
+                        next += 1;
+                        by_id.queued(id, class, t);
+                        let k = slots.insert(id, t);
+                        held.queue_held(k, slots.req(k), class);
+                        live.push((id, k));
+                    }
+                    Ev::Admit(i) => if let Some((id, k)) = pick(i) {
+                        by_id.admitted(id, t);
+                        held.admitted_held(slots.req(k), t);
+                    },
+                    Ev::Tokens(i, n) => if let Some((id, k)) = pick(i) {
+                        by_id.tokens(id, t, n);
+                        held.tokens_held(slots.req(k), t, n);
+                    },
+                    Ev::Preempt(i) => if let Some((id, k)) = pick(i) {
+                        by_id.preempted(id, t);
+                        held.preempted_held(slots.req(k));
+                    },
+                    Ev::Reclass(i, c) => if let Some((id, k)) = pick(i) {
+                        by_id.reclassified(id, Class::from_index(c));
+                        held.reclassified_held(k, slots.req(k), Class::from_index(c));
+                    },
+                    Ev::End(i, finished) => if let Some((id, k)) = pick(i) {
+                        live.retain(|&(l, _)| l != id);
+                        if finished { by_id.finished(id, t) } else { by_id.cancelled(id, t) }
+                        held.ended_held(&mut slots.take(k), t, finished);
+                    },
+                    Ev::Advance(d) => {
+                        now += d;
+                        let t = Timestamp::from_millis(now);
+                        by_id.tick(t);
+                        held.tick_held(t, &mut slots);
+                    }
+                }
+                prop_assert_eq!(by_id.tracked(), held.tracked());
+                prop_assert_eq!(rx_id.try_iter().collect::<Vec<_>>(), rx_held.try_iter().collect::<Vec<_>>());
+            }
+            let end = Timestamp::from_millis(now);
+            for c in 0..3u8 {
+                for m in SloMetric::ALL {
+                    let (c, w) = (Class::from_index(c), SloWindow::Cumulative);
+                    prop_assert_eq!(by_id.samples(c, m, w, end), held.samples(c, m, w, end));
+                }
+            }
+        }
     }
 
     #[test]
