@@ -176,7 +176,15 @@ impl ClassQueue {
 
     /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
     fn unindex(&mut self, b: u64) {
-        if let MapEntry::Occupied(mut o) = self.buckets.entry(b) {
+        // Admissions take the oldest buckets: look at the front before searching.
+        let entry = match self.buckets.first_entry() {
+            Some(e) if *e.key() == b => Some(e),
+            _ => match self.buckets.entry(b) {
+                MapEntry::Occupied(o) => Some(o),
+                MapEntry::Vacant(_) => None,
+            },
+        };
+        if let Some(mut o) = entry {
             o.get_mut().live -= 1;
             if o.get().live == 0 {
                 let slots = o.remove().slots;
