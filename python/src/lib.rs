@@ -550,15 +550,8 @@ impl Scheduler {
         priority: Option<i64>,
         tenant: Option<u64>,
     ) -> PyResult<u64> {
-        self.submitter().submit(
-            py,
-            id,
-            prompt_tokens,
-            max_new_tokens,
-            cls,
-            priority,
-            tenant,
-        )
+        self.submitter()
+            .submit(py, id, prompt_tokens, max_new_tokens, cls, priority, tenant)
     }
 
     /// Same as `Submitter.cancel`.
@@ -835,12 +828,15 @@ impl Ord for PyItem {
 
 /// Seconds (vLLM's `time.time()` arrivals) to queue nanoseconds: shifted by 2^62 ns (about
 /// 146 years) so that any arrival from 1824 on maps in order into `u64`.
-const EPOCH_SHIFT_NS: f64 = (1u64 << 62) as f64;
+const EPOCH_SHIFT_NS: i128 = 1 << 62;
 
 fn secs_to_ts(secs: f64) -> Timestamp {
-    // Monotone (IEEE rounding is), so the queue's order agrees with the float's; equal
-    // results are told apart by `PyItem`'s exact comparison.
-    Timestamp((secs * 1e9 + EPOCH_SHIFT_NS).max(0.0) as u64)
+    // Monotone (IEEE rounding is, and the shift is exact integer arithmetic), so the
+    // queue's order agrees with the float's; equal results are told apart by `PyItem`'s
+    // exact comparison. Nanosecond-exact for small values, 256 ns steps at today's epoch
+    // seconds.
+    let ns = (secs * 1e9).round() as i128 + EPOCH_SHIFT_NS;
+    Timestamp(ns.clamp(0, i128::from(u64::MAX)) as u64)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -986,11 +982,9 @@ impl VllmQueue {
         let policy = match policy {
             "priority" => Policy::Priority,
             "fcfs" => Policy::Fcfs,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "policy {other:?}: expected \"priority\" or \"fcfs\" (vLLM's --scheduling-policy)"
-                )))
-            }
+            other => return Err(PyValueError::new_err(format!(
+                "policy {other:?}: expected \"priority\" or \"fcfs\" (vLLM's --scheduling-policy)"
+            ))),
         };
         let out_of_range = match out_of_range {
             "clamp" => OutOfRange::Clamp,
