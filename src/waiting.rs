@@ -346,6 +346,25 @@ impl<T: Ord> WaitingQueue<T> {
         Some(self.forget(key).1)
     }
 
+    /// Takes every queued request of `ids` out (ids not queued are ignored) and hands
+    /// back their items, in queue-storage order. Faster than one [`WaitingQueue::remove`]
+    /// per id for large batches: the requests are visited in the order they were stored,
+    /// which follows arrival, so neighbouring removals share their buckets' memory.
+    pub fn remove_many(&mut self, ids: impl IntoIterator<Item = u64>) -> Vec<(u64, T)> {
+        let mut keys: Vec<u32> = ids
+            .into_iter()
+            .filter_map(|id| self.ids.get(&id).copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| {
+                self.queue.remove(&mut self.slab, key);
+                self.forget(key)
+            })
+            .collect()
+    }
+
     /// The effective class of the queued request `id` at `now` (its base class, or a more
     /// urgent one it aged into).
     pub fn effective_class(&mut self, id: u64, now: Timestamp) -> Option<Class> {
@@ -518,17 +537,15 @@ impl<T: Ord> WaitingQueue<T> {
     /// Drops every trace of `key` (already unlinked from the wait queue).
     fn forget(&mut self, key: u32) -> (u64, T) {
         let arrival = self.slab[key].arrival.0;
-        match self.ties.get_mut(&arrival) {
-            Some(Tie::Many(v)) => {
-                v.retain(|&m| m != key);
-                if v.len() == 1 {
-                    let last = v[0];
-                    self.ties.insert(arrival, Tie::One(last));
-                }
-            }
-            _ => {
-                self.ties.remove(&arrival);
-            }
+        // One probe in the usual case (the only request of its arrival time).
+        if let Some(Tie::Many(mut v)) = self.ties.remove(&arrival) {
+            v.retain(|&m| m != key);
+            let rest = if v.len() == 1 {
+                Tie::One(v[0])
+            } else {
+                Tie::Many(v)
+            };
+            self.ties.insert(arrival, rest);
         }
         self.slab.remove(key);
         let slot = self.slots[key as usize].take().expect("live slot");
@@ -611,6 +628,20 @@ mod tests {
         assert_eq!(q.remove(3), Some(()));
         assert_eq!(q.remove(3), None);
         assert_eq!(q.len(), 4);
+        q.check().unwrap();
+    }
+
+    #[test]
+    fn remove_many_ignores_unknown_and_duplicate_ids() {
+        let mut q = WaitingQueue::new(WaitingOptions::without_aging(2)).unwrap();
+        for i in 0..10 {
+            q.insert(i, i * 10, Class::from_index((i % 2) as u8), ms(i), ms(0))
+                .unwrap();
+        }
+        let mut gone = q.remove_many([7, 3, 3, 42, 0]);
+        gone.sort();
+        assert_eq!(gone, [(0, 0), (3, 30), (7, 70)]);
+        assert_eq!(ids(&mut q, ms(0)), [2, 4, 6, 8, 1, 5, 9]);
         q.check().unwrap();
     }
 

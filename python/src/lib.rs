@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use triage::{
     Budget, CancelOutcome, Class, ClassSet, Clock, FinishReason, MonotonicClock, Outcome,
     PreemptReason, RejectReason, RequestId, RequestSpec, SchedulerConfig, SloWindow, TenantId,
-    Timestamp, WaitingOptions, WaitingQueue,
+    Timestamp, WaitingError, WaitingOptions, WaitingQueue,
 };
 
 create_exception!(
@@ -922,14 +922,6 @@ impl VllmQueue {
 
     fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
         let id = request.as_ptr() as u64;
-        if self.queue.contains(id) {
-            return Err(PyValueError::new_err(format!(
-                "request {} is already in this queue",
-                request
-                    .getattr(intern!(py, "request_id"))
-                    .map_or_else(|_| "?".to_string(), |r| r.to_string())
-            )));
-        }
         let arrival_secs: f64 = request.getattr(intern!(py, "arrival_time"))?.extract()?;
         let item = PyItem {
             arrival: arrival_secs,
@@ -959,7 +951,15 @@ impl VllmQueue {
                     .insert(id, item, Class::HIGH, arrival, Timestamp::ZERO)
             }
         };
-        res.map_err(|e| PyValueError::new_err(e.to_string()))
+        res.map_err(|e| match e {
+            WaitingError::Duplicate { .. } => PyValueError::new_err(format!(
+                "request {} is already in this queue",
+                request
+                    .getattr(intern!(py, "request_id"))
+                    .map_or_else(|_| "?".to_string(), |r| r.to_string())
+            )),
+            other => PyValueError::new_err(other.to_string()),
+        })
     }
 }
 
@@ -982,9 +982,11 @@ impl VllmQueue {
         let policy = match policy {
             "priority" => Policy::Priority,
             "fcfs" => Policy::Fcfs,
-            other => return Err(PyValueError::new_err(format!(
+            other => {
+                return Err(PyValueError::new_err(format!(
                 "policy {other:?}: expected \"priority\" or \"fcfs\" (vLLM's --scheduling-policy)"
-            ))),
+            )))
+            }
         };
         let out_of_range = match out_of_range {
             "clamp" => OutOfRange::Clamp,
@@ -1074,11 +1076,14 @@ impl VllmQueue {
 
     /// Removes every given request that is in the queue; others are ignored.
     fn remove_requests(slf: &Bound<'_, Self>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
-        let items = collect(requests)?;
-        let mut me = slf.borrow_mut();
-        for r in &items {
-            me.queue.remove(r.as_ptr() as u64);
-        }
+        // Identities first (iterating may borrow this queue, if it is the argument). A
+        // queued request is alive, so no other object seen here can share its id.
+        let ids = requests
+            .try_iter()?
+            .map(|r| r.map(|r| r.as_ptr() as u64))
+            .collect::<PyResult<Vec<u64>>>()?;
+        let removed = slf.borrow_mut().queue.remove_many(ids);
+        drop(removed);
         Ok(())
     }
 
