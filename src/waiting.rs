@@ -683,6 +683,118 @@ mod tests {
         assert_eq!(q2.drain_at(ms(500)), [(1, ()), (2, ())]);
     }
 
+    /// The contract, computed naively: overdue requests first by (arrival, item, id), then
+    /// by (effective class, arrival, item, id), the effective class from the ladder.
+    fn model_order(
+        o: &WaitingOptions,
+        model: &[(u64, u8, Class, Timestamp)],
+        now: Timestamp,
+    ) -> Vec<u64> {
+        let w = o.bucket_width.as_nanos() as u64;
+        let eff = |base: Class, arrival: Timestamp| {
+            let end = (arrival.0 / w + 1) * w;
+            let mut c = base.index();
+            while c > 0 {
+                match o.promote_after[c] {
+                    Some(t) if now.0 >= end + t.as_nanos() as u64 => c -= 1,
+                    _ => break,
+                }
+            }
+            c
+        };
+        let mut keyed: Vec<_> = model
+            .iter()
+            .map(|&(id, item, class, arrival)| {
+                let overdue = o
+                    .max_wait
+                    .is_some_and(|m| now.saturating_since(arrival) >= m);
+                let c = if overdue { 0 } else { 1 + eff(class, arrival) };
+                ((c, arrival, item, id), id)
+            })
+            .collect();
+        keyed.sort();
+        keyed.into_iter().map(|(_, id)| id).collect()
+    }
+
+    #[test]
+    fn random_operations_follow_the_contract() {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let ladder = |promote_after: [Option<u64>; 3]| WaitingOptions {
+            classes: 3,
+            bucket_width: Duration::from_millis(10),
+            promote_after: promote_after
+                .iter()
+                .map(|t| t.map(Duration::from_millis))
+                .collect(),
+            max_wait: Some(Duration::from_millis(500)),
+        };
+        // A full ladder, and one where class 1 is never promoted (so only max wait lets
+        // its requests past class 0).
+        let options = [
+            ladder([None, Some(300), Some(100)]),
+            ladder([None, None, Some(100)]),
+        ];
+        for case in 0..60 {
+            let o = &options[case % 2];
+            let mut q = WaitingQueue::new(o.clone()).unwrap();
+            let mut model: Vec<(u64, u8, Class, Timestamp)> = Vec::new();
+            let mut out: Vec<(u64, u8, Class, Timestamp)> = Vec::new();
+            let mut now = 0u64;
+            for next_id in 0..300u64 {
+                now += rnd(30);
+                let t = ms(now);
+                match rnd(10) {
+                    0..=3 => {
+                        // Arrivals at most 40 ms in the past, often equal.
+                        let arrival = ms(now.saturating_sub(rnd(3) * 20));
+                        let (item, class) = (rnd(3) as u8, Class::from_index(rnd(3) as u8));
+                        q.insert(next_id, item, class, arrival, t).unwrap();
+                        model.push((next_id, item, class, arrival));
+                    }
+                    4 if !out.is_empty() => {
+                        let r = out.swap_remove(rnd(out.len() as u64) as usize);
+                        q.requeue(r.0, r.1, r.2, r.3, t).unwrap();
+                        model.push(r);
+                    }
+                    5 | 6 => {
+                        let expect = model_order(o, &model, t).first().copied();
+                        let got = q.pop(t);
+                        assert_eq!(got.map(|(id, _)| id), expect);
+                        if let Some((id, _)) = got {
+                            let i = model.iter().position(|m| m.0 == id).unwrap();
+                            out.push(model.swap_remove(i));
+                        }
+                    }
+                    7 => {
+                        let id = rnd(next_id + 1);
+                        let i = model.iter().position(|m| m.0 == id);
+                        assert_eq!(q.remove(id).is_some(), i.is_some());
+                        if let Some(i) = i {
+                            model.swap_remove(i);
+                        }
+                    }
+                    8 => {
+                        let ids: Vec<u64> = (0..rnd(5)).map(|_| rnd(next_id + 1)).collect();
+                        q.remove_many(ids.iter().copied());
+                        model.retain(|m| !ids.contains(&m.0));
+                    }
+                    _ => {
+                        let expect = model_order(o, &model, t).first().copied();
+                        assert_eq!(q.peek(t).map(|(id, _)| id), expect);
+                    }
+                }
+                assert_eq!(ids(&mut q, t), model_order(o, &model, t));
+                q.check().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn options_are_checked() {
         let bad = WaitingOptions {
