@@ -233,6 +233,10 @@ pub struct WaitingQueue<T> {
     max_wait: Duration,
     now: Timestamp,
     promoted: [u64; MAX_CLASSES],
+    /// The request the last `peek` found, while nothing changed since (same `now`, no
+    /// insert or removal): the next `pop` takes it without looking again. vLLM's
+    /// scheduler peeks and then pops each request it considers.
+    peeked: Option<u32>,
 }
 
 /// The label of the only request of its arrival time (labels order equal arrivals).
@@ -258,6 +262,7 @@ impl<T: Ord> WaitingQueue<T> {
             ticket: Arc::new(Ticket::new(RequestId(0))),
             now: Timestamp::ZERO,
             promoted: [0; MAX_CLASSES],
+            peeked: None,
         })
     }
 
@@ -321,11 +326,18 @@ impl<T: Ord> WaitingQueue<T> {
     /// The next request at `now`, without taking it.
     pub fn peek(&mut self, now: Timestamp) -> Option<(u64, &T)> {
         self.advance(now);
-        let cand = self
-            .queue
-            .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
-        self.queue.restore(&mut self.slab, cand);
-        let slot = self.slots[cand.key as usize].as_ref()?;
+        let key = match self.peeked {
+            Some(key) => key,
+            None => {
+                let cand = self
+                    .queue
+                    .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
+                self.queue.restore(&mut self.slab, cand);
+                self.peeked = Some(cand.key);
+                cand.key
+            }
+        };
+        let slot = self.slots[key as usize].as_ref()?;
         Some((slot.id, &slot.item))
     }
 
@@ -333,6 +345,10 @@ impl<T: Ord> WaitingQueue<T> {
     /// most urgent non-empty class.
     pub fn pop(&mut self, now: Timestamp) -> Option<(u64, T)> {
         self.advance(now);
+        if let Some(key) = self.peeked {
+            self.queue.remove(&mut self.slab, key);
+            return Some(self.forget(key));
+        }
         let cand = self
             .queue
             .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
@@ -432,6 +448,7 @@ impl<T: Ord> WaitingQueue<T> {
     fn advance(&mut self, now: Timestamp) {
         if now > self.now {
             self.now = now;
+            self.peeked = None;
             self.queue.promote(&mut self.slab, now, &mut self.promoted);
         }
     }
@@ -455,6 +472,7 @@ impl<T: Ord> WaitingQueue<T> {
             return Err(WaitingError::Duplicate { id });
         }
         self.advance(now);
+        self.peeked = None;
         let key = self.slab.insert(Entry::new(
             Arc::clone(&self.ticket),
             RequestSpec::new(MID_LABEL, class, 0, 0),
@@ -536,6 +554,7 @@ impl<T: Ord> WaitingQueue<T> {
 
     /// Drops every trace of `key` (already unlinked from the wait queue).
     fn forget(&mut self, key: u32) -> (u64, T) {
+        self.peeked = None;
         let arrival = self.slab[key].arrival.0;
         // One probe in the usual case (the only request of its arrival time).
         if let Some(Tie::Many(mut v)) = self.ties.remove(&arrival) {
@@ -787,6 +806,15 @@ mod tests {
                     _ => {
                         let expect = model_order(o, &model, t).first().copied();
                         assert_eq!(q.peek(t).map(|(id, _)| id), expect);
+                        assert_eq!(q.peek(t).map(|(id, _)| id), expect);
+                        if rnd(2) == 0 {
+                            // vLLM's pattern: peek, then pop the same request.
+                            assert_eq!(q.pop(t).map(|(id, _)| id), expect);
+                            if let Some(id) = expect {
+                                let i = model.iter().position(|m| m.0 == id).unwrap();
+                                out.push(model.swap_remove(i));
+                            }
+                        }
                     }
                 }
                 assert_eq!(ids(&mut q, t), model_order(o, &model, t));
