@@ -246,3 +246,22 @@ def test_misuse_is_reported():
     q.remove_requests({r})
     q.remove_requests(x for x in [r])
     assert not q
+
+
+def test_vllm_plugin_entry_point_checks_the_config(tmp_path, monkeypatch):
+    from importlib.metadata import entry_points
+
+    import triage.vllm as tv
+
+    eps = [ep for ep in entry_points(group="vllm.general_plugins") if ep.name == "triage"]
+    assert [ep.value for ep in eps] == ["triage.vllm:register"]
+    assert eps[0].load() is tv.register
+    monkeypatch.delenv("TRIAGE_CONFIG", raising=False)
+    tv.register()  # default configuration
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bucket_width_ms = 0\n")
+    monkeypatch.setenv("TRIAGE_CONFIG", str(bad))
+    with pytest.raises(triage.ConfigError, match="bucket_width_ms"):
+        tv.register()
+    monkeypatch.setenv("TRIAGE_AGING", "off")
+    assert tv.aging_from_env() is False
