@@ -511,13 +511,15 @@ impl<T: Ord> WaitingQueue<T> {
     /// places it among them (the wait queue orders equal arrivals by label). Relabels the
     /// others, re-queueing them in place, when no label is left between its neighbours.
     fn tie_label(&mut self, key: u32, arrival: Timestamp) -> u64 {
-        let mut members = match self.ties.remove(&arrival.0) {
-            None => {
-                self.ties.insert(arrival.0, Tie::One(key));
+        let mut members = match self.ties.entry(arrival.0) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Tie::One(key));
                 return MID_LABEL;
             }
-            Some(Tie::One(other)) => vec![other],
-            Some(Tie::Many(v)) => v,
+            std::collections::hash_map::Entry::Occupied(o) => match o.remove() {
+                Tie::One(other) => vec![other],
+                Tie::Many(v) => v,
+            },
         };
         let pos = members.partition_point(|&m| self.cmp_keys(m, key) == Ordering::Less);
         let lo = if pos == 0 {
