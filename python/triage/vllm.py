@@ -127,15 +127,26 @@ if _AsyncScheduler is not None:
             super().__init__(*args, **kwargs)
             config = config_from_env()
             aging = aging_from_env()
-            policy = "priority" if self.policy == _SchedulingPolicy.PRIORITY else "fcfs"
-            if policy == "fcfs":
+            if self.policy == _SchedulingPolicy.PRIORITY:
+                policy = "priority"
+            elif self.policy == _SchedulingPolicy.FCFS:
+                policy = "fcfs"
                 logger.warning(
                     "triage: --scheduling-policy fcfs keeps vLLM's FCFS order; use "
                     "--scheduling-policy priority for triage's classes and aging"
                 )
+            else:  # a policy this module does not know (a vLLM other than 0.33.0)
+                logger.warning(
+                    "triage: scheduling policy %s is not supported; vLLM's queues kept",
+                    self.policy,
+                )
+                return
             for name in ("waiting", "kv_holding_waiting"):
+                old = getattr(self, name, None)
+                if old is None:  # not in this vLLM version
+                    continue
                 queue = TriageRequestQueue(config, policy=policy, aging=aging)
-                for request in getattr(self, name):  # empty at start; kept if not
+                for request in old:  # empty at start; kept if not
                     queue.add_request(request)
                 setattr(self, name, queue)
             logger.info(
