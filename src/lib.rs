@@ -66,6 +66,7 @@ mod slo;
 mod sync;
 mod ticket;
 mod time;
+mod waiting;
 
 pub use budget::{Budget, Short};
 pub use class::{Class, ClassSet, MAX_CLASSES};
@@ -86,6 +87,7 @@ pub use slo::{
     TargetCompliance, Violation, ViolationKind,
 };
 pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use waiting::{WaitingError, WaitingOptions, WaitingQueue};
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

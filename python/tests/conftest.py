@@ -1,0 +1,55 @@
+"""Shared helpers for the triage Python tests (no vLLM needed)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import triage
+
+
+class FakeRequest:
+    """The three attributes of vLLM's ``Request`` that a waiting queue reads."""
+
+    _ids = itertools.count()
+
+    def __init__(self, request_id: str, priority: int, arrival_time: float) -> None:
+        self.request_id = request_id
+        self.priority = priority
+        self.arrival_time = arrival_time
+
+    def __repr__(self) -> str:
+        return f"<{self.request_id} p={self.priority} t={self.arrival_time}>"
+
+
+def toml_config(classes, *, max_wait_ms=60_000, bucket_width_ms=10) -> str:
+    """TOML text for ``classes``: ``[(name, (lo, hi), promote_after_ms or None), ...]``."""
+    lines = [f"bucket_width_ms = {bucket_width_ms}", f"max_wait_ms = {max_wait_ms}"]
+    for name, (lo, hi), promote in classes:
+        lines += ["[[classes]]", f'name = "{name}"', f"vllm_priority = [{lo}, {hi}]"]
+        if promote is not None:
+            lines.append(f"promote_after_ms = {promote}")
+    lines += ["[slo]", "enabled = false"]
+    lines += ["[[slo.classes]]"] * len(classes)
+    return "\n".join(lines) + "\n"
+
+
+def one_class_per_priority(priorities) -> triage.Config:
+    """A configuration in which each priority value has a class of its own (at most 8):
+    the one under which triage's order with aging off is exactly vLLM's."""
+    return triage.Config.from_toml(
+        toml_config([(f"P{p}".replace("-", "m"), (p, p), None) for p in sorted(priorities)])
+    )
+
+
+@pytest.fixture
+def aging_config() -> triage.Config:
+    """HIGH [0,0]; MEDIUM [1,9] promoted after 400 ms; LOW [10,100] after 200 ms; max wait
+    1 s; 10 ms buckets."""
+    return triage.Config.from_toml(
+        toml_config(
+            [("HIGH", (0, 0), None), ("MEDIUM", (1, 9), 400), ("LOW", (10, 100), 200)],
+            max_wait_ms=1000,
+        )
+    )

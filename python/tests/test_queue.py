@@ -1,0 +1,267 @@
+"""TriageRequestQueue without vLLM: vLLM's RequestQueue semantics against a reference
+model written from vLLM's documented behaviour, aging and max wait under an injected
+clock, and the out-of-range rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import FakeRequest, one_class_per_priority, toml_config
+
+import triage
+from triage.vllm import TriageRequestQueue
+
+
+class ReferencePriorityQueue:
+    """vLLM's priority order, by a sort: (priority, arrival_time, request_id, id())."""
+
+    def __init__(self):
+        self.items = []
+
+    @staticmethod
+    def key(r):
+        return (r.priority, r.arrival_time, r.request_id, id(r))
+
+    def order(self):
+        return sorted(self.items, key=self.key)
+
+    def add(self, r):
+        self.items.append(r)
+
+    def pop(self):
+        if not self.items:
+            raise IndexError("empty")
+        r = self.order()[0]
+        self.items.remove(r)
+        return r
+
+    def peek(self):
+        if not self.items:
+            raise IndexError("empty")
+        return self.order()[0]
+
+    def remove(self, r):
+        self.items.remove(r)  # ValueError when absent
+
+    def remove_many(self, rs):
+        gone = set(map(id, rs))
+        self.items = [r for r in self.items if id(r) not in gone]
+
+
+PRIORITIES = [-2, 0, 1, 3, 7, 50, 99, 100]
+
+
+def random_request(rng, n):
+    # Few arrival values and short ids, so equal arrivals (and equal ids) are common.
+    return FakeRequest(
+        request_id=rng.choice("abc") + str(rng.randrange(3)),
+        priority=rng.choice(PRIORITIES),
+        arrival_time=rng.choice([0.5, 1.0, 1.0, 2.0, 1e9 + 0.25, 1.0000000001]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_aging_off_matches_priority_reference(seed):
+    rng = random.Random(seed)
+    q = TriageRequestQueue(one_class_per_priority(PRIORITIES), aging=False)
+    ref = ReferencePriorityQueue()
+    popped = []
+    for step in range(400):
+        op = rng.random()
+        if op < 0.4:
+            r = random_request(rng, step)
+            q.add_request(r)
+            ref.add(r)
+        elif op < 0.55:
+            outcome = []
+            for target in (q.pop_request, ref.pop):
+                try:
+                    outcome.append(target())
+                except IndexError:
+                    outcome.append(IndexError)
+            assert outcome[0] is outcome[1]
+            if outcome[0] is not IndexError:
+                popped.append(outcome[0])
+        elif op < 0.65 and popped:
+            r = popped.pop(rng.randrange(len(popped)))
+            q.prepend_request(r)
+            ref.add(r)
+        elif op < 0.7 and popped:
+            k = rng.randrange(1, len(popped) + 1)
+            batch, popped = popped[:k], popped[k:]
+            q.prepend_requests(batch)
+            for r in batch:
+                ref.add(r)
+        elif op < 0.8 and ref.items:
+            r = rng.choice(ref.items)
+            q.remove_request(r)
+            ref.remove(r)
+            with pytest.raises(ValueError):
+                q.remove_request(r)
+        elif op < 0.88:
+            pool = ref.items + popped + [random_request(rng, step)]
+            rs = rng.sample(pool, min(len(pool), rng.randrange(4)))
+            q.remove_requests(rs)
+            ref.remove_many(rs)
+            popped = [r for r in popped if all(r is not x for x in rs)]
+        else:
+            try:
+                assert q.peek_request() is ref.peek()
+            except IndexError:
+                assert not ref.items
+        assert len(q) == len(ref.items) and bool(q) == bool(ref.items)
+        assert list(q) == ref.order()
+
+
+def test_equal_arrivals_tie_break_by_request_id():
+    q = TriageRequestQueue(one_class_per_priority([0]), aging=False)
+    rs = [FakeRequest(rid, 0, 5.0) for rid in ["m", "b", "z", "a", "q"]]
+    for r in rs:
+        q.add_request(r)
+    assert [r.request_id for r in q] == ["a", "b", "m", "q", "z"]
+    assert [q.pop_request().request_id for _ in range(5)] == ["a", "b", "m", "q", "z"]
+    with pytest.raises(IndexError):
+        q.pop_request()
+    with pytest.raises(IndexError):
+        q.peek_request()
+
+
+def test_many_equal_arrivals_stay_sorted():
+    # Each new request sorts first among 300 equal arrivals: the label space between
+    # neighbours runs out and the queue relabels.
+    q = TriageRequestQueue(one_class_per_priority([0]), aging=False)
+    rs = [FakeRequest(f"{1000 - i:04d}", 0, 1.0) for i in range(300)]
+    for r in rs:
+        q.add_request(r)
+    assert list(q) == sorted(rs, key=lambda r: r.request_id)
+
+
+def test_prepend_keeps_place_and_fcfs_matches_deque():
+    q = TriageRequestQueue(aging=False)
+    a, b, c = FakeRequest("a", 5, 1.0), FakeRequest("b", 5, 2.0), FakeRequest("c", 5, 3.0)
+    for r in (a, b, c):
+        q.add_request(r)
+    first = q.pop_request()
+    q.prepend_request(first)
+    assert list(q) == [a, b, c]
+
+    from collections import deque
+
+    f = TriageRequestQueue(policy="fcfs")
+    d = deque()
+    for r in (c, a, b):
+        f.add_request(r)
+        d.append(r)
+    x = f.pop_request()
+    assert x is d.popleft()
+    f.prepend_request(x)
+    d.appendleft(x)
+    x, y = f.pop_request(), f.pop_request()
+    d.popleft(), d.popleft()
+    f.prepend_requests([x, y])
+    d.extendleft([x, y])
+    assert list(f) == list(d) == [a, c, b]
+    f.remove_requests([c, FakeRequest("zz", 0, 0.0)])
+    d.remove(c)
+    assert list(f) == list(d)
+
+
+def test_aging_with_injected_clock(aging_config):
+    # HIGH [0,0]; MEDIUM [1,9] promoted after 400 ms; LOW [10,100] after 200 ms; 10 ms
+    # buckets: a request leaves its class once its bucket's end is that old.
+    now = [100.0]
+    q = TriageRequestQueue(aging_config, clock=lambda: now[0])
+    low = FakeRequest("low", 50, 100.0)
+    q.add_request(low)
+    now[0] = 100.1
+    medium = FakeRequest("medium", 5, 100.1)
+    q.add_request(medium)
+    assert list(q) == [medium, low]
+    assert q.effective_class(low) == "LOW"
+    now[0] = 100.3  # low: MEDIUM since 100.21, and older than medium
+    assert q.effective_class(low) == "MEDIUM"
+    assert list(q) == [low, medium]
+    high = FakeRequest("high", 0, 100.3)
+    q.add_request(high)
+    assert q.peek_request() is high
+    now[0] = 100.45  # low: HIGH since 100.41; medium still MEDIUM until 100.51
+    assert list(q) == [low, high, medium]
+    now[0] = 100.6  # all HIGH: by arrival
+    assert list(q) == [low, medium, high]
+    assert q.pop_request() is low
+    # Aging off: strict priority order whatever the time.
+    off = TriageRequestQueue(aging_config, aging=False, clock=lambda: 1e12)
+    off.add_request(low)
+    off.add_request(high)
+    assert list(off) == [high, low]
+
+
+def test_max_wait_with_injected_clock():
+    cfg = triage.Config.from_toml(
+        toml_config([("HIGH", (0, 0), None), ("LOW", (1, 9), None)], max_wait_ms=1000)
+    )
+    now = [0.0]
+    q = TriageRequestQueue(cfg, clock=lambda: now[0])
+    low, high = FakeRequest("low", 5, 0.0), FakeRequest("high", 0, 0.5)
+    q.add_request(low)
+    q.add_request(high)
+    now[0] = 0.999
+    assert list(q) == [high, low]
+    now[0] = 1.0  # low waited max_wait: overdue, before everything
+    assert list(q) == [low, high]
+    assert q.pop_request() is low
+
+
+def test_out_of_range_priorities_clamp_or_raise(aging_config):
+    q = TriageRequestQueue(aging_config, aging=False)
+    # Ranges: HIGH [0,0], MEDIUM [1,9], LOW [10,100].
+    assert q.class_for_priority(-5) == 0
+    assert q.class_for_priority(101) == 2
+    assert q.class_for_priority(10**12) == 2
+    strict = TriageRequestQueue(aging_config, aging=False, out_of_range="error")
+    with pytest.raises(triage.ClassError, match="priority -5 is in no class's range"):
+        strict.add_request(FakeRequest("x", -5, 1.0))
+    assert len(strict) == 0
+    gap = triage.Config.from_toml(
+        'max_wait_ms = 100\n[[classes]]\nname = "A"\nvllm_priority = [0, 0]\n'
+        '[[classes]]\nname = "B"\nvllm_priority = [10, 10]\n[[slo.classes]]\n[[slo.classes]]\n'
+    )
+    g = TriageRequestQueue(gap, aging=False)
+    assert [g.class_for_priority(p) for p in (4, 5, 6)] == [0, 0, 1]
+
+
+def test_misuse_is_reported():
+    q = TriageRequestQueue(aging=False)
+    r = FakeRequest("a", 0, 1.0)
+    q.add_request(r)
+    with pytest.raises(ValueError, match="already in this queue"):
+        q.add_request(r)
+    assert r in q and len(q) == 1
+    with pytest.raises(ValueError, match="policy"):
+        TriageRequestQueue(policy="sjf")
+    with pytest.raises(AttributeError):
+        q.add_request(object())
+    # remove_requests accepts any iterable, including a set and a generator.
+    q.remove_requests({r})
+    q.remove_requests(x for x in [r])
+    assert not q
+
+
+def test_vllm_plugin_entry_point_checks_the_config(tmp_path, monkeypatch):
+    from importlib.metadata import entry_points
+
+    import triage.vllm as tv
+
+    eps = [ep for ep in entry_points(group="vllm.general_plugins") if ep.name == "triage"]
+    assert [ep.value for ep in eps] == ["triage.vllm:register"]
+    assert eps[0].load() is tv.register
+    monkeypatch.delenv("TRIAGE_CONFIG", raising=False)
+    tv.register()  # default configuration
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bucket_width_ms = 0\n")
+    monkeypatch.setenv("TRIAGE_CONFIG", str(bad))
+    with pytest.raises(triage.ConfigError, match="bucket_width_ms"):
+        tv.register()
+    monkeypatch.setenv("TRIAGE_AGING", "off")
+    assert tv.aging_from_env() is False

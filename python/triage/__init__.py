@@ -1,0 +1,49 @@
+"""triage: the priority request scheduler for LLM serving engines, from Python.
+
+The scheduler itself is Rust (the ``triage`` crate); this package binds it:
+
+* :class:`Scheduler` / :class:`Submitter` -- the full scheduler for a Python engine loop:
+  ``submit``, ``cancel`` and ``reprioritize`` from any thread (through a ``Submitter``),
+  ``step`` once per iteration on the engine thread (the GIL is released while it runs),
+  ``on_progress`` / ``on_finished`` callbacks, ``metrics()`` and ``slo_report()``.
+* :class:`Config` -- a validated configuration, ``Config.from_path("triage.toml")``.
+* :class:`ManualClock` -- injected time for tests and simulators.
+* :mod:`triage.vllm` -- ``TriageRequestQueue`` and ``TriageScheduler`` for vLLM 0.33.0
+  (vLLM is optional: importing ``triage`` never needs it).
+
+Every error is a :class:`TriageError` subclass whose message names what is wrong.
+"""
+
+from ._triage import (
+    Admitted,
+    BudgetError,
+    ClassError,
+    Config,
+    ConfigError,
+    ControlError,
+    Decision,
+    ManualClock,
+    Preempted,
+    ProgressError,
+    Scheduler,
+    SubmitError,
+    Submitter,
+    TriageError,
+)
+
+__all__ = [
+    "Admitted",
+    "BudgetError",
+    "ClassError",
+    "Config",
+    "ConfigError",
+    "ControlError",
+    "Decision",
+    "ManualClock",
+    "Preempted",
+    "ProgressError",
+    "Scheduler",
+    "SubmitError",
+    "Submitter",
+    "TriageError",
+]

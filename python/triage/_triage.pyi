@@ -1,0 +1,220 @@
+"""Type stubs of the extension module ``triage._triage`` (the Rust bindings)."""
+
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+class TriageError(Exception):
+    """Base class of every error triage raises."""
+
+class ConfigError(TriageError):
+    """A configuration breaks a rule; the message names the field, what is allowed, and
+    where (line and column for a file)."""
+
+class ClassError(TriageError):
+    """A class name, index or vLLM priority maps to no configured class."""
+
+class SubmitError(TriageError):
+    """submit refused the request (queue full, duplicate id, zero tokens, too long for the
+    context or the KV cache, closed)."""
+
+class ControlError(TriageError):
+    """cancel or reprioritize found no request to act on."""
+
+class ProgressError(TriageError):
+    """on_progress or on_finished was refused (request not running, overrun, time went
+    backwards)."""
+
+class BudgetError(TriageError):
+    """step was refused (more free blocks than the engine has, or time went backwards)."""
+
+ClassLike = Union[str, int]
+
+class Config:
+    """A validated scheduler configuration (the TOML file's contents)."""
+
+    def __init__(self) -> None:
+        """The default configuration: HIGH [0,0], MEDIUM [1,9], LOW [10,100]."""
+    @staticmethod
+    def from_path(path: str) -> "Config":
+        """Loads and validates a TOML file; raises ConfigError."""
+    @staticmethod
+    def from_toml(text: str) -> "Config":
+        """Parses and validates TOML text; raises ConfigError."""
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, most urgent first."""
+    @property
+    def priority_ranges(self) -> list[tuple[int, int]]:
+        """Each class's inclusive vLLM priority range, by class index."""
+    @property
+    def promote_after_ms(self) -> list[Optional[int]]:
+        """Each class's aging threshold in ms (None: never promoted out of it)."""
+    @property
+    def max_wait_ms(self) -> int:
+        """Age in ms past which a waiting request is overdue."""
+    @property
+    def bucket_width_ms(self) -> int:
+        """Width of the arrival buckets that age together, in ms."""
+    def class_for_priority(self, priority: int) -> int:
+        """The class index whose range holds vLLM's priority; raises ClassError if none."""
+
+class ManualClock:
+    """A clock that moves only when told to (nanoseconds), shared with the scheduler it is
+    given to."""
+
+    def __init__(self, start_ns: int = 0) -> None: ...
+    def now_ns(self) -> int:
+        """The current time in ns."""
+    def set_ns(self, t: int) -> None:
+        """Sets the time (never backwards, for the scheduler's sake)."""
+    def advance_ms(self, ms: int) -> None:
+        """Moves the time forward by ms milliseconds."""
+    def advance_ns(self, ns: int) -> None:
+        """Moves the time forward by ns nanoseconds."""
+
+class Submitter:
+    """The API threads' handle; safe to share between threads and usable while the engine
+    thread is inside Scheduler.step."""
+
+    def submit(
+        self,
+        id: int,
+        prompt_tokens: int,
+        max_new_tokens: int,
+        *,
+        cls: Optional[ClassLike] = None,
+        priority: Optional[int] = None,
+        tenant: Optional[int] = None,
+    ) -> int:
+        """Submits a request (class by name or index as cls, or vLLM's integer priority);
+        returns its arrival time in ns. Raises SubmitError or ClassError."""
+    def cancel(self, id: int) -> str:
+        """Cancels a request; returns "waiting" or "running". Raises ControlError."""
+    def reprioritize(
+        self, id: int, cls: Optional[ClassLike] = None, *, priority: Optional[int] = None
+    ) -> None:
+        """Moves a request to another class at the next step, keeping its arrival."""
+    def close(self) -> None:
+        """Closes ingress: later submits raise SubmitError."""
+    @property
+    def class_names(self) -> list[str]: ...
+
+class Admitted:
+    """A request that starts (or resumes) in this iteration."""
+
+    id: int
+    cls: str
+    effective_cls: str
+    prefill_tokens: int
+    prefill_target: int
+    blocks: int
+    waited_ns: int
+    overdue: bool
+    resumed: bool
+
+class Preempted:
+    """A running request preempted in this iteration (free its KV; it is queued again)."""
+
+    id: int
+    cls: str
+    freed_blocks: int
+    reason: str  # "for_waiting" | "over_budget" | "kv_exhausted"
+    by: Optional[int]
+
+class Decision:
+    """What one step decided."""
+
+    now_ns: int
+    admitted: list[Admitted]
+    scheduled: list[tuple[int, int]]  # (id, tokens)
+    preempted: list[Preempted]
+    aborted: list[int]
+    cancelled: list[int]
+    timed_out: list[tuple[int, str, int]]  # (id, class name, waited_ns)
+    # (id, class name, tenant): refused when drained, one tenant past fairness.max_tenants
+    tenant_limited: list[tuple[int, str, int | None]]
+    total_tokens: int
+    waiting: int
+    running: int
+    stopped_by: Optional[str]  # "seqs" | "tokens" | "kv_blocks"
+
+class Scheduler:
+    """The engine thread's scheduler: step once per iteration, then report progress."""
+
+    def __init__(self, config: Optional[Config] = None, clock: Optional[ManualClock] = None) -> None: ...
+    def submitter(self) -> Submitter:
+        """A handle for API threads."""
+    def submit(
+        self,
+        id: int,
+        prompt_tokens: int,
+        max_new_tokens: int,
+        *,
+        cls: Optional[ClassLike] = None,
+        priority: Optional[int] = None,
+        tenant: Optional[int] = None,
+    ) -> int: ...
+    def cancel(self, id: int) -> str: ...
+    def reprioritize(
+        self, id: int, cls: Optional[ClassLike] = None, *, priority: Optional[int] = None
+    ) -> None: ...
+    def step(
+        self,
+        max_num_seqs: int,
+        max_batched_tokens: int,
+        free_blocks: int,
+        now_ns: Optional[int] = None,
+    ) -> Decision:
+        """Decides the next iteration (GIL released). Raises BudgetError."""
+    def on_progress(
+        self, id: int, computed: int, new_output: int, now_ns: Optional[int] = None
+    ) -> None:
+        """Reports one iteration's work on a running request. Raises ProgressError."""
+    def on_finished(self, id: int, reason: str = "stop", now_ns: Optional[int] = None) -> str:
+        """Reports a finished request ("stop" | "length" | "error"); returns "finished" or
+        "cancelled". Raises ProgressError."""
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def class_names(self) -> list[str]: ...
+    @property
+    def config(self) -> Config: ...
+    def waiting_in(self, cls: str) -> int: ...
+    def metrics(self) -> dict[str, Any]:
+        """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}}."""
+    def slo_report(self, window: str = "cumulative", now_ns: Optional[int] = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """{class: {"ttft"|"tpot"|"e2e": {bound_ms, quantile, measured_ms, fraction_met,
+        samples, met}}} over "cumulative" or a configured window ("1m", "5m", "1h")."""
+    def reload(self, config: Config) -> None:
+        """Proposes a configuration, applied at the next step boundary."""
+
+class VllmQueue:
+    """The ordered queue behind triage.vllm.TriageRequestQueue."""
+
+    def __init__(
+        self,
+        config: Optional[Config] = None,
+        *,
+        policy: str = "priority",
+        aging: bool = True,
+        clock: Optional[Callable[[], float]] = None,
+        out_of_range: str = "clamp",
+    ) -> None: ...
+    def add_request(self, request: Any) -> None: ...
+    def pop_request(self) -> Any: ...
+    def peek_request(self) -> Any: ...
+    def prepend_request(self, request: Any) -> None: ...
+    def prepend_requests(self, requests: Iterable[Any]) -> None: ...
+    def remove_request(self, request: Any) -> None: ...
+    def remove_requests(self, requests: Iterable[Any]) -> None: ...
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __contains__(self, request: Any) -> bool: ...
+    def class_for_priority(self, priority: int) -> int: ...
+    def effective_class(self, request: Any) -> Optional[str]: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def aging(self) -> bool: ...
