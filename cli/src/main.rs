@@ -72,27 +72,38 @@ struct TenantsArgs {
     json: Option<PathBuf>,
 }
 
-fn run_tenants(a: TenantsArgs) -> Result<(), String> {
+fn run_tenants(a: TenantsArgs) -> ExitCode {
+    match tenant_rows(&a) {
+        Ok(rows) => match perf_args::print_and_save(
+            &triage_cli::tenants::table(&rows),
+            &rows,
+            a.json.as_deref(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn tenant_rows(a: &TenantsArgs) -> Result<Vec<triage_cli::tenants::TenantRow>, String> {
     let mut o = triage_cli::tenants::TenantsOptions::defaults();
     if !a.loads.is_empty() {
-        o.loads = a.loads;
+        o.loads = a.loads.clone();
     }
     o.light = a.light;
     o.heavy_share = a.heavy_share;
     o.sim.seed = a.seed;
     o.sim.duration_s = a.duration;
-    if let Some(p) = a.config {
+    if let Some(p) = &a.config {
         o.sim.triage_config = Some(
-            triage::SchedulerConfig::from_path(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+            triage::SchedulerConfig::from_path(p).map_err(|e| format!("{}: {e}", p.display()))?,
         );
     }
-    let rows = triage_cli::tenants::run_tenants(&o).map_err(|e| e.to_string())?;
-    print!("{}", triage_cli::tenants::table(&rows));
-    if let Some(p) = a.json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    Ok(())
+    triage_cli::tenants::run_tenants(&o).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -204,13 +215,7 @@ fn main() -> ExitCode {
         Command::Stress(args) => perf_args::run_stress(args),
         Command::BenchCompare(args) => perf_args::run_bench_compare(args),
         Command::SloOverhead(args) => perf_args::run_slo_overhead(args),
-        Command::Tenants(args) => match run_tenants(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Tenants(args) => run_tenants(args),
         Command::Simulate(args) => {
             let opts = match options(args) {
                 Ok(o) => o,

@@ -86,6 +86,24 @@ pub struct BenchCompareArgs {
     step_seconds: f64,
 }
 
+/// Prints a command's text report and, if asked, writes the report as JSON to `json`
+/// (exit code 2 if that fails).
+pub fn print_and_save(
+    text: &str,
+    report: &impl serde::Serialize,
+    json: Option<&std::path::Path>,
+) -> Result<(), ExitCode> {
+    print!("{text}");
+    if let Some(p) = json {
+        let out = serde_json::to_string_pretty(report).expect("report serialises");
+        if let Err(e) = std::fs::write(p, out) {
+            eprintln!("error: {}: {e}", p.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `triage stress`; non-zero exit if an invariant broke.
 pub fn run_stress(a: StressArgs) -> ExitCode {
     let o = StressOptions {
@@ -106,13 +124,8 @@ pub fn run_stress(a: StressArgs) -> ExitCode {
     };
     match stress(&o) {
         Ok(r) => {
-            print!("{}", r.text());
-            if let Some(p) = a.json {
-                let json = serde_json::to_string_pretty(&r).expect("report serialises");
-                if let Err(e) = std::fs::write(&p, json) {
-                    eprintln!("error: {}: {e}", p.display());
-                    return ExitCode::from(2);
-                }
+            if let Err(code) = print_and_save(&r.text(), &r, a.json.as_deref()) {
+                return code;
             }
             if r.ok() {
                 ExitCode::SUCCESS
@@ -190,13 +203,8 @@ pub fn run_slo_overhead(a: SloOverheadArgs) -> ExitCode {
     };
     match slo_overhead(&o) {
         Ok(r) => {
-            print!("{}", r.text());
-            if let Some(p) = a.json {
-                let json = serde_json::to_string_pretty(&r).expect("report serialises");
-                if let Err(e) = std::fs::write(&p, json) {
-                    eprintln!("error: {}: {e}", p.display());
-                    return ExitCode::from(2);
-                }
+            if let Err(code) = print_and_save(&r.text(), &r, a.json.as_deref()) {
+                return code;
             }
             ExitCode::SUCCESS
         }
