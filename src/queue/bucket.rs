@@ -84,6 +84,11 @@ impl Bucket {
 
     /// The oldest request of the bucket and the run it heads.
     pub(super) fn head(&self, slab: &Slab) -> Option<(u32, usize)> {
+        // One run (most buckets): its head, without reading the entry (a cache miss with
+        // many tenants, where consecutive heads belong to different lanes).
+        if let Runs::One(i, l) = &self.runs {
+            return (!l.is_empty()).then_some((l.head, usize::from(*i)));
+        }
         self.runs()
             .filter(|(_, r)| !r.is_empty())
             .min_by_key(|(_, r)| slab[r.head].order_key())
