@@ -41,7 +41,6 @@ use crate::time::Timestamp;
 use bucket::{run_of, Bucket};
 use list::List;
 use slab::{Place, Slab, NIL};
-use std::collections::btree_map::{BTreeMap, Entry as MapEntry};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -102,11 +101,15 @@ impl Lane {
 /// per request) costs a decrement instead of a search: `slots` names every lane holding
 /// the bucket at least once, and may also name lanes that left it since (or name one
 /// twice). Readers check each lane for the bucket and skip the rest.
+///
+/// An entry whose lanes all left it (`live` 0) is *dead*: it stays in the class's index
+/// until it reaches an end of it or dead entries outnumber live ones (see
+/// [`ClassQueue::buckets`]), and holds no slots.
 #[derive(Default)]
 struct BucketLanes {
-    /// How many lanes hold the bucket (never 0 while it is in the index).
+    /// How many lanes hold the bucket (0: dead).
     live: u32,
-    /// A superset of those lanes' slots.
+    /// A superset of those lanes' slots; empty when dead.
     slots: Vec<u32>,
 }
 
@@ -129,8 +132,16 @@ struct ClassQueue {
     /// `lanes[slot]`: this class's requests of tenant `slot` (lane 0 only, with fairness
     /// off). Grown on demand; an empty lane holds no bucket.
     lanes: Vec<Lane>,
-    /// Every bucket index some lane of this class holds, with those lanes.
-    buckets: BTreeMap<u64, BucketLanes>,
+    /// Every bucket index some lane of this class holds, with those lanes, sorted by index
+    /// (strictly increasing). A deque rather than a map: with many tenants a bucket is
+    /// entered and left about once per request, new buckets are made at the back and old
+    /// ones leave at the front, so both ends are O(1). A bucket emptied in the middle stays
+    /// as a dead entry (see [`BucketLanes`]); the first and last entries are never dead,
+    /// and dead entries are at most `live entries + 8` (else they are swept out), so the
+    /// deque stays within a constant factor of the live buckets.
+    buckets: VecDeque<(u64, BucketLanes)>,
+    /// Dead entries in `buckets`.
+    dead: usize,
     /// Emptied `BucketLanes::slots` vectors, kept for the next bucket: with many tenants a
     /// bucket's list grows to the number of tenants, and regrowing it from nothing for
     /// every bucket was a measurable share of a drain.
@@ -143,7 +154,7 @@ impl ClassQueue {
     /// The oldest request of the class: the oldest head among the lanes of its oldest
     /// bucket. O(tenants in that bucket).
     fn oldest(&self, slab: &Slab) -> Option<u32> {
-        let (b, lanes) = self.buckets.iter().next()?;
+        let (b, lanes) = self.buckets.front()?;
         lanes
             .slots
             .iter()
@@ -174,22 +185,52 @@ impl ClassQueue {
         &mut self.lanes[s].buckets[i].1
     }
 
-    /// Forgets that lane `slot` holds bucket `b` (it emptied or moved).
+    /// The position of bucket `b` in the index (live or dead), or where it would go.
+    fn find_bucket(&self, b: u64) -> Result<usize, usize> {
+        // Arrivals make the newest bucket and admissions take the oldest: look at both ends
+        // before searching.
+        match self.buckets.back() {
+            Some(&(last, _)) if last == b => return Ok(self.buckets.len() - 1),
+            Some(&(last, _)) if last < b => return Err(self.buckets.len()),
+            None => return Err(0),
+            _ => {}
+        }
+        match self.buckets.front() {
+            Some(&(first, _)) if first == b => Ok(0),
+            Some(&(first, _)) if first > b => Err(0),
+            _ => self.buckets.binary_search_by_key(&b, |&(k, _)| k),
+        }
+    }
+
+    /// Forgets that one lane holds bucket `b` (it emptied or moved).
     fn unindex(&mut self, b: u64) {
-        // Admissions take the oldest buckets: look at the front before searching.
-        let entry = match self.buckets.first_entry() {
-            Some(e) if *e.key() == b => Some(e),
-            _ => match self.buckets.entry(b) {
-                MapEntry::Occupied(o) => Some(o),
-                MapEntry::Vacant(_) => None,
-            },
+        let Ok(i) = self.find_bucket(b) else {
+            return;
         };
-        if let Some(mut o) = entry {
-            o.get_mut().live -= 1;
-            if o.get().live == 0 {
-                let slots = o.remove().slots;
-                self.recycle(slots);
-            }
+        let entry = &mut self.buckets[i].1;
+        entry.live -= 1;
+        if entry.live == 0 {
+            let slots = std::mem::take(&mut entry.slots);
+            self.recycle(slots);
+            self.dead += 1;
+            self.trim();
+        }
+    }
+
+    /// Drops dead entries from both ends of the index, and sweeps all of them out once they
+    /// outnumber the live ones.
+    fn trim(&mut self) {
+        while self.buckets.front().is_some_and(|(_, l)| l.live == 0) {
+            self.buckets.pop_front();
+            self.dead -= 1;
+        }
+        while self.buckets.back().is_some_and(|(_, l)| l.live == 0) {
+            self.buckets.pop_back();
+            self.dead -= 1;
+        }
+        if self.dead > self.buckets.len() - self.dead + 8 {
+            self.buckets.retain(|(_, l)| l.live > 0);
+            self.dead = 0;
         }
     }
 
@@ -203,17 +244,38 @@ impl ClassQueue {
 
     /// Records that lane `slot` now holds bucket `b`.
     fn index(&mut self, slot: u32, b: u64) {
-        // New arrivals make the newest bucket: look at the end before searching.
-        let entry = match self.buckets.last_entry() {
-            Some(e) if *e.key() == b => e.into_mut(),
-            _ => self.buckets.entry(b).or_insert_with(|| BucketLanes {
-                live: 0,
-                slots: self.spare.pop().unwrap_or_default(),
-            }),
+        let i = match self.find_bucket(b) {
+            Ok(i) => {
+                if self.buckets[i].1.live == 0 {
+                    self.dead -= 1;
+                    self.buckets[i].1.slots = self.spare.pop().unwrap_or_default();
+                }
+                i
+            }
+            Err(i) => {
+                let entry = BucketLanes {
+                    live: 0,
+                    slots: self.spare.pop().unwrap_or_default(),
+                };
+                if i == self.buckets.len() {
+                    self.buckets.push_back((b, entry));
+                } else {
+                    self.buckets.insert(i, (b, entry));
+                }
+                i
+            }
         };
+        let (lanes, entry) = (&self.lanes, &mut self.buckets[i].1);
         entry.live += 1;
         entry.slots.push(slot);
-        entry.compact(&self.lanes, b);
+        entry.compact(lanes, b);
+    }
+
+    /// Takes the oldest bucket's entry out of the index (promotion moves all its lanes).
+    fn pop_oldest(&mut self) -> Option<(u64, BucketLanes)> {
+        let first = self.buckets.pop_front()?;
+        self.trim();
+        Some(first)
     }
 }
 
@@ -469,7 +531,7 @@ impl WaitQueue {
         let mut first: Option<usize> = None;
         let mut oldest_overdue: Option<(usize, u32)> = None;
         for (c, cq) in self.classes.iter().enumerate() {
-            let Some((&b, _)) = cq.buckets.iter().next() else {
+            let Some(&(b, _)) = cq.buckets.front() else {
                 continue;
             };
             first.get_or_insert(c);
@@ -529,14 +591,11 @@ impl WaitQueue {
     pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
         let mut total = 0;
         for c in (1..self.classes.len()).rev() {
-            while let Some(b) = self.classes[c].buckets.keys().next().copied() {
+            while let Some(&(b, _)) = self.classes[c].buckets.front() {
                 if !self.aged_out(b, c, now) {
                     break;
                 }
-                let lanes = self.classes[c]
-                    .buckets
-                    .remove(&b)
-                    .expect("first bucket exists");
+                let (_, lanes) = self.classes[c].pop_oldest().expect("first bucket exists");
                 for &slot in &lanes.slots {
                     let (below, above) = self.classes.split_at_mut(c);
                     let (from, to) = (&mut above[0], &mut below[c - 1]);
@@ -585,7 +644,7 @@ impl WaitQueue {
     pub(crate) fn keys_in_order(&self, slab: &Slab) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len);
         for cq in &self.classes {
-            for (b, lanes) in &cq.buckets {
+            for (b, lanes) in cq.buckets.iter().filter(|(_, l)| l.live > 0) {
                 let mut slots = lanes.slots.clone();
                 slots.sort_unstable();
                 slots.dedup();
@@ -622,9 +681,8 @@ impl WaitQueue {
                         return Err(format!("class {c} lane {slot}: buckets out of order"));
                     }
                     if !cq
-                        .buckets
-                        .get(&b)
-                        .is_some_and(|l| l.slots.contains(&(slot as u32)))
+                        .find_bucket(b)
+                        .is_ok_and(|i| cq.buckets[i].1.slots.contains(&(slot as u32)))
                     {
                         return Err(format!("class {c} lane {slot}: bucket {b} not indexed"));
                     }
@@ -639,7 +697,26 @@ impl WaitQueue {
                 }
                 class_total += lane_total;
             }
-            for (b, lanes) in &cq.buckets {
+            let dead = cq.buckets.iter().filter(|(_, l)| l.live == 0).count();
+            if dead != cq.dead
+                || cq.buckets.front().is_some_and(|(_, l)| l.live == 0)
+                || cq.buckets.back().is_some_and(|(_, l)| l.live == 0)
+                || dead > cq.buckets.len() - dead + 8
+            {
+                return Err(format!(
+                    "class {c}: dead bucket entries misplaced or uncounted"
+                ));
+            }
+            for (i, (b, lanes)) in cq.buckets.iter().enumerate() {
+                if i > 0 && cq.buckets[i - 1].0 >= *b {
+                    return Err(format!("class {c}: bucket index out of order"));
+                }
+                if lanes.live == 0 {
+                    if !lanes.slots.is_empty() || cq.lanes.iter().any(|l| l.get(*b).is_some()) {
+                        return Err(format!("class {c}: dead bucket {b} still held"));
+                    }
+                    continue;
+                }
                 let mut holding: Vec<u32> = lanes
                     .slots
                     .iter()
