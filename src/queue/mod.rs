@@ -51,11 +51,21 @@ use std::time::Duration;
 /// binary search over contiguous memory; only a re-queued request of an old bucket the lane
 /// no longer holds inserts in the middle. Buckets are held inline: an emptied lane keeps
 /// its deque's room, so a tenant's next bucket allocates nothing.
+///
+/// The indices of the first and last buckets are copied into the lane itself: with many
+/// tenants each drained or admitted request is in another lane, and a look-up that read
+/// the deque's back to learn the request was not there cost a cache miss per request.
 #[derive(Default)]
 struct Lane {
+    /// The buckets, strictly increasing by index. Changed only through [`Lane::insert_at`]
+    /// and [`Lane::remove_at`], which keep `first` and `last`.
     buckets: VecDeque<(u64, Bucket)>,
     /// Entries in all buckets.
     len: usize,
+    /// The index of the first bucket (meaningless when there is none).
+    first: u64,
+    /// The index of the last bucket (meaningless when there is none).
+    last: u64,
 }
 
 impl Lane {
@@ -67,31 +77,73 @@ impl Lane {
     }
 
     fn find(&self, b: u64) -> Result<usize, usize> {
-        // The common look-ups are at the back (arrivals) and the front (admissions).
-        match self.buckets.back() {
-            Some(&(last, _)) if last == b => return Ok(self.buckets.len() - 1),
-            Some(&(last, _)) if last < b => return Err(self.buckets.len()),
-            None => return Err(0),
-            _ => {}
+        // The common look-ups are at the back (arrivals) and the front (admissions), and
+        // answered from the lane's copies of their indices.
+        let n = self.buckets.len();
+        if n == 0 {
+            return Err(0);
         }
-        match self.buckets.front() {
-            Some(&(first, _)) if first == b => Ok(0),
-            Some(&(first, _)) if first > b => Err(0),
-            _ => self.buckets.binary_search_by_key(&b, |&(k, _)| k),
+        if b == self.last {
+            return Ok(n - 1);
         }
+        if b > self.last {
+            return Err(n);
+        }
+        if b == self.first {
+            return Ok(0);
+        }
+        if b < self.first {
+            return Err(0);
+        }
+        self.buckets.binary_search_by_key(&b, |&(k, _)| k)
+    }
+
+    /// Puts bucket `bk` of index `b` at position `i` (from [`Lane::find`]'s `Err`).
+    fn insert_at(&mut self, i: usize, b: u64, bk: Bucket) {
+        let n = self.buckets.len();
+        if i == n {
+            self.buckets.push_back((b, bk));
+            self.last = b;
+        } else {
+            self.buckets.insert(i, (b, bk));
+        }
+        if i == 0 {
+            self.first = b;
+        }
+        if n == 0 {
+            self.last = b;
+        }
+    }
+
+    /// Takes out the bucket at position `i`.
+    fn remove_at(&mut self, i: usize) -> Bucket {
+        let (_, bk) = if i == 0 {
+            self.buckets.pop_front()
+        } else {
+            self.buckets.remove(i)
+        }
+        .expect("a bucket at i");
+        // Read only the end that changed: the other may be a cache miss away.
+        if i == 0 {
+            if let Some(&(f, _)) = self.buckets.front() {
+                self.first = f;
+            }
+        }
+        if i == self.buckets.len() {
+            if let Some(&(l, _)) = self.buckets.back() {
+                self.last = l;
+            }
+        }
+        bk
     }
 
     fn get(&self, b: u64) -> Option<&Bucket> {
         self.find(b).ok().map(|i| &self.buckets[i].1)
     }
 
-    fn get_mut(&mut self, b: u64) -> Option<&mut Bucket> {
-        self.find(b).ok().map(|i| &mut self.buckets[i].1)
-    }
-
     fn remove(&mut self, b: u64) -> Option<Bucket> {
         let i = self.find(b).ok()?;
-        self.buckets.remove(i).map(|(_, bk)| bk)
+        Some(self.remove_at(i))
     }
 }
 
@@ -172,12 +224,7 @@ impl ClassQueue {
         let i = match self.lanes[s].find(b) {
             Ok(i) => i,
             Err(i) => {
-                let lane = &mut self.lanes[s].buckets;
-                if i == lane.len() {
-                    lane.push_back((b, Bucket::default()));
-                } else {
-                    lane.insert(i, (b, Bucket::default()));
-                }
+                self.lanes[s].insert_at(i, b, Bucket::default());
                 self.index(slot, b);
                 i
             }
@@ -478,11 +525,12 @@ impl WaitQueue {
         let slot = slab[key].tenant;
         let cq = &mut self.classes[class];
         let lane = &mut cq.lanes[slot as usize];
-        let bucket = lane.get_mut(b).expect("bucket exists");
+        let i = lane.find(b).expect("bucket exists");
+        let bucket = &mut lane.buckets[i].1;
         bucket.run_mut(run).unlink(slab, key);
         bucket.len -= 1;
         if bucket.len == 0 {
-            lane.remove(b);
+            lane.remove_at(i);
             cq.unindex(b);
         }
         let lane = &mut cq.lanes[slot as usize];
@@ -614,7 +662,7 @@ impl WaitQueue {
                     let joined = to.lanes[s].len == 0;
                     match to.lanes[s].find(b) {
                         Err(i) => {
-                            to.lanes[s].buckets.insert(i, (b, bucket));
+                            to.lanes[s].insert_at(i, b, bucket);
                             to.index(slot, b);
                         }
                         Ok(i) => {
@@ -679,6 +727,11 @@ impl WaitQueue {
                     let b = *b;
                     if i > 0 && lane.buckets[i - 1].0 >= b {
                         return Err(format!("class {c} lane {slot}: buckets out of order"));
+                    }
+                    if (i == 0 && lane.first != b)
+                        || (i + 1 == lane.buckets.len() && lane.last != b)
+                    {
+                        return Err(format!("class {c} lane {slot}: first or last stale"));
                     }
                     if !cq
                         .find_bucket(b)
