@@ -13,12 +13,23 @@ use crate::class::MAX_CLASSES;
 /// Not in the heap.
 const ABSENT: u32 = u32::MAX;
 
+/// The heap key of `(counter, slot)`: ordered as the pair is, in one integer, so a sift
+/// compares with one wide comparison instead of a branch per field.
+fn pack(counter: u64, slot: u32) -> u128 {
+    (u128::from(counter) << 32) | u128::from(slot)
+}
+
+/// The `(counter, slot)` of a heap key.
+fn unpack(k: u128) -> (u64, u32) {
+    ((k >> 32) as u64, k as u32)
+}
+
 /// A binary min-heap of `(counter, slot)` with each slot's position, so a slot's key can
 /// change in place.
 #[derive(Default)]
 struct Order {
-    /// The heap: `heap[i] <= heap[2i+1], heap[2i+2]`.
-    heap: Vec<(u64, u32)>,
+    /// The heap of [`pack`]ed keys: `heap[i] <= heap[2i+1], heap[2i+2]`.
+    heap: Vec<u128>,
     /// `pos[slot]`: the index of `slot` in `heap`, or [`ABSENT`]. Slots past the end are
     /// absent.
     pos: Vec<u32>,
@@ -26,7 +37,7 @@ struct Order {
 
 impl Order {
     fn first(&self) -> Option<(u64, u32)> {
-        self.heap.first().copied()
+        self.heap.first().map(|&k| unpack(k))
     }
 
     fn contains(&self, slot: u32) -> bool {
@@ -34,7 +45,7 @@ impl Order {
     }
 
     fn set_pos(&mut self, i: usize) {
-        let slot = self.heap[i].1 as usize;
+        let slot = self.heap[i] as u32 as usize;
         self.pos[slot] = i as u32;
     }
 
@@ -100,7 +111,7 @@ impl Order {
             self.pos.resize(s + 1, ABSENT);
         }
         debug_assert_eq!(self.pos[s], ABSENT);
-        self.heap.push((key, slot));
+        self.heap.push(pack(key, slot));
         self.up(self.heap.len() - 1);
     }
 
@@ -115,7 +126,7 @@ impl Order {
         if i < self.heap.len() {
             self.heap[i] = last;
             self.down(i);
-            self.up(self.pos[last.1 as usize] as usize);
+            self.up(self.pos[unpack(last).1 as usize] as usize);
         }
         true
     }
@@ -124,8 +135,8 @@ impl Order {
     fn raise(&mut self, slot: u32, key: u64) {
         if let Some(&p) = self.pos.get(slot as usize).filter(|&&p| p != ABSENT) {
             let i = p as usize;
-            debug_assert!(key >= self.heap[i].0);
-            self.heap[i].0 = key;
+            debug_assert!(key >= unpack(self.heap[i]).0);
+            self.heap[i] = pack(key, slot);
             self.down(i);
         }
     }
@@ -235,13 +246,14 @@ impl FairShare {
         slots: u32,
     ) -> Result<(), String> {
         let order = &self.backlogged[c];
-        for (i, &(v, s)) in order.heap.iter().enumerate() {
+        for (i, &k) in order.heap.iter().enumerate() {
+            let (v, s) = unpack(k);
             if v != self.counter(c, s) || !is_backlogged(s) {
                 return Err(format!(
                     "class {c}: tenant {s} is ordered but not backlogged"
                 ));
             }
-            if order.pos[s as usize] as usize != i || (i > 0 && order.heap[(i - 1) / 2] > (v, s)) {
+            if order.pos[s as usize] as usize != i || (i > 0 && order.heap[(i - 1) / 2] > k) {
                 return Err(format!("class {c}: heap broken at tenant {s}"));
             }
         }
