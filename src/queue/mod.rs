@@ -7,7 +7,7 @@
 //! `eff = min(base, ladder(age))`, where class `c` is left once a request's age passes
 //! `promote_after[c]` (thresholds grow with urgency, so the ladder is monotone). All
 //! requests that arrived in the same bucket (`arrival / width`) and share a base class
-//! therefore move together. A class holds an ordered map of buckets; each bucket holds one
+//! therefore move together. A class holds its buckets in index order; each bucket holds one
 //! sorted intrusive list (a *run*) per base class. A step promotes by moving the oldest
 //! buckets of each class whose end has aged past the class threshold to the class above,
 //! bucket by bucket: runs are relinked, no request is visited, and the cost is
