@@ -1,7 +1,7 @@
 //! The virtual token counters and, per class, the order of the backlogged tenants by
 //! counter. Owned by the wait queue, which tells it when a tenant's lane in a class becomes
 //! non-empty ([`FairShare::join`]) or empty ([`FairShare::leave`]) and asks it for the next
-//! tenant ([`FairShare::next`]). The scheduler charges service ([`FairShare::charge`]).
+//! tenant ([`FairShare::pick`]). The scheduler charges service ([`FairShare::charge`]).
 //!
 //! Every operation is O(log backlogged tenants) and independent of the requests queued.
 //! The per-class order is an indexed 4-ary min-heap: a charge moves one tenant down in
@@ -216,13 +216,20 @@ impl FairShare {
     }
 
     /// The backlogged tenant of class `c` with the least service (ties: lowest slot).
+    #[cfg(test)]
     pub(crate) fn next(&self, c: usize) -> Option<u32> {
         self.backlogged[c].first().map(|(_, s)| s)
     }
 
-    /// Records that tenant `slot` was served next in class `c`.
-    pub(crate) fn picked(&mut self, c: usize, slot: u32) {
-        self.last[c] = (slot, self.counter(c, slot));
+    /// Serves class `c`'s next tenant (the backlogged one with the least service, ties to
+    /// the lowest slot) and records it as the last served there. Its counter comes from
+    /// the heap's root, which holds it (an invariant [`FairShare::check`] checks), rather
+    /// than from `counters`: with many tenants that row was a cache miss per admission.
+    pub(crate) fn pick(&mut self, c: usize) -> Option<u32> {
+        let (v, slot) = self.backlogged[c].first()?;
+        debug_assert_eq!(v, self.counter(c, slot));
+        self.last[c] = (slot, v);
+        Some(slot)
     }
 
     /// Adds `amount` of service to tenant `slot` in class `c`, moving it in the order if it
@@ -316,7 +323,7 @@ mod tests {
     fn with_nobody_backlogged_the_lift_is_the_last_served_tenant() {
         let mut f = FairShare::default();
         f.join(0, 3);
-        f.picked(0, 3);
+        assert_eq!(f.pick(0), Some(3));
         f.leave(0, 3);
         f.charge(0, 3, 7_000); // charged after being picked (its prompt at admission)
         f.join(0, 4);

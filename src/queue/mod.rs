@@ -25,7 +25,7 @@
 //! Inside a class, requests are held in one *lane* per tenant (see [`crate::fair`]), each
 //! lane with its own buckets; with fairness off every request is in lane 0 and the order is
 //! the FIFO above. With fairness on, the next request of a class is the head of the lane
-//! of the backlogged tenant with the least service ([`FairShare::next`]). A class also
+//! of the backlogged tenant with the least service ([`FairShare::pick`]). A class also
 //! indexes which lanes hold each bucket, so promotion moves a bucket lane by lane
 //! (O(tenants in the bucket), no request visited) and the class's oldest request, which
 //! max wait and the queue timeout look at, is the oldest head among the lanes of its
@@ -557,11 +557,7 @@ impl WaitQueue {
     /// the oldest of its least-served backlogged tenant.
     fn next_of(&mut self, slab: &Slab, c: usize) -> Option<u32> {
         let slot = match &mut self.fair {
-            Some(f) => {
-                let s = f.next(c)?;
-                f.picked(c, s);
-                s
-            }
+            Some(f) => f.pick(c)?,
             None => 0,
         };
         self.classes[c].lanes.get(slot as usize)?.head(slab)
