@@ -45,6 +45,12 @@ impl Order {
         self.heap.first().map(|&k| unpack(k))
     }
 
+    /// `slot`'s key, if present.
+    fn key_of(&self, slot: u32) -> Option<u64> {
+        let p = *self.pos.get(slot as usize)?;
+        (p != ABSENT).then(|| unpack(self.heap[p as usize]).0)
+    }
+
     fn contains(&self, slot: u32) -> bool {
         self.pos.get(slot as usize).is_some_and(|&p| p != ABSENT)
     }
@@ -238,7 +244,12 @@ impl FairShare {
         if amount == 0 {
             return;
         }
-        let old = self.counter(c, slot);
+        // A backlogged tenant's heap key is its counter: read it there (the heap is small
+        // and hot) so the counters row is only written, not loaded first.
+        let old = self.backlogged[c]
+            .key_of(slot)
+            .unwrap_or_else(|| self.counter(c, slot));
+        debug_assert_eq!(old, self.counter(c, slot));
         let new = old.saturating_add(amount);
         *self.counter_mut(c, slot) = new;
         self.backlogged[c].raise(slot, new);
