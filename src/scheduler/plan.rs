@@ -165,7 +165,7 @@ impl Scheduler {
                     );
                     self.skipped.push(cand);
                     // Never backfill past an overdue request: it goes next, whatever waits.
-                    if cand.overdue || self.skipped.len() > lookahead {
+                    if cand.overdue || self.skipped.len() > lookahead || self.stuck(cand, left) {
                         break;
                     }
                 }
@@ -174,6 +174,20 @@ impl Scheduler {
         while let Some(cand) = self.skipped.pop() {
             self.wait.restore(&mut self.slab, cand);
         }
+    }
+
+    /// Whether no request after `cand` (which did not fit) can start in this step: no
+    /// sequence slot or no token is left, so any start needs a victim, and no running
+    /// request may be preempted for `cand`'s class. Later candidates are of the same or a
+    /// less urgent class (an overdue one would have come first), so their victims are a
+    /// subset of `cand`'s: none either. Stopping here changes no decision; it saves taking
+    /// and putting back `backfill_lookahead` candidates in every full step.
+    fn stuck(&self, cand: Candidate, left: &Left) -> bool {
+        if left.seqs > 0 && left.tokens > 0 {
+            return false;
+        }
+        let min_class = cand.class.index() + usize::from(self.config.preemption.min_class_gap);
+        left.victims == 0 || !(0..self.running.len()).any(|i| self.is_victim(i, Some(min_class)))
     }
 
     /// The first budget that a request needing `target` prefill tokens and `blocks` KV
