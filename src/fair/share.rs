@@ -215,6 +215,18 @@ impl FairShare {
         self.backlogged[c].insert(v, slot);
     }
 
+    /// Tenant `slot` has a request waiting in class `c` again because a request taken for
+    /// this step went back unstarted (backfill, a spared timeout): it rejoins at its own
+    /// counter, with no lift, since it never stopped being backlogged in the queue's eyes.
+    pub(crate) fn rejoin(&mut self, c: usize, slot: u32) {
+        debug_assert!(
+            !self.backlogged[c].contains(slot),
+            "tenant {slot} rejoined class {c} twice"
+        );
+        let v = self.counter(c, slot);
+        self.backlogged[c].insert(v, slot);
+    }
+
     /// Tenant `slot` has no request waiting in class `c` any more.
     pub(crate) fn leave(&mut self, c: usize, slot: u32) {
         let was = self.backlogged[c].remove(slot);
@@ -328,6 +340,20 @@ mod tests {
         f.leave(1, 2);
         f.join(1, 2);
         assert_eq!(f.counter(1, 2), 15_000);
+    }
+
+    #[test]
+    fn a_tenant_put_back_unstarted_rejoins_without_a_lift() {
+        let mut f = FairShare::default();
+        f.join(0, 1);
+        f.join(0, 2);
+        f.charge(0, 2, 9_000);
+        f.leave(0, 1); // its request was taken for a step and did not fit
+        f.rejoin(0, 1);
+        assert_eq!(f.counter(0, 1), 0, "kept its own counter");
+        f.leave(0, 1);
+        f.join(0, 1); // a new arrival after being idle is lifted
+        assert_eq!(f.counter(0, 1), 9_000);
     }
 
     #[test]

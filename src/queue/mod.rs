@@ -439,7 +439,7 @@ impl WaitQueue {
         let bucket = self.classes[class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
-        self.note_added(slab, key, class, b);
+        self.note_added(slab, key, class, b, false);
         class
     }
 
@@ -468,10 +468,13 @@ impl WaitQueue {
         let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).push_front(slab, cand.key);
         bucket.len += 1;
-        self.note_added(slab, cand.key, cand.class, b);
+        self.note_added(slab, cand.key, cand.class, b, true);
     }
 
-    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, bucket: u64) {
+    /// Counts an entry just linked into `class` (and its tenant's lane). A lane that was
+    /// empty joins the fair order: lifted (a new arrival, a promotion, a re-queue) or, for
+    /// a candidate `restored` unstarted in the step that took it, at its own counter.
+    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, bucket: u64, restored: bool) {
         let slot = slab[key].tenant;
         let cq = &mut self.classes[class.index()];
         cq.len += 1;
@@ -479,7 +482,11 @@ impl WaitQueue {
         lane.len += 1;
         if lane.len == 1 {
             if let Some(f) = &mut self.fair {
-                f.join(class.index(), slot);
+                if restored {
+                    f.rejoin(class.index(), slot);
+                } else {
+                    f.join(class.index(), slot);
+                }
             }
         }
         self.by_base[slab[key].spec.class.index()] += 1;
