@@ -60,11 +60,16 @@ impl Order {
         self.pos[slot] = i as u32;
     }
 
-    /// Moves `heap[i]` up to its place: parents that sort after it move down into the hole
-    /// it leaves, and it is written once, at the end.
-    fn up(&mut self, mut i: usize) {
+    /// Moves `heap[i]` up to its place.
+    fn up(&mut self, i: usize) {
         let item = self.heap[i];
-        while i > 0 {
+        self.climb(item, i, 0);
+    }
+
+    /// Places `item` from the hole at `i` upward, no higher than `top`: parents that sort
+    /// after it move down into the hole, and it is written once, where the climb stops.
+    fn climb(&mut self, item: u128, mut i: usize, top: usize) {
+        while i > top {
             let parent = (i - 1) / ARITY;
             if self.heap[parent] <= item {
                 break;
@@ -108,17 +113,7 @@ impl Order {
             self.set_pos(i);
             i = child;
         }
-        while i > start {
-            let parent = (i - 1) / ARITY;
-            if self.heap[parent] <= item {
-                break;
-            }
-            self.heap[i] = self.heap[parent];
-            self.set_pos(i);
-            i = parent;
-        }
-        self.heap[i] = item;
-        self.set_pos(i);
+        self.climb(item, i, start);
     }
 
     /// Adds `slot` (absent) with `key`.
