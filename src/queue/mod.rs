@@ -217,19 +217,25 @@ impl ClassQueue {
 
     /// The bucket `b` of lane `slot`, made (and indexed) if absent.
     fn bucket_mut(&mut self, slot: u32, b: u64) -> &mut Bucket {
+        let (i, _) = self.entry(slot, b, Bucket::default);
+        &mut self.lanes[slot as usize].buckets[i].1
+    }
+
+    /// The position of bucket `b` in lane `slot` (the lane made if need be), the bucket
+    /// made by `make` and indexed if absent; and whether it was made.
+    fn entry(&mut self, slot: u32, b: u64, make: impl FnOnce() -> Bucket) -> (usize, bool) {
         let s = slot as usize;
         if self.lanes.len() <= s {
             self.lanes.resize_with(s + 1, Lane::default);
         }
-        let i = match self.lanes[s].find(b) {
-            Ok(i) => i,
+        match self.lanes[s].find(b) {
+            Ok(i) => (i, false),
             Err(i) => {
-                self.lanes[s].insert_at(i, b, Bucket::default());
+                self.lanes[s].insert_at(i, b, make());
                 self.index(slot, b);
-                i
+                (i, true)
             }
-        };
-        &mut self.lanes[s].buckets[i].1
+        }
     }
 
     /// The position of bucket `b` in the index (live or dead), or where it would go.
@@ -659,18 +665,11 @@ impl WaitQueue {
                     let emptied = lane.len == 0;
                     from.len -= moved;
                     let s = slot as usize;
-                    if to.lanes.len() <= s {
-                        to.lanes.resize_with(s + 1, Lane::default);
-                    }
-                    let joined = to.lanes[s].len == 0;
-                    match to.lanes[s].find(b) {
-                        Err(i) => {
-                            to.lanes[s].insert_at(i, b, bucket);
-                            to.index(slot, b);
-                        }
-                        Ok(i) => {
-                            to.lanes[s].buckets[i].1.absorb(slab, bucket);
-                        }
+                    let joined = to.lanes.get(s).is_none_or(|l| l.len == 0);
+                    let mut bucket = Some(bucket);
+                    let (i, made) = to.entry(slot, b, || bucket.take().expect("moved once"));
+                    if let Some(bucket) = bucket.filter(|_| !made) {
+                        to.lanes[s].buckets[i].1.absorb(slab, bucket);
                     }
                     to.lanes[s].len += moved;
                     to.len += moved;

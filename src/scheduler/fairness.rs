@@ -8,6 +8,7 @@ use crate::decision::{Decision, RejectReason, Rejected};
 use crate::fair::share::{service, SCALE};
 use crate::fair::tenants::Tenants;
 use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
+use crate::queue::slab::NO_SLOT;
 use crate::request::TenantId;
 use crate::time::Timestamp;
 
@@ -15,8 +16,6 @@ use crate::time::Timestamp;
 fn tenant_label(t: Option<TenantId>) -> String {
     t.map_or_else(|| "none".to_string(), |t| t.0.to_string())
 }
-
-use crate::queue::slab::NO_SLOT;
 
 /// Which tokens a charge is for.
 #[derive(Clone, Copy)]
@@ -141,13 +140,10 @@ impl Scheduler {
         }
     }
 
-    /// Tenants with a request held (waiting or running), with fairness on.
+    /// Tenants with a request held (waiting or running), with fairness on (0 with it off:
+    /// the registry is then never given a tenant).
     pub fn tenants_held(&self) -> usize {
-        if self.config.fairness.enabled {
-            self.tenants.len()
-        } else {
-            0
-        }
+        self.tenants.len()
     }
 
     /// The service `tenant` has been counted in `class` (weighted tokens divided by its
