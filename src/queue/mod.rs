@@ -44,6 +44,32 @@ use slab::{Place, Slab, NIL};
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// The position of key `b` in `d` (sorted by key, strictly increasing), or where it would
+/// go. `ends` are the first and last keys (`None` when `d` is empty), which a caller may
+/// keep copies of. Arrivals make the newest bucket and admissions take the oldest, so both
+/// ends are tried before a binary search.
+fn find_sorted<V>(
+    d: &VecDeque<(u64, V)>,
+    b: u64,
+    ends: Option<(u64, u64)>,
+) -> Result<usize, usize> {
+    let Some((first, last)) = ends else {
+        return Err(0);
+    };
+    let n = d.len();
+    if b == last {
+        Ok(n - 1)
+    } else if b > last {
+        Err(n)
+    } else if b == first {
+        Ok(0)
+    } else if b < first {
+        Err(0)
+    } else {
+        d.binary_search_by_key(&b, |&(k, _)| k)
+    }
+}
+
 /// One tenant's requests in one class: its buckets in index order, oldest first.
 ///
 /// A sorted deque rather than a map: buckets are made at the back (new arrivals) and
@@ -77,25 +103,9 @@ impl Lane {
     }
 
     fn find(&self, b: u64) -> Result<usize, usize> {
-        // The common look-ups are at the back (arrivals) and the front (admissions), and
-        // answered from the lane's copies of their indices.
-        let n = self.buckets.len();
-        if n == 0 {
-            return Err(0);
-        }
-        if b == self.last {
-            return Ok(n - 1);
-        }
-        if b > self.last {
-            return Err(n);
-        }
-        if b == self.first {
-            return Ok(0);
-        }
-        if b < self.first {
-            return Err(0);
-        }
-        self.buckets.binary_search_by_key(&b, |&(k, _)| k)
+        // The ends come from the lane's copies of their indices.
+        let ends = (!self.buckets.is_empty()).then_some((self.first, self.last));
+        find_sorted(&self.buckets, b, ends)
     }
 
     /// Puts bucket `bk` of index `b` at position `i` (from [`Lane::find`]'s `Err`).
@@ -240,19 +250,8 @@ impl ClassQueue {
 
     /// The position of bucket `b` in the index (live or dead), or where it would go.
     fn find_bucket(&self, b: u64) -> Result<usize, usize> {
-        // Arrivals make the newest bucket and admissions take the oldest: look at both ends
-        // before searching.
-        match self.buckets.back() {
-            Some(&(last, _)) if last == b => return Ok(self.buckets.len() - 1),
-            Some(&(last, _)) if last < b => return Err(self.buckets.len()),
-            None => return Err(0),
-            _ => {}
-        }
-        match self.buckets.front() {
-            Some(&(first, _)) if first == b => Ok(0),
-            Some(&(first, _)) if first > b => Err(0),
-            _ => self.buckets.binary_search_by_key(&b, |&(k, _)| k),
-        }
+        let ends = self.buckets.front().zip(self.buckets.back());
+        find_sorted(&self.buckets, b, ends.map(|(f, l)| (f.0, l.0)))
     }
 
     /// Forgets that one lane holds bucket `b` (it emptied or moved).
