@@ -641,12 +641,7 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        expire::<RequestId>(
-            &mut self.classes,
-            &mut self.reporter,
-            &mut self.requests,
-            now,
-        );
+        self.tick(now);
         expire::<SlotRef>(
             &mut self.classes,
             &mut self.reporter,
@@ -785,17 +780,13 @@ fn report(reporter: &mut Reporter, id: RequestId, tag: &mut Tag, waiting: bool, 
 fn push_deadlines<W: Who>(cs: &mut ClassState, who: W, arrival: Timestamp, ttft: bool, e2e: bool) {
     let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
     let (ttft_q, e2e_q) = W::queues(cs);
-    if let (Some(t), true) = (ttft_t, ttft) {
-        ttft_q.push(Deadline {
-            at: arrival.saturating_add(t.bound()),
-            who,
-        });
-    }
-    if let (Some(t), true) = (e2e_t, e2e) {
-        e2e_q.push(Deadline {
-            at: arrival.saturating_add(t.bound()),
-            who,
-        });
+    for (target, q, wanted) in [(ttft_t, ttft_q, ttft), (e2e_t, e2e_q, e2e)] {
+        if let (Some(t), true) = (target, wanted) {
+            q.push(Deadline {
+                at: arrival.saturating_add(t.bound()),
+                who,
+            });
+        }
     }
 }
 
@@ -952,31 +943,25 @@ fn expire<W: Who>(
         let class = Class::from_index(ci as u8);
         let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
         let (ttft_q, e2e_q) = W::queues(cs);
-        if let Some(t) = ttft_t {
-            while let Some(d) = ttft_q.pop_expired(now) {
+        // TTFT first, then end-to-end, as the reports have always come.
+        for (target, q, kind) in [
+            (ttft_t, ttft_q, ViolationKind::Ttft),
+            (e2e_t, e2e_q, ViolationKind::EndToEnd),
+        ] {
+            let Some(t) = target else {
+                continue;
+            };
+            while let Some(d) = q.pop_expired(now) {
                 let Some((id, st)) = found.find(d.who) else {
                     continue;
                 };
                 let current = st.arrival.saturating_add(t.bound()) == d.at;
-                if current && st.tag.class() == class && !st.has_first_token {
+                // A TTFT deadline counts only while no token came; end-to-end until the end.
+                let pending = kind != ViolationKind::Ttft || !st.has_first_token;
+                if current && st.tag.class() == class && pending {
                     let elapsed = now.saturating_since(st.arrival);
                     if elapsed > t.bound() {
-                        let miss = Miss::new(ViolationKind::Ttft, t, elapsed, now);
-                        report(reporter, id, st.tag, st.waiting, miss);
-                    }
-                }
-            }
-        }
-        if let Some(t) = e2e_t {
-            while let Some(d) = e2e_q.pop_expired(now) {
-                let Some((id, st)) = found.find(d.who) else {
-                    continue;
-                };
-                let current = st.arrival.saturating_add(t.bound()) == d.at;
-                if current && st.tag.class() == class {
-                    let elapsed = now.saturating_since(st.arrival);
-                    if elapsed > t.bound() {
-                        let miss = Miss::new(ViolationKind::EndToEnd, t, elapsed, now);
+                        let miss = Miss::new(kind, t, elapsed, now);
                         report(reporter, id, st.tag, st.waiting, miss);
                     }
                 }
