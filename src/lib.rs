@@ -57,6 +57,7 @@ mod counters;
 mod decision;
 mod error;
 mod fair;
+mod hash;
 mod ingress;
 pub mod metrics;
 mod queue;

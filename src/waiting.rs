@@ -7,6 +7,7 @@
 
 use crate::class::{Class, MAX_CLASSES};
 use crate::config::SchedulerConfig;
+use crate::hash::FastMap;
 use crate::queue::slab::{Entry, Slab};
 use crate::queue::WaitQueue;
 use crate::request::{RequestId, RequestSpec};
@@ -14,9 +15,7 @@ use crate::sync::Arc;
 use crate::ticket::Ticket;
 use crate::time::Timestamp;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// How a [`WaitingQueue`] orders and ages its requests.
@@ -136,27 +135,8 @@ impl fmt::Display for WaitingError {
 
 impl std::error::Error for WaitingError {}
 
-/// Multiplicative hashing for `u64` keys (request ids, arrival nanoseconds), with the high
-/// half folded in so that ids that are all multiples of 16 (addresses) still spread.
-#[derive(Default)]
-struct U64Hasher(u64);
-
-impl Hasher for U64Hasher {
-    fn finish(&self) -> u64 {
-        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^ (h >> 32)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+/// Maps of `u64` keys (request ids, arrival nanoseconds).
+type U64Map<V> = FastMap<u64, V>;
 
 /// The requests that share one arrival time, sorted by `(item, id)` (see [`WaitingQueue`]).
 enum Tie {

@@ -3,37 +3,12 @@
 //! [`super::FairnessConfig::max_tenants`]. Scheduler thread only.
 
 use super::FairnessConfig;
+use crate::hash::FastMap;
 use crate::request::TenantId;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// A multiplicative hash for the registry's small integer keys (the map is looked up once
-/// per drained request). Its size is bounded by `max_tenants`, so colliding ids chosen by
-/// a client cost at most that bound per look-up.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_isize(&mut self, n: isize) {
-        self.write_u64(n as u64);
-    }
-}
-
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// The registry's maps: its size is bounded by `max_tenants`, so ids a client picks to
+/// collide cost at most that bound per look-up.
+type IdMap<K, V> = FastMap<K, V>;
 
 /// A slot in use.
 struct Held {

@@ -6,34 +6,14 @@
 //! user code), so neither an API thread nor the scheduler thread waits long on one. The
 //! ring path takes no lock; this is the one place a lock is taken, as the design allows.
 
+use crate::hash::{FastMap, FIB};
 use crate::request::RequestId;
 use crate::sync::{lock, Arc, Mutex};
 use crate::ticket::Ticket;
 use crossbeam_utils::CachePadded;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// A hasher for `u64` ids: one multiply by a large odd constant (Fibonacci hashing), good
-/// enough for engine-assigned ids and much cheaper than SipHash.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A `HashMap` keyed by request id with [`IdHasher`].
-pub(crate) type IdMap<V> = HashMap<RequestId, V, BuildHasherDefault<IdHasher>>;
+/// A `HashMap` keyed by request id with [`crate::hash::IdHasher`].
+pub(crate) type IdMap<V> = FastMap<RequestId, V>;
 
 /// One lock-guarded part of the index.
 type IndexShard = CachePadded<Mutex<IdMap<Arc<Ticket>>>>;
@@ -56,7 +36,7 @@ impl IdIndex {
     }
 
     fn shard(&self, id: RequestId) -> &Mutex<IdMap<Arc<Ticket>>> {
-        let h = id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = id.0.wrapping_mul(FIB);
         // `checked_shr`: with one shard the shift is 64, which plain `>>` rejects.
         let i = h.checked_shr(self.shift).unwrap_or(0) as usize;
         &self.shards[i]

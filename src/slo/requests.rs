@@ -18,6 +18,7 @@
 //! insert, look-up or removal per request at all.
 
 use crate::class::Class;
+use crate::hash::{mix_bytes, FIB};
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -46,8 +47,8 @@ pub(crate) struct RunHasher(
 impl RunHasher {
     /// The bits hashbrown takes its 7-bit tag from.
     const TAG_BITS: u64 = 0x7f << 57;
-    /// An odd multiplier (2^64 / golden ratio) that spreads its input over the high bits.
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    /// An odd multiplier that spreads its input over the high bits.
+    const K: u64 = FIB;
 }
 
 impl Hasher for RunHasher {
@@ -58,9 +59,7 @@ impl Hasher for RunHasher {
     fn write(&mut self, bytes: &[u8]) {
         // Only `write_u64` is used (a `RequestId` hashes as one `u64`); this keeps any
         // other input well mixed all the same.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(Self::K);
-        }
+        self.0 = mix_bytes(self.0, bytes);
     }
 
     fn write_u64(&mut self, id: u64) {
@@ -73,7 +72,7 @@ impl Hasher for RunHasher {
 }
 
 /// A map keyed by request id with [`RunHasher`].
-pub(crate) type IdMap<V> = HashMap<RequestId, V, BuildHasherDefault<RunHasher>>;
+pub(crate) type RunMap<V> = HashMap<RequestId, V, BuildHasherDefault<RunHasher>>;
 
 /// A request's class and the misses reported for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,9 +313,9 @@ impl SloSlot {
 pub(crate) struct Requests {
     /// Requests with no admission and no output token since they were queued. No id is in
     /// both `fresh` and `started`.
-    fresh: IdMap<Fresh>,
+    fresh: RunMap<Fresh>,
     /// Requests admitted at least once or given an output token, until they end.
-    started: IdMap<Started>,
+    started: RunMap<Started>,
 }
 
 impl Requests {
