@@ -7,11 +7,12 @@
 //! `eff = min(base, ladder(age))`, where class `c` is left once a request's age passes
 //! `promote_after[c]` (thresholds grow with urgency, so the ladder is monotone). All
 //! requests that arrived in the same bucket (`arrival / width`) and share a base class
-//! therefore move together. A class holds its buckets in index order; each bucket holds one
-//! sorted intrusive list (a *run*) per base class. A step promotes by moving the oldest
-//! buckets of each class whose end has aged past the class threshold to the class above,
-//! bucket by bucket: runs are relinked, no request is visited, and the cost is
-//! O(classes + buckets moved × classes). Moving bottom-up lets a bucket cross several
+//! therefore move together. A class holds its buckets in index order; each bucket holds
+//! sorted intrusive lists (*runs*): two per base class, for requests queued on arrival and
+//! queued again (see `bucket::RUNS`). A step promotes by moving the oldest buckets of each
+//! class whose end has aged past the class threshold to the class above, bucket by bucket:
+//! runs are relinked, no request is visited, and the cost is O(classes + buckets moved ×
+//! lanes holding each). Moving bottom-up lets a bucket cross several
 //! classes in one step when its age warrants.
 //!
 //! # Order
@@ -444,7 +445,7 @@ impl WaitQueue {
         let bucket = self.classes[class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
-        self.note_added(slab, key, class, b, false);
+        self.note_added(slab, key, class, false);
         class
     }
 
@@ -473,13 +474,13 @@ impl WaitQueue {
         let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).push_front(slab, cand.key);
         bucket.len += 1;
-        self.note_added(slab, cand.key, cand.class, b, true);
+        self.note_added(slab, cand.key, cand.class, true);
     }
 
     /// Counts an entry just linked into `class` (and its tenant's lane). A lane that was
     /// empty joins the fair order: lifted (a new arrival, a promotion, a re-queue) or, for
     /// a candidate `restored` unstarted in the step that took it, at its own counter.
-    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, bucket: u64, restored: bool) {
+    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, restored: bool) {
         let slot = slab[key].tenant;
         let cq = &mut self.classes[class.index()];
         cq.len += 1;
@@ -496,7 +497,6 @@ impl WaitQueue {
         }
         self.by_base[slab[key].spec.class.index()] += 1;
         self.len += 1;
-        debug_assert_eq!(bucket, self.bucket_of(slab[key].arrival));
         slab[key].place = Place::Waiting;
     }
 
@@ -583,33 +583,10 @@ impl WaitQueue {
         now: Timestamp,
         max_wait: Duration,
     ) -> Option<Candidate> {
-        let max_wait_ns = nanos(max_wait);
-        let mut first: Option<usize> = None;
-        let mut oldest_overdue: Option<(usize, u32)> = None;
-        for (c, cq) in self.classes.iter().enumerate() {
-            let Some(&(b, _)) = cq.buckets.front() else {
-                continue;
-            };
-            first.get_or_insert(c);
-            // Nothing in a bucket that began less than `max_wait` ago is overdue: skip the
-            // look at its lanes.
-            if now.0.saturating_sub(b.saturating_mul(self.width)) < max_wait_ns {
-                continue;
-            }
-            let Some(head) = cq.oldest(slab) else {
-                continue;
-            };
-            let e = &slab[head];
-            if now.saturating_since(e.arrival) >= max_wait
-                && oldest_overdue.is_none_or(|(_, k)| e.order_key() < slab[k].order_key())
-            {
-                oldest_overdue = Some((c, head));
-            }
-        }
-        let (class, key, overdue) = match oldest_overdue {
+        let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
             Some((c, k)) => (c, k, true),
             None => {
-                let c = first?;
+                let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
                 (c, self.next_of(slab, c)?, false)
             }
         };
@@ -621,6 +598,24 @@ impl WaitQueue {
         })
     }
 
+    /// The oldest request of any class that has waited at least `age` at `now`, and its
+    /// class. Looks at a class's lanes only if its oldest bucket began `age` ago or more
+    /// (nothing in a younger bucket can qualify).
+    fn oldest_past(&self, slab: &Slab, now: Timestamp, age: Duration) -> Option<(usize, u32)> {
+        let age_ns = nanos(age);
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(_, cq)| {
+                cq.buckets.front().is_some_and(|&(b, _)| {
+                    now.0.saturating_sub(b.saturating_mul(self.width)) >= age_ns
+                })
+            })
+            .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
+            .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= age)
+            .min_by_key(|&(_, k)| slab[k].order_key())
+    }
+
     /// Takes the oldest request that has waited at least `timeout`, if any.
     pub(crate) fn pop_expired(
         &mut self,
@@ -628,10 +623,7 @@ impl WaitQueue {
         now: Timestamp,
         timeout: Duration,
     ) -> Option<Candidate> {
-        let (class, key) = (0..self.classes.len())
-            .filter_map(|c| self.classes[c].oldest(slab).map(|k| (c, k)))
-            .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= timeout)
-            .min_by_key(|&(_, k)| slab[k].order_key())?;
+        let (class, key) = self.oldest_past(slab, now, timeout)?;
         self.take(slab, key, class);
         Some(Candidate {
             key,

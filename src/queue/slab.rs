@@ -55,7 +55,7 @@ pub(crate) struct Entry {
     pub(crate) last_event: Timestamp,
     /// How many times it was preempted.
     pub(crate) preemptions: u32,
-    /// Queued in its bucket's run of re-queued requests (see `queue::RUNS`).
+    /// Queued in its bucket's run of re-queued requests (see `queue::bucket::RUNS`).
     pub(crate) late: bool,
     /// The step that started the current run (the scheduler's wrapping `u32` step count:
     /// only compared for equality with the current step).
