@@ -186,8 +186,18 @@ impl Scheduler {
         if left.seqs > 0 && left.tokens > 0 {
             return false;
         }
-        let min_class = cand.class.index() + usize::from(self.config.preemption.min_class_gap);
-        left.victims == 0 || !(0..self.running.len()).any(|i| self.is_victim(i, Some(min_class)))
+        left.victims == 0 || !self.any_victim(self.victim_floor(cand))
+    }
+
+    /// The most urgent class a request running may be in to be preempted for `cand`.
+    fn victim_floor(&self, cand: Candidate) -> usize {
+        cand.class.index() + usize::from(self.config.preemption.min_class_gap)
+    }
+
+    /// Whether any running request may be preempted for a request needing victims of
+    /// class `min_class` or lower.
+    fn any_victim(&self, min_class: usize) -> bool {
+        (0..self.running.len()).any(|i| self.is_victim(i, Some(min_class)))
     }
 
     /// The first budget that a request needing `target` prefill tokens and `blocks` KV
@@ -289,7 +299,7 @@ impl Scheduler {
         freed: &mut u32,
         out: &mut Decision,
     ) -> bool {
-        let min_class = cand.class.index() + usize::from(self.config.preemption.min_class_gap);
+        let min_class = self.victim_floor(cand);
         let need_seqs = u32::from(left.seqs == 0);
         let need_blocks = blocks_with_watermark.saturating_sub(left.free_blocks);
         let need_tokens = if self.config.chunked_prefill {
@@ -297,15 +307,15 @@ impl Scheduler {
         } else {
             target.saturating_sub(left.tokens)
         };
-        // The common case when the engine is full of work of the candidate's own class:
-        // nobody is eligible, so skip building the order.
-        if !(0..self.running.len()).any(|i| self.is_victim(i, Some(min_class))) {
-            return false;
-        }
         // Victim order: lowest class, then most recently started (later in `running`).
         let mut order: Vec<usize> = (0..self.running.len())
             .filter(|&i| self.is_victim(i, Some(min_class)))
             .collect();
+        // The common case when the engine is full of work of the candidate's own class:
+        // nobody is eligible (and the empty order allocated nothing).
+        if order.is_empty() {
+            return false;
+        }
         order.sort_by_key(|&i| std::cmp::Reverse((self.slab[self.running[i]].run_class, i)));
         let (mut seqs, mut blocks, mut tokens, mut n) = (0u32, 0u32, 0u32, 0usize);
         for &i in &order {
