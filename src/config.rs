@@ -343,6 +343,14 @@ impl SchedulerConfig {
         Duration::from_millis(self.bucket_width_ms)
     }
 
+    /// Each class's aging threshold, in class order.
+    pub(crate) fn promote_after(&self) -> Vec<Option<Duration>> {
+        self.classes
+            .iter()
+            .map(|c| c.promote_after_ms.map(Duration::from_millis))
+            .collect()
+    }
+
     pub(crate) fn max_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms)
     }

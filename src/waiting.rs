@@ -48,13 +48,9 @@ impl WaitingOptions {
     pub fn from_config(config: &SchedulerConfig) -> Self {
         Self {
             classes: config.classes.len(),
-            bucket_width: Duration::from_millis(config.bucket_width_ms),
-            promote_after: config
-                .classes
-                .iter()
-                .map(|c| c.promote_after_ms.map(Duration::from_millis))
-                .collect(),
-            max_wait: Some(Duration::from_millis(config.max_wait_ms)),
+            bucket_width: config.bucket_width(),
+            promote_after: config.promote_after(),
+            max_wait: Some(config.max_wait()),
         }
     }
 

@@ -70,13 +70,22 @@ impl Tenants {
     /// The slot for one more request of `tenant`, and whether the slot is new to it (its
     /// counters must start afresh). `Full` when the tenant is new and the limit is reached.
     pub(crate) fn acquire(&mut self, tenant: Option<TenantId>) -> Result<(u32, bool), Full> {
+        self.acquire_within(tenant, self.max)
+    }
+
+    /// [`Tenants::acquire`] against `limit` held tenants.
+    fn acquire_within(
+        &mut self,
+        tenant: Option<TenantId>,
+        limit: usize,
+    ) -> Result<(u32, bool), Full> {
         if let Some(&s) = self.slots.get(&tenant) {
             if let Some(h) = self.held[s as usize].as_mut() {
                 h.requests += 1;
             }
             return Ok((s, false));
         }
-        if self.slots.len() >= self.max {
+        if self.slots.len() >= limit {
             return Err(Full);
         }
         let weight = Self::weight_of(&self.weights, self.default_weight, tenant);
@@ -102,10 +111,7 @@ impl Tenants {
     /// The slot for one more request of `tenant`, past the limit if need be (a reload
     /// re-registering the requests already held).
     pub(crate) fn acquire_held(&mut self, tenant: Option<TenantId>) -> u32 {
-        let max = self.max;
-        self.max = usize::MAX;
-        let (s, _) = self.acquire(tenant).expect("no limit");
-        self.max = max;
+        let (s, _) = self.acquire_within(tenant, usize::MAX).expect("no limit");
         s
     }
 

@@ -307,11 +307,7 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
     WaitQueue::new(
         config.classes.len(),
         config.bucket_width(),
-        config
-            .classes
-            .iter()
-            .map(|c| c.promote_after_ms.map(Duration::from_millis))
-            .collect(),
+        config.promote_after(),
         config.fairness.enabled,
     )
 }
