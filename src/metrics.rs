@@ -72,7 +72,8 @@ pub const LABEL_TARGET: &str = "target";
 /// Label: how a configuration reload went.
 pub const LABEL_RESULT: &str = "result";
 
-/// Every family name, for documentation checks.
+/// Every family the scheduler always emits, for documentation checks. The opt-in
+/// per-tenant families are in [`TENANT_NAMES`].
 pub const ALL_NAMES: [&str; 19] = [
     QUEUE_DEPTH,
     RUNNING,
@@ -102,6 +103,9 @@ pub const TENANT_TOKENS: &str = "triage_tenant_tokens_total";
 /// class, refreshed every [`DEFAULT_COMPLIANCE_INTERVAL`] of step time. Only with
 /// `fairness.tenant_metrics`.
 pub const TENANT_WAITING: &str = "triage_tenant_waiting";
+
+/// The per-tenant families, emitted only with `fairness.tenant_metrics`.
+pub const TENANT_NAMES: [&str; 2] = [TENANT_TOKENS, TENANT_WAITING];
 
 /// Why a request was refused at submit, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -223,6 +227,16 @@ pub fn describe() {
         REFUSED,
         Unit::Count,
         "Requests refused at submit, by class and reason."
+    );
+    describe_counter!(
+        TENANT_TOKENS,
+        Unit::Count,
+        "Tokens charged to a tenant's fair share, by class, tenant and kind (prompt, output); with fairness.tenant_metrics."
+    );
+    describe_gauge!(
+        TENANT_WAITING,
+        Unit::Count,
+        "A held tenant's requests waiting, by class and tenant; with fairness.tenant_metrics."
     );
     describe_counter!(
         TIMED_OUT,
@@ -348,7 +362,6 @@ struct ComplianceHandles {
 pub struct StepMetrics {
     classes: Vec<ClassHandles>,
     compliance: Vec<ComplianceHandles>,
-    windows: Vec<SloWindow>,
     step_duration: Histogram,
     vllm_waiting: Gauge,
     vllm_running: Gauge,
@@ -362,7 +375,6 @@ impl std::fmt::Debug for StepMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepMetrics")
             .field("classes", &self.classes.len())
-            .field("windows", &self.windows)
             .field("compliance_every", &self.compliance_every)
             .field("last_compliance", &self.last_compliance)
             .finish_non_exhaustive()
@@ -408,14 +420,8 @@ impl StepMetrics {
             })
             .collect();
         let mut compliance = Vec::new();
-        let mut windows = Vec::new();
         if let Some(slo) = slo {
-            windows = slo
-                .windows_s
-                .iter()
-                .map(|&s| SloWindow::Sliding(s))
-                .chain(std::iter::once(SloWindow::Cumulative))
-                .collect();
+            let windows = slo.windows();
             for (c, targets) in classes.iter().zip(&slo.classes) {
                 let name = classes.name(c).to_string();
                 let targets: Vec<_> = [
@@ -453,7 +459,6 @@ impl StepMetrics {
         Self {
             classes: class_handles,
             compliance,
-            windows,
             step_duration: ::metrics::histogram!(STEP_DURATION),
             vllm_waiting: ::metrics::gauge!(VLLM_WAITING),
             vllm_running: ::metrics::gauge!(VLLM_RUNNING),

@@ -106,17 +106,7 @@ fn scheduler_emits_the_metric_families_routers_scrape() {
             .map(|(_, _, _, v)| format!("{v:?}"))
             .unwrap_or_else(|| panic!("{name} {labels:?} not emitted"))
     };
-    let find = |name: &str, label: Option<(&str, &str)>| {
-        snap.iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == name
-                    && label.is_none_or(|(lk, lv)| {
-                        k.key().labels().any(|l| l.key() == lk && l.value() == lv)
-                    })
-            })
-            .map(|(_, _, _, v)| format!("{v:?}"))
-            .unwrap_or_else(|| panic!("{name} {label:?} not emitted"))
-    };
+    let find = |name: &str, label: Option<(&str, &str)>| find_all(name, label.as_slice());
     assert_eq!(find("vllm:num_requests_waiting", None), "Gauge(4.0)");
     assert_eq!(find("vllm:num_requests_running", None), "Gauge(2.0)");
     assert!(find("vllm:kv_cache_usage_perc", None).starts_with("Gauge"));

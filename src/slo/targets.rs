@@ -157,6 +157,15 @@ impl Default for SloConfig {
 }
 
 impl SloConfig {
+    /// Every window queries accept: the sliding windows, shortest first, then cumulative.
+    pub fn windows(&self) -> Vec<crate::slo::SloWindow> {
+        self.windows_s
+            .iter()
+            .map(|&s| crate::slo::SloWindow::Sliding(s))
+            .chain(std::iter::once(crate::slo::SloWindow::Cumulative))
+            .collect()
+    }
+
     /// The default targets for `classes` classes (see [`ClassSlo::default_for`]), windows
     /// of 1 min, 5 min and 1 h, 6 sub-windows each.
     ///

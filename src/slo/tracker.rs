@@ -384,12 +384,7 @@ impl SloTracker {
 
     /// Every window queries accept: the sliding windows, shortest first, then cumulative.
     pub fn windows(&self) -> Vec<SloWindow> {
-        self.config
-            .windows_s
-            .iter()
-            .map(|&s| SloWindow::Sliding(s))
-            .chain(std::iter::once(SloWindow::Cumulative))
-            .collect()
+        self.config.windows()
     }
 
     /// A new bounded channel that receives every violation reported from now on. A full
