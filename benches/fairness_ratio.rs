@@ -11,18 +11,14 @@
 
 mod common;
 
-use common::{mixed_class, Bench};
+use common::Bench;
 use std::time::Duration;
 
 fn filled(on: bool) -> Bench {
     let mut cfg = common::config(100_000, 8192);
     cfg.fairness.enabled = on;
     cfg.fairness.max_tenants = 1_000;
-    let window = common::fill_window(&cfg);
-    let mut b = Bench::new(cfg);
-    b.tenants = 1_000;
-    b.fill(100_000, window, 4096, mixed_class);
-    b
+    Bench::filled(cfg, 100_000, 1_000)
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{mixed_class, Bench, BATCH};
+use common::{Bench, BATCH};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -38,10 +38,7 @@ fn bench_steps_tenants(
     n: usize,
     tenants: u64,
 ) {
-    let window = common::fill_window(&cfg);
-    let mut b = Bench::new(cfg);
-    b.tenants = tenants;
-    b.fill(n, window, 4096, mixed_class);
+    let mut b = Bench::filled(cfg, n, tenants);
     g.bench_function(id, |bch| {
         bch.iter_custom(|iters| {
             let mut total = Duration::ZERO;

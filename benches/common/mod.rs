@@ -91,6 +91,16 @@ impl Bench {
         }
     }
 
+    /// The scheduler of the step benches: `cfg` filled to `n` waiting requests of
+    /// [`mixed_class`] spread over [`fill_window`], round robin over `tenants` tenants.
+    pub fn filled(cfg: SchedulerConfig, n: usize, tenants: u64) -> Self {
+        let window = fill_window(&cfg);
+        let mut b = Bench::new(cfg);
+        b.tenants = tenants;
+        b.fill(n, window, 4096, mixed_class);
+        b
+    }
+
     /// Submits one request of `class` stamped at the clock's current time.
     pub fn submit(&mut self, class: Class) -> u64 {
         let id = self.next_id;
