@@ -83,12 +83,7 @@ pub fn tenant_of(seed: u64, id: u64, light: u32, share: f64) -> u64 {
     }
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
-    sort_samples(&mut v);
-    nearest_rank(&v, p)
-}
-
-/// TTFT and queue-wait samples of one tenant's finished requests.
+/// Sorted TTFT and queue-wait samples of one tenant's finished requests.
 fn samples(outcomes: &[Outcome], reqs: &[SimRequest], tenant: u64) -> (Vec<f64>, Vec<f64>) {
     let (mut ttft, mut wait) = (Vec::new(), Vec::new());
     for (o, r) in outcomes.iter().zip(reqs) {
@@ -102,6 +97,8 @@ fn samples(outcomes: &[Outcome], reqs: &[SimRequest], tenant: u64) -> (Vec<f64>,
             wait.push(s - o.arrival);
         }
     }
+    sort_samples(&mut ttft);
+    sort_samples(&mut wait);
     (ttft, wait)
 }
 
@@ -109,25 +106,21 @@ fn samples(outcomes: &[Outcome], reqs: &[SimRequest], tenant: u64) -> (Vec<f64>,
 pub fn run_tenants(opts: &TenantsOptions) -> Result<Vec<TenantRow>, SimulateError> {
     let mut sim = opts.sim.clone();
     sim.class_mix = [0.0, 1.0, 0.0]; // one class: MEDIUM
-    let p = prepare(&sim)?;
-    let base: Vec<SimRequest> = p
-        .workload
-        .requests
-        .iter()
-        .map(|r| SimRequest {
-            tenant: Some(tenant_of(sim.seed, r.id, opts.light, opts.heavy_share)),
-            ..r.clone()
+    let mut p = prepare(&sim)?;
+    for r in &mut p.workload.requests {
+        r.tenant = Some(tenant_of(sim.seed, r.id, opts.light, opts.heavy_share));
+    }
+    let tenants = 0..=u64::from(opts.light);
+    let requests: Vec<usize> = tenants
+        .clone()
+        .map(|t| {
+            let of_t = |r: &&SimRequest| r.tenant == Some(t);
+            p.workload.requests.iter().filter(of_t).count()
         })
         .collect();
     let mut rows = Vec::new();
     for &load in &opts.loads {
-        let stream: Vec<SimRequest> = base
-            .iter()
-            .map(|r| SimRequest {
-                arrival: r.arrival / load,
-                ..r.clone()
-            })
-            .collect();
+        let stream = p.workload.scaled(load);
         let mut results = Vec::new();
         for fair in [false, true] {
             let mut ctx = p.ctx.clone();
@@ -139,19 +132,19 @@ pub fn run_tenants(opts: &TenantsOptions) -> Result<Vec<TenantRow>, SimulateErro
                 .map_err(SimulateError::Sim)?;
             results.push(r.outcomes);
         }
-        for tenant in 0..=u64::from(opts.light) {
+        for (tenant, &requests) in tenants.clone().zip(&requests) {
             let (ttft_off, wait_off) = samples(&results[0], &stream, tenant);
             let (ttft_on, wait_on) = samples(&results[1], &stream, tenant);
             rows.push(TenantRow {
                 load,
                 tenant,
-                requests: stream.iter().filter(|r| r.tenant == Some(tenant)).count(),
-                ttft_p99_off_s: percentile(ttft_off.clone(), 99.0),
-                ttft_p99_on_s: percentile(ttft_on.clone(), 99.0),
-                ttft_p50_off_s: percentile(ttft_off, 50.0),
-                ttft_p50_on_s: percentile(ttft_on, 50.0),
-                wait_p99_off_s: percentile(wait_off, 99.0),
-                wait_p99_on_s: percentile(wait_on, 99.0),
+                requests,
+                ttft_p99_off_s: nearest_rank(&ttft_off, 99.0),
+                ttft_p99_on_s: nearest_rank(&ttft_on, 99.0),
+                ttft_p50_off_s: nearest_rank(&ttft_off, 50.0),
+                ttft_p50_on_s: nearest_rank(&ttft_on, 50.0),
+                wait_p99_off_s: nearest_rank(&wait_off, 99.0),
+                wait_p99_on_s: nearest_rank(&wait_on, 99.0),
             });
         }
     }
