@@ -879,7 +879,7 @@ fn api_thread(
             continue;
         }
         done += 1;
-        let u = rng.unit();
+        let u = rng.next_f64();
         let recent = || {
             let hi = shared.next_id.load(Ordering::Relaxed);
             let window = (o.queued as u64).min(hi).max(1);

@@ -2,6 +2,11 @@
 
 use serde::Serialize;
 
+use crate::sim::percentile::{nearest_rank, sort_samples};
+
+/// The seedable generator of workload choices: the simulator's SplitMix64.
+pub use crate::sim::rng::SplitMix64 as Rng;
+
 /// Percentiles of a set of nanosecond samples (nearest rank).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct Summary {
@@ -21,17 +26,13 @@ pub struct Summary {
 
 /// The nearest-rank `p`-th percentile (0–100) of sorted samples; 0 if there are none.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    nearest_rank(sorted, p).unwrap_or(0.0)
 }
 
 impl Summary {
     /// Summarises `samples` (ns), sorting them in place.
     pub fn of(samples: &mut [f64]) -> Summary {
-        samples.sort_by(f64::total_cmp);
+        sort_samples(samples);
         let count = samples.len();
         Summary {
             count,
@@ -62,35 +63,5 @@ pub fn fmt_ns(ns: f64) -> String {
         format!("{:.1} µs", ns / 1e3)
     } else {
         format!("{:.2} ms", ns / 1e6)
-    }
-}
-
-/// SplitMix64: a small, fast, seedable generator for workload choices.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
