@@ -116,8 +116,15 @@ pub trait Policy {
     fn on_arrival(&mut self, req: &SimRequest, now: f64);
     /// Decide the next iteration.
     fn plan(&mut self, view: &EngineView) -> Plan;
-    /// After the iteration executes: per request tokens computed, and finished ones.
-    fn on_iteration_done(&mut self, now: f64, progressed: &[(ReqId, u32, u32)], finished: &[ReqId]);
+    /// After the iteration executes: per request tokens computed, and finished ones. The
+    /// default ignores them (a policy that keeps no per-request state).
+    fn on_iteration_done(
+        &mut self,
+        _now: f64,
+        _progressed: &[(ReqId, u32, u32)],
+        _finished: &[ReqId],
+    ) {
+    }
 }
 
 /// Static facts a policy may need when it is built.
@@ -163,19 +170,22 @@ pub fn check_policy_name(name: &str) -> Result<(), String> {
     if REGISTRY.iter().any(|(n, _)| *n == name) {
         Ok(())
     } else {
-        Err(format!(
-            "unknown policy `{name}`; valid policies: {}",
-            policy_names().join(", ")
-        ))
+        Err(unknown_policy(name))
     }
+}
+
+fn unknown_policy(name: &str) -> String {
+    format!(
+        "unknown policy `{name}`; valid policies: {}",
+        policy_names().join(", ")
+    )
 }
 
 /// Build the policy called `name`; the error lists the valid names.
 pub fn make_policy(name: &str, ctx: &PolicyContext) -> Result<Box<dyn Policy>, String> {
-    check_policy_name(name)?;
     REGISTRY
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, f)| f(ctx))
-        .ok_or_else(|| format!("unknown policy `{name}`"))
+        .ok_or_else(|| unknown_policy(name))
 }

@@ -1,6 +1,6 @@
 //! `fcfs`: vLLM's default scheduling policy (first come, first served).
 
-use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
+use super::policy::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 use super::vllm_like::{FifoQueue, VictimRule, VllmLike};
 
 /// Arrival order; stop at the first waiting request that does not fit; when a
@@ -29,12 +29,5 @@ impl Policy for Fcfs {
     }
     fn plan(&mut self, view: &EngineView) -> Plan {
         self.inner.plan(view)
-    }
-    fn on_iteration_done(
-        &mut self,
-        _now: f64,
-        _progressed: &[(ReqId, u32, u32)],
-        _finished: &[ReqId],
-    ) {
     }
 }

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
+use super::policy::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 use super::vllm_like::{VictimRule, VllmLike, Waiting, WaitingQueue};
 
 /// Heap entry ordered so that the *smallest* `(class, arrival, id)` is on top.
@@ -84,12 +84,5 @@ impl Policy for VllmPriority {
     }
     fn plan(&mut self, view: &EngineView) -> Plan {
         self.inner.plan(view)
-    }
-    fn on_iteration_done(
-        &mut self,
-        _now: f64,
-        _progressed: &[(ReqId, u32, u32)],
-        _finished: &[ReqId],
-    ) {
     }
 }
