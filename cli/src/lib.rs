@@ -3,7 +3,9 @@
 //! Its main job is [`sim`], a deterministic discrete-event simulator of one GPU
 //! serving engine that replays real request traces through several scheduling
 //! policies side by side and reports per-class latency and SLO attainment.
-//! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`].
+//! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`], [`tenants`]
+//! (fairness between tenants, off and on), [`stress`], [`bench_compare`] and
+//! [`slo_overhead`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

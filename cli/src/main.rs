@@ -2,7 +2,8 @@
 //!
 //! `triage simulate` with no arguments replays the bundled Azure 2023 conv + code
 //! traces on a simulated Llama-2-7B / A100 engine through every registered policy
-//! at several loads, prints a per-class table and writes JSON, CSV and SVG plots.
+//! at several loads, prints a per-class table and writes JSON, CSV and SVG plots. The
+//! other subcommands: `tenants`, `stress`, `bench-compare`, `slo-overhead`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
