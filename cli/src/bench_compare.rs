@@ -35,15 +35,13 @@ use cpu_time::ThreadTime;
 use crossbeam_queue::SegQueue;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use triage::{
-    Budget, Class, Clock, Decision, FinishReason, ManualClock, MonotonicClock, RequestSpec,
-    Scheduler, SchedulerConfig, Timestamp,
-};
+use triage::{Class, Clock, MonotonicClock, RequestSpec, Scheduler, SchedulerConfig, Timestamp};
 
 use crate::baselines::deque::DequeQueues;
 use crate::baselines::heap::HeapQueue;
 use crate::baselines::segqueue::SegQueues;
 use crate::baselines::{Baseline, Item, Ladder};
+use crate::filled::{self, Filled, Meter};
 use crate::timing::{fmt_ns, Summary};
 
 /// Name of triage in tables and JSON.
@@ -152,19 +150,6 @@ pub struct CompareReport {
     pub triage_step_growth_cpu_p50: f64,
 }
 
-fn bench_config(queued: usize) -> SchedulerConfig {
-    let mut c = SchedulerConfig::default();
-    for class in &mut c.classes {
-        class.queue_capacity = class.queue_capacity.max(2 * queued);
-        class.ring_capacity = 1 << 15;
-    }
-    c
-}
-
-fn class_of(i: u64) -> u8 {
-    (i % 3) as u8
-}
-
 // ---- submit ------------------------------------------------------------------------------
 
 /// Runs `producers` threads each calling `op(i)` for its share of `0..ops`; returns the
@@ -204,10 +189,10 @@ fn timed_producers(
 }
 
 fn submit_once(name: &str, producers: usize, ops: usize) -> (Duration, Duration) {
-    let spec = |i: u64| RequestSpec::new(i, Class::from_index(class_of(i)), 100, 100);
+    let spec = |i: u64| RequestSpec::new(i, Class::from_index((i % 3) as u8), 100, 100);
     match name {
         TRIAGE => {
-            let (sched, api) = Scheduler::new(bench_config(ops)).expect("valid config");
+            let (sched, api) = Scheduler::new(filled::config(ops)).expect("valid config");
             let d = timed_producers(producers, ops, &|i| {
                 api.submit(spec(i)).expect("submit refused");
             });
@@ -315,81 +300,31 @@ impl Stream {
     fn spec(&mut self) -> RequestSpec {
         let id = self.next;
         self.next += 1;
-        // 8-token prompts: 256 of them fill a 2048-token step exactly.
-        RequestSpec::new(id, Class::from_index(class_of(id)), 8, 8)
+        filled::spec(id)
     }
-}
-
-const STEP_DT: Duration = Duration::from_millis(10);
-
-fn fill_window(cfg: &SchedulerConfig) -> Duration {
-    let low = cfg.classes[Class::LOW.index()]
-        .promote_after_ms
-        .expect("LOW ages");
-    Duration::from_millis(low + low / 4)
 }
 
 /// Times up to `o.steps` steps of triage at depth `n`; returns per-step wall and CPU ns
 /// and requests promoted.
 fn step_triage(o: &CompareOptions, n: usize) -> (Vec<f64>, Vec<f64>, u64) {
-    let cfg = bench_config(n);
-    let window = fill_window(&cfg);
-    let clock = ManualClock::new(Timestamp::ZERO);
-    let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
-    let mut d = Decision::default();
-    let zero = Budget {
-        max_num_seqs: 0,
-        max_batched_tokens: 0,
-        free_blocks: 0,
-    };
-    let mut s = Stream { next: 0 };
-    let span = window.as_nanos() as u64;
-    for i in 0..n as u64 {
-        clock.set(Timestamp(span * i / n as u64));
-        api.submit(s.spec()).expect("fill submit");
-        if i % 4096 == 4095 {
-            sched.step_into(clock.now(), &zero, &mut d).expect("step");
-        }
-    }
-    clock.set(Timestamp(span));
-    sched.step_into(clock.now(), &zero, &mut d).expect("step");
-    assert_eq!(sched.waiting(), n);
-    let budget = Budget {
-        max_num_seqs: o.batch as u32,
-        max_batched_tokens: 8 * o.batch as u32,
-        free_blocks: sched.config().engine.total_blocks,
-    };
+    let mut f = Filled::new(filled::config(n), n, o.batch as u32);
     let mut out = Vec::with_capacity(o.steps);
     let mut cpu = Vec::with_capacity(o.steps);
     let mut promoted = 0;
     let start = Instant::now();
     while out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds {
-        clock.advance(STEP_DT);
-        let now = clock.now();
-        let c = ThreadTime::now();
-        let t = Instant::now();
-        sched.step_into(now, &budget, &mut d).expect("step");
-        out.push(t.elapsed().as_nanos() as f64);
-        cpu.push(c.elapsed().as_nanos() as f64);
-        promoted += d.summary.promoted;
-        assert_eq!(d.admitted.len(), o.batch.min(n));
-        for a in &d.admitted {
-            sched
-                .on_finished(a.id, now, FinishReason::Stop)
-                .expect("admitted request runs");
-        }
-        for _ in 0..o.batch {
-            api.submit(s.spec()).expect("submit");
-        }
+        let took = f.timed_step(Meter::CpuAndWall);
+        out.push(took.wall.expect("metered").as_nanos() as f64);
+        cpu.push(took.cpu.as_nanos() as f64);
+        promoted += f.d.summary.promoted;
     }
-    assert!(sched.conservation().is_balanced());
+    assert!(f.sched.conservation().is_balanced());
     (out, cpu, promoted)
 }
 
 /// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
 fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let cfg = bench_config(n);
-    let window = fill_window(&cfg);
+    let window = filled::fill_window(&filled::config(n));
     let b = baseline(name);
     let mut s = Stream { next: 0 };
     let span = window.as_nanos() as u64;
@@ -409,7 +344,7 @@ fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64
     let mut cpu = Vec::with_capacity(o.steps);
     let start = Instant::now();
     while out.len() < 5 || (out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds) {
-        now = now.saturating_add(STEP_DT);
+        now = now.saturating_add(filled::STEP_DT);
         let c = ThreadTime::now();
         let t = Instant::now();
         b.step(now, o.batch, &mut popped);

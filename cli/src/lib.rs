@@ -5,7 +5,8 @@
 //! policies side by side and reports per-class latency and SLO attainment.
 //! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`], [`tenants`]
 //! (fairness between tenants, off and on), [`stress`], [`bench_compare`] and
-//! [`slo_overhead`].
+//! [`slo_overhead`]. The crate-private `filled` module is the one scheduler harness the
+//! last two step: filled to a depth on a manual clock, then stepped batch by batch.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod alloc_count;
 pub mod baselines;
 pub mod bench_compare;
 pub mod config_watch;
+pub(crate) mod filled;
 pub mod sim;
 pub mod simulate;
 pub mod slo_overhead;

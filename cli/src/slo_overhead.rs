@@ -9,21 +9,21 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`) of each `step_into` is counted, not time the thread waited
 //! for a core.
 //!
-//! The workload is the criterion bench `step_slo_tracking_100k` (`benches/step.rs`): the
-//! default configuration with queue capacities raised, arrivals spread over 1.25 × LOW's
-//! promotion threshold, classes one third each, 8-token prompts; each step advances the
-//! clock 10 ms and admits 256 (budget 256 seqs, 2048 tokens), after which (untimed) the
-//! engine reports the 256 finished and 256 new requests are submitted.
+//! The workload is that of the crate's `filled` module, the steps of the criterion bench
+//! `step_slo_tracking_100k` (`benches/step.rs`) but not its exact fill or timer: the
+//! default configuration with queue capacities raised, arrivals each stamped at its own
+//! time, spread over 1.25 × LOW's promotion threshold, classes one third each, 8-token
+//! prompts; each step advances the clock 10 ms and admits 256 (budget 256 seqs, 2048
+//! tokens), after which (untimed) the engine reports the 256 finished and 256 new requests
+//! are submitted. (The bench stamps each chunk of 4,096 fill submits with one time, times
+//! wall clock and uses rings of 8,192 rather than 2^15.)
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use cpu_time::ThreadTime;
 use serde::Serialize;
-use triage::{
-    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestSpec, Scheduler,
-    SchedulerConfig, Submitter, Timestamp,
-};
+
+use crate::filled::{self, Filled, Meter};
 
 /// What `slo-overhead` runs.
 #[derive(Clone, Debug, Serialize)]
@@ -95,113 +95,18 @@ impl OverheadReport {
     }
 }
 
-/// One scheduler of the pair, with its clock, API handle and request counter.
-struct Side {
-    /// The scheduler under measurement.
-    sched: Scheduler,
-    /// Its submit handle.
-    api: Submitter,
-    /// The manual clock its arrivals are stamped by; advanced 10 ms per step.
-    clock: ManualClock,
-    /// Reused decision.
-    d: Decision,
-    /// Id of the next request submitted.
-    next_id: u64,
+/// A scheduler of the pair: [`Filled`] with SLO tracking `on`, filled to `o.queued`.
+fn side(o: &OverheadOptions, on: bool) -> Filled {
+    let mut cfg = filled::config(o.queued);
+    cfg.slo.enabled = on;
+    Filled::new(cfg, o.queued, o.batch)
 }
 
-/// Virtual time between two steps.
-const STEP_DT: Duration = Duration::from_millis(10);
-/// Prompt (and output) tokens of every request.
-const PROMPT: u32 = 8;
-
-impl Side {
-    /// A scheduler with SLO tracking `on`, filled to `o.queued` waiting requests.
-    fn filled(o: &OverheadOptions, on: bool) -> Side {
-        let mut cfg = SchedulerConfig::default();
-        for class in &mut cfg.classes {
-            class.queue_capacity = class.queue_capacity.max(2 * o.queued);
-            class.ring_capacity = 8192;
-        }
-        cfg.slo.enabled = on;
-        let low = cfg.classes[Class::LOW.index()]
-            .promote_after_ms
-            .expect("the default LOW class ages");
-        let window = Duration::from_millis(low + low / 4).as_nanos() as u64;
-        let clock = ManualClock::new(Timestamp::ZERO);
-        let (sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
-        let mut side = Side {
-            sched,
-            api,
-            clock,
-            d: Decision::default(),
-            next_id: 0,
-        };
-        let n = o.queued as u64;
-        for i in 0..n {
-            side.clock.set(Timestamp(window * i / n.max(1)));
-            side.submit();
-            if i % 4096 == 4095 {
-                side.step(&ZERO);
-            }
-        }
-        side.clock.set(Timestamp(window));
-        side.step(&ZERO);
-        assert_eq!(side.sched.waiting(), o.queued, "fill reached its target");
-        side
-    }
-
-    /// Submits the next request (classes one third each).
-    fn submit(&mut self) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let class = Class::from_index((id % 3) as u8);
-        self.api
-            .submit(RequestSpec::new(id, class, PROMPT, PROMPT))
-            .expect("submit within capacity");
-    }
-
-    /// One step at the clock's time.
-    fn step(&mut self, budget: &Budget) {
-        let now = self.clock.now();
-        self.sched
-            .step_into(now, budget, &mut self.d)
-            .expect("valid budget");
-    }
-
-    /// Runs `steps` steps of the workload; returns the CPU time of the `step_into` calls.
-    fn block(&mut self, steps: usize, batch: u32) -> Duration {
-        let budget = Budget {
-            max_num_seqs: batch,
-            max_batched_tokens: batch * PROMPT,
-            free_blocks: self.sched.config().engine.total_blocks,
-        };
-        let mut cpu = Duration::ZERO;
-        for _ in 0..steps {
-            self.clock.advance(STEP_DT);
-            let t = ThreadTime::now();
-            self.step(&budget);
-            cpu += t.elapsed();
-            assert_eq!(self.d.admitted.len(), batch as usize, "a full batch");
-            let now = self.clock.now();
-            for a in &self.d.admitted {
-                self.sched
-                    .on_finished(a.id, now, FinishReason::Stop)
-                    .expect("admitted request runs");
-            }
-            for _ in 0..batch {
-                self.submit();
-            }
-        }
-        cpu
-    }
+/// Runs `steps` steps of the workload on `side`; returns the CPU time of the `step_into`
+/// calls.
+fn block(side: &mut Filled, steps: usize) -> Duration {
+    (0..steps).map(|_| side.timed_step(Meter::Cpu).cpu).sum()
 }
-
-/// A budget that admits nothing (the fill's steps only drain).
-const ZERO: Budget = Budget {
-    max_num_seqs: 0,
-    max_batched_tokens: 0,
-    free_blocks: 0,
-};
 
 /// Runs the measurement. Both schedulers live for the whole run, on the calling thread.
 pub fn slo_overhead(o: &OverheadOptions) -> Result<OverheadReport, String> {
@@ -211,22 +116,22 @@ pub fn slo_overhead(o: &OverheadOptions) -> Result<OverheadReport, String> {
     if o.batch == 0 || o.queued < o.batch as usize {
         return Err("--batch must be at least 1 and at most --queued".into());
     }
-    let mut on = Side::filled(o, true);
-    let mut off = Side::filled(o, false);
+    let mut on = side(o, true);
+    let mut off = side(o, false);
     for _ in 0..o.warmup_blocks {
-        on.block(o.block_steps, o.batch);
-        off.block(o.block_steps, o.batch);
+        block(&mut on, o.block_steps);
+        block(&mut off, o.block_steps);
     }
     let per_step = |d: Duration| d.as_nanos() as f64 / o.block_steps as f64;
     let mut blocks = Vec::with_capacity(o.blocks);
     for i in 0..o.blocks {
         // Alternate which goes first, so neither always follows the other's cache state.
         let (a, b) = if i % 2 == 0 {
-            let a = on.block(o.block_steps, o.batch);
-            (a, off.block(o.block_steps, o.batch))
+            let a = block(&mut on, o.block_steps);
+            (a, block(&mut off, o.block_steps))
         } else {
-            let b = off.block(o.block_steps, o.batch);
-            (on.block(o.block_steps, o.batch), b)
+            let b = block(&mut off, o.block_steps);
+            (block(&mut on, o.block_steps), b)
         };
         blocks.push((per_step(a), per_step(b)));
     }

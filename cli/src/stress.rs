@@ -30,6 +30,7 @@ use triage::{
 };
 
 use crate::alloc_count;
+use crate::filled::ZERO;
 use crate::timing::{fmt_ns, Rng, Summary};
 
 /// What `triage stress` runs.
@@ -565,11 +566,6 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         specs: HashMap::new(),
     };
     let mut d = Decision::default();
-    let zero = Budget {
-        max_num_seqs: 0,
-        max_batched_tokens: 0,
-        free_blocks: 0,
-    };
 
     let bar = if o.progress {
         let b = ProgressBar::new(o.queued as u64);
@@ -606,13 +602,13 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         }
         if i % 4096 == 4095 {
             sched
-                .step_into(clock.now(), &zero, &mut d)
+                .step_into(clock.now(), &ZERO, &mut d)
                 .map_err(|e| e.to_string())?;
             bar.set_position(i as u64 + 1);
         }
     }
     sched
-        .step_into(clock.now(), &zero, &mut d)
+        .step_into(clock.now(), &ZERO, &mut d)
         .map_err(|e| e.to_string())?;
     alloc_count::set_counting(false);
     let after = alloc_count::live_bytes();

@@ -1,0 +1,232 @@
+//! A scheduler filled to a depth on a manual clock, for the CLI's step measurements
+//! (`triage slo-overhead` and the step workload of `triage bench-compare`).
+//!
+//! The workload: [`config`] (the defaults with room for the depth), filled with `depth`
+//! requests of [`spec`] (8-token prompts, classes one third each) whose arrivals are
+//! stamped one by one, evenly spread over [`fill_window`] (1.25 × LOW's promotion
+//! threshold) so that buckets keep crossing the aging thresholds while it steps. Each
+//! [`Filled::timed_step`] advances the clock by [`STEP_DT`] and times one `step_into` that
+//! admits a batch; then, untimed, the engine reports the admitted requests finished and as
+//! many new ones are submitted, so the depth stays put and every step starts with nothing
+//! running.
+//!
+//! The criterion benches (`benches/common`) run the same steps, but their fill stamps a
+//! whole chunk of 4,096 submits with one arrival time, time wall clock only, and use rings
+//! of 8,192.
+
+use std::time::{Duration, Instant};
+
+use cpu_time::ThreadTime;
+use triage::{
+    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestSpec, Scheduler,
+    SchedulerConfig, Submitter, Timestamp,
+};
+
+/// Virtual time between two steps (one GPU iteration).
+pub(crate) const STEP_DT: Duration = Duration::from_millis(10);
+
+/// Prompt (and output) tokens of every request: small, so that a batch of 256 fills a
+/// 2048-token step exactly and each request needs one KV block.
+pub(crate) const PROMPT: u32 = 8;
+
+/// A budget that admits nothing: steps with it only drain the rings, apply notices and age
+/// (the fills here and in `triage stress`).
+pub(crate) const ZERO: Budget = Budget {
+    max_num_seqs: 0,
+    max_batched_tokens: 0,
+    free_blocks: 0,
+};
+
+/// Submits a fill makes between two draining steps.
+const FILL_CHUNK: u64 = 4096;
+
+/// Ring capacity of every class in [`config`]. A ring must hold every submit to its class
+/// (on one shard) between two drains. The fill drains every [`FILL_CHUNK`] submits and a
+/// step refills one batch (256 by default), a third of each per class, which 8,192 (what
+/// `slo-overhead` used) covers; but `bench-compare`'s submit workload also runs on
+/// [`config`] and drains nothing until its run ends: its default 65,536 submits put
+/// 21,846 in each class's ring on one shard at one producer, which 8,192 would refuse.
+/// So the larger of the two former capacities, 2^15, stays for everyone; for the step
+/// workloads the only difference is the rings' memory.
+const RING_CAPACITY: usize = 1 << 15;
+
+/// The default configuration (three classes, the default aging ladder) with room for
+/// `queued` waiting requests in every class and rings of [`RING_CAPACITY`].
+pub(crate) fn config(queued: usize) -> SchedulerConfig {
+    let mut c = SchedulerConfig::default();
+    for class in &mut c.classes {
+        class.queue_capacity = class.queue_capacity.max(2 * queued);
+        class.ring_capacity = RING_CAPACITY;
+    }
+    c
+}
+
+/// The window initial arrivals are spread over: 1.25 × LOW's promotion threshold in
+/// `cfg`, so LOW buckets keep crossing into MEDIUM while the scheduler steps.
+pub(crate) fn fill_window(cfg: &SchedulerConfig) -> Duration {
+    let low = cfg.classes[Class::LOW.index()]
+        .promote_after_ms
+        .expect("LOW ages");
+    Duration::from_millis(low + low / 4)
+}
+
+/// The `id`-th request of the workload: class `id % 3` (one third each), [`PROMPT`]
+/// tokens in and out.
+pub(crate) fn spec(id: u64) -> RequestSpec {
+    RequestSpec::new(id, Class::from_index((id % 3) as u8), PROMPT, PROMPT)
+}
+
+/// Which clocks [`Filled::timed_step`] reads around `step_into`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Meter {
+    /// The thread's CPU time only.
+    Cpu,
+    /// The thread's CPU time and wall time (the wall reading nested inside the CPU one).
+    CpuAndWall,
+}
+
+/// What one [`Filled::timed_step`] took.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Took {
+    /// Thread CPU time (`CLOCK_THREAD_CPUTIME_ID`) of the `step_into` call.
+    pub(crate) cpu: Duration,
+    /// Wall time of the call, if [`Meter::CpuAndWall`] asked for it.
+    pub(crate) wall: Option<Duration>,
+}
+
+/// A scheduler on a [`ManualClock`], filled to a depth that its steps keep.
+pub(crate) struct Filled {
+    /// The scheduler under measurement.
+    pub(crate) sched: Scheduler,
+    /// Its submit handle.
+    api: Submitter,
+    /// The clock arrivals are stamped by; advanced [`STEP_DT`] per step.
+    clock: ManualClock,
+    /// The decision of the last step (reused).
+    pub(crate) d: Decision,
+    /// Id of the next request submitted.
+    next_id: u64,
+    /// Waiting requests after the fill.
+    depth: usize,
+    /// Requests admitted per step at most, and submitted after each step.
+    batch: u32,
+    /// The steps' budget: `batch` seqs of [`PROMPT`] tokens, every KV block free.
+    budget: Budget,
+}
+
+impl Filled {
+    /// A scheduler with `cfg` on a manual clock, filled to `depth` waiting requests of
+    /// [`spec`] whose arrivals are spread evenly over [`fill_window`] (each stamped at its
+    /// own time), draining every [`FILL_CHUNK`] submits with a [`ZERO`] step; its steps
+    /// admit up to `batch` and then submit `batch`.
+    pub(crate) fn new(cfg: SchedulerConfig, depth: usize, batch: u32) -> Filled {
+        let span = fill_window(&cfg).as_nanos() as u64;
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
+        let budget = Budget {
+            max_num_seqs: batch,
+            max_batched_tokens: batch * PROMPT,
+            free_blocks: sched.config().engine.total_blocks,
+        };
+        let mut f = Filled {
+            sched,
+            api,
+            clock,
+            d: Decision::default(),
+            next_id: 0,
+            depth,
+            batch,
+            budget,
+        };
+        let n = depth as u64;
+        for i in 0..n {
+            f.clock.set(Timestamp(span * i / n));
+            f.submit();
+            if i % FILL_CHUNK == FILL_CHUNK - 1 {
+                f.step(&ZERO);
+            }
+        }
+        f.clock.set(Timestamp(span));
+        f.step(&ZERO);
+        assert_eq!(f.sched.waiting(), depth, "fill reached its target");
+        f
+    }
+
+    /// Submits the next request of [`spec`], stamped at the clock's time.
+    fn submit(&mut self) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.api.submit(spec(id)).expect("submit within capacity");
+    }
+
+    /// An untimed step at the clock's time.
+    fn step(&mut self, budget: &Budget) {
+        let now = self.clock.now();
+        self.sched
+            .step_into(now, budget, &mut self.d)
+            .expect("valid budget");
+    }
+
+    /// One step of the workload: advances the clock by [`STEP_DT`] and times, with the
+    /// clocks of `meter`, the `step_into` that must admit `min(batch, depth)`; then,
+    /// untimed, reports the admitted finished and submits `batch` new requests.
+    pub(crate) fn timed_step(&mut self, meter: Meter) -> Took {
+        self.clock.advance(STEP_DT);
+        let now = self.clock.now();
+        let took = match meter {
+            Meter::Cpu => {
+                let c = ThreadTime::now();
+                self.sched
+                    .step_into(now, &self.budget, &mut self.d)
+                    .expect("valid budget");
+                Took {
+                    cpu: c.elapsed(),
+                    wall: None,
+                }
+            }
+            Meter::CpuAndWall => {
+                let c = ThreadTime::now();
+                let t = Instant::now();
+                self.sched
+                    .step_into(now, &self.budget, &mut self.d)
+                    .expect("valid budget");
+                let wall = t.elapsed();
+                Took {
+                    cpu: c.elapsed(),
+                    wall: Some(wall),
+                }
+            }
+        };
+        assert_eq!(
+            self.d.admitted.len(),
+            (self.batch as usize).min(self.depth),
+            "a full batch"
+        );
+        for a in &self.d.admitted {
+            self.sched
+                .on_finished(a.id, now, FinishReason::Stop)
+                .expect("admitted request runs");
+        }
+        for _ in 0..self.batch {
+            self.submit();
+        }
+        took
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_keep_the_depth_and_the_books_balanced() {
+        let mut f = Filled::new(config(1_000), 1_000, 16);
+        for meter in [Meter::Cpu, Meter::CpuAndWall, Meter::Cpu] {
+            let took = f.timed_step(meter);
+            assert_eq!(took.wall.is_some(), matches!(meter, Meter::CpuAndWall));
+        }
+        // The last 16 submits wait in the rings until the next step drains them.
+        assert_eq!(f.sched.waiting() + 16, 1_000);
+        assert!(f.sched.conservation().is_balanced());
+    }
+}
