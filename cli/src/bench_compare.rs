@@ -412,6 +412,14 @@ pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
     if o.producers.is_empty() || o.queued.is_empty() || o.batch == 0 {
         return Err("need at least one producer count, one depth and a batch".into());
     }
+    // Each step admits a full batch and submits as many again, so a depth below the batch
+    // would grow to it after the first step and stop being the depth measured.
+    if let Some(&n) = o.queued.iter().find(|&&n| n < o.batch) {
+        return Err(format!(
+            "--queued {n} is below --batch {}: every depth must hold at least one batch",
+            o.batch
+        ));
+    }
     let total = (o.producers.len() * o.submit_runs + o.queued.len() * o.step_runs) as u64;
     let bar = if o.progress {
         let b = ProgressBar::new(total);

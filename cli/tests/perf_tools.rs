@@ -79,3 +79,23 @@ fn bench_compare_quick_writes_json() {
     assert!(json["step"][1]["ratios_p99"].is_array());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_compare_refuses_a_depth_below_the_batch() {
+    let out = triage()
+        .args([
+            "bench-compare",
+            "--queued",
+            "1000,100",
+            "--out",
+            "/dev/null",
+        ])
+        .output()
+        .expect("run triage bench-compare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a depth of 100 with batch 256 runs");
+    assert!(
+        stderr.contains("--queued 100 is below --batch 256"),
+        "the error names the depth and the batch: {stderr}"
+    );
+}
