@@ -388,9 +388,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Records a broken check: the first 20 in words, then one line saying more followed.
     fn fail(&mut self, what: String) {
-        if self.failures.len() < 20 {
-            self.failures.push(what);
+        const LISTED: usize = 20;
+        match self.failures.len() {
+            n if n < LISTED => self.failures.push(what),
+            LISTED => self.failures.push(format!(
+                "more checks broke; only the first {LISTED} are listed"
+            )),
+            _ => {}
         }
     }
 
@@ -433,6 +439,10 @@ impl Engine {
             }
         }
         for a in &d.admitted {
+            if self.jobs.get(&a.id.0).is_some_and(|j| j.running) {
+                self.fail(format!("{} admitted while running", a.id));
+                continue;
+            }
             let goal_max = self.specs.remove(&a.id.0);
             let job = self.jobs.entry(a.id.0).or_insert_with(|| Job {
                 running: false,
@@ -446,11 +456,6 @@ impl Engine {
             if let Some(max_new) = goal_max {
                 job.max_new = max_new;
                 job.goal = 1 + (self.rng.next_u64() % u64::from(max_new)) as u32;
-            }
-            if job.running {
-                self.failures
-                    .push(format!("{} admitted while running", a.id));
-                continue;
             }
             job.running = true;
             job.kv = 0;
@@ -661,6 +666,8 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         // The engine loop.
         let mut next = Instant::now();
         while run_start.elapsed() < o.duration {
+            // API threads send a request's goal before they submit it, so every request
+            // this step can drain has its goal in the channel already.
             while let Ok((id, max_new)) = goal_rx.try_recv() {
                 engine.specs.insert(id, max_new);
             }
@@ -700,9 +707,6 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
             if let Err(e) = r {
                 engine.fail(format!("step refused: {e}"));
                 break;
-            }
-            while let Ok((id, max_new)) = goal_rx.try_recv() {
-                engine.specs.insert(id, max_new);
             }
             engine.apply(&mut sched, &d, clock.now(), &shared);
             if !sched.conservation().is_balanced() {
