@@ -228,6 +228,9 @@ impl Scheduler {
         for k in waiting {
             self.slab[k].place = Place::InHand;
             self.slab[k].spec.class = remap(self.slab[k].spec.class);
+            // Oldest first within each class, so each lands at the tail of its run. A
+            // re-queued request loses its `late` mark here: the mark only picks which
+            // sorted run holds it (to keep insertions short), never its place in order.
             wait.insert_new(&mut self.slab, k, now);
         }
         self.wait = wait;
