@@ -101,12 +101,7 @@ fn budgets_hold_over_a_long_mixed_run() {
     let mut generated: std::collections::HashMap<RequestId, u32> = Default::default();
     let mut next = 0u64;
     let mut seed = 0x2545F4914F6CDD1Du64;
-    let mut rand = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rand = move |n: u64| xorshift(&mut seed) % n;
     for _ in 0..3000 {
         for _ in 0..rand(3) {
             let class = Class::from_index(rand(3) as u8);
@@ -139,13 +134,7 @@ fn budgets_hold_over_a_long_mixed_run() {
             blocks_now += a.blocks;
         }
         // Apply the iteration: prefill chunks and decode tokens.
-        let work: Vec<(RequestId, u32)> = d
-            .admitted
-            .iter()
-            .map(|a| (a.id, a.prefill_tokens))
-            .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
-            .collect();
-        for (id, tokens) in work {
+        for (id, tokens) in work(&d) {
             let v = held.get_mut(&id).unwrap();
             v.1 += tokens;
             let needed = v.1.div_ceil(16);

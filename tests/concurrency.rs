@@ -1,19 +1,15 @@
 //! Many API threads and the engine thread at once: every request ends in exactly one
 //! outcome and the counters balance.
 
+mod common;
+
+use common::{work, xorshift};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use triage::*;
 
 const THREADS: u64 = 8;
 const PER_THREAD: u64 = 12_500; // 100,000 in all
-
-fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
 
 #[test]
 fn eight_api_threads_100k_requests_each_end_exactly_once() {
@@ -107,13 +103,7 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
                     held.insert(a.id, (a.blocks, a.prefill_target, 0));
                 }
                 // Every running request completes its work; finish those past prefill.
-                let work: Vec<(RequestId, u32)> = d
-                    .admitted
-                    .iter()
-                    .map(|a| (a.id, a.prefill_tokens))
-                    .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
-                    .collect();
-                for (id, tokens) in work {
+                for (id, tokens) in work(&d) {
                     let v = held.get_mut(&id).unwrap();
                     v.2 += tokens;
                     v.0 = v.0.max(v.2.div_ceil(16));

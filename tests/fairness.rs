@@ -110,14 +110,8 @@ impl Engine {
             }
             r.target = a.prefill_target;
         }
-        let work: Vec<(u64, u32)> = d
-            .admitted
-            .iter()
-            .map(|a| (a.id.0, a.prefill_tokens))
-            .chain(d.scheduled.iter().map(|s| (s.id.0, s.tokens)))
-            .collect();
-        for (id, tokens) in work {
-            self.progress(id, tokens);
+        for (id, tokens) in work(&d) {
+            self.progress(id.0, tokens);
         }
         self.h.advance(self.tick);
         d

@@ -9,6 +9,9 @@
 //! `TRIAGE_SOAK_MS` bounds the run time (default 2000 ms), `TRIAGE_SOAK_OPS` the API
 //! operations (default unbounded), `TRIAGE_SOAK_THREADS` the API threads (default 3).
 
+mod common;
+
+use common::xorshift;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,13 +23,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
 }
 
 /// What one API thread saw.

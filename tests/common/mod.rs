@@ -1,4 +1,6 @@
-//! A small harness for driving the scheduler with injected time, as an engine would.
+//! A small harness for driving the scheduler with injected time, as an engine would, and
+//! the pieces several test engines share (a seeded PRNG, a decision's work list).
+// Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -76,4 +78,24 @@ impl Harness {
 
 pub fn ids(admitted: &[Admitted]) -> Vec<u64> {
     admitted.iter().map(|a| a.id.0).collect()
+}
+
+/// Xorshift64 (13, 7, 17): a tiny seeded PRNG, so a run is repeatable from its seed.
+/// `seed` must not be 0.
+pub fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// The tokens a decision asks the engine to compute this iteration, as `(id, tokens)`:
+/// the admitted requests' prefill chunks, then the running requests' scheduled work (the
+/// order `Decision::total_tokens` sums them in).
+pub fn work(d: &Decision) -> Vec<(RequestId, u32)> {
+    d.admitted
+        .iter()
+        .map(|a| (a.id, a.prefill_tokens))
+        .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
+        .collect()
 }
