@@ -453,6 +453,41 @@ fn invalid_configs_are_refused_naming_the_field() {
     check(&|c| c.engine.watermark = f64::NAN, "engine.watermark");
     check(&|c| c.engine.watermark = -0.1, "engine.watermark");
     check(&|c| c.engine.watermark = 0.5, "engine.watermark");
+    // The other side of each range above, and the rules checked nowhere else (these came
+    // from the older test in bad_input.rs).
+    check(&|c| c.classes.clear(), "classes");
+    check(
+        &|c| c.classes[1].vllm_priority = [0, 3], // overlaps HIGH's [0, 0]
+        "classes[1].vllm_priority",
+    );
+    check(
+        &|c| c.classes[2].vllm_priority = [5, 1], // low > high
+        "classes[2].vllm_priority",
+    );
+    check(
+        &|c| c.classes[0].promote_after_ms = Some(5), // the top class cannot promote
+        "classes[0].promote_after_ms",
+    );
+    check(
+        &|c| c.classes[2].promote_after_ms = Some(45_000), // not below MEDIUM's threshold
+        "classes[2].promote_after_ms",
+    );
+    check(
+        &|c| c.classes[1].ring_capacity = 1000, // not a power of two
+        "classes[1].ring_capacity",
+    );
+    check(
+        &|c| c.classes[1].queue_capacity = 0,
+        "classes[1].queue_capacity",
+    );
+    check(&|c| c.max_wait_ms = 30_000, "max_wait_ms"); // below the aging thresholds
+    check(&|c| c.bucket_width_ms = 0, "bucket_width_ms");
+    check(
+        &|c| c.preemption.min_class_gap = 0,
+        "preemption.min_class_gap",
+    );
+    check(&|c| c.engine.block_size = 0, "engine.block_size");
+    check(&|c| c.engine.total_blocks = 0, "engine.total_blocks");
     // Preemption off needs no victims.
     let mut c = base.clone();
     c.preemption.enabled = false;
