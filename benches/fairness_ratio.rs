@@ -1,6 +1,6 @@
 //! Fairness on / off at 1,000 tenants and 100k queued, interleaved in one process.
 //!
-//! `cargo bench -p triage --bench fairness_ratio [-- STEPS [WARMUP]]`
+//! `cargo bench -p triage --bench fairness_ratio [-- STEPS [WARMUP [TENANTS]]]`
 //!
 //! Criterion measures the two configurations one after the other, and on a shared machine
 //! their ratio swings with whatever else runs meanwhile. Here two schedulers are filled
@@ -20,11 +20,11 @@ mod common;
 use common::Bench;
 use std::time::Duration;
 
-fn filled(on: bool) -> Bench {
+fn filled(on: bool, tenants: u64) -> Bench {
     let mut cfg = common::config(100_000, 8192);
     cfg.fairness.enabled = on;
-    cfg.fairness.max_tenants = 1_000;
-    Bench::filled(cfg, 100_000, 1_000)
+    cfg.fairness.max_tenants = tenants as usize;
+    Bench::filled(cfg, 100_000, tenants)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -41,7 +41,8 @@ fn main() {
     let mut numbers = std::env::args().filter_map(|a| a.parse::<usize>().ok());
     let steps = numbers.next().unwrap_or(2_000);
     let warmup = numbers.next().unwrap_or(1_000);
-    let (mut on, mut off) = (filled(true), filled(false));
+    let tenants = numbers.next().unwrap_or(1_000).max(1) as u64;
+    let (mut on, mut off) = (filled(true, tenants), filled(false, tenants));
     for _ in 0..warmup {
         on.timed_batch_step();
         off.timed_batch_step();
@@ -54,7 +55,7 @@ fn main() {
     assert!(on.sched.conservation().is_balanced() && off.sched.conservation().is_balanced());
     let (m_on, m_off) = (mean(&t_on), mean(&t_off));
     let (p_on, p_off) = (median(&mut t_on), median(&mut t_off));
-    println!("fairness on : median {p_on:?}, mean {m_on:?} per step ({steps} steps after {warmup} untimed)");
+    println!("fairness on : median {p_on:?}, mean {m_on:?} per step ({steps} steps after {warmup} untimed, {tenants} tenants)");
     println!("fairness off: median {p_off:?}, mean {m_off:?} per step");
     println!(
         "on / off: median {:.2}x, mean {:.2}x",
