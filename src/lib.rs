@@ -84,8 +84,8 @@ pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
 pub use slo::{
-    ClassCompliance, ClassSlo, SloConfig, SloMetric, SloTarget, SloTracker, SloWindow,
-    TargetCompliance, Violation, ViolationKind,
+    ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,
+    SloWindow, TargetCompliance, Violation, ViolationKind,
 };
 pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
 pub use waiting::{WaitingError, WaitingOptions, WaitingQueue};

@@ -501,26 +501,6 @@ impl Scheduler {
     }
 }
 
-fn window_of(w: &str) -> PyResult<SloWindow> {
-    let w = w.trim();
-    if w == "cumulative" {
-        return Ok(SloWindow::Cumulative);
-    }
-    let (num, mult) = match w.chars().last() {
-        Some('s') => (&w[..w.len() - 1], 1),
-        Some('m') => (&w[..w.len() - 1], 60),
-        Some('h') => (&w[..w.len() - 1], 3600),
-        _ => (w, 1),
-    };
-    num.parse::<u64>()
-        .map(|n| SloWindow::Sliding(n * mult))
-        .map_err(|_| {
-            PyValueError::new_err(format!(
-                "window {w:?}: expected \"cumulative\" or a duration such as \"60s\", \"5m\", \"1h\""
-            ))
-        })
-}
-
 #[pymethods]
 impl Scheduler {
     /// A scheduler with `config` (default: `Config()`). With `clock` (a `ManualClock`),
@@ -729,7 +709,9 @@ impl Scheduler {
         window: &str,
         now_ns: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let w = window_of(window)?;
+        let w = window
+            .parse::<SloWindow>()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let now = self.now(now_ns);
         let out = PyDict::new(py);
         let classes: Vec<(Class, String)> = self

@@ -11,7 +11,9 @@ mod violation;
 mod window;
 
 pub use targets::{ClassSlo, SloConfig, SloTarget};
-pub use tracker::{ClassCompliance, SloMetric, SloTracker, SloWindow, TargetCompliance};
+pub use tracker::{
+    ClassCompliance, ParseSloWindowError, SloMetric, SloTracker, SloWindow, TargetCompliance,
+};
 pub use violation::{Violation, ViolationKind};
 
 pub(crate) use requests::SloSlot;

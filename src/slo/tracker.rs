@@ -80,6 +80,65 @@ impl fmt::Display for SloWindow {
     }
 }
 
+/// Parses what [`SloWindow::label`] writes, so labels round-trip: `cumulative`, or a whole
+/// number of seconds, minutes or hours (`90s`, `5m`, `1h`); a bare number is seconds
+/// (`90`). Surrounding spaces are ignored; nothing else is (no case folding, no spaces
+/// inside, no fractions).
+///
+/// ```
+/// use triage::SloWindow;
+/// assert_eq!("5m".parse::<SloWindow>().unwrap(), SloWindow::Sliding(300));
+/// assert_eq!("90".parse::<SloWindow>().unwrap(), SloWindow::Sliding(90));
+/// assert_eq!(" cumulative ".parse::<SloWindow>().unwrap(), SloWindow::Cumulative);
+/// let w = SloWindow::Sliding(3600);
+/// assert_eq!(w.to_string().parse::<SloWindow>().unwrap(), w);
+/// let err = "forever".parse::<SloWindow>().unwrap_err();
+/// assert_eq!(err.input, "forever");
+/// assert!(err.to_string().contains("\"cumulative\""));
+/// ```
+impl std::str::FromStr for SloWindow {
+    type Err = ParseSloWindowError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let w = s.trim();
+        if w == "cumulative" {
+            return Ok(SloWindow::Cumulative);
+        }
+        let (num, unit_s) = match w.as_bytes().last() {
+            Some(b's') => (&w[..w.len() - 1], 1),
+            Some(b'm') => (&w[..w.len() - 1], 60),
+            Some(b'h') => (&w[..w.len() - 1], 3600),
+            _ => (w, 1),
+        };
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_s))
+            .map(SloWindow::Sliding)
+            .ok_or_else(|| ParseSloWindowError {
+                input: w.to_string(),
+            })
+    }
+}
+
+/// A string that names no [`SloWindow`] (see its `FromStr` for the accepted spellings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseSloWindowError {
+    /// The string given, without surrounding spaces.
+    pub input: String,
+}
+
+impl fmt::Display for ParseSloWindowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "window {:?}: expected \"cumulative\" or a duration such as \"60s\", \"5m\", \"1h\"",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for ParseSloWindowError {}
+
 /// How one target fares over one window.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TargetCompliance {
@@ -1238,5 +1297,47 @@ mod tests {
         assert_eq!(SloWindow::Sliding(3600).label(), "1h");
         assert_eq!(SloWindow::Sliding(90).label(), "90s");
         assert_eq!(SloWindow::Cumulative.to_string(), "cumulative");
+    }
+
+    #[test]
+    fn window_parses_its_labels_and_nothing_else() {
+        let parse = |s: &str| s.parse::<SloWindow>();
+        for w in [
+            SloWindow::Cumulative,
+            SloWindow::Sliding(1),
+            SloWindow::Sliding(60),
+            SloWindow::Sliding(90),
+            SloWindow::Sliding(300),
+            SloWindow::Sliding(3600),
+            SloWindow::Sliding(5400),
+        ] {
+            assert_eq!(parse(&w.label()), Ok(w), "{w}");
+        }
+        assert_eq!(parse("90"), Ok(SloWindow::Sliding(90)));
+        assert_eq!(parse("120s"), Ok(SloWindow::Sliding(120)));
+        assert_eq!(parse(" 1h\n"), Ok(SloWindow::Sliding(3600)));
+        for bad in [
+            "",
+            "s",
+            "m",
+            "forever",
+            "Cumulative",
+            "1 m",
+            "1.5m",
+            "-1m",
+            "5d",
+            "1M",
+            "5124095576030432h", // fits in u64, its seconds do not
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.input, bad.trim());
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "window {:?}: expected \"cumulative\" or a duration such as \"60s\", \"5m\", \"1h\"",
+                    bad.trim()
+                )
+            );
+        }
     }
 }
