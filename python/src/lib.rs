@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList};
+use pyo3::PyTypeInfo;
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use triage::{
@@ -63,27 +64,10 @@ create_exception!(
     "step was refused (more free blocks than the engine has, or time went backwards)."
 );
 
-fn err<E: std::fmt::Display>(kind: fn(String) -> PyErr) -> impl Fn(E) -> PyErr {
-    move |e| kind(e.to_string())
-}
-
-fn config_err(m: String) -> PyErr {
-    ConfigError::new_err(m)
-}
-fn class_err(m: String) -> PyErr {
-    ClassError::new_err(m)
-}
-fn submit_err(m: String) -> PyErr {
-    SubmitError::new_err(m)
-}
-fn control_err(m: String) -> PyErr {
-    ControlError::new_err(m)
-}
-fn progress_err(m: String) -> PyErr {
-    ProgressError::new_err(m)
-}
-fn budget_err(m: String) -> PyErr {
-    BudgetError::new_err(m)
+/// The Python exception `E` carrying `e`'s message (a Rust error's, which names what is
+/// wrong): `.map_err(raise::<ConfigError>)`.
+fn raise<E: PyTypeInfo>(e: impl std::fmt::Display) -> PyErr {
+    PyErr::new::<E, _>(e.to_string())
 }
 
 /// A scheduler configuration (the TOML file's contents), validated.
@@ -108,7 +92,7 @@ impl Config {
     fn from_path(path: std::path::PathBuf) -> PyResult<Self> {
         SchedulerConfig::from_path(&path)
             .map(|inner| Config { inner })
-            .map_err(err(config_err))
+            .map_err(raise::<ConfigError>)
     }
 
     /// Parses and validates TOML text.
@@ -116,7 +100,7 @@ impl Config {
     fn from_toml(text: &str) -> PyResult<Self> {
         SchedulerConfig::from_toml_str(text)
             .map(|inner| Config { inner })
-            .map_err(err(config_err))
+            .map_err(raise::<ConfigError>)
     }
 
     /// Class names, most urgent first.
@@ -163,7 +147,7 @@ impl Config {
             .class_set()
             .from_vllm_priority(priority)
             .map(Class::index)
-            .map_err(err(class_err))
+            .map_err(raise::<ClassError>)
     }
 
     fn __repr__(&self) -> String {
@@ -238,12 +222,14 @@ fn resolve_class(
         (None, None) => Err(PyValueError::new_err(
             "give cls (a class name or index) or priority (vLLM's integer)",
         )),
-        (None, Some(p)) => classes.from_vllm_priority(p).map_err(err(class_err)),
+        (None, Some(p)) => classes.from_vllm_priority(p).map_err(raise::<ClassError>),
         (Some(c), None) => {
             if let Ok(name) = c.extract::<String>() {
-                classes.parse_name(&name).map_err(err(class_err))
+                classes.parse_name(&name).map_err(raise::<ClassError>)
             } else if let Ok(i) = c.extract::<u8>() {
-                classes.check(Class::from_index(i)).map_err(err(class_err))
+                classes
+                    .check(Class::from_index(i))
+                    .map_err(raise::<ClassError>)
             } else {
                 Err(ClassError::new_err(format!(
                     "cls must be a class name (str) or index (int), not {}",
@@ -285,13 +271,17 @@ impl Submitter {
         let inner = &self.inner;
         py.detach(|| inner.submit(spec))
             .map(|t| t.0)
-            .map_err(err(submit_err))
+            .map_err(raise::<SubmitError>)
     }
 
     /// Cancels a request; returns `"waiting"` or `"running"` (where it was). Raises
     /// `ControlError` if it is unknown or already ended.
     fn cancel(&self, id: u64) -> PyResult<&'static str> {
-        match self.inner.cancel(RequestId(id)).map_err(err(control_err))? {
+        match self
+            .inner
+            .cancel(RequestId(id))
+            .map_err(raise::<ControlError>)?
+        {
             CancelOutcome::WasWaiting => Ok("waiting"),
             CancelOutcome::WasRunning => Ok("running"),
         }
@@ -309,7 +299,7 @@ impl Submitter {
         let class = resolve_class(&self.inner.classes(), cls, priority)?;
         self.inner
             .reprioritize(RequestId(id), class)
-            .map_err(err(control_err))
+            .map_err(raise::<ControlError>)
     }
 
     /// Closes ingress: later submits raise `SubmitError`.
@@ -497,7 +487,10 @@ impl Scheduler {
     }
 
     fn class(&self, id: &str) -> PyResult<Class> {
-        self.inner.classes().parse_name(id).map_err(err(class_err))
+        self.inner
+            .classes()
+            .parse_name(id)
+            .map_err(raise::<ClassError>)
     }
 }
 
@@ -515,7 +508,7 @@ impl Scheduler {
             None => AnyClock::Mono(MonotonicClock::new()),
         };
         let (inner, submitter) =
-            triage::Scheduler::with_clock(config, clock.clone()).map_err(err(config_err))?;
+            triage::Scheduler::with_clock(config, clock.clone()).map_err(raise::<ConfigError>)?;
         Ok(Scheduler {
             inner,
             submitter,
@@ -583,7 +576,7 @@ impl Scheduler {
         };
         let (inner, buf) = (&mut self.inner, &mut self.step_buf);
         py.detach(|| inner.step_into(now, &budget, buf))
-            .map_err(err(budget_err))?;
+            .map_err(raise::<BudgetError>)?;
         Ok(decision_to_py(&self.step_buf, self.inner.classes()))
     }
 
@@ -600,7 +593,7 @@ impl Scheduler {
         let now = self.now(now_ns);
         self.inner
             .on_progress(RequestId(id), now, computed, new_output)
-            .map_err(err(progress_err))
+            .map_err(raise::<ProgressError>)
     }
 
     /// Reports that a running request finished (`reason`: `"stop"`, `"length"` or
@@ -621,7 +614,7 @@ impl Scheduler {
         let outcome = self
             .inner
             .on_finished(RequestId(id), now, reason)
-            .map_err(err(progress_err))?;
+            .map_err(raise::<ProgressError>)?;
         Ok(outcome_name(outcome).to_string())
     }
 
@@ -709,9 +702,7 @@ impl Scheduler {
         window: &str,
         now_ns: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let w = window
-            .parse::<SloWindow>()
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let w = window.parse::<SloWindow>().map_err(raise::<PyValueError>)?;
         let now = self.now(now_ns);
         let out = PyDict::new(py);
         let classes: Vec<(Class, String)> = self
@@ -749,7 +740,7 @@ impl Scheduler {
         self.inner
             .config_handle()
             .propose(config.inner)
-            .map_err(err(config_err))
+            .map_err(raise::<ConfigError>)
     }
 
     /// The configuration in force.
@@ -894,11 +885,10 @@ impl VllmQueue {
             return Ok(Class::from_index(i as u8));
         }
         match self.out_of_range {
-            OutOfRange::Error => Err(class_err(
+            OutOfRange::Error => Err(raise::<ClassError>(
                 self.classes
                     .from_vllm_priority(priority)
-                    .expect_err("in no range")
-                    .to_string(),
+                    .expect_err("in no range"),
             )),
             OutOfRange::Clamp => {
                 let dist = |&(lo, hi): &(i64, i64)| {
@@ -954,7 +944,7 @@ impl VllmQueue {
                     .getattr(intern!(py, "request_id"))
                     .map_or_else(|_| "?".to_string(), |r| r.to_string())
             )),
-            other => PyValueError::new_err(other.to_string()),
+            other => raise::<PyValueError>(other),
         })
     }
 }
@@ -1001,7 +991,7 @@ impl VllmQueue {
             (Policy::Priority, false) => WaitingOptions::without_aging(config.classes.len()),
             (Policy::Priority, true) => WaitingOptions::from_config(&config),
         };
-        let queue = WaitingQueue::new(options).map_err(err(config_err))?;
+        let queue = WaitingQueue::new(options).map_err(raise::<ConfigError>)?;
         Ok(VllmQueue {
             queue,
             policy,
