@@ -143,11 +143,7 @@ impl Config {
 
     /// The class index whose range holds vLLM's `priority`; raises `ClassError` if none.
     fn class_for_priority(&self, priority: i64) -> PyResult<usize> {
-        self.inner
-            .class_set()
-            .from_vllm_priority(priority)
-            .map(Class::index)
-            .map_err(raise::<ClassError>)
+        vllm_class(&self.inner.class_set(), priority, OutOfRange::Error).map(Class::index)
     }
 
     fn __repr__(&self) -> String {
@@ -209,7 +205,43 @@ impl Clock for AnyClock {
     }
 }
 
-/// A class given as a name (`str`) or an index (`int`).
+/// What to do with a vLLM priority that is in no class's range.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutOfRange {
+    /// The class of the nearest range (the more urgent class on a tie).
+    Clamp,
+    /// Raise `ClassError`.
+    Error,
+}
+
+/// The class vLLM's integer `priority` maps to: the one whose configured range holds it
+/// (the library's `ClassSet::from_vllm_priority`), else as `out_of_range` says. The one
+/// path from a vLLM priority to a class: `submit`/`reprioritize`, `Config` and `VllmQueue`.
+fn vllm_class(classes: &ClassSet, priority: i64, out_of_range: OutOfRange) -> PyResult<Class> {
+    match classes.from_vllm_priority(priority) {
+        Ok(class) => Ok(class),
+        Err(triage::ClassError::PriorityOutOfRange { ranges, .. })
+            if out_of_range == OutOfRange::Clamp =>
+        {
+            // Out of every range: below `lo` or above `hi` of each.
+            let dist = |&(lo, hi): &(i64, i64)| {
+                if priority < lo {
+                    lo.abs_diff(priority)
+                } else {
+                    priority.abs_diff(hi)
+                }
+            };
+            let best = (0..ranges.len())
+                .min_by_key(|&i| (dist(&ranges[i].1), i))
+                .unwrap_or(0);
+            Ok(Class::from_index(best as u8))
+        }
+        Err(e) => Err(raise::<ClassError>(e)),
+    }
+}
+
+/// A class given as a name (`str`) or an index (`int`), or as vLLM's `priority` (which
+/// must be in a class's range).
 fn resolve_class(
     classes: &ClassSet,
     cls: Option<&Bound<'_, PyAny>>,
@@ -222,7 +254,7 @@ fn resolve_class(
         (None, None) => Err(PyValueError::new_err(
             "give cls (a class name or index) or priority (vLLM's integer)",
         )),
-        (None, Some(p)) => classes.from_vllm_priority(p).map_err(raise::<ClassError>),
+        (None, Some(p)) => vllm_class(classes, p, OutOfRange::Error),
         (Some(c), None) => {
             if let Ok(name) = c.extract::<String>() {
                 classes.parse_name(&name).map_err(raise::<ClassError>)
@@ -832,15 +864,6 @@ enum Policy {
     Fcfs,
 }
 
-/// What to do with a vLLM priority that is in no class's range.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OutOfRange {
-    /// The class of the nearest range (the more urgent class on a tie).
-    Clamp,
-    /// Raise `ClassError`.
-    Error,
-}
-
 /// FCFS mode keys: appends count up from here, prepends count down, one bucket apart.
 const FCFS_ORIGIN: u64 = 1 << 62;
 const FCFS_BUCKET_NS: u64 = 1024;
@@ -852,7 +875,6 @@ struct VllmQueue {
     policy: Policy,
     aging: bool,
     clock: Option<Py<PyAny>>,
-    ranges: Vec<(i64, i64)>,
     out_of_range: OutOfRange,
     classes: ClassSet,
     /// FCFS: next append and prepend keys.
@@ -876,36 +898,6 @@ impl VllmQueue {
         }
     }
 
-    fn class_of(&self, priority: i64) -> PyResult<Class> {
-        if let Some(i) = self
-            .ranges
-            .iter()
-            .position(|&(lo, hi)| lo <= priority && priority <= hi)
-        {
-            return Ok(Class::from_index(i as u8));
-        }
-        match self.out_of_range {
-            OutOfRange::Error => Err(raise::<ClassError>(
-                self.classes
-                    .from_vllm_priority(priority)
-                    .expect_err("in no range"),
-            )),
-            OutOfRange::Clamp => {
-                let dist = |&(lo, hi): &(i64, i64)| {
-                    if priority < lo {
-                        lo.abs_diff(priority)
-                    } else {
-                        priority.abs_diff(hi)
-                    }
-                };
-                let best = (0..self.ranges.len())
-                    .min_by_key(|&i| (dist(&self.ranges[i]), i))
-                    .unwrap_or(0);
-                Ok(Class::from_index(best as u8))
-            }
-        }
-    }
-
     fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
         let id = request.as_ptr() as u64;
         let arrival_secs: f64 = request.getattr(intern!(py, "arrival_time"))?.extract()?;
@@ -916,7 +908,7 @@ impl VllmQueue {
         let res = match self.policy {
             Policy::Priority => {
                 let priority: i64 = request.getattr(intern!(py, "priority"))?.extract()?;
-                let class = self.class_of(priority)?;
+                let class = vllm_class(&self.classes, priority, self.out_of_range)?;
                 let now = self.now(py)?;
                 let arrival = secs_to_ts(arrival_secs);
                 if front {
@@ -997,11 +989,6 @@ impl VllmQueue {
             policy,
             aging: aging && policy == Policy::Priority,
             clock,
-            ranges: config
-                .classes
-                .iter()
-                .map(|c| (c.vllm_priority[0], c.vllm_priority[1]))
-                .collect(),
             out_of_range,
             classes: config.class_set(),
             back: FCFS_ORIGIN,
@@ -1100,7 +1087,7 @@ impl VllmQueue {
     /// The class index vLLM's `priority` maps to under this queue's configuration (and
     /// its out-of-range rule).
     fn class_for_priority(&self, priority: i64) -> PyResult<usize> {
-        self.class_of(priority).map(Class::index)
+        vllm_class(&self.classes, priority, self.out_of_range).map(Class::index)
     }
 
     /// The class name of a queued request at the current time (aging included); None if
