@@ -147,4 +147,54 @@ impl ClassSet {
                     .collect(),
             })
     }
+
+    /// The class of vLLM's integer `priority`, or for a priority in no class's range the
+    /// class whose range is nearest (ties: the more urgent class). For engines that clamp
+    /// out-of-range priorities instead of refusing them; allocates nothing.
+    ///
+    /// ```
+    /// let classes = triage::SchedulerConfig::default().class_set();
+    /// assert_eq!(classes.from_vllm_priority_nearest(-1), triage::Class::HIGH);
+    /// assert_eq!(classes.from_vllm_priority_nearest(5), triage::Class::MEDIUM);
+    /// ```
+    pub fn from_vllm_priority_nearest(&self, priority: i64) -> Class {
+        let dist = |&(lo, hi): &(i64, i64)| {
+            if priority < lo {
+                lo.abs_diff(priority)
+            } else if priority > hi {
+                priority.abs_diff(hi)
+            } else {
+                0
+            }
+        };
+        let best = (0..self.priority_ranges.len())
+            .min_by_key(|&i| (dist(&self.priority_ranges[i]), i))
+            .unwrap_or(0);
+        Class(best as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_class_of_a_vllm_priority() {
+        let set = ClassSet::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec![(0, 0), (3, 5), (10, i64::MAX)],
+        );
+        let nearest = |p| set.from_vllm_priority_nearest(p).index();
+        // In range: exactly from_vllm_priority.
+        for p in [0, 3, 4, 5, 10, i64::MAX] {
+            assert_eq!(nearest(p), set.from_vllm_priority(p).unwrap().index());
+        }
+        assert_eq!(nearest(i64::MIN), 0);
+        assert_eq!(nearest(1), 0);
+        assert_eq!(nearest(2), 1);
+        assert_eq!(nearest(7), 1, "2 from b, 3 from c");
+        assert_eq!(nearest(8), 2, "3 from b, 2 from c");
+        let tie = ClassSet::new(vec!["a".into(), "b".into()], vec![(0, 0), (2, 2)]);
+        assert_eq!(tie.from_vllm_priority_nearest(1).index(), 0, "ties go up");
+    }
 }

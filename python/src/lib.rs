@@ -218,25 +218,11 @@ enum OutOfRange {
 /// (the library's `ClassSet::from_vllm_priority`), else as `out_of_range` says. The one
 /// path from a vLLM priority to a class: `submit`/`reprioritize`, `Config` and `VllmQueue`.
 fn vllm_class(classes: &ClassSet, priority: i64, out_of_range: OutOfRange) -> PyResult<Class> {
-    match classes.from_vllm_priority(priority) {
-        Ok(class) => Ok(class),
-        Err(triage::ClassError::PriorityOutOfRange { ranges, .. })
-            if out_of_range == OutOfRange::Clamp =>
-        {
-            // Out of every range: below `lo` or above `hi` of each.
-            let dist = |&(lo, hi): &(i64, i64)| {
-                if priority < lo {
-                    lo.abs_diff(priority)
-                } else {
-                    priority.abs_diff(hi)
-                }
-            };
-            let best = (0..ranges.len())
-                .min_by_key(|&i| (dist(&ranges[i].1), i))
-                .unwrap_or(0);
-            Ok(Class::from_index(best as u8))
-        }
-        Err(e) => Err(raise::<ClassError>(e)),
+    match out_of_range {
+        OutOfRange::Clamp => Ok(classes.from_vllm_priority_nearest(priority)),
+        OutOfRange::Error => classes
+            .from_vllm_priority(priority)
+            .map_err(raise::<ClassError>),
     }
 }
 
