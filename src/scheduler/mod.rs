@@ -361,7 +361,8 @@ impl Scheduler {
 
     /// Checks every internal invariant: the conservation law on the scheduler's side (every
     /// drained request is waiting, running or ended), ingress never negative, the wait
-    /// queue's structure, and the indexes agreeing. For tests; O(requests held).
+    /// queue's structure, the indexes agreeing, and every tracked request's SLO deadlines
+    /// reachable. For tests; O(requests held).
     pub fn check_invariants(&self) -> Result<(), String> {
         let c = self.conservation();
         let refused_when_drained: u64 = self
@@ -402,6 +403,9 @@ impl Scheduler {
             if self.ids.get(&e.spec.id) != Some(&k) {
                 return Err(format!("{} not indexed at its key", e.spec.id));
             }
+            if !self.slo.filter_passes(k, &e.slo) {
+                return Err(format!("{}'s SLO deadlines would be skipped", e.spec.id));
+            }
         }
         Ok(())
     }
@@ -431,7 +435,7 @@ impl Scheduler {
         // Anything but a finish is censored like a cancel (a hand-off too): no latency
         // sample, only the misses so far.
         let finished = outcome == Outcome::Finished;
-        self.slo.ended_held(&mut e, now, finished);
+        self.slo.ended_held(key, &mut e, now, finished);
         outcome
     }
 }

@@ -297,11 +297,18 @@ pub(crate) trait HeldStates {
 }
 
 /// The held path's [`Lookup`]: a tracked slot whose generation is the deadline's.
-struct Held<'a, S>(&'a mut S);
+struct Held<'a, S> {
+    states: &'a mut S,
+    /// [`SloTracker::live`], checked first.
+    live: &'a [u32],
+}
 
 impl<S: HeldStates> Lookup<SlotRef> for Held<'_, S> {
     fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
-        let req = self.0.held(r.key)?;
+        if self.live.get(r.key as usize) != Some(&r.gen) {
+            return None;
+        }
+        let req = self.states.held(r.key)?;
         let (id, arrival) = (req.id(), req.arrival());
         let slot = req.slot();
         if slot.gen() != r.gen {
@@ -399,6 +406,13 @@ pub struct SloTracker {
     held: usize,
     /// The generation the next [`SloTracker::queue_held`] gives its slot (wrapping).
     next_gen: u32,
+    /// `live[key]`: the generation of the request tracked at slab key `key`, if one is
+    /// (otherwise any other value); keys past the end track nothing. A copy of each
+    /// slot's [`SloSlot::gen`] in 4 bytes per key, so that an expired deadline of a
+    /// request that already ended (most of them, when requests start within their TTFT
+    /// bound) is skipped without loading its slab entry, a cache miss each at depth.
+    /// Only a filter: a deadline that passes it is checked against the slot itself.
+    live: Vec<u32>,
     /// Where violations go; counts every report ever made.
     reporter: Reporter,
 }
@@ -432,6 +446,7 @@ impl SloTracker {
             requests: Requests::default(),
             held: 0,
             next_gen: 0,
+            live: Vec::new(),
             config,
         })
     }
@@ -622,8 +637,19 @@ impl SloTracker {
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1);
         *slot = SloSlot::start(class, arrival, gen);
+        let k = key as usize;
+        if k >= self.live.len() {
+            self.live.resize(k + 1, 0);
+        }
+        self.live[k] = gen;
         self.held += 1;
         push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
+    }
+
+    /// Whether [`SloTracker::live`] lets the deadlines of the slot held at `key` through
+    /// (it must, for every tracked slot); for the scheduler's invariant check.
+    pub(crate) fn filter_passes(&self, key: u32, slot: &SloSlot) -> bool {
+        !slot.is_tracked() || self.live.get(key as usize) == Some(&slot.gen())
     }
 
     /// As [`SloTracker::admitted`] for a held request.
@@ -667,10 +693,11 @@ impl SloTracker {
         }
     }
 
-    /// The held request ended: as [`SloTracker::finished`] if `finished`, else as
-    /// [`SloTracker::cancelled`]. Leaves its slot untracked.
+    /// The held request at `key` ended: as [`SloTracker::finished`] if `finished`, else
+    /// as [`SloTracker::cancelled`]. Leaves its slot untracked.
     pub(crate) fn ended_held(
         &mut self,
+        key: u32,
         req: &mut impl HeldRequest,
         now: Timestamp,
         finished: bool,
@@ -680,6 +707,9 @@ impl SloTracker {
         let Some(mut st) = slot.load(arrival) else {
             return;
         };
+        if let Some(g) = self.live.get_mut(key as usize) {
+            *g = slot.gen() ^ 1; // not its generation: its deadlines skip
+        }
         slot.untrack();
         self.held = self.held.saturating_sub(1);
         if finished {
@@ -699,7 +729,10 @@ impl SloTracker {
         expire::<SlotRef>(
             &mut self.classes,
             &mut self.reporter,
-            &mut Held(states),
+            &mut Held {
+                states,
+                live: &self.live,
+            },
             now,
         );
     }
@@ -1161,7 +1194,7 @@ mod tests {
         slo.admitted_held(slots.req(k), ms(10));
         slo.tokens_held(slots.req(k), ms(20), 1);
         let mut req = slots.take(k);
-        slo.ended_held(&mut req, ms(30), true);
+        slo.ended_held(k, &mut req, ms(30), true);
         assert!(!req.slot.is_tracked());
         // The key is reused by a request of the same class that arrived later.
         assert_eq!(slots.insert(RequestId(2), ms(100)), k);
@@ -1176,7 +1209,7 @@ mod tests {
         let v = rx.try_recv().unwrap();
         assert_eq!((v.id, v.while_queued, v.at), (RequestId(2), true, ms(601)));
         // Reported once: its end reports no second TTFT miss.
-        slo.ended_held(&mut slots.take(k), ms(700), false);
+        slo.ended_held(k, &mut slots.take(k), ms(700), false);
         assert!(rx.try_recv().is_err());
         assert_eq!(slo.tracked(), 0);
     }
@@ -1268,7 +1301,7 @@ mod tests {
                     Ev::End(i, finished) => if let Some((id, k)) = pick(i) {
                         live.retain(|&(l, _)| l != id);
                         if finished { by_id.finished(id, t) } else { by_id.cancelled(id, t) }
-                        held.ended_held(&mut slots.take(k), t, finished);
+                        held.ended_held(k, &mut slots.take(k), t, finished);
                     },
                     Ev::Advance(d) => {
                         now += d;
