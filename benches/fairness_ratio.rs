@@ -1,4 +1,5 @@
-//! Fairness on / off at 1,000 tenants and 100k queued, interleaved in one process.
+//! Fairness on / off at 100k queued from 1,000 tenants (or `TENANTS`), interleaved in one
+//! process.
 //!
 //! `cargo bench -p triage --bench fairness_ratio [-- STEPS [WARMUP [TENANTS]]]`
 //!
@@ -14,6 +15,9 @@
 //! tenant's lane holds about 1.4 requests per bucket, where the steady state (256 arrivals
 //! per 10 ms step) holds one, and for the first few hundred steps lanes are still growing
 //! their bucket deques. Both figures are worth knowing; `docs/benchmarks.md` gives both.
+//!
+//! `TENANTS` (default 1,000) spreads the same requests over that many tenants: the ratio
+//! grows with the tenants a step touches (`docs/benchmarks.md` has 1 to 1,000).
 
 mod common;
 
