@@ -152,6 +152,11 @@ pub struct CompareReport {
 
 // ---- submit ------------------------------------------------------------------------------
 
+/// Ring capacity per class of triage's schedulers here. The submit workload drains nothing
+/// until its run ends, so a class's ring holds a third of `--submit-ops` (21,846 of the
+/// default 65,536 at one producer); the step workload uses the same configuration.
+const RING: usize = 1 << 15;
+
 /// Runs `producers` threads each calling `op(i)` for its share of `0..ops`; returns the
 /// wall time from their release to the last one finishing, and the CPU time the producer
 /// threads spent in all.
@@ -192,7 +197,7 @@ fn submit_once(name: &str, producers: usize, ops: usize) -> (Duration, Duration)
     let spec = |i: u64| RequestSpec::new(i, Class::from_index((i % 3) as u8), 100, 100);
     match name {
         TRIAGE => {
-            let (sched, api) = Scheduler::new(filled::config(ops)).expect("valid config");
+            let (sched, api) = Scheduler::new(filled::config(ops, RING)).expect("valid config");
             let d = timed_producers(producers, ops, &|i| {
                 api.submit(spec(i)).expect("submit refused");
             });
@@ -291,23 +296,10 @@ fn submit_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<SubmitRow> {
 
 // ---- step --------------------------------------------------------------------------------
 
-/// The request stream of the step workload: the same for every structure.
-struct Stream {
-    next: u64,
-}
-
-impl Stream {
-    fn spec(&mut self) -> RequestSpec {
-        let id = self.next;
-        self.next += 1;
-        filled::spec(id)
-    }
-}
-
 /// Times up to `o.steps` steps of triage at depth `n`; returns per-step wall and CPU ns
 /// and requests promoted.
 fn step_triage(o: &CompareOptions, n: usize) -> (Vec<f64>, Vec<f64>, u64) {
-    let mut f = Filled::new(filled::config(n), n, o.batch as u32);
+    let mut f = Filled::new(filled::config(n, RING), n, o.batch as u32);
     let mut out = Vec::with_capacity(o.steps);
     let mut cpu = Vec::with_capacity(o.steps);
     let mut promoted = 0;
@@ -324,9 +316,14 @@ fn step_triage(o: &CompareOptions, n: usize) -> (Vec<f64>, Vec<f64>, u64) {
 
 /// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
 fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let window = filled::fill_window(&filled::config(n));
+    let window = filled::fill_window(&filled::config(n, RING));
     let b = baseline(name);
-    let mut s = Stream { next: 0 };
+    // The same requests as triage's side ([`filled::spec`] by id).
+    let mut next_id = 0u64;
+    let mut next_spec = || {
+        next_id += 1;
+        filled::spec(next_id - 1)
+    };
     let span = window.as_nanos() as u64;
     let item = |spec: RequestSpec, at: Timestamp| Item {
         id: spec.id.0,
@@ -336,7 +333,7 @@ fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64
         arrival: at,
     };
     for i in 0..n as u64 {
-        b.submit(item(s.spec(), Timestamp(span * i / n as u64)));
+        b.submit(item(next_spec(), Timestamp(span * i / n as u64)));
     }
     let mut now = Timestamp(span);
     let mut popped = Vec::with_capacity(o.batch);
@@ -350,9 +347,9 @@ fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64
         b.step(now, o.batch, &mut popped);
         out.push(t.elapsed().as_nanos() as f64);
         cpu.push(c.elapsed().as_nanos() as f64);
-        assert_eq!(popped.len(), o.batch.min(n));
+        assert_eq!(popped.len(), o.batch);
         for _ in 0..o.batch {
-            b.submit(item(s.spec(), now));
+            b.submit(item(next_spec(), now));
         }
     }
     (out, cpu)

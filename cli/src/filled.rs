@@ -11,8 +11,7 @@
 //! running.
 //!
 //! The criterion benches (`benches/common`) run the same steps, but their fill stamps a
-//! whole chunk of 4,096 submits with one arrival time, time wall clock only, and use rings
-//! of 8,192.
+//! whole chunk of 4,096 submits with one arrival time and time wall clock only.
 
 use std::time::{Duration, Instant};
 
@@ -40,23 +39,18 @@ pub(crate) const ZERO: Budget = Budget {
 /// Submits a fill makes between two draining steps.
 const FILL_CHUNK: u64 = 4096;
 
-/// Ring capacity of every class in [`config`]. A ring must hold every submit to its class
-/// (on one shard) between two drains. The fill drains every [`FILL_CHUNK`] submits and a
-/// step refills one batch (256 by default), a third of each per class, which 8,192 (what
-/// `slo-overhead` used) covers; but `bench-compare`'s submit workload also runs on
-/// [`config`] and drains nothing until its run ends: its default 65,536 submits put
-/// 21,846 in each class's ring on one shard at one producer, which 8,192 would refuse.
-/// So the larger of the two former capacities, 2^15, stays for everyone; for the step
-/// workloads the only difference is the rings' memory.
-const RING_CAPACITY: usize = 1 << 15;
+/// Ring capacity per class for the step workloads: a ring must hold every submit to its
+/// class (on one shard) between two drains, and the fill drains every [`FILL_CHUNK`]
+/// submits while a step refills one batch (256 by default), a third per class.
+pub(crate) const STEP_RING: usize = 8192;
 
 /// The default configuration (three classes, the default aging ladder) with room for
-/// `queued` waiting requests in every class and rings of [`RING_CAPACITY`].
-pub(crate) fn config(queued: usize) -> SchedulerConfig {
+/// `queued` waiting requests in every class and rings of `ring` slots (a power of two).
+pub(crate) fn config(queued: usize, ring: usize) -> SchedulerConfig {
     let mut c = SchedulerConfig::default();
     for class in &mut c.classes {
         class.queue_capacity = class.queue_capacity.max(2 * queued);
-        class.ring_capacity = RING_CAPACITY;
+        class.ring_capacity = ring;
     }
     c
 }
@@ -106,9 +100,7 @@ pub(crate) struct Filled {
     pub(crate) d: Decision,
     /// Id of the next request submitted.
     next_id: u64,
-    /// Waiting requests after the fill.
-    depth: usize,
-    /// Requests admitted per step at most, and submitted after each step.
+    /// Requests admitted per step, and submitted after each step.
     batch: u32,
     /// The steps' budget: `batch` seqs of [`PROMPT`] tokens, every KV block free.
     budget: Budget,
@@ -118,8 +110,11 @@ impl Filled {
     /// A scheduler with `cfg` on a manual clock, filled to `depth` waiting requests of
     /// [`spec`] whose arrivals are spread evenly over [`fill_window`] (each stamped at its
     /// own time), draining every [`FILL_CHUNK`] submits with a [`ZERO`] step; its steps
-    /// admit up to `batch` and then submit `batch`.
+    /// admit `batch` and then submit `batch`. The depth must hold a batch (callers refuse
+    /// less with an error naming their options): a shallower queue would grow to the batch
+    /// at the first step.
     pub(crate) fn new(cfg: SchedulerConfig, depth: usize, batch: u32) -> Filled {
+        assert!(depth >= batch as usize, "depth {depth} below batch {batch}");
         let span = fill_window(&cfg).as_nanos() as u64;
         let clock = ManualClock::new(Timestamp::ZERO);
         let (sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
@@ -134,7 +129,6 @@ impl Filled {
             clock,
             d: Decision::default(),
             next_id: 0,
-            depth,
             batch,
             budget,
         };
@@ -168,40 +162,23 @@ impl Filled {
     }
 
     /// One step of the workload: advances the clock by [`STEP_DT`] and times, with the
-    /// clocks of `meter`, the `step_into` that must admit `min(batch, depth)`; then,
-    /// untimed, reports the admitted finished and submits `batch` new requests.
+    /// clocks of `meter`, the `step_into` that must admit `batch`; then, untimed, reports
+    /// the admitted finished and submits `batch` new requests.
     pub(crate) fn timed_step(&mut self, meter: Meter) -> Took {
         self.clock.advance(STEP_DT);
         let now = self.clock.now();
-        let took = match meter {
-            Meter::Cpu => {
-                let c = ThreadTime::now();
-                self.sched
-                    .step_into(now, &self.budget, &mut self.d)
-                    .expect("valid budget");
-                Took {
-                    cpu: c.elapsed(),
-                    wall: None,
-                }
-            }
-            Meter::CpuAndWall => {
-                let c = ThreadTime::now();
-                let t = Instant::now();
-                self.sched
-                    .step_into(now, &self.budget, &mut self.d)
-                    .expect("valid budget");
-                let wall = t.elapsed();
-                Took {
-                    cpu: c.elapsed(),
-                    wall: Some(wall),
-                }
-            }
+        let c = ThreadTime::now();
+        // The wall reading nested inside the CPU one.
+        let t = matches!(meter, Meter::CpuAndWall).then(Instant::now);
+        self.sched
+            .step_into(now, &self.budget, &mut self.d)
+            .expect("valid budget");
+        let wall = t.map(|t| t.elapsed());
+        let took = Took {
+            cpu: c.elapsed(),
+            wall,
         };
-        assert_eq!(
-            self.d.admitted.len(),
-            (self.batch as usize).min(self.depth),
-            "a full batch"
-        );
+        assert_eq!(self.d.admitted.len(), self.batch as usize, "a full batch");
         for a in &self.d.admitted {
             self.sched
                 .on_finished(a.id, now, FinishReason::Stop)
@@ -220,7 +197,7 @@ mod tests {
 
     #[test]
     fn steps_keep_the_depth_and_the_books_balanced() {
-        let mut f = Filled::new(config(1_000), 1_000, 16);
+        let mut f = Filled::new(config(1_000, STEP_RING), 1_000, 16);
         for meter in [Meter::Cpu, Meter::CpuAndWall, Meter::Cpu] {
             let took = f.timed_step(meter);
             assert_eq!(took.wall.is_some(), matches!(meter, Meter::CpuAndWall));

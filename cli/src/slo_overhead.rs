@@ -97,7 +97,7 @@ impl OverheadReport {
 
 /// A scheduler of the pair: [`Filled`] with SLO tracking `on`, filled to `o.queued`.
 fn side(o: &OverheadOptions, on: bool) -> Filled {
-    let mut cfg = filled::config(o.queued);
+    let mut cfg = filled::config(o.queued, filled::STEP_RING);
     cfg.slo.enabled = on;
     Filled::new(cfg, o.queued, o.batch)
 }
@@ -141,8 +141,7 @@ pub fn slo_overhead(o: &OverheadOptions) -> Result<OverheadReport, String> {
     let on_mean_ns = blocks.iter().map(|b| b.0).sum::<f64>() / blocks.len() as f64;
     let off_mean_ns = blocks.iter().map(|b| b.1).sum::<f64>() / blocks.len() as f64;
     let mut ratios: Vec<f64> = blocks.iter().map(|b| b.0 / b.1).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median_block_ratio = crate::timing::percentile(&ratios, 50.0);
+    let median_block_ratio = crate::timing::Summary::of(&mut ratios).p50;
     Ok(OverheadReport {
         options: o.clone(),
         on_mean_ns,
