@@ -9,7 +9,7 @@ use crate::class::{Class, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::hash::FastMap;
 use crate::queue::slab::{Entry, Slab};
-use crate::queue::WaitQueue;
+use crate::queue::{Candidate, WaitQueue};
 use crate::request::{RequestId, RequestSpec};
 use crate::sync::Arc;
 use crate::ticket::Ticket;
@@ -208,11 +208,12 @@ pub struct WaitingQueue<T> {
     ticket: Arc<Ticket>,
     max_wait: Duration,
     now: Timestamp,
-    promoted: [u64; MAX_CLASSES],
-    /// The request the last `peek` found, while nothing changed since (same `now`, no
-    /// insert or removal): the next `pop` takes it without looking again. vLLM's
-    /// scheduler peeks and then pops each request it considers.
-    peeked: Option<u32>,
+    /// The request the last `peek` found, while it is still the next one: nothing was
+    /// inserted or removed since, and a later `now` neither promoted a bucket nor made an
+    /// older request overdue (see `advance`). The next `pop` takes it without looking
+    /// again: vLLM's scheduler peeks and then pops each request it considers, with the
+    /// clock moving in between.
+    peeked: Option<Candidate>,
 }
 
 /// The label of the only request of its arrival time (labels order equal arrivals).
@@ -238,7 +239,6 @@ impl<T: Ord> WaitingQueue<T> {
             ties: U64Map::default(),
             ticket: Arc::new(Ticket::new(RequestId(0))),
             now: Timestamp::ZERO,
-            promoted: [0; MAX_CLASSES],
             peeked: None,
         })
     }
@@ -304,13 +304,13 @@ impl<T: Ord> WaitingQueue<T> {
     pub fn peek(&mut self, now: Timestamp) -> Option<(u64, &T)> {
         self.advance(now);
         let key = match self.peeked {
-            Some(key) => key,
+            Some(cand) => cand.key,
             None => {
                 let cand = self
                     .queue
                     .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
                 self.queue.restore(&mut self.slab, cand);
-                self.peeked = Some(cand.key);
+                self.peeked = Some(cand);
                 cand.key
             }
         };
@@ -322,9 +322,9 @@ impl<T: Ord> WaitingQueue<T> {
     /// most urgent non-empty class.
     pub fn pop(&mut self, now: Timestamp) -> Option<(u64, T)> {
         self.advance(now);
-        if let Some(key) = self.peeked {
-            self.queue.remove(&mut self.slab, key);
-            return Some(self.forget(key));
+        if let Some(cand) = self.peeked {
+            self.queue.remove(&mut self.slab, cand.key);
+            return Some(self.forget(cand.key));
         }
         let cand = self
             .queue
@@ -422,11 +422,28 @@ impl<T: Ord> WaitingQueue<T> {
         Ok(())
     }
 
+    /// Moves time to `now` (never back): promotes the buckets that aged, and keeps the
+    /// peeked request only if it is still the next one. Without a promotion the class
+    /// heads stay; an overdue peeked request stays the oldest overdue (whatever turns
+    /// overdue later arrived after it); one not overdue stays next unless something has
+    /// turned overdue meanwhile.
     fn advance(&mut self, now: Timestamp) {
         if now > self.now {
             self.now = now;
-            self.peeked = None;
-            self.queue.promote(&mut self.slab, now, &mut self.promoted);
+            let promoted = self
+                .queue
+                .promote(&mut self.slab, now, &mut [0; MAX_CLASSES]);
+            let stale = self.peeked.is_some_and(|p| {
+                promoted > 0
+                    || (!p.overdue
+                        && self
+                            .queue
+                            .oldest_past(&self.slab, now, self.max_wait)
+                            .is_some())
+            });
+            if stale {
+                self.peeked = None;
+            }
         }
     }
 
@@ -682,6 +699,31 @@ mod tests {
         assert_eq!(q2.drain_at(ms(500)), [(1, ()), (2, ())]);
     }
 
+    #[test]
+    fn a_peek_is_not_reused_once_time_changed_the_answer() {
+        let options = |promote: Option<u64>| WaitingOptions {
+            classes: 2,
+            bucket_width: Duration::from_millis(10),
+            promote_after: vec![None, promote.map(Duration::from_millis)],
+            max_wait: Some(Duration::from_millis(500)),
+        };
+        // An older request turns overdue between the peek and the pop.
+        let mut q = WaitingQueue::new(options(None)).unwrap();
+        q.insert(1, (), Class::from_index(1), ms(0), ms(0)).unwrap();
+        q.insert(2, (), Class::HIGH, ms(10), ms(10)).unwrap();
+        assert_eq!(q.peek(ms(499)).map(|(id, _)| id), Some(2));
+        assert_eq!(q.pop(ms(500)).map(|(id, _)| id), Some(1));
+        // A promotion moves an older request into the peeked one's class.
+        let mut q = WaitingQueue::new(options(Some(100))).unwrap();
+        q.insert(1, (), Class::from_index(1), ms(0), ms(0)).unwrap();
+        q.insert(2, (), Class::HIGH, ms(10), ms(10)).unwrap();
+        assert_eq!(q.peek(ms(100)).map(|(id, _)| id), Some(2));
+        assert_eq!(q.pop(ms(110)).map(|(id, _)| id), Some(1));
+        // Time moving on without either keeps the peeked request next.
+        assert_eq!(q.peek(ms(120)).map(|(id, _)| id), Some(2));
+        assert_eq!(q.pop(ms(400)).map(|(id, _)| id), Some(2));
+    }
+
     /// The contract, computed naively: overdue requests first by (arrival, item, id), then
     /// by (effective class, arrival, item, id), the effective class from the ladder.
     fn model_order(
@@ -788,7 +830,11 @@ mod tests {
                         assert_eq!(q.peek(t).map(|(id, _)| id), expect);
                         assert_eq!(q.peek(t).map(|(id, _)| id), expect);
                         if rnd(2) == 0 {
-                            // vLLM's pattern: peek, then pop the same request.
+                            // vLLM's pattern: peek, then pop, often with the clock moved
+                            // on (across a promotion or a max-wait boundary at times).
+                            now += rnd(3) * rnd(30);
+                            let t = ms(now);
+                            let expect = model_order(o, &model, t).first().copied();
                             assert_eq!(q.pop(t).map(|(id, _)| id), expect);
                             if let Some(id) = expect {
                                 let i = model.iter().position(|m| m.0 == id).unwrap();
@@ -797,6 +843,8 @@ mod tests {
                         }
                     }
                 }
+                // The clock may have moved on inside a peek-then-pop.
+                let t = ms(now);
                 assert_eq!(ids(&mut q, t), model_order(o, &model, t));
                 q.check().unwrap();
             }

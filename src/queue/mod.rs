@@ -601,7 +601,12 @@ impl WaitQueue {
     /// The oldest request of any class that has waited at least `age` at `now`, and its
     /// class. Looks at a class's lanes only if its oldest bucket began `age` ago or more
     /// (nothing in a younger bucket can qualify).
-    fn oldest_past(&self, slab: &Slab, now: Timestamp, age: Duration) -> Option<(usize, u32)> {
+    pub(crate) fn oldest_past(
+        &self,
+        slab: &Slab,
+        now: Timestamp,
+        age: Duration,
+    ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
         self.classes
             .iter()
