@@ -361,8 +361,7 @@ impl Scheduler {
 
     /// Checks every internal invariant: the conservation law on the scheduler's side (every
     /// drained request is waiting, running or ended), ingress never negative, the wait
-    /// queue's structure, the indexes agreeing, and every tracked request's SLO deadlines
-    /// reachable. For tests; O(requests held).
+    /// queue's structure, and the indexes agreeing. For tests; O(requests held).
     pub fn check_invariants(&self) -> Result<(), String> {
         let c = self.conservation();
         let refused_when_drained: u64 = self
@@ -402,9 +401,6 @@ impl Scheduler {
         for (k, e) in self.slab.iter() {
             if self.ids.get(&e.spec.id) != Some(&k) {
                 return Err(format!("{} not indexed at its key", e.spec.id));
-            }
-            if !self.slo.filter_passes(k, &e.slo) {
-                return Err(format!("{}'s SLO deadlines would be skipped", e.spec.id));
             }
         }
         Ok(())

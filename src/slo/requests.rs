@@ -182,11 +182,11 @@ pub(crate) struct StateMut<'a> {
 /// each slab entry), so that the tracker's events for it need no look-up by id.
 ///
 /// It holds what [`Started`] does but the arrival, which the holder keeps anyway
-/// ([`SloSlot::load`] takes it), in 32 bytes: the scheduler holds one per queued request.
+/// ([`SloSlot::load`] takes it), in 24 bytes: the scheduler holds one per queued request.
 ///
-/// The scheduler addresses its requests by slab key, and keys are reused: a deadline the
-/// tracker pushed for the slot carries the key and the slot's generation at the time, and
-/// applies only while the slot's generation is still that.
+/// The scheduler addresses its requests by slab key, and keys are reused: the tracker
+/// keeps the generation of the request tracked at each key itself (`SloTracker::live`),
+/// and a deadline applies only while its key's generation is still the one it carries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SloSlot {
     /// The first output token's time; meaningful only with [`SloSlot::FIRST`] set.
@@ -196,10 +196,6 @@ pub(crate) struct SloSlot {
     /// [`Started::later_tokens`], saturating at `u32::MAX` (a scheduler's request has at
     /// most `max_new_tokens`, a `u32`, of them).
     later_tokens: u32,
-    /// The generation the tracker gave the request when it queued it (a wrapping count of
-    /// its `queue_held` calls); deadlines carrying another generation belong to an earlier
-    /// request in the same slot. Meaningless while untracked.
-    gen: u32,
     /// Its class and reported misses. Meaningless while untracked.
     tag: Tag,
     /// [`SloSlot::TRACKED`], [`SloSlot::ADMITTED`], [`SloSlot::WAITING`] and
@@ -214,7 +210,6 @@ impl Default for SloSlot {
             first_token: Timestamp::ZERO,
             last_token: Timestamp::ZERO,
             later_tokens: 0,
-            gen: 0,
             tag: Tag::new(Class::from_index(0)),
             flags: 0,
         }
@@ -232,13 +227,10 @@ impl SloSlot {
     /// It has a first token (`first_token` is its time).
     const FIRST: u8 = 8;
 
-    /// A tracked request in `class` with generation `gen`, before any admission or token;
-    /// `arrival` is its arrival.
-    pub(crate) fn start(class: Class, arrival: Timestamp, gen: u32) -> Self {
-        let mut slot = Self {
-            gen,
-            ..Self::default()
-        };
+    /// A tracked request in `class`, before any admission or token; `arrival` is its
+    /// arrival.
+    pub(crate) fn start(class: Class, arrival: Timestamp) -> Self {
+        let mut slot = Self::default();
         slot.store(&Started::new(class, arrival));
         slot
     }
@@ -246,11 +238,6 @@ impl SloSlot {
     /// Whether the tracker tracks the request.
     pub(crate) fn is_tracked(&self) -> bool {
         self.flags & Self::TRACKED != 0
-    }
-
-    /// The generation (meaningless while untracked).
-    pub(crate) fn gen(&self) -> u32 {
-        self.gen
     }
 
     /// The full state of a tracked request that arrived at `arrival`; `None` if untracked.
@@ -399,10 +386,10 @@ mod tests {
 
     #[test]
     fn slots_are_small_and_keep_every_field_but_the_arrival() {
-        assert_eq!(std::mem::size_of::<SloSlot>(), 32);
+        assert_eq!(std::mem::size_of::<SloSlot>(), 24);
         let arrival = Timestamp(7);
-        let mut slot = SloSlot::start(Class::from_index(2), arrival, 9);
-        assert!(slot.is_tracked() && slot.gen() == 9);
+        let mut slot = SloSlot::start(Class::from_index(2), arrival);
+        assert!(slot.is_tracked());
         assert_eq!(
             slot.load(arrival),
             Some(Started::new(Class::from_index(2), arrival))

@@ -210,8 +210,8 @@ struct Deadline<W> {
 struct SlotRef {
     /// The slab key.
     key: u32,
-    /// The slot's [`SloSlot::gen`] at the push; another generation there now means the
-    /// request ended and the key was reused.
+    /// The key's generation at the push (`SloTracker::live`); another generation there
+    /// now means the request ended (and the key may have been reused).
     gen: u32,
 }
 
@@ -296,24 +296,23 @@ pub(crate) trait HeldStates {
     fn held(&mut self, key: u32) -> Option<&mut Self::Request>;
 }
 
-/// The held path's [`Lookup`]: a tracked slot whose generation is the deadline's.
+/// The held path's [`Lookup`]: a tracked slot whose key's generation is the deadline's.
 struct Held<'a, S> {
     states: &'a mut S,
-    /// [`SloTracker::live`], checked first.
+    /// [`SloTracker::live`].
     live: &'a [u32],
 }
 
 impl<S: HeldStates> Lookup<SlotRef> for Held<'_, S> {
     fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
+        // The generation first: most expired deadlines belong to requests that already
+        // ended, and this skips them without loading their (cold) entries.
         if self.live.get(r.key as usize) != Some(&r.gen) {
             return None;
         }
         let req = self.states.held(r.key)?;
         let (id, arrival) = (req.id(), req.arrival());
         let slot = req.slot();
-        if slot.gen() != r.gen {
-            return None;
-        }
         slot.view(arrival).map(|s| (id, s))
     }
 }
@@ -406,12 +405,13 @@ pub struct SloTracker {
     held: usize,
     /// The generation the next [`SloTracker::queue_held`] gives its slot (wrapping).
     next_gen: u32,
-    /// `live[key]`: the generation of the request tracked at slab key `key`, if one is
-    /// (otherwise any other value); keys past the end track nothing. A copy of each
-    /// slot's [`SloSlot::gen`] in 4 bytes per key, so that an expired deadline of a
-    /// request that already ended (most of them, when requests start within their TTFT
-    /// bound) is skipped without loading its slab entry, a cache miss each at depth.
-    /// Only a filter: a deadline that passes it is checked against the slot itself.
+    /// `live[key]`: the generation of the request tracked at slab key `key` (a wrapping
+    /// count of `queue_held` calls); after it ends, a generation not yet issued, which no
+    /// deadline carries. Keys past the end track nothing. A deadline applies while its
+    /// key's generation is the one it carries. Kept here rather than in each [`SloSlot`],
+    /// in 4 bytes per key, so that an expired deadline of a request that already ended
+    /// (most of them, when requests start within their TTFT bound) is skipped without
+    /// loading its slab entry, a cache miss each at depth.
     live: Vec<u32>,
     /// Where violations go; counts every report ever made.
     reporter: Reporter,
@@ -636,7 +636,7 @@ impl SloTracker {
         };
         let gen = self.next_gen;
         self.next_gen = gen.wrapping_add(1);
-        *slot = SloSlot::start(class, arrival, gen);
+        *slot = SloSlot::start(class, arrival);
         let k = key as usize;
         if k >= self.live.len() {
             self.live.resize(k + 1, 0);
@@ -644,12 +644,6 @@ impl SloTracker {
         self.live[k] = gen;
         self.held += 1;
         push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
-    }
-
-    /// Whether [`SloTracker::live`] lets the deadlines of the slot held at `key` through
-    /// (it must, for every tracked slot); for the scheduler's invariant check.
-    pub(crate) fn filter_passes(&self, key: u32, slot: &SloSlot) -> bool {
-        !slot.is_tracked() || self.live.get(key as usize) == Some(&slot.gen())
     }
 
     /// As [`SloTracker::admitted`] for a held request.
@@ -683,14 +677,10 @@ impl SloTracker {
     /// As [`SloTracker::reclassified`] for `req`, held at `key`.
     pub(crate) fn reclassified_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
         let arrival = req.arrival();
-        let slot = req.slot();
-        let who = SlotRef {
-            key,
-            gen: slot.gen(),
+        let (Some(st), Some(&gen)) = (req.slot().view(arrival), self.live.get(key as usize)) else {
+            return;
         };
-        if let Some(st) = slot.view(arrival) {
-            on_reclassified(&mut self.classes, who, st, class);
-        }
+        on_reclassified(&mut self.classes, SlotRef { key, gen }, st, class);
     }
 
     /// The held request at `key` ended: as [`SloTracker::finished`] if `finished`, else
@@ -708,7 +698,9 @@ impl SloTracker {
             return;
         };
         if let Some(g) = self.live.get_mut(key as usize) {
-            *g = slot.gen() ^ 1; // not its generation: its deadlines skip
+            // Issued to no request yet (the next `queue_held`, at any key, takes it): no
+            // deadline of this key carries it, so all of them skip.
+            *g = self.next_gen;
         }
         slot.untrack();
         self.held = self.held.saturating_sub(1);
