@@ -34,12 +34,10 @@ impl Hasher for IdHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(FIB);
     }
-    // An enum's discriminant is hashed as an `isize` (an `Option<TenantId>` key writes one
-    // before its id): one multiply, not the byte loop of `write`.
+    // An enum's discriminant is hashed as an `isize`, which the default `write_isize`
+    // passes on here (an `Option<TenantId>` key writes one before its id): one multiply,
+    // not the byte loop of `write`.
     fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn write_isize(&mut self, n: isize) {
         self.write_u64(n as u64);
     }
 }

@@ -45,14 +45,19 @@ impl Order {
         self.heap.first().map(|&k| unpack(k))
     }
 
-    /// `slot`'s key, if present.
-    fn key_of(&self, slot: u32) -> Option<u64> {
+    /// `slot`'s index in the heap, if present.
+    fn at(&self, slot: u32) -> Option<usize> {
         let p = *self.pos.get(slot as usize)?;
-        (p != ABSENT).then(|| unpack(self.heap[p as usize]).0)
+        (p != ABSENT).then_some(p as usize)
+    }
+
+    /// The key at heap index `i`.
+    fn key_at(&self, i: usize) -> u64 {
+        unpack(self.heap[i]).0
     }
 
     fn contains(&self, slot: u32) -> bool {
-        self.pos.get(slot as usize).is_some_and(|&p| p != ABSENT)
+        self.at(slot).is_some()
     }
 
     fn set_pos(&mut self, i: usize) {
@@ -129,10 +134,9 @@ impl Order {
 
     /// Removes `slot`; whether it was there.
     fn remove(&mut self, slot: u32) -> bool {
-        let Some(&p) = self.pos.get(slot as usize).filter(|&&p| p != ABSENT) else {
+        let Some(i) = self.at(slot) else {
             return false;
         };
-        let i = p as usize;
         self.pos[slot as usize] = ABSENT;
         let last = self.heap.pop().expect("a present slot is in the heap");
         if i < self.heap.len() {
@@ -143,14 +147,11 @@ impl Order {
         true
     }
 
-    /// Raises `slot`'s key to `key`, if present.
-    fn raise(&mut self, slot: u32, key: u64) {
-        if let Some(&p) = self.pos.get(slot as usize).filter(|&&p| p != ABSENT) {
-            let i = p as usize;
-            debug_assert!(key >= unpack(self.heap[i]).0);
-            self.heap[i] = pack(key, slot);
-            self.down(i);
-        }
+    /// Raises the key at heap index `i` (slot `slot`'s, from [`Order::at`]) to `key`.
+    fn raise_at(&mut self, i: usize, slot: u32, key: u64) {
+        debug_assert!(key >= self.key_at(i) && unpack(self.heap[i]).1 == slot);
+        self.heap[i] = pack(key, slot);
+        self.down(i);
     }
 }
 
@@ -253,13 +254,14 @@ impl FairShare {
         }
         // A backlogged tenant's heap key is its counter: read it there (the heap is small
         // and hot) so the counters row is only written, not loaded first.
-        let old = self.backlogged[c]
-            .key_of(slot)
-            .unwrap_or_else(|| self.counter(c, slot));
+        let at = self.backlogged[c].at(slot);
+        let old = at.map_or_else(|| self.counter(c, slot), |i| self.backlogged[c].key_at(i));
         debug_assert_eq!(old, self.counter(c, slot));
         let new = old.saturating_add(amount);
         *self.counter_mut(c, slot) = new;
-        self.backlogged[c].raise(slot, new);
+        if let Some(i) = at {
+            self.backlogged[c].raise_at(i, slot, new);
+        }
         if self.last[c].0 == slot {
             self.last[c].1 = new;
         }
@@ -392,7 +394,9 @@ mod tests {
                     if set.remove(&(keys[s], slot)) {
                         set.insert((k, slot));
                     }
-                    heap.raise(slot, k);
+                    if let Some(i) = heap.at(slot) {
+                        heap.raise_at(i, slot, k);
+                    }
                     keys[s] = k;
                 }
             }

@@ -6,10 +6,6 @@ use super::FairnessConfig;
 use crate::hash::FastMap;
 use crate::request::TenantId;
 
-/// The registry's maps: its size is bounded by `max_tenants`, so ids a client picks to
-/// collide cost at most that bound per look-up.
-type IdMap<K, V> = FastMap<K, V>;
-
 /// A slot in use.
 struct Held {
     tenant: Option<TenantId>,
@@ -22,13 +18,13 @@ struct Held {
 /// The registry.
 pub(crate) struct Tenants {
     /// The slot of every held tenant (`None`: the requests that carry no tenant).
-    slots: IdMap<Option<TenantId>, u32>,
+    slots: FastMap<Option<TenantId>, u32>,
     /// `held[s]` describes slot `s`; `None` when the slot is free (then it is in `free`).
     held: Vec<Option<Held>>,
     /// Free slots, reused before new ones are made.
     free: Vec<u32>,
     /// Configured weights by tenant id.
-    weights: IdMap<u64, f64>,
+    weights: FastMap<u64, f64>,
     default_weight: f64,
     max: usize,
 }
@@ -38,31 +34,21 @@ pub(crate) struct Tenants {
 pub(crate) struct Full;
 
 impl Tenants {
+    /// The registry for `config` (a reload builds a new one and re-registers the held
+    /// requests with [`Tenants::acquire_held`]). Its maps hold at most `max_tenants`
+    /// entries, so ids a client picks to collide cost at most that bound per look-up.
     pub(crate) fn new(config: &FairnessConfig) -> Self {
-        let mut t = Tenants {
-            slots: IdMap::default(),
+        Tenants {
+            slots: FastMap::default(),
             held: Vec::new(),
             free: Vec::new(),
-            weights: IdMap::default(),
-            default_weight: 1.0,
-            max: 1,
-        };
-        t.configure(config);
-        t
-    }
-
-    /// Takes new weights and limit (a reload). Tenants held over the new limit stay until
-    /// they drain; new ones are refused meanwhile.
-    pub(crate) fn configure(&mut self, config: &FairnessConfig) {
-        self.weights = config.tenants.iter().map(|t| (t.id, t.weight)).collect();
-        self.default_weight = config.default_weight;
-        self.max = config.max_tenants;
-        for h in self.held.iter_mut().flatten() {
-            h.weight = Self::weight_of(&self.weights, self.default_weight, h.tenant);
+            weights: config.tenants.iter().map(|t| (t.id, t.weight)).collect(),
+            default_weight: config.default_weight,
+            max: config.max_tenants,
         }
     }
 
-    fn weight_of(weights: &IdMap<u64, f64>, default: f64, t: Option<TenantId>) -> f64 {
+    fn weight_of(weights: &FastMap<u64, f64>, default: f64, t: Option<TenantId>) -> f64 {
         t.and_then(|t| weights.get(&t.0).copied())
             .unwrap_or(default)
     }

@@ -228,23 +228,23 @@ impl ClassQueue {
 
     /// The bucket `b` of lane `slot`, made (and indexed) if absent.
     fn bucket_mut(&mut self, slot: u32, b: u64) -> &mut Bucket {
-        let (i, _) = self.entry(slot, b, Bucket::default);
+        let i = self.entry(slot, b, Bucket::default);
         &mut self.lanes[slot as usize].buckets[i].1
     }
 
     /// The position of bucket `b` in lane `slot` (the lane made if need be), the bucket
-    /// made by `make` and indexed if absent; and whether it was made.
-    fn entry(&mut self, slot: u32, b: u64, make: impl FnOnce() -> Bucket) -> (usize, bool) {
+    /// made by `make` and indexed if absent.
+    fn entry(&mut self, slot: u32, b: u64, make: impl FnOnce() -> Bucket) -> usize {
         let s = slot as usize;
         if self.lanes.len() <= s {
             self.lanes.resize_with(s + 1, Lane::default);
         }
         match self.lanes[s].find(b) {
-            Ok(i) => (i, false),
+            Ok(i) => i,
             Err(i) => {
                 self.lanes[s].insert_at(i, b, make());
                 self.index(slot, b);
-                (i, true)
+                i
             }
         }
     }
@@ -662,9 +662,10 @@ impl WaitQueue {
                     from.len -= moved;
                     let s = slot as usize;
                     let joined = to.lanes.get(s).is_none_or(|l| l.len == 0);
+                    // Moved in whole if the lane above lacks the bucket, else merged.
                     let mut bucket = Some(bucket);
-                    let (i, made) = to.entry(slot, b, || bucket.take().expect("moved once"));
-                    if let Some(bucket) = bucket.filter(|_| !made) {
+                    let i = to.entry(slot, b, || bucket.take().expect("moved once"));
+                    if let Some(bucket) = bucket {
                         to.lanes[s].buckets[i].1.absorb(slab, bucket);
                     }
                     to.lanes[s].len += moved;
@@ -696,8 +697,8 @@ impl WaitQueue {
                 slots.dedup();
                 let mut keys: Vec<u32> = slots
                     .iter()
-                    .filter(|&&s| cq.lanes[s as usize].get(*b).is_some())
-                    .flat_map(|&s| cq.lanes[s as usize].get(*b).expect("indexed").runs())
+                    .filter_map(|&s| cq.lanes[s as usize].get(*b)) // stale slots skip
+                    .flat_map(Bucket::runs)
                     .flat_map(|(_, r)| r.keys(slab))
                     .collect();
                 keys.sort_by_key(|&k| slab[k].order_key());
