@@ -420,7 +420,7 @@ impl Decision {
 }
 
 fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    Timestamp::from_duration(d).0
 }
 
 fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
@@ -886,13 +886,14 @@ impl VllmQueue {
 
     fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
         let id = request.as_ptr() as u64;
-        let arrival_secs: f64 = request.getattr(intern!(py, "arrival_time"))?.extract()?;
-        let item = PyItem {
-            arrival: arrival_secs,
+        let item = |arrival: f64| PyItem {
+            arrival,
             obj: request.clone().unbind(),
         };
         let res = match self.policy {
             Policy::Priority => {
+                let arrival_secs: f64 = request.getattr(intern!(py, "arrival_time"))?.extract()?;
+                let item = item(arrival_secs);
                 let priority: i64 = request.getattr(intern!(py, "priority"))?.extract()?;
                 let class = vllm_class(&self.classes, priority, self.out_of_range)?;
                 let now = self.now(py)?;
@@ -904,6 +905,9 @@ impl VllmQueue {
                 }
             }
             Policy::Fcfs => {
+                // FCFS keys are unique (`back` counts up, `front` down), so the item's
+                // tie-break never runs: no need to read `arrival_time`.
+                let item = item(0.0);
                 let arrival = if front {
                     self.front -= FCFS_BUCKET_NS;
                     Timestamp(self.front)
