@@ -509,7 +509,7 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        if let Some(st) = self.requests.start(id) {
+        if let Some(st) = self.requests.state_mut(id) {
             on_admitted(&mut self.classes, st, now);
         }
     }
@@ -520,7 +520,7 @@ impl SloTracker {
         if !self.config.enabled {
             return;
         }
-        if let Some(st) = self.requests.start(id) {
+        if let Some(st) = self.requests.state_mut(id) {
             on_first_token(&mut self.classes, &mut self.reporter, id, st, now);
         }
     }
@@ -533,7 +533,7 @@ impl SloTracker {
         if !self.config.enabled || n == 0 {
             return;
         }
-        if let Some(st) = self.requests.start(id) {
+        if let Some(st) = self.requests.state_mut(id) {
             on_tokens(&mut self.classes, &mut self.reporter, id, st, now, n);
         }
     }
@@ -558,8 +558,8 @@ impl SloTracker {
         }
         // Nothing is measured at a preemption; `now` keeps the event API uniform.
         let _ = now;
-        // A request never admitted (not started) is waiting already.
-        if let Some(st) = self.requests.started_mut(id) {
+        // A request never admitted is waiting already; setting it again changes nothing.
+        if let Some(st) = self.requests.state_mut(id) {
             st.waiting = true;
         }
     }
