@@ -25,10 +25,7 @@ use common::Bench;
 use std::time::Duration;
 
 fn filled(on: bool, tenants: u64) -> Bench {
-    let mut cfg = common::config(100_000, 8192);
-    cfg.fairness.enabled = on;
-    cfg.fairness.max_tenants = tenants as usize;
-    Bench::filled(cfg, 100_000, tenants)
+    Bench::filled(common::fairness_config(on, tenants), 100_000, tenants)
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -19,19 +19,10 @@ use common::{Bench, BATCH};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
-/// Fills a scheduler with `n` queued requests under `cfg` and measures `step_into` as
-/// described at the top of the file, under benchmark id `id`.
+/// Fills a scheduler with `n` queued requests under `cfg`, spread round robin over
+/// `tenants` tenants (0: no tenant), and measures `step_into` as described at the top of
+/// the file, under benchmark id `id`.
 fn bench_steps(
-    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    id: BenchmarkId,
-    cfg: triage::SchedulerConfig,
-    n: usize,
-) {
-    bench_steps_tenants(g, id, cfg, n, 0);
-}
-
-/// [`bench_steps`] with requests spread round robin over `tenants` tenants.
-fn bench_steps_tenants(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     id: BenchmarkId,
     cfg: triage::SchedulerConfig,
@@ -78,6 +69,7 @@ fn step(c: &mut Criterion) {
             BenchmarkId::from_parameter(n),
             common::config(n, 8192),
             n,
+            0,
         );
     }
     g.finish();
@@ -91,7 +83,7 @@ fn tracking(c: &mut Criterion) {
         let mut cfg = common::config(100_000, 8192);
         cfg.slo.enabled = on;
         let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
-        bench_steps(&mut g, id, cfg, 100_000);
+        bench_steps(&mut g, id, cfg, 100_000, 0);
     }
     g.finish();
 }
@@ -101,11 +93,9 @@ fn tracking(c: &mut Criterion) {
 fn fairness(c: &mut Criterion) {
     let mut g = group(c, "step_fairness_1000_tenants_100k");
     for on in [true, false] {
-        let mut cfg = common::config(100_000, 8192);
-        cfg.fairness.enabled = on;
-        cfg.fairness.max_tenants = 1_000;
+        let cfg = common::fairness_config(on, 1_000);
         let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
-        bench_steps_tenants(&mut g, id, cfg, 100_000, 1_000);
+        bench_steps(&mut g, id, cfg, 100_000, 1_000);
     }
     g.finish();
 }

@@ -31,6 +31,15 @@ pub fn config(queued: usize, ring: usize) -> SchedulerConfig {
     c
 }
 
+/// [`config`] at 100k queued, with fairness between tenants `on` and room for `tenants`
+/// tenants: the fairness step benches (`step`'s criterion group and `fairness_ratio`).
+pub fn fairness_config(on: bool, tenants: u64) -> SchedulerConfig {
+    let mut c = config(100_000, 8192);
+    c.fairness.enabled = on;
+    c.fairness.max_tenants = tenants as usize;
+    c
+}
+
 /// The window the step benches spread the initial arrivals over: 1.25 × LOW's promotion
 /// threshold, so LOW buckets keep crossing into MEDIUM while the benches step.
 pub fn fill_window(cfg: &SchedulerConfig) -> Duration {
