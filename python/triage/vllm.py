@@ -79,9 +79,11 @@ class TriageRequestQueue(VllmQueue):
             (default: the wall clock, as vLLM's ``time.time()``). Tests inject time here.
         out_of_range: ``"clamp"`` or ``"error"`` for priorities in no class's range.
 
-    Costs at n queued: ``add_request``, ``prepend_request``, ``remove_request`` O(log n)
-    or better; ``pop_request``, ``peek_request`` O(classes); ``remove_requests`` O(k) for
-    k requests given (vLLM's is O(n) plus a re-heapify); iteration O(n log n).
+    Costs at n queued, C classes: ``add_request``, ``prepend_request`` O(log n) (plus the
+    requests of the same arrival bucket that sort after it); ``remove_request``
+    O(log n + C); ``pop_request``, ``peek_request`` O(C² + log n); ``remove_requests``
+    O(k (log n + C)) for k requests given (vLLM's is O(n) plus a re-heapify); iteration
+    O(n log n). See ``docs/python.md``.
     """
 
     def __init__(
