@@ -13,36 +13,57 @@ use crate::class::MAX_CLASSES;
 /// Not in the heap.
 const ABSENT: u32 = u32::MAX;
 
-/// The heap key of `(counter, slot)`: ordered as the pair is, in one integer, so a sift
-/// compares with one wide comparison instead of a branch per field.
-fn pack(counter: u64, slot: u32) -> u128 {
-    (u128::from(counter) << 32) | u128::from(slot)
-}
-
-/// The `(counter, slot)` of a heap key.
-fn unpack(k: u128) -> (u64, u32) {
-    ((k >> 32) as u64, k as u32)
-}
+/// The low bits of a heap key that hold the slot: every slot is below
+/// [`super::MAX_TENANTS_LIMIT`] (2^20).
+const SLOT_BITS: u32 = 20;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+/// The largest counter, relative to [`Order::base`], that a key holds: 2^44 - 1 thousandths,
+/// 17.6 billion weighted tokens. A tenant further above the base is held at this value.
+const REL_MAX: u64 = u64::MAX >> SLOT_BITS;
+/// The base moves up once the least relative counter reaches this, half the key's range.
+const REBASE_AT: u64 = 1 << 43;
 
 /// Children per node of the heap. Four rather than two: a charged tenant sinks through
-/// half as many levels (about 5 at 1,000 tenants), and a node's children are 64
+/// half as many levels (about 5 at 1,000 tenants), and a node's children are 32
 /// contiguous bytes.
 const ARITY: usize = 4;
 
-/// A 4-ary min-heap of `(counter, slot)` with each slot's position, so a slot's key can
-/// change in place.
+/// A 4-ary min-heap of backlogged tenants by `(counter, slot)`, with each slot's position,
+/// so a slot's key can change in place.
+///
+/// A key is one `u64`: the counter relative to [`Order::base`] above the slot, so a sift
+/// moves and compares single words (with a `u128` of the absolute counter and the slot, a
+/// step's admissions at 1,000 tenants took about 8% longer). Keys order as `(counter, slot)` exactly
+/// while the backlogged counters span less than [`REL_MAX`]; a tenant served that much more
+/// than the least served one (17.6 billion weighted tokens, reachable only with extreme
+/// weights) is held at `REL_MAX`, behind every other tenant, and such tenants go by slot
+/// among themselves until the span shrinks. Methods take absolute counters and the class's
+/// `counters` (indexed by slot) to rebuild keys when the base moves.
 #[derive(Default)]
 struct Order {
-    /// The heap of [`pack`]ed keys: `heap[i] <= heap[ARITY*i+1 ..= ARITY*i+ARITY]`.
-    heap: Vec<u128>,
+    /// The heap of keys: `heap[i] <= heap[ARITY*i+1 ..= ARITY*i+ARITY]`.
+    heap: Vec<u64>,
     /// `pos[slot]`: the index of `slot` in `heap`, or [`ABSENT`]. Slots past the end are
     /// absent.
     pos: Vec<u32>,
+    /// What keys count from: at most every counter in the heap, and within [`REBASE_AT`] of
+    /// the least after every change.
+    base: u64,
 }
 
 impl Order {
+    /// The key of `counter` (at least `base`) for `slot`.
+    fn key(&self, counter: u64, slot: u32) -> u64 {
+        debug_assert!(counter >= self.base && u64::from(slot) <= SLOT_MASK);
+        (counter.saturating_sub(self.base).min(REL_MAX) << SLOT_BITS) | u64::from(slot)
+    }
+
+    /// The least `(counter, slot)`.
     fn first(&self) -> Option<(u64, u32)> {
-        self.heap.first().map(|&k| unpack(k))
+        // The root is never held at REL_MAX: it is within REBASE_AT of the base.
+        self.heap
+            .first()
+            .map(|&k| (self.base + (k >> SLOT_BITS), (k & SLOT_MASK) as u32))
     }
 
     /// `slot`'s index in the heap, if present.
@@ -51,17 +72,12 @@ impl Order {
         (p != ABSENT).then_some(p as usize)
     }
 
-    /// The key at heap index `i`.
-    fn key_at(&self, i: usize) -> u64 {
-        unpack(self.heap[i]).0
-    }
-
     fn contains(&self, slot: u32) -> bool {
         self.at(slot).is_some()
     }
 
     fn set_pos(&mut self, i: usize) {
-        let slot = self.heap[i] as u32 as usize;
+        let slot = (self.heap[i] & SLOT_MASK) as usize;
         self.pos[slot] = i as u32;
     }
 
@@ -73,7 +89,7 @@ impl Order {
 
     /// Places `item` from the hole at `i` upward, no higher than `top`: parents that sort
     /// after it move down into the hole, and it is written once, where the climb stops.
-    fn climb(&mut self, item: u128, mut i: usize, top: usize) {
+    fn climb(&mut self, item: u64, mut i: usize, top: usize) {
         while i > top {
             let parent = (i - 1) / ARITY;
             if self.heap[parent] <= item {
@@ -121,19 +137,26 @@ impl Order {
         self.climb(item, i, start);
     }
 
-    /// Adds `slot` (absent) with `key`.
-    fn insert(&mut self, key: u64, slot: u32) {
+    /// Adds `slot` (absent) at `counter`.
+    fn insert(&mut self, counter: u64, slot: u32, counters: &[u64]) {
         let s = slot as usize;
         if self.pos.len() <= s {
             self.pos.resize(s + 1, ABSENT);
         }
         debug_assert_eq!(self.pos[s], ABSENT);
-        self.heap.push(pack(key, slot));
+        if self.heap.is_empty() || counter < self.base {
+            // Only a tenant put back unstarted can rejoin below the base, and only after
+            // the base moved up within the step that took its request.
+            self.base = counter;
+            self.rebuild(counters);
+        }
+        self.heap.push(self.key(counter, slot));
         self.up(self.heap.len() - 1);
+        self.settle(counters);
     }
 
     /// Removes `slot`; whether it was there.
-    fn remove(&mut self, slot: u32) -> bool {
+    fn remove(&mut self, slot: u32, counters: &[u64]) -> bool {
         let Some(i) = self.at(slot) else {
             return false;
         };
@@ -142,16 +165,84 @@ impl Order {
         if i < self.heap.len() {
             self.heap[i] = last;
             self.down(i);
-            self.up(self.pos[unpack(last).1 as usize] as usize);
+            self.up(self.pos[(last & SLOT_MASK) as usize] as usize);
         }
+        self.settle(counters);
         true
     }
 
-    /// Raises the key at heap index `i` (slot `slot`'s, from [`Order::at`]) to `key`.
-    fn raise_at(&mut self, i: usize, slot: u32, key: u64) {
-        debug_assert!(key >= self.key_at(i) && unpack(self.heap[i]).1 == slot);
-        self.heap[i] = pack(key, slot);
+    /// Raises the counter of the tenant at heap index `i` (slot `slot`'s, from
+    /// [`Order::at`]) to `counter`.
+    fn raise_at(&mut self, i: usize, slot: u32, counter: u64, counters: &[u64]) {
+        debug_assert_eq!(self.heap[i] & SLOT_MASK, u64::from(slot));
+        self.heap[i] = self.key(counter, slot);
         self.down(i);
+        self.settle(counters);
+    }
+
+    /// Moves the base up to the least counter once that is [`REBASE_AT`] above it (the
+    /// root's key may be clamped, so the least is read from `counters`).
+    #[inline]
+    fn settle(&mut self, counters: &[u64]) {
+        if self
+            .heap
+            .first()
+            .is_some_and(|&k| k >> SLOT_BITS >= REBASE_AT)
+        {
+            self.rebase(counters);
+        }
+    }
+
+    /// [`Order::settle`]'s move, out of line: it runs once per 8.8 billion weighted tokens.
+    #[cold]
+    #[inline(never)]
+    fn rebase(&mut self, counters: &[u64]) {
+        self.base = self
+            .heap
+            .iter()
+            .map(|&k| counters[(k & SLOT_MASK) as usize])
+            .min()
+            .expect("the heap is not empty");
+        self.rebuild(counters);
+    }
+
+    /// Checks the heap against `counters`: every key is its slot's counter's, in heap
+    /// order, with its position recorded, and the base is close behind the least.
+    fn check(&self, counters: &[u64]) -> Result<(), String> {
+        for (i, &k) in self.heap.iter().enumerate() {
+            let s = (k & SLOT_MASK) as u32;
+            let v = counters.get(s as usize).copied().unwrap_or(0);
+            if v < self.base || k != self.key(v, s) {
+                return Err(format!("tenant {s} is not ordered at its counter"));
+            }
+            if self.pos[s as usize] as usize != i || (i > 0 && self.heap[(i - 1) / ARITY] > k) {
+                return Err(format!("heap broken at tenant {s}"));
+            }
+        }
+        if self
+            .heap
+            .first()
+            .is_some_and(|&k| k >> SLOT_BITS >= REBASE_AT)
+        {
+            return Err("base left behind the least counter".into());
+        }
+        Ok(())
+    }
+
+    /// Recomputes every key from `counters` after the base moved (tenants held at
+    /// [`REL_MAX`] may now have exact keys, so the heap is rebuilt, bottom-up). O(tenants);
+    /// once per 8.8 billion weighted tokens served to the least served tenant.
+    fn rebuild(&mut self, counters: &[u64]) {
+        for i in 0..self.heap.len() {
+            let slot = (self.heap[i] & SLOT_MASK) as u32;
+            self.heap[i] = self.key(counters[slot as usize], slot);
+        }
+        for i in (0..self.heap.len()).rev() {
+            self.down(i);
+        }
+        for i in 0..self.heap.len() {
+            self.set_pos(i);
+        }
     }
 }
 
@@ -162,16 +253,28 @@ pub(crate) const SCALE: f64 = 1000.0;
 /// The service of `tokens` tokens at `token_weight` for a tenant of weight `tenant_weight`,
 /// in counter units (saturating).
 pub(crate) fn service(tokens: u64, token_weight: f64, tenant_weight: f64) -> u64 {
-    // `as` saturates: an absurd product ends at u64::MAX instead of wrapping.
-    (tokens as f64 * token_weight * SCALE / tenant_weight).round() as u64
+    let x = tokens as f64 * token_weight * SCALE / tenant_weight;
+    // `x.round() as u64`, without the call to libm's `round` that x86_64's baseline
+    // instruction set needs (a charge per admission made it a visible share of a step).
+    // Truncate, then add one if the part cut off is a half or more: below 2^52 both the
+    // truncated value and the difference are exact, and above it `x` is whole. `as`
+    // saturates, so an absurd product ends at u64::MAX, and NaN at 0, as with `round`.
+    let t = x as u64;
+    if x - t as f64 >= 0.5 {
+        t.saturating_add(1)
+    } else {
+        t
+    }
 }
 
 /// Counters and backlogged sets.
 #[derive(Default)]
 pub(crate) struct FairShare {
-    /// `counters[slot][c]`: the weighted service tenant `slot` received in class `c`,
-    /// raised by the lift. A slot past the end has received none.
-    counters: Vec<[u64; MAX_CLASSES]>,
+    /// `counters[c][slot]`: the weighted service tenant `slot` received in class `c`,
+    /// raised by the lift. A slot past the end has received none. By class, then slot: a
+    /// class's counters are dense (eight to a cache line), so with many tenants the ones a
+    /// step joins and charges share lines instead of each being a miss.
+    counters: [Vec<u64>; MAX_CLASSES],
     /// `backlogged[c]` holds `(counters[slot][c], slot)` for exactly the tenants with a
     /// request waiting in class `c`; its least element is the class's next tenant.
     backlogged: [Order; MAX_CLASSES],
@@ -183,15 +286,15 @@ pub(crate) struct FairShare {
 impl FairShare {
     /// Tenant `slot`'s counter in class `c`.
     pub(crate) fn counter(&self, c: usize, slot: u32) -> u64 {
-        self.counters.get(slot as usize).map_or(0, |k| k[c])
+        self.counters[c].get(slot as usize).copied().unwrap_or(0)
     }
 
     fn counter_mut(&mut self, c: usize, slot: u32) -> &mut u64 {
-        let i = slot as usize;
-        if i >= self.counters.len() {
-            self.counters.resize(i + 1, [0; MAX_CLASSES]);
+        let (i, counters) = (slot as usize, &mut self.counters[c]);
+        if i >= counters.len() {
+            counters.resize(i + 1, 0);
         }
-        &mut self.counters[i][c]
+        &mut counters[i]
     }
 
     /// Tenant `slot` now has a request waiting in class `c` and had none: it is lifted to
@@ -208,7 +311,7 @@ impl FairShare {
             !self.backlogged[c].contains(slot),
             "tenant {slot} joined class {c} twice"
         );
-        self.backlogged[c].insert(v, slot);
+        self.backlogged[c].insert(v, slot, &self.counters[c]);
     }
 
     /// Tenant `slot` has a request waiting in class `c` again because a request taken for
@@ -219,13 +322,13 @@ impl FairShare {
             !self.backlogged[c].contains(slot),
             "tenant {slot} rejoined class {c} twice"
         );
-        let v = self.counter(c, slot);
-        self.backlogged[c].insert(v, slot);
+        let v = *self.counter_mut(c, slot);
+        self.backlogged[c].insert(v, slot, &self.counters[c]);
     }
 
     /// Tenant `slot` has no request waiting in class `c` any more.
     pub(crate) fn leave(&mut self, c: usize, slot: u32) {
-        let was = self.backlogged[c].remove(slot);
+        let was = self.backlogged[c].remove(slot, &self.counters[c]);
         debug_assert!(was, "tenant {slot} left class {c} without joining");
     }
 
@@ -252,15 +355,11 @@ impl FairShare {
         if amount == 0 {
             return;
         }
-        // A backlogged tenant's heap key is its counter: read it there (the heap is small
-        // and hot) so the counters row is only written, not loaded first.
-        let at = self.backlogged[c].at(slot);
-        let old = at.map_or_else(|| self.counter(c, slot), |i| self.backlogged[c].key_at(i));
-        debug_assert_eq!(old, self.counter(c, slot));
-        let new = old.saturating_add(amount);
-        *self.counter_mut(c, slot) = new;
-        if let Some(i) = at {
-            self.backlogged[c].raise_at(i, slot, new);
+        let k = self.counter_mut(c, slot);
+        let new = k.saturating_add(amount);
+        *k = new;
+        if let Some(i) = self.backlogged[c].at(slot) {
+            self.backlogged[c].raise_at(i, slot, new, &self.counters[c]);
         }
         if self.last[c].0 == slot {
             self.last[c].1 = new;
@@ -269,9 +368,11 @@ impl FairShare {
 
     /// Starts slot `slot` afresh for a new tenant (its previous tenant is gone).
     pub(crate) fn forget(&mut self, slot: u32) {
-        if let Some(k) = self.counters.get_mut(slot as usize) {
-            debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(slot)));
-            *k = [0; MAX_CLASSES];
+        debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(slot)));
+        for counters in &mut self.counters {
+            if let Some(k) = counters.get_mut(slot as usize) {
+                *k = 0;
+            }
         }
     }
 
@@ -284,22 +385,24 @@ impl FairShare {
         slots: u32,
     ) -> Result<(), String> {
         let order = &self.backlogged[c];
-        for (i, &k) in order.heap.iter().enumerate() {
-            let (v, s) = unpack(k);
-            if v != self.counter(c, s) || !is_backlogged(s) {
-                return Err(format!(
-                    "class {c}: tenant {s} is ordered but not backlogged"
-                ));
-            }
-            if order.pos[s as usize] as usize != i || (i > 0 && order.heap[(i - 1) / ARITY] > k) {
-                return Err(format!("class {c}: heap broken at tenant {s}"));
-            }
+        order
+            .check(&self.counters[c])
+            .map_err(|e| format!("class {c}: {e}"))?;
+        if let Some(&k) = order
+            .heap
+            .iter()
+            .find(|&&k| !is_backlogged((k & SLOT_MASK) as u32))
+        {
+            return Err(format!(
+                "class {c}: tenant {} is ordered but not backlogged",
+                k & SLOT_MASK
+            ));
         }
         let n = (0..slots).filter(|&s| is_backlogged(s)).count();
-        if n != self.backlogged[c].heap.len() {
+        if n != order.heap.len() {
             return Err(format!(
                 "class {c}: {n} tenants backlogged but {} ordered",
-                self.backlogged[c].heap.len()
+                order.heap.len()
             ));
         }
         Ok(())
@@ -369,40 +472,65 @@ mod tests {
 
     #[test]
     fn the_heap_orders_like_a_sorted_set_under_random_changes() {
-        // Against a BTreeSet of (key, slot), over a deterministic pseudo-random sequence.
+        // Against a BTreeSet of (counter, slot), over a deterministic pseudo-random sequence.
+        // Most raises are small, so ties are common; one in eight is 2^40 to 2^47, so the
+        // base keeps moving up and counters spread past REL_MAX (where keys are clamped, and
+        // the least must still be exact).
         let mut heap = Order::default();
         let mut set = std::collections::BTreeSet::new();
-        let mut keys = [0u64; 64];
+        let mut counters = [0u64; 64];
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut rebases, mut clamped) = (0, 0);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let slot = (x % 64) as u32;
             let s = slot as usize;
+            let step = if (x >> 40) % 8 == 0 {
+                1 << (40 + (x >> 44) % 8)
+            } else {
+                (x >> 20) % 5
+            };
+            let base = heap.base;
             match (x >> 8) % 3 {
                 0 if !heap.contains(slot) => {
-                    keys[s] += (x >> 20) % 5;
-                    heap.insert(keys[s], slot);
-                    set.insert((keys[s], slot));
+                    counters[s] += step;
+                    heap.insert(counters[s], slot, &counters);
+                    set.insert((counters[s], slot));
                 }
                 1 => {
-                    assert_eq!(heap.remove(slot), set.remove(&(keys[s], slot)));
+                    assert_eq!(
+                        heap.remove(slot, &counters),
+                        set.remove(&(counters[s], slot))
+                    );
                 }
                 _ => {
-                    let k = keys[s] + (x >> 24) % 7;
-                    if set.remove(&(keys[s], slot)) {
+                    let k = counters[s] + step;
+                    let present = set.remove(&(counters[s], slot));
+                    counters[s] = k;
+                    if present {
                         set.insert((k, slot));
                     }
                     if let Some(i) = heap.at(slot) {
-                        heap.raise_at(i, slot, k);
+                        heap.raise_at(i, slot, k, &counters);
                     }
-                    keys[s] = k;
                 }
             }
+            rebases += usize::from(heap.base > base);
+            clamped += heap
+                .heap
+                .iter()
+                .filter(|&&k| k >> SLOT_BITS == REL_MAX)
+                .count();
+            heap.check(&counters).unwrap();
             assert_eq!(heap.first(), set.first().copied());
             assert_eq!(heap.heap.len(), set.len());
         }
+        assert!(
+            rebases > 10 && clamped > 100,
+            "{rebases} rebases, {clamped} clamped"
+        );
     }
 
     #[test]
@@ -410,5 +538,23 @@ mod tests {
         assert_eq!(service(10, 1.0, 1.0), 10_000);
         assert_eq!(service(10, 2.0, 4.0), 5_000);
         assert_eq!(service(u64::MAX, 2.0, 1e-9), u64::MAX);
+        // Rounds as `f64::round` does, halves up, across magnitudes.
+        for (tokens, tw, w) in [(1, 0.0005, 1.0), (1, 0.0004999, 1.0), (7, 1.0, 3.0)] {
+            let x = tokens as f64 * tw * SCALE / w;
+            assert_eq!(service(tokens, tw, w), x.round() as u64, "{x}");
+        }
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (tokens, tw, w) = (
+                x % 100_000,
+                (x >> 20) as f64 / 1e6 % 50.0,
+                0.01 + (x >> 40) as f64 / 1e5,
+            );
+            let exact = (tokens as f64 * tw * SCALE / w).round() as u64;
+            assert_eq!(service(tokens, tw, w), exact, "{tokens} {tw} {w}");
+        }
     }
 }
