@@ -6,25 +6,23 @@ use super::FairnessConfig;
 use crate::hash::FastMap;
 use crate::request::TenantId;
 
-/// A slot in use.
-struct Held {
-    tenant: Option<TenantId>,
-    weight: f64,
-    /// Requests of this tenant the scheduler holds (waiting, in hand or running); the slot
-    /// is freed when it reaches 0.
-    requests: u32,
-}
-
-/// The registry.
+/// The registry. Per-slot state is kept in dense arrays by slot rather than one record
+/// per slot: a drain touches each arriving request's count and a charge its weight, and
+/// with many tenants the arrays stay in cache where 32-byte records did not.
 pub(crate) struct Tenants {
     /// The slot of every held tenant (`None`: the requests that carry no tenant).
     slots: FastMap<Option<TenantId>, u32>,
-    /// `held[s]` describes slot `s`; `None` when the slot is free (then it is in `free`).
-    held: Vec<Option<Held>>,
+    /// `ids[s]`: the tenant slot `s` is held for (stale while the slot is free).
+    ids: Vec<Option<TenantId>>,
+    /// `requests[s]`: requests of slot `s`'s tenant the scheduler holds (waiting, in hand
+    /// or running); 0 exactly when the slot is free (then it is in `free`).
+    requests: Vec<u32>,
+    /// `weights[s]`: the weight of slot `s`'s tenant (stale while free).
+    weights: Vec<f64>,
     /// Free slots, reused before new ones are made.
     free: Vec<u32>,
     /// Configured weights by tenant id.
-    weights: FastMap<u64, f64>,
+    configured: FastMap<u64, f64>,
     default_weight: f64,
     max: usize,
 }
@@ -40,56 +38,61 @@ impl Tenants {
     pub(crate) fn new(config: &FairnessConfig) -> Self {
         Tenants {
             slots: FastMap::default(),
-            held: Vec::new(),
+            ids: Vec::new(),
+            requests: Vec::new(),
+            weights: Vec::new(),
             free: Vec::new(),
-            weights: config.tenants.iter().map(|t| (t.id, t.weight)).collect(),
+            configured: config.tenants.iter().map(|t| (t.id, t.weight)).collect(),
             default_weight: config.default_weight,
             max: config.max_tenants,
         }
     }
 
-    fn weight_of(weights: &FastMap<u64, f64>, default: f64, t: Option<TenantId>) -> f64 {
-        t.and_then(|t| weights.get(&t.0).copied())
-            .unwrap_or(default)
-    }
-
     /// The slot for one more request of `tenant`, and whether the slot is new to it (its
     /// counters must start afresh). `Full` when the tenant is new and the limit is reached.
-    pub(crate) fn acquire(&mut self, tenant: Option<TenantId>) -> Result<(u32, bool), Full> {
+    ///
+    /// `hint` is a slot the caller looked up earlier ([`Tenants::slot_of`], or `NO_SLOT`):
+    /// if it is still `tenant`'s, the map is not searched again.
+    pub(crate) fn acquire(
+        &mut self,
+        tenant: Option<TenantId>,
+        hint: u32,
+    ) -> Result<(u32, bool), Full> {
+        let h = hint as usize;
+        if self.requests.get(h).is_some_and(|&n| n > 0) && self.ids[h] == tenant {
+            self.requests[h] += 1;
+            return Ok((hint, false));
+        }
         self.acquire_within(tenant, self.max)
     }
 
-    /// [`Tenants::acquire`] against `limit` held tenants.
+    /// [`Tenants::acquire`] against `limit` held tenants, without a hint.
     fn acquire_within(
         &mut self,
         tenant: Option<TenantId>,
         limit: usize,
     ) -> Result<(u32, bool), Full> {
         if let Some(&s) = self.slots.get(&tenant) {
-            if let Some(h) = self.held[s as usize].as_mut() {
-                h.requests += 1;
-            }
+            self.requests[s as usize] += 1;
             return Ok((s, false));
         }
         if self.slots.len() >= limit {
             return Err(Full);
         }
-        let weight = Self::weight_of(&self.weights, self.default_weight, tenant);
-        let held = Held {
-            tenant,
-            weight,
-            requests: 1,
-        };
+        let weight = tenant
+            .and_then(|t| self.configured.get(&t.0).copied())
+            .unwrap_or(self.default_weight);
         let s = match self.free.pop() {
-            Some(s) => {
-                self.held[s as usize] = Some(held);
-                s
-            }
+            Some(s) => s,
             None => {
-                self.held.push(Some(held));
-                (self.held.len() - 1) as u32
+                self.ids.push(None);
+                self.requests.push(0);
+                self.weights.push(0.0);
+                (self.ids.len() - 1) as u32
             }
         };
+        let i = s as usize;
+        (self.ids[i], self.requests[i], self.weights[i]) = (tenant, 1, weight);
         self.slots.insert(tenant, s);
         Ok((s, true))
     }
@@ -108,25 +111,23 @@ impl Tenants {
 
     /// One request of slot `s` ended; frees the slot with its last request.
     pub(crate) fn release(&mut self, s: u32) {
-        let h = self.held[s as usize]
-            .as_mut()
-            .expect("released a free tenant slot");
-        h.requests -= 1;
-        if h.requests == 0 {
-            self.slots.remove(&h.tenant);
-            self.held[s as usize] = None;
+        let i = s as usize;
+        assert!(self.requests[i] > 0, "released a free tenant slot");
+        self.requests[i] -= 1;
+        if self.requests[i] == 0 {
+            self.slots.remove(&self.ids[i]);
             self.free.push(s);
         }
     }
 
     /// The weight of slot `s`.
     pub(crate) fn weight(&self, s: u32) -> f64 {
-        self.held[s as usize].as_ref().map_or(1.0, |h| h.weight)
+        self.weights.get(s as usize).copied().unwrap_or(1.0)
     }
 
-    /// The tenant of slot `s`.
+    /// The tenant of slot `s` (held).
     pub(crate) fn tenant(&self, s: u32) -> Option<TenantId> {
-        self.held[s as usize].as_ref().and_then(|h| h.tenant)
+        self.ids.get(s as usize).copied().flatten()
     }
 
     /// Tenants held.
@@ -136,12 +137,12 @@ impl Tenants {
 
     /// Slots ever made (held or free).
     pub(crate) fn slots(&self) -> u32 {
-        self.held.len() as u32
+        self.ids.len() as u32
     }
 
     /// Requests held for slot `s`.
     pub(crate) fn requests(&self, s: u32) -> u32 {
-        self.held[s as usize].as_ref().map_or(0, |h| h.requests)
+        self.requests.get(s as usize).copied().unwrap_or(0)
     }
 }
 
@@ -149,6 +150,7 @@ impl Tenants {
 mod tests {
     use super::*;
     use crate::fair::TenantWeight;
+    use crate::queue::slab::NO_SLOT;
 
     #[test]
     fn slots_are_shared_reused_and_limited() {
@@ -159,23 +161,49 @@ mod tests {
             ..FairnessConfig::default()
         };
         let mut t = Tenants::new(&cfg);
-        let (a, fresh) = t.acquire(Some(TenantId(9))).unwrap();
+        let (a, fresh) = t.acquire(Some(TenantId(9)), NO_SLOT).unwrap();
         assert!(fresh);
         assert_eq!(t.weight(a), 3.0);
-        assert_eq!(t.acquire(Some(TenantId(9))).unwrap(), (a, false));
-        let (b, _) = t.acquire(None).unwrap();
+        assert_eq!(t.acquire(Some(TenantId(9)), NO_SLOT).unwrap(), (a, false));
+        let (b, _) = t.acquire(None, NO_SLOT).unwrap();
         assert_eq!(t.weight(b), 1.0);
         assert!(
-            t.acquire(Some(TenantId(1))).is_err(),
+            t.acquire(Some(TenantId(1)), NO_SLOT).is_err(),
             "a third tenant is refused"
         );
         t.release(b);
-        let (c, fresh) = t.acquire(Some(TenantId(1))).unwrap();
+        let (c, fresh) = t.acquire(Some(TenantId(1)), NO_SLOT).unwrap();
         assert_eq!((c, fresh), (b, true), "the freed slot is reused");
         assert_eq!(t.tenant(c), Some(TenantId(1)));
         t.release(a);
         assert_eq!(t.requests(a), 1);
         t.release(a);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_hint_is_taken_only_while_it_names_the_tenant() {
+        let cfg = FairnessConfig {
+            enabled: true,
+            max_tenants: 4,
+            ..FairnessConfig::default()
+        };
+        let mut t = Tenants::new(&cfg);
+        let (a, _) = t.acquire(Some(TenantId(1)), NO_SLOT).unwrap();
+        let (b, _) = t.acquire(Some(TenantId(2)), NO_SLOT).unwrap();
+        assert_eq!(t.acquire(Some(TenantId(1)), a).unwrap(), (a, false));
+        assert_eq!(t.requests(a), 2);
+        // A hint naming another tenant's slot, a free slot or no slot at all is ignored.
+        assert_eq!(t.acquire(Some(TenantId(1)), b).unwrap(), (a, false));
+        t.release(b);
+        assert_eq!(
+            t.acquire(Some(TenantId(3)), b).unwrap(),
+            (b, true),
+            "b was free"
+        );
+        let (c, fresh) = t.acquire(Some(TenantId(4)), 99).unwrap();
+        assert!(fresh && c != a && c != b);
+        assert_eq!(t.requests(a), 3);
+        assert_eq!(t.slot_of(Some(TenantId(2))), None);
     }
 }

@@ -115,7 +115,9 @@ impl Scheduler {
                 while ring.len() > 0 {
                     // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
                     match unsafe { ring.pop() } {
-                        Some(env) => self.take_new(env, now, &mut scratch),
+                        Some(env) => {
+                            self.take_new(env, crate::queue::slab::NO_SLOT, now, &mut scratch)
+                        }
                         None => crate::sync::yield_now(),
                     }
                 }

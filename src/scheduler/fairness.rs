@@ -25,16 +25,23 @@ pub(super) enum Tokens {
 }
 
 impl Scheduler {
-    /// Gives a drained entry its tenant's slot. With fairness off every entry is in slot 0.
-    /// Returns `false`, having ended the entry as refused, if its tenant is new and the
+    /// Gives a drained entry its tenant's slot (`hint`: a slot looked up for it earlier,
+    /// or `NO_SLOT`; see [`Tenants::acquire`]). With fairness off every entry is in slot
+    /// 0. Returns `false`, having ended the entry as refused, if its tenant is new and the
     /// tenant limit is reached.
-    pub(super) fn assign_tenant(&mut self, key: u32, now: Timestamp, out: &mut Decision) -> bool {
+    pub(super) fn assign_tenant(
+        &mut self,
+        key: u32,
+        hint: u32,
+        now: Timestamp,
+        out: &mut Decision,
+    ) -> bool {
         if !self.config.fairness.enabled {
             self.slab[key].tenant = 0;
             return true;
         }
         let tenant = self.slab[key].spec.tenant;
-        match self.tenants.acquire(tenant) {
+        match self.tenants.acquire(tenant, hint) {
             Ok((slot, fresh)) => {
                 if fresh {
                     if let Some(f) = self.wait.fair_mut() {

@@ -7,7 +7,7 @@ use crate::class::Class;
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason, Rejected};
 use crate::ingress::Envelope;
-use crate::queue::slab::{Entry, Place};
+use crate::queue::slab::{Entry, Place, NO_SLOT};
 use crate::ticket::{self, CANCEL_QUEUED, CANCEL_RUNNING};
 
 use crate::time::Timestamp;
@@ -39,7 +39,7 @@ impl Scheduler {
         }
         batch.sort_unstable_by_key(|e| (e.arrival, e.spec.id.0));
         for env in batch.drain(..) {
-            self.take_new(env, now, out);
+            self.take_new(env, NO_SLOT, now, out);
         }
         self.batch = batch;
         for _ in 0..shared.notices.len() {
@@ -74,8 +74,15 @@ impl Scheduler {
         }
     }
 
-    /// Takes one request from a ring: queues it, or ends it if cancelled in flight.
-    pub(super) fn take_new(&mut self, env: Envelope, now: Timestamp, out: &mut Decision) {
+    /// Takes one request from a ring: queues it, or ends it if cancelled in flight. `hint`
+    /// is its tenant's slot if known (see [`Scheduler::assign_tenant`]), else `NO_SLOT`.
+    pub(super) fn take_new(
+        &mut self,
+        env: Envelope,
+        hint: u32,
+        now: Timestamp,
+        out: &mut Decision,
+    ) {
         let Envelope {
             ticket,
             mut spec,
@@ -102,7 +109,7 @@ impl Scheduler {
         }
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
-        if !self.assign_tenant(key, now, out) {
+        if !self.assign_tenant(key, hint, now, out) {
             return;
         }
         self.wait.insert_new(&mut self.slab, key, now);
