@@ -60,6 +60,7 @@ mod fair;
 mod hash;
 mod ingress;
 pub mod metrics;
+mod prefetch;
 mod queue;
 mod request;
 mod scheduler;

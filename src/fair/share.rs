@@ -297,6 +297,13 @@ impl FairShare {
         &mut counters[i]
     }
 
+    /// Starts loading tenant `slot`'s counter in class `c` (see [`crate::prefetch`]).
+    pub(crate) fn prefetch(&self, c: usize, slot: u32) {
+        if let Some(k) = self.counters[c].get(slot as usize) {
+            crate::prefetch::prefetch(k);
+        }
+    }
+
     /// Tenant `slot` now has a request waiting in class `c` and had none: it is lifted to
     /// the smallest counter backlogged there (so idle time is not banked) and joins the
     /// order.
@@ -347,6 +354,14 @@ impl FairShare {
         debug_assert_eq!(v, self.counter(c, slot));
         self.last[c] = (slot, v);
         Some(slot)
+    }
+
+    /// The backlogged tenant of class `c` most likely to be picked after the next one: the
+    /// least of the root's children (the root, once charged, usually sinks below it).
+    pub(crate) fn runner_up(&self, c: usize) -> Option<u32> {
+        let heap = &self.backlogged[c].heap;
+        let least = heap.get(1..heap.len().min(1 + ARITY))?.iter().min()?;
+        Some((least & SLOT_MASK) as u32)
     }
 
     /// Adds `amount` of service to tenant `slot` in class `c`, moving it in the order if it

@@ -211,6 +211,12 @@ struct ClassQueue {
     spare: Vec<Vec<u32>>,
     /// Entries in all lanes.
     len: usize,
+    /// `heads[slot]`: the head of lane `slot` ([`Lane::head`]), or [`NIL`] when it is
+    /// empty; kept with fairness on only (see [`WaitQueue::sync_head`]). A dense copy beside
+    /// the lanes: with many tenants a fair pick is a different lane each time, and reading
+    /// its head through the lane cost two dependent cache misses (the lane, then its front
+    /// bucket) before the entry itself could be loaded.
+    heads: Vec<u32>,
 }
 
 impl ClassQueue {
@@ -238,6 +244,7 @@ impl ClassQueue {
         let s = slot as usize;
         if self.lanes.len() <= s {
             self.lanes.resize_with(s + 1, Lane::default);
+            self.heads.resize(s + 1, NIL);
         }
         match self.lanes[s].find(b) {
             Ok(i) => i,
@@ -400,6 +407,54 @@ impl WaitQueue {
             .map_or(0, |l| l.len)
     }
 
+    /// Lane `slot` of class `c`, if made.
+    fn lane(&self, c: usize, slot: u32) -> Option<&Lane> {
+        self.classes.get(c)?.lanes.get(slot as usize)
+    }
+
+    /// Starts loading lane `slot` of class `c` and the tenant's counter there: a request of
+    /// that tenant is about to be queued in that class (see `Scheduler::look_ahead`).
+    /// Nothing for a lane not made (a tenant not held: `slot` is `NO_SLOT`).
+    pub(crate) fn prefetch_lane(&self, c: usize, slot: u32) {
+        if let Some(lane) = self.lane(c, slot) {
+            crate::prefetch::prefetch(lane);
+            if let Some(f) = &self.fair {
+                f.prefetch(c, slot);
+            }
+        }
+    }
+
+    /// Starts loading the back of lane `slot` of class `c`, where the bucket of a request
+    /// about to be queued goes. Reads the lane, so comes a little after
+    /// [`WaitQueue::prefetch_lane`].
+    pub(crate) fn prefetch_arrival(&self, c: usize, slot: u32) {
+        if let Some(lane) = self.lane(c, slot) {
+            // The next free place of the deque's ring: just past its second part if it
+            // wraps, else past its first (or, when that ends the buffer, the buffer's
+            // start, which this misses: a hint only).
+            let (a, b) = lane.buckets.as_slices();
+            let back = if b.is_empty() {
+                a.as_ptr_range().end
+            } else {
+                b.as_ptr_range().end
+            };
+            crate::prefetch::prefetch(back);
+        }
+    }
+
+    /// After a fair pick in class `c`: starts loading what the next pick will most likely
+    /// read, the runner-up tenant `next`'s head entry and its lane's first two buckets (one
+    /// emptied by taking its head, the next read to find the lane's new head). With many
+    /// tenants each pick is another tenant's state, all cache misses; loaded while the
+    /// scheduler admits the current pick, they are in cache when the next pick comes.
+    fn prefetch_runner_up(&self, slab: &Slab, c: usize, next: u32) {
+        let cq = &self.classes[c];
+        slab.prefetch(cq.heads[next as usize]);
+        let front = cq.lanes[next as usize].buckets.as_slices().0.as_ptr();
+        crate::prefetch::prefetch(front);
+        crate::prefetch::prefetch(front.wrapping_add(1));
+    }
+
     /// The fair counters, when fairness is on.
     pub(crate) fn fair(&self) -> Option<&FairShare> {
         self.fair.as_ref()
@@ -412,6 +467,22 @@ impl WaitQueue {
 
     fn bucket_of(&self, arrival: Timestamp) -> u64 {
         arrival.0 / self.width
+    }
+
+    /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
+    /// to the lane's first bucket.
+    fn sync_head(&mut self, slab: &Slab, c: usize, slot: u32) {
+        if self.fair.is_some() {
+            let cq = &mut self.classes[c];
+            cq.heads[slot as usize] = cq.lanes[slot as usize].head(slab).unwrap_or(NIL);
+        }
+    }
+
+    /// [`WaitQueue::sync_head`] if bucket `b` is lane `slot`'s first.
+    fn sync_head_if_first(&mut self, slab: &Slab, c: usize, slot: u32, b: u64) {
+        if self.fair.is_some() && self.classes[c].lanes[slot as usize].first == b {
+            self.sync_head(slab, c, slot);
+        }
     }
 
     /// Whether bucket `b` has aged out of class `c` at `now`: its end is older than the
@@ -445,6 +516,7 @@ impl WaitQueue {
         let bucket = self.classes[class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
+        self.sync_head_if_first(slab, class.index(), slot, b);
         self.note_added(slab, key, class, false);
         class
     }
@@ -474,6 +546,7 @@ impl WaitQueue {
         let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
         bucket.run_mut(run).push_front(slab, cand.key);
         bucket.len += 1;
+        self.sync_head_if_first(slab, cand.class.index(), slot, b);
         self.note_added(slab, cand.key, cand.class, true);
     }
 
@@ -545,6 +618,10 @@ impl WaitQueue {
             lane.remove_at(i);
             cq.unindex(b);
         }
+        if i == 0 {
+            self.sync_head(slab, class, slot);
+        }
+        let cq = &mut self.classes[class];
         let lane = &mut cq.lanes[slot as usize];
         lane.len -= 1;
         if lane.len == 0 {
@@ -568,11 +645,15 @@ impl WaitQueue {
     /// The next request of class `c` when none is overdue: its oldest, or with fairness on
     /// the oldest of its least-served backlogged tenant.
     fn next_of(&mut self, slab: &Slab, c: usize) -> Option<u32> {
-        let slot = match &mut self.fair {
-            Some(f) => f.pick(c)?,
-            None => 0,
+        let Some(f) = &mut self.fair else {
+            return self.classes[c].lanes.first()?.head(slab);
         };
-        self.classes[c].lanes.get(slot as usize)?.head(slab)
+        let head = self.classes[c].heads[f.pick(c)? as usize];
+        debug_assert_ne!(head, NIL, "a backlogged lane has a head");
+        if let Some(next) = f.runner_up(c) {
+            self.prefetch_runner_up(slab, c, next);
+        }
+        Some(head)
     }
 
     /// Takes the next request to consider: the oldest overdue request of any class if there
@@ -670,6 +751,10 @@ impl WaitQueue {
                     }
                     to.lanes[s].len += moved;
                     to.len += moved;
+                    self.sync_head(slab, c, slot);
+                    if i == 0 {
+                        self.sync_head(slab, c - 1, slot);
+                    }
                     if let Some(f) = &mut self.fair {
                         if emptied {
                             f.leave(c, slot);
@@ -740,6 +825,11 @@ impl WaitQueue {
                     }
                     let n = check_bucket(self, slab, c, slot, b, bucket, &mut by_base)?;
                     lane_total += n as usize;
+                }
+                if self.fair.is_some()
+                    && cq.heads.get(slot).copied() != Some(lane.head(slab).unwrap_or(NIL))
+                {
+                    return Err(format!("class {c} lane {slot}: head copy stale"));
                 }
                 if lane_total != lane.len {
                     return Err(format!(

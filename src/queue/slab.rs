@@ -145,6 +145,15 @@ impl Slab {
         key
     }
 
+    /// Starts loading entry `key`, about to be read (see [`crate::prefetch`]); nothing for
+    /// a key past the slab.
+    pub(crate) fn prefetch(&self, key: u32) {
+        let slot = self.chunks.get(key as usize / CHUNK);
+        if let Some(e) = slot.and_then(|c| c.get(key as usize % CHUNK)) {
+            crate::prefetch::prefetch(e);
+        }
+    }
+
     fn slot(&mut self, key: u32) -> &mut Option<Entry> {
         &mut self.chunks[key as usize / CHUNK][key as usize % CHUNK]
     }

@@ -12,6 +12,10 @@ use crate::ticket::{self, CANCEL_QUEUED, CANCEL_RUNNING};
 
 use crate::time::Timestamp;
 
+/// How many drained requests ahead a lane's back is loaded: far enough for the load to
+/// land before the request is queued, near enough that it is still cached then.
+const PREFETCH_DISTANCE: usize = 8;
+
 impl Scheduler {
     /// Drains the rings, then applies notices. Rings first, so a notice about a request
     /// submitted before this step finds it queued; a notice about one still in a ring is
@@ -38,9 +42,18 @@ impl Scheduler {
             }
         }
         batch.sort_unstable_by_key(|e| (e.arrival, e.spec.id.0));
-        for env in batch.drain(..) {
-            self.take_new(env, NO_SLOT, now, out);
+        // With fairness on, each request goes to its tenant's lane, a cache miss apiece with
+        // many tenants: look the lanes up first and load them ahead (see `look_ahead`).
+        let mut ahead = std::mem::take(&mut self.ahead);
+        self.look_ahead(&batch, &mut ahead);
+        for (i, env) in batch.drain(..).enumerate() {
+            if let Some(&(c, slot)) = ahead.get(i + PREFETCH_DISTANCE) {
+                self.wait.prefetch_arrival(c, slot);
+            }
+            let hint = ahead.get(i).map_or(NO_SLOT, |&(_, slot)| slot);
+            self.take_new(env, hint, now, out);
         }
+        self.ahead = ahead;
         self.batch = batch;
         for _ in 0..shared.notices.len() {
             let Some(t) = shared.notices.pop() else { break };

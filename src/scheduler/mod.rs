@@ -79,6 +79,8 @@ pub struct Scheduler {
     requeue: Vec<u32>,
     /// Scratch for the requests drained in a step (sorted by arrival before queueing).
     batch: Vec<crate::ingress::Envelope>,
+    /// Scratch for the drained requests' `(class, tenant slot)` (see `look_ahead`).
+    ahead: Vec<(usize, u32)>,
     /// Proposed configurations, from any thread.
     pending: Arc<reload::Pending>,
     /// The configuration epoch in force; `epoch_maps[e]` maps class indexes of epoch `e`
@@ -136,6 +138,7 @@ impl Scheduler {
             skipped: Vec::new(),
             requeue: Vec::new(),
             batch: Vec::new(),
+            ahead: Vec::new(),
             pending: Arc::new(reload::Pending::default()),
             epoch: 0,
             epoch_maps: Vec::new(),
