@@ -4,6 +4,11 @@
 //! ahead which scattered per-tenant state it will touch (see `Scheduler::look_ahead` and
 //! `WaitQueue::next_of`).
 
+/// Below this many tenants held, their state stays in cache between uses: there is no miss
+/// to hide, and looking ahead (a map look-up per drained request, a heap scan per pick)
+/// would be work for nothing.
+pub(crate) const MIN_TENANTS: usize = 64;
+
 /// Bytes in a cache line (on the targets that take hints, and a safe guess elsewhere).
 const LINE: usize = 64;
 

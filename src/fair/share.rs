@@ -358,8 +358,13 @@ impl FairShare {
 
     /// The backlogged tenant of class `c` most likely to be picked after the next one: the
     /// least of the root's children (the root, once charged, usually sinks below it).
+    /// `None` with fewer than [`crate::prefetch::MIN_TENANTS`] backlogged, for whom it is
+    /// not worth asking.
     pub(crate) fn runner_up(&self, c: usize) -> Option<u32> {
         let heap = &self.backlogged[c].heap;
+        if heap.len() < crate::prefetch::MIN_TENANTS {
+            return None;
+        }
         let least = heap.get(1..heap.len().min(1 + ARITY))?.iter().min()?;
         Some((least & SLOT_MASK) as u32)
     }

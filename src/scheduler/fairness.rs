@@ -94,7 +94,7 @@ impl Scheduler {
         ahead: &mut Vec<(usize, u32)>,
     ) {
         ahead.clear();
-        if !self.config.fairness.enabled {
+        if !self.config.fairness.enabled || self.tenants.len() < crate::prefetch::MIN_TENANTS {
             return;
         }
         for env in batch {
