@@ -4,7 +4,7 @@
 
 use super::Scheduler;
 use crate::counters::Outcome;
-use crate::decision::{Decision, RejectReason, Rejected};
+use crate::decision::{Decision, RejectReason};
 use crate::fair::share::{service, SCALE};
 use crate::fair::tenants::Tenants;
 use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
@@ -55,28 +55,25 @@ impl Scheduler {
                 let (id, class) = (self.slab[key].spec.id, self.slab[key].spec.class);
                 self.slab[key].tenant = NO_SLOT;
                 let max_tenants = self.config.fairness.max_tenants;
-                tracing::debug!(
-                    id = id.0,
-                    class = class.index(),
-                    tenant = ?tenant.map(|t| t.0),
+                let reason = RejectReason::TenantLimit {
+                    tenant,
                     max_tenants,
-                    "refused: one tenant past the tenant limit"
-                );
-                crate::metrics::record_refused(
-                    self.classes.name(class),
-                    crate::metrics::RefuseReason::TenantLimit,
-                );
-                if self.end(key, Outcome::Refused, now) == Outcome::Cancelled {
-                    out.cancelled.push(id);
-                } else {
-                    out.rejected.push(Rejected {
-                        id,
-                        class,
-                        reason: RejectReason::TenantLimit {
-                            tenant,
-                            max_tenants,
-                        },
-                    });
+                };
+                // Counted only if the refusal stands: a cancel that won the race to the
+                // ticket makes the outcome `Cancelled`, and `triage_refused_total` would
+                // then count a request that was never refused.
+                if self.end_rejected(key, Outcome::Refused, reason, now, out) {
+                    tracing::debug!(
+                        id = id.0,
+                        class = class.index(),
+                        tenant = ?tenant.map(|t| t.0),
+                        max_tenants,
+                        "refused: one tenant past the tenant limit"
+                    );
+                    crate::metrics::record_refused(
+                        self.classes.name(class),
+                        crate::metrics::RefuseReason::TenantLimit,
+                    );
                 }
                 false
             }

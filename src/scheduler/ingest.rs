@@ -5,7 +5,7 @@
 use super::Scheduler;
 use crate::class::Class;
 use crate::counters::Outcome;
-use crate::decision::{Decision, RejectReason, Rejected};
+use crate::decision::{Decision, RejectReason};
 use crate::ingress::Envelope;
 use crate::queue::slab::{Entry, Place, NO_SLOT};
 use crate::ticket::{self, CANCEL_QUEUED, CANCEL_RUNNING};
@@ -185,21 +185,15 @@ impl Scheduler {
             }
             let e = &self.slab[key];
             let (id, class, waited) = (e.spec.id, e.spec.class, now.saturating_since(e.arrival));
-            if self.end(key, Outcome::TimedOut, now) == Outcome::Cancelled {
-                out.cancelled.push(id);
-                continue;
+            let reason = RejectReason::TimedOut { waited };
+            if self.end_rejected(key, Outcome::TimedOut, reason, now, out) {
+                tracing::debug!(
+                    id = id.0,
+                    class = class.index(),
+                    waited_ms = waited.as_millis() as u64,
+                    "timed out waiting"
+                );
             }
-            tracing::debug!(
-                id = id.0,
-                class = class.index(),
-                waited_ms = waited.as_millis() as u64,
-                "timed out waiting"
-            );
-            out.rejected.push(Rejected {
-                id,
-                class,
-                reason: RejectReason::TimedOut { waited },
-            });
         }
         while let Some(cand) = spared.pop() {
             self.wait.restore(&mut self.slab, cand);

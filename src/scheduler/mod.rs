@@ -17,7 +17,7 @@ use crate::budget::Budget;
 use crate::class::{ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::counters::{ClassCounters, Conservation, Outcome, SchedCounters};
-use crate::decision::Decision;
+use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::index::IdMap;
 use crate::ingress::{Shared, Submitter};
@@ -413,6 +413,26 @@ impl Scheduler {
     /// unless a client's cancel reached the ticket first, in which case it is `Cancelled`:
     /// the ticket's single atomic word decides, so the cancel that was acknowledged is the
     /// one that counts. Returns the outcome counted.
+    /// Ends `key` as `outcome` (a refusal or a timeout) and reports it in `out.rejected`
+    /// with `reason`, unless a cancel won the race to the ticket: then it ended
+    /// `Cancelled` and is reported in `out.cancelled`. Whether it was rejected.
+    fn end_rejected(
+        &mut self,
+        key: u32,
+        outcome: Outcome,
+        reason: RejectReason,
+        now: Timestamp,
+        out: &mut Decision,
+    ) -> bool {
+        let (id, class) = (self.slab[key].spec.id, self.slab[key].spec.class);
+        if self.end(key, outcome, now) == Outcome::Cancelled {
+            out.cancelled.push(id);
+            return false;
+        }
+        out.rejected.push(Rejected { id, class, reason });
+        true
+    }
+
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
         let mut e = self.slab.remove(key);
         self.release_tenant(e.tenant);
