@@ -182,3 +182,36 @@ fn tenant_families_appear_only_when_asked_for_with_their_values() {
         });
     }
 }
+
+/// A tenant slot freed and given to another tenant reports that tenant's service under
+/// its own label: the counters the scheduler keeps per slot start afresh with the slot.
+#[test]
+fn a_reused_tenant_slot_counts_for_its_new_tenant() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    ::metrics::with_local_recorder(&recorder, || {
+        let mut cfg = no_aging();
+        cfg.fairness.enabled = true;
+        cfg.fairness.tenant_metrics = true;
+        cfg.fairness.max_tenants = 1;
+        let mut h = Harness::new(cfg);
+        let spec =
+            |id, t, prompt| RequestSpec::new(id, Class::MEDIUM, prompt, 4).with_tenant(TenantId(t));
+        let prompt_tokens = |text: &str, t| {
+            sample(
+                text,
+                "triage_tenant_tokens_total",
+                &[("class", "MEDIUM"), ("tenant", t), ("kind", "prompt")],
+            )
+        };
+        h.api.submit(spec(1, 7, 16)).unwrap();
+        let d = h.step(budget(1, 4096, 7000));
+        h.finish(d.admitted[0].id); // tenant 7 holds nothing now: its slot is freed
+        h.api.submit(spec(2, 8, 40)).unwrap(); // one tenant at most: 8 gets that slot
+        let d = h.step(budget(1, 4096, 7000));
+        assert_eq!(d.admitted[0].id, RequestId(2));
+        let text = handle.render();
+        assert_eq!(prompt_tokens(&text, "7"), Some(16.0), "{text}");
+        assert_eq!(prompt_tokens(&text, "8"), Some(40.0), "{text}");
+    });
+}

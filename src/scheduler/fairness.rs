@@ -20,8 +20,18 @@ fn tenant_label(t: Option<TenantId>) -> String {
 /// Which tokens a charge is for.
 #[derive(Clone, Copy)]
 pub(super) enum Tokens {
-    Prompt,
-    Output,
+    Prompt = 0,
+    Output = 1,
+}
+
+impl Tokens {
+    /// The `kind` label of `triage_tenant_tokens_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Tokens::Prompt => "prompt",
+            Tokens::Output => "output",
+        }
+    }
 }
 
 impl Scheduler {
@@ -46,6 +56,10 @@ impl Scheduler {
                 if fresh {
                     if let Some(f) = self.wait.fair_mut() {
                         f.forget(slot);
+                    }
+                    // The slot's counters were labelled with its previous tenant.
+                    if let Some(handles) = self.tenant_tokens.get_mut(slot as usize) {
+                        *handles = Default::default();
                     }
                 }
                 self.slab[key].tenant = slot;
@@ -129,17 +143,25 @@ impl Scheduler {
             f.charge(class, slot, amount);
         }
         if cfg.tenant_metrics {
-            let kind = match kind {
-                Tokens::Prompt => "prompt",
-                Tokens::Output => "output",
-            };
-            metrics::counter!(
-                TENANT_TOKENS,
-                "class" => self.classes.name(e.run_class).to_string(),
-                "tenant" => tenant_label(e.spec.tenant),
-                "kind" => kind,
-            )
-            .increment(u64::from(tokens));
+            // The handle is kept per slot, class and kind: made here at the tenant's first
+            // charge of that kind in that class (registered with the recorder installed
+            // then, as `StepMetrics`' handles are), so a charge does not format two labels
+            // and look the series up in the registry every time.
+            let (s, i) = (slot as usize, 2 * class + kind as usize);
+            if self.tenant_tokens.len() <= s {
+                self.tenant_tokens.resize_with(s + 1, Default::default);
+            }
+            let (classes, run_class, tenant) = (&self.classes, e.run_class, e.spec.tenant);
+            self.tenant_tokens[s][i]
+                .get_or_insert_with(|| {
+                    metrics::counter!(
+                        TENANT_TOKENS,
+                        "class" => classes.name(run_class).to_string(),
+                        "tenant" => tenant_label(tenant),
+                        "kind" => kind.label(),
+                    )
+                })
+                .increment(u64::from(tokens));
         }
     }
 
@@ -186,6 +208,7 @@ impl Scheduler {
     /// held past a lowered limit stay until they drain.
     pub(super) fn reassign_tenants(&mut self, config: &crate::fair::FairnessConfig) {
         self.tenants = Tenants::new(config);
+        self.tenant_tokens.clear();
         let enabled = config.enabled;
         let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
         for k in keys {

@@ -97,6 +97,10 @@ pub struct Scheduler {
     step_counts: [ClassStep; MAX_CLASSES],
     /// Tenants held, with fairness on (`fairness.rs`).
     tenants: crate::fair::tenants::Tenants,
+    /// With `fairness.tenant_metrics` on: each tenant slot's `triage_tenant_tokens_total`
+    /// counters, by class and kind (`fairness.rs`), made at first use and dropped when the
+    /// slot goes to another tenant.
+    tenant_tokens: Vec<[Option<metrics::Counter>; 2 * MAX_CLASSES]>,
     /// When the per-tenant gauges were last set.
     tenant_metrics_at: Option<Timestamp>,
 }
@@ -147,6 +151,7 @@ impl Scheduler {
             metrics,
             step_counts: [ClassStep::default(); MAX_CLASSES],
             tenants: crate::fair::tenants::Tenants::new(&config_fairness),
+            tenant_tokens: Vec::new(),
             tenant_metrics_at: None,
         };
         Ok((sched, Submitter { shared }))
