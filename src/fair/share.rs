@@ -23,6 +23,16 @@ const REL_MAX: u64 = u64::MAX >> SLOT_BITS;
 /// The base moves up once the least relative counter reaches this, half the key's range.
 const REBASE_AT: u64 = 1 << 43;
 
+/// The slot a heap key holds.
+fn slot_of(k: u64) -> u32 {
+    (k & SLOT_MASK) as u32
+}
+
+/// The counter, relative to the base (clamped at [`REL_MAX`]), a heap key holds.
+fn rel_of(k: u64) -> u64 {
+    k >> SLOT_BITS
+}
+
 /// Children per node of the heap. Four rather than two: a charged tenant sinks through
 /// half as many levels (about 5 at 1,000 tenants), and a node's children are 32
 /// contiguous bytes.
@@ -33,9 +43,9 @@ const ARITY: usize = 4;
 ///
 /// A key is one `u64`: the counter relative to [`Order::base`] above the slot, so a sift
 /// moves and compares single words (with a `u128` of the absolute counter and the slot, a
-/// step's admissions at 1,000 tenants took about 8% longer). Keys order as `(counter, slot)` exactly
-/// while the backlogged counters span less than [`REL_MAX`]; a tenant served that much more
-/// than the least served one (17.6 billion weighted tokens, reachable only with extreme
+/// step's admissions at 1,000 tenants took about 8% longer). Keys order as
+/// `(counter, slot)` exactly while the backlogged counters span less than [`REL_MAX`]; a
+/// tenant served that much more than the least served one (17.6 billion weighted tokens, reachable only with extreme
 /// weights) is held at `REL_MAX`, behind every other tenant, and such tenants go by slot
 /// among themselves until the span shrinks. Methods take absolute counters and the class's
 /// `counters` (indexed by slot) to rebuild keys when the base moves.
@@ -63,7 +73,7 @@ impl Order {
         // The root is never held at REL_MAX: it is within REBASE_AT of the base.
         self.heap
             .first()
-            .map(|&k| (self.base + (k >> SLOT_BITS), (k & SLOT_MASK) as u32))
+            .map(|&k| (self.base + rel_of(k), slot_of(k)))
     }
 
     /// `slot`'s index in the heap, if present.
@@ -77,7 +87,7 @@ impl Order {
     }
 
     fn set_pos(&mut self, i: usize) {
-        let slot = (self.heap[i] & SLOT_MASK) as usize;
+        let slot = slot_of(self.heap[i]) as usize;
         self.pos[slot] = i as u32;
     }
 
@@ -151,8 +161,9 @@ impl Order {
             self.rebuild(counters);
         }
         self.heap.push(self.key(counter, slot));
+        // No settle: the root is now the new key (at the base, after a rebuild) or was
+        // already there, so the least counter did not move away from the base.
         self.up(self.heap.len() - 1);
-        self.settle(counters);
     }
 
     /// Removes `slot`; whether it was there.
@@ -165,7 +176,7 @@ impl Order {
         if i < self.heap.len() {
             self.heap[i] = last;
             self.down(i);
-            self.up(self.pos[(last & SLOT_MASK) as usize] as usize);
+            self.up(self.pos[slot_of(last) as usize] as usize);
         }
         self.settle(counters);
         true
@@ -174,7 +185,7 @@ impl Order {
     /// Raises the counter of the tenant at heap index `i` (slot `slot`'s, from
     /// [`Order::at`]) to `counter`.
     fn raise_at(&mut self, i: usize, slot: u32, counter: u64, counters: &[u64]) {
-        debug_assert_eq!(self.heap[i] & SLOT_MASK, u64::from(slot));
+        debug_assert_eq!(slot_of(self.heap[i]), slot);
         self.heap[i] = self.key(counter, slot);
         self.down(i);
         self.settle(counters);
@@ -184,13 +195,14 @@ impl Order {
     /// root's key may be clamped, so the least is read from `counters`).
     #[inline]
     fn settle(&mut self, counters: &[u64]) {
-        if self
-            .heap
-            .first()
-            .is_some_and(|&k| k >> SLOT_BITS >= REBASE_AT)
-        {
+        if self.base_behind() {
             self.rebase(counters);
         }
+    }
+
+    /// Whether the least counter is [`REBASE_AT`] or more above the base.
+    fn base_behind(&self) -> bool {
+        self.heap.first().is_some_and(|&k| rel_of(k) >= REBASE_AT)
     }
 
     /// [`Order::settle`]'s move, out of line: it runs once per 8.8 billion weighted tokens.
@@ -200,7 +212,7 @@ impl Order {
         self.base = self
             .heap
             .iter()
-            .map(|&k| counters[(k & SLOT_MASK) as usize])
+            .map(|&k| counters[slot_of(k) as usize])
             .min()
             .expect("the heap is not empty");
         self.rebuild(counters);
@@ -210,7 +222,7 @@ impl Order {
     /// order, with its position recorded, and the base is close behind the least.
     fn check(&self, counters: &[u64]) -> Result<(), String> {
         for (i, &k) in self.heap.iter().enumerate() {
-            let s = (k & SLOT_MASK) as u32;
+            let s = slot_of(k);
             let v = counters.get(s as usize).copied().unwrap_or(0);
             if v < self.base || k != self.key(v, s) {
                 return Err(format!("tenant {s} is not ordered at its counter"));
@@ -219,11 +231,7 @@ impl Order {
                 return Err(format!("heap broken at tenant {s}"));
             }
         }
-        if self
-            .heap
-            .first()
-            .is_some_and(|&k| k >> SLOT_BITS >= REBASE_AT)
-        {
+        if self.base_behind() {
             return Err("base left behind the least counter".into());
         }
         Ok(())
@@ -234,7 +242,7 @@ impl Order {
     /// once per 8.8 billion weighted tokens served to the least served tenant.
     fn rebuild(&mut self, counters: &[u64]) {
         for i in 0..self.heap.len() {
-            let slot = (self.heap[i] & SLOT_MASK) as u32;
+            let slot = slot_of(self.heap[i]);
             self.heap[i] = self.key(counters[slot as usize], slot);
         }
         for i in (0..self.heap.len()).rev() {
@@ -275,7 +283,7 @@ pub(crate) struct FairShare {
     /// class's counters are dense (eight to a cache line), so with many tenants the ones a
     /// step joins and charges share lines instead of each being a miss.
     counters: [Vec<u64>; MAX_CLASSES],
-    /// `backlogged[c]` holds `(counters[slot][c], slot)` for exactly the tenants with a
+    /// `backlogged[c]` holds `(counters[c][slot], slot)` for exactly the tenants with a
     /// request waiting in class `c`; its least element is the class's next tenant.
     backlogged: [Order; MAX_CLASSES],
     /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
@@ -366,7 +374,7 @@ impl FairShare {
             return None;
         }
         let least = heap.get(1..heap.len().min(1 + ARITY))?.iter().min()?;
-        Some((least & SLOT_MASK) as u32)
+        Some(slot_of(*least))
     }
 
     /// Adds `amount` of service to tenant `slot` in class `c`, moving it in the order if it
@@ -408,14 +416,10 @@ impl FairShare {
         order
             .check(&self.counters[c])
             .map_err(|e| format!("class {c}: {e}"))?;
-        if let Some(&k) = order
-            .heap
-            .iter()
-            .find(|&&k| !is_backlogged((k & SLOT_MASK) as u32))
-        {
+        if let Some(&k) = order.heap.iter().find(|&&k| !is_backlogged(slot_of(k))) {
             return Err(format!(
                 "class {c}: tenant {} is ordered but not backlogged",
-                k & SLOT_MASK
+                slot_of(k)
             ));
         }
         let n = (0..slots).filter(|&s| is_backlogged(s)).count();
@@ -538,11 +542,7 @@ mod tests {
                 }
             }
             rebases += usize::from(heap.base > base);
-            clamped += heap
-                .heap
-                .iter()
-                .filter(|&&k| k >> SLOT_BITS == REL_MAX)
-                .count();
+            clamped += heap.heap.iter().filter(|&&k| rel_of(k) == REL_MAX).count();
             heap.check(&counters).unwrap();
             assert_eq!(heap.first(), set.first().copied());
             assert_eq!(heap.heap.len(), set.len());
