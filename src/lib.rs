@@ -72,7 +72,10 @@ mod waiting;
 
 pub use budget::{Budget, Short};
 pub use class::{Class, ClassSet, MAX_CLASSES};
-pub use config::{ClassConfig, EngineLimits, PreemptionConfig, SchedulerConfig};
+pub use config::{
+    ClassConfig, DeadlineConfig, EngineLimits, LateRule, PreemptionConfig, QueueOrder,
+    SchedulerConfig,
+};
 pub use counters::{ClassCounters, Conservation, FinishReason, Outcome};
 pub use decision::{
     Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
@@ -82,7 +85,7 @@ pub use error::{
 };
 pub use fair::{FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT};
 pub use ingress::{CancelOutcome, Submitter};
-pub use request::{HandOff, RequestId, RequestSpec, TenantId};
+pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
 pub use slo::{
     ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,

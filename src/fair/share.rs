@@ -8,7 +8,7 @@
 //! place (a BTreeSet's remove and insert cost several times more, and a step charges once
 //! per admission).
 
-use crate::class::MAX_CLASSES;
+use crate::class::MAX_TIERS;
 
 /// Not in the heap.
 const ABSENT: u32 = u32::MAX;
@@ -275,20 +275,21 @@ pub(crate) fn service(tokens: u64, token_weight: f64, tenant_weight: f64) -> u64
     }
 }
 
-/// Counters and backlogged sets.
+/// Counters and backlogged sets, per wait-queue tier (a class, or a class's relegated
+/// requests: each is its own fairness domain, charged for what was admitted from it).
 #[derive(Default)]
 pub(crate) struct FairShare {
     /// `counters[c][slot]`: the weighted service tenant `slot` received in class `c`,
     /// raised by the lift. A slot past the end has received none. By class, then slot: a
     /// class's counters are dense (eight to a cache line), so with many tenants the ones a
     /// step joins and charges share lines instead of each being a miss.
-    counters: [Vec<u64>; MAX_CLASSES],
+    counters: [Vec<u64>; MAX_TIERS],
     /// `backlogged[c]` holds `(counters[c][slot], slot)` for exactly the tenants with a
     /// request waiting in class `c`; its least element is the class's next tenant.
-    backlogged: [Order; MAX_CLASSES],
+    backlogged: [Order; MAX_TIERS],
     /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
     /// while it is charged). The lift for a tenant joining a class where none is backlogged.
-    last: [(u32, u64); MAX_CLASSES],
+    last: [(u32, u64); MAX_TIERS],
 }
 
 impl FairShare {
@@ -396,7 +397,7 @@ impl FairShare {
 
     /// Starts slot `slot` afresh for a new tenant (its previous tenant is gone).
     pub(crate) fn forget(&mut self, slot: u32) {
-        debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(slot)));
+        debug_assert!((0..MAX_TIERS).all(|c| !self.backlogged[c].contains(slot)));
         for counters in &mut self.counters {
             if let Some(k) = counters.get_mut(slot as usize) {
                 *k = 0;

@@ -340,8 +340,17 @@ impl ClassQueue {
 }
 
 /// The wait queue.
+///
+/// Its *tiers* are the classes, most urgent first, and then, in deadline order, one tier per
+/// class for relegated requests (those that can no longer meet their deadline): tier `c`
+/// holds class `c`'s requests that can still meet theirs, tier `live + c` its relegated
+/// ones, served after every live tier, by class, then arrival.
 pub(crate) struct WaitQueue {
     classes: Vec<ClassQueue>,
+    /// The number of classes: tiers below it are live, the rest relegated.
+    live: usize,
+    /// Deadline order: live tiers are ordered and bucketed by deadline.
+    by_deadline: bool,
     /// Bucket width in ns (at least 1).
     width: u64,
     /// `promote_after[c]`: age in ns at which class `c` is left; `None` = never.
@@ -357,10 +366,17 @@ pub(crate) struct WaitQueue {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate {
     pub(crate) key: u32,
-    /// The class it was queued in.
+    /// The class it was queued in (its base class if relegated).
     pub(crate) class: Class,
+    /// The tier it was queued in (see [`WaitQueue`]).
+    pub(crate) tier: u8,
     /// Waited past `max_wait`.
     pub(crate) overdue: bool,
+    /// Deadline order: it can no longer meet its deadline (see
+    /// [`WaitQueue::pop_candidate`]).
+    pub(crate) late: bool,
+    /// Deadline order: taken ahead of class order on the overdue credit.
+    pub(crate) on_credit: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -368,15 +384,19 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl WaitQueue {
-    /// An empty queue; `fair` turns on fairness between tenants.
+    /// An empty queue; `fair` turns on fairness between tenants, `by_deadline` deadline
+    /// order (entries are queued by their `due` time and may be relegated).
     pub(crate) fn new(
         classes: usize,
         width: Duration,
         promote_after: Vec<Option<Duration>>,
         fair: bool,
+        by_deadline: bool,
     ) -> Self {
         Self {
-            classes: (0..classes).map(|_| ClassQueue::default()).collect(),
+            classes: (0..2 * classes).map(|_| ClassQueue::default()).collect(),
+            live: classes,
+            by_deadline,
             width: nanos(width).max(1),
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
             by_base: [0; MAX_CLASSES],
@@ -389,9 +409,14 @@ impl WaitQueue {
         self.len
     }
 
-    /// Requests waiting in effective class `c`.
+    /// Requests waiting in effective class `c`, relegated ones included.
     pub(crate) fn class_len(&self, c: usize) -> usize {
-        self.classes[c].len
+        self.classes[c].len + self.classes[self.live + c].len
+    }
+
+    /// Relegated requests of class `c` waiting.
+    pub(crate) fn relegated_len(&self, c: usize) -> usize {
+        self.classes[self.live + c].len
     }
 
     /// Requests waiting whose base class is `c`.
@@ -465,8 +490,8 @@ impl WaitQueue {
         self.fair.as_mut()
     }
 
-    fn bucket_of(&self, arrival: Timestamp) -> u64 {
-        arrival.0 / self.width
+    fn bucket_of(&self, due: Timestamp) -> u64 {
+        due.0 / self.width
     }
 
     /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
@@ -488,7 +513,7 @@ impl WaitQueue {
     /// Whether bucket `b` has aged out of class `c` at `now`: its end is older than the
     /// threshold.
     fn aged_out(&self, b: u64, c: usize, now: Timestamp) -> bool {
-        match self.promote_after[c] {
+        match self.promote_after.get(c).copied().flatten() {
             Some(t) if c > 0 => {
                 let end = b.saturating_add(1).saturating_mul(self.width);
                 now.0 >= end.saturating_add(t)
@@ -507,18 +532,38 @@ impl WaitQueue {
         Class::from_index(c as u8)
     }
 
-    /// Queues the entry at its place by class, age and arrival.
+    /// The tier an entry goes to at `now`: its effective class (after aging), or its class's
+    /// relegated tier.
+    fn tier_of(&self, e: &slab::Entry, now: Timestamp) -> usize {
+        if e.relegated {
+            self.live + e.spec.class.index()
+        } else {
+            self.effective_class(e.spec.class, e.due, now).index()
+        }
+    }
+
+    /// Queues the entry at its place by tier, then `due` (deadline or arrival). Returns its
+    /// effective class.
     fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
-        let (base, arrival) = (slab[key].spec.class, slab[key].arrival);
-        let class = self.effective_class(base, arrival, now);
-        let b = self.bucket_of(arrival);
+        let tier = self.tier_of(&slab[key], now);
+        let b = self.bucket_of(slab[key].due);
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
-        let bucket = self.classes[class.index()].bucket_mut(slot, b);
+        let bucket = self.classes[tier].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
-        self.sync_head_if_first(slab, class.index(), slot, b);
-        self.note_added(slab, key, class, false);
-        class
+        self.sync_head_if_first(slab, tier, slot, b);
+        self.note_added(slab, key, tier, false);
+        Class::from_index((tier % self.live) as u8)
+    }
+
+    /// Moves a live candidate taken by [`WaitQueue::pop_candidate`] to its class's
+    /// relegated tier, queued by arrival.
+    pub(crate) fn relegate(&mut self, slab: &mut Slab, key: u32, now: Timestamp) {
+        let e = &mut slab[key];
+        debug_assert_eq!(e.place, Place::InHand);
+        e.relegated = true;
+        e.due = e.arrival;
+        self.insert(slab, key, now);
     }
 
     /// Queues an entry that was queued before (preempted, or moved to another class) at its
@@ -537,34 +582,35 @@ impl WaitQueue {
     /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
     /// front of its run. Candidates must be restored in reverse order of taking.
     pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
-        let (run, arrival, slot) = (
+        let (run, due, slot) = (
             run_of(&slab[cand.key]),
-            slab[cand.key].arrival,
+            slab[cand.key].due,
             slab[cand.key].tenant,
         );
-        let b = self.bucket_of(arrival);
-        let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
+        let b = self.bucket_of(due);
+        let tier = usize::from(cand.tier);
+        let bucket = self.classes[tier].bucket_mut(slot, b);
         bucket.run_mut(run).push_front(slab, cand.key);
         bucket.len += 1;
-        self.sync_head_if_first(slab, cand.class.index(), slot, b);
-        self.note_added(slab, cand.key, cand.class, true);
+        self.sync_head_if_first(slab, tier, slot, b);
+        self.note_added(slab, cand.key, tier, true);
     }
 
-    /// Counts an entry just linked into `class` (and its tenant's lane). A lane that was
+    /// Counts an entry just linked into `tier` (and its tenant's lane). A lane that was
     /// empty joins the fair order: lifted (a new arrival, a promotion, a re-queue) or, for
     /// a candidate `restored` unstarted in the step that took it, at its own counter.
-    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, restored: bool) {
+    fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, restored: bool) {
         let slot = slab[key].tenant;
-        let cq = &mut self.classes[class.index()];
+        let cq = &mut self.classes[tier];
         cq.len += 1;
         let lane = &mut cq.lanes[slot as usize];
         lane.len += 1;
         if lane.len == 1 {
             if let Some(f) = &mut self.fair {
                 if restored {
-                    f.rejoin(class.index(), slot);
+                    f.rejoin(tier, slot);
                 } else {
-                    f.join(class.index(), slot);
+                    f.join(tier, slot);
                 }
             }
         }
@@ -580,12 +626,17 @@ impl WaitQueue {
             Place::Waiting,
             "remove of an entry that is not waiting"
         );
-        let b = self.bucket_of(slab[key].arrival);
+        let b = self.bucket_of(slab[key].due);
         let base = slab[key].spec.class.index();
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant as usize);
-        // The run for (tenant, bucket, base, late) lives in exactly one class, at or above
-        // `base`.
-        let class = (0..=base)
+        // The run for (tenant, bucket, base, late) lives in exactly one tier: the class's
+        // relegated tier, or a class at or above `base`.
+        let tiers = if slab[key].relegated {
+            self.live + base..=self.live + base
+        } else {
+            0..=base
+        };
+        let class = tiers
             .rev()
             .find(|&c| {
                 self.classes[c]
@@ -635,9 +686,9 @@ impl WaitQueue {
         slab[key].place = Place::InHand;
     }
 
-    /// Takes the waiting entry `key` of effective class `class` off the queue.
+    /// Takes the waiting entry `key` of tier `class` off the queue.
     fn take(&mut self, slab: &mut Slab, key: u32, class: usize) {
-        let b = self.bucket_of(slab[key].arrival);
+        let b = self.bucket_of(slab[key].due);
         let run = run_of(&slab[key]);
         self.unlink_from(slab, key, class, b, run);
     }
@@ -656,27 +707,60 @@ impl WaitQueue {
         Some(head)
     }
 
-    /// Takes the next request to consider: the oldest overdue request of any class if there
-    /// is one, else the next request of the most urgent non-empty class.
+    /// Takes the next request to consider.
+    ///
+    /// In the ladder order: the oldest overdue request of any class if there is one, else
+    /// the next request of the most urgent non-empty class.
+    ///
+    /// In deadline order: the oldest request waiting past `max_wait` if `overdue_credit`
+    /// covers its prefill; else the next request of the most urgent live tier, unless
+    /// `late` judges that it can no longer meet its deadline: then it is returned with
+    /// [`Candidate::late`] set, for the caller to relegate ([`WaitQueue::relegate`]) or end;
+    /// else the next relegated request, by class.
     pub(crate) fn pop_candidate(
         &mut self,
         slab: &mut Slab,
         now: Timestamp,
         max_wait: Duration,
+        overdue_credit: u64,
+        late: &mut dyn FnMut(&slab::Entry) -> bool,
     ) -> Option<Candidate> {
-        let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
-            Some((c, k)) => (c, k, true),
-            None => {
-                let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
-                (c, self.next_of(slab, c)?, false)
+        if !self.by_deadline {
+            let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
+                Some((c, k)) => (c, k, true),
+                None => {
+                    let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
+                    (c, self.next_of(slab, c)?, false)
+                }
+            };
+            self.take(slab, key, class);
+            return Some(self.candidate(key, class, overdue, false));
+        }
+        if let Some((tier, key)) = self.oldest_past(slab, now, max_wait) {
+            if u64::from(slab[key].prefill_target) <= overdue_credit {
+                self.take(slab, key, tier);
+                let mut cand = self.candidate(key, tier, true, false);
+                cand.on_credit = true;
+                return Some(cand);
             }
-        };
-        self.take(slab, key, class);
-        Some(Candidate {
+        }
+        let tier = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
+        let key = self.next_of(slab, tier)?;
+        let is_late = tier < self.live && late(&slab[key]);
+        self.take(slab, key, tier);
+        let overdue = now.saturating_since(slab[key].arrival) >= max_wait;
+        Some(self.candidate(key, tier, overdue, is_late))
+    }
+
+    fn candidate(&self, key: u32, tier: usize, overdue: bool, late: bool) -> Candidate {
+        Candidate {
             key,
-            class: Class::from_index(class as u8),
+            class: Class::from_index((tier % self.live) as u8),
+            tier: tier as u8,
             overdue,
-        })
+            late,
+            on_credit: false,
+        }
     }
 
     /// The oldest request of any class that has waited at least `age` at `now`, and its
@@ -692,9 +776,11 @@ impl WaitQueue {
         self.classes
             .iter()
             .enumerate()
-            .filter(|(_, cq)| {
+            .filter(|&(c, cq)| {
+                // A bucket keyed by deadline may hold requests older than its start.
+                let by_arrival = !self.by_deadline || c >= self.live;
                 cq.buckets.front().is_some_and(|&(b, _)| {
-                    now.0.saturating_sub(b.saturating_mul(self.width)) >= age_ns
+                    !by_arrival || now.0.saturating_sub(b.saturating_mul(self.width)) >= age_ns
                 })
             })
             .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
@@ -709,13 +795,9 @@ impl WaitQueue {
         now: Timestamp,
         timeout: Duration,
     ) -> Option<Candidate> {
-        let (class, key) = self.oldest_past(slab, now, timeout)?;
-        self.take(slab, key, class);
-        Some(Candidate {
-            key,
-            class: Class::from_index(class as u8),
-            overdue: true,
-        })
+        let (tier, key) = self.oldest_past(slab, now, timeout)?;
+        self.take(slab, key, tier);
+        Some(self.candidate(key, tier, true, false))
     }
 
     /// Moves every bucket whose age passed its class's threshold up one class (or more),
@@ -724,7 +806,7 @@ impl WaitQueue {
     /// class to `promoted`.
     pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
         let mut total = 0;
-        for c in (1..self.classes.len()).rev() {
+        for c in (1..self.live).rev() {
             while let Some(&(b, _)) = self.classes[c].buckets.front() {
                 if !self.aged_out(b, c, now) {
                     break;
@@ -925,14 +1007,20 @@ fn check_bucket(
                 return Err(format!("class {c} bucket {b}: run out of order at {k}"));
             }
             if e.place != Place::Waiting
-                || q.bucket_of(e.arrival) != b
+                || q.bucket_of(e.due) != b
                 || run_of(e) != r
                 || e.tenant as usize != slot
             {
                 return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
             }
-            if c > base {
-                return Err(format!("entry {k} sits below its base class"));
+            if e.relegated != (c >= q.live)
+                || (c >= q.live && c - q.live != base)
+                || (c < q.live && c > base)
+            {
+                return Err(format!("entry {k} sits in tier {c}, not its class's"));
+            }
+            if e.relegated && e.due != e.arrival {
+                return Err(format!("relegated entry {k} is not queued by arrival"));
             }
             prev = k;
             count += 1;
