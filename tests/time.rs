@@ -69,7 +69,11 @@ fn durations_past_the_limit_are_refused_by_the_checked_constructor() {
 #[test]
 fn manual_clock_try_set_refuses_to_go_backwards() {
     let clock = ManualClock::new(Timestamp(100));
-    assert_eq!(clock.try_set(Timestamp(100)), Ok(()), "the same time is fine");
+    assert_eq!(
+        clock.try_set(Timestamp(100)),
+        Ok(()),
+        "the same time is fine"
+    );
     assert_eq!(
         clock.try_set(Timestamp(99)),
         Err(ClockWentBackwards {
@@ -81,7 +85,11 @@ fn manual_clock_try_set_refuses_to_go_backwards() {
     clock.try_set(Timestamp(250)).unwrap();
     assert_eq!(clock.now(), Timestamp(250));
     let e = clock.try_set(Timestamp(7)).unwrap_err();
-    assert!(e.to_string().contains("7ns is earlier than the clock's 250ns"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("7ns is earlier than the clock's 250ns"),
+        "{e}"
+    );
     // `set` keeps its documented behaviour: an earlier time leaves the clock unchanged.
     clock.set(Timestamp(8));
     assert_eq!(clock.now(), Timestamp(250));
