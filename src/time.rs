@@ -63,8 +63,8 @@ impl Timestamp {
         // range (`as` would saturate, silently, above it).
         const LIMIT: f64 = 18_446_744_073_709_551_616.0;
         let ns = (secs * 1e9).round();
-        // NaN fails both comparisons; -0.0 rounds to -0.0, which is >= 0.0.
-        (ns >= 0.0 && ns < LIMIT).then(|| Timestamp(ns as u64))
+        // NaN is in no range; -0.0 rounds to -0.0, which is >= 0.0.
+        (0.0..LIMIT).contains(&ns).then_some(Timestamp(ns as u64))
     }
 
     /// A timestamp `ms` milliseconds after the epoch.

@@ -33,10 +33,7 @@ fn seconds_outside_the_timestamp_range_are_refused() {
         Timestamp::checked_from_secs_f64(18_446_744_073.709_55),
         Some(Timestamp(u64::MAX - 2047))
     );
-    assert_eq!(
-        Timestamp::checked_from_secs_f64(18_446_744_073.709_551_616),
-        None
-    );
+    assert_eq!(Timestamp::checked_from_secs_f64(2f64.powi(64) / 1e9), None);
 }
 
 #[test]
