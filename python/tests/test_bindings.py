@@ -45,7 +45,7 @@ def test_vllm_priority_and_class_index():
     assert admitted_ids(s.step(**BUDGET)) == [3, 2, 1]
     with pytest.raises(triage.ClassError, match="priority -1 is in no class's range"):
         s.submit(4, 10, 5, priority=-1)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(triage.ArgumentError, match="not both"):
         s.submit(5, 10, 5, cls="high", priority=0)
 
 
@@ -133,7 +133,7 @@ def test_progress_finish_and_errors():
     assert s.on_finished(1, "length") == "finished"
     with pytest.raises(triage.ProgressError):
         s.on_finished(1)
-    with pytest.raises(ValueError, match="expected \"stop\""):
+    with pytest.raises(triage.ArgumentError, match="expected \"stop\""):
         s.on_finished(1, "bored")
     with pytest.raises(triage.BudgetError, match="free KV blocks"):
         s.step(1, 1, 10**9)
@@ -184,9 +184,9 @@ def test_slo_report_with_injected_time():
     assert report["MEDIUM"]["ttft"]["samples"] == 0
     assert "e2e" in report["LOW"] and "ttft" not in report["LOW"]
     assert s.slo_report("1m")["HIGH"]["ttft"]["samples"] == 1
-    with pytest.raises(ValueError, match="not configured"):
+    with pytest.raises(triage.ArgumentError, match="not configured"):
         s.slo_report("7m")
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(triage.ArgumentError, match="expected"):
         s.slo_report("forever")
 
 
@@ -265,3 +265,22 @@ def test_fairness_between_tenants_and_the_tenant_limit():
     # Served alternately while both are backlogged, not all of tenant 1 first.
     assert order[:4] == [0, 10, 1, 11], order
     assert sorted(order) == [0, 1, 2, 3, 4, 10, 11]
+
+
+def test_two_classes_without_slo_entries_get_the_targets_of_their_names():
+    # Used to fail: "expected 2 entries, one per scheduler class, found 3".
+    cfg = triage.Config.from_toml(
+        '[[classes]]\nname = "high"\nvllm_priority = [0, 0]\n'
+        '[[classes]]\nname = "batch"\nvllm_priority = [1, 9]\npromote_after_ms = 1000\n'
+    )
+    s = triage.Scheduler(cfg, clock=triage.ManualClock())
+    report = s.slo_report()
+    assert report["high"]["ttft"]["bound_ms"] == 500.0 and report["high"]["ttft"]["quantile"] == 0.99
+    assert report["batch"] == {}
+    with pytest.raises(triage.ConfigError, match=r"line 7, column 1: .*`slo.classes`: expected 2 entries"):
+        triage.Config.from_toml(
+            '[[classes]]\nname = "A"\nvllm_priority = [0, 0]\n'
+            '[[classes]]\nname = "B"\nvllm_priority = [1, 1]\n'
+            + "[[slo.classes]]\n" * 3
+        )
+
