@@ -947,6 +947,27 @@ impl Scheduler {
         Ok(self.inner.waiting_in(class))
     }
 
+    /// Tenants with a request held (waiting or running) while fairness is on; 0 with it
+    /// off (tenants are then not tracked).
+    #[getter]
+    fn tenants_held(&self) -> usize {
+        self.inner.tenants_held()
+    }
+
+    /// The service counted for `tenant` (an int, or `None` for the requests submitted
+    /// without one) in class `cls` (name or index): weighted tokens divided by the
+    /// tenant's weight, the counter that orders the class's tenants. `None` while fairness
+    /// is off or the tenant holds no request.
+    fn tenant_service(
+        &self,
+        tenant: Option<&Bound<'_, PyAny>>,
+        cls: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<f64>> {
+        let tenant = opt_int::<u64>(tenant, "tenant")?.map(TenantId);
+        let class = class_arg(self.inner.classes(), cls, "cls")?;
+        Ok(self.inner.tenant_service(tenant, class))
+    }
+
     /// A snapshot of the counters: `{"waiting", "running", "conservation": {...},
     /// "balanced": bool, "classes": {name: {submitted, refused, ..., running}}}`.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -267,6 +267,42 @@ def test_fairness_between_tenants_and_the_tenant_limit():
     assert sorted(order) == [0, 1, 2, 3, 4, 10, 11]
 
 
+def test_fairness_counters_are_visible():
+    cfg = triage.Config.from_toml(
+        "[fairness]\nenabled = true\n[[fairness.tenants]]\nid = 2\nweight = 2.0\n"
+    )
+    clock = triage.ManualClock()
+    s = triage.Scheduler(cfg, clock=clock)
+    assert s.tenants_held == 0
+    assert s.tenant_service(1, "medium") is None  # holds nothing yet
+    s.submit(1, 10, 4, cls="medium", tenant=1)
+    s.submit(2, 10, 4, cls="medium", tenant=2)
+    s.submit(3, 10, 4, cls="medium")  # no tenant: the shared tenant of its own
+    d = s.step(**BUDGET)
+    assert s.tenants_held == 3
+    for a in d.admitted:
+        s.on_progress(a.id, 10, 1)
+    # Prompt weight 1, output weight 2: 10 + 2 = 12 tokens each, over the tenant's weight.
+    assert s.tenant_service(1, "medium") == pytest.approx(12.0)
+    assert s.tenant_service(2, 1) == pytest.approx(6.0)
+    assert s.tenant_service(None, "MEDIUM") == pytest.approx(12.0)
+    assert s.tenant_service(1, "high") == pytest.approx(0.0)
+    assert s.tenant_service(9, "medium") is None
+    for a in d.admitted:
+        s.on_finished(a.id)
+    s.step(**BUDGET)
+    assert s.tenants_held == 0
+    with pytest.raises(triage.ClassError):
+        s.tenant_service(1, "urgent")
+    with pytest.raises(triage.ArgumentError, match="tenant must be an int from 0"):
+        s.tenant_service(-1, "medium")
+    # Fairness off: nothing is tracked.
+    off = triage.Scheduler(clock=triage.ManualClock())
+    off.submit(1, 10, 4, cls="medium", tenant=1)
+    off.step(**BUDGET)
+    assert off.tenants_held == 0 and off.tenant_service(1, "medium") is None
+
+
 def test_two_classes_without_slo_entries_get_the_targets_of_their_names():
     # Used to fail: "expected 2 entries, one per scheduler class, found 3".
     cfg = triage.Config.from_toml(

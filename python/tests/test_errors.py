@@ -259,6 +259,7 @@ def _surface():
         ("on_progress", s.on_progress, [1, 10, 1], {}),
         ("on_finished", s.on_finished, [1, "stop"], {}),
         ("waiting_in", s.waiting_in, ["high"], {}),
+        ("tenant_service", s.tenant_service, [None, "high"], {}),
         ("slo_report", s.slo_report, ["1m"], {}),
         ("reload", s.reload, [cfg], {}),
         ("TriageRequestQueue", TriageRequestQueue, [cfg], {"policy": "fcfs", "aging": False, "clock": None, "out_of_range": "error"}),

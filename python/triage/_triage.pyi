@@ -210,6 +210,13 @@ class Scheduler:
     @property
     def config(self) -> Config: ...
     def waiting_in(self, cls: ClassLike) -> int: ...
+    @property
+    def tenants_held(self) -> int:
+        """Tenants with a request waiting or running while fairness is on (0 with it off)."""
+    def tenant_service(self, tenant: Optional[int], cls: ClassLike) -> Optional[float]:
+        """The service counted for tenant (None: requests without a tenant) in class cls:
+        weighted tokens over the tenant's weight. None while fairness is off or the tenant
+        holds no request."""
     def metrics(self) -> dict[str, Any]:
         """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}}."""
     def slo_report(self, window: str = "cumulative", now_ns: Optional[int] = None) -> dict[str, dict[str, dict[str, Any]]]:
