@@ -320,3 +320,23 @@ def test_two_classes_without_slo_entries_get_the_targets_of_their_names():
             + "[[slo.classes]]\n" * 3
         )
 
+
+def _documented_keys(section: str) -> set:
+    """The keys the table under `section` in docs/python.md lists (first column)."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "python.md").read_text()
+    body = doc.split(section, 1)[1].split("\n#", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\| `([a-z_\[\]\.]+)` \|", body, re.M)}
+
+
+def test_metrics_keys_are_the_documented_ones():
+    s = triage.Scheduler(clock=triage.ManualClock())
+    m = s.metrics()
+    keys = set(m)
+    keys |= {f"conservation.{k}" for k in m["conservation"]}
+    keys |= {f"classes[name].{k}" for k in m["classes"]["HIGH"]}
+    assert set(m["classes"]) == {"HIGH", "MEDIUM", "LOW"}
+    assert all(set(c) == set(m["classes"]["HIGH"]) for c in m["classes"].values())
+    assert _documented_keys("### Keys of `metrics()`") == keys

@@ -218,7 +218,8 @@ class Scheduler:
         weighted tokens over the tenant's weight. None while fairness is off or the tenant
         holds no request."""
     def metrics(self) -> dict[str, Any]:
-        """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}}."""
+        """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}};
+        every key is listed in docs/python.md."""
     def slo_report(self, window: str = "cumulative", now_ns: Optional[int] = None) -> dict[str, dict[str, dict[str, Any]]]:
         """{class: {"ttft"|"tpot"|"e2e": {bound_ms, quantile, measured_ms, fraction_met,
         samples, met}}} over "cumulative" or a configured window ("1m", "5m", "1h").
