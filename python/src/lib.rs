@@ -171,6 +171,7 @@ fn short_repr(v: &Bound<'_, PyAny>) -> String {
     }
 }
 
+/// The name of `v`'s type, for messages.
 fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type()
         .name()
@@ -226,6 +227,7 @@ fn int_in<T: TryFrom<i128>>(v: &Bound<'_, PyAny>, name: &str, range: &str) -> Py
     }
 }
 
+/// [`int`] for an optional argument (`None` stays `None`).
 fn opt_int<T: IntArg>(v: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<T>> {
     v.map(|v| int(v, name)).transpose()
 }
@@ -235,6 +237,7 @@ fn time_ns(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Timestamp> {
     int_in(v, name, TIME_NS_RANGE).map(Timestamp)
 }
 
+/// String argument `name`.
 fn string(v: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     let s = v
         .cast::<PyString>()
@@ -244,6 +247,7 @@ fn string(v: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
         .map_err(|_| out_of_range(name, "a str without lone surrogates", v))
 }
 
+/// Boolean argument `name`: a `bool`, not any truthy value.
 fn boolean(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
     v.cast::<PyBool>()
         .map(|b| b.is_true())
@@ -1195,21 +1199,28 @@ struct VllmQueue {
 
 /// Logs `message` on the `triage.vllm` logger at warning level when `count` (the clamps so
 /// far, this one included) is a power of two: the first clamp is always seen, and a client
-/// that sends bad values on every request does not flood the log.
-fn warn_clamped(py: Python<'_>, count: u64, message: String) -> PyResult<()> {
+/// that sends bad values on every request does not flood the log. Called after the request
+/// is queued, so a failure to log must not raise (the caller would think the add failed):
+/// it is reported as unraisable (`sys.unraisablehook`), as Python does for errors it
+/// cannot raise.
+fn warn_clamped(py: Python<'_>, count: u64, message: String) {
     if !count.is_power_of_two() {
-        return Ok(());
+        return;
     }
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("triage.vllm",))?;
-    logger.call_method1(
-        "warning",
-        (format!(
-            "{message} ({count} so far; logged at the 1st, 2nd, 4th, 8th, ... time)"
-        ),),
-    )?;
-    Ok(())
+    let log = || -> PyResult<()> {
+        py.import("logging")?
+            .call_method1("getLogger", ("triage.vllm",))?
+            .call_method1(
+                "warning",
+                (format!(
+                    "{message} ({count} so far; logged at the 1st, 2nd, 4th, 8th, ... time)"
+                ),),
+            )?;
+        Ok(())
+    };
+    if let Err(e) = log() {
+        e.write_unraisable(py, None);
+    }
 }
 
 /// `request.<name>`; a missing attribute raises `ArgumentTypeError` naming `request`.
@@ -1378,7 +1389,7 @@ impl VllmQueue {
                     request_label(py, request),
                     self.classes.name(class)
                 ),
-            )?;
+            );
         }
         if let Some((arrival, now_secs)) = clamped_arrival {
             self.clamped_arrivals += 1;
@@ -1389,12 +1400,13 @@ impl VllmQueue {
                     "triage: request {}: arrival_time {arrival} is not {ARRIVAL_RANGE}; queued at the queue's current time, {now_secs}",
                     request_label(py, request)
                 ),
-            )?;
+            );
         }
         Ok(())
     }
 }
 
+/// The requests of the iterable argument `requests`.
 fn collect<'py>(requests: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     requests
         .try_iter()
@@ -1402,6 +1414,7 @@ fn collect<'py>(requests: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>
         .collect()
 }
 
+/// String argument `name`, one of `allowed` (each with its value); `default` if not given.
 fn choice<T: Copy>(
     v: Option<&Bound<'_, PyAny>>,
     name: &str,

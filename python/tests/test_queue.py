@@ -363,3 +363,27 @@ def test_out_of_range_priorities_are_counted_and_logged(aging_config, caplog):
     assert f"request 'big': priority {2**70} is in no class's range; queued as LOW" in logged[1]
     # class_for_priority only answers; it counts nothing.
     assert q.class_for_priority(-5) == 0 and q.clamped_priorities == 2
+
+
+def test_a_failure_to_log_a_clamp_does_not_fail_the_add(monkeypatch):
+    # The request is queued before the warning is logged: a logging error must not make
+    # the add look failed (inside vLLM it would also stop the engine). It goes to
+    # sys.unraisablehook, as Python does with errors it cannot raise.
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+
+    def boom(record):
+        raise RuntimeError("broken log filter")
+
+    logger = logging.getLogger("triage.vllm")
+    logger.addFilter(boom)
+    try:
+        q = TriageRequestQueue(aging=False, clock=lambda: 1.0)
+        r = FakeRequest("r", 0, math.nan)
+        q.add_request(r)
+    finally:
+        logger.removeFilter(boom)
+    assert r in q and q.clamped_arrivals == 1
+    assert len(seen) == 1 and str(seen[0]) == "broken log filter"
