@@ -78,7 +78,8 @@ pub use decision::{
     Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
 };
 pub use error::{
-    BudgetError, ClassError, ConfigError, ControlError, ProgressError, ReloadError, SubmitError,
+    BudgetError, ClassError, ClockWentBackwards, ConfigError, ControlError, ProgressError,
+    ReloadError, SubmitError,
 };
 pub use fair::{FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT};
 pub use ingress::{CancelOutcome, Submitter};
