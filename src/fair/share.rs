@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn costs_do_not_depend_on_the_weights_magnitude() {
-        // The scale (every tenant 100,000: a decode token was worth 0 thousandths)
+        // The scale (every tenant 100,000, where a decode token used to cost 0)
         // and a tiny output weight cost what their ratios say, as at weight 1.
         let t = TOK as u64;
         assert_eq!(pricing(1.0, 2.0, 1e5, &[]).costs(1e5), [t, 2 * t]);
