@@ -81,7 +81,9 @@ pub use error::{
     BudgetError, ClassError, ClockWentBackwards, ConfigError, ControlError, ProgressError,
     ReloadError, SubmitError,
 };
-pub use fair::{FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT};
+pub use fair::{
+    FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT, MAX_TOKEN_WEIGHT_RATIO, MAX_WEIGHT_RATIO,
+};
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};

@@ -5,7 +5,6 @@
 use super::Scheduler;
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
-use crate::fair::share::{service, SCALE};
 use crate::fair::tenants::Tenants;
 use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
 use crate::queue::slab::NO_SLOT;
@@ -134,11 +133,8 @@ impl Scheduler {
         if slot == NO_SLOT {
             return;
         }
-        let token_weight = match kind {
-            Tokens::Prompt => cfg.prompt_token_weight,
-            Tokens::Output => cfg.output_token_weight,
-        };
-        let amount = service(u64::from(tokens), token_weight, self.tenants.weight(slot));
+        // Whole units per token, so the counter adds exactly (`crate::fair::share::Pricing`).
+        let amount = u128::from(tokens) * u128::from(self.tenants.cost(slot, kind as usize));
         if let Some(f) = self.wait.fair_mut() {
             f.charge(class, slot, amount);
         }
@@ -196,11 +192,11 @@ impl Scheduler {
 
     /// The service `tenant` has been counted in `class` (weighted tokens divided by its
     /// weight, after lifts), while fairness is on and the tenant is held. The counter that
-    /// orders the class's tenants.
+    /// orders the class's tenants (exact in its own units; this is it as an `f64`).
     pub fn tenant_service(&self, tenant: Option<TenantId>, class: crate::Class) -> Option<f64> {
         let f = self.wait.fair()?;
         let slot = self.tenants.slot_of(tenant)?;
-        Some(f.counter(class.index(), slot) as f64 / SCALE)
+        Some(self.tenants.service(f.counter(class.index(), slot)))
     }
 
     /// A fresh registry for `config`, with every held entry given its slot again (a
