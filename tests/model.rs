@@ -158,7 +158,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         aging,
         (10u64..250, 1u64..25, prop::option::of(1u64..200)),
         (
-            prop::sample::select(vec![2usize, 8, 1024, 1024]),
+            // The smallest ring the configuration accepts, so full rings are common.
+            prop::sample::select(vec![ClassConfig::MIN_RING_CAPACITY, 8, 1024, 1024]),
             prop::sample::select(vec![3usize, 16, 100_000, 100_000]),
         ),
         (any::<bool>(), 1u8..3, 1usize..4),
