@@ -1414,17 +1414,40 @@ mod stats {
     }
 }
 
+/// Where failing cases' seeds are saved, and replayed from before any new case:
+/// `tests/model.proptest-regressions`, next to this file. (proptest's default,
+/// `SourceParallel`, looks above the source for a `lib.rs` or `main.rs`, finds none for an
+/// integration test, and falls back to this with a warning on every run.)
+fn persistence() -> Box<dyn proptest::test_runner::FailurePersistence> {
+    Box::new(proptest::test_runner::FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    ))
+}
+
+/// The saved seeds are found and every line of the checked-in file parses, so each run
+/// replays them: fails if the persistence path or the file's format goes wrong.
+#[test]
+fn saved_failures_are_replayed() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/model.proptest-regressions"
+    );
+    let text = std::fs::read_to_string(path).expect("the regressions file is checked in");
+    let saved = text.lines().filter(|l| l.starts_with("cc ")).count();
+    assert!(saved > 0, "{path} holds no seeds");
+    let loaded = persistence().load_persisted_failures2(Some(file!()));
+    assert_eq!(loaded.len(), saved, "seeds loaded from {path}");
+}
+
 #[test]
 fn scheduler_matches_the_contract_model() {
-    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    use proptest::test_runner::{Config, TestRunner};
     let cases = cases();
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 20_000,
         source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(persistence()),
         ..Config::default()
     });
     let start = std::time::Instant::now();
