@@ -106,6 +106,13 @@ enum Op {
         prompt: u32,
         max_new: u32,
     },
+    /// `n` valid submits of one class in a row (ids from `first` up, in the pool): fills
+    /// small rings and queues between two steps.
+    Burst {
+        first: u64,
+        class: u8,
+        n: u8,
+    },
     Cancel {
         id: u64,
     },
@@ -221,6 +228,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new)
             .prop_map(|(id, class, prompt, max_new)| Op::Submit { id, class, prompt, max_new }),
+        6 => (id.clone(), 0u8..3, 2u8..6).prop_map(|(first, class, n)| Op::Burst { first, class, n }),
         15 => id.clone().prop_map(|id| Op::Cancel { id }),
         15 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255])
             .prop_map(|(id, class)| Op::Reprio { id, class }),
@@ -450,6 +458,13 @@ impl World {
                 prompt,
                 max_new,
             } => self.submit(id, class, prompt, max_new),
+            Op::Burst { first, class, n } => {
+                for id in (first..first + u64::from(n)).map(|id| id % 40) {
+                    self.submit(id, class, 8, 2)?;
+                    self.verify()?;
+                }
+                Ok(())
+            }
             Op::Cancel { id } => self.cancel(id),
             Op::Reprio { id, class } => self.reprio(id, class),
             Op::Step {
@@ -539,6 +554,7 @@ impl World {
         } else if self.held.contains_key(&id) {
             Err(SubmitError::DuplicateId(rid))
         } else if self.ring_len[c] >= self.cfg.classes[c].ring_capacity {
+            stats::add(14, 1);
             Err(SubmitError::QueueFull {
                 class: name(c),
                 capacity: self.cfg.classes[c].ring_capacity,
@@ -1384,7 +1400,7 @@ fn cases() -> u32 {
 /// What the cases exercised, to show the oracle is not vacuous.
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) static NAMES: [&str; 14] = [
+    pub(crate) static NAMES: [&str; 15] = [
         "steps",
         "admitted",
         "resumed",
@@ -1399,8 +1415,9 @@ mod stats {
         "aborted",
         "handed-off",
         "refused",
+        "ring-full",
     ];
-    pub(crate) static COUNTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+    pub(crate) static COUNTS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
     pub(crate) fn add(i: usize, n: u64) {
         COUNTS[i].fetch_add(n, Ordering::Relaxed);
     }
