@@ -115,30 +115,29 @@ fn close_racing_submit() {
     });
 }
 
-/// Two submitters racing the hand-off on a two-slot ring that already holds one request:
-/// each submit is accepted, refused as full, or refused as closed; every accepted one is
-/// handed off, and nothing is left in ingress (`check_invariants` checks the rings).
+/// A submit racing the hand-off on a two-slot ring that has wrapped: one request already
+/// drained by a step, one waiting in the ring, and the racing submit claims the position
+/// that maps back to the first slot. It is handed off with the others or refused with
+/// `Closed`, and nothing is left in ingress (`check_invariants` checks the rings).
 #[test]
-fn submitters_racing_the_hand_off_of_a_nearly_full_ring() {
+fn submit_racing_the_hand_off_of_a_wrapped_ring() {
     loom::model(|| {
         let (mut sched, api, clock) = new();
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
         api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
-        let threads: Vec<_> = [2u64, 3]
-            .into_iter()
-            .map(|id| {
-                let api = api.clone();
-                thread::spawn(move || api.submit(RequestSpec::new(id, Class::LOW, 16, 4)))
-            })
-            .collect();
+        sched.step(clock.now(), &no_room).unwrap();
+        api.submit(RequestSpec::new(2, Class::LOW, 16, 4)).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.submit(RequestSpec::new(3, Class::LOW, 16, 4)));
         let handed = sched.drain_waiting(clock.now());
-        let mut accepted = 1;
-        for t in threads {
-            match t.join().unwrap() {
-                Ok(_) => accepted += 1,
-                Err(SubmitError::QueueFull { capacity: 2, .. } | SubmitError::Closed) => {}
-                Err(e) => panic!("unexpected {e}"),
-            }
-        }
+        let accepted = match t.join().unwrap() {
+            Ok(_) => 3,
+            Err(SubmitError::Closed) => 2,
+            Err(e) => panic!("unexpected {e}"),
+        };
         assert_eq!(
             handed.len(),
             accepted,
