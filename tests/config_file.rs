@@ -122,7 +122,13 @@ fn every_rule_has_its_message() {
         (
             classes("ring_capacity = 1000\n"),
             "classes[1].ring_capacity",
-            "a power of two from 1 to 1048576",
+            "a power of two from 2 to 1048576",
+            Some((8, 1)),
+        ),
+        (
+            classes("ring_capacity = 1\n"),
+            "classes[1].ring_capacity",
+            "a power of two from 2 to 1048576",
             Some((8, 1)),
         ),
         (

@@ -185,6 +185,13 @@ enum Op {
         max_new: u32,
         tenant: u8,
     },
+    /// `n` valid submits of one class in a row (ids from `first` up, in the pool): fills
+    /// small rings and queues between two steps.
+    Burst {
+        first: u64,
+        class: u8,
+        n: u8,
+    },
     Cancel {
         id: u64,
     },
@@ -269,7 +276,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         aging,
         (10u64..250, 1u64..25, prop::option::of(1u64..200)),
         (
-            prop::sample::select(vec![2usize, 8, 1024, 1024]),
+            // The smallest ring the configuration accepts, so full rings are common.
+            prop::sample::select(vec![ClassConfig::MIN_RING_CAPACITY, 8, 1024, 1024]),
             prop::sample::select(vec![3usize, 16, 100_000, 100_000]),
         ),
         (any::<bool>(), 1u8..3, 1usize..4),
@@ -340,6 +348,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 max_new,
                 tenant
             }),
+        6 => (id.clone(), 0u8..3, 2u8..6).prop_map(|(first, class, n)| Op::Burst { first, class, n }),
         15 => id.clone().prop_map(|id| Op::Cancel { id }),
         15 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255])
             .prop_map(|(id, class)| Op::Reprio { id, class }),
@@ -607,6 +616,13 @@ impl World {
                 max_new,
                 tenant,
             } => self.submit(id, class, prompt, max_new, tenant % self.tenancy.tenants),
+            Op::Burst { first, class, n } => {
+                for id in (first..first + u64::from(n)).map(|id| id % 40) {
+                    self.submit(id, class, 8, 2, 0)?;
+                    self.verify()?;
+                }
+                Ok(())
+            }
             Op::Cancel { id } => self.cancel(id),
             Op::Reprio { id, class } => self.reprio(id, class),
             Op::Step {
@@ -699,6 +715,7 @@ impl World {
         } else if self.held.contains_key(&id) {
             Err(SubmitError::DuplicateId(rid))
         } else if self.ring_len[c] >= self.cfg.classes[c].ring_capacity {
+            stats::add(16, 1);
             Err(SubmitError::QueueFull {
                 class: name(c),
                 capacity: self.cfg.classes[c].ring_capacity,
@@ -1797,7 +1814,7 @@ fn cases() -> u32 {
 /// What the cases exercised, to show the oracle is not vacuous.
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) static NAMES: [&str; 16] = [
+    pub(crate) static NAMES: [&str; 17] = [
         "steps",
         "admitted",
         "resumed",
@@ -1814,8 +1831,9 @@ mod stats {
         "refused",
         "fair-steps",
         "fair-picks-checked",
+        "ring-full",
     ];
-    pub(crate) static COUNTS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+    pub(crate) static COUNTS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
     pub(crate) fn add(i: usize, n: u64) {
         COUNTS[i].fetch_add(n, Ordering::Relaxed);
     }
@@ -1829,17 +1847,40 @@ mod stats {
     }
 }
 
+/// Where failing cases' seeds are saved, and replayed from before any new case:
+/// `tests/model.proptest-regressions`, next to this file. (proptest's default,
+/// `SourceParallel`, looks above the source for a `lib.rs` or `main.rs`, finds none for an
+/// integration test, and falls back to this with a warning on every run.)
+fn persistence() -> Box<dyn proptest::test_runner::FailurePersistence> {
+    Box::new(proptest::test_runner::FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    ))
+}
+
+/// The saved seeds are found and every line of the checked-in file parses, so each run
+/// replays them: fails if the persistence path or the file's format goes wrong.
+#[test]
+fn saved_failures_are_replayed() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/model.proptest-regressions"
+    );
+    let text = std::fs::read_to_string(path).expect("the regressions file is checked in");
+    let saved = text.lines().filter(|l| l.starts_with("cc ")).count();
+    assert!(saved > 0, "{path} holds no seeds");
+    let loaded = persistence().load_persisted_failures2(Some(file!()));
+    assert_eq!(loaded.len(), saved, "seeds loaded from {path}");
+}
+
 #[test]
 fn scheduler_matches_the_contract_model() {
-    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    use proptest::test_runner::{Config, TestRunner};
     let cases = cases();
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 20_000,
         source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(persistence()),
         ..Config::default()
     });
     let start = std::time::Instant::now();

@@ -39,7 +39,9 @@ pub(crate) struct Full;
 impl Tenants {
     /// The registry for `config` (a reload builds a new one and re-registers the held
     /// requests with [`Tenants::acquire_held`]). Its maps hold at most `max_tenants`
-    /// entries, so ids a client picks to collide cost at most that bound per look-up.
+    /// entries, so ids a client picks to collide cost at most that bound per look-up; only
+    /// a reload's held requests and a hand-off's requests from the rings (bounded by the
+    /// rings' capacity) go past it.
     pub(crate) fn new(config: &FairnessConfig) -> Self {
         let pricing = Pricing::new(config);
         Tenants {
@@ -111,8 +113,13 @@ impl Tenants {
     /// The slot for one more request of `tenant`, past the limit if need be (a reload
     /// re-registering the requests already held).
     pub(crate) fn acquire_held(&mut self, tenant: Option<TenantId>) -> u32 {
-        let (s, _) = self.acquire_within(tenant, usize::MAX).expect("no limit");
-        s
+        self.acquire_past_limit(tenant).0
+    }
+
+    /// [`Tenants::acquire`] with no limit: for requests that were accepted and must be
+    /// held even so (a hand-off taking them from the rings).
+    pub(crate) fn acquire_past_limit(&mut self, tenant: Option<TenantId>) -> (u32, bool) {
+        self.acquire_within(tenant, usize::MAX).expect("no limit")
     }
 
     /// The slot of a held tenant.

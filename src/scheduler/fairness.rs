@@ -33,15 +33,26 @@ impl Tokens {
     }
 }
 
+/// Whether a drained request may be refused for the tenant limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TenantLimit {
+    /// A step's drain: the limit bounds the tenants held for serving.
+    Apply,
+    /// A hand-off's drain: the request is handed off, not served here, and a refusal there
+    /// would reach no one (the hand-off returns only what it hands off).
+    Lift,
+}
+
 impl Scheduler {
     /// Gives a drained entry its tenant's slot (`hint`: the slot [`Scheduler::look_ahead`]
     /// found, or `NO_SLOT`; see [`Tenants::acquire`]). With fairness off every entry is in
     /// slot 0. Returns `false`, having ended the entry as refused, if its tenant is new and
-    /// the tenant limit is reached.
+    /// the tenant limit is reached, unless `limit` is [`TenantLimit::Lift`].
     pub(super) fn assign_tenant(
         &mut self,
         key: u32,
         hint: u32,
+        limit: TenantLimit,
         now: Timestamp,
         out: &mut Decision,
     ) -> bool {
@@ -50,7 +61,11 @@ impl Scheduler {
             return true;
         }
         let tenant = self.slab[key].spec.tenant;
-        match self.tenants.acquire(tenant, hint) {
+        let acquired = match limit {
+            TenantLimit::Apply => self.tenants.acquire(tenant, hint),
+            TenantLimit::Lift => Ok(self.tenants.acquire_past_limit(tenant)),
+        };
+        match acquired {
             Ok((slot, fresh)) => {
                 if fresh {
                     if let Some(f) = self.wait.fair_mut() {
