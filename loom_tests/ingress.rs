@@ -1,5 +1,6 @@
 //! Loom models of the whole ingress path through the public API: `Submitter` calls on one
-//! thread racing the scheduler's step on another. Rings shrink to two slots under loom.
+//! thread racing the scheduler's step on another, with the smallest rings the configuration
+//! accepts (two slots).
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_ingress`
 #![cfg(loom)]
@@ -12,8 +13,16 @@ fn config() -> SchedulerConfig {
     c.shards = 1;
     for class in &mut c.classes {
         class.promote_after_ms = None;
+        class.ring_capacity = ClassConfig::MIN_RING_CAPACITY;
     }
     c
+}
+
+/// The models' counts are written for two-slot rings, the smallest accepted.
+#[test]
+fn the_models_use_the_smallest_accepted_ring() {
+    assert_eq!(ClassConfig::MIN_RING_CAPACITY, 2);
+    assert!(config().classes.iter().all(|c| c.ring_capacity == 2));
 }
 
 fn budget() -> Budget {
@@ -102,6 +111,42 @@ fn close_racing_submit() {
         let d = sched.step(clock.now(), &budget()).unwrap();
         assert_eq!(d.summary.drained, 0, "nothing landed after the hand-off");
         assert!(sched.conservation().is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}
+
+/// A submit racing the hand-off on a two-slot ring that has wrapped: one request already
+/// drained by a step, one waiting in the ring, and the racing submit claims the position
+/// that maps back to the first slot. It is handed off with the others or refused with
+/// `Closed`, and nothing is left in ingress (`check_invariants` checks the rings).
+#[test]
+fn submit_racing_the_hand_off_of_a_wrapped_ring() {
+    loom::model(|| {
+        let (mut sched, api, clock) = new();
+        let no_room = Budget {
+            max_num_seqs: 0,
+            ..budget()
+        };
+        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        sched.step(clock.now(), &no_room).unwrap();
+        api.submit(RequestSpec::new(2, Class::LOW, 16, 4)).unwrap();
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.submit(RequestSpec::new(3, Class::LOW, 16, 4)));
+        let handed = sched.drain_waiting(clock.now());
+        let accepted = match t.join().unwrap() {
+            Ok(_) => 3,
+            Err(SubmitError::Closed) => 2,
+            Err(e) => panic!("unexpected {e}"),
+        };
+        assert_eq!(
+            handed.len(),
+            accepted,
+            "every accepted request is handed off"
+        );
+        let c = sched.conservation();
+        assert_eq!((c.in_ingress, c.evicted), (0, accepted as u64));
+        assert!(c.is_balanced());
+        sched.check_invariants().unwrap();
     });
 }
 

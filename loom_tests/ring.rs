@@ -7,13 +7,25 @@
 use loom::sync::Arc;
 use loom::thread;
 use triage::loom_internals::{PushError, Ring};
+use triage::ClassConfig;
+
+/// The models run the smallest ring the configuration accepts. Their counts ("exactly two
+/// land") are written for two slots: if the minimum changes, rewrite them for it.
+const SLOTS: usize = ClassConfig::MIN_RING_CAPACITY;
+
+#[test]
+fn the_models_use_the_smallest_accepted_ring() {
+    assert_eq!(SLOTS, 2);
+    // Loom's atomics exist only inside a model.
+    loom::model(|| assert_eq!(Ring::<u32>::with_capacity(SLOTS).capacity(), 2));
+}
 
 /// Two producers push three items into a two-slot ring with no consumer: exactly two land,
 /// exactly one is refused as full, and the two that landed pop in claim order.
 #[test]
 fn two_producers_fill_the_ring_and_full_is_exact() {
     loom::model(|| {
-        let ring = Arc::new(Ring::with_capacity(2));
+        let ring = Arc::new(Ring::with_capacity(SLOTS));
         let r1 = ring.clone();
         let a = thread::spawn(move || {
             let x = r1.push(10).is_ok() as u32;
@@ -45,7 +57,7 @@ fn two_producers_fill_the_ring_and_full_is_exact() {
 #[test]
 fn producers_and_consumer_wrap_around() {
     loom::model(|| {
-        let ring = Arc::new(Ring::with_capacity(2));
+        let ring = Arc::new(Ring::with_capacity(SLOTS));
         let producers: Vec<_> = [(0u32, 2u32), (100, 1)]
             .into_iter()
             .map(|(base, n)| {
@@ -108,7 +120,7 @@ fn producers_and_consumer_wrap_around() {
 #[test]
 fn two_by_two_with_interleaved_pops() {
     loom::model(|| {
-        let ring = Arc::new(Ring::with_capacity(2));
+        let ring = Arc::new(Ring::with_capacity(SLOTS));
         let producers: Vec<_> = [0u32, 100]
             .into_iter()
             .map(|base| {
@@ -161,7 +173,7 @@ fn two_by_two_with_interleaved_pops() {
 #[test]
 fn close_racing_push() {
     loom::model(|| {
-        let ring = Arc::new(Ring::with_capacity(2));
+        let ring = Arc::new(Ring::with_capacity(SLOTS));
         let r1 = ring.clone();
         let p = thread::spawn(move || r1.push(7).is_ok());
         ring.close();
@@ -170,5 +182,45 @@ fn close_racing_push() {
         let popped = unsafe { ring.pop() };
         assert_eq!(popped.is_some(), landed);
         assert!(matches!(ring.push(8), Err(PushError::Closed(8))));
+    });
+}
+
+/// `drain_waiting`'s loop: the ring is closed while two producers push, then emptied with
+/// `pop_closed`, which waits only for a push that claimed its position before the close and
+/// has not published it yet. It ends in every interleaving, takes exactly the accepted
+/// items (through wrap-around: one item was pushed and popped first), and leaves the ring
+/// empty and in protocol.
+#[test]
+fn pop_closed_takes_every_push_claimed_before_the_close() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::with_capacity(SLOTS));
+        ring.push(0).unwrap();
+        // SAFETY: this thread is the ring's only consumer.
+        assert_eq!(unsafe { ring.pop() }, Some(0));
+        let producers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|v| {
+                let ring = ring.clone();
+                thread::spawn(move || match ring.push(v) {
+                    Ok(()) => Some(v),
+                    Err(PushError::Closed(_)) => None,
+                    Err(PushError::Full(_)) => unreachable!("two pushes fit in two slots"),
+                })
+            })
+            .collect();
+        ring.close();
+        let mut got = Vec::new();
+        // SAFETY: as above.
+        while let Some(v) = unsafe { ring.pop_closed() } {
+            got.push(v);
+        }
+        let mut accepted: Vec<u32> = producers
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        got.sort();
+        accepted.sort();
+        assert_eq!(got, accepted, "exactly the accepted items, once each");
+        assert_eq!(ring.check_head(), Ok(()));
     });
 }

@@ -20,7 +20,8 @@ pub struct ClassConfig {
     /// `None` for the top class, or to never promote out of this class.
     #[serde(default)]
     pub promote_after_ms: Option<u64>,
-    /// Slots of this class's ring in each ingress shard. A power of two.
+    /// Slots of this class's ring in each ingress shard: a power of two from
+    /// [`ClassConfig::MIN_RING_CAPACITY`] to [`ClassConfig::MAX_RING_CAPACITY`].
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: usize,
     /// Most requests of this class waiting at once; submits past it get `QueueFull`.
@@ -113,6 +114,15 @@ impl Default for DeadlineConfig {
             initial_iteration_ms: 50,
         }
     }
+}
+
+impl ClassConfig {
+    /// The smallest `ring_capacity` (2). A one-slot ring cannot tell a slot holding the
+    /// value pushed at position `p` from one free for position `p + 1`, so it would
+    /// overwrite accepted requests (see `src/ingress/ring.rs`).
+    pub const MIN_RING_CAPACITY: usize = crate::ingress::ring::MIN_CAPACITY;
+    /// The largest `ring_capacity` (2^20).
+    pub const MAX_RING_CAPACITY: usize = 1 << 20;
 }
 
 fn default_ring_capacity() -> usize {
@@ -354,10 +364,11 @@ impl SchedulerConfig {
                     ));
                 }
             }
-            if !c.ring_capacity.is_power_of_two() || c.ring_capacity > 1 << 20 {
+            let rings = ClassConfig::MIN_RING_CAPACITY..=ClassConfig::MAX_RING_CAPACITY;
+            if !c.ring_capacity.is_power_of_two() || !rings.contains(&c.ring_capacity) {
                 return Err(err(
                     f("ring_capacity"),
-                    "a power of two from 1 to 1048576",
+                    format!("a power of two from {} to {}", rings.start(), rings.end()),
                     c.ring_capacity,
                 ));
             }

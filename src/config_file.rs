@@ -3,11 +3,15 @@
 
 use crate::config::SchedulerConfig;
 use crate::error::ConfigError;
+use crate::slo::ClassSlo;
 use std::path::Path;
 
 impl SchedulerConfig {
     /// Parses and validates a TOML document. Fields left out take their defaults
-    /// ([`SchedulerConfig::default`]); unknown keys are refused.
+    /// ([`SchedulerConfig::default`]); unknown keys are refused. A document without
+    /// `slo.classes` gives each class the targets of the default class of its name
+    /// ([`crate::ClassSlo::default_named`]: `HIGH`, `MEDIUM`, `LOW`), and no targets to a
+    /// class of any other name.
     ///
     /// ```
     /// let cfg = triage::SchedulerConfig::from_toml_str("max_wait_ms = 90000").unwrap();
@@ -18,7 +22,17 @@ impl SchedulerConfig {
     /// assert!(e.expected.contains("did you mean `max_wait_ms`"), "{e}");
     /// ```
     pub fn from_toml_str(text: &str) -> Result<SchedulerConfig, ConfigError> {
-        let config: SchedulerConfig = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        let mut config: SchedulerConfig =
+            toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        if !sets_slo_classes(text) {
+            // Serde filled in the three default classes' targets, by position; the rule is
+            // by name, for however many classes the file has.
+            config.slo.classes = config
+                .classes
+                .iter()
+                .map(|c| ClassSlo::default_named(&c.name))
+                .collect();
+        }
         config.validate().map_err(|mut e| {
             e.location = locate(text, &e.field);
             e
@@ -37,6 +51,16 @@ impl SchedulerConfig {
         })?;
         Self::from_toml_str(&text)
     }
+}
+
+/// Whether the document gives `slo.classes` (as `[[slo.classes]]` tables or a `classes`
+/// key in `[slo]`), even an empty list. Called on text that has already parsed.
+fn sets_slo_classes(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|doc| {
+        doc.get("slo")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|slo| slo.contains_key("classes"))
+    })
 }
 
 /// 1-based (line, column) of byte offset `at`.

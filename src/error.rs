@@ -2,6 +2,7 @@
 //! leaves the scheduler's state unchanged.
 
 use crate::request::RequestId;
+use crate::time::Timestamp;
 use std::fmt;
 
 /// A class name, index or vLLM priority that maps to no configured class.
@@ -263,6 +264,27 @@ impl fmt::Display for BudgetError {
 }
 
 impl std::error::Error for BudgetError {}
+
+/// [`crate::ManualClock::try_set`] was asked to move the clock back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockWentBackwards {
+    /// The time asked for.
+    pub requested: Timestamp,
+    /// The clock's time, unchanged.
+    pub current: Timestamp,
+}
+
+impl fmt::Display for ClockWentBackwards {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "time {}ns is earlier than the clock's {}ns; a ManualClock never goes backwards",
+            self.requested.0, self.current.0
+        )
+    }
+}
+
+impl std::error::Error for ClockWentBackwards {}
 
 /// Why a configuration reload was refused. The configuration in force stays, unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]

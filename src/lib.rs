@@ -81,9 +81,12 @@ pub use decision::{
     Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
 };
 pub use error::{
-    BudgetError, ClassError, ConfigError, ControlError, ProgressError, ReloadError, SubmitError,
+    BudgetError, ClassError, ClockWentBackwards, ConfigError, ControlError, ProgressError,
+    ReloadError, SubmitError,
 };
-pub use fair::{FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT};
+pub use fair::{
+    FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT, MAX_TOKEN_WEIGHT_RATIO, MAX_WEIGHT_RATIO,
+};
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};

@@ -2,12 +2,18 @@
 //! that API threads use to stamp arrivals. The engine passes `now` to every step, so aging,
 //! max-wait and SLO behaviour is exact under test: inject a [`ManualClock`].
 
+use crate::error::ClockWentBackwards;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Nanoseconds since the clock's epoch. Only differences between timestamps of one clock
 /// are meaningful.
+///
+/// The range is 0 to [`Timestamp::MAX`], `u64::MAX` ns: 18,446,744,073.709551615 s, about
+/// 584.5 years after the epoch (with the Unix epoch, up to the year 2554). The checked
+/// constructors ([`Timestamp::checked_from_secs_f64`], [`Timestamp::checked_from_duration`])
+/// refuse anything outside it; [`Timestamp::from_duration`] saturates at `MAX`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub u64);
 
@@ -15,9 +21,50 @@ impl Timestamp {
     /// The clock's epoch.
     pub const ZERO: Timestamp = Timestamp(0);
 
-    /// A timestamp `d` after the epoch.
+    /// The latest timestamp the type holds: `u64::MAX` ns after the epoch
+    /// (18,446,744,073.709551615 s, about 584.5 years).
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
+
+    /// A timestamp `d` after the epoch, saturating at [`Timestamp::MAX`] (see
+    /// [`Timestamp::checked_from_duration`] to refuse a `d` beyond it instead).
     pub fn from_duration(d: Duration) -> Self {
-        Timestamp(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        Self::checked_from_duration(d).unwrap_or(Self::MAX)
+    }
+
+    /// A timestamp `d` after the epoch, or `None` if `d` is past [`Timestamp::MAX`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use triage::Timestamp;
+    /// assert_eq!(Timestamp::checked_from_duration(Duration::from_secs(2)), Some(Timestamp(2_000_000_000)));
+    /// assert_eq!(Timestamp::checked_from_duration(Duration::from_nanos(u64::MAX)), Some(Timestamp::MAX));
+    /// assert_eq!(Timestamp::checked_from_duration(Duration::from_secs(18_446_744_074)), None);
+    /// ```
+    pub fn checked_from_duration(d: Duration) -> Option<Self> {
+        u64::try_from(d.as_nanos()).ok().map(Timestamp)
+    }
+
+    /// A timestamp `secs` seconds after the epoch, rounded to the nearest nanosecond; `None`
+    /// if `secs` is NaN, infinite, negative, or rounds past [`Timestamp::MAX`]
+    /// (18,446,744,073.709551615 s). Monotone: a larger `secs` never gives an earlier
+    /// timestamp. Exact to the nanosecond while `secs * 1e9` is below 2^53 (about 104
+    /// days); at today's Unix time in seconds, steps are 256 ns (the float's precision).
+    ///
+    /// ```
+    /// # use triage::Timestamp;
+    /// assert_eq!(Timestamp::checked_from_secs_f64(1.5), Some(Timestamp(1_500_000_000)));
+    /// assert_eq!(Timestamp::checked_from_secs_f64(-0.0), Some(Timestamp::ZERO));
+    /// for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1e-9, 1e300, 18_446_744_074.0] {
+    ///     assert_eq!(Timestamp::checked_from_secs_f64(bad), None, "{bad}");
+    /// }
+    /// ```
+    pub fn checked_from_secs_f64(secs: f64) -> Option<Self> {
+        // 2^64 as a float, exactly: every float below it converts to u64 without loss of
+        // range (`as` would saturate, silently, above it).
+        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+        let ns = (secs * 1e9).round();
+        // NaN is in no range; -0.0 rounds to -0.0, which is >= 0.0.
+        (0.0..LIMIT).contains(&ns).then_some(Timestamp(ns as u64))
     }
 
     /// A timestamp `ms` milliseconds after the epoch.
@@ -93,11 +140,39 @@ impl ManualClock {
         }
     }
 
-    /// Sets the time. Going backwards is ignored, so the clock stays monotonic.
+    /// Sets the time to `t` if `t` is not earlier than the current time; an earlier `t`
+    /// leaves the clock unchanged, silently, so the clock stays monotonic (the [`Clock`]
+    /// contract) even when several threads set it. Use [`ManualClock::try_set`] to be told
+    /// instead.
     pub fn set(&self, t: Timestamp) {
         // Relaxed: the clock value carries no other data; readers only need *a* recent
         // value, and fetch_max keeps it monotonic.
         self.nanos.fetch_max(t.0, Ordering::Relaxed);
+    }
+
+    /// Sets the time to `t`, or refuses if `t` is earlier than the current time (the clock
+    /// is then unchanged). Atomic: of two threads setting the clock, the later time wins
+    /// and an earlier one is refused, never lost silently.
+    ///
+    /// ```
+    /// # use triage::{Clock, ManualClock, Timestamp};
+    /// let clock = ManualClock::new(Timestamp(10));
+    /// assert!(clock.try_set(Timestamp(20)).is_ok());
+    /// let e = clock.try_set(Timestamp(15)).unwrap_err();
+    /// assert_eq!((e.requested, e.current), (Timestamp(15), Timestamp(20)));
+    /// assert_eq!(clock.now(), Timestamp(20));
+    /// ```
+    pub fn try_set(&self, t: Timestamp) -> Result<(), ClockWentBackwards> {
+        // Relaxed: see `set`. The closure refuses instead of moving the value back.
+        self.nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (t.0 >= n).then_some(t.0)
+            })
+            .map(|_| ())
+            .map_err(|current| ClockWentBackwards {
+                requested: t,
+                current: Timestamp(current),
+            })
     }
 
     /// Moves the time forward by `d`.

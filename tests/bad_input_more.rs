@@ -429,6 +429,10 @@ fn invalid_configs_are_refused_naming_the_field() {
         "classes[0].ring_capacity",
     );
     check(
+        &|c| c.classes[2].ring_capacity = 1,
+        "classes[2].ring_capacity",
+    );
+    check(
         &|c| c.classes[0].ring_capacity = 1 << 21,
         "classes[0].ring_capacity",
     );

@@ -122,7 +122,13 @@ fn every_rule_has_its_message() {
         (
             classes("ring_capacity = 1000\n"),
             "classes[1].ring_capacity",
-            "a power of two from 1 to 1048576",
+            "a power of two from 2 to 1048576",
+            Some((8, 1)),
+        ),
+        (
+            classes("ring_capacity = 1\n"),
+            "classes[1].ring_capacity",
+            "a power of two from 2 to 1048576",
             Some((8, 1)),
         ),
         (
@@ -259,5 +265,74 @@ fn fairness_rules_name_the_field_and_its_line() {
     assert_eq!(
         ok.fairness.tenants,
         vec![TenantWeight { id: 7, weight: 2.5 }]
+    );
+}
+
+/// A file that leaves `[[slo.classes]]` out gives each class the default targets of the
+/// default class with its name (case as class names: ignored), and none to other names.
+/// It used to be given the three default entries, so any class count but 3 failed.
+#[test]
+fn slo_targets_left_out_follow_the_class_names() {
+    let two = "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n\
+               [[classes]]\nname = \"low\"\nvllm_priority = [1, 9]\npromote_after_ms = 1000\n";
+    let cfg = SchedulerConfig::from_toml_str(two).unwrap();
+    assert_eq!(cfg.slo.classes, vec![ClassSlo::high(), ClassSlo::low()]);
+    // The same with a `[slo]` table that sets other keys.
+    let cfg = SchedulerConfig::from_toml_str(&format!("{two}[slo]\nenabled = false\n")).unwrap();
+    assert_eq!(cfg.slo.classes, vec![ClassSlo::high(), ClassSlo::low()]);
+    assert!(!cfg.slo.enabled);
+
+    let names = "[[classes]]\nname = \"interactive\"\nvllm_priority = [0, 0]\n\
+                 [[classes]]\nname = \"Medium\"\nvllm_priority = [1, 1]\n\
+                 [[classes]]\nname = \"batch\"\nvllm_priority = [2, 2]\n\
+                 [[classes]]\nname = \"bulk\"\nvllm_priority = [3, 3]\n";
+    let cfg = SchedulerConfig::from_toml_str(names).unwrap();
+    assert_eq!(
+        cfg.slo.classes,
+        vec![
+            ClassSlo::default(),
+            ClassSlo::medium(),
+            ClassSlo::default(),
+            ClassSlo::default()
+        ]
+    );
+    // Given entries are taken as they are, by position.
+    let given = format!(
+        "{two}[[slo.classes]]\n[[slo.classes]]\ne2e = {{ bound_ms = 5, quantile = 0.5 }}\n"
+    );
+    let cfg = SchedulerConfig::from_toml_str(&given).unwrap();
+    assert_eq!(cfg.slo.classes[0], ClassSlo::default());
+    assert_eq!(cfg.slo.classes[1].e2e, Some(SloTarget::new(5, 0.5)));
+}
+
+/// A wrong number of `[[slo.classes]]` entries names the line of the entries, and the
+/// rule for leaving them out.
+#[test]
+fn a_wrong_slo_class_count_is_located() {
+    let two = "[[classes]]\nname = \"A\"\nvllm_priority = [0, 0]\n\
+               [[classes]]\nname = \"B\"\nvllm_priority = [1, 1]\n";
+    let e = error(&format!(
+        "{two}\n[[slo.classes]]\n[[slo.classes]]\n[[slo.classes]]\n"
+    ));
+    assert_eq!(e.field, "slo.classes");
+    assert_eq!(e.location, Some((8, 1)), "{e}");
+    assert!(
+        e.expected
+            .starts_with("2 entries, one per scheduler class (or none"),
+        "{e}"
+    );
+    assert_eq!(e.found, "3");
+    let e = error(&format!("{two}[slo]\nenabled = true\nclasses = [{{}}]\n"));
+    assert_eq!(
+        (e.field.as_str(), e.location),
+        ("slo.classes", Some((9, 1))),
+        "{e}"
+    );
+    // An explicit empty list is given, not left out: refused, not defaulted.
+    let e = error(&format!("{two}[slo]\nclasses = []\n"));
+    assert_eq!(
+        (e.field.as_str(), e.location),
+        ("slo.classes", Some((8, 1))),
+        "{e}"
     );
 }

@@ -27,7 +27,10 @@ struct Req {
 struct Engine {
     h: Harness,
     reqs: HashMap<u64, Req>,
-    /// Weighted tokens served per tenant: prompt × 1 + output × 2 (the default weights).
+    /// The configured token weights (prompt, output).
+    token_weights: (f64, f64),
+    /// Weighted tokens served per tenant: prompt tokens × the prompt token weight, output
+    /// tokens × the output token weight.
     served: HashMap<u64, f64>,
     /// (tenant, queue wait) of every first admission.
     waits: Vec<(u64, Duration)>,
@@ -39,7 +42,9 @@ struct Engine {
 
 impl Engine {
     fn new(config: SchedulerConfig) -> Self {
+        let f = &config.fairness;
         Self {
+            token_weights: (f.prompt_token_weight, f.output_token_weight),
             h: Harness::new(config),
             reqs: HashMap::new(),
             served: HashMap::new(),
@@ -77,7 +82,7 @@ impl Engine {
         r.kv += computed;
         let out = u32::from(r.kv >= r.target);
         r.generated += out;
-        *self.served.entry(r.tenant).or_default() += 2.0 * f64::from(out);
+        *self.served.entry(r.tenant).or_default() += self.token_weights.1 * f64::from(out);
         let now = self.h.clock.now();
         self.h
             .sched
@@ -104,7 +109,8 @@ impl Engine {
             let r = self.reqs.get_mut(&a.id.0).expect("known");
             if !r.started_once {
                 r.started_once = true;
-                *self.served.entry(r.tenant).or_default() += f64::from(r.prompt);
+                *self.served.entry(r.tenant).or_default() +=
+                    self.token_weights.0 * f64::from(r.prompt);
                 self.waits.push((r.tenant, a.waited));
                 self.order.push(r.tenant);
             }
@@ -175,6 +181,272 @@ fn weights_one_and_two_get_service_one_to_two_within_one_request() {
         assert!(
             (1.8..=2.2).contains(&ratio),
             "seqs {seqs}: served {a} and {b}, ratio {ratio}"
+        );
+    }
+}
+
+/// The issue's reproduction: tenants 1 and 2 each queue 10 requests (prompt 4, 20 output
+/// tokens), two seats, one output token per step. With every weight at 100,000 a charge was
+/// rounded to thousandths of a token after dividing by the weight, so nothing cost
+/// anything, the counters never moved, ties went to the lowest slot, and tenant 1's ten
+/// requests all started before tenant 2's first. Weights are relative: at any magnitude
+/// the admissions alternate, as with weight 1.
+#[test]
+fn equal_weights_alternate_admissions_at_any_magnitude() {
+    for default_weight in ["1", "100000", "1e-300", "1e300"] {
+        let text = format!("[fairness]\nenabled = true\ndefault_weight = {default_weight}\n");
+        let cfg = SchedulerConfig::from_toml_str(&text).expect("accepted");
+        let mut e = Engine::new(cfg);
+        for tenant in [1, 2] {
+            for _ in 0..10 {
+                e.submit(tenant, Class::MEDIUM, 4, 20);
+            }
+        }
+        for _ in 0..1_000 {
+            if e.order.len() == 20 {
+                break;
+            }
+            e.run_tick(budget(2, 8192, 7000));
+        }
+        let got: String = e.order.iter().map(|t| t.to_string()).collect();
+        assert_eq!(got, "12".repeat(10), "default_weight {default_weight}");
+    }
+}
+
+/// Weights and token weights at the edges of what validation accepts, and beyond.
+#[test]
+fn weights_spread_too_far_apart_are_refused_with_a_located_error() {
+    let refused = |text: &str| SchedulerConfig::from_toml_str(text).unwrap_err();
+    let e =
+        refused("[fairness]\ndefault_weight = 1\n\n[[fairness.tenants]]\nid = 1\nweight = 2e6\n");
+    assert_eq!(e.field, "fairness.tenants[0].weight");
+    assert_eq!(e.location, Some((6, 1)));
+    assert!(e.expected.contains("fairness.default_weight = 1"), "{e}");
+    let e = refused(
+        "[[fairness.tenants]]\nid = 1\nweight = 5\n[[fairness.tenants]]\nid = 2\nweight = 4e-6\n",
+    );
+    assert_eq!(e.field, "fairness.tenants[1].weight");
+    assert_eq!(e.location, Some((6, 1)));
+    assert!(e.expected.contains("fairness.tenants[0].weight = 5"), "{e}");
+    let e = refused("[fairness]\nprompt_token_weight = 1\noutput_token_weight = 0.00001\n");
+    assert_eq!(e.field, "fairness.output_token_weight");
+    assert_eq!(e.location, Some((3, 1)));
+    let e = refused("[fairness]\nprompt_token_weight = 1e-5\n");
+    assert_eq!(e.field, "fairness.prompt_token_weight");
+    assert!(e.expected.contains("output_token_weight (2)"), "{e}");
+    // The widest spreads accepted, at any magnitude, and a zero token weight.
+    for text in [
+        "[fairness]\ndefault_weight = 1e-300\n[[fairness.tenants]]\nid = 1\nweight = 1e-294\n",
+        "[fairness]\nprompt_token_weight = 1e250\noutput_token_weight = 1e254\n",
+        "[fairness]\nprompt_token_weight = 0\noutput_token_weight = 1e-9\n",
+        "[fairness]\ndefault_weight = 1e5\n",
+    ] {
+        assert!(SchedulerConfig::from_toml_str(text).is_ok(), "{text}");
+    }
+}
+
+/// Service of two tenants in one class, each backlogged throughout, measured by the test
+/// engine on its own (prompt tokens at first start, output tokens as sampled, times their
+/// token weights, over the tenant's weight).
+///
+/// The bound is triage's form of Sheng et al.'s Theorem 4.3 (OSDI'24; derived in
+/// `docs/design.md`, "How far apart two tenants can get"). While a class's admissions
+/// follow the fair order (none overdue, no candidate put back, no running request moved
+/// into the class), every tenant f backlogged in it has `C_f − m ≤ U_f`, `C_f` its counter
+/// and `m` the least backlogged one, with
+///
+/// ```text
+/// U_f = (w_p·P + w_q·N·Q) / w_f + 2δ
+/// ```
+///
+/// `w_p`, `w_q` the token weights, `w_f` the tenant's weight, `P` the longest prompt, `Q`
+/// the most output tokens of a request, `N` the most requests of one tenant running at
+/// once (here the seats), and `δ` the heap's resolution (a sixteenth of the cheapest token:
+/// `least nonzero token weight / (16 · greatest tenant weight)`). Both counters start
+/// equal and nothing is lifted while both stay backlogged, so the normalised service gap
+/// `D = S_1/w_1 − S_2/w_2` (over the run so far) is the counters' difference: it stays in
+/// `[−U_2, U_1]` at every step, and over any interval `[t1, t2]` it moves by at most
+/// `U_1 + U_2` (the paper's `2U` when the weights are equal).
+struct Gap {
+    /// `(U_f, U_g)`.
+    bounds: (f64, f64),
+    /// The least and greatest `D` seen.
+    range: (f64, f64),
+}
+
+impl Gap {
+    fn check(&mut self, d: f64, what: &str) {
+        let (uf, ug) = self.bounds;
+        self.range = (self.range.0.min(d), self.range.1.max(d));
+        // Cost rounding (2^-31 of a cost per token) and f64 sums: a relative 1e-9.
+        let slack = 1e-9 * (uf + ug) * 10.0;
+        assert!(
+            d <= uf + slack && -d <= ug + slack,
+            "{what}: normalised gap {d} outside [-{ug}, {uf}]"
+        );
+        let moved = self.range.1 - self.range.0;
+        assert!(
+            moved <= uf + ug + slack,
+            "{what}: the gap moved by {moved} over an interval, more than {}",
+            uf + ug
+        );
+    }
+}
+
+/// Tenants 1 and 2 of weights `wa` and `wb` queue `(na, nb)` requests of 1 to `prompt`
+/// tokens and 1 to `max_new` outputs (seeded); the engine runs `seats` at a time. Steps
+/// while both stay backlogged, checking [`Gap`] after every step; returns the engine and
+/// the gap's range.
+fn two_backlogged(
+    cfg: SchedulerConfig,
+    (wa, wb): (f64, f64),
+    (na, nb): (usize, usize),
+    (prompt, max_new, seats): (u32, u32, u32),
+    what: &str,
+) -> (Engine, Gap) {
+    let f = &cfg.fairness;
+    let (wp, wq) = (f.prompt_token_weight, f.output_token_weight);
+    let least_token = [wp, wq]
+        .into_iter()
+        .filter(|&w| w > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let greatest = f
+        .tenants
+        .iter()
+        .map(|t| t.weight)
+        .fold(f.default_weight, f64::max);
+    let delta = least_token / (16.0 * greatest);
+    let u = |w: f64| (wp * f64::from(prompt) + wq * f64::from(seats * max_new)) / w + 2.0 * delta;
+    let mut gap = Gap {
+        bounds: (u(wa), u(wb)),
+        range: (0.0, 0.0),
+    };
+    let mut e = Engine::new(cfg);
+    let mut queued = [na, nb];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..na.max(nb) {
+        for (t, &n) in queued.iter().enumerate() {
+            if i < n {
+                let r = xorshift(&mut seed);
+                let (p, q) = (1 + r as u32 % prompt, 1 + (r >> 32) as u32 % max_new);
+                e.submit(t as u64 + 1, Class::MEDIUM, p, q);
+            }
+        }
+    }
+    // A tenant with more than `seats` waiting cannot empty its lane in one step.
+    while queued.iter().all(|&n| n > seats as usize) {
+        let before = e.order.len();
+        e.run_tick(budget(seats, 8192, 7000));
+        for &t in &e.order[before..] {
+            queued[t as usize - 1] -= 1;
+        }
+        gap.check(e.served(1) / wa - e.served(2) / wb, what);
+    }
+    (e, gap)
+}
+
+/// Weights 1 : 3 at the bottom, the middle and the top of the accepted spread of weights
+/// and at extreme magnitudes, with output-heavy traffic (as the issue's: short prompts,
+/// up to 40 output tokens at twice a prompt token's weight) and prompt-heavy traffic, and
+/// with the token weights spread as far as accepted: service splits 1 : 3 and the gap
+/// between the two tenants stays within the bound at every step.
+#[test]
+fn weights_one_to_three_get_service_one_to_three_at_every_accepted_scale() {
+    // (what, default weight, tenant 1's weight, token weights)
+    let cases = [
+        ("bottom of the spread", 1e6, 1.0, (1.0, 2.0)),
+        ("middle", 1.0, 1.0, (1.0, 2.0)),
+        ("top of the spread", 1.0, 1e6 / 3.0, (1.0, 2.0)),
+        ("the issue's magnitude", 1e5, 1e5, (1.0, 2.0)),
+        ("tiny magnitude", 1e-300, 1e-300, (1e-300, 2e-300)),
+        ("huge magnitude", 1e300, 1e300 / 3.0, (1e300, 2e300)),
+        (
+            "the issue's tiny output weight",
+            1.0,
+            1e6 / 3.0,
+            (1.0, 4e-4),
+        ),
+        ("dearest token accepted", 1e6, 1.0, (1e-4, 1.0)),
+    ];
+    let mut widest: f64 = 0.0;
+    for (what, default_weight, w1, (wp, wq)) in cases {
+        for (traffic, prompt, max_new) in [("output-heavy", 8, 40), ("prompt-heavy", 200, 10)] {
+            let what = format!("{what}, {traffic}");
+            let w2 = 3.0 * w1;
+            let mut cfg = fair_config(&[(1, w1), (2, w2)]);
+            cfg.fairness.default_weight = default_weight;
+            (
+                cfg.fairness.prompt_token_weight,
+                cfg.fairness.output_token_weight,
+            ) = (wp, wq);
+            cfg.validate().expect("accepted");
+            let (e, gap) = two_backlogged(cfg, (w1, w2), (80, 230), (prompt, max_new, 4), &what);
+            let (s1, s2) = (e.served(1), e.served(2));
+            let ratio = s2 / s1;
+            assert!(
+                (2.85..=3.15).contains(&ratio),
+                "{what}: served {s1} and {s2}, ratio {ratio}"
+            );
+            assert!(e.order.len() > 250, "{what}: {} admissions", e.order.len());
+            widest = widest.max((gap.range.1 - gap.range.0) / (gap.bounds.0 + gap.bounds.1));
+        }
+    }
+    // The traffic is uneven enough for the gap to move (the bound is not vacuous).
+    assert!(widest > 0.1, "the gap moved at most {widest} of its bound");
+}
+
+/// Weights are relative: the same random traffic from six tenants of different weights,
+/// through aging, max wait, backfill and preemption, is admitted in exactly the same order
+/// when every tenant weight, or both token weights, are multiplied by one factor (powers of
+/// two, so the scaled weights keep their exact ratios).
+#[test]
+fn scaling_every_weight_changes_no_decision() {
+    let run = |tenant_scale: f64, token_scale: f64| {
+        let mut c = fair_config(&[]);
+        c.classes[2].promote_after_ms = Some(300);
+        c.classes[1].promote_after_ms = Some(600);
+        c.max_wait_ms = 900;
+        c.fairness.default_weight = 1.5 * tenant_scale;
+        c.fairness.tenants = [0.25, 1.0, 3.0, 7.5, 100.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| TenantWeight {
+                id: i as u64,
+                weight: w * tenant_scale,
+            })
+            .collect();
+        c.fairness.prompt_token_weight *= token_scale;
+        c.fairness.output_token_weight *= token_scale;
+        let mut e = Engine::new(c);
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut admitted = Vec::new();
+        for _ in 0..600 {
+            let r = xorshift(&mut seed);
+            for _ in 0..r % 4 {
+                let s = xorshift(&mut seed);
+                e.submit(
+                    (s >> 8) % 6,
+                    Class::from_index((s % 3) as u8),
+                    1 + (s >> 16) as u32 % 300,
+                    1 + (s >> 32) as u32 % 30,
+                );
+            }
+            let d = e.run_tick(budget(
+                1 + (r >> 8) as u32 % 8,
+                512,
+                60 + (r >> 16) as u32 % 60,
+            ));
+            admitted.extend(ids(&d.admitted));
+        }
+        admitted
+    };
+    let base = run(1.0, 1.0);
+    assert!(base.len() > 400, "{} admissions", base.len());
+    for (k, j) in [(-1000, 0), (990, 0), (0, -1000), (900, -900)] {
+        let got = run(2f64.powi(k), 2f64.powi(j));
+        assert!(
+            got == base,
+            "tenant weights × 2^{k}, token weights × 2^{j}: another order"
         );
     }
 }

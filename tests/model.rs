@@ -14,10 +14,23 @@
 //! * order: a step's admissions are a subsequence of the queue order the contract defines
 //!   (overdue first oldest first, then effective class, then FIFO by arrival), skipping at
 //!   most `backfill_lookahead` requests and never an overdue one. With no lookahead that is
-//!   exactly a prefix: FIFO inside a class, preempted requests ahead of later arrivals;
+//!   exactly a prefix: FIFO inside a class, preempted requests ahead of later arrivals.
+//!   Requests come from 1 to 5 tenants (one of them the requests with no tenant) with
+//!   random weights at magnitudes from 10^-300 to 10^300. With fairness off, or one tenant
+//!   waiting, that order is exact. With fairness on and several tenants waiting, the model
+//!   does not predict which tenant goes next, so it checks what the contract fixes: overdue
+//!   requests first, oldest first, never skipped; class order; FIFO inside each tenant and
+//!   class; at most `backfill_lookahead` skipped. And the fair choice itself, from the
+//!   counters (`Scheduler::tenant_service`), when there is no lookahead: after a step, a
+//!   tenant admitted in a class is ahead of any tenant still waiting there by at most what
+//!   it was charged since its last pick (and the heap's resolution);
 //! * liveness: every leading request of that order that fits, together with all running
 //!   work, in this step's budget (a conservative "capacity allowed it") is admitted in this
-//!   step, so no overdue request waits past `max_wait` plus one step when it could run;
+//!   step, so no overdue request waits past `max_wait` plus one step when it could run
+//!   (with several tenants: the overdue ones, then each class whose waiting requests all
+//!   fit);
+//! * tenants: with fairness on, the tenants held and those with a counter are exactly the
+//!   tenants with a request waiting or running;
 //! * preemption: victims are running, of a class at least `min_class_gap` below the request
 //!   they made room for (which was admitted), lowest class and most recently started
 //!   first, at most `max_victims_per_step`; nothing when preemption is off;
@@ -54,9 +67,63 @@ struct Cfg {
     total_blocks: u32,
     max_model_len: u32,
     watermark_pct: u32,
-    /// Fairness between tenants on: every request has the same (no) tenant, so the order
-    /// must be exactly the model's FIFO-by-class order through the lane machinery.
+    /// Fairness between tenants on. With one tenant the order must be exactly the model's
+    /// FIFO-by-class order through the lane machinery.
     fair: bool,
+    /// The tenants and their weights.
+    tenancy: Tenancy,
+}
+
+/// The tenants requests come from, and the `[fairness]` weights.
+#[derive(Clone, Debug)]
+struct Tenancy {
+    /// How many tenants submit (1 to 5): tenant 0 is the requests with no tenant (weight
+    /// `default_weight`), tenant `k > 0` is `TenantId(k)`; tenants 1 to 3 are listed with
+    /// `listed[k - 1]`, tenant 4 is not (`default_weight`).
+    tenants: u8,
+    listed: [f64; 3],
+    default_weight: f64,
+    prompt_weight: f64,
+    output_weight: f64,
+}
+
+impl Tenancy {
+    /// One tenant, default weights.
+    fn one() -> Self {
+        let f = FairnessConfig::default();
+        Self {
+            tenants: 1,
+            listed: [1.0; 3],
+            default_weight: f.default_weight,
+            prompt_weight: f.prompt_token_weight,
+            output_weight: f.output_token_weight,
+        }
+    }
+
+    fn id(k: u8) -> Option<TenantId> {
+        (k > 0).then_some(TenantId(u64::from(k)))
+    }
+
+    fn weight(&self, k: u8) -> f64 {
+        match k {
+            1..=3 => self.listed[usize::from(k) - 1],
+            _ => self.default_weight,
+        }
+    }
+
+    /// The heap's resolution as service: a sixteenth of the cheapest token (the least
+    /// nonzero token weight over the greatest tenant weight).
+    fn delta(&self) -> f64 {
+        let least = [self.prompt_weight, self.output_weight]
+            .into_iter()
+            .filter(|&w| w > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let greatest = self
+            .listed
+            .iter()
+            .fold(self.default_weight, |a, &b| a.max(b));
+        least / (16.0 * greatest)
+    }
 }
 
 impl Cfg {
@@ -92,6 +159,16 @@ impl Cfg {
         c.engine.max_model_len = self.max_model_len;
         c.engine.watermark = f64::from(self.watermark_pct) / 100.0;
         c.fairness.enabled = self.fair;
+        let t = &self.tenancy;
+        c.fairness.default_weight = t.default_weight;
+        c.fairness.tenants = (1..=3u8)
+            .map(|k| TenantWeight {
+                id: u64::from(k),
+                weight: t.weight(k),
+            })
+            .collect();
+        c.fairness.prompt_token_weight = t.prompt_weight;
+        c.fairness.output_token_weight = t.output_weight;
         c
     }
 }
@@ -99,12 +176,21 @@ impl Cfg {
 /// One operation of a client, the engine or the operator.
 #[derive(Clone, Debug)]
 enum Op {
-    /// `class` 3 is unknown (three classes).
+    /// `class` 3 is unknown (three classes). The request's tenant is `tenant` modulo the
+    /// case's tenants.
     Submit {
         id: u64,
         class: u8,
         prompt: u32,
         max_new: u32,
+        tenant: u8,
+    },
+    /// `n` valid submits of one class in a row (ids from `first` up, in the pool): fills
+    /// small rings and queues between two steps.
+    Burst {
+        first: u64,
+        class: u8,
+        n: u8,
     },
     Cancel {
         id: u64,
@@ -149,6 +235,38 @@ enum Op {
     Drain,
 }
 
+/// 1 to 5 tenants (a single one in a third of the cases), with tenant weights spread over
+/// up to 10^5.9 at a magnitude from 10^-296 to 10^296 (so within the accepted 10^6, at
+/// every scale), and token weights spread over up to 10^3.9 near it (the prompt weight 0
+/// in one case in eight); and whether to turn fairness on if there are several tenants
+/// (so three in four such cases have it on).
+fn tenancy_strategy() -> impl Strategy<Value = (Tenancy, bool)> {
+    (
+        any::<bool>(),
+        prop_oneof![1 => Just(1u8), 2 => 2u8..=5],
+        prop::sample::select(vec![-296i32, -3, 0, 5, 296]),
+        prop::array::uniform4(0.0f64..5.9),
+        (
+            prop::sample::select(vec![-6i32, 0, 6]),
+            0.0f64..3.9,
+            0.0f64..3.9,
+            0u8..8,
+        ),
+    )
+        .prop_map(|(fair, tenants, e, x, (d, y, z, zero))| {
+            let w = |x: f64| 10f64.powf(f64::from(e) + x);
+            let t = |y: f64| 10f64.powf(f64::from(e + d) + y);
+            let tenancy = Tenancy {
+                tenants,
+                listed: [w(x[0]), w(x[1]), w(x[2])],
+                default_weight: w(x[3]),
+                prompt_weight: if zero == 0 { 0.0 } else { t(y) },
+                output_weight: t(z),
+            };
+            (tenancy, fair && tenants > 1)
+        })
+}
+
 fn cfg_strategy() -> impl Strategy<Value = Cfg> {
     let aging = prop_oneof![
         1 => Just(None),
@@ -158,7 +276,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         aging,
         (10u64..250, 1u64..25, prop::option::of(1u64..200)),
         (
-            prop::sample::select(vec![2usize, 8, 1024, 1024]),
+            // The smallest ring the configuration accepts, so full rings are common.
+            prop::sample::select(vec![ClassConfig::MIN_RING_CAPACITY, 8, 1024, 1024]),
             prop::sample::select(vec![3usize, 16, 100_000, 100_000]),
         ),
         (any::<bool>(), 1u8..3, 1usize..4),
@@ -170,6 +289,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
             64u32..512,
             prop::sample::select(vec![0u32, 0, 5, 20]),
         ),
+        tenancy_strategy(),
     )
         .prop_map(
             |(
@@ -180,6 +300,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                 lookahead,
                 (chunked, fair),
                 (block_size, total_blocks, max_model_len, watermark_pct),
+                (tenancy, fair_tenants),
             )| {
                 // max_wait must exceed every aging threshold.
                 let max_wait_ms = match aging {
@@ -202,7 +323,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                     total_blocks,
                     max_model_len,
                     watermark_pct,
-                    fair,
+                    fair: fair || fair_tenants,
+                    tenancy,
                 }
             },
         )
@@ -218,8 +340,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ];
     let max_new = prop_oneof![12 => 1u32..24, 1 => Just(0u32), 1 => Just(u32::MAX)];
     prop_oneof![
-        60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new)
-            .prop_map(|(id, class, prompt, max_new)| Op::Submit { id, class, prompt, max_new }),
+        60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new, 0u8..5)
+            .prop_map(|(id, class, prompt, max_new, tenant)| Op::Submit {
+                id,
+                class,
+                prompt,
+                max_new,
+                tenant
+            }),
+        6 => (id.clone(), 0u8..3, 2u8..6).prop_map(|(first, class, n)| Op::Burst { first, class, n }),
         15 => id.clone().prop_map(|id| Op::Cancel { id }),
         15 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255])
             .prop_map(|(id, class)| Op::Reprio { id, class }),
@@ -255,6 +384,10 @@ macro_rules! check {
 
 type R = Result<(), String>;
 
+/// A waiting request's place in the queue order: `(0, 0, arrival, id)` if overdue, else
+/// `(1, effective class, arrival, id)`.
+type Key = (u8, u8, Timestamp, u64);
+
 /// The engine's copy of a running request.
 #[derive(Clone, Debug)]
 struct Run {
@@ -269,6 +402,8 @@ struct Run {
 struct Req {
     serial: usize,
     class: Class,
+    /// Its tenant ([`Tenancy`]).
+    tenant: u8,
     /// The ring it was pushed into (its class at submit), while in the ring.
     in_ring: Option<usize>,
     arrival: Timestamp,
@@ -308,6 +443,9 @@ struct World {
     last_step: Timestamp,
     next_start: u64,
     steps: u64,
+    tenancy: Tenancy,
+    /// Pairs of tenants the fair choice was checked on.
+    fair_checks: u64,
 }
 
 /// Another valid config with the same classes, engine and capacities: lookahead, chunked
@@ -353,6 +491,8 @@ impl World {
             last_step: Timestamp::ZERO,
             next_start: 0,
             steps: 0,
+            tenancy: cfg.tenancy.clone(),
+            fair_checks: 0,
         }
     }
 
@@ -438,6 +578,32 @@ impl World {
                 "first token of req#{id}"
             );
         }
+        // Tenants: with fairness on, exactly those with a request drained and not ended are
+        // held, each with a counter in every class; with it off, none.
+        let on = self.cfg.fairness.enabled;
+        let held: HashSet<u8> = self
+            .held
+            .values()
+            .filter(|r| r.in_ring.is_none())
+            .map(|r| r.tenant)
+            .collect();
+        check!(
+            self.sched.tenants_held() == if on { held.len() } else { 0 },
+            "{} tenants held, model {held:?} (fairness {on})",
+            self.sched.tenants_held()
+        );
+        for k in 0..5 {
+            for c in 0..3 {
+                let service = self
+                    .sched
+                    .tenant_service(Tenancy::id(k), Class::from_index(c));
+                check!(
+                    service.is_some() == (on && held.contains(&k))
+                        && service.is_none_or(|s| s.is_finite() && s >= 0.0),
+                    "tenant {k} class {c}: service {service:?}, held {held:?} (fairness {on})"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -448,7 +614,15 @@ impl World {
                 class,
                 prompt,
                 max_new,
-            } => self.submit(id, class, prompt, max_new),
+                tenant,
+            } => self.submit(id, class, prompt, max_new, tenant % self.tenancy.tenants),
+            Op::Burst { first, class, n } => {
+                for id in (first..first + u64::from(n)).map(|id| id % 40) {
+                    self.submit(id, class, 8, 2, 0)?;
+                    self.verify()?;
+                }
+                Ok(())
+            }
             Op::Cancel { id } => self.cancel(id),
             Op::Reprio { id, class } => self.reprio(id, class),
             Op::Step {
@@ -496,8 +670,11 @@ impl World {
         self.verify()
     }
 
-    fn submit(&mut self, id: u64, class: u8, prompt: u32, max_new: u32) -> R {
-        let spec = RequestSpec::new(id, Class::from_index(class), prompt, max_new);
+    fn submit(&mut self, id: u64, class: u8, prompt: u32, max_new: u32, tenant: u8) -> R {
+        let mut spec = RequestSpec::new(id, Class::from_index(class), prompt, max_new);
+        if let Some(t) = Tenancy::id(tenant) {
+            spec = spec.with_tenant(t);
+        }
         let before = self.sched.conservation();
         let got = self.api.submit(spec);
         self.expect.submitted += 1;
@@ -538,6 +715,7 @@ impl World {
         } else if self.held.contains_key(&id) {
             Err(SubmitError::DuplicateId(rid))
         } else if self.ring_len[c] >= self.cfg.classes[c].ring_capacity {
+            stats::add(16, 1);
             Err(SubmitError::QueueFull {
                 class: name(c),
                 capacity: self.cfg.classes[c].ring_capacity,
@@ -555,6 +733,7 @@ impl World {
                     Req {
                         serial: self.outcomes.len() - 1,
                         class: spec.class,
+                        tenant,
                         in_ring: Some(c),
                         arrival: *arrival,
                         prompt,
@@ -903,7 +1082,6 @@ impl World {
         }
         // The queue order at admission time (DESIGN §3.2–3.4): overdue first, oldest first;
         // then by effective class, FIFO by (arrival, id).
-        type Key = (u8, u8, Timestamp, u64);
         let mut order: Vec<(Key, u64)> = self
             .held
             .iter()
@@ -1060,63 +1238,50 @@ impl World {
                 "prefill chunk {a:?}"
             );
         }
-        // Subsequence of the queue order; at most `lookahead` skipped; never an overdue one.
-        let mut pos = 0;
-        let mut skipped = 0usize;
-        for &id in &admitted {
-            loop {
-                check!(
-                    pos < order.len(),
-                    "admissions {admitted:?} are out of queue order {:?}",
-                    order.iter().map(|o| o.1).collect::<Vec<_>>()
-                );
-                let (key, oid) = order[pos];
-                pos += 1;
-                if oid == id {
-                    break;
-                }
-                check!(
-                    key.0 != 0,
-                    "req#{id} admitted past overdue req#{oid} (queue {:?}, admitted {admitted:?})",
-                    order.iter().map(|o| o.1).collect::<Vec<_>>()
-                );
-                skipped += 1;
-                check!(
-                    skipped <= cfg.backfill_lookahead,
-                    "admissions {admitted:?} skip {skipped} > lookahead {} of queue {:?}",
-                    cfg.backfill_lookahead,
-                    order.iter().map(|o| o.1).collect::<Vec<_>>()
-                );
-            }
-        }
-        stats::add(5, u64::from(skipped > 0));
-        // Liveness: the leading requests that fit beside all running work must start now.
-        {
-            let (mut seqs, mut tokens, mut blocks) = (
-                plan_running.len() as u64,
+        // With fairness on and several tenants waiting, the order inside a class depends on
+        // the counters: the model checks what the contract fixes (`check_fair_order`).
+        let waiting_tenants: HashSet<u8> =
+            order.iter().map(|&(_, id)| self.held[&id].tenant).collect();
+        let exact = !cfg.fairness.enabled || waiting_tenants.len() <= 1;
+        stats::add(14, u64::from(!exact));
+        if exact {
+            self.check_exact_order(
+                &cfg,
+                &b,
+                &order,
+                &admitted,
+                &plan_running,
                 run_tokens,
-                run_growth + u64::from(watermark),
-            );
-            for (i, &(_, id)) in order.iter().enumerate() {
-                let r = &self.held[&id];
-                let target = u64::from(r.prompt + r.generated);
-                seqs += 1;
-                tokens += target;
-                blocks += cfg.engine.blocks_for(target);
-                if seqs > u64::from(b.max_num_seqs)
-                    || tokens > u64::from(b.max_batched_tokens)
-                    || blocks > u64::from(b.free_blocks)
-                {
-                    break;
-                }
-                stats::add(6, 1);
-                check!(
-                    admitted.get(i) == Some(&id),
-                    "req#{id} fits ({b:?}, running {plan_running:?}, queue {:?}) but was not admitted in place {i}: {admitted:?}",
-                    order.iter().map(|o| o.1).collect::<Vec<_>>()
-                );
-            }
+                run_growth,
+            )?;
+        } else {
+            self.check_fair_order(
+                &cfg,
+                &b,
+                &order,
+                &admitted,
+                &plan_running,
+                run_tokens,
+                run_growth,
+            )?;
         }
+        // What the fair choice is checked against once the step's tokens are reported.
+        let fair_check = (cfg.fairness.enabled && cfg.backfill_lookahead == 0).then(|| {
+            let admissions: Vec<(u8, Class, bool, bool, u32)> = d
+                .admitted
+                .iter()
+                .map(|a| {
+                    let r = &self.held[&a.id.0];
+                    (r.tenant, a.effective_class, a.overdue, a.resumed, r.prompt)
+                })
+                .collect();
+            let preempted: HashSet<u8> = d
+                .preempted
+                .iter()
+                .map(|p| self.held[&p.id.0].tenant)
+                .collect();
+            (admissions, preempted)
+        });
 
         // Preemptions.
         let preempted: HashSet<u64> = d.preempted.iter().map(|p| p.id.0).collect();
@@ -1281,6 +1446,7 @@ impl World {
             .map(|s| (s.id.0, s.tokens))
             .chain(d.admitted.iter().map(|a| (a.id.0, a.prefill_tokens)))
             .collect();
+        let mut outputs: HashMap<(u8, Class), u32> = HashMap::new();
         for (id, tokens) in work {
             let r = self.held.get_mut(&id).unwrap();
             let run = r.run.as_mut().unwrap();
@@ -1293,6 +1459,7 @@ impl World {
                 "progress of req#{id} ({tokens}, {out}): {got:?}"
             );
             r.generated += out;
+            *outputs.entry((r.tenant, run.run_class)).or_default() += out;
             r.last_event = now;
             if out > 0 && r.first_token.is_none() {
                 r.first_token = Some(now);
@@ -1327,6 +1494,269 @@ impl World {
             "summary {:?}",
             d.summary
         );
+        if let Some((admissions, preempted)) = fair_check {
+            self.check_fair_choice(&admissions, &preempted, &outputs)?;
+        }
+        Ok(())
+    }
+
+    /// The admissions against the exact queue order (fairness off, or one tenant waiting):
+    /// a subsequence of it, at most `lookahead` skipped, never an overdue one; and every
+    /// leading request that fits beside all running work starts now, in its place.
+    #[allow(clippy::too_many_arguments)]
+    fn check_exact_order(
+        &self,
+        cfg: &SchedulerConfig,
+        b: &Budget,
+        order: &[(Key, u64)],
+        admitted: &[u64],
+        plan_running: &[u64],
+        run_tokens: u64,
+        run_growth: u64,
+    ) -> R {
+        let watermark = cfg.engine.watermark_blocks();
+        // Subsequence of the queue order; at most `lookahead` skipped; never an overdue one.
+        let mut pos = 0;
+        let mut skipped = 0usize;
+        for &id in admitted {
+            loop {
+                check!(
+                    pos < order.len(),
+                    "admissions {admitted:?} are out of queue order {:?}",
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+                let (key, oid) = order[pos];
+                pos += 1;
+                if oid == id {
+                    break;
+                }
+                check!(
+                    key.0 != 0,
+                    "req#{id} admitted past overdue req#{oid} (queue {:?}, admitted {admitted:?})",
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+                skipped += 1;
+                check!(
+                    skipped <= cfg.backfill_lookahead,
+                    "admissions {admitted:?} skip {skipped} > lookahead {} of queue {:?}",
+                    cfg.backfill_lookahead,
+                    order.iter().map(|o| o.1).collect::<Vec<_>>()
+                );
+            }
+        }
+        stats::add(5, u64::from(skipped > 0));
+        // Liveness: the leading requests that fit beside all running work must start now.
+        {
+            let (mut seqs, mut tokens, mut blocks) = (
+                plan_running.len() as u64,
+                run_tokens,
+                run_growth + u64::from(watermark),
+            );
+            for (i, &(_, id)) in order.iter().enumerate() {
+                let r = &self.held[&id];
+                let target = u64::from(r.prompt + r.generated);
+                seqs += 1;
+                tokens += target;
+                blocks += cfg.engine.blocks_for(target);
+                if seqs > u64::from(b.max_num_seqs)
+                    || tokens > u64::from(b.max_batched_tokens)
+                    || blocks > u64::from(b.free_blocks)
+                {
+                    break;
+                }
+                stats::add(6, 1);
+                check!(
+                        admitted.get(i) == Some(&id),
+                        "req#{id} fits ({b:?}, running {plan_running:?}, queue {:?}) but was not admitted in place {i}: {admitted:?}",
+                        order.iter().map(|o| o.1).collect::<Vec<_>>()
+                    );
+            }
+        }
+        Ok(())
+    }
+
+    /// The admissions against what the contract fixes when fairness decides between several
+    /// waiting tenants: every request that must start before an admitted one (an older
+    /// overdue request; a request of a more urgent class; an older request of the same
+    /// tenant and class) started earlier in the step or was skipped, never an overdue one,
+    /// and at most `lookahead` were skipped. Liveness: the overdue requests that fit start
+    /// first, in their exact order, then each class whose waiting requests all fit starts
+    /// whole (in some fair order).
+    #[allow(clippy::too_many_arguments)]
+    fn check_fair_order(
+        &self,
+        cfg: &SchedulerConfig,
+        b: &Budget,
+        order: &[(Key, u64)],
+        admitted: &[u64],
+        plan_running: &[u64],
+        run_tokens: u64,
+        run_growth: u64,
+    ) -> R {
+        let tenant = |id: u64| self.held[&id].tenant;
+        let precedes = |e: &(Key, u64), r: &(Key, u64)| {
+            let (ke, kr) = (e.0, r.0);
+            if ke.0 == 0 || kr.0 == 0 {
+                return ke < kr;
+            }
+            ke.1 < kr.1 || (ke.1 == kr.1 && tenant(e.1) == tenant(r.1) && ke < kr)
+        };
+        let place: HashMap<u64, usize> = admitted
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect();
+        let ids = || order.iter().map(|o| o.1).collect::<Vec<_>>();
+        let mut skipped = HashSet::new();
+        for (j, &id) in admitted.iter().enumerate() {
+            let Some(r) = order.iter().find(|o| o.1 == id) else {
+                return Err(format!(
+                    "req#{id} admitted but not in the queue {:?}",
+                    ids()
+                ));
+            };
+            for e in order.iter().filter(|e| e.1 != id && precedes(e, r)) {
+                match place.get(&e.1) {
+                    Some(&i) => check!(
+                        i < j,
+                        "req#{} must start before req#{id} but started after it: {admitted:?} of queue {:?}",
+                        e.1,
+                        ids()
+                    ),
+                    None => {
+                        check!(
+                            e.0 .0 != 0,
+                            "req#{id} admitted past overdue req#{} (queue {:?}, admitted {admitted:?})",
+                            e.1,
+                            ids()
+                        );
+                        skipped.insert(e.1);
+                    }
+                }
+            }
+        }
+        check!(
+            skipped.len() <= cfg.backfill_lookahead,
+            "admissions {admitted:?} skip {skipped:?}, more than lookahead {} of queue {:?}",
+            cfg.backfill_lookahead,
+            ids()
+        );
+        stats::add(5, u64::from(!skipped.is_empty()));
+        // Liveness.
+        let watermark = cfg.engine.watermark_blocks();
+        let (mut seqs, mut tokens, mut blocks) = (
+            plan_running.len() as u64,
+            run_tokens,
+            run_growth + u64::from(watermark),
+        );
+        let mut add = |id: u64| {
+            let r = &self.held[&id];
+            let target = u64::from(r.prompt + r.generated);
+            seqs += 1;
+            tokens += target;
+            blocks += cfg.engine.blocks_for(target);
+            seqs <= u64::from(b.max_num_seqs)
+                && tokens <= u64::from(b.max_batched_tokens)
+                && blocks <= u64::from(b.free_blocks)
+        };
+        let mut at = 0;
+        while at < order.len() && order[at].0 .0 == 0 {
+            let id = order[at].1;
+            if !add(id) {
+                return Ok(());
+            }
+            stats::add(6, 1);
+            check!(
+                admitted.get(at) == Some(&id),
+                "overdue req#{id} fits ({b:?}, running {plan_running:?}, queue {:?}) but was not admitted in place {at}: {admitted:?}",
+                ids()
+            );
+            at += 1;
+        }
+        while at < order.len() {
+            let class = order[at].0 .1;
+            let group: HashSet<u64> = order[at..]
+                .iter()
+                .take_while(|o| o.0 .1 == class)
+                .map(|o| o.1)
+                .collect();
+            if !group.iter().all(|&id| add(id)) {
+                return Ok(());
+            }
+            stats::add(6, group.len() as u64);
+            let got: HashSet<u64> = admitted
+                .iter()
+                .skip(at)
+                .take(group.len())
+                .copied()
+                .collect();
+            check!(
+                got == group,
+                "class {class}'s waiting requests {group:?} all fit ({b:?}, running {plan_running:?}) but places {at}.. hold {admitted:?}"
+            );
+            at += group.len();
+        }
+        Ok(())
+    }
+
+    /// The fair choice, from the counters after a step with no lookahead (so its
+    /// admissions were the fair order's first candidates): when a tenant t was picked in a
+    /// class (not overdue), its counter was within the heap's resolution δ of the least
+    /// of the tenants waiting there. So a tenant u still waiting in the class after the
+    /// step, that was waiting there through it (none of its requests preempted and put
+    /// back with a lift), trails t by at most what t was charged since its last pick
+    /// there: the prompts it started from then on, and the output tokens its requests
+    /// in the class reported in this step, over its weight. Checked in every class, for
+    /// every such pair, on the counters `Scheduler::tenant_service` reads.
+    fn check_fair_choice(
+        &mut self,
+        admissions: &[(u8, Class, bool, bool, u32)],
+        preempted: &HashSet<u8>,
+        outputs: &HashMap<(u8, Class), u32>,
+    ) -> R {
+        let now = self.now();
+        let t = &self.tenancy;
+        let service = |k: u8, c: Class| self.sched.tenant_service(Tenancy::id(k), c);
+        for c in (0..3).map(Class::from_index) {
+            let waiting: HashSet<u8> = self
+                .held
+                .values()
+                .filter(|r| r.waiting() && !preempted.contains(&r.tenant))
+                .filter(|r| self.eff(r.class, r.arrival, now) == c)
+                .map(|r| r.tenant)
+                .collect();
+            for picked in 0..t.tenants {
+                let mine =
+                    |&&(k, class, ..): &&(u8, Class, bool, bool, u32)| k == picked && class == c;
+                let Some(last) = admissions.iter().rposition(|a| mine(&a) && !a.2) else {
+                    continue;
+                };
+                let prompts: u32 = admissions[last..]
+                    .iter()
+                    .filter(|a| mine(a) && !a.3)
+                    .map(|a| a.4)
+                    .sum();
+                let out = outputs.get(&(picked, c)).copied().unwrap_or(0);
+                let charged = (t.prompt_weight * f64::from(prompts)
+                    + t.output_weight * f64::from(out))
+                    / t.weight(picked);
+                let Some(ct) = service(picked, c) else {
+                    // Its requests all ended in the step: nothing to compare.
+                    continue;
+                };
+                for &u in waiting.iter().filter(|&&u| u != picked) {
+                    let cu = service(u, c).ok_or(format!("tenant {u} waits but has no counter"))?;
+                    let slack = 2.0 * t.delta() + 1e-9 * (ct.abs() + cu.abs() + charged);
+                    stats::add(15, 1);
+                    self.fair_checks += 1;
+                    let ahead = ct - cu;
+                    check!(
+                        (ahead - charged).total_cmp(&slack).is_le(),
+                        "class {c:?}: tenant {picked} (counter {ct}) was picked, charged {charged} since, yet is {ahead} ahead of tenant {u} (counter {cu}) still waiting"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1364,13 +1794,14 @@ impl World {
 }
 
 /// Runs one case: the operations, then the engine until everything has ended.
-fn run(cfg: &Cfg, ops: &[Op]) -> R {
+fn run(cfg: &Cfg, ops: &[Op]) -> Result<World, String> {
     let mut w = World::new(cfg);
     w.verify()?;
     for (i, op) in ops.iter().enumerate() {
         w.apply(op).map_err(|e| format!("op {i} {op:?}: {e}"))?;
     }
-    w.finish_up().map_err(|e| format!("finish-up: {e}"))
+    w.finish_up().map_err(|e| format!("finish-up: {e}"))?;
+    Ok(w)
 }
 
 fn cases() -> u32 {
@@ -1383,7 +1814,7 @@ fn cases() -> u32 {
 /// What the cases exercised, to show the oracle is not vacuous.
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) static NAMES: [&str; 14] = [
+    pub(crate) static NAMES: [&str; 17] = [
         "steps",
         "admitted",
         "resumed",
@@ -1398,8 +1829,11 @@ mod stats {
         "aborted",
         "handed-off",
         "refused",
+        "fair-steps",
+        "fair-picks-checked",
+        "ring-full",
     ];
-    pub(crate) static COUNTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+    pub(crate) static COUNTS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
     pub(crate) fn add(i: usize, n: u64) {
         COUNTS[i].fetch_add(n, Ordering::Relaxed);
     }
@@ -1413,17 +1847,40 @@ mod stats {
     }
 }
 
+/// Where failing cases' seeds are saved, and replayed from before any new case:
+/// `tests/model.proptest-regressions`, next to this file. (proptest's default,
+/// `SourceParallel`, looks above the source for a `lib.rs` or `main.rs`, finds none for an
+/// integration test, and falls back to this with a warning on every run.)
+fn persistence() -> Box<dyn proptest::test_runner::FailurePersistence> {
+    Box::new(proptest::test_runner::FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    ))
+}
+
+/// The saved seeds are found and every line of the checked-in file parses, so each run
+/// replays them: fails if the persistence path or the file's format goes wrong.
+#[test]
+fn saved_failures_are_replayed() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/model.proptest-regressions"
+    );
+    let text = std::fs::read_to_string(path).expect("the regressions file is checked in");
+    let saved = text.lines().filter(|l| l.starts_with("cc ")).count();
+    assert!(saved > 0, "{path} holds no seeds");
+    let loaded = persistence().load_persisted_failures2(Some(file!()));
+    assert_eq!(loaded.len(), saved, "seeds loaded from {path}");
+}
+
 #[test]
 fn scheduler_matches_the_contract_model() {
-    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    use proptest::test_runner::{Config, TestRunner};
     let cases = cases();
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 20_000,
         source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(persistence()),
         ..Config::default()
     });
     let start = std::time::Instant::now();
@@ -1431,7 +1888,7 @@ fn scheduler_matches_the_contract_model() {
     let ran = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&strategy, |(cfg, ops)| {
         ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run(&cfg, &ops).map_err(TestCaseError::fail)
+        run(&cfg, &ops).map(drop).map_err(TestCaseError::fail)
     });
     eprintln!(
         "model: {cases} cases asked, {} run (shrinking included) in {:.1} s; {}",
@@ -1464,6 +1921,7 @@ fn model_accepts_a_scripted_run() {
         max_model_len: 256,
         watermark_pct: 5,
         fair: false,
+        tenancy: Tenancy::one(),
     };
     let mut ops = Vec::new();
     for id in 0..10 {
@@ -1472,6 +1930,7 @@ fn model_accepts_a_scripted_run() {
             class: (id % 3) as u8,
             prompt: 20 + id as u32,
             max_new: 5,
+            tenant: 0,
         });
         ops.push(Op::Step {
             advance_ms: 7,
@@ -1483,4 +1942,57 @@ fn model_accepts_a_scripted_run() {
     ops.push(Op::Cancel { id: 9 });
     ops.push(Op::Reprio { id: 8, class: 0 });
     run(&cfg, &ops).unwrap();
+}
+
+/// Sanity: the model accepts a scripted run with fairness between three tenants of weights
+/// 1, 3 and 10^6 (at a magnitude of 10^-200), one seat at a time and no lookahead, so the
+/// fair choice is checked after every step.
+#[test]
+fn model_accepts_a_scripted_run_with_several_tenants() {
+    let m = 1e-200;
+    let cfg = Cfg {
+        aging: None,
+        max_wait_ms: 100_000,
+        bucket_width_ms: 5,
+        queue_timeout_extra_ms: None,
+        ring_capacity: 1024,
+        queue_capacity: 100_000,
+        preempt: true,
+        gap: 1,
+        victims: 4,
+        lookahead: 0,
+        chunked: true,
+        block_size: 4,
+        total_blocks: 64,
+        max_model_len: 256,
+        watermark_pct: 5,
+        fair: true,
+        tenancy: Tenancy {
+            tenants: 3,
+            listed: [3.0 * m, 1e6 * m, m],
+            default_weight: m,
+            prompt_weight: m,
+            output_weight: 2.0 * m,
+        },
+    };
+    let mut ops = Vec::new();
+    for id in 0..18 {
+        ops.push(Op::Submit {
+            id,
+            class: 1,
+            prompt: 5 + (id as u32 * 7) % 20,
+            max_new: 1 + (id as u32 * 5) % 7,
+            tenant: (id % 3) as u8,
+        });
+    }
+    for _ in 0..30 {
+        ops.push(Op::Step {
+            advance_ms: 1,
+            seqs: 2,
+            tokens: 64,
+            hold_back: 0,
+        });
+    }
+    let checked = run(&cfg, &ops).unwrap().fair_checks;
+    assert!(checked > 10, "the fair choice was checked {checked} times");
 }

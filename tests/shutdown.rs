@@ -42,6 +42,46 @@ fn close_refuses_new_work_and_drain_hands_off_everything_waiting() {
     assert!(h.sched.conservation().is_balanced());
 }
 
+/// Found by the fuzz target (`fuzz/`, issue 15): with fairness on and the tenant limit
+/// reached, a request still in a ring at the hand-off was refused for the limit into a
+/// decision no one reads: accepted by `submit`, counted `refused`, and neither handed off
+/// nor reported. A hand-off now takes it past the limit and hands it off.
+#[test]
+fn drain_waiting_hands_off_requests_past_the_tenant_limit() {
+    let mut cfg = no_aging();
+    cfg.fairness.enabled = true;
+    cfg.fairness.max_tenants = 1;
+    let mut h = Harness::new(cfg);
+    let spec = |id, tenant| RequestSpec::new(id, Class::LOW, 16, 4).with_tenant(TenantId(tenant));
+    h.api.submit(spec(1, 7)).unwrap();
+    h.api.submit(spec(2, 8)).unwrap(); // a second tenant: one past the limit
+    let handed = h.sched.drain_waiting(h.clock.now());
+    let mut ids: Vec<u64> = handed.iter().map(|x| x.spec.id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2]);
+    let c = h.sched.conservation();
+    assert_eq!(
+        (c.evicted, c.refused, c.waiting, c.in_ingress),
+        (2, 0, 0, 0),
+        "{c}"
+    );
+    assert!(c.is_balanced(), "{c}");
+    h.sched.check_invariants().unwrap();
+    // A step, by contrast, refuses the second tenant and says so in its decision.
+    let mut cfg = no_aging();
+    cfg.fairness.enabled = true;
+    cfg.fairness.max_tenants = 1;
+    let mut h = Harness::new(cfg);
+    h.api.submit(spec(1, 7)).unwrap();
+    h.api.submit(spec(2, 8)).unwrap();
+    let d = h.step(budget(0, 4096, 7000));
+    assert_eq!(d.rejected.len(), 1);
+    assert!(matches!(
+        d.rejected[0].reason,
+        RejectReason::TenantLimit { max_tenants: 1, .. }
+    ));
+}
+
 #[test]
 fn submits_racing_a_close_land_or_fail() {
     let mut h = Harness::new(no_aging());

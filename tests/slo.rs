@@ -719,7 +719,15 @@ mod window_model {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        // Failures saved next to this file (proptest's default looks for a lib.rs above an
+        // integration test and warns).
+        #![proptest_config(ProptestConfig {
+            cases: 24,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
 
         /// Samples at increasing times; at each query the 1 min window (6 sub-windows of
         /// 10 s) holds exactly the samples whose 10 s slice is one of the last 6, and its

@@ -6,12 +6,18 @@
 //! error's (which names what is wrong). [`VllmQueue`] is the ordered queue behind
 //! `triage.vllm.TriageRequestQueue`: the library's [`WaitingQueue`] holding the Python
 //! request objects.
+//!
+//! Every error raised here is a `TriageError` subclass. Arguments arrive as Python objects
+//! and are converted by the helpers below (`int`, `string`, ...), so a wrong type or an
+//! out-of-range number raises `ArgumentTypeError` / `ArgumentError` naming the argument,
+//! instead of PyO3's `TypeError` or `OverflowError`.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyIterator, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
 use pyo3::PyTypeInfo;
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,43 +28,43 @@ use triage::{
 };
 
 create_exception!(
-    _triage,
+    triage._triage,
     TriageError,
     PyException,
     "Base class of every error triage raises."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     ConfigError,
     TriageError,
     "A configuration breaks a rule; the message names the field, what is allowed, and where."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     ClassError,
     TriageError,
     "A class name, index or vLLM priority maps to no configured class."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     SubmitError,
     TriageError,
     "submit refused the request (queue full, duplicate id, unknown class, too long, closed)."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     ControlError,
     TriageError,
     "cancel or reprioritize found no request to act on."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     ProgressError,
     TriageError,
     "on_progress or on_finished was refused (request not running, overrun)."
 );
 create_exception!(
-    _triage,
+    triage._triage,
     BudgetError,
     TriageError,
     "step was refused (more free blocks than the engine has, or time went backwards)."
@@ -68,6 +74,210 @@ create_exception!(
 /// wrong): `.map_err(raise::<ConfigError>)`.
 fn raise<E: PyTypeInfo>(e: impl std::fmt::Display) -> PyErr {
     PyErr::new::<E, _>(e.to_string())
+}
+
+/// An exception class that is both a `TriageError` and a built-in exception, so that code
+/// written for the built-in (vLLM's, or `except ValueError`) still catches it and users can
+/// catch `TriageError`. `create_exception!` takes one base; these are made with `type()`
+/// when first needed (the module adds them at import).
+struct DualException {
+    cell: PyOnceLock<Py<PyType>>,
+    name: &'static str,
+    doc: &'static str,
+    builtin: fn(Python<'_>) -> Bound<'_, PyType>,
+}
+
+impl DualException {
+    const fn new(
+        name: &'static str,
+        builtin: fn(Python<'_>) -> Bound<'_, PyType>,
+        doc: &'static str,
+    ) -> Self {
+        DualException {
+            cell: PyOnceLock::new(),
+            name,
+            doc,
+            builtin,
+        }
+    }
+
+    fn type_object<'py>(&self, py: Python<'py>) -> PyResult<&Bound<'py, PyType>> {
+        self.cell
+            .get_or_try_init(py, || {
+                let dict = PyDict::new(py);
+                dict.set_item("__module__", "triage._triage")?;
+                dict.set_item("__doc__", self.doc)?;
+                let bases = PyTuple::new(py, [py.get_type::<TriageError>(), (self.builtin)(py)])?;
+                let t = py
+                    .get_type::<PyType>()
+                    .call1((self.name, bases, dict))?
+                    .cast_into::<PyType>()?;
+                Ok(t.unbind())
+            })
+            .map(|t| t.bind(py))
+    }
+
+    /// This exception with `message`.
+    fn err(&self, py: Python<'_>, message: impl Into<String>) -> PyErr {
+        match self.type_object(py) {
+            Ok(t) => PyErr::from_type(t.clone(), message.into()),
+            Err(e) => e,
+        }
+    }
+}
+
+static ARGUMENT_ERROR: DualException = DualException::new(
+    "ArgumentError",
+    |py| py.get_type::<PyValueError>(),
+    "An argument is out of range or not one of the allowed values; the message names it. \
+     Also a ValueError.",
+);
+static ARGUMENT_TYPE_ERROR: DualException = DualException::new(
+    "ArgumentTypeError",
+    |py| py.get_type::<PyTypeError>(),
+    "An argument has the wrong type; the message names it. Also a TypeError.",
+);
+static QUEUE_EMPTY: DualException = DualException::new(
+    "QueueEmpty",
+    |py| py.get_type::<PyIndexError>(),
+    "pop_request or peek_request on an empty queue. Also an IndexError, as vLLM's queues \
+     raise.",
+);
+static NOT_QUEUED: DualException = DualException::new(
+    "NotQueued",
+    |py| py.get_type::<PyValueError>(),
+    "remove_request of a request that is not in the queue. Also a ValueError, as vLLM's \
+     queues raise.",
+);
+static ALREADY_QUEUED: DualException = DualException::new(
+    "AlreadyQueued",
+    |py| py.get_type::<PyValueError>(),
+    "add_request or prepend_request of a request that is already in the queue. Also a \
+     ValueError.",
+);
+
+// ---------------------------------------------------------------------------------------
+// Arguments: each value a caller passes is converted here, naming it on error.
+
+/// `repr(v)`, cut to 60 characters (an int may have thousands of digits).
+fn short_repr(v: &Bound<'_, PyAny>) -> String {
+    let r = v
+        .repr()
+        .map_or_else(|_| "<no repr>".to_string(), |r| r.to_string());
+    if r.chars().count() > 60 {
+        format!("{}...", r.chars().take(57).collect::<String>())
+    } else {
+        r
+    }
+}
+
+/// The name of `v`'s type, for messages.
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string())
+}
+
+/// `ArgumentTypeError`: "`name` must be `expected`, not `type`".
+fn wrong_type(name: &str, expected: &str, v: &Bound<'_, PyAny>) -> PyErr {
+    ARGUMENT_TYPE_ERROR.err(
+        v.py(),
+        format!("{name} must be {expected}, not {}", type_name(v)),
+    )
+}
+
+/// `ArgumentError`: "`name` must be `expected`, got `repr`".
+fn out_of_range(name: &str, expected: &str, v: &Bound<'_, PyAny>) -> PyErr {
+    ARGUMENT_ERROR.err(
+        v.py(),
+        format!("{name} must be {expected}, got {}", short_repr(v)),
+    )
+}
+
+/// An integer type an argument converts to, with its range in words.
+trait IntArg: TryFrom<i128> {
+    const RANGE: &'static str;
+}
+impl IntArg for u32 {
+    const RANGE: &'static str = "an int from 0 to 4294967295";
+}
+impl IntArg for u64 {
+    const RANGE: &'static str = "an int from 0 to 18446744073709551615";
+}
+
+/// The range of a time in ns (`now_ns`, `ManualClock` times).
+const TIME_NS_RANGE: &str =
+    "an int from 0 to 18446744073709551615 (ns; a Timestamp holds about 584.5 years)";
+
+/// Integer argument `name`: any int (or object with `__index__`) in `T`'s range, but not a
+/// bool (an int subclass in Python, almost always a mistake here).
+fn int<T: IntArg>(v: &Bound<'_, PyAny>, name: &str) -> PyResult<T> {
+    int_in(v, name, T::RANGE)
+}
+
+/// [`int`] with the range named as `range`.
+fn int_in<T: TryFrom<i128>>(v: &Bound<'_, PyAny>, name: &str, range: &str) -> PyResult<T> {
+    if v.is_instance_of::<PyBool>() {
+        return Err(wrong_type(name, "an int", v));
+    }
+    match v.extract::<i128>() {
+        Ok(x) => T::try_from(x).map_err(|_| out_of_range(name, range, v)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(v.py()) => Err(out_of_range(name, range, v)),
+        Err(_) => Err(wrong_type(name, "an int", v)),
+    }
+}
+
+/// [`int`] for an optional argument (`None` stays `None`).
+fn opt_int<T: IntArg>(v: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<T>> {
+    v.map(|v| int(v, name)).transpose()
+}
+
+/// A time in ns: `now_ns`, `ManualClock` times.
+fn time_ns(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Timestamp> {
+    int_in(v, name, TIME_NS_RANGE).map(Timestamp)
+}
+
+/// String argument `name`.
+fn string(v: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    let s = v
+        .cast::<PyString>()
+        .map_err(|_| wrong_type(name, "a str", v))?;
+    s.to_str()
+        .map(str::to_owned)
+        .map_err(|_| out_of_range(name, "a str without lone surrogates", v))
+}
+
+/// Boolean argument `name`: a `bool`, not any truthy value.
+fn boolean(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
+    v.cast::<PyBool>()
+        .map(|b| b.is_true())
+        .map_err(|_| wrong_type(name, "a bool", v))
+}
+
+/// The configuration argument `name` (default: the default configuration).
+fn config_arg(v: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<SchedulerConfig> {
+    match v {
+        None => Ok(SchedulerConfig::default()),
+        Some(v) => v
+            .cast::<Config>()
+            .map(|c| c.get().inner.clone())
+            .map_err(|_| wrong_type(name, "a triage.Config", v)),
+    }
+}
+
+/// vLLM's integer priority `v` as an `i64`; an int beyond 64 bits counts as `i64`'s
+/// minimum or maximum (so a range open to `i64::MAX` holds it).
+fn saturating_i64(v: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    if v.is_instance_of::<PyBool>() {
+        return Err(wrong_type(name, "an int", v));
+    }
+    match v.extract::<i64>() {
+        Ok(p) => Ok(p),
+        Err(e) if e.is_instance_of::<PyOverflowError>(v.py()) => {
+            Ok(if v.gt(0)? { i64::MAX } else { i64::MIN })
+        }
+        Err(_) => Err(wrong_type(name, "an int", v)),
+    }
 }
 
 /// A scheduler configuration (the TOML file's contents), validated.
@@ -87,9 +297,12 @@ impl Config {
         }
     }
 
-    /// Loads and validates a TOML file.
+    /// Loads and validates a TOML file (`path`: a `str` or `os.PathLike`).
     #[staticmethod]
-    fn from_path(path: std::path::PathBuf) -> PyResult<Self> {
+    fn from_path(path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let path: std::path::PathBuf = path
+            .extract()
+            .map_err(|_| wrong_type("path", "a str or os.PathLike", path))?;
         SchedulerConfig::from_path(&path)
             .map(|inner| Config { inner })
             .map_err(raise::<ConfigError>)
@@ -97,8 +310,8 @@ impl Config {
 
     /// Parses and validates TOML text.
     #[staticmethod]
-    fn from_toml(text: &str) -> PyResult<Self> {
-        SchedulerConfig::from_toml_str(text)
+    fn from_toml(text: &Bound<'_, PyAny>) -> PyResult<Self> {
+        SchedulerConfig::from_toml_str(&string(text, "text")?)
             .map(|inner| Config { inner })
             .map_err(raise::<ConfigError>)
     }
@@ -142,8 +355,14 @@ impl Config {
     }
 
     /// The class index whose range holds vLLM's `priority`; raises `ClassError` if none.
-    fn class_for_priority(&self, priority: i64) -> PyResult<usize> {
-        vllm_class(&self.inner.class_set(), priority, OutOfRange::Error).map(Class::index)
+    fn class_for_priority(&self, priority: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (class, _) = vllm_class(
+            &self.inner.class_set(),
+            priority,
+            "priority",
+            OutOfRange::Error,
+        )?;
+        Ok(class.index())
     }
 
     fn __repr__(&self) -> String {
@@ -161,12 +380,17 @@ struct ManualClock {
 
 #[pymethods]
 impl ManualClock {
+    /// A clock at `start_ns` (default 0).
     #[new]
-    #[pyo3(signature = (start_ns = 0))]
-    fn new(start_ns: u64) -> Self {
-        ManualClock {
-            inner: triage::ManualClock::new(Timestamp(start_ns)),
-        }
+    #[pyo3(signature = (start_ns = None))]
+    fn new(start_ns: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start = start_ns
+            .map(|v| time_ns(v, "start_ns"))
+            .transpose()?
+            .unwrap_or(Timestamp::ZERO);
+        Ok(ManualClock {
+            inner: triage::ManualClock::new(start),
+        })
     }
 
     /// The current time in ns.
@@ -174,19 +398,27 @@ impl ManualClock {
         self.inner.now().0
     }
 
-    /// Sets the time (it must not go backwards for the scheduler's sake).
-    fn set_ns(&self, t: u64) {
-        self.inner.set(Timestamp(t));
+    /// Sets the time to `t` ns; raises `ArgumentError` if `t` is earlier than the current
+    /// time (the clock is then unchanged: it never goes backwards).
+    fn set_ns(&self, t: &Bound<'_, PyAny>) -> PyResult<()> {
+        let to = time_ns(t, "t")?;
+        self.inner
+            .try_set(to)
+            .map_err(|e| ARGUMENT_ERROR.err(t.py(), format!("t: {e}")))
     }
 
-    /// Moves the time forward by `ms` milliseconds.
-    fn advance_ms(&self, ms: u64) {
-        self.inner.advance(Duration::from_millis(ms));
+    /// Moves the time forward by `ms` milliseconds (saturating at the largest time).
+    fn advance_ms(&self, ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner
+            .advance(Duration::from_millis(int::<u64>(ms, "ms")?));
+        Ok(())
     }
 
-    /// Moves the time forward by `ns` nanoseconds.
-    fn advance_ns(&self, ns: u64) {
-        self.inner.advance(Duration::from_nanos(ns));
+    /// Moves the time forward by `ns` nanoseconds (saturating at the largest time).
+    fn advance_ns(&self, ns: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner
+            .advance(Duration::from_nanos(int::<u64>(ns, "ns")?));
+        Ok(())
     }
 }
 
@@ -214,47 +446,86 @@ enum OutOfRange {
     Error,
 }
 
-/// The class vLLM's integer `priority` maps to: the one whose configured range holds it
-/// (the library's `ClassSet::from_vllm_priority`), else as `out_of_range` says. The one
-/// path from a vLLM priority to a class: `submit`/`reprioritize`, `Config` and `VllmQueue`.
-fn vllm_class(classes: &ClassSet, priority: i64, out_of_range: OutOfRange) -> PyResult<Class> {
-    match out_of_range {
-        OutOfRange::Clamp => Ok(classes.from_vllm_priority_nearest(priority)),
-        OutOfRange::Error => classes
-            .from_vllm_priority(priority)
-            .map_err(raise::<ClassError>),
+/// The class vLLM's integer priority `v` (the argument or attribute `name`) maps to: the
+/// one whose configured range holds it (the library's `ClassSet::from_vllm_priority`),
+/// else as `out_of_range` says; with whether it was clamped. The one path from a vLLM
+/// priority to a class: `submit`/`reprioritize`, `Config` and `VllmQueue`.
+fn vllm_class(
+    classes: &ClassSet,
+    v: &Bound<'_, PyAny>,
+    name: &str,
+    out_of_range: OutOfRange,
+) -> PyResult<(Class, bool)> {
+    let priority = saturating_i64(v, name)?;
+    match classes.from_vllm_priority(priority) {
+        Ok(c) => Ok((c, false)),
+        Err(_) if out_of_range == OutOfRange::Clamp => {
+            Ok((classes.from_vllm_priority_nearest(priority), true))
+        }
+        Err(triage::ClassError::PriorityOutOfRange { ranges, .. }) => {
+            // The library's message, with the argument's name and its exact value (which
+            // may be beyond i64).
+            let mut m = format!("{name} {} is in no class's range; ranges:", short_repr(v));
+            for (n, (lo, hi)) in ranges {
+                m.push_str(&format!(" {n}=[{lo}, {hi}]"));
+            }
+            Err(ClassError::new_err(m))
+        }
+        Err(e) => Err(raise::<ClassError>(e)),
     }
 }
 
-/// A class given as a name (`str`) or an index (`int`), or as vLLM's `priority` (which
-/// must be in a class's range).
+/// A class given as `cls`, a name (`str`) or an index (`int`), or as vLLM's `priority`
+/// (which must be in a class's range); exactly one of the two.
 fn resolve_class(
+    py: Python<'_>,
     classes: &ClassSet,
     cls: Option<&Bound<'_, PyAny>>,
-    priority: Option<i64>,
+    priority: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Class> {
     match (cls, priority) {
-        (Some(_), Some(_)) => Err(PyValueError::new_err(
+        (Some(_), Some(_)) => Err(ARGUMENT_ERROR.err(
+            py,
             "give either cls (a class name or index) or priority (vLLM's integer), not both",
         )),
-        (None, None) => Err(PyValueError::new_err(
+        (None, None) => Err(ARGUMENT_ERROR.err(
+            py,
             "give cls (a class name or index) or priority (vLLM's integer)",
         )),
-        (None, Some(p)) => vllm_class(classes, p, OutOfRange::Error),
-        (Some(c), None) => {
-            if let Ok(name) = c.extract::<String>() {
-                classes.parse_name(&name).map_err(raise::<ClassError>)
-            } else if let Ok(i) = c.extract::<u8>() {
-                classes
-                    .check(Class::from_index(i))
-                    .map_err(raise::<ClassError>)
-            } else {
-                Err(ClassError::new_err(format!(
-                    "cls must be a class name (str) or index (int), not {}",
-                    c.get_type().name()?
-                )))
-            }
-        }
+        (None, Some(p)) => Ok(vllm_class(classes, p, "priority", OutOfRange::Error)?.0),
+        (Some(c), None) => class_arg(classes, c, "cls"),
+    }
+}
+
+/// A class given by name (`str`) or index (`int`, not `bool`) as argument `name`.
+fn class_arg(classes: &ClassSet, c: &Bound<'_, PyAny>, name: &str) -> PyResult<Class> {
+    let expected = "a class name (str) or index (int)";
+    if let Ok(s) = c.cast::<PyString>() {
+        let s = string(s.as_any(), name)?;
+        return classes
+            .parse_name(&s)
+            .map_err(|e| ClassError::new_err(format!("{name}: {e}")));
+    }
+    if c.is_instance_of::<PyBool>() {
+        return Err(wrong_type(name, expected, c));
+    }
+    match c.extract::<i128>() {
+        Ok(i) => u8::try_from(i)
+            .ok()
+            .map(Class::from_index)
+            .filter(|&k| classes.contains(k))
+            .ok_or_else(|| {
+                ClassError::new_err(format!(
+                    "{name}: unknown class index {i}; configured classes are 0..{}",
+                    classes.len()
+                ))
+            }),
+        Err(e) if e.is_instance_of::<PyOverflowError>(c.py()) => Err(ClassError::new_err(format!(
+            "{name}: unknown class index {}; configured classes are 0..{}",
+            short_repr(c),
+            classes.len()
+        ))),
+        Err(_) => Err(wrong_type(name, expected, c)),
     }
 }
 
@@ -274,16 +545,19 @@ impl Submitter {
     fn submit(
         &self,
         py: Python<'_>,
-        id: u64,
-        prompt_tokens: u32,
-        max_new_tokens: u32,
+        id: &Bound<'_, PyAny>,
+        prompt_tokens: &Bound<'_, PyAny>,
+        max_new_tokens: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
-        priority: Option<i64>,
-        tenant: Option<u64>,
+        priority: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
-        let class = resolve_class(&self.inner.classes(), cls, priority)?;
+        let id: u64 = int(id, "id")?;
+        let prompt_tokens: u32 = int(prompt_tokens, "prompt_tokens")?;
+        let max_new_tokens: u32 = int(max_new_tokens, "max_new_tokens")?;
+        let class = resolve_class(py, &self.inner.classes(), cls, priority)?;
         let mut spec = RequestSpec::new(id, class, prompt_tokens, max_new_tokens);
-        if let Some(t) = tenant {
+        if let Some(t) = opt_int::<u64>(tenant, "tenant")? {
             spec = spec.with_tenant(TenantId(t));
         }
         let inner = &self.inner;
@@ -294,10 +568,10 @@ impl Submitter {
 
     /// Cancels a request; returns `"waiting"` or `"running"` (where it was). Raises
     /// `ControlError` if it is unknown or already ended.
-    fn cancel(&self, id: u64) -> PyResult<&'static str> {
+    fn cancel(&self, id: &Bound<'_, PyAny>) -> PyResult<&'static str> {
         match self
             .inner
-            .cancel(RequestId(id))
+            .cancel(RequestId(int(id, "id")?))
             .map_err(raise::<ControlError>)?
         {
             CancelOutcome::WasWaiting => Ok("waiting"),
@@ -310,13 +584,15 @@ impl Submitter {
     #[pyo3(signature = (id, cls = None, *, priority = None))]
     fn reprioritize(
         &self,
-        id: u64,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
-        priority: Option<i64>,
+        priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let class = resolve_class(&self.inner.classes(), cls, priority)?;
+        let id = RequestId(int(id, "id")?);
+        let class = resolve_class(py, &self.inner.classes(), cls, priority)?;
         self.inner
-            .reprioritize(RequestId(id), class)
+            .reprioritize(id, class)
             .map_err(raise::<ControlError>)
     }
 
@@ -500,15 +776,12 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn now(&self, now_ns: Option<u64>) -> Timestamp {
-        now_ns.map_or_else(|| self.clock.now(), Timestamp)
-    }
-
-    fn class(&self, id: &str) -> PyResult<Class> {
-        self.inner
-            .classes()
-            .parse_name(id)
-            .map_err(raise::<ClassError>)
+    /// `now_ns` if given, else the clock's time.
+    fn now(&self, now_ns: Option<&Bound<'_, PyAny>>) -> PyResult<Timestamp> {
+        match now_ns {
+            Some(v) => time_ns(v, "now_ns"),
+            None => Ok(self.clock.now()),
+        }
     }
 }
 
@@ -519,10 +792,16 @@ impl Scheduler {
     /// the monotonic wall clock.
     #[new]
     #[pyo3(signature = (config = None, clock = None))]
-    fn new(config: Option<Config>, clock: Option<ManualClock>) -> PyResult<Self> {
-        let config = config.map_or_else(SchedulerConfig::default, |c| c.inner);
+    fn new(config: Option<&Bound<'_, PyAny>>, clock: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let config = config_arg(config, "config")?;
         let clock = match clock {
-            Some(c) => AnyClock::Manual(c.inner),
+            Some(c) => AnyClock::Manual(
+                c.cast::<ManualClock>()
+                    .map_err(|_| wrong_type("clock", "a triage.ManualClock", c))?
+                    .get()
+                    .inner
+                    .clone(),
+            ),
             None => AnyClock::Mono(MonotonicClock::new()),
         };
         let (inner, submitter) =
@@ -548,19 +827,19 @@ impl Scheduler {
     fn submit(
         &self,
         py: Python<'_>,
-        id: u64,
-        prompt_tokens: u32,
-        max_new_tokens: u32,
+        id: &Bound<'_, PyAny>,
+        prompt_tokens: &Bound<'_, PyAny>,
+        max_new_tokens: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
-        priority: Option<i64>,
-        tenant: Option<u64>,
+        priority: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         self.submitter()
             .submit(py, id, prompt_tokens, max_new_tokens, cls, priority, tenant)
     }
 
     /// Same as `Submitter.cancel`.
-    fn cancel(&self, id: u64) -> PyResult<&'static str> {
+    fn cancel(&self, id: &Bound<'_, PyAny>) -> PyResult<&'static str> {
         self.submitter().cancel(id)
     }
 
@@ -568,11 +847,12 @@ impl Scheduler {
     #[pyo3(signature = (id, cls = None, *, priority = None))]
     fn reprioritize(
         &self,
-        id: u64,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
-        priority: Option<i64>,
+        priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.submitter().reprioritize(id, cls, priority)
+        self.submitter().reprioritize(py, id, cls, priority)
     }
 
     /// Decides the next iteration under the engine's budget, at `now_ns` (default: the
@@ -581,17 +861,17 @@ impl Scheduler {
     fn step(
         &mut self,
         py: Python<'_>,
-        max_num_seqs: u32,
-        max_batched_tokens: u32,
-        free_blocks: u32,
-        now_ns: Option<u64>,
+        max_num_seqs: &Bound<'_, PyAny>,
+        max_batched_tokens: &Bound<'_, PyAny>,
+        free_blocks: &Bound<'_, PyAny>,
+        now_ns: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Decision> {
-        let now = self.now(now_ns);
         let budget = Budget {
-            max_num_seqs,
-            max_batched_tokens,
-            free_blocks,
+            max_num_seqs: int(max_num_seqs, "max_num_seqs")?,
+            max_batched_tokens: int(max_batched_tokens, "max_batched_tokens")?,
+            free_blocks: int(free_blocks, "free_blocks")?,
         };
+        let now = self.now(now_ns)?;
         let (inner, buf) = (&mut self.inner, &mut self.step_buf);
         py.detach(|| inner.step_into(now, &budget, buf))
             .map_err(raise::<BudgetError>)?;
@@ -603,35 +883,46 @@ impl Scheduler {
     #[pyo3(signature = (id, computed, new_output, now_ns = None))]
     fn on_progress(
         &mut self,
-        id: u64,
-        computed: u32,
-        new_output: u32,
-        now_ns: Option<u64>,
+        id: &Bound<'_, PyAny>,
+        computed: &Bound<'_, PyAny>,
+        new_output: &Bound<'_, PyAny>,
+        now_ns: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let now = self.now(now_ns);
+        let id = RequestId(int(id, "id")?);
+        let computed = int(computed, "computed")?;
+        let new_output = int(new_output, "new_output")?;
+        let now = self.now(now_ns)?;
         self.inner
-            .on_progress(RequestId(id), now, computed, new_output)
+            .on_progress(id, now, computed, new_output)
             .map_err(raise::<ProgressError>)
     }
 
-    /// Reports that a running request finished (`reason`: `"stop"`, `"length"` or
-    /// `"error"`); returns its outcome, `"finished"` or `"cancelled"`.
-    #[pyo3(signature = (id, reason = "stop", now_ns = None))]
-    fn on_finished(&mut self, id: u64, reason: &str, now_ns: Option<u64>) -> PyResult<String> {
-        let reason = match reason {
-            "stop" => FinishReason::Stop,
-            "length" => FinishReason::Length,
-            "error" => FinishReason::Error,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "reason {other:?}: expected \"stop\", \"length\" or \"error\""
-                )))
+    /// Reports that a running request finished (`reason`: `"stop"` (the default),
+    /// `"length"` or `"error"`); returns its outcome, `"finished"` or `"cancelled"`.
+    #[pyo3(signature = (id, reason = None, now_ns = None))]
+    fn on_finished(
+        &mut self,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        reason: Option<&Bound<'_, PyAny>>,
+        now_ns: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let id = RequestId(int(id, "id")?);
+        let reason = match reason.map(|r| string(r, "reason")).transpose()?.as_deref() {
+            None | Some("stop") => FinishReason::Stop,
+            Some("length") => FinishReason::Length,
+            Some("error") => FinishReason::Error,
+            Some(other) => {
+                return Err(ARGUMENT_ERROR.err(
+                    py,
+                    format!("reason {other:?}: expected \"stop\", \"length\" or \"error\""),
+                ))
             }
         };
-        let now = self.now(now_ns);
+        let now = self.now(now_ns)?;
         let outcome = self
             .inner
-            .on_finished(RequestId(id), now, reason)
+            .on_finished(id, now, reason)
             .map_err(raise::<ProgressError>)?;
         Ok(outcome_name(outcome).to_string())
     }
@@ -654,9 +945,31 @@ impl Scheduler {
         self.inner.classes().names().to_vec()
     }
 
-    /// Requests waiting whose base class is `cls`.
-    fn waiting_in(&self, cls: &str) -> PyResult<usize> {
-        Ok(self.inner.waiting_in(self.class(cls)?))
+    /// Requests waiting whose base class is `cls` (a name or an index).
+    fn waiting_in(&self, cls: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let class = class_arg(self.inner.classes(), cls, "cls")?;
+        Ok(self.inner.waiting_in(class))
+    }
+
+    /// Tenants with a request held (waiting or running) while fairness is on; 0 with it
+    /// off (tenants are then not tracked).
+    #[getter]
+    fn tenants_held(&self) -> usize {
+        self.inner.tenants_held()
+    }
+
+    /// The service counted for `tenant` (an int, or `None` for the requests submitted
+    /// without one) in class `cls` (name or index): weighted tokens divided by the
+    /// tenant's weight, the counter that orders the class's tenants. `None` while fairness
+    /// is off or the tenant holds no request.
+    fn tenant_service(
+        &self,
+        tenant: Option<&Bound<'_, PyAny>>,
+        cls: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<f64>> {
+        let tenant = opt_int::<u64>(tenant, "tenant")?.map(TenantId);
+        let class = class_arg(self.inner.classes(), cls, "cls")?;
+        Ok(self.inner.tenant_service(tenant, class))
     }
 
     /// A snapshot of the counters: `{"waiting", "running", "conservation": {...},
@@ -713,15 +1026,21 @@ impl Scheduler {
     /// The SLO report over `window` (`"cumulative"`, or a configured sliding window such
     /// as `"1m"`, `"5m"`, `"1h"`) as of `now_ns`: `{class: {"ttft"|"tpot"|"e2e": {bound_ms,
     /// quantile, measured_ms, fraction_met, samples, met}}}`, only the targets a class has.
-    #[pyo3(signature = (window = "cumulative", now_ns = None))]
+    #[pyo3(signature = (window = None, now_ns = None))]
     fn slo_report<'py>(
         &mut self,
         py: Python<'py>,
-        window: &str,
-        now_ns: Option<u64>,
+        window: Option<&Bound<'py, PyAny>>,
+        now_ns: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let w = window.parse::<SloWindow>().map_err(raise::<PyValueError>)?;
-        let now = self.now(now_ns);
+        let window = match window {
+            Some(w) => string(w, "window")?,
+            None => "cumulative".to_string(),
+        };
+        let w = window
+            .parse::<SloWindow>()
+            .map_err(|e| ARGUMENT_ERROR.err(py, format!("window: {e}")))?;
+        let now = self.now(now_ns)?;
         let out = PyDict::new(py);
         let classes: Vec<(Class, String)> = self
             .inner
@@ -731,9 +1050,21 @@ impl Scheduler {
             .collect();
         for (class, name) in classes {
             let Some(cc) = self.inner.slo().compliance(class, w, now) else {
-                return Err(PyValueError::new_err(format!(
-                    "window {window:?} is not configured (slo.windows_s)"
-                )));
+                let configured: Vec<String> = self
+                    .inner
+                    .config()
+                    .slo
+                    .windows()
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect();
+                return Err(ARGUMENT_ERROR.err(
+                    py,
+                    format!(
+                        "window {window:?} is not configured (slo.windows_s); configured: {}",
+                        configured.join(", ")
+                    ),
+                ));
             };
             let d = PyDict::new(py);
             for (key, t) in [("ttft", cc.ttft), ("tpot", cc.tpot), ("e2e", cc.e2e)] {
@@ -754,10 +1085,11 @@ impl Scheduler {
 
     /// Proposes a new configuration, applied at the next step boundary (see
     /// `docs/configuration.md` for what may change). Raises `ConfigError` if invalid.
-    fn reload(&self, config: Config) -> PyResult<()> {
+    fn reload(&self, config: &Bound<'_, PyAny>) -> PyResult<()> {
+        let config = config_arg(Some(config), "config")?;
         self.inner
             .config_handle()
-            .propose(config.inner)
+            .propose(config)
             .map_err(raise::<ConfigError>)
     }
 
@@ -831,18 +1163,9 @@ impl Ord for PyItem {
     }
 }
 
-/// Seconds (vLLM's `time.time()` arrivals) to queue nanoseconds: shifted by 2^62 ns (about
-/// 146 years) so that any arrival from 1824 on maps in order into `u64`.
-const EPOCH_SHIFT_NS: i128 = 1 << 62;
-
-fn secs_to_ts(secs: f64) -> Timestamp {
-    // Monotone (IEEE rounding is, and the shift is exact integer arithmetic), so the
-    // queue's order agrees with the float's; equal results are told apart by `PyItem`'s
-    // exact comparison. Nanosecond-exact for small values, 256 ns steps at today's epoch
-    // seconds.
-    let ns = (secs * 1e9).round() as i128 + EPOCH_SHIFT_NS;
-    Timestamp(ns.clamp(0, i128::from(u64::MAX)) as u64)
-}
+/// What the queue says when an `arrival_time` is outside a `Timestamp`'s range.
+const ARRIVAL_RANGE: &str =
+    "finite seconds from 0 to 18446744073.709551615 (a triage Timestamp: u64::MAX ns)";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Policy {
@@ -866,22 +1189,107 @@ struct VllmQueue {
     /// FCFS: next append and prepend keys.
     back: u64,
     front: u64,
+    /// Adds and prepends whose priority was in no class's range, mapped to the nearest
+    /// (`out_of_range="clamp"`).
+    clamped_priorities: u64,
+    /// Adds and prepends whose `arrival_time` a `Timestamp` cannot hold, queued at the
+    /// queue's current time instead (`out_of_range="clamp"`).
+    clamped_arrivals: u64,
+}
+
+/// Logs `message` on the `triage.vllm` logger at warning level when `count` (the clamps so
+/// far, this one included) is a power of two: the first clamp is always seen, and a client
+/// that sends bad values on every request does not flood the log. Called after the request
+/// is queued, so a failure to log must not raise (the caller would think the add failed):
+/// it is reported as unraisable (`sys.unraisablehook`), as Python does for errors it
+/// cannot raise.
+fn warn_clamped(py: Python<'_>, count: u64, message: String) {
+    if !count.is_power_of_two() {
+        return;
+    }
+    let log = || -> PyResult<()> {
+        py.import("logging")?
+            .call_method1("getLogger", ("triage.vllm",))?
+            .call_method1(
+                "warning",
+                (format!(
+                    "{message} ({count} so far; logged at the 1st, 2nd, 4th, 8th, ... time)"
+                ),),
+            )?;
+        Ok(())
+    };
+    if let Err(e) = log() {
+        e.write_unraisable(py, None);
+    }
+}
+
+/// `request.<name>`; a missing attribute raises `ArgumentTypeError` naming `request`.
+fn request_attr<'py>(
+    py: Python<'py>,
+    request: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    request.getattr(name).map_err(|e| {
+        if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
+            ARGUMENT_TYPE_ERROR.err(
+                py,
+                format!(
+                    "request must be a vLLM Request (with arrival_time, priority and request_id), not {}: {}",
+                    type_name(request),
+                    e.value(py)
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// `repr(request.request_id)`, for messages.
+fn request_label(py: Python<'_>, request: &Bound<'_, PyAny>) -> String {
+    request
+        .getattr(intern!(py, "request_id"))
+        .map_or_else(|_| "?".to_string(), |r| short_repr(&r))
 }
 
 impl VllmQueue {
+    /// The queue's clock in seconds (the injected `clock()`, else the wall clock) and as a
+    /// timestamp. Read for aging, and for clamping an arrival whatever the aging.
+    fn clock_now(&self, py: Python<'_>) -> PyResult<(f64, Timestamp)> {
+        let (secs, given) = match &self.clock {
+            Some(c) => {
+                let v = c.bind(py).call0()?;
+                let secs = v
+                    .extract::<f64>()
+                    .map_err(|_| wrong_type("clock()", "a float (seconds)", &v))?;
+                (secs, Some(v))
+            }
+            None => (
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                None,
+            ),
+        };
+        // The same conversion as arrivals', so that their order agrees with the floats'.
+        match Timestamp::checked_from_secs_f64(secs) {
+            Some(t) => Ok((secs, t)),
+            None => Err(ARGUMENT_ERROR.err(
+                py,
+                format!(
+                    "clock() returned {}: expected {ARRIVAL_RANGE}",
+                    given.map_or_else(|| secs.to_string(), |v| short_repr(&v))
+                ),
+            )),
+        }
+    }
+
+    /// The time aging is judged at: the clock's, or zero with aging off.
     fn now(&self, py: Python<'_>) -> PyResult<Timestamp> {
         if !self.aging {
             return Ok(Timestamp::ZERO);
         }
-        match &self.clock {
-            Some(c) => Ok(secs_to_ts(c.bind(py).call0()?.extract::<f64>()?)),
-            None => {
-                let t = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                Ok(secs_to_ts(t))
-            }
-        }
+        Ok(self.clock_now(py)?.1)
     }
 
     fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
@@ -890,18 +1298,59 @@ impl VllmQueue {
             arrival,
             obj: request.clone().unbind(),
         };
+        // What to count and log once the request is queued.
+        let mut clamped_priority = None;
+        let mut clamped_arrival = None;
         let res = match self.policy {
             Policy::Priority => {
-                let arrival_secs: f64 = request.getattr(intern!(py, "arrival_time"))?.extract()?;
-                let item = item(arrival_secs);
-                let priority: i64 = request.getattr(intern!(py, "priority"))?.extract()?;
-                let class = vllm_class(&self.classes, priority, self.out_of_range)?;
+                let attr = |name| request_attr(py, request, name);
+                let arrival_v = attr(intern!(py, "arrival_time"))?;
+                let arrival_secs = match arrival_v.extract::<f64>() {
+                    Ok(secs) => Some(secs),
+                    // An int too large for a float: out of range.
+                    Err(e) if e.is_instance_of::<PyOverflowError>(py) => None,
+                    Err(_) => {
+                        return Err(wrong_type(
+                            "request.arrival_time",
+                            "a float (seconds)",
+                            &arrival_v,
+                        ))
+                    }
+                };
+                let priority_v = attr(intern!(py, "priority"))?;
+                let (class, clamped) = vllm_class(
+                    &self.classes,
+                    &priority_v,
+                    "request.priority",
+                    self.out_of_range,
+                )?;
+                if clamped {
+                    clamped_priority = Some((short_repr(&priority_v), class));
+                }
+                let (arrival_secs, arrival) = match arrival_secs
+                    .and_then(|s| Timestamp::checked_from_secs_f64(s).map(|t| (s, t)))
+                {
+                    Some(ok) => ok,
+                    None if self.out_of_range == OutOfRange::Clamp => {
+                        let (now_secs, now) = self.clock_now(py)?;
+                        clamped_arrival = Some((short_repr(&arrival_v), now_secs));
+                        (now_secs, now)
+                    }
+                    None => {
+                        return Err(out_of_range(
+                            "request.arrival_time",
+                            ARRIVAL_RANGE,
+                            &arrival_v,
+                        ))
+                    }
+                };
                 let now = self.now(py)?;
-                let arrival = secs_to_ts(arrival_secs);
                 if front {
-                    self.queue.requeue(id, item, class, arrival, now)
+                    self.queue
+                        .requeue(id, item(arrival_secs), class, arrival, now)
                 } else {
-                    self.queue.insert(id, item, class, arrival, now)
+                    self.queue
+                        .insert(id, item(arrival_secs), class, arrival, now)
                 }
             }
             Policy::Fcfs => {
@@ -920,51 +1369,107 @@ impl VllmQueue {
             }
         };
         res.map_err(|e| match e {
-            WaitingError::Duplicate { .. } => PyValueError::new_err(format!(
-                "request {} is already in this queue",
-                request
-                    .getattr(intern!(py, "request_id"))
-                    .map_or_else(|_| "?".to_string(), |r| r.to_string())
-            )),
-            other => raise::<PyValueError>(other),
-        })
+            WaitingError::Duplicate { .. } => ALREADY_QUEUED.err(
+                py,
+                format!(
+                    "request {} is already in this queue",
+                    request_label(py, request)
+                ),
+            ),
+            WaitingError::UnknownClass { .. } => raise::<ClassError>(e),
+            WaitingError::Options(_) => raise::<ConfigError>(e),
+        })?;
+        if let Some((priority, class)) = clamped_priority {
+            self.clamped_priorities += 1;
+            warn_clamped(
+                py,
+                self.clamped_priorities,
+                format!(
+                    "triage: request {}: priority {priority} is in no class's range; queued as {} (the nearest range)",
+                    request_label(py, request),
+                    self.classes.name(class)
+                ),
+            );
+        }
+        if let Some((arrival, now_secs)) = clamped_arrival {
+            self.clamped_arrivals += 1;
+            warn_clamped(
+                py,
+                self.clamped_arrivals,
+                format!(
+                    "triage: request {}: arrival_time {arrival} is not {ARRIVAL_RANGE}; queued at the queue's current time, {now_secs}",
+                    request_label(py, request)
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
+/// The requests of the iterable argument `requests`.
 fn collect<'py>(requests: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    requests.try_iter()?.collect()
+    requests
+        .try_iter()
+        .map_err(|_| wrong_type("requests", "an iterable of requests", requests))?
+        .collect()
+}
+
+/// String argument `name`, one of `allowed` (each with its value); `default` if not given.
+fn choice<T: Copy>(
+    v: Option<&Bound<'_, PyAny>>,
+    name: &str,
+    default: T,
+    allowed: &[(&str, T)],
+) -> PyResult<T> {
+    let Some(v) = v else { return Ok(default) };
+    let s = string(v, name)?;
+    allowed
+        .iter()
+        .find(|(k, _)| *k == s)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<String> = allowed.iter().map(|(k, _)| format!("{k:?}")).collect();
+            ARGUMENT_ERROR.err(
+                v.py(),
+                format!("{name} {s:?}: expected {}", names.join(" or ")),
+            )
+        })
 }
 
 #[pymethods]
 impl VllmQueue {
     #[new]
-    #[pyo3(signature = (config = None, *, policy = "priority", aging = true, clock = None, out_of_range = "clamp"))]
+    #[pyo3(signature = (config = None, *, policy = None, aging = None, clock = None, out_of_range = None))]
     fn new(
-        config: Option<Config>,
-        policy: &str,
-        aging: bool,
-        clock: Option<Py<PyAny>>,
-        out_of_range: &str,
+        config: Option<&Bound<'_, PyAny>>,
+        policy: Option<&Bound<'_, PyAny>>,
+        aging: Option<&Bound<'_, PyAny>>,
+        clock: Option<&Bound<'_, PyAny>>,
+        out_of_range: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let config = config.map_or_else(SchedulerConfig::default, |c| c.inner);
-        let policy = match policy {
-            "priority" => Policy::Priority,
-            "fcfs" => Policy::Fcfs,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                "policy {other:?}: expected \"priority\" or \"fcfs\" (vLLM's --scheduling-policy)"
-            )))
+        let config = config_arg(config, "config")?;
+        let policy = choice(
+            policy,
+            "policy",
+            Policy::Priority,
+            &[("priority", Policy::Priority), ("fcfs", Policy::Fcfs)],
+        )?;
+        let aging = aging
+            .map(|a| boolean(a, "aging"))
+            .transpose()?
+            .unwrap_or(true);
+        let clock = match clock {
+            Some(c) if !c.is_callable() => {
+                return Err(wrong_type("clock", "a callable returning seconds", c))
             }
+            c => c.map(|c| c.clone().unbind()),
         };
-        let out_of_range = match out_of_range {
-            "clamp" => OutOfRange::Clamp,
-            "error" => OutOfRange::Error,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "out_of_range {other:?}: expected \"clamp\" or \"error\""
-                )))
-            }
-        };
+        let out_of_range = choice(
+            out_of_range,
+            "out_of_range",
+            OutOfRange::Clamp,
+            &[("clamp", OutOfRange::Clamp), ("error", OutOfRange::Error)],
+        )?;
         let options = match (policy, aging) {
             (Policy::Fcfs, _) => WaitingOptions {
                 bucket_width: Duration::from_nanos(FCFS_BUCKET_NS),
@@ -983,6 +1488,8 @@ impl VllmQueue {
             classes: config.class_set(),
             back: FCFS_ORIGIN,
             front: FCFS_ORIGIN,
+            clamped_priorities: 0,
+            clamped_arrivals: 0,
         })
     }
 
@@ -991,21 +1498,22 @@ impl VllmQueue {
         self.push(py, request, false)
     }
 
-    /// Takes the next request; raises IndexError if the queue is empty.
+    /// Takes the next request; raises `QueueEmpty` (an `IndexError`) if the queue is empty.
     fn pop_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let now = self.now(py)?;
         match self.queue.pop(now) {
             Some((_, item)) => Ok(item.obj),
-            None => Err(PyIndexError::new_err("pop from an empty queue")),
+            None => Err(QUEUE_EMPTY.err(py, "pop_request: the queue is empty")),
         }
     }
 
-    /// The next request, left in place; raises IndexError if the queue is empty.
+    /// The next request, left in place; raises `QueueEmpty` (an `IndexError`) if the queue
+    /// is empty.
     fn peek_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let now = self.now(py)?;
         match self.queue.peek(now) {
             Some((_, item)) => Ok(item.obj.clone_ref(py)),
-            None => Err(PyIndexError::new_err("peek from an empty queue")),
+            None => Err(QUEUE_EMPTY.err(py, "peek_request: the queue is empty")),
         }
     }
 
@@ -1027,12 +1535,16 @@ impl VllmQueue {
         Ok(())
     }
 
-    /// Removes a request; raises ValueError if it is not in the queue.
-    fn remove_request(&mut self, request: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Removes a request; raises `NotQueued` (a `ValueError`) if it is not in the queue.
+    fn remove_request(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
         match self.queue.remove(request.as_ptr() as u64) {
             Some(_) => Ok(()),
-            None => Err(PyValueError::new_err(
-                "remove_request: the request is not in the queue",
+            None => Err(NOT_QUEUED.err(
+                py,
+                format!(
+                    "remove_request: request {} is not in the queue",
+                    request_label(py, request)
+                ),
             )),
         }
     }
@@ -1042,7 +1554,8 @@ impl VllmQueue {
         // Identities first (iterating may borrow this queue, if it is the argument). A
         // queued request is alive, so no other object seen here can share its id.
         let ids = requests
-            .try_iter()?
+            .try_iter()
+            .map_err(|_| wrong_type("requests", "an iterable of requests", requests))?
             .map(|r| r.map(|r| r.as_ptr() as u64))
             .collect::<PyResult<Vec<u64>>>()?;
         let removed = slf.borrow_mut().queue.remove_many(ids);
@@ -1075,9 +1588,10 @@ impl VllmQueue {
     }
 
     /// The class index vLLM's `priority` maps to under this queue's configuration (and
-    /// its out-of-range rule).
-    fn class_for_priority(&self, priority: i64) -> PyResult<usize> {
-        vllm_class(&self.classes, priority, self.out_of_range).map(Class::index)
+    /// its out-of-range rule). Not counted as a clamp.
+    fn class_for_priority(&self, priority: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (class, _) = vllm_class(&self.classes, priority, "priority", self.out_of_range)?;
+        Ok(class.index())
     }
 
     /// The class name of a queued request at the current time (aging included); None if
@@ -1108,6 +1622,21 @@ impl VllmQueue {
     fn aging(&self) -> bool {
         self.aging
     }
+
+    /// Adds and prepends whose `priority` was in no class's range and was mapped to the
+    /// nearest range (`out_of_range="clamp"`).
+    #[getter]
+    fn clamped_priorities(&self) -> u64 {
+        self.clamped_priorities
+    }
+
+    /// Adds and prepends whose `arrival_time` was non-finite, negative or past the
+    /// largest `Timestamp` (18446744073.709551615 s) and was replaced by the queue's
+    /// current time (`out_of_range="clamp"`).
+    #[getter]
+    fn clamped_arrivals(&self) -> u64 {
+        self.clamped_arrivals
+    }
 }
 
 /// The `triage._triage` extension module.
@@ -1121,6 +1650,15 @@ fn _triage(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ControlError", py.get_type::<ControlError>())?;
     m.add("ProgressError", py.get_type::<ProgressError>())?;
     m.add("BudgetError", py.get_type::<BudgetError>())?;
+    for e in [
+        &ARGUMENT_ERROR,
+        &ARGUMENT_TYPE_ERROR,
+        &QUEUE_EMPTY,
+        &NOT_QUEUED,
+        &ALREADY_QUEUED,
+    ] {
+        m.add(e.name, e.type_object(py)?)?;
+    }
     m.add_class::<Config>()?;
     m.add_class::<ManualClock>()?;
     m.add_class::<Submitter>()?;

@@ -45,7 +45,7 @@ def test_vllm_priority_and_class_index():
     assert admitted_ids(s.step(**BUDGET)) == [3, 2, 1]
     with pytest.raises(triage.ClassError, match="priority -1 is in no class's range"):
         s.submit(4, 10, 5, priority=-1)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(triage.ArgumentError, match="not both"):
         s.submit(5, 10, 5, cls="high", priority=0)
 
 
@@ -133,7 +133,7 @@ def test_progress_finish_and_errors():
     assert s.on_finished(1, "length") == "finished"
     with pytest.raises(triage.ProgressError):
         s.on_finished(1)
-    with pytest.raises(ValueError, match="expected \"stop\""):
+    with pytest.raises(triage.ArgumentError, match="expected \"stop\""):
         s.on_finished(1, "bored")
     with pytest.raises(triage.BudgetError, match="free KV blocks"):
         s.step(1, 1, 10**9)
@@ -184,9 +184,9 @@ def test_slo_report_with_injected_time():
     assert report["MEDIUM"]["ttft"]["samples"] == 0
     assert "e2e" in report["LOW"] and "ttft" not in report["LOW"]
     assert s.slo_report("1m")["HIGH"]["ttft"]["samples"] == 1
-    with pytest.raises(ValueError, match="not configured"):
+    with pytest.raises(triage.ArgumentError, match="not configured"):
         s.slo_report("7m")
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(triage.ArgumentError, match="expected"):
         s.slo_report("forever")
 
 
@@ -265,3 +265,78 @@ def test_fairness_between_tenants_and_the_tenant_limit():
     # Served alternately while both are backlogged, not all of tenant 1 first.
     assert order[:4] == [0, 10, 1, 11], order
     assert sorted(order) == [0, 1, 2, 3, 4, 10, 11]
+
+
+def test_fairness_counters_are_visible():
+    cfg = triage.Config.from_toml(
+        "[fairness]\nenabled = true\n[[fairness.tenants]]\nid = 2\nweight = 2.0\n"
+    )
+    clock = triage.ManualClock()
+    s = triage.Scheduler(cfg, clock=clock)
+    assert s.tenants_held == 0
+    assert s.tenant_service(1, "medium") is None  # holds nothing yet
+    s.submit(1, 10, 4, cls="medium", tenant=1)
+    s.submit(2, 10, 4, cls="medium", tenant=2)
+    s.submit(3, 10, 4, cls="medium")  # no tenant: the shared tenant of its own
+    d = s.step(**BUDGET)
+    assert s.tenants_held == 3
+    for a in d.admitted:
+        s.on_progress(a.id, 10, 1)
+    # Prompt weight 1, output weight 2: 10 + 2 = 12 tokens each, over the tenant's weight.
+    assert s.tenant_service(1, "medium") == pytest.approx(12.0)
+    assert s.tenant_service(2, 1) == pytest.approx(6.0)
+    assert s.tenant_service(None, "MEDIUM") == pytest.approx(12.0)
+    assert s.tenant_service(1, "high") == pytest.approx(0.0)
+    assert s.tenant_service(9, "medium") is None
+    for a in d.admitted:
+        s.on_finished(a.id)
+    s.step(**BUDGET)
+    assert s.tenants_held == 0
+    with pytest.raises(triage.ClassError):
+        s.tenant_service(1, "urgent")
+    with pytest.raises(triage.ArgumentError, match="tenant must be an int from 0"):
+        s.tenant_service(-1, "medium")
+    # Fairness off: nothing is tracked.
+    off = triage.Scheduler(clock=triage.ManualClock())
+    off.submit(1, 10, 4, cls="medium", tenant=1)
+    off.step(**BUDGET)
+    assert off.tenants_held == 0 and off.tenant_service(1, "medium") is None
+
+
+def test_two_classes_without_slo_entries_get_the_targets_of_their_names():
+    # Used to fail: "expected 2 entries, one per scheduler class, found 3".
+    cfg = triage.Config.from_toml(
+        '[[classes]]\nname = "high"\nvllm_priority = [0, 0]\n'
+        '[[classes]]\nname = "batch"\nvllm_priority = [1, 9]\npromote_after_ms = 1000\n'
+    )
+    s = triage.Scheduler(cfg, clock=triage.ManualClock())
+    report = s.slo_report()
+    assert report["high"]["ttft"]["bound_ms"] == 500.0 and report["high"]["ttft"]["quantile"] == 0.99
+    assert report["batch"] == {}
+    with pytest.raises(triage.ConfigError, match=r"line 7, column 1: .*`slo.classes`: expected 2 entries"):
+        triage.Config.from_toml(
+            '[[classes]]\nname = "A"\nvllm_priority = [0, 0]\n'
+            '[[classes]]\nname = "B"\nvllm_priority = [1, 1]\n'
+            + "[[slo.classes]]\n" * 3
+        )
+
+
+def _documented_keys(section: str) -> set:
+    """The keys the table under `section` in docs/python.md lists (first column)."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "python.md").read_text()
+    body = doc.split(section, 1)[1].split("\n#", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\| `([a-z_\[\]\.]+)` \|", body, re.M)}
+
+
+def test_metrics_keys_are_the_documented_ones():
+    s = triage.Scheduler(clock=triage.ManualClock())
+    m = s.metrics()
+    keys = set(m)
+    keys |= {f"conservation.{k}" for k in m["conservation"]}
+    keys |= {f"classes[name].{k}" for k in m["classes"]["HIGH"]}
+    assert set(m["classes"]) == {"HIGH", "MEDIUM", "LOW"}
+    assert all(set(c) == set(m["classes"]["HIGH"]) for c in m["classes"].values())
+    assert _documented_keys("### Keys of `metrics()`") == keys

@@ -4,6 +4,8 @@ clock, and the out-of-range rule."""
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 
 import pytest
@@ -97,7 +99,7 @@ def test_aging_off_matches_priority_reference(seed):
             r = rng.choice(ref.items)
             q.remove_request(r)
             ref.remove(r)
-            with pytest.raises(ValueError):
+            with pytest.raises(triage.NotQueued):
                 q.remove_request(r)
         elif op < 0.88:
             pool = ref.items + popped + [random_request(rng, step)]
@@ -121,9 +123,9 @@ def test_equal_arrivals_tie_break_by_request_id():
         q.add_request(r)
     assert [r.request_id for r in q] == ["a", "b", "m", "q", "z"]
     assert [q.pop_request().request_id for _ in range(5)] == ["a", "b", "m", "q", "z"]
-    with pytest.raises(IndexError):
+    with pytest.raises(triage.QueueEmpty):
         q.pop_request()
-    with pytest.raises(IndexError):
+    with pytest.raises(triage.QueueEmpty):
         q.peek_request()
 
 
@@ -235,12 +237,12 @@ def test_misuse_is_reported():
     q = TriageRequestQueue(aging=False)
     r = FakeRequest("a", 0, 1.0)
     q.add_request(r)
-    with pytest.raises(ValueError, match="already in this queue"):
+    with pytest.raises(triage.AlreadyQueued, match="already in this queue"):
         q.add_request(r)
     assert r in q and len(q) == 1
-    with pytest.raises(ValueError, match="policy"):
+    with pytest.raises(triage.ArgumentError, match="policy"):
         TriageRequestQueue(policy="sjf")
-    with pytest.raises(AttributeError):
+    with pytest.raises(triage.ArgumentTypeError, match="must be a vLLM Request"):
         q.add_request(object())
     # remove_requests accepts any iterable, including a set and a generator.
     q.remove_requests({r})
@@ -265,3 +267,123 @@ def test_vllm_plugin_entry_point_checks_the_config(tmp_path, monkeypatch):
         tv.register()
     monkeypatch.setenv("TRIAGE_AGING", "off")
     assert tv.aging_from_env() is False
+
+
+def test_nan_inf_and_huge_arrivals_no_longer_jump_the_queue():
+    # Issue 15's reproduction: NaN, +inf and 1e300 sorted before a request of 10 s (the
+    # seconds-to-nanoseconds conversion wrapped to the smallest time).
+    q = TriageRequestQueue(aging=False, clock=lambda: 20.0)
+    early = FakeRequest("early", 0, 10.0)
+    q.add_request(early)
+    bad = [FakeRequest(str(t), 0, t) for t in (math.nan, math.inf, 1e300)]
+    for r in bad:
+        q.add_request(r)
+    assert q.pop_request() is early
+    # All at the clock's 20 s, so by request_id: "1e+300", "inf", "nan".
+    assert list(q) == sorted(bad, key=lambda r: r.request_id)
+
+
+BAD_ARRIVALS = [math.nan, math.inf, -math.inf, 1e300, -1.0, 10**400, 18_446_744_073.709_553]
+
+
+@pytest.mark.parametrize("aging", [True, False])
+def test_arrival_times_a_timestamp_cannot_hold_queue_at_the_current_time(aging, caplog):
+    # NaN, +inf and 1e300 used to wrap to the smallest timestamp and jump ahead of a
+    # request that arrived at 10 s. Clamped, they queue as if they arrived now (100 s),
+    # behind it, with aging on or off.
+    now = [100.0]
+    q = TriageRequestQueue(aging=aging, clock=lambda: now[0])
+    early = FakeRequest("early", 0, 10.0)
+    q.add_request(early)
+    bad = [FakeRequest(f"bad{i}", 0, t) for i, t in enumerate(BAD_ARRIVALS)]
+    with caplog.at_level(logging.WARNING, logger="triage.vllm"):
+        for r in bad:
+            q.add_request(r)
+    late = FakeRequest("late", 0, 150.0)
+    q.add_request(late)
+    assert list(q) == [early, *bad, late]
+    assert q.clamped_arrivals == len(BAD_ARRIVALS) == 7
+    assert q.clamped_priorities == 0
+    # Logged the 1st, 2nd and 4th time, naming the request and the value.
+    logged = [r.getMessage() for r in caplog.records if r.name == "triage.vllm"]
+    assert len(logged) == 3 and all(r.levelno == logging.WARNING for r in caplog.records)
+    assert "request 'bad0': arrival_time nan is not finite seconds from 0 to 18446744073.709551615" in logged[0]
+    assert "queued at the queue's current time, 100" in logged[0] and "(1 so far" in logged[0]
+    assert "request 'bad1': arrival_time inf" in logged[1] and "(2 so far" in logged[1]
+    assert "request 'bad3': arrival_time 1e+300" in logged[2] and "(4 so far" in logged[2]
+    # A preempted request put back is clamped (and counted) again, at the time it is back.
+    assert q.pop_request() is early
+    second = q.pop_request()
+    assert second is bad[0]
+    now[0] = 200.0
+    q.prepend_request(second)
+    assert q.clamped_arrivals == 8
+    assert list(q)[-1] is second
+
+
+def test_arrival_time_limit_is_the_timestamp_limit():
+    q = TriageRequestQueue(aging=False, clock=lambda: 5.0, out_of_range="error")
+    top = FakeRequest("top", 0, 18_446_744_073.709_55)  # the largest float that fits
+    zero = FakeRequest("zero", 0, 0.0)
+    q.add_request(top)
+    q.add_request(zero)
+    assert list(q) == [zero, top] and q.clamped_arrivals == 0
+
+
+def test_arrival_times_out_of_range_raise_with_out_of_range_error():
+    q = TriageRequestQueue(aging=False, clock=lambda: 5.0, out_of_range="error")
+    for t in BAD_ARRIVALS:
+        with pytest.raises(triage.ArgumentError, match="request.arrival_time must be finite seconds from 0 to 18446744073.709551615") as e:
+            q.add_request(FakeRequest("x", 0, t))
+        assert type(e.value) is triage.ArgumentError
+    assert len(q) == 0 and q.clamped_arrivals == 0
+
+
+def test_a_refused_add_counts_no_clamp():
+    q = TriageRequestQueue(aging=False, clock=lambda: 5.0)
+    r = FakeRequest("r", -7, math.nan)
+    q.add_request(r)
+    assert (q.clamped_arrivals, q.clamped_priorities) == (1, 1)
+    with pytest.raises(triage.AlreadyQueued):
+        q.add_request(r)
+    assert (q.clamped_arrivals, q.clamped_priorities) == (1, 1)
+
+
+def test_out_of_range_priorities_are_counted_and_logged(aging_config, caplog):
+    q = TriageRequestQueue(aging_config, aging=False, clock=lambda: 1.0)
+    with caplog.at_level(logging.WARNING, logger="triage.vllm"):
+        q.add_request(FakeRequest("in", 5, 1.0))
+        q.add_request(FakeRequest("neg", -5, 1.0))
+        q.add_request(FakeRequest("big", 2**70, 1.0))  # beyond 64 bits: LOW, the nearest
+    assert q.clamped_priorities == 2 and q.clamped_arrivals == 0
+    assert [q.effective_class(r) for r in q] == ["HIGH", "MEDIUM", "LOW"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "triage.vllm"]
+    assert len(logged) == 2
+    assert "request 'neg': priority -5 is in no class's range; queued as HIGH (the nearest range)" in logged[0]
+    assert f"request 'big': priority {2**70} is in no class's range; queued as LOW" in logged[1]
+    # class_for_priority only answers; it counts nothing.
+    assert q.class_for_priority(-5) == 0 and q.clamped_priorities == 2
+
+
+def test_a_failure_to_log_a_clamp_does_not_fail_the_add(monkeypatch):
+    # The request is queued before the warning is logged: a logging error must not make
+    # the add look failed (inside vLLM it would also stop the engine). It goes to
+    # sys.unraisablehook, as Python does with errors it cannot raise.
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+
+    def boom(record):
+        raise RuntimeError("broken log filter")
+
+    logger = logging.getLogger("triage.vllm")
+    logger.addFilter(boom)
+    try:
+        q = TriageRequestQueue(aging=False, clock=lambda: 1.0)
+        r = FakeRequest("r", 0, math.nan)
+        q.add_request(r)
+    finally:
+        logger.removeFilter(boom)
+    assert r in q and q.clamped_arrivals == 1
+    assert len(seen) == 1 and str(seen[0]) == "broken log filter"

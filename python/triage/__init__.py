@@ -11,11 +11,19 @@ The scheduler itself is Rust (the ``triage`` crate); this package binds it:
 * :mod:`triage.vllm` -- ``TriageRequestQueue`` and ``TriageScheduler`` for vLLM 0.33.0
   (vLLM is optional: importing ``triage`` never needs it).
 
-Every error is a :class:`TriageError` subclass whose message names what is wrong.
+Every error is a :class:`TriageError` subclass whose message names what is wrong (the
+argument, field or request); see ``docs/python.md`` for the hierarchy. Where Python or
+vLLM code expects a built-in exception, the class is also that built-in:
+:class:`ArgumentError` is a ``ValueError``, :class:`ArgumentTypeError` a ``TypeError``,
+:class:`QueueEmpty` an ``IndexError``, and :class:`NotQueued` and :class:`AlreadyQueued`
+are ``ValueError`` too.
 """
 
 from ._triage import (
     Admitted,
+    AlreadyQueued,
+    ArgumentError,
+    ArgumentTypeError,
     BudgetError,
     ClassError,
     Config,
@@ -23,8 +31,10 @@ from ._triage import (
     ControlError,
     Decision,
     ManualClock,
+    NotQueued,
     Preempted,
     ProgressError,
+    QueueEmpty,
     Scheduler,
     SubmitError,
     Submitter,
@@ -33,6 +43,9 @@ from ._triage import (
 
 __all__ = [
     "Admitted",
+    "AlreadyQueued",
+    "ArgumentError",
+    "ArgumentTypeError",
     "BudgetError",
     "ClassError",
     "Config",
@@ -40,8 +53,10 @@ __all__ = [
     "ControlError",
     "Decision",
     "ManualClock",
+    "NotQueued",
     "Preempted",
     "ProgressError",
+    "QueueEmpty",
     "Scheduler",
     "SubmitError",
     "Submitter",

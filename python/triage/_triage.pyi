@@ -1,5 +1,11 @@
-"""Type stubs of the extension module ``triage._triage`` (the Rust bindings)."""
+"""Type stubs of the extension module ``triage._triage`` (the Rust bindings).
 
+Every method raises ArgumentTypeError for an argument of the wrong type (including a bool
+where an int or a class is expected) and ArgumentError for one out of range (an int outside
+its Rust type: token counts and ids are unsigned; times are 0 to 2**64 - 1 ns), naming the
+argument; the other errors each method raises are in its docstring."""
+
+import os
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 class TriageError(Exception):
@@ -26,6 +32,26 @@ class ProgressError(TriageError):
 class BudgetError(TriageError):
     """step was refused (more free blocks than the engine has, or time went backwards)."""
 
+class ArgumentError(TriageError, ValueError):
+    """An argument is out of range or not one of the allowed values; the message names it
+    (a negative token count, an unknown reason or SLO window, both cls and priority, a time
+    past the largest Timestamp, a ManualClock set backwards)."""
+
+class ArgumentTypeError(TriageError, TypeError):
+    """An argument has the wrong type; the message names it (a str for an int, a bool for
+    an int or a class, an object that is not a vLLM Request)."""
+
+class QueueEmpty(TriageError, IndexError):
+    """pop_request or peek_request on an empty queue (an IndexError, as vLLM's queues
+    raise)."""
+
+class NotQueued(TriageError, ValueError):
+    """remove_request of a request that is not in the queue (a ValueError, as vLLM's queues
+    raise)."""
+
+class AlreadyQueued(TriageError, ValueError):
+    """add_request or prepend_request of a request already in the queue."""
+
 ClassLike = Union[str, int]
 
 class Config:
@@ -34,7 +60,7 @@ class Config:
     def __init__(self) -> None:
         """The default configuration: HIGH [0,0], MEDIUM [1,9], LOW [10,100]."""
     @staticmethod
-    def from_path(path: str) -> "Config":
+    def from_path(path: Union[str, "os.PathLike[str]"]) -> "Config":
         """Loads and validates a TOML file; raises ConfigError."""
     @staticmethod
     def from_toml(text: str) -> "Config":
@@ -65,11 +91,12 @@ class ManualClock:
     def now_ns(self) -> int:
         """The current time in ns."""
     def set_ns(self, t: int) -> None:
-        """Sets the time (never backwards, for the scheduler's sake)."""
+        """Sets the time; raises ArgumentError if t is earlier than the current time (the
+        clock never goes backwards)."""
     def advance_ms(self, ms: int) -> None:
-        """Moves the time forward by ms milliseconds."""
+        """Moves the time forward by ms milliseconds (saturating at the largest time)."""
     def advance_ns(self, ns: int) -> None:
-        """Moves the time forward by ns nanoseconds."""
+        """Moves the time forward by ns nanoseconds (saturating at the largest time)."""
 
 class Submitter:
     """The API threads' handle; safe to share between threads and usable while the engine
@@ -86,7 +113,9 @@ class Submitter:
         tenant: Optional[int] = None,
     ) -> int:
         """Submits a request (class by name or index as cls, or vLLM's integer priority);
-        returns its arrival time in ns. Raises SubmitError or ClassError."""
+        returns its arrival time in ns. Raises SubmitError if refused, ClassError for a
+        class or priority that maps to no class, ArgumentError for both or neither of cls
+        and priority."""
     def cancel(self, id: int) -> str:
         """Cancels a request; returns "waiting" or "running". Raises ControlError."""
     def reprioritize(
@@ -171,7 +200,7 @@ class Scheduler:
         """Reports one iteration's work on a running request. Raises ProgressError."""
     def on_finished(self, id: int, reason: str = "stop", now_ns: Optional[int] = None) -> str:
         """Reports a finished request ("stop" | "length" | "error"); returns "finished" or
-        "cancelled". Raises ProgressError."""
+        "cancelled". Raises ProgressError, or ArgumentError for another reason."""
     @property
     def waiting(self) -> int: ...
     @property
@@ -180,12 +209,21 @@ class Scheduler:
     def class_names(self) -> list[str]: ...
     @property
     def config(self) -> Config: ...
-    def waiting_in(self, cls: str) -> int: ...
+    def waiting_in(self, cls: ClassLike) -> int: ...
+    @property
+    def tenants_held(self) -> int:
+        """Tenants with a request waiting or running while fairness is on (0 with it off)."""
+    def tenant_service(self, tenant: Optional[int], cls: ClassLike) -> Optional[float]:
+        """The service counted for tenant (None: requests without a tenant) in class cls:
+        weighted tokens over the tenant's weight. None while fairness is off or the tenant
+        holds no request."""
     def metrics(self) -> dict[str, Any]:
-        """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}}."""
+        """{"waiting", "running", "conservation": {...}, "balanced", "classes": {...}};
+        every key is listed in docs/python.md."""
     def slo_report(self, window: str = "cumulative", now_ns: Optional[int] = None) -> dict[str, dict[str, dict[str, Any]]]:
         """{class: {"ttft"|"tpot"|"e2e": {bound_ms, quantile, measured_ms, fraction_met,
-        samples, met}}} over "cumulative" or a configured window ("1m", "5m", "1h")."""
+        samples, met}}} over "cumulative" or a configured window ("1m", "5m", "1h").
+        Raises ArgumentError for a window that does not parse or is not configured."""
     def reload(self, config: Config) -> None:
         """Proposes a configuration, applied at the next step boundary."""
 
@@ -201,12 +239,16 @@ class VllmQueue:
         clock: Optional[Callable[[], float]] = None,
         out_of_range: str = "clamp",
     ) -> None: ...
-    def add_request(self, request: Any) -> None: ...
-    def pop_request(self) -> Any: ...
-    def peek_request(self) -> Any: ...
+    def add_request(self, request: Any) -> None:
+        """Raises AlreadyQueued if queued, ArgumentTypeError if not a request."""
+    def pop_request(self) -> Any:
+        """Raises QueueEmpty (an IndexError) if empty."""
+    def peek_request(self) -> Any:
+        """Raises QueueEmpty (an IndexError) if empty."""
     def prepend_request(self, request: Any) -> None: ...
     def prepend_requests(self, requests: Iterable[Any]) -> None: ...
-    def remove_request(self, request: Any) -> None: ...
+    def remove_request(self, request: Any) -> None:
+        """Raises NotQueued (a ValueError) if the request is not queued."""
     def remove_requests(self, requests: Iterable[Any]) -> None: ...
     def __len__(self) -> int: ...
     def __bool__(self) -> bool: ...
@@ -218,3 +260,11 @@ class VllmQueue:
     def policy(self) -> str: ...
     @property
     def aging(self) -> bool: ...
+    @property
+    def clamped_priorities(self) -> int:
+        """Adds and prepends whose priority was in no class's range (mapped to the nearest;
+        out_of_range="clamp")."""
+    @property
+    def clamped_arrivals(self) -> int:
+        """Adds and prepends whose arrival_time was non-finite, negative or past the largest
+        Timestamp (queued at the current time instead; out_of_range="clamp")."""

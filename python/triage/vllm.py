@@ -18,13 +18,25 @@
 * ``policy="fcfs"``: exactly vLLM's ``FCFSRequestQueue`` (append, prepend at the front,
   ``prepend_requests`` as ``deque.extendleft``); priorities and aging do not apply.
 
-A priority outside every configured range maps to the class of the nearest range (the
-more urgent one on a tie) with ``out_of_range="clamp"`` (the default: raising inside
-vLLM's engine core would stop the engine), or raises ``triage.ClassError`` with
-``out_of_range="error"``.
+Out-of-range values, with ``out_of_range="clamp"`` (the default: raising inside vLLM's
+engine core would stop the engine):
 
-Differences from vLLM, all on misuse: adding a request that is already queued raises
-``ValueError`` (vLLM's heap would hold it twice); requests are identified by identity, as
+* a priority outside every configured range maps to the class of the nearest range (the
+  more urgent one on a tie);
+* an ``arrival_time`` that a triage ``Timestamp`` cannot hold (NaN, infinite, negative, or
+  past 18,446,744,073.7 s, about the year 2554) is replaced by the queue's current time
+  (its clock's, whatever the aging), so it queues as if it had just arrived.
+
+Each clamp is counted (``clamped_priorities``, ``clamped_arrivals``: one per add or prepend
+that clamped) and logged on the ``triage.vllm`` logger at warning level, the 1st, 2nd, 4th,
+8th, ... time. With ``out_of_range="error"`` they raise instead: ``triage.ClassError`` for
+the priority, ``triage.ArgumentError`` naming ``request.arrival_time``.
+
+Errors are ``triage.TriageError`` subclasses that are also the built-ins vLLM's queues
+raise: ``QueueEmpty`` (an ``IndexError``) on an empty pop or peek, ``NotQueued`` (a
+``ValueError``) when removing a request that is not queued. Differences from vLLM, all on
+misuse: adding a request that is already queued raises ``AlreadyQueued`` (a
+``ValueError``; vLLM's heap would hold it twice); requests are identified by identity, as
 vLLM's (which define no ``__eq__``) are in its sets.
 
 ``TriageScheduler`` is vLLM's ``AsyncScheduler`` with both waiting queues (``waiting``
@@ -77,7 +89,8 @@ class TriageRequestQueue(VllmQueue):
         aging: ``False`` for vLLM's exact priority order (see the module docs).
         clock: a callable returning the time in seconds on ``arrival_time``'s clock
             (default: the wall clock, as vLLM's ``time.time()``). Tests inject time here.
-        out_of_range: ``"clamp"`` or ``"error"`` for priorities in no class's range.
+        out_of_range: ``"clamp"`` or ``"error"`` for priorities in no class's range and
+            arrival times a ``Timestamp`` cannot hold (see the module docs).
 
     Costs at n queued, C classes: ``add_request``, ``prepend_request`` O(log n) (plus the
     requests of the same arrival bucket that sort after it); ``remove_request``

@@ -28,6 +28,16 @@ use serde::{Deserialize, Serialize};
 /// The most tenants a configuration may allow at once.
 pub const MAX_TENANTS_LIMIT: usize = 1 << 20;
 
+/// How far apart tenant weights may be: the greatest (`default_weight` or a listed one) at
+/// most this many times the least. Weights are relative, so their magnitude is free; their
+/// spread, with [`MAX_TOKEN_WEIGHT_RATIO`]'s, sets how many counter units the dearest token
+/// costs against the cheapest, and so the counters' precision (`docs/design.md`).
+pub const MAX_WEIGHT_RATIO: f64 = 1e6;
+
+/// How far apart the token weights may be when neither is 0: the greater at most this many
+/// times the smaller (see [`MAX_WEIGHT_RATIO`]).
+pub const MAX_TOKEN_WEIGHT_RATIO: f64 = 1e4;
+
 /// One tenant's share: service is divided by `weight`, so a tenant of weight 2 receives
 /// twice the service of a tenant of weight 1 when both are backlogged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,11 +45,16 @@ pub const MAX_TENANTS_LIMIT: usize = 1 << 20;
 pub struct TenantWeight {
     /// The tenant, as [`crate::TenantId`] carries it.
     pub id: u64,
-    /// Its weight: finite and more than 0.
+    /// Its weight: finite, more than 0, and within [`MAX_WEIGHT_RATIO`] of every other
+    /// tenant weight (`default_weight` included).
     pub weight: f64,
 }
 
 /// Fairness between tenants inside each class (`[fairness]` in the TOML file).
+///
+/// Weights are relative: multiplying every tenant weight, or both token weights, by one
+/// factor changes nothing. Their magnitude is free, their spread is bounded
+/// ([`MAX_WEIGHT_RATIO`], [`MAX_TOKEN_WEIGHT_RATIO`]).
 ///
 /// ```
 /// let mut cfg = triage::SchedulerConfig::default();
@@ -48,6 +63,10 @@ pub struct TenantWeight {
 /// assert!(cfg.validate().is_ok());
 /// cfg.fairness.tenants[0].weight = 0.0;
 /// assert_eq!(cfg.validate().unwrap_err().field, "fairness.tenants[0].weight");
+/// cfg.fairness.tenants[0].weight = 2e6; // two million times default_weight (1)
+/// assert_eq!(cfg.validate().unwrap_err().field, "fairness.tenants[0].weight");
+/// cfg.fairness.default_weight = 1e5;
+/// assert!(cfg.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,12 +77,16 @@ pub struct FairnessConfig {
     /// running). A request of one more tenant is refused when drained, with
     /// [`crate::RejectReason::TenantLimit`].
     pub max_tenants: usize,
-    /// Service charged per prompt token (at a request's first admission).
+    /// Service charged per prompt token (at a request's first admission): finite, at
+    /// least 0, and if neither is 0 within [`MAX_TOKEN_WEIGHT_RATIO`] of
+    /// `output_token_weight`.
     pub prompt_token_weight: f64,
-    /// Service charged per output token (as the engine reports them).
+    /// Service charged per output token (as the engine reports them); as
+    /// `prompt_token_weight`, and not both 0.
     pub output_token_weight: f64,
     /// The weight of a tenant not listed in `tenants`, and of requests with no tenant
-    /// (which share one tenant of their own).
+    /// (which share one tenant of their own): finite, more than 0, and within
+    /// [`MAX_WEIGHT_RATIO`] of every listed weight.
     pub default_weight: f64,
     /// Per-tenant weights.
     pub tenants: Vec<TenantWeight>,
@@ -110,11 +133,28 @@ impl FairnessConfig {
                 return Err(err(field, "a finite number at least 0", v));
             }
         }
-        if self.prompt_token_weight == 0.0 && self.output_token_weight == 0.0 {
+        let (p, o) = (self.prompt_token_weight, self.output_token_weight);
+        if p == 0.0 && o == 0.0 {
             return Err(err(
                 "fairness.output_token_weight",
                 "more than 0 when prompt_token_weight is 0 (some service must count)",
                 0.0,
+            ));
+        }
+        // The smaller of two nonzero token weights is the one named.
+        let ((small, field), (big, other)) = if p <= o {
+            ((p, "prompt_token_weight"), (o, "output_token_weight"))
+        } else {
+            ((o, "output_token_weight"), (p, "prompt_token_weight"))
+        };
+        if small > 0.0 && big / small > MAX_TOKEN_WEIGHT_RATIO {
+            return Err(err(
+                format!("fairness.{field}"),
+                format!(
+                    "0, or at least 1/{MAX_TOKEN_WEIGHT_RATIO} of {other} ({big}): token \
+                     weights are relative, and counters are exact within that spread"
+                ),
+                small,
             ));
         }
         if !positive(self.default_weight) {
@@ -124,6 +164,9 @@ impl FairnessConfig {
                 self.default_weight,
             ));
         }
+        // The least and greatest tenant weight so far, with the field that set each.
+        let mut least = (self.default_weight, "fairness.default_weight".to_string());
+        let mut greatest = least.clone();
         if self.tenants.len() > self.max_tenants {
             return Err(err(
                 "fairness.tenants",
@@ -132,12 +175,37 @@ impl FairnessConfig {
             ));
         }
         for (i, t) in self.tenants.iter().enumerate() {
+            let field = format!("fairness.tenants[{i}].weight");
             if !positive(t.weight) {
+                return Err(err(field, "a finite number more than 0", t.weight));
+            }
+            if t.weight / least.0 > MAX_WEIGHT_RATIO {
                 return Err(err(
-                    format!("fairness.tenants[{i}].weight"),
-                    "a finite number more than 0",
+                    field,
+                    format!(
+                        "at most {MAX_WEIGHT_RATIO} times the least tenant weight ({} = {}): \
+                         weights are relative, and counters are exact within that spread",
+                        least.1, least.0
+                    ),
                     t.weight,
                 ));
+            }
+            if greatest.0 / t.weight > MAX_WEIGHT_RATIO {
+                return Err(err(
+                    field,
+                    format!(
+                        "at least 1/{MAX_WEIGHT_RATIO} of the greatest tenant weight ({} = {}): \
+                         weights are relative, and counters are exact within that spread",
+                        greatest.1, greatest.0
+                    ),
+                    t.weight,
+                ));
+            }
+            if t.weight < least.0 {
+                least = (t.weight, field.clone());
+            }
+            if t.weight > greatest.0 {
+                greatest = (t.weight, field);
             }
             if let Some(j) = self.tenants[..i].iter().position(|o| o.id == t.id) {
                 return Err(err(

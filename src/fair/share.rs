@@ -1,13 +1,15 @@
 //! The virtual token counters and, per class, the order of the backlogged tenants by
 //! counter. Owned by the wait queue, which tells it when a tenant's lane in a class becomes
 //! non-empty ([`FairShare::join`]) or empty ([`FairShare::leave`]) and asks it for the next
-//! tenant ([`FairShare::pick`]). The scheduler charges service ([`FairShare::charge`]).
+//! tenant ([`FairShare::pick`]). The scheduler charges service ([`FairShare::charge`]), in
+//! counter units that [`Pricing`] defines.
 //!
 //! Every operation is O(log backlogged tenants) and independent of the requests queued.
 //! The per-class order is an indexed 4-ary min-heap: a charge moves one tenant down in
 //! place (a BTreeSet's remove and insert cost several times more, and a step charges once
 //! per admission).
 
+use super::FairnessConfig;
 use crate::class::MAX_TIERS;
 
 /// Not in the heap.
@@ -17,8 +19,13 @@ const ABSENT: u32 = u32::MAX;
 /// [`super::MAX_TENANTS_LIMIT`] (2^20).
 const SLOT_BITS: u32 = 20;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
-/// The largest counter, relative to [`Order::base`], that a key holds: 2^44 - 1 thousandths,
-/// 17.6 billion weighted tokens. A tenant further above the base is held at this value.
+/// A heap key counts service in sixteenths of the cheapest token (2^26 counter units, see
+/// [`FRAC_BITS`]): keys must fit the 44 bits above the slot, and counters hold 2^30 units
+/// per cheapest token. Tenants within a sixteenth of each other share a key and go by slot.
+const KEY_SHIFT: u32 = FRAC_BITS - 4;
+/// The largest counter, relative to [`Order::base`], that a key holds: 2^44 - 1 sixteenths,
+/// 1.1 trillion of the cheapest tokens. A tenant further above the base is held at this
+/// value.
 const REL_MAX: u64 = u64::MAX >> SLOT_BITS;
 /// The base moves up once the least relative counter reaches this, half the key's range.
 const REBASE_AT: u64 = 1 << 43;
@@ -28,7 +35,8 @@ fn slot_of(k: u64) -> u32 {
     (k & SLOT_MASK) as u32
 }
 
-/// The counter, relative to the base (clamped at [`REL_MAX`]), a heap key holds.
+/// The counter a heap key holds: relative to the base, in sixteenths of the cheapest token,
+/// clamped at [`REL_MAX`].
 fn rel_of(k: u64) -> u64 {
     k >> SLOT_BITS
 }
@@ -41,14 +49,17 @@ const ARITY: usize = 4;
 /// A 4-ary min-heap of backlogged tenants by `(counter, slot)`, with each slot's position,
 /// so a slot's key can change in place.
 ///
-/// A key is one `u64`: the counter relative to [`Order::base`] above the slot, so a sift
-/// moves and compares single words (with a `u128` of the absolute counter and the slot, a
-/// step's admissions at 1,000 tenants took about 8% longer). Keys order as
-/// `(counter, slot)` exactly while the backlogged counters span less than [`REL_MAX`]; a
-/// tenant served that much more than the least served one (17.6 billion weighted tokens, reachable only with extreme
-/// weights) is held at `REL_MAX`, behind every other tenant, and such tenants go by slot
-/// among themselves until the span shrinks. Methods take absolute counters and the class's
-/// `counters` (indexed by slot) to rebuild keys when the base moves.
+/// A key is one `u64`: the counter relative to [`Order::base`], in sixteenths of the
+/// cheapest token ([`KEY_SHIFT`]), above the slot, so a sift moves and compares single
+/// words (with a `u128` of the absolute counter and the slot, a step's admissions at 1,000
+/// tenants took about 8% longer). Keys order as `(counter, slot)` up to that resolution
+/// while the backlogged counters span less than [`REL_MAX`] sixteenths; a tenant served
+/// that much more than the least served one (1.1 trillion of the cheapest tokens) is held
+/// at `REL_MAX`, behind every other tenant, and such tenants go by slot among themselves
+/// until the span shrinks. The least key is never held: once it would be, the base moves
+/// up to the least counter ([`Order::settle`]), so the tenant picked is always the least
+/// served. Methods take absolute counters and the class's `counters` (indexed by slot) to
+/// rebuild keys when the base moves.
 #[derive(Default)]
 struct Order {
     /// The heap of keys: `heap[i] <= heap[ARITY*i+1 ..= ARITY*i+ARITY]`.
@@ -56,24 +67,26 @@ struct Order {
     /// `pos[slot]`: the index of `slot` in `heap`, or [`ABSENT`]. Slots past the end are
     /// absent.
     pos: Vec<u32>,
-    /// What keys count from: at most every counter in the heap, and within [`REBASE_AT`] of
-    /// the least after every change.
-    base: u64,
+    /// What keys count from: at most every counter in the heap, and within [`REBASE_AT`]
+    /// sixteenths of the least after every change.
+    base: u128,
 }
 
 impl Order {
     /// The key of `counter` (at least `base`) for `slot`.
-    fn key(&self, counter: u64, slot: u32) -> u64 {
+    fn key(&self, counter: u128, slot: u32) -> u64 {
         debug_assert!(counter >= self.base && u64::from(slot) <= SLOT_MASK);
-        (counter.saturating_sub(self.base).min(REL_MAX) << SLOT_BITS) | u64::from(slot)
+        let rel = (counter.saturating_sub(self.base) >> KEY_SHIFT).min(u128::from(REL_MAX));
+        ((rel as u64) << SLOT_BITS) | u64::from(slot)
     }
 
-    /// The least `(counter, slot)`.
-    fn first(&self) -> Option<(u64, u32)> {
+    /// The least `(counter, slot)`, the counter rounded down to its key's sixteenth (less
+    /// than 2^[`KEY_SHIFT`] units below the exact one).
+    fn first(&self) -> Option<(u128, u32)> {
         // The root is never held at REL_MAX: it is within REBASE_AT of the base.
         self.heap
             .first()
-            .map(|&k| (self.base + rel_of(k), slot_of(k)))
+            .map(|&k| (self.base + (u128::from(rel_of(k)) << KEY_SHIFT), slot_of(k)))
     }
 
     /// `slot`'s index in the heap, if present.
@@ -148,7 +161,7 @@ impl Order {
     }
 
     /// Adds `slot` (absent) at `counter`.
-    fn insert(&mut self, counter: u64, slot: u32, counters: &[u64]) {
+    fn insert(&mut self, counter: u128, slot: u32, counters: &[u128]) {
         let s = slot as usize;
         if self.pos.len() <= s {
             self.pos.resize(s + 1, ABSENT);
@@ -167,7 +180,7 @@ impl Order {
     }
 
     /// Removes `slot`; whether it was there.
-    fn remove(&mut self, slot: u32, counters: &[u64]) -> bool {
+    fn remove(&mut self, slot: u32, counters: &[u128]) -> bool {
         let Some(i) = self.at(slot) else {
             return false;
         };
@@ -184,7 +197,7 @@ impl Order {
 
     /// Raises the counter of the tenant at heap index `i` (slot `slot`'s, from
     /// [`Order::at`]) to `counter`.
-    fn raise_at(&mut self, i: usize, slot: u32, counter: u64, counters: &[u64]) {
+    fn raise_at(&mut self, i: usize, slot: u32, counter: u128, counters: &[u128]) {
         debug_assert_eq!(slot_of(self.heap[i]), slot);
         self.heap[i] = self.key(counter, slot);
         self.down(i);
@@ -194,7 +207,7 @@ impl Order {
     /// Moves the base up to the least counter once that is [`REBASE_AT`] above it (the
     /// root's key may be clamped, so the least is read from `counters`).
     #[inline]
-    fn settle(&mut self, counters: &[u64]) {
+    fn settle(&mut self, counters: &[u128]) {
         if self.base_behind() {
             self.rebase(counters);
         }
@@ -205,10 +218,11 @@ impl Order {
         self.heap.first().is_some_and(|&k| rel_of(k) >= REBASE_AT)
     }
 
-    /// [`Order::settle`]'s move, out of line: it runs once per 8.8 billion weighted tokens.
+    /// [`Order::settle`]'s move, out of line: it runs once the least counter has moved 550
+    /// billion of the cheapest tokens.
     #[cold]
     #[inline(never)]
-    fn rebase(&mut self, counters: &[u64]) {
+    fn rebase(&mut self, counters: &[u128]) {
         self.base = self
             .heap
             .iter()
@@ -220,7 +234,7 @@ impl Order {
 
     /// Checks the heap against `counters`: every key is its slot's counter's, in heap
     /// order, with its position recorded, and the base is close behind the least.
-    fn check(&self, counters: &[u64]) -> Result<(), String> {
+    fn check(&self, counters: &[u128]) -> Result<(), String> {
         for (i, &k) in self.heap.iter().enumerate() {
             let s = slot_of(k);
             let v = counters.get(s as usize).copied().unwrap_or(0);
@@ -239,8 +253,8 @@ impl Order {
 
     /// Recomputes every key from `counters` after the base moved (tenants held at
     /// [`REL_MAX`] may now have exact keys, so the heap is rebuilt, bottom-up). O(tenants);
-    /// once per 8.8 billion weighted tokens served to the least served tenant.
-    fn rebuild(&mut self, counters: &[u64]) {
+    /// once per 550 billion of the cheapest tokens the least served tenant moves.
+    fn rebuild(&mut self, counters: &[u128]) {
         for i in 0..self.heap.len() {
             let slot = slot_of(self.heap[i]);
             self.heap[i] = self.key(counters[slot as usize], slot);
@@ -254,24 +268,62 @@ impl Order {
     }
 }
 
-/// Service is counted in thousandths of a weighted token, so fractional weights keep their
-/// precision in integer counters.
-pub(crate) const SCALE: f64 = 1000.0;
+/// Counter units per token of the cheapest kind for the tenant of greatest weight: 2^30.
+/// Each tenant's cost per token is a whole number of units, so a counter adds charges
+/// exactly and rounding never accumulates; only the cost itself is rounded, once, to within
+/// 2^-31 of itself.
+pub(crate) const FRAC_BITS: u32 = 30;
 
-/// The service of `tokens` tokens at `token_weight` for a tenant of weight `tenant_weight`,
-/// in counter units (saturating).
-pub(crate) fn service(tokens: u64, token_weight: f64, tenant_weight: f64) -> u64 {
-    let x = tokens as f64 * token_weight * SCALE / tenant_weight;
-    // `x.round() as u64`, without the call to libm's `round` that x86_64's baseline
-    // instruction set needs (a charge per admission made it a visible share of a step).
-    // Truncate, then add one if the part cut off is a half or more: below 2^52 both the
-    // truncated value and the difference are exact, and above it `x` is whole. `as`
-    // saturates, so an absurd product ends at u64::MAX, and NaN at 0, as with `round`.
-    let t = x as u64;
-    if x - t as f64 >= 0.5 {
-        t.saturating_add(1)
-    } else {
-        t
+/// How tokens become counter units. Weights are relative: multiplying every tenant weight,
+/// or both token weights, by one factor changes no decision. So the units are scaled to the
+/// configuration: the cheapest token (the least nonzero token weight, for the tenant of
+/// greatest weight) costs exactly 2^[`FRAC_BITS`] units, whatever the weights' magnitude.
+/// The dearest costs at most [`super::MAX_WEIGHT_RATIO`] × [`super::MAX_TOKEN_WEIGHT_RATIO`]
+/// (10^10) times that, under 2^64 units (validation bounds the two ratios).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pricing {
+    /// The prompt and output token weights over the least nonzero one, times 2^FRAC_BITS.
+    tokens: [f64; 2],
+    /// The greatest tenant weight (`default_weight` or a listed one).
+    top: f64,
+    /// Service (tokens × token weight / tenant weight) per counter unit.
+    unit: f64,
+}
+
+impl Pricing {
+    /// The units of `config` (validated).
+    pub(crate) fn new(config: &FairnessConfig) -> Self {
+        let (p, o) = (config.prompt_token_weight, config.output_token_weight);
+        let least = [p, o]
+            .into_iter()
+            .filter(|&w| w > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        // Validation refuses two zero token weights; a unit weight keeps this total.
+        let least = if least.is_finite() { least } else { 1.0 };
+        let top = config
+            .tenants
+            .iter()
+            .map(|t| t.weight)
+            .fold(config.default_weight, f64::max);
+        let scale = (1u64 << FRAC_BITS) as f64;
+        Pricing {
+            tokens: [p / least * scale, o / least * scale],
+            top,
+            unit: least / top / scale,
+        }
+    }
+
+    /// The cost of one prompt token and of one output token, in units, for a tenant of
+    /// weight `weight`.
+    pub(crate) fn costs(&self, weight: f64) -> [u64; 2] {
+        let r = self.top / weight;
+        // `as` saturates: only a weight outside the validated range could get there.
+        self.tokens.map(|t| (t * r).round() as u64)
+    }
+
+    /// `units` of a counter as service: tokens × token weight / tenant weight.
+    pub(crate) fn service(&self, units: u128) -> f64 {
+        units as f64 * self.unit
     }
 }
 
@@ -279,26 +331,27 @@ pub(crate) fn service(tokens: u64, token_weight: f64, tenant_weight: f64) -> u64
 /// requests: each is its own fairness domain, charged for what was admitted from it).
 #[derive(Default)]
 pub(crate) struct FairShare {
-    /// `counters[c][slot]`: the weighted service tenant `slot` received in class `c`,
-    /// raised by the lift. A slot past the end has received none. By class, then slot: a
-    /// class's counters are dense (eight to a cache line), so with many tenants the ones a
-    /// step joins and charges share lines instead of each being a miss.
-    counters: [Vec<u64>; MAX_TIERS],
+    /// `counters[c][slot]`: the weighted service tenant `slot` received in tier `c`, in
+    /// [`Pricing`]'s units, raised by the lift. A slot past the end has received none. By
+    /// tier, then slot: a tier's counters are dense (four to a cache line), so with many
+    /// tenants the ones a step joins and charges share lines instead of each being a miss.
+    /// `u128`: at most 2^64 units a token, they hold 2^64 tokens at the dearest rate.
+    counters: [Vec<u128>; MAX_TIERS],
     /// `backlogged[c]` holds `(counters[c][slot], slot)` for exactly the tenants with a
     /// request waiting in class `c`; its least element is the class's next tenant.
     backlogged: [Order; MAX_TIERS],
     /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
     /// while it is charged). The lift for a tenant joining a class where none is backlogged.
-    last: [(u32, u64); MAX_TIERS],
+    last: [(u32, u128); MAX_TIERS],
 }
 
 impl FairShare {
     /// Tenant `slot`'s counter in class `c`.
-    pub(crate) fn counter(&self, c: usize, slot: u32) -> u64 {
+    pub(crate) fn counter(&self, c: usize, slot: u32) -> u128 {
         self.counters[c].get(slot as usize).copied().unwrap_or(0)
     }
 
-    fn counter_mut(&mut self, c: usize, slot: u32) -> &mut u64 {
+    fn counter_mut(&mut self, c: usize, slot: u32) -> &mut u128 {
         let (i, counters) = (slot as usize, &mut self.counters[c]);
         if i >= counters.len() {
             counters.resize(i + 1, 0);
@@ -314,8 +367,8 @@ impl FairShare {
     }
 
     /// Tenant `slot` now has a request waiting in class `c` and had none: it is lifted to
-    /// the smallest counter backlogged there (so idle time is not banked) and joins the
-    /// order.
+    /// the smallest counter backlogged there (so idle time is not banked; to within a
+    /// sixteenth of the cheapest token, as the heap's root holds it) and joins the order.
     pub(crate) fn join(&mut self, c: usize, slot: u32) {
         let floor = self.backlogged[c]
             .first()
@@ -356,11 +409,12 @@ impl FairShare {
 
     /// Serves class `c`'s next tenant (the backlogged one with the least service, ties to
     /// the lowest slot) and records it as the last served there. Its counter comes from
-    /// the heap's root, which holds it (an invariant [`FairShare::check`] checks), rather
-    /// than from `counters`: with many tenants that row was a cache miss per admission.
+    /// the heap's root, which holds it to a sixteenth of the cheapest token (an invariant
+    /// [`FairShare::check`] checks), rather than from `counters`: with many tenants that
+    /// row was a cache miss per admission.
     pub(crate) fn pick(&mut self, c: usize) -> Option<u32> {
         let (v, slot) = self.backlogged[c].first()?;
-        debug_assert_eq!(v, self.counter(c, slot));
+        debug_assert!(v <= self.counter(c, slot) && self.counter(c, slot) - v < 1 << KEY_SHIFT);
         self.last[c] = (slot, v);
         Some(slot)
     }
@@ -378,9 +432,9 @@ impl FairShare {
         Some(slot_of(*least))
     }
 
-    /// Adds `amount` of service to tenant `slot` in class `c`, moving it in the order if it
-    /// is backlogged there.
-    pub(crate) fn charge(&mut self, c: usize, slot: u32, amount: u64) {
+    /// Adds `amount` units of service to tenant `slot` in class `c`, moving it in the order
+    /// if it is backlogged there.
+    pub(crate) fn charge(&mut self, c: usize, slot: u32, amount: u128) {
         if amount == 0 {
             return;
         }
@@ -438,14 +492,17 @@ impl FairShare {
 mod tests {
     use super::*;
 
+    /// One cheapest token, in units.
+    const TOK: u128 = 1 << FRAC_BITS;
+
     #[test]
     fn the_least_served_backlogged_tenant_goes_next() {
         let mut f = FairShare::default();
         f.join(0, 1);
         f.join(0, 2);
-        f.charge(0, 1, 500);
+        f.charge(0, 1, 500 * TOK);
         assert_eq!(f.next(0), Some(2));
-        f.charge(0, 2, 600);
+        f.charge(0, 2, 600 * TOK);
         assert_eq!(f.next(0), Some(1));
         f.leave(0, 1);
         assert_eq!(f.next(0), Some(2));
@@ -454,17 +511,39 @@ mod tests {
     }
 
     #[test]
+    fn keys_tell_tenants_apart_to_a_sixteenth_of_the_cheapest_token() {
+        let mut f = FairShare::default();
+        f.join(0, 1);
+        f.join(0, 2);
+        // Less than a sixteenth apart: one key, so the lower slot goes first.
+        f.charge(0, 1, TOK / 32);
+        assert_eq!(f.next(0), Some(1));
+        // A sixteenth apart: the less served goes first.
+        f.charge(0, 1, TOK / 32);
+        assert_eq!(f.next(0), Some(2));
+        // A joining tenant is lifted to the least counter as the heap holds it: rounded
+        // down to its sixteenth, so at most that much below tenant 2's.
+        f.leave(0, 1);
+        f.charge(0, 2, TOK + 5);
+        f.join(0, 3);
+        let (two, three) = (f.counter(0, 2), f.counter(0, 3));
+        assert!(three < two && two - three < TOK / 16, "{two} {three}");
+        assert_eq!(f.next(0), Some(2), "one key again: the lower slot");
+        f.check(0, |s| s == 2 || s == 3, 4).unwrap();
+    }
+
+    #[test]
     fn a_returning_tenant_is_lifted_to_the_backlogged_minimum() {
         let mut f = FairShare::default();
         f.join(1, 1);
-        f.charge(1, 1, 10_000);
-        f.join(1, 2); // lifted to tenant 1's 10_000: no credit for having been away
-        assert_eq!(f.counter(1, 2), 10_000);
+        f.charge(1, 1, 10 * TOK);
+        f.join(1, 2); // lifted to tenant 1's counter: no credit for having been away
+        assert_eq!(f.counter(1, 2), 10 * TOK);
         // A tenant that was served more than the minimum keeps its own counter.
-        f.charge(1, 2, 5_000);
+        f.charge(1, 2, 5 * TOK);
         f.leave(1, 2);
         f.join(1, 2);
-        assert_eq!(f.counter(1, 2), 15_000);
+        assert_eq!(f.counter(1, 2), 15 * TOK);
     }
 
     #[test]
@@ -472,13 +551,13 @@ mod tests {
         let mut f = FairShare::default();
         f.join(0, 1);
         f.join(0, 2);
-        f.charge(0, 2, 9_000);
+        f.charge(0, 2, 9 * TOK);
         f.leave(0, 1); // its request was taken for a step and did not fit
         f.rejoin(0, 1);
         assert_eq!(f.counter(0, 1), 0, "kept its own counter");
         f.leave(0, 1);
         f.join(0, 1); // a new arrival after being idle is lifted
-        assert_eq!(f.counter(0, 1), 9_000);
+        assert_eq!(f.counter(0, 1), 9 * TOK);
     }
 
     #[test]
@@ -487,9 +566,9 @@ mod tests {
         f.join(0, 3);
         assert_eq!(f.pick(0), Some(3));
         f.leave(0, 3);
-        f.charge(0, 3, 7_000); // charged after being picked (its prompt at admission)
+        f.charge(0, 3, 7 * TOK + 3); // charged after being picked (its prompt at admission)
         f.join(0, 4);
-        assert_eq!(f.counter(0, 4), 7_000);
+        assert_eq!(f.counter(0, 4), 7 * TOK + 3);
         // Classes are independent.
         f.join(2, 5);
         assert_eq!(f.counter(2, 5), 0);
@@ -498,12 +577,13 @@ mod tests {
     #[test]
     fn the_heap_orders_like_a_sorted_set_under_random_changes() {
         // Against a BTreeSet of (counter, slot), over a deterministic pseudo-random sequence.
-        // Most raises are small, so ties are common; one in eight is 2^40 to 2^47, so the
-        // base keeps moving up and counters spread past REL_MAX (where keys are clamped, and
-        // the least must still be exact).
+        // Counters move in whole sixteenths (the keys' resolution, so the order is exact).
+        // Most raises are small, so ties are common; one in eight is 2^40 to 2^47
+        // sixteenths, so the base keeps moving up and counters spread past REL_MAX (where
+        // keys are clamped, and the least must still be exact).
         let mut heap = Order::default();
         let mut set = std::collections::BTreeSet::new();
-        let mut counters = [0u64; 64];
+        let mut counters = [0u128; 64];
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let (mut rebases, mut clamped) = (0, 0);
         for _ in 0..20_000 {
@@ -515,8 +595,8 @@ mod tests {
             let step = if (x >> 40) % 8 == 0 {
                 1 << (40 + (x >> 44) % 8)
             } else {
-                (x >> 20) % 5
-            };
+                u128::from((x >> 20) % 5)
+            } << KEY_SHIFT;
             let base = heap.base;
             match (x >> 8) % 3 {
                 0 if !heap.contains(slot) => {
@@ -554,28 +634,58 @@ mod tests {
         );
     }
 
+    fn pricing(prompt: f64, output: f64, default: f64, weights: &[f64]) -> Pricing {
+        Pricing::new(&FairnessConfig {
+            prompt_token_weight: prompt,
+            output_token_weight: output,
+            default_weight: default,
+            tenants: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| crate::TenantWeight {
+                    id: i as u64,
+                    weight,
+                })
+                .collect(),
+            ..FairnessConfig::default()
+        })
+    }
+
     #[test]
-    fn service_divides_by_the_tenant_weight_and_saturates() {
-        assert_eq!(service(10, 1.0, 1.0), 10_000);
-        assert_eq!(service(10, 2.0, 4.0), 5_000);
-        assert_eq!(service(u64::MAX, 2.0, 1e-9), u64::MAX);
-        // Rounds as `f64::round` does, halves up, across magnitudes.
-        for (tokens, tw, w) in [(1, 0.0005, 1.0), (1, 0.0004999, 1.0), (7, 1.0, 3.0)] {
-            let x = tokens as f64 * tw * SCALE / w;
-            assert_eq!(service(tokens, tw, w), x.round() as u64, "{x}");
+    fn the_cheapest_token_costs_exactly_one_unit_and_costs_follow_the_weights() {
+        let p = pricing(1.0, 2.0, 1.0, &[3.0]);
+        let t = TOK as u64;
+        assert_eq!(p.costs(3.0), [t, 2 * t]);
+        assert_eq!(p.costs(1.0), [3 * t, 6 * t]);
+        // 3 / 1.7 is not whole: rounded once, to within 2^-31 of the exact cost.
+        let [c, _] = p.costs(1.7);
+        let exact = 3.0 / 1.7 * TOK as f64;
+        assert!((c as f64 - exact).abs() <= 0.5, "{c} {exact}");
+        // Service comes back in weighted tokens over the weight.
+        assert_eq!(p.service(u128::from(3 * t) * 10), 10.0);
+        assert!((p.service(u128::from(2 * t) * 10) - 20.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn costs_do_not_depend_on_the_weights_magnitude() {
+        // The scale (every tenant 100,000, where a decode token used to cost 0)
+        // and a tiny output weight cost what their ratios say, as at weight 1.
+        let t = TOK as u64;
+        assert_eq!(pricing(1.0, 2.0, 1e5, &[]).costs(1e5), [t, 2 * t]);
+        assert_eq!(pricing(1.0, 4e-4, 1.0, &[]).costs(1.0), [2500 * t, t]);
+        // Every weight scaled by a power of two: exactly the same costs.
+        let base = pricing(1.0, 2.0, 1.0, &[3.0, 0.25, 7.5]);
+        for k in [-1000, -20, 20, 990] {
+            let s = 2f64.powi(k);
+            let scaled = pricing(s, 2.0 * s, s, &[3.0 * s, 0.25 * s, 7.5 * s]);
+            for w in [1.0, 3.0, 0.25, 7.5] {
+                assert_eq!(scaled.costs(w * s), base.costs(w), "2^{k}, weight {w}");
+            }
         }
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let (tokens, tw, w) = (
-                x % 100_000,
-                (x >> 20) as f64 / 1e6 % 50.0,
-                0.01 + (x >> 40) as f64 / 1e5,
-            );
-            let exact = (tokens as f64 * tw * SCALE / w).round() as u64;
-            assert_eq!(service(tokens, tw, w), exact, "{tokens} {tw} {w}");
-        }
+        // The widest spread validation accepts still fits a u64 cost, exactly enough.
+        let p = pricing(1e-4, 1.0, 1.0, &[1e6]);
+        let [_, dearest] = p.costs(1.0);
+        let exact = 1e10 * TOK as f64;
+        assert!(dearest < u64::MAX && (dearest as f64 - exact).abs() <= exact * 1e-15);
     }
 }

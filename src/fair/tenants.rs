@@ -2,12 +2,13 @@
 //! fair counters are indexed by it) while it has a request waiting or running, up to
 //! [`super::FairnessConfig::max_tenants`]. Scheduler thread only.
 
+use super::share::Pricing;
 use super::FairnessConfig;
 use crate::hash::FastMap;
 use crate::request::TenantId;
 
 /// The registry. Per-slot state is kept in dense arrays by slot rather than one record
-/// per slot: a drain touches each arriving request's count and a charge its weight, and
+/// per slot: a drain touches each arriving request's count and a charge its costs, and
 /// with many tenants the arrays stay in cache where 32-byte records did not.
 pub(crate) struct Tenants {
     /// The slot of every held tenant (`None`: the requests that carry no tenant).
@@ -17,13 +18,17 @@ pub(crate) struct Tenants {
     /// `requests[s]`: requests of slot `s`'s tenant the scheduler holds (waiting, in hand
     /// or running); 0 exactly when the slot is free (then it is in `free`).
     requests: Vec<u32>,
-    /// `weights[s]`: the weight of slot `s`'s tenant (stale while free).
-    weights: Vec<f64>,
+    /// `costs[s]`: what a prompt token and an output token of slot `s`'s tenant cost, in
+    /// counter units ([`Pricing::costs`] of its weight; stale while free).
+    costs: Vec<[u64; 2]>,
     /// Free slots, reused before new ones are made.
     free: Vec<u32>,
-    /// Configured weights by tenant id.
-    configured: FastMap<u64, f64>,
-    default_weight: f64,
+    /// The costs of the configured tenants, by tenant id.
+    configured: FastMap<u64, [u64; 2]>,
+    /// The costs of every other tenant (`default_weight`).
+    default_costs: [u64; 2],
+    /// The configuration's counter units.
+    pricing: Pricing,
     max: usize,
 }
 
@@ -34,16 +39,24 @@ pub(crate) struct Full;
 impl Tenants {
     /// The registry for `config` (a reload builds a new one and re-registers the held
     /// requests with [`Tenants::acquire_held`]). Its maps hold at most `max_tenants`
-    /// entries, so ids a client picks to collide cost at most that bound per look-up.
+    /// entries, so ids a client picks to collide cost at most that bound per look-up; only
+    /// a reload's held requests and a hand-off's requests from the rings (bounded by the
+    /// rings' capacity) go past it.
     pub(crate) fn new(config: &FairnessConfig) -> Self {
+        let pricing = Pricing::new(config);
         Tenants {
             slots: FastMap::default(),
             ids: Vec::new(),
             requests: Vec::new(),
-            weights: Vec::new(),
+            costs: Vec::new(),
             free: Vec::new(),
-            configured: config.tenants.iter().map(|t| (t.id, t.weight)).collect(),
-            default_weight: config.default_weight,
+            configured: config
+                .tenants
+                .iter()
+                .map(|t| (t.id, pricing.costs(t.weight)))
+                .collect(),
+            default_costs: pricing.costs(config.default_weight),
+            pricing,
             max: config.max_tenants,
         }
     }
@@ -79,20 +92,20 @@ impl Tenants {
         if self.slots.len() >= limit {
             return Err(Full);
         }
-        let weight = tenant
+        let costs = tenant
             .and_then(|t| self.configured.get(&t.0).copied())
-            .unwrap_or(self.default_weight);
+            .unwrap_or(self.default_costs);
         let s = match self.free.pop() {
             Some(s) => s,
             None => {
                 self.ids.push(None);
                 self.requests.push(0);
-                self.weights.push(0.0);
+                self.costs.push([0; 2]);
                 (self.ids.len() - 1) as u32
             }
         };
         let i = s as usize;
-        (self.ids[i], self.requests[i], self.weights[i]) = (tenant, 1, weight);
+        (self.ids[i], self.requests[i], self.costs[i]) = (tenant, 1, costs);
         self.slots.insert(tenant, s);
         Ok((s, true))
     }
@@ -100,8 +113,13 @@ impl Tenants {
     /// The slot for one more request of `tenant`, past the limit if need be (a reload
     /// re-registering the requests already held).
     pub(crate) fn acquire_held(&mut self, tenant: Option<TenantId>) -> u32 {
-        let (s, _) = self.acquire_within(tenant, usize::MAX).expect("no limit");
-        s
+        self.acquire_past_limit(tenant).0
+    }
+
+    /// [`Tenants::acquire`] with no limit: for requests that were accepted and must be
+    /// held even so (a hand-off taking them from the rings).
+    pub(crate) fn acquire_past_limit(&mut self, tenant: Option<TenantId>) -> (u32, bool) {
+        self.acquire_within(tenant, usize::MAX).expect("no limit")
     }
 
     /// The slot of a held tenant.
@@ -120,9 +138,15 @@ impl Tenants {
         }
     }
 
-    /// The weight of slot `s`.
-    pub(crate) fn weight(&self, s: u32) -> f64 {
-        self.weights.get(s as usize).copied().unwrap_or(1.0)
+    /// What one token of `kind` (0: prompt, 1: output) of slot `s`'s tenant costs, in
+    /// counter units.
+    pub(crate) fn cost(&self, s: u32, kind: usize) -> u64 {
+        self.costs.get(s as usize).map_or(0, |c| c[kind])
+    }
+
+    /// Counter units as service (weighted tokens over the tenant's weight).
+    pub(crate) fn service(&self, units: u128) -> f64 {
+        self.pricing.service(units)
     }
 
     /// The tenant of slot `s` (held).
@@ -163,10 +187,12 @@ mod tests {
         let mut t = Tenants::new(&cfg);
         let (a, fresh) = t.acquire(Some(TenantId(9)), NO_SLOT).unwrap();
         assert!(fresh);
-        assert_eq!(t.weight(a), 3.0);
+        // Weight 3 is the greatest: its prompt token is the cheapest, one unit's worth.
+        let unit = 1 << crate::fair::share::FRAC_BITS;
+        assert_eq!((t.cost(a, 0), t.cost(a, 1)), (unit, 2 * unit));
         assert_eq!(t.acquire(Some(TenantId(9)), NO_SLOT).unwrap(), (a, false));
         let (b, _) = t.acquire(None, NO_SLOT).unwrap();
-        assert_eq!(t.weight(b), 1.0);
+        assert_eq!((t.cost(b, 0), t.cost(b, 1)), (3 * unit, 6 * unit));
         assert!(
             t.acquire(Some(TenantId(1)), NO_SLOT).is_err(),
             "a third tenant is refused"

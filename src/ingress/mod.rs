@@ -60,12 +60,13 @@ impl Shard {
     }
 }
 
-/// The ring capacity configured for class position `i`; under loom the rings shrink so the
-/// models reach wrap-around and full.
-fn ring_capacity(config: &SchedulerConfig, i: usize) -> usize {
-    let c = config.classes[i].ring_capacity;
+/// The slots of class position `i`'s rings: the configured capacity (validation keeps it
+/// at [`ring::MIN_CAPACITY`] or more; [`ring::slots_for`] would raise it anyway); under loom
+/// the rings shrink to that smallest capacity so the models reach wrap-around and full.
+fn ring_slots(config: &SchedulerConfig, i: usize) -> usize {
+    let c = ring::slots_for(config.classes[i].ring_capacity);
     if cfg!(loom) {
-        c.min(2)
+        c.min(ring::MIN_CAPACITY)
     } else {
         c
     }
@@ -134,7 +135,7 @@ impl Shared {
                     .map(|i| {
                         let slot = OnceLock::new();
                         if i < config.classes.len() {
-                            let _ = slot.set(Ring::with_capacity(ring_capacity(config, i)));
+                            let _ = slot.set(Ring::with_capacity(ring_slots(config, i)));
                         }
                         slot
                     })
@@ -161,7 +162,7 @@ impl Shared {
     /// `config` asks (ring geometry is fixed once created).
     pub(crate) fn ensure_rings(&self, config: &SchedulerConfig) -> Result<(), (usize, usize)> {
         for i in 0..config.classes.len() {
-            let want = ring_capacity(config, i).max(1).next_power_of_two();
+            let want = ring_slots(config, i);
             if let Some(have) = self.shards[0].ring(i).map(Ring::capacity) {
                 if have != want {
                     return Err((i, have));
@@ -172,7 +173,7 @@ impl Shared {
         for shard in self.shards.iter() {
             for i in 0..config.classes.len() {
                 if shard.rings[i].get().is_none() {
-                    let ring = Ring::with_capacity(ring_capacity(config, i));
+                    let ring = Ring::with_capacity(ring_slots(config, i));
                     if closed {
                         ring.close();
                     }

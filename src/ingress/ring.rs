@@ -15,6 +15,12 @@
 //!
 //! Positions are free-running `usize` counters compared with wrapping arithmetic; the ring
 //! capacity is a power of two so `pos & mask` is the slot index.
+//!
+//! The capacity is at least [`MIN_CAPACITY`] (2). With one slot the scheme breaks: the value
+//! published at `pos` leaves `seq == pos + 1`, which is also "free for the producer of
+//! `pos + 1`", so a second push overwrites the first and the consumer, waiting for
+//! `seq == pos + 1`, never reads either. With two or more slots the two states differ
+//! (`pos + 1` against `pos + capacity`).
 
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use crossbeam_utils::CachePadded;
@@ -61,10 +67,26 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 const CLOSED: usize = 1;
 
+/// The fewest slots a ring has (see the module comment for why one does not work).
+pub const MIN_CAPACITY: usize = 2;
+
+/// The number of slots a ring asked for `capacity` gets: at least [`MIN_CAPACITY`],
+/// rounded up to a power of two.
+pub fn slots_for(capacity: usize) -> usize {
+    capacity.max(MIN_CAPACITY).next_power_of_two()
+}
+
 impl<T> Ring<T> {
-    /// A ring holding up to `capacity` values, rounded up to a power of two (at least 1).
+    /// A ring holding up to `capacity` values, rounded up to a power of two and to at least
+    /// [`MIN_CAPACITY`] ([`slots_for`]).
     pub fn with_capacity(capacity: usize) -> Self {
-        let cap = capacity.max(1).next_power_of_two();
+        Self::with_slots(slots_for(capacity))
+    }
+
+    /// A ring of exactly `cap` slots (a power of two). Private so that only the unit test
+    /// of [`Ring::check_head`] can build the broken one-slot ring.
+    fn with_slots(cap: usize) -> Self {
+        debug_assert!(cap.is_power_of_two());
         let slots = (0..cap)
             .map(|i| Slot {
                 seq: AtomicUsize::new(i),
@@ -176,6 +198,65 @@ impl<T> Ring<T> {
         self.tail.fetch_or(CLOSED, Ordering::AcqRel);
     }
 
+    /// Takes the oldest value of a **closed** ring, waiting for it if a producer has
+    /// claimed its position but not published it yet; `None` once every position claimed
+    /// before the close has been taken.
+    ///
+    /// The wait is bounded: a producer publishes a few instructions after its claim and
+    /// never blocks in between. It also stops, returning `None` with values left behind,
+    /// if the head slot is out of protocol (see [`Ring::check_head`]): that is a defect
+    /// the caller's invariant check reports, and spinning on it would never end.
+    ///
+    /// # Safety
+    ///
+    /// As [`Ring::pop`]: only the ring's single consumer may call it.
+    pub unsafe fn pop_closed(&self) -> Option<T> {
+        loop {
+            // Relaxed: once the closed bit is seen the tail is final (a push's CAS expects
+            // a tail without it, so none succeeds after the close), and every position
+            // below it was claimed by a push whose value `pop` acquires through `seq`.
+            let tail = self.tail.load(Ordering::Relaxed);
+            debug_assert!(tail & CLOSED != 0, "pop_closed on an open ring");
+            // Relaxed: only this thread writes `head`.
+            let pos = self.head.load(Ordering::Relaxed);
+            if pos == tail >> 1 {
+                return None;
+            }
+            // Relaxed: only the state is read here; `pop` loads it again with Acquire
+            // before touching the value.
+            let seq = self.slots[pos & self.mask].seq.load(Ordering::Relaxed);
+            match seq.wrapping_sub(pos) {
+                // SAFETY: the caller is the only consumer (this function's contract).
+                1 => return unsafe { self.pop() },
+                // Claimed, not yet published: the producer is about to store `pos + 1`.
+                0 => crate::sync::yield_now(),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Checks the consumer's view of the protocol: the slot at the head holds either
+    /// `seq == head` (free, or claimed and not yet published) or `seq == head + 1`
+    /// (published). Producers cannot move it further until the consumer pops, so this
+    /// holds at every moment, with pushes in flight too. Anything else means a push
+    /// overwrote a value the consumer had not taken: that value is lost.
+    ///
+    /// Call it from the consumer's thread (a racing pop could make it report falsely).
+    pub fn check_head(&self) -> Result<(), String> {
+        // Relaxed: only the consumer writes `head`, and we are on its thread.
+        let pos = self.head.load(Ordering::Relaxed);
+        // Relaxed: a state check; no data is read through it.
+        let seq = self.slots[pos & self.mask].seq.load(Ordering::Relaxed);
+        match seq.wrapping_sub(pos) {
+            0 | 1 => Ok(()),
+            d => Err(format!(
+                "ring of {} slots: the slot at head {pos} is {d} positions ahead \
+                 (a push overwrote a value not yet taken)",
+                self.capacity()
+            )),
+        }
+    }
+
     /// Values claimed but not yet popped; exact when no push or pop is in flight.
     pub(crate) fn len(&self) -> usize {
         let tail = self.tail.load(Ordering::Acquire) >> 1;
@@ -213,6 +294,53 @@ mod tests {
             // SAFETY: as above.
             assert_eq!(unsafe { r.pop() }, None);
         }
+    }
+
+    #[test]
+    fn capacity_is_at_least_two() {
+        assert_eq!(Ring::<u32>::with_capacity(0).capacity(), MIN_CAPACITY);
+        assert_eq!(Ring::<u32>::with_capacity(1).capacity(), MIN_CAPACITY);
+        assert_eq!(slots_for(2), 2);
+        assert_eq!(slots_for(5), 8);
+    }
+
+    /// The defect a one-slot ring has, and that `check_head` and `pop_closed` report
+    /// instead of losing silently or spinning: the second push overwrites the first.
+    #[test]
+    fn check_head_catches_the_one_slot_overwrite() {
+        let r = Ring::with_slots(1);
+        r.push(1).unwrap();
+        assert_eq!(r.check_head(), Ok(()));
+        r.push(2).unwrap(); // accepted: the slot looks free for position 1
+        assert!(r.check_head().is_err());
+        r.close();
+        // SAFETY: single-threaded test: this is the only consumer.
+        assert_eq!(unsafe { r.pop_closed() }, None, "stops instead of spinning");
+        assert_eq!(r.len(), 2, "both values are stranded");
+        // `drop` would read the slot as empty and leak; that is fine for `u32`.
+    }
+
+    #[test]
+    fn pop_closed_takes_everything_claimed_before_the_close() {
+        let r = Ring::with_capacity(2);
+        for round in 0..3 {
+            r.push(round * 2).unwrap();
+            r.push(round * 2 + 1).unwrap();
+            assert_eq!(r.check_head(), Ok(()));
+            // SAFETY: single-threaded test.
+            assert_eq!(unsafe { r.pop() }, Some(round * 2));
+            // SAFETY: as above.
+            assert_eq!(unsafe { r.pop() }, Some(round * 2 + 1));
+        }
+        r.push(10).unwrap();
+        r.close();
+        assert_eq!(r.push(11), Err(PushError::Closed(11)));
+        // SAFETY: single-threaded test.
+        assert_eq!(unsafe { r.pop_closed() }, Some(10));
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.pop_closed() }, None);
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.check_head(), Ok(()));
     }
 
     #[test]

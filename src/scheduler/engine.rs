@@ -1,6 +1,7 @@
 //! The engine's callbacks into the scheduler (progress, finish) and the hand-off of waiting
 //! requests at shutdown.
 
+use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::counters::{FinishReason, Outcome};
 use crate::error::ProgressError;
@@ -104,26 +105,34 @@ impl Scheduler {
     /// engine finishes them and reports as usual.
     ///
     /// Submits racing the close either land before it (and are returned here) or fail with
-    /// `Closed`: the close bit is in the same word producers claim slots with.
+    /// `Closed`: the close bit is in the same word producers claim slots with. Requests
+    /// still in the rings are handed off even past `fairness.max_tenants` (the limit bounds
+    /// the tenants this replica serves; it serves none of these).
+    ///
+    /// When it returns, ingress is empty and stays so: [`Scheduler::check_invariants`]
+    /// checks it.
     pub fn drain_waiting(&mut self, now: Timestamp) -> Vec<HandOff> {
         self.shared.close(false);
-        // A producer that claimed a slot before the close may not have published it yet;
-        // it is a few instructions from doing so and never blocks, so wait for it.
+        // Closed, each ring's tail is final: take every position claimed before the close.
+        // A producer that claimed one may not have published it yet; it is a few
+        // instructions from doing so and never blocks, so `pop_closed` waits for it (and
+        // only for that). `check_invariants` then finds every ring empty.
+        // What `take_new` reports goes to a scratch decision no one reads: cancels (their
+        // clients were answered) and nothing else, because the tenant limit is lifted: a
+        // request refused here would be neither handed off nor reported.
         let mut scratch = crate::Decision::default();
         let shared = crate::sync::Arc::clone(&self.shared);
         for shard in shared.shards.iter() {
             for ring in shard.rings() {
-                while ring.len() > 0 {
-                    // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
-                    match unsafe { ring.pop() } {
-                        Some(env) => {
-                            self.take_new(env, crate::queue::slab::NO_SLOT, now, &mut scratch)
-                        }
-                        None => crate::sync::yield_now(),
-                    }
+                // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
+                while let Some(env) = unsafe { ring.pop_closed() } {
+                    let hint = crate::queue::slab::NO_SLOT;
+                    self.take_new(env, hint, TenantLimit::Lift, now, &mut scratch);
                 }
             }
         }
+        debug_assert!(scratch.rejected.is_empty());
+        self.handed_off = true;
         // Notices are left for the next step: a cancel of a running request must reach the
         // engine as `aborted` in a decision, not vanish here. A waiting request whose
         // cancel won is ended as cancelled below instead of handed off, and one whose class

@@ -5,7 +5,6 @@
 use super::Scheduler;
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
-use crate::fair::share::{service, SCALE};
 use crate::fair::tenants::Tenants;
 use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
 use crate::queue::slab::NO_SLOT;
@@ -34,15 +33,26 @@ impl Tokens {
     }
 }
 
+/// Whether a drained request may be refused for the tenant limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TenantLimit {
+    /// A step's drain: the limit bounds the tenants held for serving.
+    Apply,
+    /// A hand-off's drain: the request is handed off, not served here, and a refusal there
+    /// would reach no one (the hand-off returns only what it hands off).
+    Lift,
+}
+
 impl Scheduler {
     /// Gives a drained entry its tenant's slot (`hint`: the slot [`Scheduler::look_ahead`]
     /// found, or `NO_SLOT`; see [`Tenants::acquire`]). With fairness off every entry is in
     /// slot 0. Returns `false`, having ended the entry as refused, if its tenant is new and
-    /// the tenant limit is reached.
+    /// the tenant limit is reached, unless `limit` is [`TenantLimit::Lift`].
     pub(super) fn assign_tenant(
         &mut self,
         key: u32,
         hint: u32,
+        limit: TenantLimit,
         now: Timestamp,
         out: &mut Decision,
     ) -> bool {
@@ -51,7 +61,11 @@ impl Scheduler {
             return true;
         }
         let tenant = self.slab[key].spec.tenant;
-        match self.tenants.acquire(tenant, hint) {
+        let acquired = match limit {
+            TenantLimit::Apply => self.tenants.acquire(tenant, hint),
+            TenantLimit::Lift => Ok(self.tenants.acquire_past_limit(tenant)),
+        };
+        match acquired {
             Ok((slot, fresh)) => {
                 if fresh {
                     if let Some(f) = self.wait.fair_mut() {
@@ -134,11 +148,8 @@ impl Scheduler {
         if slot == NO_SLOT {
             return;
         }
-        let token_weight = match kind {
-            Tokens::Prompt => cfg.prompt_token_weight,
-            Tokens::Output => cfg.output_token_weight,
-        };
-        let amount = service(u64::from(tokens), token_weight, self.tenants.weight(slot));
+        // Whole units per token, so the counter adds exactly (`crate::fair::share::Pricing`).
+        let amount = u128::from(tokens) * u128::from(self.tenants.cost(slot, kind as usize));
         if let Some(f) = self.wait.fair_mut() {
             f.charge(class, slot, amount);
         }
@@ -196,11 +207,11 @@ impl Scheduler {
 
     /// The service `tenant` has been counted in `class` (weighted tokens divided by its
     /// weight, after lifts), while fairness is on and the tenant is held. The counter that
-    /// orders the class's tenants.
+    /// orders the class's tenants (exact in its own units; this is it as an `f64`).
     pub fn tenant_service(&self, tenant: Option<TenantId>, class: crate::Class) -> Option<f64> {
         let f = self.wait.fair()?;
         let slot = self.tenants.slot_of(tenant)?;
-        Some(f.counter(class.index(), slot) as f64 / SCALE)
+        Some(self.tenants.service(f.counter(class.index(), slot)))
     }
 
     /// A fresh registry for `config`, with every held entry given its slot again (a

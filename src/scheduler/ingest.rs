@@ -2,6 +2,7 @@
 //! act on the notices of cancels and class changes; and time out requests that waited too
 //! long.
 
+use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::class::Class;
 use crate::counters::Outcome;
@@ -51,7 +52,7 @@ impl Scheduler {
                 self.wait.prefetch_arrival(c, slot);
             }
             let hint = ahead.get(i).map_or(NO_SLOT, |&(_, slot)| slot);
-            self.take_new(env, hint, now, out);
+            self.take_new(env, hint, TenantLimit::Apply, now, out);
         }
         self.ahead = ahead;
         self.batch = batch;
@@ -87,12 +88,14 @@ impl Scheduler {
         }
     }
 
-    /// Takes one request from a ring: queues it, or ends it if cancelled in flight. `hint`
-    /// is its tenant's slot if known (see [`Scheduler::assign_tenant`]), else `NO_SLOT`.
+    /// Takes one request from a ring: queues it, or ends it if cancelled in flight (or
+    /// refused for the tenant limit, if `limit` applies it). `hint` is its tenant's slot if
+    /// known (see [`Scheduler::assign_tenant`]), else `NO_SLOT`.
     pub(super) fn take_new(
         &mut self,
         env: Envelope,
         hint: u32,
+        limit: TenantLimit,
         now: Timestamp,
         out: &mut Decision,
     ) {
@@ -122,7 +125,7 @@ impl Scheduler {
         }
         let key = self.slab.insert(Entry::new(ticket, spec, arrival));
         self.ids.insert(spec.id, key);
-        if !self.assign_tenant(key, hint, now, out) {
+        if !self.assign_tenant(key, hint, limit, now, out) {
             return;
         }
         self.set_deadline(key);

@@ -70,6 +70,9 @@ pub struct Scheduler {
     counters: SchedCounters,
     /// Requests drained from the rings so far.
     drained: u64,
+    /// Whether `drain_waiting` has run: ingress is closed and every ring was emptied, so
+    /// none may hold a request again (`check_invariants`).
+    handed_off: bool,
     last_now: Timestamp,
     /// Steps taken, wrapping (compared for equality only).
     step_no: u32,
@@ -149,6 +152,7 @@ impl Scheduler {
             ids: IdMap::default(),
             counters: SchedCounters::default(),
             drained: 0,
+            handed_off: false,
             last_now: Timestamp::ZERO,
             step_no: 0,
             skipped: Vec::new(),
@@ -409,9 +413,26 @@ impl Scheduler {
     }
 
     /// Checks every internal invariant: the conservation law on the scheduler's side (every
-    /// drained request is waiting, running or ended), ingress never negative, the wait
-    /// queue's structure, and the indexes agreeing. For tests; O(requests held).
+    /// drained request is waiting, running or ended), ingress never negative, every ingress
+    /// ring consistent (no accepted request overwritten) and, after
+    /// [`Scheduler::drain_waiting`], empty (nothing stranded in ingress), the wait queue's
+    /// structure, and the indexes agreeing. For tests; O(requests held + rings).
     pub fn check_invariants(&self) -> Result<(), String> {
+        for (s, shard) in self.shared.shards.iter().enumerate() {
+            for (c, ring) in (0..MAX_CLASSES).filter_map(|c| Some((c, shard.ring(c)?))) {
+                ring.check_head()
+                    .map_err(|e| format!("ingress shard {s}, class {c}: {e}"))?;
+                // Closed and drained: the tails are final and were all reached, so any
+                // request here was accepted and will never be taken.
+                if self.handed_off && ring.len() != 0 {
+                    return Err(format!(
+                        "{} requests stranded in ingress (shard {s}, class {c}) after \
+                         drain_waiting emptied the closed rings",
+                        ring.len()
+                    ));
+                }
+            }
+        }
         let c = self.conservation();
         let refused_when_drained: u64 = self
             .counters

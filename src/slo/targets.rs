@@ -112,6 +112,29 @@ impl ClassSlo {
         }
     }
 
+    /// The default targets of the default class named `name` (compared as class names
+    /// are, ignoring ASCII case): [`ClassSlo::high`] for `HIGH`, [`ClassSlo::medium`] for
+    /// `MEDIUM`, [`ClassSlo::low`] for `LOW`, and no targets for any other name. What a
+    /// TOML file without `[[slo.classes]]` gives each of its classes.
+    ///
+    /// ```
+    /// use triage::ClassSlo;
+    /// assert_eq!(ClassSlo::default_named("high"), ClassSlo::high());
+    /// assert_eq!(ClassSlo::default_named("batch"), ClassSlo::default());
+    /// ```
+    pub fn default_named(name: &str) -> Self {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("HIGH") {
+            Self::high()
+        } else if name.eq_ignore_ascii_case("MEDIUM") {
+            Self::medium()
+        } else if name.eq_ignore_ascii_case("LOW") {
+            Self::low()
+        } else {
+            Self::default()
+        }
+    }
+
     fn validate(&self, field: &str) -> Result<(), ConfigError> {
         for (name, t) in [
             ("ttft", &self.ttft),
@@ -243,7 +266,10 @@ impl SloConfig {
         if self.classes.len() != classes {
             return Err(err(
                 "slo.classes",
-                format!("{classes} entries, one per scheduler class"),
+                format!(
+                    "{classes} entries, one per scheduler class (or none: each class then \
+                     gets the default targets of the default class of its name)"
+                ),
                 self.classes.len(),
             ));
         }

@@ -1250,7 +1250,14 @@ mod tests {
 
     proptest! {
         // Each case builds two trackers (histograms for every class, metric and window).
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        // Failures saved next to this file, as for the integration tests' proptests.
+        #![proptest_config(ProptestConfig {
+            cases: 48,
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
 
         /// The scheduler's path (state in slots, deadlines by key and generation) reports
         /// and records exactly what the id path does for the same events.
