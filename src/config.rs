@@ -110,7 +110,7 @@ impl Default for DeadlineConfig {
             max_decode_delay_ms: 300,
             relaxed_slack_ms: 20_000,
             relaxed_chunk_tokens: 512,
-            overdue_share: 0.05,
+            overdue_share: 0.02,
             initial_iteration_ms: 50,
         }
     }
@@ -150,7 +150,7 @@ impl Default for PreemptionConfig {
         Self {
             enabled: true,
             min_class_gap: 1,
-            max_victims_per_step: 16,
+            max_victims_per_step: 2,
         }
     }
 }

@@ -128,8 +128,10 @@ impl Tenancy {
 
 impl Cfg {
     fn config(&self) -> SchedulerConfig {
+        // The ladder order: its order is exact, so this model predicts every admission.
         let mut c = SchedulerConfig {
             shards: 1,
+            order: QueueOrder::Ladder,
             ..SchedulerConfig::default()
         };
         match self.aging {
@@ -545,7 +547,7 @@ impl World {
             Outcome::Cancelled => self.expect.cancelled += 1,
             Outcome::TimedOut => self.expect.timed_out += 1,
             Outcome::Evicted => self.expect.evicted += 1,
-            Outcome::Refused => unreachable!(),
+            Outcome::Refused | Outcome::Shed => unreachable!(),
         }
         Ok(())
     }
@@ -1224,6 +1226,7 @@ impl World {
                 waited,
                 overdue: waited >= max_wait,
                 resumed: r.preempted,
+                relegated: false,
             };
             check!(*a == want, "admission {a:?}, expected {want:?}");
             check!(

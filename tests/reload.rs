@@ -14,6 +14,7 @@ fn with_bulk(mut c: SchedulerConfig) -> SchedulerConfig {
         promote_after_ms: Some(10_000),
         ring_capacity: 1024,
         queue_capacity: 1000,
+        on_late: LateRule::Keep,
     });
     c.slo.classes.push(ClassSlo::default_for(3, 4));
     c
