@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import toml_config
 
 import triage
 
@@ -69,14 +70,27 @@ def test_aging_moves_low_past_newer_medium(aging_config):
     assert d.admitted[0].waited_ns == 305_000_000
 
 
-def test_max_wait_goes_first(aging_config):
+@pytest.mark.parametrize("order", ["ladder", "deadline"])
+def test_max_wait_goes_first(order):
+    cfg = triage.Config.from_toml(
+        toml_config(
+            [("HIGH", (0, 0), None), ("MEDIUM", (1, 9), 400), ("LOW", (10, 100), 200)],
+            max_wait_ms=1000,
+            order=order,
+        )
+    )
     clock = triage.ManualClock()
-    s = triage.Scheduler(aging_config, clock=clock)
+    s = triage.Scheduler(cfg, clock=clock)
     s.submit(1, 10, 5, cls="low")
     clock.advance_ms(1000)
     s.submit(2, 10, 5, cls="high")
+    # Ladder: an overdue request goes first. Deadline: it goes first while the overdue
+    # credit (2% of 100,000 tokens per step) covers its prefill.
     d = s.step(**dict(BUDGET, max_num_seqs=1))
     assert admitted_ids(d) == [1] and d.admitted[0].overdue
+    # Deadline order counts each start past max wait (a promise it keeps only while the
+    # engine can); the ladder always keeps it.
+    assert s.metrics()["classes"]["LOW"]["overdue"] == (1 if order == "deadline" else 0)
 
 
 def test_explicit_now_ns_and_time_going_backwards():
@@ -229,13 +243,29 @@ def test_submitters_on_threads_while_the_engine_steps():
         t.start()
     wide = dict(BUDGET, max_num_seqs=100_000)
     started = 0
+
+    def engine_step():
+        # One iteration of an engine: each request started runs its one-token prompt and
+        # samples its one output token.
+        nonlocal started
+        d = s.step(**wide)
+        for a in d.admitted:
+            s.on_progress(a.id, 1, 1)
+            s.on_finished(a.id)
+        started += len(d.admitted)
+
     while any(t.is_alive() for t in threads):
-        started += len(s.step(**wide).admitted)
+        engine_step()
     for t in threads:
         t.join()
-    started += len(s.step(**wide).admitted)
+    # Deadline order gives relaxed prefills (LOW, its deadline far away) 512 prompt tokens
+    # per iteration in all, so the last LOW requests may start over the next steps.
+    for _ in range(10):
+        engine_step()
     assert started == n_threads * per
-    assert s.metrics()["balanced"]
+    assert s.waiting == 0
+    m = s.metrics()
+    assert m["balanced"] and m["conservation"]["finished"] == n_threads * per
 
 
 def test_fairness_between_tenants_and_the_tenant_limit():
