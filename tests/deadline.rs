@@ -355,3 +355,140 @@ fn a_request_past_its_deadline_is_shed_by_its_classs_rule() {
     assert_eq!((c.submitted, c.finished, c.shed), (3, 2, 1), "{c}");
     assert_eq!(c.ended(), c.submitted);
 }
+
+/// HIGH 4 and LOW 1, 2, 3 running and decoding, each last given a token at 50 ms (steps at
+/// 0 and 50 ms); the clock at 100 ms. Running order: HIGH 4, LOW 1, LOW 2, LOW 3.
+fn four_decoding(cfg: SchedulerConfig) -> Engine {
+    let mut e = Engine::new(cfg);
+    for (id, class) in [
+        (1, Class::LOW),
+        (2, Class::LOW),
+        (3, Class::LOW),
+        (4, Class::HIGH),
+    ] {
+        e.submit(spec(id, class, 16));
+    }
+    let d = e.step(budget(8, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![4, 1, 2, 3]);
+    e.h.advance(ms(50));
+    let d = e.step(budget(8, 4096, 7000));
+    assert_eq!(d.scheduled.len(), 4);
+    e.h.advance(ms(50));
+    e
+}
+
+fn scheduled(d: &Decision) -> Vec<(u64, u32)> {
+    d.scheduled.iter().map(|s| (s.id.0, s.tokens)).collect()
+}
+
+/// With the token budget short, an urgent prefill is served before the decode tokens of
+/// lower classes, not before those of its own class or above.
+#[test]
+fn an_urgent_prefill_gets_tokens_before_lower_class_decodes() {
+    for share in [true, false] {
+        let mut cfg = deadline();
+        if !share {
+            cfg.deadline.max_decode_delay_ms = 0; // the share off
+        }
+        let mut e = four_decoding(cfg);
+        // MEDIUM 5, 100 prompt tokens, first token due in 350 ms; estimated prefill 100 ms,
+        // so 250 ms of slack: urgent (under 300 ms).
+        e.submit(spec(5, Class::MEDIUM, 100).with_ttft_ms(350));
+        let d = e.step(budget(8, 102, 7000));
+        assert_eq!(d.total_tokens(), 102);
+        if share {
+            // 100 tokens are kept for MEDIUM 5: HIGH 4's decode (a higher class) and LOW
+            // 1's (the tokens beyond the reserve) go; LOW 2 and 3 wait.
+            assert_eq!(scheduled(&d), vec![(4, 1), (1, 1)]);
+            assert_eq!(d.admitted[0].prefill_tokens, 100);
+        } else {
+            assert_eq!(scheduled(&d), vec![(4, 1), (1, 1), (2, 1), (3, 1)]);
+            assert_eq!(d.admitted[0].prefill_tokens, 98);
+        }
+    }
+}
+
+/// Decodes held back for an urgent prefill that then cannot start (no seat, no preemption)
+/// are given the tokens it leaves, after the step's other prefill work.
+#[test]
+fn withheld_decodes_get_the_tokens_left_at_the_end_of_the_step() {
+    let mut cfg = deadline();
+    cfg.preemption.enabled = false;
+    let mut e = Engine::new(cfg);
+    for (id, class) in [
+        (1, Class::LOW),
+        (2, Class::LOW),
+        (3, Class::LOW),
+        (4, Class::HIGH),
+    ] {
+        e.submit(spec(id, class, 16));
+    }
+    e.step(budget(8, 4096, 7000));
+    e.h.advance(ms(50));
+    // LOW 6 starts its 130-token prompt with the 100 tokens the decodes leave.
+    e.submit(spec(6, Class::LOW, 130));
+    let d = e.step(budget(8, 104, 7000));
+    assert_eq!(ids(&d.admitted), vec![6]);
+    assert_eq!(d.admitted[0].prefill_tokens, 100);
+    e.h.advance(ms(50));
+    // MEDIUM 5 is urgent but every seat is taken: LOW 2 and 3 are held back for it, LOW
+    // 6's last 30 prompt tokens go, then LOW 2 and 3 get what is left.
+    e.submit(spec(5, Class::MEDIUM, 100).with_ttft_ms(350));
+    let d = e.step(budget(5, 102, 7000));
+    assert!(d.admitted.is_empty());
+    assert_eq!(e.h.sched.waiting(), 1);
+    assert_eq!(scheduled(&d), vec![(4, 1), (1, 1), (6, 30), (2, 1), (3, 1)]);
+}
+
+/// A long urgent prefill holds lower-class decodes back step after step, but none waits
+/// longer than `deadline.max_decode_delay_ms` (300 ms) since its last token, or than its
+/// class's TPOT bound when that is shorter.
+#[test]
+fn a_decode_is_withheld_at_most_max_decode_delay_or_its_classs_tpot_bound() {
+    for tpot_ms in [None, Some(100)] {
+        let mut cfg = deadline();
+        if let Some(ms) = tpot_ms {
+            cfg.slo.classes[2].tpot = Some(SloTarget::new(ms, 0.99));
+        }
+        let cap = ms(tpot_ms.unwrap_or(300));
+        let mut e = four_decoding(cfg);
+        // MEDIUM 5: 1,000 prompt tokens at about 100 a step, estimated at 250 ms (four
+        // chunks of 256 and the iteration in flight), due in 500 ms: urgent until done.
+        e.submit(spec(5, Class::MEDIUM, 1000).with_ttft_ms(500));
+        let mut last_token: BTreeMap<u64, Timestamp> =
+            (1..=3).map(|id| (id, Timestamp::from_millis(50))).collect();
+        let mut low_steps = Vec::new();
+        for _ in 0..7 {
+            let d = e.step(budget(8, 102, 7000));
+            assert!(scheduled(&d).contains(&(4, 1)), "HIGH 4 is never held back");
+            let lows: Vec<u64> = scheduled(&d)
+                .iter()
+                .filter(|&&(id, _)| id <= 3)
+                .map(|&(id, _)| id)
+                .collect();
+            if !lows.is_empty() {
+                assert_eq!(lows, vec![1, 2, 3]);
+                low_steps.push(e.now().0 / 1_000_000);
+            }
+            for id in 1..=3 {
+                let gap = e.now().saturating_since(last_token[&id]);
+                assert!(gap <= cap, "LOW {id} waited {gap:?}");
+                if lows.contains(&id) {
+                    last_token.insert(id, e.now());
+                }
+            }
+            assert!(e.running.contains_key(&RequestId(5)));
+            e.h.advance(ms(50));
+        }
+        // Steps at 100 to 400 ms; the LOW decodes run exactly when their last token is
+        // `cap` old.
+        let expect = if tpot_ms.is_some() {
+            vec![150, 250, 350]
+        } else {
+            vec![350]
+        };
+        assert_eq!(low_steps, expect, "TPOT bound {tpot_ms:?}");
+        let (target, kv) = e.running[&RequestId(5)];
+        assert!(kv < target, "MEDIUM 5 was still prefilling throughout");
+    }
+}
