@@ -30,8 +30,8 @@ fn deadline() -> SchedulerConfig {
 /// as scheduled, one output token per decode, nothing finishes unless told.
 struct Engine {
     h: Harness,
-    /// Running requests: `(prefill target, KV tokens)`.
-    running: BTreeMap<RequestId, (u32, u32)>,
+    /// Running requests: `(prefill target, KV tokens, KV blocks)`.
+    running: BTreeMap<RequestId, (u32, u32, u32)>,
 }
 
 impl Engine {
@@ -60,12 +60,13 @@ impl Engine {
             self.running.remove(a);
         }
         for a in &d.admitted {
-            self.running.insert(a.id, (a.prefill_target, 0));
+            self.running.insert(a.id, (a.prefill_target, 0, a.blocks));
         }
         let now = self.now();
         for (id, tokens) in work(&d) {
-            let (target, kv) = self.running.get_mut(&id).expect("runs");
+            let (target, kv, blocks) = self.running.get_mut(&id).expect("runs");
             *kv += tokens;
+            *blocks = (*blocks).max(kv.div_ceil(16));
             let out = u32::from(*kv >= *target);
             self.h
                 .sched
@@ -73,6 +74,11 @@ impl Engine {
                 .expect("progress accepted");
         }
         d
+    }
+
+    /// KV blocks free on an engine of `total`.
+    fn free(&self, total: u32) -> u32 {
+        total - self.running.values().map(|r| r.2).sum::<u32>()
     }
 
     fn finish(&mut self, id: u64) {
@@ -101,16 +107,17 @@ fn one_at_a_time(e: &mut Engine, n: usize) -> Vec<u64> {
 #[test]
 fn live_requests_go_by_class_then_deadline() {
     let mut e = Engine::new(deadline());
-    e.submit(spec(1, Class::MEDIUM, 16)); // t = 0: first token due by 2 s
-                                          // LOW: started by 60 s less the estimated run, 100 ms of prefill plus one iteration
-                                          // per expected output token (min(max_new, 128) before any LOW request finished).
-    e.submit(RequestSpec::new(4, Class::LOW, 16, 1)); // due to start by 59.85 s
+    // t = 0: MEDIUM 1, first token due by 2 s. LOW 4, to be started by 60 s less its
+    // estimated run: 100 ms of prefill plus one iteration per expected output token
+    // (min(max_new, 128) before any LOW request finished), so by 59.85 s.
+    e.submit(spec(1, Class::MEDIUM, 16));
+    e.submit(RequestSpec::new(4, Class::LOW, 16, 1));
     e.h.clock.set(Timestamp::from_millis(1_000));
     e.submit(RequestSpec::new(5, Class::LOW, 16, 200)); // 1 + 60 - 6.5 = 54.5 s
     e.h.clock.set(Timestamp::from_millis(1_800));
-    e.submit(spec(2, Class::HIGH, 16)); // due by 2.3 s, after MEDIUM 1's 2 s
-                                        // MEDIUM 1's deadline is the earliest, but HIGH goes first; inside LOW the earlier
-                                        // deadline (LOW 5, the later arrival) goes first.
+    e.submit(spec(2, Class::HIGH, 16));
+    // HIGH 2 is due by 2.3 s, after MEDIUM 1's 2 s, but goes first; inside LOW the earlier
+    // deadline (LOW 5, the later arrival) goes first.
     assert_eq!(one_at_a_time(&mut e, 4), vec![2, 1, 5, 4]);
     let c = e.h.sched.class_counters(Class::MEDIUM);
     assert_eq!(c.relegated, 0, "everyone could still meet their deadline");
@@ -314,9 +321,10 @@ fn a_request_past_its_deadline_is_shed_by_its_classs_rule() {
     e.submit(spec(1, Class::MEDIUM, 16)); // t = 0, due by 2 s
     e.submit(spec(2, Class::HIGH, 16)); // due by 500 ms: HIGH keeps its late requests
     e.h.clock.set(Timestamp::from_millis(1_950));
-    e.submit(spec(3, Class::MEDIUM, 16)); // due by 3.95 s
-                                          // At 1.95 s MEDIUM 1's first token would come at 2.05 s at best (two iterations of
-                                          // 50 ms): shed, 50 ms late, ended at once with its reason; HIGH 2 is relegated.
+    e.submit(spec(3, Class::MEDIUM, 16));
+    // At 1.95 s MEDIUM 1's first token would come at 2.05 s at best (two iterations of
+    // 50 ms): shed, 50 ms late, ended at once with its reason; HIGH 2 is relegated; MEDIUM
+    // 3 (due by 3.95 s) starts.
     let d = e.step(budget(1, 4096, 7000));
     assert_eq!(
         d.rejected,
@@ -488,7 +496,245 @@ fn a_decode_is_withheld_at_most_max_decode_delay_or_its_classs_tpot_bound() {
             vec![350]
         };
         assert_eq!(low_steps, expect, "TPOT bound {tpot_ms:?}");
-        let (target, kv) = e.running[&RequestId(5)];
+        let (target, kv, _) = e.running[&RequestId(5)];
         assert!(kv < target, "MEDIUM 5 was still prefilling throughout");
     }
+}
+
+fn admitted(d: &Decision) -> Vec<(u64, u32)> {
+    d.admitted
+        .iter()
+        .map(|a| (a.id.0, a.prefill_tokens))
+        .collect()
+}
+
+/// Prefills far from their deadlines (LOW's, 60 s away, or an own target over
+/// `relaxed_slack_ms`) share `relaxed_chunk_tokens` (512) per iteration; others are not
+/// held to it.
+#[test]
+fn far_deadline_prefills_share_the_relaxed_chunk_tokens() {
+    let mut e = Engine::new(deadline());
+    e.submit(spec(3, Class::HIGH, 2000));
+    e.submit(spec(4, Class::MEDIUM, 300).with_ttft_ms(30_000)); // 30 s away: relaxed
+    e.submit(spec(1, Class::LOW, 1000));
+    e.submit(spec(2, Class::LOW, 1000));
+    let mut steps = Vec::new();
+    for _ in 0..5 {
+        let d = e.step(budget(8, 4096, 7000));
+        steps.push((admitted(&d), scheduled(&d)));
+        e.h.advance(ms(50));
+    }
+    let expect: Vec<(Vec<(u64, u32)>, Vec<(u64, u32)>)> = vec![
+        // HIGH 3 whole; then 512 relaxed tokens: MEDIUM 4's 300, LOW 1's first 212.
+        (vec![(3, 2000), (4, 300), (1, 212)], vec![]),
+        (vec![], vec![(3, 1), (4, 1), (1, 512)]),
+        // LOW 1's last 276 and LOW 2's first 236.
+        (vec![(2, 236)], vec![(3, 1), (4, 1), (1, 276)]),
+        (vec![], vec![(3, 1), (4, 1), (1, 1), (2, 512)]),
+        (vec![], vec![(3, 1), (4, 1), (1, 1), (2, 252)]),
+    ];
+    assert_eq!(steps, expect);
+
+    // With the cap off (0) everything starts in the first step, within the budget.
+    let mut cfg = deadline();
+    cfg.deadline.relaxed_chunk_tokens = 0;
+    let mut e = Engine::new(cfg);
+    e.submit(spec(3, Class::HIGH, 2000));
+    e.submit(spec(4, Class::MEDIUM, 300).with_ttft_ms(30_000));
+    e.submit(spec(1, Class::LOW, 1000));
+    e.submit(spec(2, Class::LOW, 1000));
+    let d = e.step(budget(8, 4096, 7000));
+    assert_eq!(admitted(&d), vec![(3, 2000), (4, 300), (1, 1000), (2, 796)]);
+}
+
+/// Requests past `max_wait` go ahead of class order only as far as the overdue credit
+/// covers their prompts: 2% of each step's token budget (81 of 4,096), banked. Every start
+/// past max wait is counted as a promise not kept.
+#[test]
+fn overdue_requests_go_ahead_of_class_order_only_on_the_overdue_credit() {
+    let mut cfg = deadline();
+    cfg.backfill_lookahead = 0; // one candidate a step: LOW never comes up behind HIGH
+    let mut e = Engine::new(cfg);
+    e.submit(spec(1, Class::LOW, 300));
+    e.submit(spec(2, Class::LOW, 100));
+    let d = e.step(budget(0, 4096, 7000)); // no seat: credit 81
+    assert!(d.admitted.is_empty());
+    e.h.clock.set(Timestamp::from_millis(60_000));
+    for id in 10..20 {
+        e.submit(spec(id, Class::HIGH, 16));
+    }
+    let mut order = Vec::new();
+    let mut overdue = Vec::new();
+    for _ in 0..5 {
+        let d = e.step(budget(1, 4096, 7000));
+        let a = d.admitted[0];
+        order.push(a.id.0);
+        overdue.push(a.overdue);
+        e.finish(a.id.0);
+    }
+    // Credit 162, 243: not enough for LOW 1's 300, and LOW 2 is not the oldest: HIGH goes.
+    // 324: LOW 1 (24 left). 105: LOW 2 (5 left). 86: HIGH again.
+    assert_eq!(order, vec![10, 11, 1, 2, 12]);
+    assert_eq!(overdue, vec![false, false, true, true, false]);
+    let low = e.h.sched.class_counters(Class::LOW);
+    assert_eq!((low.overdue, low.relegated), (2, 0));
+    assert_eq!(e.h.sched.class_counters(Class::HIGH).overdue, 0);
+
+    // No credit at all with a share of 0: HIGH traffic keeps LOW waiting.
+    let mut cfg = deadline();
+    cfg.backfill_lookahead = 0;
+    cfg.deadline.overdue_share = 0.0;
+    let mut e = Engine::new(cfg);
+    e.submit(spec(1, Class::LOW, 16));
+    e.h.clock.set(Timestamp::from_millis(60_000));
+    for id in 10..20 {
+        e.submit(spec(id, Class::HIGH, 16));
+    }
+    assert_eq!(one_at_a_time(&mut e, 10), (10..20).collect::<Vec<_>>());
+}
+
+/// 100 KV blocks of 16 tokens, no watermark.
+fn small_engine() -> SchedulerConfig {
+    let mut cfg = deadline();
+    cfg.engine.total_blocks = 100;
+    cfg.engine.watermark = 0.0;
+    cfg
+}
+
+/// Starts each `(id, class, prompt)` (50 output tokens at most) in its own step, 50 ms
+/// apart (so the iteration estimate stays 50 ms), the running ones decoding meanwhile.
+fn start_each(e: &mut Engine, reqs: &[(u64, Class, u32)]) {
+    for &(id, class, prompt) in reqs {
+        e.submit(RequestSpec::new(id, class, prompt, 50));
+        let d = e.step(budget(16, 4096, e.free(100)));
+        assert_eq!(ids(&d.admitted), vec![id]);
+        e.h.advance(ms(50));
+    }
+}
+
+/// Only a request near its deadline preempts (slack under 300 ms), and it takes the
+/// lowest class's request with the least KV to recompute, not the newest (the ladder's).
+#[test]
+fn only_an_urgent_request_preempts_the_lowest_class_with_the_least_kv() {
+    let mut e = Engine::new(small_engine());
+    // LOW 2 (250 tokens, 16 blocks) starts before LOW 1 (400, 25) and MEDIUM 3 (200, 13).
+    start_each(
+        &mut e,
+        &[
+            (2, Class::LOW, 250),
+            (1, Class::LOW, 400),
+            (3, Class::MEDIUM, 200),
+        ],
+    );
+    // HIGH 4 needs 57 blocks; about 45 are free. Its prefill is estimated at 100 ms, so
+    // its slack is 400 ms at arrival and falls 50 ms a step: 400, 350, 300 (not under the
+    // 300 ms bound), then 250 at 150 ms: urgent.
+    e.submit(RequestSpec::new(4, Class::HIGH, 900, 10));
+    let mut waited = Vec::new();
+    let d = loop {
+        let d = e.step(budget(16, 4096, e.free(100)));
+        if !d.preempted.is_empty() || !d.admitted.is_empty() {
+            break d;
+        }
+        assert_eq!(d.summary.stopped_by, Some(Short::KvBlocks));
+        waited.push(e.now());
+        e.h.advance(ms(50));
+    };
+    assert_eq!(waited.len(), 3, "not urgent at 0, 50, 100 ms after arrival");
+    assert_eq!(
+        d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![2],
+        "LOW 2 holds less KV than LOW 1, the newest LOW"
+    );
+    assert!(matches!(
+        d.preempted[0].reason,
+        PreemptReason::ForWaiting {
+            by: RequestId(4),
+            by_class: Class::HIGH,
+            short: Short::KvBlocks,
+        }
+    ));
+    assert_eq!(ids(&d.admitted), vec![4]);
+}
+
+/// A relegated request running is the first victim, before any lower class, and even for
+/// a request of its own class.
+#[test]
+fn a_running_relegated_request_is_the_first_victim() {
+    let mut e = Engine::new(small_engine());
+    e.submit(RequestSpec::new(7, Class::HIGH, 400, 10)); // 25 blocks
+    e.h.clock.set(Timestamp::from_millis(600)); // past its 500 ms deadline
+    let d = e.step(budget(16, 4096, 100));
+    assert_eq!(ids(&d.admitted), vec![7]);
+    assert!(
+        d.admitted[0].relegated,
+        "nothing live waits: it starts relegated"
+    );
+    e.h.advance(ms(50));
+    // LOW 8: 25 blocks.
+    start_each(&mut e, &[(8, Class::LOW, 400)]);
+    // HIGH 9 needs 63 blocks, about 49 are free: one victim will do. It becomes urgent
+    // 150 ms after arrival.
+    e.submit(RequestSpec::new(9, Class::HIGH, 1000, 10));
+    let d = loop {
+        let d = e.step(budget(16, 4096, e.free(100)));
+        if !d.preempted.is_empty() {
+            break d;
+        }
+        e.h.advance(ms(50));
+    };
+    assert_eq!(
+        d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(ids(&d.admitted), vec![9]);
+}
+
+/// At most `preemption.max_victims_per_step` victims a step: a request that needs more
+/// preempts nobody.
+#[test]
+fn an_urgent_request_takes_at_most_max_victims_per_step() {
+    for max_victims in [2, 3] {
+        let mut cfg = small_engine();
+        cfg.preemption.max_victims_per_step = max_victims;
+        let mut e = Engine::new(cfg);
+        start_each(
+            &mut e,
+            &[
+                (1, Class::LOW, 300),
+                (2, Class::LOW, 300),
+                (3, Class::MEDIUM, 300),
+            ],
+        );
+        // HIGH 4 needs 96 blocks: all three must go (about 43 free + 19 each).
+        e.submit(RequestSpec::new(4, Class::HIGH, 1536, 10).with_ttft_ms(350)); // urgent at once
+        let d = e.step(budget(16, 4096, e.free(100)));
+        let mut victims: Vec<u64> = d.preempted.iter().map(|p| p.id.0).collect();
+        victims.sort_unstable();
+        if max_victims == 2 {
+            assert!(victims.is_empty(), "two victims would not make room");
+            assert!(d.admitted.is_empty());
+        } else {
+            assert_eq!(victims, vec![1, 2, 3]);
+            assert_eq!(ids(&d.admitted), vec![4]);
+        }
+    }
+}
+
+/// A relegated waiting request never preempts: past its deadline, it waits for room.
+#[test]
+fn a_relegated_request_never_preempts() {
+    let mut e = Engine::new(small_engine());
+    start_each(&mut e, &[(1, Class::LOW, 1200)]); // 75 blocks
+    e.submit(RequestSpec::new(2, Class::HIGH, 800, 10)); // 50 blocks: needs LOW 1's
+    let d = e.step(budget(16, 4096, e.free(100)));
+    assert!(
+        d.preempted.is_empty() && d.admitted.is_empty(),
+        "not urgent yet"
+    );
+    // No step while it was urgent; now it is past its deadline: relegated, no preemption.
+    e.h.advance(ms(600));
+    let d = e.step(budget(16, 4096, e.free(100)));
+    assert!(d.preempted.is_empty() && d.admitted.is_empty());
+    assert_eq!(e.h.sched.relegated_in(Class::HIGH), 1);
 }
