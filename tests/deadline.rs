@@ -738,3 +738,68 @@ fn a_relegated_request_never_preempts() {
     assert!(d.preempted.is_empty() && d.admitted.is_empty());
     assert_eq!(e.h.sched.relegated_in(Class::HIGH), 1);
 }
+
+/// The ladder's `promoted` counter (issue 16's counter fix): a request that aged past one
+/// or more thresholds before the step that first drains it is queued straight into the
+/// class it reached, and is counted as promoted out of every class it skipped, exactly as
+/// if a step had drained it on arrival and aging had moved it. In the counters and in
+/// `triage_promoted_total`.
+#[test]
+fn a_request_aged_before_its_first_step_is_counted_promoted() {
+    let run = |step_on_arrival: bool| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (counters, waiting) = ::metrics::with_local_recorder(&recorder, || {
+            // The ladder: LOW -> MEDIUM at 20 s, MEDIUM -> HIGH at 40 s.
+            let mut h = Harness::new(SchedulerConfig {
+                order: QueueOrder::Ladder,
+                shards: 2,
+                ..SchedulerConfig::default()
+            });
+            h.submit(1, Class::LOW, 16, 4); // t = 0: past both thresholds at 45 s
+            h.submit(2, Class::MEDIUM, 16, 4); // t = 0: past MEDIUM's
+            if step_on_arrival {
+                h.step(budget(0, 4096, 7000));
+            }
+            h.clock.set(Timestamp::from_millis(20_000));
+            h.submit(3, Class::LOW, 16, 4); // 25 s old at 45 s: past LOW's only
+            if step_on_arrival {
+                h.step(budget(0, 4096, 7000));
+            }
+            h.clock.set(Timestamp::from_millis(45_000));
+            h.step(budget(0, 4096, 7000));
+            let counters: Vec<u64> = [Class::HIGH, Class::MEDIUM, Class::LOW]
+                .iter()
+                .map(|&c| h.sched.class_counters(c).promoted)
+                .collect();
+            let waiting: Vec<usize> = [Class::HIGH, Class::MEDIUM, Class::LOW]
+                .iter()
+                .map(|&c| h.sched.waiting_in(c))
+                .collect();
+            (counters, waiting)
+        });
+        let text = handle.render();
+        let metric: Vec<f64> = ["HIGH", "MEDIUM", "LOW"]
+            .iter()
+            .map(|class| {
+                let prefix = format!("{}{{class=\"{class}\"}} ", triage::metrics::PROMOTED);
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        (counters, waiting, metric)
+    };
+    for step_on_arrival in [true, false] {
+        let (counters, waiting, metric) = run(step_on_arrival);
+        let what = if step_on_arrival {
+            "drained on arrival, then aged"
+        } else {
+            "aged before its first step"
+        };
+        // Out of MEDIUM: 1 and 2; out of LOW: 1 and 3.
+        assert_eq!(counters, vec![0, 2, 2], "{what}");
+        assert_eq!(metric, vec![0.0, 2.0, 2.0], "{what}");
+        assert_eq!(waiting, vec![2, 1, 0], "{what}: where aging put them");
+    }
+}
