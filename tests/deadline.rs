@@ -32,6 +32,9 @@ struct Engine {
     h: Harness,
     /// Running requests: `(prefill target, KV tokens, KV blocks)`.
     running: BTreeMap<RequestId, (u32, u32, u32)>,
+    /// Output tokens generated so far (kept across preemptions) and `max_new_tokens`, of
+    /// every request submitted and not finished.
+    output: BTreeMap<RequestId, (u32, u32)>,
 }
 
 impl Engine {
@@ -39,6 +42,7 @@ impl Engine {
         Self {
             h: Harness::new(config),
             running: BTreeMap::new(),
+            output: BTreeMap::new(),
         }
     }
 
@@ -46,8 +50,9 @@ impl Engine {
         self.h.clock.now()
     }
 
-    fn submit(&self, spec: RequestSpec) {
+    fn submit(&mut self, spec: RequestSpec) {
         self.h.api.submit(spec).expect("submit accepted");
+        self.output.insert(spec.id, (0, spec.max_new_tokens));
     }
 
     /// Steps with `b` and runs the decision at the step's time.
@@ -68,6 +73,7 @@ impl Engine {
             *kv += tokens;
             *blocks = (*blocks).max(kv.div_ceil(16));
             let out = u32::from(*kv >= *target);
+            self.output.get_mut(&id).expect("submitted").0 += out;
             self.h
                 .sched
                 .on_progress(id, now, tokens, out)
@@ -83,7 +89,17 @@ impl Engine {
 
     fn finish(&mut self, id: u64) {
         self.running.remove(&RequestId(id));
+        self.output.remove(&RequestId(id));
         self.h.finish(RequestId(id));
+    }
+
+    /// Running requests that generated `max_new_tokens`: the engine must finish them.
+    fn done(&self) -> Vec<u64> {
+        self.running
+            .keys()
+            .filter(|id| self.output[id].0 == self.output[id].1)
+            .map(|id| id.0)
+            .collect()
     }
 }
 
@@ -136,7 +152,7 @@ fn an_own_ttft_target_orders_a_request_among_its_class() {
 
 #[test]
 fn an_invalid_ttft_target_is_refused_at_submit_and_counted() {
-    let e = Engine::new(deadline());
+    let mut e = Engine::new(deadline());
     for (id, ttft_ms) in [(1, 0), (2, MAX_TTFT_MS + 1), (3, u32::MAX)] {
         assert_eq!(
             e.h.api
@@ -802,4 +818,125 @@ fn a_request_aged_before_its_first_step_is_counted_promoted() {
         assert_eq!(metric, vec![0.0, 2.0, 2.0], "{what}");
         assert_eq!(waiting, vec![2, 1, 0], "{what}: where aging put them");
     }
+}
+
+/// A random mixed run in deadline order, overloaded in bursts, with MEDIUM shedding its
+/// late requests and the other classes keeping theirs, own TTFT targets, tight KV,
+/// changing budgets, cancels (waiting and running) and class changes: the conservation
+/// law and every internal invariant hold after every step (`Harness::step` checks both),
+/// and once the load stops everything ends, each request exactly once.
+#[test]
+fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
+    let mut cfg = deadline();
+    cfg.classes[1].on_late = LateRule::Shed;
+    cfg.max_wait_ms = 10_000; // within the 60 s run: max wait is missed in the bursts
+    cfg.engine.total_blocks = 400;
+    cfg.engine.watermark = 0.0;
+    let mut e = Engine::new(cfg);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move |n: u64| xorshift(&mut seed) % n;
+    let mut next = 0u64;
+    let (mut preempted, mut cancelled, mut shed) = (0, 0, 0);
+    let mut max_waiting = 0;
+    for step in 0..3_000u64 {
+        // Bursts: every other second, three times the arrivals.
+        let arrivals = if (step / 50) % 2 == 0 {
+            rand(5)
+        } else {
+            rand(2)
+        };
+        for _ in 0..arrivals {
+            let class = Class::from_index(rand(3) as u8);
+            let mut s = RequestSpec::new(next, class, 1 + rand(1500) as u32, 1 + rand(100) as u32);
+            if rand(8) == 0 {
+                s = s.with_ttft_ms(100 + rand(5_000) as u32);
+            }
+            e.submit(s);
+            next += 1;
+        }
+        if next > 0 && rand(20) == 0 {
+            let _ = e.h.api.cancel(RequestId(rand(next)));
+        }
+        if next > 0 && rand(20) == 0 {
+            let _ =
+                e.h.api
+                    .reprioritize(RequestId(rand(next)), Class::from_index(rand(3) as u8));
+        }
+        let b = budget(1 + rand(32) as u32, 256 + rand(1792) as u32, e.free(400));
+        let d = e.step(b);
+        max_waiting = max_waiting.max(e.h.sched.waiting());
+        preempted += d.preempted.len();
+        cancelled += d.cancelled.len() + d.aborted.len();
+        for r in &d.rejected {
+            assert!(
+                matches!(r.reason, RejectReason::DeadlineMissed { .. }),
+                "{r:?}"
+            );
+            assert_eq!(r.class, Class::MEDIUM, "only MEDIUM sheds");
+            e.output.remove(&r.id);
+            shed += 1;
+        }
+        for id in e.done() {
+            e.finish(id);
+        }
+        // Some finish early (a stop token) once they have output.
+        let early: Vec<u64> = e
+            .running
+            .keys()
+            .filter(|id| e.output[id].0 > 0)
+            .map(|id| id.0)
+            .collect();
+        for id in early {
+            if rand(10) == 0 {
+                e.finish(id);
+            }
+        }
+        e.h.advance(ms(20));
+    }
+    let c = |class| e.h.sched.class_counters(class);
+    let relegated: u64 = [Class::HIGH, Class::LOW]
+        .iter()
+        .map(|&k| c(k).relegated)
+        .sum();
+    let overdue: u64 = [Class::HIGH, Class::MEDIUM, Class::LOW]
+        .iter()
+        .map(|&k| c(k).overdue)
+        .sum();
+    // The run went where it was meant to (with this seed: 1,550 preempted, 70 cancelled,
+    // 433 shed, 20 relegated, 13 overdue, 1,268 waiting at most).
+    assert!(
+        preempted > 10
+            && cancelled > 10
+            && shed > 10
+            && relegated > 10
+            && overdue > 0
+            && max_waiting > 200,
+        "{preempted} preempted, {cancelled} cancelled, {shed} shed, {relegated} relegated, \
+         {overdue} overdue, {max_waiting} waiting at most"
+    );
+    assert_eq!(
+        (c(Class::MEDIUM).shed, c(Class::MEDIUM).relegated),
+        (shed, 0)
+    );
+    assert_eq!(e.h.sched.conservation().shed, shed);
+    // The load stops; everything ends.
+    let mut guard = 0;
+    while e.h.sched.waiting() + e.h.sched.running() > 0 {
+        let d = e.step(budget(32, 2048, e.free(400)));
+        for r in &d.rejected {
+            e.output.remove(&r.id);
+        }
+        let running: Vec<u64> = e.running.keys().map(|id| id.0).collect();
+        for id in running {
+            if e.output[&RequestId(id)].0 > 0 {
+                e.finish(id);
+            }
+        }
+        e.h.advance(ms(20));
+        guard += 1;
+        assert!(guard < 100_000, "the queue never drained");
+    }
+    let c = e.h.sched.conservation();
+    assert_eq!((c.in_ingress, c.waiting, c.running), (0, 0, 0), "{c}");
+    assert_eq!(c.ended(), c.submitted, "{c}");
 }
