@@ -401,7 +401,10 @@ fn four_decoding(cfg: SchedulerConfig) -> Engine {
     e
 }
 
-fn scheduled(d: &Decision) -> Vec<(u64, u32)> {
+/// `(id, tokens)` of a decision's admissions or scheduled work.
+type Work = Vec<(u64, u32)>;
+
+fn scheduled(d: &Decision) -> Work {
     d.scheduled.iter().map(|s| (s.id.0, s.tokens)).collect()
 }
 
@@ -517,7 +520,7 @@ fn a_decode_is_withheld_at_most_max_decode_delay_or_its_classs_tpot_bound() {
     }
 }
 
-fn admitted(d: &Decision) -> Vec<(u64, u32)> {
+fn admitted(d: &Decision) -> Work {
     d.admitted
         .iter()
         .map(|a| (a.id.0, a.prefill_tokens))
@@ -540,7 +543,7 @@ fn far_deadline_prefills_share_the_relaxed_chunk_tokens() {
         steps.push((admitted(&d), scheduled(&d)));
         e.h.advance(ms(50));
     }
-    let expect: Vec<(Vec<(u64, u32)>, Vec<(u64, u32)>)> = vec![
+    let expect: Vec<(Work, Work)> = vec![
         // HIGH 3 whole; then 512 relaxed tokens: MEDIUM 4's 300, LOW 1's first 212.
         (vec![(3, 2000), (4, 300), (1, 212)], vec![]),
         (vec![], vec![(3, 1), (4, 1), (1, 512)]),
