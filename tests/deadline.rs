@@ -412,26 +412,30 @@ fn scheduled(d: &Decision) -> Work {
 /// lower classes, not before those of its own class or above.
 #[test]
 fn an_urgent_prefill_gets_tokens_before_lower_class_decodes() {
-    for share in [true, false] {
+    // (token budget, share on?) -> (decodes scheduled, MEDIUM 5's first chunk)
+    let cases = [
+        // 100 tokens are kept for MEDIUM 5; the two beyond go to decodes in running order.
+        ((102, true), (vec![(4, 1), (1, 1)], 100)),
+        // No tokens beyond: HIGH 4's decode still goes (a higher class), LOWs wait.
+        ((100, true), (vec![(4, 1)], 99)),
+        // The share off (max_decode_delay_ms = 0): every decode first.
+        ((102, false), (vec![(4, 1), (1, 1), (2, 1), (3, 1)], 98)),
+        ((100, false), (vec![(4, 1), (1, 1), (2, 1), (3, 1)], 96)),
+    ];
+    for ((tokens, share), (decodes, chunk)) in cases {
         let mut cfg = deadline();
         if !share {
-            cfg.deadline.max_decode_delay_ms = 0; // the share off
+            cfg.deadline.max_decode_delay_ms = 0;
         }
         let mut e = four_decoding(cfg);
         // MEDIUM 5, 100 prompt tokens, first token due in 350 ms; estimated prefill 100 ms,
         // so 250 ms of slack: urgent (under 300 ms).
         e.submit(spec(5, Class::MEDIUM, 100).with_ttft_ms(350));
-        let d = e.step(budget(8, 102, 7000));
-        assert_eq!(d.total_tokens(), 102);
-        if share {
-            // 100 tokens are kept for MEDIUM 5: HIGH 4's decode (a higher class) and LOW
-            // 1's (the tokens beyond the reserve) go; LOW 2 and 3 wait.
-            assert_eq!(scheduled(&d), vec![(4, 1), (1, 1)]);
-            assert_eq!(d.admitted[0].prefill_tokens, 100);
-        } else {
-            assert_eq!(scheduled(&d), vec![(4, 1), (1, 1), (2, 1), (3, 1)]);
-            assert_eq!(d.admitted[0].prefill_tokens, 98);
-        }
+        let d = e.step(budget(8, tokens, 7000));
+        let what = format!("{tokens} tokens, share {share}");
+        assert_eq!(d.total_tokens(), tokens, "{what}");
+        assert_eq!(scheduled(&d), decodes, "{what}");
+        assert_eq!(admitted(&d), vec![(5, chunk)], "{what}");
     }
 }
 
