@@ -16,7 +16,16 @@ use triage::*;
 /// with a budget of 0.
 #[test]
 fn preemption_does_not_admit_past_a_lowered_seq_budget() {
-    let mut h = Harness::new(no_aging());
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        lowered_seq_budget(order);
+    }
+}
+
+fn lowered_seq_budget(order: QueueOrder) {
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     h.submit(1, Class::LOW, 16, 8);
     let d = h.step(budget(1, 4096, 7000));
     h.prefill(&d.admitted[0]);
@@ -36,7 +45,14 @@ fn preemption_does_not_admit_past_a_lowered_seq_budget() {
 /// request.
 #[test]
 fn kv_preemption_does_not_admit_past_a_lowered_seq_budget() {
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        kv_preemption_lowered_seq_budget(order);
+    }
+}
+
+fn kv_preemption_lowered_seq_budget(order: QueueOrder) {
     let mut cfg = no_aging();
+    cfg.order = order;
     cfg.engine.total_blocks = 40;
     cfg.engine.watermark = 0.0;
     let mut h = Harness::new(cfg);
@@ -97,6 +113,7 @@ fn drain_waiting_does_not_swallow_the_abort_of_a_cancelled_running_request() {
 #[test]
 fn drain_waiting_orders_by_the_class_aging_has_reached() {
     let mut cfg = no_aging();
+    cfg.order = QueueOrder::Ladder; // aging is the ladder's
     cfg.bucket_width_ms = 1;
     cfg.classes[1].promote_after_ms = Some(15);
     cfg.classes[2].promote_after_ms = Some(10);
@@ -139,9 +156,18 @@ fn manual_clock_never_goes_backwards() {
 /// current class and the tokens it generated; a request reprioritised while waiting keeps
 /// its arrival; nothing running is handed off, and nothing is lost between close and
 /// drain.
+///
+/// In both orders: a hand-off must keep all this whatever the order.
 #[test]
 fn hand_off_after_preemption_keeps_arrival_class_and_generated_tokens() {
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        hand_off_after_preemption(order);
+    }
+}
+
+fn hand_off_after_preemption(order: QueueOrder) {
     let mut cfg = no_aging();
+    cfg.order = order;
     cfg.engine.total_blocks = 50;
     cfg.engine.watermark = 0.0;
     let mut h = Harness::new(cfg);
@@ -159,9 +185,12 @@ fn hand_off_after_preemption_keeps_arrival_class_and_generated_tokens() {
             h.sched.on_progress(s.id, h.clock.now(), 1, 1).unwrap();
         }
     }
-    // A HIGH request that needs 30 blocks preempts LOW #1 (20 blocks + 10 free).
+    // A HIGH request that needs 30 blocks preempts LOW #1 (20 blocks + 10 free). It steps
+    // 250 ms after arriving, when in deadline order it is urgent enough to preempt (slack
+    // 500 - 250 - 100 ms estimated prefill = 150 ms, under 300 ms).
     h.advance(ms(5));
     h.submit(3, Class::HIGH, 480, 10);
+    h.advance(ms(250));
     let d = h.step(budget(8, 4096, 10));
     assert_eq!(ids(&d.admitted), vec![3]);
     assert_eq!(d.preempted.len(), 1);
@@ -177,7 +206,7 @@ fn hand_off_after_preemption_keeps_arrival_class_and_generated_tokens() {
     assert_eq!(
         got,
         vec![
-            (4, Class::MEDIUM, Timestamp::from_millis(7), 0),
+            (4, Class::MEDIUM, Timestamp::from_millis(257), 0),
             (1, Class::LOW, Timestamp::ZERO, 4),
         ]
     );

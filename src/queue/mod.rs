@@ -785,7 +785,8 @@ impl WaitQueue {
             })
             .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= age)
-            .min_by_key(|&(_, k)| slab[k].order_key())
+            // By arrival: in deadline order `order_key` is the deadline.
+            .min_by_key(|&(_, k)| (slab[k].arrival, slab[k].spec.id.0))
     }
 
     /// Takes the oldest request that has waited at least `timeout`, if any.

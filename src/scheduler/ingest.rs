@@ -177,9 +177,12 @@ impl Scheduler {
                 self.count_aged_on_arrival(class, effective);
             }
             Place::Running => {
+                let live = self.classes.len();
                 let e = &mut self.slab[key];
                 e.spec.class = class;
                 e.run_class = class;
+                // Its service is charged in its new class (or that class's relegated tier).
+                e.run_tier = (class.index() + if e.relegated { live } else { 0 }) as u8;
             }
             Place::InHand => unreachable!("no entry is in hand between steps"),
         }
