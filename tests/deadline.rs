@@ -616,6 +616,56 @@ fn overdue_requests_go_ahead_of_class_order_only_on_the_overdue_credit() {
     assert_eq!(one_at_a_time(&mut e, 10), (10..20).collect::<Vec<_>>());
 }
 
+/// The overdue credit banks up to the model's context, so an overdue prompt longer than
+/// 8,192 tokens (or than a step's budget) is served on credit too, not held back for ever
+/// behind steady traffic of a more urgent class.
+#[test]
+fn an_overdue_prompt_longer_than_a_budget_is_served_on_credit() {
+    let mut cfg = deadline();
+    cfg.backfill_lookahead = 0;
+    cfg.engine.max_model_len = 16_384;
+    cfg.engine.total_blocks = 20_000;
+    let mut e = Engine::new(cfg);
+    e.submit(RequestSpec::new(1, Class::LOW, 9_000, 1));
+    let mut started = None;
+    let mut id = 10;
+    for step in 0..4_000u64 {
+        // One HIGH request a step, one seat: without credit LOW never comes up.
+        e.submit(spec(id, Class::HIGH, 16));
+        id += 1;
+        let d = e.step(budget(1, 2048, e.free(20_000)));
+        if let Some(a) = d.admitted.iter().find(|a| a.id.0 == 1) {
+            started = Some((step, a.overdue));
+            break;
+        }
+        for a in &d.admitted {
+            e.finish(a.id.0);
+        }
+        e.h.advance(ms(50));
+    }
+    let (step, overdue) = started.expect("the 9,000-token LOW prompt started on credit");
+    assert!(overdue, "it started past max wait, on the credit");
+    // Overdue from 60 s (step 1,200); the credit needs 9,000 / 40 = 225 steps to cover it.
+    assert!(step <= 1_200 + 225 + 1, "started at step {step}");
+}
+
+/// Requests still wait while every seat is taken and nothing may be preempted: the step says
+/// the sequence budget stopped it, as in the ladder.
+#[test]
+fn a_step_out_of_seats_says_so() {
+    let mut cfg = deadline();
+    cfg.preemption.enabled = false;
+    let mut e = Engine::new(cfg);
+    e.submit(spec(1, Class::MEDIUM, 16));
+    e.submit(spec(2, Class::MEDIUM, 16));
+    let d = e.step(budget(1, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![1]);
+    assert_eq!(d.summary.stopped_by, Some(Short::Seqs));
+    let d = e.step(budget(1, 4096, 7000));
+    assert!(d.admitted.is_empty());
+    assert_eq!(d.summary.stopped_by, Some(Short::Seqs));
+}
+
 /// 100 KV blocks of 16 tokens, no watermark.
 fn small_engine() -> SchedulerConfig {
     let mut cfg = deadline();
@@ -790,7 +840,10 @@ fn a_request_aged_before_its_first_step_is_counted_promoted() {
                 h.step(budget(0, 4096, 7000));
             }
             h.clock.set(Timestamp::from_millis(45_000));
-            h.step(budget(0, 4096, 7000));
+            let d = h.step(budget(0, 4096, 7000));
+            // The step that aged or drained them says so in its summary too: all four
+            // promotions (1 and 3 out of LOW, 1 and 2 out of MEDIUM) happen in this step.
+            assert_eq!(d.summary.promoted, 4, "the step's summary");
             let counters: Vec<u64> = [Class::HIGH, Class::MEDIUM, Class::LOW]
                 .iter()
                 .map(|&c| h.sched.class_counters(c).promoted)

@@ -22,10 +22,16 @@
 //!    `preemption.min_class_gap` lower, relegated first, then lowest class, then least
 //!    recompute; nobody else preempts.
 //!
-//! A waiting request is judged when it comes up: if its first token (for a TTFT deadline)
-//! or its start (otherwise) cannot come before its deadline at the engine's measured pace
-//! ([`super::pace::Pace`]), it is relegated or shed by its class's rule. A request that has
-//! run before is never judged again: it keeps its place.
+//! A waiting request is judged when it comes up as its tier's next: if its first token (for
+//! a TTFT deadline) or its start (otherwise) cannot come before its deadline at the engine's
+//! measured pace ([`super::pace::Pace`]), it is relegated or shed by its class's rule. A
+//! preempted request is judged like any other when it comes up again, except that one whose
+//! first token is out has no TTFT deadline left to miss: it keeps its place.
+//!
+//! Overdue requests (waiting past `max_wait`) are found by looking at each tier's first
+//! request: inside a class the first is the earliest deadline, so an overdue request behind
+//! a younger one with an earlier deadline (a batch request with a shorter expected run) is
+//! found once that one goes.
 
 use super::pace::Pace;
 use super::plan::Left;
@@ -168,8 +174,11 @@ impl Scheduler {
         self.late_left = MAX_JUDGED_LATE_PER_STEP;
         let share = self.config.deadline.overdue_share;
         let credit = (f64::from(budget.max_batched_tokens) * share) as u64;
-        // At most a few iterations' share banked: the credit is a rate, not a reserve.
-        let cap = u64::from(budget.max_batched_tokens).max(8192);
+        // Banked up to the largest prompt (so any overdue request can be served on credit)
+        // or one budget, at least 8,192 tokens: the credit is a rate, not a reserve.
+        let cap = u64::from(budget.max_batched_tokens)
+            .max(u64::from(self.config.engine.max_model_len))
+            .max(8192);
         self.overdue_credit = (self.overdue_credit + credit).min(cap);
         if share == 0.0 {
             self.overdue_credit = 0;
@@ -389,6 +398,14 @@ impl Scheduler {
         }
         if let Some(c) = cand {
             self.skipped.push(c);
+        }
+        if out.summary.stopped_by.is_none() && (self.wait.len() > 0 || !self.skipped.is_empty()) {
+            // Requests still wait and none was looked at: say which budget ran out.
+            if left.seqs == 0 {
+                out.summary.stopped_by = Some(Short::Seqs);
+            } else if left.tokens == 0 {
+                out.summary.stopped_by = Some(Short::Tokens);
+            }
         }
         while let Some(c) = self.skipped.pop() {
             self.wait.restore(&mut self.slab, c);

@@ -146,6 +146,7 @@ impl Scheduler {
         for c in class.index() + 1..=base.index() {
             self.counters.per_class[c].promoted += 1;
             self.step_counts[c].promoted += 1;
+            self.promoted_on_arrival += 1;
         }
     }
 

@@ -117,6 +117,9 @@ pub struct Scheduler {
     late_left: u32,
     /// Scratch: decodes held back for an urgent prefill in the current step.
     withheld: Vec<u32>,
+    /// Promotions counted as requests were queued in the current step (aged past a
+    /// threshold before a step took them), for the step's summary.
+    promoted_on_arrival: u64,
 }
 
 impl Scheduler {
@@ -173,6 +176,7 @@ impl Scheduler {
             overdue_credit: 0,
             late_left: 0,
             withheld: Vec::new(),
+            promoted_on_arrival: 0,
         };
         Ok((sched, Submitter { shared }))
     }
@@ -261,6 +265,7 @@ impl Scheduler {
             }
         }
         self.ingest(now, out);
+        out.summary.promoted += std::mem::take(&mut self.promoted_on_arrival);
         out.reload = self.apply_pending_reload(now);
         self.expire(now, out);
         self.plan(now, budget, out);
