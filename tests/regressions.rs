@@ -240,3 +240,158 @@ fn hand_off_carries_a_pending_reprioritise() {
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].spec.class, Class::HIGH, "{:?}", handed[0]);
 }
+
+/// Deadline order, found by the model test: a candidate skipped in a step was put back at
+/// the front of its run although an older request of its class had been relegated into that
+/// run in the same step, leaving the run out of order (a debug assertion, and
+/// `check_invariants` in release). The shrunk case below reproduced it before overdue
+/// requests were compared by arrival across classes; `queue::tests` has the direct case.
+#[test]
+fn a_skipped_candidate_goes_back_behind_an_older_request_relegated_in_the_same_step() {
+    let mut cfg = SchedulerConfig {
+        shards: 1,
+        order: QueueOrder::Deadline,
+        max_wait_ms: 134,
+        bucket_width_ms: 1,
+        backfill_lookahead: 1,
+        chunked_prefill: false,
+        ..no_aging()
+    };
+    cfg.preemption.enabled = false;
+    cfg.deadline.max_decode_delay_ms = 0;
+    cfg.deadline.overdue_share = 0.3;
+    let mut h = Harness::new(cfg);
+    h.step(budget(0, 234, 7000)); // earns 70 tokens of overdue credit
+    for spec in [
+        RequestSpec::new(0, Class::HIGH, 4, 1).with_ttft_ms(300),
+        RequestSpec::new(1, Class::MEDIUM, 119, 1).with_ttft_ms(1),
+        RequestSpec::new(2, Class::HIGH, 4, 1).with_ttft_ms(1),
+    ] {
+        h.api.submit(spec).unwrap();
+    }
+    h.advance(Duration::from_millis(118));
+    h.step(budget(0, 0, 7000));
+    h.advance(Duration::from_millis(16));
+    h.step(budget(1, 1, 7000)); // `Harness::step` checks every invariant
+}
+
+/// Deadline order, found by the model test: the queue timeout looks at each class's first
+/// request, so a request that timed out behind a younger one with an earlier deadline could
+/// still start. It is now ended as timed out when it comes up.
+#[test]
+fn a_request_past_the_queue_timeout_never_starts_in_deadline_order() {
+    let mut cfg = SchedulerConfig {
+        shards: 1,
+        order: QueueOrder::Deadline,
+        max_wait_ms: 100,
+        queue_timeout_ms: Some(150),
+        ..no_aging()
+    };
+    // Neither a budget share nor preemption: a step without seats looks at no candidate
+    // (looking would relegate both, and the timeout pass would then find #0 by arrival).
+    cfg.deadline.max_decode_delay_ms = 0;
+    cfg.preemption.enabled = false;
+    let mut h = Harness::new(cfg);
+    h.submit(0, Class::LOW, 10, 1); // deadline 100 ms (max wait)
+    h.advance(Duration::from_millis(60));
+    // An own 1 ms target: deadline 61 ms, so #1 heads LOW's queue.
+    h.api
+        .submit(RequestSpec::new(1, Class::LOW, 10, 1).with_ttft_ms(1))
+        .unwrap();
+    h.step(budget(0, 0, 7000));
+    h.advance(Duration::from_millis(90)); // #0 waited 150 ms = queue_timeout
+    let mut timed_out = Vec::new();
+    for seats in [0, 4] {
+        let d = h.step(budget(seats, 1000, 7000));
+        for a in &d.admitted {
+            assert!(
+                a.waited < Duration::from_millis(150),
+                "{:?} started after the queue timeout",
+                a.id
+            );
+        }
+        timed_out.extend(d.rejected.iter().map(|r| r.id.0));
+    }
+    assert_eq!(timed_out, vec![0]);
+    assert_eq!(h.sched.class_counters(Class::LOW).timed_out, 1);
+}
+
+/// Deadline order, found by the model test: a waiting request moved to another class was
+/// ranked against running prefills by its old class, so a running LOW prefill took the
+/// tokens before the new HIGH request.
+#[test]
+fn a_request_moved_to_another_class_is_ranked_by_its_new_class() {
+    let mut cfg = SchedulerConfig {
+        shards: 1,
+        order: QueueOrder::Deadline,
+        max_wait_ms: 100,
+        ..no_aging()
+    };
+    cfg.preemption.enabled = false;
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::LOW, 8, 2);
+    h.submit(2, Class::LOW, 8, 2);
+    let d = h.step(budget(1, 1, 7000)); // LOW #1 starts with 1 of its 8 prompt tokens
+    assert_eq!(ids(&d.admitted), vec![1]);
+    h.sched
+        .on_progress(RequestId(1), h.clock.now(), 1, 0)
+        .unwrap();
+    h.api.reprioritize(RequestId(2), Class::HIGH).unwrap();
+    let d = h.step(budget(2, 8, 7000));
+    assert_eq!(ids(&d.admitted), vec![2]);
+    assert_eq!(
+        d.admitted[0].prefill_tokens, 8,
+        "HIGH #2 takes the tokens first"
+    );
+    assert!(d.scheduled.is_empty(), "{:?}", d.scheduled);
+}
+
+/// Deadline order with chunked prefill off: a prompt starts whole. The relaxed chunk (far
+/// deadlines) used to cut a LOW prompt to 512 tokens anyway.
+#[test]
+fn without_chunked_prefill_a_relaxed_prompt_starts_whole() {
+    let cfg = SchedulerConfig {
+        shards: 1,
+        chunked_prefill: false,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.submit(1, Class::LOW, 1000, 10); // deadline about 60 s away: relaxed
+    let d = h.step(budget(8, 2048, 7000));
+    assert_eq!(ids(&d.admitted), vec![1]);
+    assert_eq!(d.admitted[0].prefill_tokens, 1000);
+}
+
+/// Found by the model test: a request running across a reload that switched the order kept
+/// its queue time from the old order, so once preempted it was queued by arrival in
+/// deadline order and went before a request with an earlier deadline.
+#[test]
+fn a_running_request_takes_the_new_order_across_a_reload() {
+    let mut cfg = SchedulerConfig {
+        shards: 1,
+        order: QueueOrder::Ladder,
+        max_wait_ms: 100,
+        ..no_aging()
+    };
+    cfg.deadline.initial_iteration_ms = 1;
+    cfg.preemption.enabled = false;
+    let mut h = Harness::new(cfg.clone());
+    h.api
+        .submit(RequestSpec::new(1, Class::HIGH, 10, 5).with_ttft_ms(50))
+        .unwrap();
+    h.step(budget(1, 2048, 7000)); // #1 runs; deadline 50 ms
+    h.advance(Duration::from_millis(10));
+    h.api
+        .submit(RequestSpec::new(2, Class::HIGH, 10, 5).with_ttft_ms(20))
+        .unwrap(); // deadline 30 ms
+    h.sched
+        .reload(SchedulerConfig {
+            order: QueueOrder::Deadline,
+            ..cfg
+        })
+        .unwrap();
+    let d = h.step(budget(0, 2048, 7000)); // the reload applies; no seat: #1 preempted
+    assert_eq!(d.preempted.len(), 1);
+    let d = h.step(budget(1, 2048, 7000));
+    assert_eq!(ids(&d.admitted), vec![2], "the earlier deadline goes first");
+}

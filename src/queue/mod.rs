@@ -580,7 +580,9 @@ impl WaitQueue {
     }
 
     /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
-    /// front of its run. Candidates must be restored in reverse order of taking.
+    /// front of its run (or, if an earlier request joined the run since it was taken — a
+    /// request relegated in the same step — at its sorted place). Candidates must be
+    /// restored in reverse order of taking.
     pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
         let (run, due, slot) = (
             run_of(&slab[cand.key]),
@@ -590,7 +592,12 @@ impl WaitQueue {
         let b = self.bucket_of(due);
         let tier = usize::from(cand.tier);
         let bucket = self.classes[tier].bucket_mut(slot, b);
-        bucket.run_mut(run).push_front(slab, cand.key);
+        let list = bucket.run_mut(run);
+        if list.head != NIL && slab[list.head].order_key() < slab[cand.key].order_key() {
+            list.insert_sorted(slab, cand.key);
+        } else {
+            list.push_front(slab, cand.key);
+        }
         bucket.len += 1;
         self.sync_head_if_first(slab, tier, slot, b);
         self.note_added(slab, cand.key, tier, true);
@@ -1051,4 +1058,44 @@ fn contains(list: &List, slab: &Slab, key: u32) -> bool {
         k = slab[k].prev;
     }
     k == list.head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RequestSpec;
+    use crate::sync::Arc;
+    use crate::ticket::Ticket;
+
+    fn entry(slab: &mut Slab, id: u64, arrival_ms: u64) -> u32 {
+        let spec = RequestSpec::new(id, Class::LOW, 8, 1);
+        let mut e = slab::Entry::new(
+            Arc::new(Ticket::new(spec.id)),
+            spec,
+            Timestamp::from_millis(arrival_ms),
+        );
+        e.tenant = 0;
+        slab.insert(e)
+    }
+
+    /// A candidate put back after an older request joined its run in the same step (a
+    /// request relegated meanwhile) goes back at its sorted place, not at the front.
+    #[test]
+    fn a_restored_candidate_keeps_the_run_sorted() {
+        let mut slab = Slab::default();
+        let mut q = WaitQueue::new(3, Duration::from_millis(1000), vec![None; 3], false, true);
+        let newer = entry(&mut slab, 2, 500);
+        slab[newer].relegated = true;
+        q.insert_new(&mut slab, newer, Timestamp::ZERO);
+        let cand = q
+            .pop_candidate(&mut slab, Timestamp::ZERO, Duration::MAX, 0, &mut |_| false)
+            .expect("the relegated request");
+        assert_eq!(cand.key, newer);
+        // An older request of the class is relegated into the same bucket meanwhile.
+        let older = entry(&mut slab, 1, 100);
+        q.relegate(&mut slab, older, Timestamp::ZERO);
+        q.restore(&mut slab, cand);
+        q.check(&slab).expect("the run stays sorted");
+        assert_eq!(q.keys_in_order(&slab), vec![older, newer]);
+    }
 }

@@ -54,6 +54,17 @@ const MAX_JUDGED_LATE_PER_STEP: u32 = 4096;
 /// relegated ones by class and arrival.
 type Rank = (u8, usize, Timestamp);
 
+/// The rank of a request of class `class` (see [`Rank`]).
+fn rank(e: &Entry, class: usize, on_credit: bool) -> Rank {
+    if on_credit {
+        (0, 0, Timestamp::ZERO)
+    } else if e.relegated {
+        (2, class, e.arrival)
+    } else {
+        (1, class, e.deadline)
+    }
+}
+
 fn nanos(d: Duration) -> i128 {
     i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)
 }
@@ -78,20 +89,14 @@ impl Scheduler {
         slack
     }
 
-    /// The rank of a waiting candidate.
+    /// The rank of a waiting candidate: by the class it was queued in.
     fn rank_of_candidate(&self, c: &Candidate) -> Rank {
-        self.rank_of(&self.slab[c.key], c.on_credit)
+        rank(&self.slab[c.key], c.class.index(), c.on_credit)
     }
 
-    /// The rank of a request (see [`Rank`]).
-    fn rank_of(&self, e: &Entry, overdue_credit: bool) -> Rank {
-        if overdue_credit {
-            (0, 0, Timestamp::ZERO)
-        } else if e.relegated {
-            (2, e.spec.class.index(), e.arrival)
-        } else {
-            (1, e.run_class.index(), e.deadline)
-        }
+    /// The rank of a running request: by the class it runs as.
+    fn rank_of_running(&self, e: &Entry) -> Rank {
+        rank(e, e.run_class.index(), false)
     }
 
     /// Whether a request's prefill is relaxed: relegated, or far from its deadline.
@@ -122,6 +127,18 @@ impl Scheduler {
                 self.overdue_credit,
                 &mut late,
             )?;
+            if let Some(timeout) = self.queue_timeout {
+                // The timeout pass looks at each tier's first request; one that timed out
+                // behind a younger request with an earlier deadline is ended here instead of
+                // starting.
+                let e = &self.slab[cand.key];
+                let waited = now.saturating_since(e.arrival);
+                if e.preemptions == 0 && waited >= timeout {
+                    let reason = RejectReason::TimedOut { waited };
+                    self.end_rejected(cand.key, Outcome::TimedOut, reason, now, out);
+                    continue;
+                }
+            }
             if !cand.late {
                 return Some(cand);
             }
@@ -217,7 +234,7 @@ impl Scheduler {
             if !e.prefilling() {
                 continue;
             }
-            let r = self.rank_of(e, false);
+            let r = self.rank_of_running(e);
             if best.is_none_or(|b| r < b.0) {
                 let rest = e.prefill_target - e.kv_tokens;
                 best = Some((r, rest, e.run_class.index(), self.slack(e, now)));
@@ -293,12 +310,13 @@ impl Scheduler {
             .running
             .iter()
             .filter(|&&k| self.slab[k].prefilling() && self.slab[k].planned_step != self.step_no)
-            .map(|&k| (self.rank_of(&self.slab[k], false), k))
+            .map(|&k| (self.rank_of_running(&self.slab[k]), k))
             .collect();
         pending.sort_unstable();
         let mut next_running = 0;
         let relaxed_cap = self.config.deadline.relaxed_chunk_tokens;
-        let mut relaxed_left = if relaxed_cap == 0 {
+        // Without chunked prefill a prompt starts whole: the cap cannot cut it.
+        let mut relaxed_left = if relaxed_cap == 0 || !self.config.chunked_prefill {
             u32::MAX
         } else {
             relaxed_cap

@@ -223,6 +223,9 @@ impl Scheduler {
             let e = &mut self.slab[k];
             e.spec.class = remap(e.spec.class);
             e.run_class = remap(e.run_class);
+            // Its deadline and queue time under the new targets and order, for when it is
+            // preempted and queued again.
+            super::deadline::set_deadline(&config, &self.pace, e);
             e.run_tier = if e.relegated {
                 (tiers + e.spec.class.index()) as u8
             } else {
