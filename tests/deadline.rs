@@ -628,11 +628,9 @@ fn an_overdue_prompt_longer_than_a_budget_is_served_on_credit() {
     let mut e = Engine::new(cfg);
     e.submit(RequestSpec::new(1, Class::LOW, 9_000, 1));
     let mut started = None;
-    let mut id = 10;
-    for step in 0..4_000u64 {
+    for (step, id) in (0..4_000u64).zip(10..) {
         // One HIGH request a step, one seat: without credit LOW never comes up.
         e.submit(spec(id, Class::HIGH, 16));
-        id += 1;
         let d = e.step(budget(1, 2048, e.free(20_000)));
         if let Some(a) = d.admitted.iter().find(|a| a.id.0 == 1) {
             started = Some((step, a.overdue));

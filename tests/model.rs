@@ -95,11 +95,6 @@
 //!   watermark (kept at each admission, so counted on the blocks surely taken before
 //!   any).
 //!
-//! One known defect is steered around where marked ("Known defect",
-//! `KNOWN_DEFECT_RELOAD_CLEARS_RELEGATION`): a reload marks every running request live, so
-//! a relegated one loses its relegation; no reload is proposed while a relegated request
-//! runs.
-//!
 //! `PROPTEST_CASES` sets the number of cases (64 by default; `scripts/proptest-long.sh`
 //! runs 100,000).
 
@@ -742,12 +737,6 @@ type Rank = (u8, usize, Timestamp);
 /// Deadline order's urgent prefill demand in a step: its tokens and class.
 type Demand = (u32, usize);
 
-/// Whether the model steers around a known defect of a reload: it marks every running
-/// request live, so a relegated one loses its relegation (`World::reload`). Set to `false`
-/// once the reload keeps a running request's relegation in deadline order (and its queue
-/// time at its arrival, as for any relegated request).
-const KNOWN_DEFECT_RELOAD_CLEARS_RELEGATION: bool = true;
-
 /// The six tiers of deadline order's queue: class `c`'s requests that can still meet their
 /// deadline are tier `c`, its relegated ones tier `3 + c`.
 const TIERS: usize = 6;
@@ -1238,18 +1227,8 @@ impl World {
         if order {
             new = other_order(&new);
         }
-        // Known defect (found with this model after 7009a82): the reload re-keys a running
-        // request with `set_deadline`, which also marks it live, so a relegated request
-        // that runs across any reload (even to the same configuration) ranks by its past
-        // deadline, ahead of the live requests of its class, and is no longer the first
-        // victim. The model keeps the relegation (see `step`); while the defect stands no
-        // reload is proposed while a relegated request runs (nothing can start or be
-        // relegated before the reload applies at the next step).
-        if KNOWN_DEFECT_RELOAD_CLEARS_RELEGATION
-            && self.held.values().any(|r| r.relegated && r.run.is_some())
-        {
-            return Ok(());
-        }
+        // A relegated request running across a reload stays relegated in deadline order
+        // (the model keeps the relegation in `step`).
         self.sched
             .reload(new.clone())
             .map_err(|e| format!("valid reload refused: {e}"))?;

@@ -395,3 +395,45 @@ fn a_running_request_takes_the_new_order_across_a_reload() {
     let d = h.step(budget(1, 2048, 7000));
     assert_eq!(ids(&d.admitted), vec![2], "the earlier deadline goes first");
 }
+
+/// Found by the model test after the previous fix: a reload re-keyed running requests and
+/// so marked a running relegated request live; it then ranked by its past deadline ahead
+/// of the live requests of its class. A relegated request stays relegated across a reload
+/// in deadline order.
+#[test]
+fn a_running_relegated_request_stays_relegated_across_a_reload() {
+    let mut cfg = SchedulerConfig {
+        shards: 1,
+        order: QueueOrder::Deadline,
+        max_wait_ms: 100,
+        ..no_aging()
+    };
+    cfg.preemption.enabled = false;
+    cfg.deadline.initial_iteration_ms = 1;
+    cfg.deadline.relaxed_chunk_tokens = 0;
+    cfg.deadline.max_decode_delay_ms = 0;
+    for reload in [false, true] {
+        let mut h = Harness::new(cfg.clone());
+        h.api
+            .submit(RequestSpec::new(1, Class::LOW, 100, 2).with_ttft_ms(1))
+            .unwrap();
+        let d = h.step(budget(1, 10, 1000)); // #1 relegated, starts with 10 tokens
+        assert!(d.admitted[0].relegated);
+        h.sched
+            .on_progress(RequestId(1), h.clock.now(), 10, 0)
+            .unwrap();
+        h.advance(Duration::from_millis(1));
+        h.submit(2, Class::LOW, 100, 2); // live, deadline 100 ms
+        if reload {
+            h.sched.reload(h.sched.config().clone()).unwrap();
+        }
+        let d = h.step(budget(2, 10, 1000));
+        assert_eq!(ids(&d.admitted), vec![2], "reload: {reload}");
+        assert_eq!(d.admitted[0].prefill_tokens, 10, "reload: {reload}");
+        assert!(
+            d.scheduled.is_empty(),
+            "reload: {reload}: {:?}",
+            d.scheduled
+        );
+    }
+}

@@ -224,8 +224,13 @@ impl Scheduler {
             e.spec.class = remap(e.spec.class);
             e.run_class = remap(e.run_class);
             // Its deadline and queue time under the new targets and order, for when it is
-            // preempted and queued again.
+            // preempted and queued again; a relegated one stays relegated in deadline order.
+            let relegated = e.relegated && config.order == crate::config::QueueOrder::Deadline;
             super::deadline::set_deadline(&config, &self.pace, e);
+            if relegated {
+                e.relegated = true;
+                e.due = e.arrival;
+            }
             e.run_tier = if e.relegated {
                 (tiers + e.spec.class.index()) as u8
             } else {
