@@ -82,21 +82,31 @@ impl Pace {
     /// How long until the first token of a request with `tokens` left to prefill, if it
     /// started now: its chunks, plus the iteration in flight.
     pub(crate) fn prefill(&self, tokens: u32) -> Duration {
+        Duration::from_nanos(self.prefill_ns(tokens))
+    }
+
+    /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate (without
+    /// the checks of a `Duration` made from a float).
+    pub(crate) fn prefill_ns(&self, tokens: u32) -> u64 {
         let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
-        Duration::from_secs_f64(iterations * self.iteration)
+        // A float-to-int `as` saturates (and the estimate is finite and non-negative).
+        (iterations * self.iteration * 1e9) as u64
     }
 
     /// How long a request of class `class` with `prompt` tokens and at most `max_new`
     /// output runs, from start to finish: its prefill, then one iteration per output token
     /// (the class's mean output, if fewer than `max_new`).
-    pub(crate) fn run(&self, class: usize, prompt: u32, max_new: u32) -> Duration {
+    /// In ns (it is estimated for every request drained).
+    pub(crate) fn run_ns(&self, class: usize, prompt: u32, max_new: u32) -> u64 {
         let output = self
             .output
             .get(class)
             .copied()
             .unwrap_or(INITIAL_OUTPUT)
             .min(f64::from(max_new));
-        self.prefill(prompt) + Duration::from_secs_f64(output * self.iteration)
+        // A float-to-int `as` saturates.
+        self.prefill_ns(prompt)
+            .saturating_add((output * self.iteration * 1e9) as u64)
     }
 }
 
@@ -129,8 +139,8 @@ mod tests {
         assert_eq!(p.prefill(800), Duration::from_millis(200));
         assert_eq!(p.prefill(801), Duration::from_millis(300));
         // The run adds one iteration per expected output token, at most max_new.
-        assert_eq!(p.run(0, 800, 3), Duration::from_millis(500));
+        assert_eq!(p.run_ns(0, 800, 3), 500_000_000);
         p.finished(0, 0);
-        assert!(p.run(0, 800, 1000) < Duration::from_millis(200 + 12_800));
+        assert!(p.run_ns(0, 800, 1000) < (200 + 12_800) * 1_000_000);
     }
 }
