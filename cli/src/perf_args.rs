@@ -201,6 +201,9 @@ pub struct SloOverheadArgs {
     /// Untimed blocks per configuration first.
     #[arg(long, default_value_t = 2)]
     warmup_blocks: usize,
+    /// The schedulers' queue order: deadline (the default) or ladder.
+    #[arg(long, default_value = "deadline", value_parser = parse_order)]
+    order: QueueOrder,
     /// Also write the report (every block's means) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -214,6 +217,7 @@ pub fn run_slo_overhead(a: SloOverheadArgs) -> ExitCode {
         block_steps: a.block_steps,
         blocks: a.blocks,
         warmup_blocks: a.warmup_blocks,
+        order: a.order,
     };
     match slo_overhead(&o) {
         Ok(r) => {
