@@ -85,12 +85,10 @@ impl Pace {
         Duration::from_nanos(self.prefill_ns(tokens))
     }
 
-    /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate (without
-    /// the checks of a `Duration` made from a float).
+    /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate.
     pub(crate) fn prefill_ns(&self, tokens: u32) -> u64 {
         let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
-        // A float-to-int `as` saturates (and the estimate is finite and non-negative).
-        (iterations * self.iteration * 1e9) as u64
+        secs_to_ns(iterations * self.iteration)
     }
 
     /// How long a request of class `class` with `prompt` tokens and at most `max_new`
@@ -104,10 +102,18 @@ impl Pace {
             .copied()
             .unwrap_or(INITIAL_OUTPUT)
             .min(f64::from(max_new));
-        // A float-to-int `as` saturates.
         self.prefill_ns(prompt)
-            .saturating_add((output * self.iteration * 1e9) as u64)
+            .saturating_add(secs_to_ns(output * self.iteration))
     }
+}
+
+/// `secs` (finite, not negative) in ns, rounded as `Duration::from_secs_f64` rounds: the
+/// estimates in ns are exactly those of the durations made from them.
+fn secs_to_ns(secs: f64) -> u64 {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
