@@ -228,7 +228,7 @@ impl<T: Ord> WaitingQueue<T> {
             options.bucket_width,
             options.promote_after.clone(),
             false, // one lane: this queue knows no tenants
-            false, // (class, arrival) order, with the aging ladder if configured
+            None,  // (class, arrival) order, with the aging ladder if configured
         );
         Ok(Self {
             max_wait: options.max_wait.unwrap_or(Duration::MAX),

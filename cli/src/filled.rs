@@ -1,14 +1,20 @@
 //! A scheduler filled to a depth on a manual clock, for the CLI's step measurements
 //! (`triage slo-overhead` and the step workload of `triage bench-compare`).
 //!
-//! The workload: [`config`] (the defaults with room for the depth), filled with `depth`
-//! requests of [`spec`] (8-token prompts, classes one third each) whose arrivals are
-//! stamped one by one, evenly spread over [`fill_window`] (1.25 × LOW's promotion
-//! threshold) so that buckets keep crossing the aging thresholds while it steps. Each
-//! [`Filled::timed_step`] advances the clock by [`STEP_DT`] and times one `step_into` that
-//! admits a batch; then, untimed, the engine reports the admitted requests finished and as
-//! many new ones are submitted, so the depth stays put and every step starts with nothing
-//! running.
+//! The workload: [`config`] (the defaults with room for the depth, in either queue order),
+//! filled with `depth` requests of [`spec`] (8-token prompts, classes one third each)
+//! whose arrivals are stamped one by one, evenly spread over [`fill_window`] (1.25 × LOW's
+//! promotion threshold) so that, in the ladder order, buckets keep crossing the aging
+//! thresholds while it steps. Each [`Filled::timed_step`] advances the clock by
+//! [`STEP_DT`] and times one `step_into` that admits a batch; then, untimed, the engine
+//! reports the admitted requests finished and as many new ones are submitted, so the depth
+//! stays put and every step starts with nothing running.
+//!
+//! In deadline order the same fill leaves most HIGH and MEDIUM requests past their TTFT
+//! deadlines (0.5 s and 2 s; the fill spans 25 s): they are relegated as they come up, at
+//! most 4,096 per step, which the fill's own draining steps and the first steps of a run
+//! do. The steps then take the fresh HIGH and MEDIUM arrivals and the LOW requests with the
+//! earliest deadlines: still a full batch, drained and admitted as in the ladder order.
 //!
 //! The criterion benches (`benches/common`) run the same steps, but their fill stamps a
 //! whole chunk of 4,096 submits with one arrival time and time wall clock only.
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
 use triage::{
-    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestSpec, Scheduler,
+    Budget, Class, Clock, Decision, FinishReason, ManualClock, QueueOrder, RequestSpec, Scheduler,
     SchedulerConfig, Submitter, Timestamp,
 };
 
@@ -44,10 +50,25 @@ const FILL_CHUNK: u64 = 4096;
 /// submits while a step refills one batch (256 by default), a third per class.
 pub(crate) const STEP_RING: usize = 8192;
 
-/// The default configuration (three classes, the default aging ladder) with room for
-/// `queued` waiting requests in every class and rings of `ring` slots (a power of two).
-pub(crate) fn config(queued: usize, ring: usize) -> SchedulerConfig {
-    let mut c = SchedulerConfig::default();
+/// The default configuration (three classes, the default aging ladder and deadline
+/// tunables) in queue order `order`, with room for `queued` waiting requests in every class
+/// and rings of `ring` slots (a power of two).
+///
+/// One default is changed, in deadline order only: `deadline.relaxed_chunk_tokens` is 0
+/// (no cap). The workload's LOW requests are all *relaxed* (their end-to-end deadline is
+/// 35 s or more away), and relaxed prefills share 512 tokens per iteration by default: 64
+/// of these 8-token prompts, so a step would admit about 235 instead of the full batch
+/// that the measurement compares (and that the baselines pop). Without the cap the step
+/// does the same work per candidate (its slack is still computed and checked) and admits
+/// the batch.
+pub(crate) fn config(queued: usize, ring: usize, order: QueueOrder) -> SchedulerConfig {
+    let mut c = SchedulerConfig {
+        order,
+        ..SchedulerConfig::default()
+    };
+    if order == QueueOrder::Deadline {
+        c.deadline.relaxed_chunk_tokens = 0;
+    }
     for class in &mut c.classes {
         class.queue_capacity = class.queue_capacity.max(2 * queued);
         class.ring_capacity = ring;
@@ -153,6 +174,16 @@ impl Filled {
         self.api.submit(spec(id)).expect("submit within capacity");
     }
 
+    /// Waiting requests relegated or shed so far (deadline order), all classes.
+    pub(crate) fn judged_late(&self) -> u64 {
+        (0..self.sched.classes().len())
+            .map(|c| {
+                let k = self.sched.class_counters(Class::from_index(c as u8));
+                k.relegated + k.shed
+            })
+            .sum()
+    }
+
     /// An untimed step at the clock's time.
     fn step(&mut self, budget: &Budget) {
         let now = self.clock.now();
@@ -197,7 +228,7 @@ mod tests {
 
     #[test]
     fn steps_keep_the_depth_and_the_books_balanced() {
-        let mut f = Filled::new(config(1_000, STEP_RING), 1_000, 16);
+        let mut f = Filled::new(config(1_000, STEP_RING, QueueOrder::Deadline), 1_000, 16);
         for meter in [Meter::Cpu, Meter::CpuAndWall, Meter::Cpu] {
             let took = f.timed_step(meter);
             assert_eq!(took.wall.is_some(), matches!(meter, Meter::CpuAndWall));
@@ -205,5 +236,29 @@ mod tests {
         // The last 16 submits wait in the rings until the next step drains them.
         assert_eq!(f.sched.waiting() + 16, 1_000);
         assert!(f.sched.conservation().is_balanced());
+    }
+
+    #[test]
+    fn every_step_admits_a_full_batch_in_both_orders() {
+        // The steps of `bench-compare` and `slo-overhead`: 256 per step, at a depth whose
+        // fill leaves HIGH and MEDIUM requests past their deadlines in deadline order.
+        for order in [QueueOrder::Deadline, QueueOrder::Ladder] {
+            let mut f = Filled::new(config(20_000, STEP_RING, order), 20_000, 256);
+            let mut late = Vec::new();
+            for _ in 0..50 {
+                let before = f.judged_late();
+                f.timed_step(Meter::Cpu); // asserts the full batch
+                late.push(f.judged_late() - before);
+            }
+            if order == QueueOrder::Deadline {
+                // About 6,000 MEDIUM requests the fill left past their 2 s deadline are
+                // relegated as the steps come to them, 4,096 at most per step.
+                assert!(late.iter().sum::<u64>() > 4_096, "{late:?}");
+                assert!(late.iter().all(|&n| n <= 4_096), "{late:?}");
+            } else {
+                assert!(late.iter().all(|&n| n == 0), "{late:?}");
+            }
+            assert!(f.sched.conservation().is_balanced());
+        }
     }
 }

@@ -351,6 +351,16 @@ pub(crate) struct WaitQueue {
     live: usize,
     /// Deadline order: live tiers are ordered and bucketed by deadline.
     by_deadline: bool,
+    /// Deadline order: the most a live entry's `due` (its deadline) may lie after its
+    /// arrival, in ns (the scheduler's `max_wait`); 0 in the ladder order.
+    due_lead: u64,
+    /// At most the arrival (ns) of every waiting request: lowered as requests are queued
+    /// (to their bucket's start less their tier's [`WaitQueue::lead`]), set to the least
+    /// such bound over the tiers' first buckets whenever [`WaitQueue::oldest_past`] reads
+    /// them. While `now - age` is below it, nobody has waited `age` and `oldest_past`
+    /// answers at once: it runs for every candidate a step takes, and reading every tier
+    /// each time was a tenth of a step.
+    arrival_floor: u64,
     /// Bucket width in ns (at least 1).
     width: u64,
     /// `promote_after[c]`: age in ns at which class `c` is left; `None` = never.
@@ -384,19 +394,23 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl WaitQueue {
-    /// An empty queue; `fair` turns on fairness between tenants, `by_deadline` deadline
-    /// order (entries are queued by their `due` time and may be relegated).
+    /// An empty queue; `fair` turns on fairness between tenants, `deadline` deadline order
+    /// (entries are queued by their `due` time and may be relegated): `Some(lead)`, where
+    /// no live entry is due more than `lead` after its arrival (the scheduler's `max_wait`,
+    /// which bounds every deadline).
     pub(crate) fn new(
         classes: usize,
         width: Duration,
         promote_after: Vec<Option<Duration>>,
         fair: bool,
-        by_deadline: bool,
+        deadline: Option<Duration>,
     ) -> Self {
         Self {
             classes: (0..2 * classes).map(|_| ClassQueue::default()).collect(),
             live: classes,
-            by_deadline,
+            by_deadline: deadline.is_some(),
+            due_lead: deadline.map_or(0, nanos),
+            arrival_floor: u64::MAX,
             width: nanos(width).max(1),
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
             by_base: [0; MAX_CLASSES],
@@ -494,6 +508,32 @@ impl WaitQueue {
         due.0 / self.width
     }
 
+    /// The class of tier `tier`'s requests.
+    fn class_of_tier(&self, tier: usize) -> Class {
+        // Not `tier % live`: a division, in every insert and candidate.
+        let c = if tier >= self.live {
+            tier - self.live
+        } else {
+            tier
+        };
+        Class::from_index(c as u8)
+    }
+
+    /// How long after its arrival a request of tier `c` may be due: `due_lead` for a live
+    /// tier in deadline order (ordered by deadline), else 0 (ordered by arrival).
+    fn lead(&self, c: usize) -> u64 {
+        if self.by_deadline && c < self.live {
+            self.due_lead
+        } else {
+            0
+        }
+    }
+
+    /// A bound at most the arrival of every request in bucket `b` of tier `c`.
+    fn arrival_bound(&self, c: usize, b: u64) -> u64 {
+        b.saturating_mul(self.width).saturating_sub(self.lead(c))
+    }
+
     /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
     /// to the lane's first bucket.
     fn sync_head(&mut self, slab: &Slab, c: usize, slot: u32) {
@@ -552,8 +592,8 @@ impl WaitQueue {
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
         self.sync_head_if_first(slab, tier, slot, b);
-        self.note_added(slab, key, tier, false);
-        Class::from_index((tier % self.live) as u8)
+        self.note_added(slab, key, tier, b, false);
+        self.class_of_tier(tier)
     }
 
     /// Moves a live candidate taken by [`WaitQueue::pop_candidate`] to its class's
@@ -600,13 +640,16 @@ impl WaitQueue {
         }
         bucket.len += 1;
         self.sync_head_if_first(slab, tier, slot, b);
-        self.note_added(slab, cand.key, tier, true);
+        self.note_added(slab, cand.key, tier, b, true);
     }
 
-    /// Counts an entry just linked into `tier` (and its tenant's lane). A lane that was
-    /// empty joins the fair order: lifted (a new arrival, a promotion, a re-queue) or, for
-    /// a candidate `restored` unstarted in the step that took it, at its own counter.
-    fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, restored: bool) {
+    /// Counts an entry just linked into bucket `b` of `tier` (and its tenant's lane), and
+    /// lowers the arrival floor to it. A lane that was empty joins the fair order: lifted (a
+    /// new arrival, a promotion, a re-queue) or, for a candidate `restored` unstarted in the
+    /// step that took it, at its own counter.
+    fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64, restored: bool) {
+        let bound = self.arrival_bound(tier, b);
+        self.arrival_floor = self.arrival_floor.min(bound);
         let slot = slab[key].tenant;
         let cq = &mut self.classes[tier];
         cq.len += 1;
@@ -762,7 +805,7 @@ impl WaitQueue {
     fn candidate(&self, key: u32, tier: usize, overdue: bool, late: bool) -> Candidate {
         Candidate {
             key,
-            class: Class::from_index((tier % self.live) as u8),
+            class: self.class_of_tier(tier),
             tier: tier as u8,
             overdue,
             late,
@@ -771,25 +814,35 @@ impl WaitQueue {
     }
 
     /// The oldest request of any class that has waited at least `age` at `now`, and its
-    /// class. Looks at a class's lanes only if its oldest bucket began `age` ago or more
-    /// (nothing in a younger bucket can qualify).
+    /// class. Nothing is read while `now - age` is below the arrival floor (see
+    /// [`WaitQueue::arrival_floor`]); else a tier's lanes are read only if its first bucket
+    /// began early enough for a request in it to qualify: `age` ago or more in a tier queued
+    /// by arrival; in a live tier of deadline order, where a request is due at most
+    /// `due_lead` after it arrived, `age - due_lead` ago or more.
     pub(crate) fn oldest_past(
-        &self,
+        &mut self,
         slab: &Slab,
         now: Timestamp,
         age: Duration,
     ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
+        if now.0 < self.arrival_floor.saturating_add(age_ns) {
+            return None;
+        }
+        let mut floor = u64::MAX;
+        let mut qualify = [false; 2 * MAX_CLASSES];
+        for (c, cq) in self.classes.iter().enumerate() {
+            if let Some(&(b, _)) = cq.buckets.front() {
+                let bound = self.arrival_bound(c, b);
+                floor = floor.min(bound);
+                qualify[c] = now.0 >= bound.saturating_add(age_ns);
+            }
+        }
+        self.arrival_floor = floor;
         self.classes
             .iter()
             .enumerate()
-            .filter(|&(c, cq)| {
-                // A bucket keyed by deadline may hold requests older than its start.
-                let by_arrival = !self.by_deadline || c >= self.live;
-                cq.buckets.front().is_some_and(|&(b, _)| {
-                    !by_arrival || now.0.saturating_sub(b.saturating_mul(self.width)) >= age_ns
-                })
-            })
+            .filter(|&(c, _)| qualify[c])
             .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= age)
             // By arrival: in deadline order `order_key` is the deadline.
@@ -885,8 +938,9 @@ impl WaitQueue {
 
     /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
     /// sorted and linked both ways, every entry's place names its bucket and lane, the
-    /// bucket index names exactly the lanes holding each bucket, and the fair order holds
-    /// exactly the non-empty lanes.
+    /// bucket index names exactly the lanes holding each bucket, the fair order holds
+    /// exactly the non-empty lanes, and no entry is due more than its tier's lead after its
+    /// arrival or arrived before the arrival floor.
     pub(crate) fn check(&self, slab: &Slab) -> Result<(), String> {
         let mut total = 0;
         let mut by_base = [0usize; MAX_CLASSES];
@@ -1030,6 +1084,11 @@ fn check_bucket(
             if e.relegated && e.due != e.arrival {
                 return Err(format!("relegated entry {k} is not queued by arrival"));
             }
+            if e.due.0 > e.arrival.0.saturating_add(q.lead(c)) || e.arrival.0 < q.arrival_floor {
+                return Err(format!(
+                    "entry {k} due past its tier's lead, or arrived below the arrival floor"
+                ));
+            }
             prev = k;
             count += 1;
         }
@@ -1063,9 +1122,9 @@ fn contains(list: &List, slab: &Slab, key: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::RequestSpec;
     use crate::sync::Arc;
     use crate::ticket::Ticket;
+    use crate::{RequestId, RequestSpec};
 
     fn entry(slab: &mut Slab, id: u64, arrival_ms: u64) -> u32 {
         let spec = RequestSpec::new(id, Class::LOW, 8, 1);
@@ -1083,7 +1142,13 @@ mod tests {
     #[test]
     fn a_restored_candidate_keeps_the_run_sorted() {
         let mut slab = Slab::default();
-        let mut q = WaitQueue::new(3, Duration::from_millis(1000), vec![None; 3], false, true);
+        let mut q = WaitQueue::new(
+            3,
+            Duration::from_millis(1000),
+            vec![None; 3],
+            false,
+            Some(Duration::from_secs(60)),
+        );
         let newer = entry(&mut slab, 2, 500);
         slab[newer].relegated = true;
         q.insert_new(&mut slab, newer, Timestamp::ZERO);
@@ -1097,5 +1162,67 @@ mod tests {
         q.restore(&mut slab, cand);
         q.check(&slab).expect("the run stays sorted");
         assert_eq!(q.keys_in_order(&slab), vec![older, newer]);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// Queues request `id` of class `class` that arrived at `arrival_ms`, due at `due_ms`
+    /// (its deadline, or its arrival once `relegated`).
+    fn queue(
+        q: &mut WaitQueue,
+        slab: &mut Slab,
+        id: u64,
+        class: u8,
+        (arrival_ms, due_ms): (u64, u64),
+        relegated: bool,
+    ) -> u32 {
+        let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
+        let ticket = Arc::new(Ticket::new(RequestId(id)));
+        let mut e = slab::Entry::new(ticket, spec, Timestamp(arrival_ms * MS));
+        e.due = Timestamp(due_ms * MS);
+        e.deadline = e.due;
+        e.relegated = relegated;
+        e.tenant = 0;
+        let key = slab.insert(e);
+        q.insert_new(slab, key, Timestamp(due_ms * MS));
+        q.check(slab).expect("queue invariants");
+        key
+    }
+
+    #[test]
+    fn oldest_past_sees_every_request_the_arrival_floor_lets_it_skip_the_rest() {
+        // Deadline order, max wait 60 s: live tiers by deadline, relegated ones by arrival.
+        let max_wait = Duration::from_secs(60);
+        let mut q = WaitQueue::new(
+            3,
+            Duration::from_millis(10),
+            vec![None; 3],
+            false,
+            Some(max_wait),
+        );
+        let mut slab = Slab::default();
+        let at = |ms: u64| Timestamp(ms * MS);
+        // A live HIGH request that arrived at 200 s, due at 200.5 s. Until its deadline
+        // nobody can have waited 60 s (the floor is 140.5 s): no tier is read.
+        let fresh = queue(&mut q, &mut slab, 1, 0, (200_000, 200_500), false);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        // A relegated LOW request that arrived at 10 s lowers the floor, and is found.
+        let old = queue(&mut q, &mut slab, 2, 2, (10_000, 10_000), true);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((5, old)));
+        q.take(&mut slab, old, 5);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        // A live MEDIUM request whose deadline passed long ago: found in its live tier once
+        // it has waited 60 s.
+        let late = queue(&mut q, &mut slab, 3, 1, (100_000, 102_000), false);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((1, late)));
+        assert_eq!(q.oldest_past(&slab, at(159_999), max_wait), None);
+        assert_eq!(q.oldest_past(&slab, at(160_000), max_wait), Some((1, late)));
+        q.take(&mut slab, late, 1);
+        assert_eq!(q.oldest_past(&slab, at(259_999), max_wait), None);
+        assert_eq!(
+            q.oldest_past(&slab, at(260_000), max_wait),
+            Some((0, fresh))
+        );
+        q.check(&slab).expect("queue invariants");
     }
 }

@@ -81,10 +81,8 @@ impl Scheduler {
     pub(super) fn slack(&self, e: &Entry, now: Timestamp) -> i128 {
         let mut slack = i128::from(e.deadline.0) - i128::from(now.0);
         if e.first_token_due && e.first_token.is_none() {
-            slack -= nanos(
-                self.pace
-                    .prefill(e.prefill_target.saturating_sub(e.kv_tokens)),
-            );
+            let rest = e.prefill_target.saturating_sub(e.kv_tokens);
+            slack -= i128::from(self.pace.prefill_ns(rest));
         }
         slack
     }
@@ -99,9 +97,10 @@ impl Scheduler {
         rank(e, e.run_class.index(), false)
     }
 
-    /// Whether a request's prefill is relaxed: relegated, or far from its deadline.
-    fn relaxed(&self, e: &Entry, now: Timestamp) -> bool {
-        e.relegated || self.slack(e, now) > nanos(self.config.deadline.relaxed_slack())
+    /// Whether a request's prefill is relaxed: relegated, or far from its deadline (its
+    /// [`Scheduler::slack`] is `slack`).
+    fn relaxed(&self, e: &Entry, slack: i128) -> bool {
+        e.relegated || slack > nanos(self.config.deadline.relaxed_slack())
     }
 
     /// The next waiting request to consider, relegating or shedding (by their class's rule)
@@ -115,7 +114,8 @@ impl Scheduler {
                 judge
                     && if e.first_token_due {
                         // After its first token a TTFT deadline has nothing left to miss.
-                        e.first_token.is_none() && slack < nanos(pace.prefill(e.prefill_target))
+                        e.first_token.is_none()
+                            && slack < i128::from(pace.prefill_ns(e.prefill_target))
                     } else {
                         slack < 0
                     }
@@ -351,8 +351,8 @@ impl Scheduler {
                 if left.tokens == 0 || self.slab[key].place != crate::queue::slab::Place::Running {
                     continue; // preempted meanwhile, or no tokens left
                 }
-                let relaxed = self.relaxed(&self.slab[key], now);
                 let e = &self.slab[key];
+                let relaxed = self.relaxed(e, self.slack(e, now));
                 let mut chunk = (e.prefill_target - e.kv_tokens).min(left.tokens);
                 if relaxed {
                     chunk = chunk.min(relaxed_left);
@@ -373,8 +373,9 @@ impl Scheduler {
             let target = e.prefill_target;
             let blocks =
                 u32::try_from(self.config.engine.blocks_for(u64::from(target))).unwrap_or(u32::MAX);
-            let relaxed = self.relaxed(e, now);
-            let may_preempt = !relaxed && !e.relegated && self.slack(e, now) < urgent;
+            let slack = self.slack(e, now);
+            let relaxed = self.relaxed(e, slack);
+            let may_preempt = !relaxed && !e.relegated && slack < urgent;
             let mut short = self.shortfall(left, target, blocks, watermark);
             if short.is_none() && relaxed && relaxed_left == 0 {
                 short = Some(Short::Tokens);
@@ -432,35 +433,36 @@ impl Scheduler {
 }
 
 /// Sets `e`'s deadline under `config` (see [`Scheduler::set_deadline`]), and its queue time:
-/// the deadline in deadline order, its arrival in the ladder. It is live again.
+/// the deadline in deadline order, its arrival in the ladder (which has no use for the
+/// deadline and leaves it). It is live again.
+///
+/// In ns throughout: it runs for every request drained.
 pub(super) fn set_deadline(config: &SchedulerConfig, pace: &Pace, e: &mut Entry) {
+    e.relegated = false;
+    if config.order != QueueOrder::Deadline {
+        e.due = e.arrival;
+        return;
+    }
+    const MS: u64 = 1_000_000;
     let class = e.spec.class.index();
-    let max_wait = config.max_wait();
+    let max_wait = config.max_wait_ms.saturating_mul(MS);
     let targets = config.slo.classes.get(class);
-    let ttft = e
+    let ttft_ms = e
         .spec
         .ttft_ms
-        .map(|ms| Duration::from_millis(u64::from(ms)))
-        .or_else(|| targets.and_then(|t| t.ttft).map(|t| t.bound()));
-    let (bound, first_token_due) = match ttft {
-        Some(t) => (t, true),
+        .map(u64::from)
+        .or_else(|| targets.and_then(|t| t.ttft).map(|t| t.bound_ms));
+    let (bound, first_token_due) = match ttft_ms {
+        Some(ms) => (ms.saturating_mul(MS), true),
         None => {
             let latest_start = targets.and_then(|t| t.e2e).map(|t| {
-                t.bound().saturating_sub(pace.run(
-                    class,
-                    e.spec.prompt_tokens,
-                    e.spec.max_new_tokens,
-                ))
+                let run = pace.run_ns(class, e.spec.prompt_tokens, e.spec.max_new_tokens);
+                t.bound_ms.saturating_mul(MS).saturating_sub(run)
             });
             (latest_start.unwrap_or(max_wait), false)
         }
     };
-    e.deadline = e.arrival.saturating_add(bound.min(max_wait));
+    e.deadline = Timestamp(e.arrival.0.saturating_add(bound.min(max_wait)));
     e.first_token_due = first_token_due;
-    e.relegated = false;
-    e.due = if config.order == QueueOrder::Deadline {
-        e.deadline
-    } else {
-        e.arrival
-    };
+    e.due = e.deadline;
 }

@@ -82,22 +82,38 @@ impl Pace {
     /// How long until the first token of a request with `tokens` left to prefill, if it
     /// started now: its chunks, plus the iteration in flight.
     pub(crate) fn prefill(&self, tokens: u32) -> Duration {
+        Duration::from_nanos(self.prefill_ns(tokens))
+    }
+
+    /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate.
+    pub(crate) fn prefill_ns(&self, tokens: u32) -> u64 {
         let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
-        Duration::from_secs_f64(iterations * self.iteration)
+        secs_to_ns(iterations * self.iteration)
     }
 
     /// How long a request of class `class` with `prompt` tokens and at most `max_new`
     /// output runs, from start to finish: its prefill, then one iteration per output token
     /// (the class's mean output, if fewer than `max_new`).
-    pub(crate) fn run(&self, class: usize, prompt: u32, max_new: u32) -> Duration {
+    /// In ns (it is estimated for every request drained).
+    pub(crate) fn run_ns(&self, class: usize, prompt: u32, max_new: u32) -> u64 {
         let output = self
             .output
             .get(class)
             .copied()
             .unwrap_or(INITIAL_OUTPUT)
             .min(f64::from(max_new));
-        self.prefill(prompt) + Duration::from_secs_f64(output * self.iteration)
+        self.prefill_ns(prompt)
+            .saturating_add(secs_to_ns(output * self.iteration))
     }
+}
+
+/// `secs` (finite, not negative) in ns, rounded as `Duration::from_secs_f64` rounds: the
+/// estimates in ns are exactly those of the durations made from them.
+fn secs_to_ns(secs: f64) -> u64 {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -129,8 +145,8 @@ mod tests {
         assert_eq!(p.prefill(800), Duration::from_millis(200));
         assert_eq!(p.prefill(801), Duration::from_millis(300));
         // The run adds one iteration per expected output token, at most max_new.
-        assert_eq!(p.run(0, 800, 3), Duration::from_millis(500));
+        assert_eq!(p.run_ns(0, 800, 3), 500_000_000);
         p.finished(0, 0);
-        assert!(p.run(0, 800, 1000) < Duration::from_millis(200 + 12_800));
+        assert!(p.run_ns(0, 800, 1000) < (200 + 12_800) * 1_000_000);
     }
 }

@@ -335,6 +335,7 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
         config.bucket_width(),
         promote_after,
         config.fairness.enabled,
-        by_deadline,
+        // Every deadline is at most `max_wait` after its arrival (see `set_deadline`).
+        by_deadline.then(|| config.max_wait()),
     )
 }
