@@ -23,9 +23,10 @@
 //!   Figures are p50 and p99 of the per-step time over all runs. In deadline order triage
 //!   runs with relaxed prefills uncapped (see [`filled::config`]) so that it, too, takes
 //!   the full batch; and the fill leaves most HIGH and MEDIUM requests past their
-//!   deadlines, which the first steps of a run relegate as they come to them (at most
-//!   4,096 per step). Those steps are counted in the table, and also summarised apart from
-//!   the others (the steady state).
+//!   deadlines, which full steps relegate as they come to them (at most 4,096 per step).
+//!   Those settling steps run before the timed ones ([`filled::Settled`]): the table is the
+//!   steady state, and the settling steps are summarised apart (CPU per step and per
+//!   request judged).
 //!
 //! Every figure is taken twice: wall time, and the CPU time of the measuring threads
 //! (`CLOCK_THREAD_CPUTIME_ID`). On a shared or oversubscribed machine wall time mostly
@@ -144,12 +145,12 @@ pub struct StepRow {
     pub triage_promoted_per_step: f64,
     /// Requests triage relegated or shed per timed step, on average (deadline order).
     pub triage_relegated_per_step: f64,
-    /// Deadline order: CPU time per step of triage's timed steps that relegated or shed a
-    /// batch or more of late requests: the fill's backlog of requests already past their
-    /// deadlines, judged as the steps come to them, at most 4,096 per step.
+    /// Deadline order: CPU time per step of the steps that judged the fill's backlog of
+    /// late requests before the timed ones (`Settled` in the filled module; none in the
+    /// ladder order), all runs.
     pub triage_backlog_cpu: Summary,
-    /// CPU time per step of triage's other timed steps (all of them in the ladder order).
-    pub triage_steady_cpu: Summary,
+    /// Requests relegated or shed by those steps, all runs.
+    pub triage_backlog_judged: u64,
 }
 
 /// The whole comparison.
@@ -339,14 +340,16 @@ struct TriageRun {
     cpu: Vec<f64>,
     /// Requests promoted by aging in the timed steps.
     promoted: u64,
-    /// Requests relegated or shed in each timed step.
-    late: Vec<u64>,
+    /// Requests relegated or shed in the timed steps.
+    late: u64,
+    /// The steps that judged the fill's backlog, untimed in the table.
+    settled: filled::Settled,
 }
 
 /// Times up to `o.steps` steps of triage at depth `n`.
 fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
     let mut f = Filled::new(filled::config(n, RING, o.order), n, o.batch as u32);
-    let mut late = Vec::with_capacity(o.steps);
+    let mut late = 0;
     let mut out = Vec::with_capacity(o.steps);
     let mut cpu = Vec::with_capacity(o.steps);
     let mut promoted = 0;
@@ -354,7 +357,7 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
     while out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds {
         let before = f.judged_late();
         let took = f.timed_step(Meter::CpuAndWall);
-        late.push(f.judged_late() - before);
+        late += f.judged_late() - before;
         out.push(took.wall.expect("metered").as_nanos() as f64);
         cpu.push(took.cpu.as_nanos() as f64);
         promoted += f.d.summary.promoted;
@@ -365,6 +368,7 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
         cpu,
         promoted,
         late,
+        settled: f.settled.clone(),
     }
 }
 
@@ -415,21 +419,15 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
         let mut wall: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
         let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
         let mut promoted = 0u64;
-        // Deadline order: triage's CPU ns per step, split by whether the step relegated
-        // (or shed) a batch or more of late requests.
-        let (mut backlog, mut steady) = (Vec::new(), Vec::new());
+        // Deadline order: the settling steps' CPU ns, and what they judged.
+        let (mut backlog, mut judged) = (Vec::new(), 0u64);
         let mut late = 0u64;
         for _ in 0..o.step_runs {
             let t = step_triage(o, n);
             promoted += t.promoted;
-            late += t.late.iter().sum::<u64>();
-            for (&c, &l) in t.cpu.iter().zip(&t.late) {
-                if l >= o.batch as u64 {
-                    backlog.push(c);
-                } else {
-                    steady.push(c);
-                }
-            }
+            late += t.late;
+            backlog.extend(&t.settled.cpu);
+            judged += t.settled.judged;
             wall[0].extend(t.wall);
             cpu[0].extend(t.cpu);
             for (k, name) in BASELINES.iter().enumerate() {
@@ -467,7 +465,7 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
             triage_promoted_per_step: promoted as f64 / steps as f64,
             triage_relegated_per_step: late as f64 / steps as f64,
             triage_backlog_cpu: Summary::of(&mut backlog),
-            triage_steady_cpu: Summary::of(&mut steady),
+            triage_backlog_judged: judged,
         });
     }
     rows
@@ -612,21 +610,19 @@ impl CompareReport {
             );
         }
         for r in self.step.iter().filter(|r| r.triage_backlog_cpu.count > 0) {
-            let (b, st) = (&r.triage_backlog_cpu, &r.triage_steady_cpu);
-            let heap = &r.cpu_latency[1].1;
+            let b = &r.triage_backlog_cpu;
             let _ = writeln!(
                 s,
-                "at {} queued {} timed steps relegated or shed a batch or more (the fill's backlog of late requests): CPU p50 {}, max {}; the other {}: p50 {} / p99 {} ({:.3}x, {:.3}x {})",
+                "at {} queued the fill's backlog of late requests took {} settling steps before the timed ones (all runs): {} relegated or shed, CPU p50 {} / max {} per step, {} more per request judged than a timed step's mean",
                 r.queued,
                 b.count,
+                r.triage_backlog_judged,
                 fmt_ns(b.p50),
                 fmt_ns(b.max),
-                st.count,
-                fmt_ns(st.p50),
-                fmt_ns(st.p99),
-                st.p50 / heap.p50,
-                st.p99 / heap.p99,
-                r.cpu_latency[1].0,
+                fmt_ns(
+                    (b.mean - r.cpu_latency[0].1.mean) * b.count as f64
+                        / r.triage_backlog_judged.max(1) as f64
+                ),
             );
         }
         let _ = writeln!(
