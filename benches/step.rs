@@ -1,11 +1,13 @@
-//! `step_into` at 1k, 10k, 100k and 1M queued requests, 256 admissions per step, aging on.
+//! `step_into` at 1k, 10k, 100k and 1M queued requests, 256 admissions per step, in the
+//! default (deadline) order, and at 100k and 1M in the ladder order (aging on).
 //!
 //! The queue is filled once per size with arrivals spread over the last 1.25 × LOW's
-//! promotion threshold (classes one third each), so buckets cross the aging thresholds as
-//! the clock moves. Each measured
-//! iteration is one `step_into` on a [`triage::ManualClock`] that advances 10 ms per step:
-//! it drains the 256 requests submitted since the previous step, promotes aged buckets and
-//! admits 256 (budget: 256 seqs, 2048 tokens, 8-token prompts). Untimed, between steps,
+//! promotion threshold (classes one third each), so in the ladder order buckets cross the
+//! aging thresholds as the clock moves (see `common::config_in` for deadline order). Each
+//! measured iteration is one `step_into` on a [`triage::ManualClock`] that advances 10 ms
+//! per step: it drains the 256 requests submitted since the previous step, promotes aged
+//! buckets or judges deadlines, and admits 256 (budget: 256 seqs, 2048 tokens, 8-token
+//! prompts). Untimed, between steps,
 //! the engine reports the 256 admitted requests finished and API calls submit 256 new ones
 //! (one third per class), so the queue stays at its target and every step starts with no
 //! running requests.
@@ -68,6 +70,17 @@ fn step(c: &mut Criterion) {
             &mut g,
             BenchmarkId::from_parameter(n),
             common::config(n, 8192),
+            n,
+            0,
+        );
+    }
+    g.finish();
+    let mut g = group(c, "step_batch256_ladder");
+    for &n in &[100_000usize, 1_000_000] {
+        bench_steps(
+            &mut g,
+            BenchmarkId::from_parameter(n),
+            common::config_in(triage::QueueOrder::Ladder, n, 8192),
             n,
             0,
         );

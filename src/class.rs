@@ -7,6 +7,10 @@ use std::fmt;
 /// The most classes a scheduler can have.
 pub const MAX_CLASSES: usize = 8;
 
+/// Most wait-queue tiers: every class, and in deadline order each class's relegated
+/// requests (see `queue::WaitQueue`).
+pub(crate) const MAX_TIERS: usize = 2 * MAX_CLASSES;
+
 /// A priority class, by index: 0 is the most urgent. Obtain one from [`ClassSet`] (which
 /// checks it exists) or, for the default three classes, from [`Class::HIGH`],
 /// [`Class::MEDIUM`] and [`Class::LOW`].

@@ -27,6 +27,93 @@ pub struct ClassConfig {
     /// Most requests of this class waiting at once; submits past it get `QueueFull`.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// What deadline order does with a waiting request of this class that can no longer
+    /// meet its deadline (ignored by the ladder order).
+    #[serde(default)]
+    pub on_late: LateRule,
+}
+
+/// What happens to a waiting request that can no longer meet its deadline
+/// ([`QueueOrder::Deadline`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LateRule {
+    /// Relegated: it is served after every request that can still meet its deadline, by
+    /// class, then arrival.
+    #[default]
+    Keep,
+    /// Shed: it ends at once with the outcome [`crate::Outcome::Shed`].
+    Shed,
+}
+
+/// How the wait queue orders requests across classes and over time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueOrder {
+    /// Every waiting request has a deadline (its arrival plus its class's or its own target);
+    /// requests that can still meet theirs go first, by class, then deadline; the others are
+    /// relegated or shed by their class's [`LateRule`]. See [`DeadlineConfig`].
+    #[default]
+    Deadline,
+    /// The aging ladder: by effective class, then arrival; a request moves up a class as
+    /// its age passes `promote_after_ms`, and one past `max_wait_ms` goes first.
+    Ladder,
+}
+
+/// The tunables of deadline order ([`QueueOrder::Deadline`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlineConfig {
+    /// A request with less slack than this (time to its deadline, less its estimated
+    /// prefill) is urgent: it may preempt running requests of lower classes and claim the
+    /// budget share below.
+    pub urgent_slack_ms: u64,
+    /// Budget share: while an urgent request's prefill needs the iteration's tokens, the
+    /// decode tokens of running requests of lower classes are withheld, each for at most
+    /// this long since its last token (never longer than its class's TPOT target). 0 turns
+    /// the share off.
+    pub max_decode_delay_ms: u64,
+    /// A request whose deadline is further away than this, or that is relegated, is
+    /// *relaxed*: its prefill shares `relaxed_chunk_tokens` per iteration with the other
+    /// relaxed ones, so that an urgent arrival never waits long behind a large batch
+    /// prefill.
+    pub relaxed_slack_ms: u64,
+    /// Prompt tokens per iteration for all relaxed prefills together (0: no limit).
+    pub relaxed_chunk_tokens: u32,
+    /// The share of each iteration's token budget that requests waiting past `max_wait_ms`
+    /// may take ahead of class order (0 to 1). It keeps everyone moving under any overload
+    /// while bounding what that costs the requests that can still meet their deadlines.
+    pub overdue_share: f64,
+    /// The engine's iteration time assumed until the scheduler has measured it from the
+    /// times of consecutive steps.
+    pub initial_iteration_ms: u64,
+}
+
+impl DeadlineConfig {
+    pub(crate) fn urgent_slack(&self) -> Duration {
+        Duration::from_millis(self.urgent_slack_ms)
+    }
+
+    pub(crate) fn max_decode_delay(&self) -> Duration {
+        Duration::from_millis(self.max_decode_delay_ms)
+    }
+
+    pub(crate) fn relaxed_slack(&self) -> Duration {
+        Duration::from_millis(self.relaxed_slack_ms)
+    }
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        Self {
+            urgent_slack_ms: 300,
+            max_decode_delay_ms: 300,
+            relaxed_slack_ms: 20_000,
+            relaxed_chunk_tokens: 512,
+            overdue_share: 0.02,
+            initial_iteration_ms: 50,
+        }
+    }
 }
 
 impl ClassConfig {
@@ -63,7 +150,7 @@ impl Default for PreemptionConfig {
         Self {
             enabled: true,
             min_class_gap: 1,
-            max_victims_per_step: 16,
+            max_victims_per_step: 2,
         }
     }
 }
@@ -112,6 +199,10 @@ impl EngineLimits {
 pub struct SchedulerConfig {
     /// The classes, most urgent first (1 to 8).
     pub classes: Vec<ClassConfig>,
+    /// How waiting requests are ordered: by deadline (default) or by the aging ladder.
+    pub order: QueueOrder,
+    /// The tunables of deadline order.
+    pub deadline: DeadlineConfig,
     /// Width of the arrival-time buckets that age together.
     pub bucket_width_ms: u64,
     /// A request waiting longer than this is overdue: it goes before everything else and
@@ -143,6 +234,7 @@ impl Default for SchedulerConfig {
             promote_after_ms: promote,
             ring_capacity: default_ring_capacity(),
             queue_capacity: default_queue_capacity(),
+            on_late: LateRule::Keep,
         };
         Self {
             // Ages form a ladder: any request 20 s old is at least MEDIUM, any request 40 s
@@ -155,6 +247,8 @@ impl Default for SchedulerConfig {
                 class("MEDIUM", 1, 9, Some(40_000)),
                 class("LOW", 10, 100, Some(20_000)),
             ],
+            order: QueueOrder::Deadline,
+            deadline: DeadlineConfig::default(),
             bucket_width_ms: 10,
             max_wait_ms: 60_000,
             queue_timeout_ms: None,
@@ -168,6 +262,9 @@ impl Default for SchedulerConfig {
         }
     }
 }
+
+/// The longest duration a deadline tunable may be: 7 days, like an SLO bound.
+const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// A configuration error for `field` (no location yet: the TOML loader adds it).
 pub(crate) fn err(
@@ -323,6 +420,30 @@ impl SchedulerConfig {
                 "engine.watermark",
                 "a fraction in [0, 0.5)",
                 e.watermark,
+            ));
+        }
+        let d = &self.deadline;
+        if !(0.0..=1.0).contains(&d.overdue_share) {
+            return Err(err(
+                "deadline.overdue_share",
+                "a fraction from 0 to 1",
+                d.overdue_share,
+            ));
+        }
+        for (name, v) in [
+            ("deadline.urgent_slack_ms", d.urgent_slack_ms),
+            ("deadline.max_decode_delay_ms", d.max_decode_delay_ms),
+            ("deadline.relaxed_slack_ms", d.relaxed_slack_ms),
+        ] {
+            if v > MAX_DEADLINE_MS {
+                return Err(err(name, format!("0 to {MAX_DEADLINE_MS}"), v));
+            }
+        }
+        if d.initial_iteration_ms == 0 || d.initial_iteration_ms > 60_000 {
+            return Err(err(
+                "deadline.initial_iteration_ms",
+                "1 to 60000",
+                d.initial_iteration_ms,
             ));
         }
         self.fairness.validate()?;

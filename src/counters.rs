@@ -19,6 +19,9 @@ pub enum Outcome {
     TimedOut,
     /// Handed off by [`crate::Scheduler::drain_waiting`] for another replica.
     Evicted,
+    /// Shed by deadline order: it could no longer meet its deadline and its class's rule
+    /// is [`crate::LateRule::Shed`].
+    Shed,
 }
 
 /// Why the engine finished a request.
@@ -57,6 +60,14 @@ pub struct ClassCounters {
     pub timed_out: u64,
     /// Handed off to another replica.
     pub evicted: u64,
+    /// Shed: could no longer meet their deadline (deadline order, rule `shed`).
+    pub shed: u64,
+    /// Relegated: could no longer meet their deadline and waited after those that could
+    /// (deadline order, rule `keep`). Not an outcome: they are still served.
+    pub relegated: u64,
+    /// Started after waiting past `max_wait` (deadline order keeps max wait only while the
+    /// engine can; each of these is a promise it could not keep).
+    pub overdue: u64,
     /// Moved into this class by reprioritise.
     pub reprioritized_in: u64,
     /// Moved out of this class by reprioritise.
@@ -68,7 +79,7 @@ pub struct ClassCounters {
 }
 
 /// The conservation law at one instant: `submitted = refused + in_ingress + waiting +
-/// running + finished + cancelled + timed_out + evicted`.
+/// running + finished + cancelled + timed_out + evicted + shed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conservation {
     /// Submit calls.
@@ -90,12 +101,14 @@ pub struct Conservation {
     pub timed_out: u64,
     /// Handed off.
     pub evicted: u64,
+    /// Shed by deadline order.
+    pub shed: u64,
 }
 
 impl Conservation {
     /// Requests with a terminal outcome.
     pub fn ended(&self) -> u64 {
-        self.refused + self.finished + self.cancelled + self.timed_out + self.evicted
+        self.refused + self.finished + self.cancelled + self.timed_out + self.evicted + self.shed
     }
 
     /// Whether the law holds.
@@ -108,7 +121,7 @@ impl fmt::Display for Conservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "submitted {} = refused {} + in_ingress {} + waiting {} + running {} + finished {} + cancelled {} + timed_out {} + evicted {}",
+            "submitted {} = refused {} + in_ingress {} + waiting {} + running {} + finished {} + cancelled {} + timed_out {} + evicted {} + shed {}",
             self.submitted,
             self.refused,
             self.in_ingress,
@@ -117,7 +130,8 @@ impl fmt::Display for Conservation {
             self.finished,
             self.cancelled,
             self.timed_out,
-            self.evicted
+            self.evicted,
+            self.shed
         )
     }
 }
@@ -143,6 +157,9 @@ impl ClassCounters {
         self.cancelled += o.cancelled;
         self.timed_out += o.timed_out;
         self.evicted += o.evicted;
+        self.shed += o.shed;
+        self.relegated += o.relegated;
+        self.overdue += o.overdue;
         self.reprioritized_in += o.reprioritized_in;
         self.reprioritized_out += o.reprioritized_out;
     }
@@ -157,6 +174,7 @@ impl SchedCounters {
             Outcome::TimedOut => c.timed_out += 1,
             Outcome::Evicted => c.evicted += 1,
             Outcome::Refused => c.refused += 1,
+            Outcome::Shed => c.shed += 1,
         }
     }
 }

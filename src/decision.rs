@@ -31,6 +31,9 @@ pub struct Admitted {
     pub overdue: bool,
     /// It is resuming after a preemption.
     pub resumed: bool,
+    /// It was relegated (deadline order): it could no longer meet its deadline and starts
+    /// now because nothing that can meet one is waiting.
+    pub relegated: bool,
 }
 
 /// Work for a request that was already running: its next prefill chunk, or one decode
@@ -88,6 +91,15 @@ pub enum RejectReason {
     TimedOut {
         /// How long it waited.
         waited: Duration,
+    },
+    /// Shed by deadline order: it could no longer meet its deadline and its class's rule
+    /// is `shed` (outcome [`crate::Outcome::Shed`]).
+    DeadlineMissed {
+        /// How long it had waited.
+        waited: Duration,
+        /// How far past its deadline it was, or would have been at its estimated first
+        /// token or start (zero if that is still ahead but out of reach).
+        late_by: Duration,
     },
     /// Its tenant would have been one more than `fairness.max_tenants` (refused when
     /// drained; the scheduler had not seen the tenant).

@@ -77,6 +77,13 @@ pub enum SubmitError {
     ZeroPromptTokens(RequestId),
     /// `max_new_tokens` is zero.
     ZeroMaxNewTokens(RequestId),
+    /// `ttft_ms` is zero or longer than [`crate::MAX_TTFT_MS`].
+    InvalidTtftTarget {
+        /// The request.
+        id: RequestId,
+        /// The target given, in milliseconds.
+        ttft_ms: u32,
+    },
     /// Prompt plus output would exceed the model's context length.
     ExceedsContext {
         /// The request.
@@ -114,6 +121,11 @@ impl fmt::Display for SubmitError {
             SubmitError::ZeroMaxNewTokens(id) => {
                 write!(f, "{id}: max_new_tokens must be at least 1")
             }
+            SubmitError::InvalidTtftTarget { id, ttft_ms } => write!(
+                f,
+                "{id}: ttft_ms must be 1 to {} milliseconds, not {ttft_ms}",
+                crate::request::MAX_TTFT_MS
+            ),
             SubmitError::ExceedsContext {
                 id,
                 tokens,

@@ -13,16 +13,27 @@
 //! The contract (see `docs/design.md`):
 //!
 //! 1. **Classes**: up to 8, by name or vLLM integer priority ([`ClassSet`]).
-//! 2. **Order**: higher effective class first, FIFO by arrival inside a class; a preempted
-//!    request keeps its arrival and so its place.
-//! 3. **Aging by timestamp buckets**: requests are grouped by arrival bucket; a bucket
-//!    whose age passes its class's threshold moves up a class as a whole. No step scans the
-//!    queue.
-//! 4. **Max wait**: a request waiting past `max_wait` goes first, and nothing is backfilled
-//!    past it; an optional `queue_timeout` ends requests with an explicit outcome.
+//! 2. **Order** ([`QueueOrder`]): by default *deadline order* — every waiting request has a
+//!    deadline (its own [`RequestSpec::ttft_ms`], else its class's TTFT target, else the
+//!    latest start that meets its class's end-to-end target; never past `max_wait`), and the
+//!    requests that can still meet theirs go first, by class, then deadline. The *ladder*
+//!    order is the alternative: higher effective class first, FIFO by arrival inside a class.
+//!    Either way a preempted request keeps its arrival and so its place.
+//! 3. **Overload control** (deadline order): a request that can no longer meet its deadline
+//!    at the engine's measured pace is relegated behind every request that can, or shed
+//!    ([`Outcome::Shed`]), by its class's [`LateRule`]. Deadlines are kept in timestamp
+//!    buckets; no step scans the queue. (The ladder ages whole buckets up a class instead.)
+//! 4. **Max wait**: deadline order gives requests past `max_wait` a bounded share of each
+//!    iteration ahead of class order, and counts every start past it; the ladder serves an
+//!    overdue request first and backfills nothing past it. An optional `queue_timeout` ends
+//!    requests with an explicit outcome.
 //! 5. **Budgets**: `max_num_seqs`, the token budget, free KV blocks with a watermark.
 //! 6. **Preemption**: lower classes make room for higher ones (class gap configurable),
-//!    lowest class and newest first, only as many as needed.
+//!    only as many as needed, at most a few per step. Deadline order preempts only for a
+//!    request near its deadline that can still meet it, relegated victims first, then the
+//!    lowest class, then the least KV to recompute; the ladder preempts lowest class and
+//!    newest first. The budget share lets an urgent prefill go before lower classes' decode
+//!    tokens for a bounded delay.
 //! 7. **Head-of-line**: bounded backfill lookahead; requests that could never fit are
 //!    refused at submit.
 //! 9. **Nothing lost**: every submitted request has exactly one terminal outcome, and
@@ -72,7 +83,10 @@ mod waiting;
 
 pub use budget::{Budget, Short};
 pub use class::{Class, ClassSet, MAX_CLASSES};
-pub use config::{ClassConfig, EngineLimits, PreemptionConfig, SchedulerConfig};
+pub use config::{
+    ClassConfig, DeadlineConfig, EngineLimits, LateRule, PreemptionConfig, QueueOrder,
+    SchedulerConfig,
+};
 pub use counters::{ClassCounters, Conservation, FinishReason, Outcome};
 pub use decision::{
     Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
@@ -85,7 +99,7 @@ pub use fair::{
     FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT, MAX_TOKEN_WEIGHT_RATIO, MAX_WEIGHT_RATIO,
 };
 pub use ingress::{CancelOutcome, Submitter};
-pub use request::{HandOff, RequestId, RequestSpec, TenantId};
+pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
 pub use slo::{
     ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,

@@ -38,6 +38,14 @@ pub const REFUSED: &str = "triage_refused_total";
 pub const TIMED_OUT: &str = "triage_timed_out_total";
 /// Counter `{class}`: requests cancelled by the client.
 pub const CANCELLED: &str = "triage_cancelled_total";
+/// Counter `{class}`: waiting requests relegated by deadline order (they could no longer
+/// meet their deadline; served after those that can).
+pub const RELEGATED: &str = "triage_relegated_total";
+/// Counter `{class}`: waiting requests shed by deadline order (outcome `shed`).
+pub const SHED: &str = "triage_shed_total";
+/// Counter `{class}`: requests started after waiting past `max_wait_ms` in deadline order,
+/// each a max-wait promise the engine could not keep.
+pub const MAX_WAIT_MISSED: &str = "triage_max_wait_missed_total";
 /// Counter `{class, kind}`: SLO violations reported (`kind` = `ttft`, `tpot`, `e2e`).
 pub const SLO_VIOLATIONS: &str = "triage_slo_violations_total";
 /// Counter: violation reports dropped because a subscriber's channel was full.
@@ -74,7 +82,7 @@ pub const LABEL_RESULT: &str = "result";
 
 /// Every family the scheduler always emits, for documentation checks. The opt-in
 /// per-tenant families are in [`TENANT_NAMES`].
-pub const ALL_NAMES: [&str; 19] = [
+pub const ALL_NAMES: [&str; 22] = [
     QUEUE_DEPTH,
     RUNNING,
     QUEUE_WAIT,
@@ -84,6 +92,9 @@ pub const ALL_NAMES: [&str; 19] = [
     REFUSED,
     TIMED_OUT,
     CANCELLED,
+    RELEGATED,
+    SHED,
+    MAX_WAIT_MISSED,
     SLO_VIOLATIONS,
     SLO_REPORTS_DROPPED,
     SLO_COMPLIANCE,
@@ -153,9 +164,9 @@ impl RefuseReason {
             SubmitError::QueueFull { .. } => RefuseReason::QueueFull,
             SubmitError::DuplicateId(_) => RefuseReason::DuplicateId,
             SubmitError::Class(_) => RefuseReason::UnknownClass,
-            SubmitError::ZeroPromptTokens(_) | SubmitError::ZeroMaxNewTokens(_) => {
-                RefuseReason::Invalid
-            }
+            SubmitError::ZeroPromptTokens(_)
+            | SubmitError::ZeroMaxNewTokens(_)
+            | SubmitError::InvalidTtftTarget { .. } => RefuseReason::Invalid,
             SubmitError::ExceedsContext { .. } => RefuseReason::ExceedsContext,
             SubmitError::NeverFits { .. } => RefuseReason::NeverFits,
             SubmitError::Closed => RefuseReason::Closed,
@@ -244,6 +255,21 @@ pub fn describe() {
         "Requests that waited past queue_timeout, by class."
     );
     describe_counter!(
+        RELEGATED,
+        Unit::Count,
+        "Waiting requests relegated by deadline order (could no longer meet their deadline), by class."
+    );
+    describe_counter!(
+        SHED,
+        Unit::Count,
+        "Waiting requests shed by deadline order (could no longer meet their deadline), by class."
+    );
+    describe_counter!(
+        MAX_WAIT_MISSED,
+        Unit::Count,
+        "Requests started after waiting past max_wait_ms in deadline order, by class."
+    );
+    describe_counter!(
         CANCELLED,
         Unit::Count,
         "Requests cancelled by the client, by class."
@@ -316,6 +342,12 @@ pub struct ClassStep {
     pub timed_out: u64,
     /// Cancelled since the last publish.
     pub cancelled: u64,
+    /// Relegated by deadline order since the last publish.
+    pub relegated: u64,
+    /// Shed by deadline order since the last publish.
+    pub shed: u64,
+    /// Started past `max_wait_ms` in deadline order since the last publish.
+    pub max_wait_missed: u64,
     /// Refused at submit since the last publish, by [`RefuseReason::index`] (leave zero if
     /// refusals are counted with [`record_refused`] instead).
     pub refused: [u64; RefuseReason::COUNT],
@@ -344,6 +376,9 @@ struct ClassHandles {
     promoted: Counter,
     timed_out: Counter,
     cancelled: Counter,
+    relegated: Counter,
+    shed: Counter,
+    max_wait_missed: Counter,
     refused: [Counter; RefuseReason::COUNT],
     violations: [Counter; 3],
 }
@@ -410,6 +445,9 @@ impl StepMetrics {
                     promoted: counter(PROMOTED),
                     timed_out: counter(TIMED_OUT),
                     cancelled: counter(CANCELLED),
+                    relegated: counter(RELEGATED),
+                    shed: counter(SHED),
+                    max_wait_missed: counter(MAX_WAIT_MISSED),
                     refused: RefuseReason::ALL.map(|r| {
                         ::metrics::counter!(REFUSED, LABEL_CLASS => name.clone(), LABEL_REASON => r.as_str())
                     }),
@@ -497,6 +535,9 @@ impl StepMetrics {
                 (&h.promoted, s.promoted),
                 (&h.timed_out, s.timed_out),
                 (&h.cancelled, s.cancelled),
+                (&h.relegated, s.relegated),
+                (&h.shed, s.shed),
+                (&h.max_wait_missed, s.max_wait_missed),
             ] {
                 if n > 0 {
                     counter.increment(n);

@@ -32,7 +32,13 @@ pub struct RequestSpec {
     pub max_new_tokens: u32,
     /// The tenant it belongs to, if the engine tracks tenants.
     pub tenant: Option<TenantId>,
+    /// Its own time-to-first-token target in milliseconds (1 to [`MAX_TTFT_MS`]), instead
+    /// of its class's: in deadline order its deadline is its arrival plus this.
+    pub ttft_ms: Option<u32>,
 }
+
+/// The longest per-request TTFT target: 7 days, the longest SLO bound.
+pub const MAX_TTFT_MS: u32 = 7 * 24 * 3600 * 1000;
 
 impl RequestSpec {
     /// A request with no tenant.
@@ -43,12 +49,25 @@ impl RequestSpec {
             prompt_tokens,
             max_new_tokens,
             tenant: None,
+            ttft_ms: None,
         }
     }
 
     /// The same request with a tenant.
     pub fn with_tenant(mut self, tenant: TenantId) -> Self {
         self.tenant = Some(tenant);
+        self
+    }
+
+    /// The same request with its own time-to-first-token target, in milliseconds.
+    ///
+    /// ```
+    /// use triage::{Class, RequestSpec};
+    /// let spec = RequestSpec::new(7, Class::MEDIUM, 512, 64).with_ttft_ms(250);
+    /// assert_eq!(spec.ttft_ms, Some(250));
+    /// ```
+    pub fn with_ttft_ms(mut self, ttft_ms: u32) -> Self {
+        self.ttft_ms = Some(ttft_ms);
         self
     }
 }

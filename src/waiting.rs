@@ -228,6 +228,7 @@ impl<T: Ord> WaitingQueue<T> {
             options.bucket_width,
             options.promote_after.clone(),
             false, // one lane: this queue knows no tenants
+            None,  // (class, arrival) order, with the aging ladder if configured
         );
         Ok(Self {
             max_wait: options.max_wait.unwrap_or(Duration::MAX),
@@ -306,9 +307,13 @@ impl<T: Ord> WaitingQueue<T> {
         let key = match self.peeked {
             Some(cand) => cand.key,
             None => {
-                let cand = self
-                    .queue
-                    .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
+                let cand = self.queue.pop_candidate(
+                    &mut self.slab,
+                    self.now,
+                    self.max_wait,
+                    0,
+                    &mut |_| false,
+                )?;
                 self.queue.restore(&mut self.slab, cand);
                 self.peeked = Some(cand);
                 cand.key
@@ -326,9 +331,9 @@ impl<T: Ord> WaitingQueue<T> {
             self.queue.remove(&mut self.slab, cand.key);
             return Some(self.forget(cand.key));
         }
-        let cand = self
-            .queue
-            .pop_candidate(&mut self.slab, self.now, self.max_wait)?;
+        let cand =
+            self.queue
+                .pop_candidate(&mut self.slab, self.now, self.max_wait, 0, &mut |_| false)?;
         Some(self.forget(cand.key))
     }
 

@@ -86,16 +86,53 @@ fn chunked_prefill_splits_the_last_prompt_and_continues_it() {
     assert!(d.total_tokens() <= 1000);
 }
 
+/// Budgets hold in both orders, on an engine of 600 KV blocks and a tighter one of 200.
+/// The run must exercise preemption and resumes (whose prefill target it checks) in each
+/// order. The ladder preempts LOW for every HIGH or MEDIUM arrival that lacks blocks, and
+/// does on both engines. Deadline order preempts only for a request near its deadline, and
+/// on 600 blocks keeps up with this load without ever preempting; on 200 blocks requests
+/// wait long enough to become urgent and preempt.
 #[test]
 fn budgets_hold_over_a_long_mixed_run() {
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        let mut resumed = 0;
+        for total_blocks in [600, 200] {
+            let run = long_mixed_run(order, total_blocks);
+            assert!(
+                run.finished > 1000,
+                "{order:?}, {total_blocks} blocks: {run:?}"
+            );
+            resumed += run.resumed;
+            if order == QueueOrder::Ladder {
+                assert!(run.low_preempted > 0, "{order:?}, {total_blocks} blocks");
+            }
+        }
+        assert!(
+            resumed > 0,
+            "{order:?}: the runs exercised preemption and resumes"
+        );
+    }
+}
+
+#[derive(Debug)]
+struct MixedRun {
+    finished: u64,
+    low_preempted: u64,
+    resumed: u64,
+}
+
+fn long_mixed_run(order: QueueOrder, total_blocks: u32) -> MixedRun {
     let mut cfg = SchedulerConfig {
         shards: 2,
+        order,
         ..SchedulerConfig::default()
     };
-    cfg.engine.total_blocks = 600;
+    cfg.engine.total_blocks = total_blocks;
     let mut h = Harness::new(cfg);
-    let total_blocks = 600u32;
-    let mut held: std::collections::HashMap<RequestId, (u32, u32, u32, u32)> = Default::default(); // blocks, kv, target, generated
+    let mut resumed = 0;
+    // Ordered maps: the run draws random numbers while iterating `held`, so its order must
+    // not depend on a hasher's seed for the run to repeat.
+    let mut held: std::collections::BTreeMap<RequestId, (u32, u32, u32, u32)> = Default::default(); // blocks, kv, target, generated
     let mut max_new: std::collections::HashMap<RequestId, u32> = Default::default();
     let mut prompt: std::collections::HashMap<RequestId, u32> = Default::default();
     let mut generated: std::collections::HashMap<RequestId, u32> = Default::default();
@@ -125,6 +162,7 @@ fn budgets_hold_over_a_long_mixed_run() {
         assert!(d.total_tokens() <= 512);
         let mut blocks_now: u32 = held.values().map(|v| v.0).sum();
         for a in &d.admitted {
+            resumed += u64::from(a.resumed);
             held.insert(a.id, (a.blocks, 0, a.prefill_target, 0));
             // A resumed request recomputes its prompt and the output it had generated.
             assert_eq!(
@@ -159,12 +197,11 @@ fn budgets_hold_over_a_long_mixed_run() {
         }
         h.advance(ms(25));
     }
-    let c = h.sched.conservation();
-    assert!(c.finished > 1000, "{c}");
-    assert!(
-        h.sched.class_counters(Class::LOW).preempted > 0,
-        "the run exercised KV preemption"
-    );
+    MixedRun {
+        finished: h.sched.conservation().finished,
+        low_preempted: h.sched.class_counters(Class::LOW).preempted,
+        resumed,
+    }
 }
 
 #[test]
@@ -192,9 +229,12 @@ fn backfill_looks_past_a_head_that_does_not_fit() {
     assert!(d.admitted.is_empty(), "no lookahead: stop at the head");
 }
 
+/// The ladder's rule: an overdue request goes first and blocks backfill. (Deadline order
+/// lets an overdue request ahead only on the overdue credit: `tests/deadline.rs`.)
 #[test]
 fn backfill_never_passes_an_overdue_head() {
     let mut cfg = no_aging();
+    cfg.order = QueueOrder::Ladder;
     cfg.engine.watermark = 0.0;
     cfg.backfill_lookahead = 8;
     cfg.preemption.enabled = false;

@@ -150,6 +150,67 @@ fn fair_config(weights: &[(u64, f64)]) -> SchedulerConfig {
     c
 }
 
+/// The queue orders fairness is checked under. Fairness orders tenants inside one wait-queue
+/// tier; in deadline order a class has two tiers, its live requests and its relegated ones
+/// (those that can no longer meet their deadline), each with its own fair counters. A
+/// relegation moves a request from one to the other, so the bounds below hold inside each
+/// tier, not across a relegation: each setting keeps the whole run in one tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Setting {
+    /// The aging ladder.
+    Ladder,
+    /// Deadline order with MEDIUM's TTFT target taken away: a MEDIUM deadline is then
+    /// `max_wait` (60 s) after arrival, past the end of every run here, so no request is
+    /// relegated and all are served from the live tier.
+    DeadlineLive,
+    /// Deadline order, default targets, the first step 2 s after the submits: past
+    /// MEDIUM's 2 s TTFT bound, so the first step relegates every request and the whole run
+    /// is served from MEDIUM's relegated tier.
+    DeadlineRelegated,
+}
+
+impl Setting {
+    const ALL: [Setting; 3] = [
+        Setting::Ladder,
+        Setting::DeadlineLive,
+        Setting::DeadlineRelegated,
+    ];
+
+    fn apply(self, mut c: SchedulerConfig) -> SchedulerConfig {
+        match self {
+            Setting::Ladder => c.order = QueueOrder::Ladder,
+            Setting::DeadlineLive => {
+                c.order = QueueOrder::Deadline;
+                c.slo.classes[1].ttft = None;
+            }
+            Setting::DeadlineRelegated => c.order = QueueOrder::Deadline,
+        }
+        c
+    }
+
+    /// Before the first step, with every request submitted: moves the clock past MEDIUM's
+    /// TTFT bound for [`Setting::DeadlineRelegated`].
+    fn before_first_step(self, e: &mut Engine) {
+        if self == Setting::DeadlineRelegated {
+            e.h.advance(ms(2_000));
+        }
+    }
+
+    /// After the first step: checks the run is in the tier the setting names.
+    fn check_first_step(self, e: &Engine, waiting: usize) {
+        let relegated = e.h.sched.relegated_in(Class::MEDIUM);
+        if self == Setting::DeadlineRelegated {
+            assert_eq!(
+                relegated, waiting,
+                "{self:?}: every waiting request relegated"
+            );
+            assert!(waiting > 0);
+        } else {
+            assert_eq!(relegated, 0, "{self:?}");
+        }
+    }
+}
+
 fn big_budget(seqs: u32) -> Budget {
     budget(seqs, 4096, 7000)
 }
@@ -159,29 +220,36 @@ const REQ_SERVICE: f64 = 120.0;
 
 #[test]
 fn weights_one_and_two_get_service_one_to_two_within_one_request() {
-    for seqs in [1, 4] {
-        let mut e = Engine::new(fair_config(&[(1, 1.0), (2, 2.0)]));
-        for _ in 0..150 {
-            e.submit(1, Class::MEDIUM, 100, 10);
-            e.submit(2, Class::MEDIUM, 100, 10);
+    for setting in Setting::ALL {
+        for seqs in [1, 4] {
+            let mut e = Engine::new(setting.apply(fair_config(&[(1, 1.0), (2, 2.0)])));
+            for _ in 0..150 {
+                e.submit(1, Class::MEDIUM, 100, 10);
+                e.submit(2, Class::MEDIUM, 100, 10);
+            }
+            setting.before_first_step(&mut e);
+            let mut worst: f64 = 0.0;
+            // 200 starts, about 67 and 133: both stay backlogged throughout.
+            while e.order.len() < 200 {
+                let first = e.order.is_empty();
+                e.run_tick(big_budget(seqs));
+                if first {
+                    setting.check_first_step(&e, e.h.sched.waiting());
+                }
+                let gap = (e.served(1) / 1.0 - e.served(2) / 2.0).abs();
+                worst = worst.max(gap);
+            }
+            let (a, b) = (e.served(1), e.served(2));
+            assert!(
+                worst <= REQ_SERVICE,
+                "{setting:?}, seqs {seqs}: normalised service drifted {worst} apart (more than one request's {REQ_SERVICE})"
+            );
+            let ratio = b / a;
+            assert!(
+                (1.8..=2.2).contains(&ratio),
+                "{setting:?}, seqs {seqs}: served {a} and {b}, ratio {ratio}"
+            );
         }
-        let mut worst: f64 = 0.0;
-        // 200 starts, about 67 and 133: both stay backlogged throughout.
-        while e.order.len() < 200 {
-            e.run_tick(big_budget(seqs));
-            let gap = (e.served(1) / 1.0 - e.served(2) / 2.0).abs();
-            worst = worst.max(gap);
-        }
-        let (a, b) = (e.served(1), e.served(2));
-        assert!(
-            worst <= REQ_SERVICE,
-            "seqs {seqs}: normalised service drifted {worst} apart (more than one request's {REQ_SERVICE})"
-        );
-        let ratio = b / a;
-        assert!(
-            (1.8..=2.2).contains(&ratio),
-            "seqs {seqs}: served {a} and {b}, ratio {ratio}"
-        );
     }
 }
 
@@ -293,11 +361,13 @@ impl Gap {
     }
 }
 
-/// Tenants 1 and 2 of weights `wa` and `wb` queue `(na, nb)` requests of 1 to `prompt`
-/// tokens and 1 to `max_new` outputs (seeded); the engine runs `seats` at a time. Steps
+/// Tenants 1 and 2 of weights `wa` and `wb` queue `(na, nb)` MEDIUM requests of 1 to
+/// `prompt` tokens and 1 to `max_new` outputs (seeded); the engine runs `seats` at a time
+/// (under `setting`). Steps
 /// while both stay backlogged, checking [`Gap`] after every step; returns the engine and
 /// the gap's range.
 fn two_backlogged(
+    setting: Setting,
     cfg: SchedulerConfig,
     (wa, wb): (f64, f64),
     (na, nb): (usize, usize),
@@ -321,7 +391,7 @@ fn two_backlogged(
         bounds: (u(wa), u(wb)),
         range: (0.0, 0.0),
     };
-    let mut e = Engine::new(cfg);
+    let mut e = Engine::new(setting.apply(cfg));
     let mut queued = [na, nb];
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..na.max(nb) {
@@ -333,10 +403,14 @@ fn two_backlogged(
             }
         }
     }
+    setting.before_first_step(&mut e);
     // A tenant with more than `seats` waiting cannot empty its lane in one step.
     while queued.iter().all(|&n| n > seats as usize) {
         let before = e.order.len();
         e.run_tick(budget(seats, 8192, 7000));
+        if before == 0 {
+            setting.check_first_step(&e, e.h.sched.waiting());
+        }
         for &t in &e.order[before..] {
             queued[t as usize - 1] -= 1;
         }
@@ -369,9 +443,12 @@ fn weights_one_to_three_get_service_one_to_three_at_every_accepted_scale() {
         ("dearest token accepted", 1e6, 1.0, (1e-4, 1.0)),
     ];
     let mut widest: f64 = 0.0;
-    for (what, default_weight, w1, (wp, wq)) in cases {
+    for (setting, (what, default_weight, w1, (wp, wq))) in Setting::ALL
+        .into_iter()
+        .flat_map(|s| cases.iter().map(move |&c| (s, c)))
+    {
         for (traffic, prompt, max_new) in [("output-heavy", 8, 40), ("prompt-heavy", 200, 10)] {
-            let what = format!("{what}, {traffic}");
+            let what = format!("{setting:?}, {what}, {traffic}");
             let w2 = 3.0 * w1;
             let mut cfg = fair_config(&[(1, w1), (2, w2)]);
             cfg.fairness.default_weight = default_weight;
@@ -380,7 +457,14 @@ fn weights_one_to_three_get_service_one_to_three_at_every_accepted_scale() {
                 cfg.fairness.output_token_weight,
             ) = (wp, wq);
             cfg.validate().expect("accepted");
-            let (e, gap) = two_backlogged(cfg, (w1, w2), (80, 230), (prompt, max_new, 4), &what);
+            let (e, gap) = two_backlogged(
+                setting,
+                cfg,
+                (w1, w2),
+                (80, 230),
+                (prompt, max_new, 4),
+                &what,
+            );
             let (s1, s2) = (e.served(1), e.served(2));
             let ratio = s2 / s1;
             assert!(
@@ -453,8 +537,8 @@ fn scaling_every_weight_changes_no_decision() {
 
 /// Every 200 ms the heavy tenant sends 10 requests and each of three light tenants one;
 /// the engine serves 8 at a time, 200 ms each (40 per second against 65 offered).
-fn heavy_and_light(fairness: bool, with_heavy: bool) -> Engine {
-    let mut cfg = fair_config(&[]);
+fn heavy_and_light(setting: Setting, fairness: bool, with_heavy: bool) -> Engine {
+    let mut cfg = setting.apply(fair_config(&[]));
     cfg.fairness.enabled = fairness;
     let mut e = Engine::new(cfg);
     for t in 0..1500u64 {
@@ -473,34 +557,47 @@ fn heavy_and_light(fairness: bool, with_heavy: bool) -> Engine {
     e
 }
 
+/// Under the ladder and deadline order with every request live (a sustained overload
+/// relegates requests, which moves them to another fairness domain: see [`Setting`]).
 #[test]
 fn a_tenant_sending_ten_times_more_does_not_raise_a_light_tenants_p99_wait() {
     // One request's running time: 1 prefill tick + 19 decode ticks of 10 ms.
     let bound = ms(200);
-    let alone = heavy_and_light(true, false);
-    let fair = heavy_and_light(true, true);
-    let fifo = heavy_and_light(false, true);
-    for light in 2..=4 {
-        let (base, with_heavy, unfair) = (
-            alone.p99_wait(light),
-            fair.p99_wait(light),
-            fifo.p99_wait(light),
-        );
-        assert!(
-            with_heavy <= base + bound,
-            "tenant {light}: p99 wait {with_heavy:?} with the heavy tenant, {base:?} without: more than {bound:?} worse"
-        );
-        // The test has teeth: without fairness the heavy tenant's backlog is in front.
-        assert!(
-            unfair > with_heavy + ms(2_000),
-            "tenant {light}: FIFO p99 {unfair:?} vs fair {with_heavy:?}"
-        );
+    for setting in [Setting::Ladder, Setting::DeadlineLive] {
+        let alone = heavy_and_light(setting, true, false);
+        let fair = heavy_and_light(setting, true, true);
+        let fifo = heavy_and_light(setting, false, true);
+        for light in 2..=4 {
+            let (base, with_heavy, unfair) = (
+                alone.p99_wait(light),
+                fair.p99_wait(light),
+                fifo.p99_wait(light),
+            );
+            assert!(
+                with_heavy <= base + bound,
+                "{setting:?}, tenant {light}: p99 wait {with_heavy:?} with the heavy tenant, {base:?} without: more than {bound:?} worse"
+            );
+            // The test has teeth: without fairness the heavy tenant's backlog is in front.
+            assert!(
+                unfair > with_heavy + ms(2_000),
+                "{setting:?}, tenant {light}: FIFO p99 {unfair:?} vs fair {with_heavy:?}"
+            );
+        }
     }
 }
 
+/// Under the ladder and deadline order with every request live. (With MEDIUM's TTFT target
+/// in deadline order, A's backlog is relegated by the time B comes back, and B's live
+/// requests rightly all go first: see `tests/deadline.rs`.)
 #[test]
 fn a_late_tenant_is_neither_starved_nor_given_a_burst() {
-    let mut e = Engine::new(fair_config(&[]));
+    for setting in [Setting::Ladder, Setting::DeadlineLive] {
+        a_late_tenant(setting);
+    }
+}
+
+fn a_late_tenant(setting: Setting) {
+    let mut e = Engine::new(setting.apply(fair_config(&[])));
     // B is served a little at the start, then goes idle while A is served for a long time.
     e.submit(2, Class::MEDIUM, 100, 10);
     for _ in 0..300 {
@@ -542,9 +639,12 @@ fn a_late_tenant_is_neither_starved_nor_given_a_burst() {
 }
 
 /// A, whose weight makes it expensive, has an old request waiting; B's is newer and B is
-/// less served. Returns the first two admissions' (tenant, overdue).
+/// less served. Returns the first two admissions' (tenant, overdue). The ladder's rule
+/// that every overdue request goes first (deadline order lets them ahead only on the
+/// overdue credit: `tests/deadline.rs`).
 fn overdue_scenario(max_wait_ms: u64) -> Vec<(u64, bool)> {
     let mut cfg = fair_config(&[(1, 0.1)]);
+    cfg.order = QueueOrder::Ladder;
     cfg.max_wait_ms = max_wait_ms;
     let mut e = Engine::new(cfg);
     let a1 = e.submit(1, Class::MEDIUM, 100, 400);
@@ -596,6 +696,7 @@ fn class_order_comes_before_fairness() {
 #[test]
 fn a_promoted_bucket_keeps_its_tenants_and_they_share_the_class_above() {
     let mut cfg = fair_config(&[]);
+    cfg.order = QueueOrder::Ladder; // aging is the ladder's
     cfg.classes[2].promote_after_ms = Some(1_000); // LOW -> MEDIUM after 1 s
     cfg.classes[1].promote_after_ms = None;
     let mut e = Engine::new(cfg);
@@ -708,14 +809,23 @@ fn reloads_that_turn_fairness_on_and_off_lose_nothing() {
 }
 
 /// Random traffic from 100 tenants of four weights (enough for the scheduler to look
-/// ahead), through aging, max wait, preemption for KV blocks, backfill, cancels and class
-/// changes: the scheduler's invariants (among them every lane against the copy of its
-/// head, and every class's tenant heap against the counters) hold after every step
-/// (`Harness::step` checks them), and everything ends.
+/// ahead), through aging (the ladder) or relegation (deadline order), max wait, preemption
+/// for KV blocks, backfill, cancels and class changes: the scheduler's invariants (among
+/// them every lane against the copy of its head, and every tier's tenant heap against the
+/// counters) hold after every step (`Harness::step` checks them), and everything ends.
 #[test]
 fn random_traffic_from_many_tenants_keeps_every_invariant() {
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        random_traffic_from_many_tenants(order);
+    }
+}
+
+fn random_traffic_from_many_tenants(order: QueueOrder) {
     const TENANTS: u64 = 100;
-    let mut c = SchedulerConfig::default();
+    let mut c = SchedulerConfig {
+        order,
+        ..SchedulerConfig::default()
+    };
     c.classes[1].promote_after_ms = Some(120);
     c.classes[2].promote_after_ms = Some(60);
     c.max_wait_ms = 300;
@@ -764,9 +874,16 @@ fn random_traffic_from_many_tenants_keeps_every_invariant() {
     // cancels while queued.
     assert!(
         preempted > 10 && cancelled > 10 && max_waiting > 200 && max_tenants > 80,
-        "{preempted} preempted, {cancelled} cancelled, at most {max_waiting} waiting from \
-         {max_tenants} tenants"
+        "{order:?}: {preempted} preempted, {cancelled} cancelled, at most {max_waiting} \
+         waiting from {max_tenants} tenants"
     );
+    if order == QueueOrder::Deadline {
+        let relegated: u64 = (0..3)
+            .map(|c| e.h.sched.class_counters(Class::from_index(c)).relegated)
+            .sum();
+        // Relegated tiers' lanes and tenant heaps were exercised too (455 with this seed).
+        assert!(relegated > 100, "only {relegated} relegated");
+    }
     let mut guard = 0;
     while e.h.sched.waiting() + e.h.sched.running() > 0 {
         e.run_tick(big_budget(64));

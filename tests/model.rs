@@ -1,16 +1,33 @@
 //! Model-based property tests: random sequences of every public operation, run against the
 //! real [`Scheduler`] (with a [`ManualClock`]) and a small reference model of the contract
-//! (`../shared/DESIGN.md` §3). The test plays the engine: it carries out every [`Decision`]
-//! (prefill chunks, decode tokens, preemptions, aborts) on its own copy of the running
-//! requests and reports `on_progress` / `on_finished` the way an engine would, passing
-//! `free_blocks = total - blocks it holds` (less a random amount it keeps for itself).
+//! (`../shared/DESIGN.md` §3, `docs/design.md`). The test plays the engine: it carries out
+//! every [`Decision`] (prefill chunks, decode tokens, preemptions, aborts) on its own copy of
+//! the running requests and reports `on_progress` / `on_finished` the way an engine would,
+//! passing `free_blocks = total - blocks it holds` (less a random amount it keeps for
+//! itself). Half the cases run in the ladder order, half in deadline order; a reload may
+//! switch between them while requests wait and run (it re-keys every request held: its
+//! deadline, and its queue time under the new order, for a running one once it is
+//! preempted).
 //!
-//! After every operation it checks:
-//! * the conservation law, `check_invariants()`, and every counter against the model;
+//! After every operation it checks, in both orders:
+//! * the conservation law, `check_invariants()`, and every counter against the model
+//!   (deadline order's `relegated`, `shed` and `overdue` per class, and `relegated_in`);
 //! * each call's answer (accepted, or the exact typed error) against the model, and that a
-//!   refused call changed nothing;
+//!   refused call changed nothing (per-request TTFT targets of 0 and past `MAX_TTFT_MS`
+//!   included);
 //! * no request is admitted unless waiting, preempted unless running, or started twice;
+//!   each admission's fields exactly;
 //! * budgets: sequences, tokens, KV blocks (admissions, decode growth, watermark);
+//! * tenants: with fairness on, the tenants held and those with a counter are exactly the
+//!   tenants with a request waiting or running; and the fair choice itself, from the
+//!   counters (`Scheduler::tenant_service`), when there is no lookahead: after a step, a
+//!   tenant admitted in a class is ahead of any tenant still waiting there by at most what
+//!   it was charged since its last pick (and the heap's resolution);
+//! * hand-off: every waiting request once, in the order a step would serve it;
+//! * at the end, once the engine has run everything, every submitted request has exactly
+//!   one terminal outcome and the counters say the same.
+//!
+//! In the ladder order:
 //! * order: a step's admissions are a subsequence of the queue order the contract defines
 //!   (overdue first oldest first, then effective class, then FIFO by arrival), skipping at
 //!   most `backfill_lookahead` requests and never an overdue one. With no lookahead that is
@@ -20,24 +37,63 @@
 //!   waiting, that order is exact. With fairness on and several tenants waiting, the model
 //!   does not predict which tenant goes next, so it checks what the contract fixes: overdue
 //!   requests first, oldest first, never skipped; class order; FIFO inside each tenant and
-//!   class; at most `backfill_lookahead` skipped. And the fair choice itself, from the
-//!   counters (`Scheduler::tenant_service`), when there is no lookahead: after a step, a
-//!   tenant admitted in a class is ahead of any tenant still waiting there by at most what
-//!   it was charged since its last pick (and the heap's resolution);
+//!   class; at most `backfill_lookahead` skipped;
 //! * liveness: every leading request of that order that fits, together with all running
 //!   work, in this step's budget (a conservative "capacity allowed it") is admitted in this
 //!   step, so no overdue request waits past `max_wait` plus one step when it could run
 //!   (with several tenants: the overdue ones, then each class whose waiting requests all
 //!   fit);
-//! * tenants: with fairness on, the tenants held and those with a counter are exactly the
-//!   tenants with a request waiting or running;
 //! * preemption: victims are running, of a class at least `min_class_gap` below the request
 //!   they made room for (which was admitted), lowest class and most recently started
 //!   first, at most `max_victims_per_step`; nothing when preemption is off;
 //! * aging: each admission's effective class, and `waiting_in(class)`, match the ladder
 //!   `eff = min(base, ladder(bucket end age))`;
-//! * at the end, once the engine has run everything, every submitted request has exactly
-//!   one terminal outcome and the counters say the same.
+//! * the queue timeout: exactly the requests past it (preempted ones spared).
+//!
+//! In deadline order (the tunables, each class's late rule, small SLO bounds and
+//! per-request TTFT targets drawn):
+//! * pace and deadlines: the model replicates the scheduler's pace estimates with the same
+//!   floating-point operations ([`Pace`]; `iteration_estimate()` is checked against it
+//!   after every step, which is when the estimate the step used can be read: the step
+//!   updates it first), so it knows each request's deadline (set when it is drained, moved
+//!   to another class, or reloaded, running or not) and whether it can still meet it to
+//!   the nanosecond;
+//! * order, sheds, relegations and timeouts: with fairness off or one tenant waiting (and
+//!   the overdue credit known), the order in which the step takes candidates is exact
+//!   (`check_deadline_exact`; the overdue credit goes to the oldest tier head by arrival):
+//!   a request past the queue timeout (never preempted) is ended as timed out exactly when
+//!   it comes up; else a request is shed (`Outcome::Shed`, with how late it was) or
+//!   relegated exactly when it comes up late and its class's rule says so; admissions
+//!   follow that order, ranked by the class they were queued in, skipping at most
+//!   `backfill_lookahead`, so a relegated request starts only after every live one came
+//!   up (or on credit); liveness as in the ladder, as far as the relaxed share allows. The
+//!   model does not know where a step stopped taking candidates, so it checks the shortest
+//!   walk that accounts for what the step did. Among several tenants with fairness on
+//!   every class sheds (so nothing the step did is hidden from the model) and the model
+//!   checks the precedence the contract fixes (`check_deadline_open`), where every request
+//!   that came up before an admission was admitted, shed, timed out (if past the timeout)
+//!   or skipped;
+//! * the queue timeout: the timeout pass looks at the tier heads (the oldest by arrival,
+//!   again and again, a preempted one set aside), and ends exactly the ones it finds; a
+//!   request past the timeout behind a head with an earlier deadline is ended when it
+//!   comes up, as above. In every step, whatever the model knows of the order: no request
+//!   starts past the queue timeout unless it was preempted before, and every timeout is of
+//!   a request that waited that long and was never preempted;
+//! * preemption: only an urgent live request preempts, only relegated requests or requests
+//!   `min_class_gap` below it, relegated first, then lowest class, then least KV; for KV
+//!   growth relegated first, then lowest class, newest;
+//! * the budget share: running chunks and admissions in rank order (a cut-short prefill
+//!   leaves nothing for a later rank), relaxed prefills within `relaxed_chunk_tokens`
+//!   with chunked prefill on (without it every prompt starts whole), no
+//!   decode left without a token while tokens are left, a decode held back only for an
+//!   urgent prefill of a more urgent class, within `max_decode_delay_ms` and its class's
+//!   TPOT bound (`check_deadline_share`);
+//! * relegation is kept while a request runs and once it is preempted (the model keeps it
+//!   across a reload in deadline order too, and a switch to the ladder ends it; while the
+//!   known defect below stands, no relegated request runs across a reload);
+//! * what the step gives only in part is checked on what it must have given: the
+//!   watermark (kept at each admission, so counted on the blocks surely taken before
+//!   any).
 //!
 //! `PROPTEST_CASES` sets the number of cases (64 by default; `scripts/proptest-long.sh`
 //! runs 100,000).
@@ -72,6 +128,45 @@ struct Cfg {
     fair: bool,
     /// The tenants and their weights.
     tenancy: Tenancy,
+    /// The queue order: deadline order in half the cases, the ladder in the others.
+    order: QueueOrder,
+    /// Deadline order's tunables, late rules and SLO targets (drawn in every case: a
+    /// reload may switch the order).
+    dl: Dl,
+}
+
+/// The random part of deadline order's configuration.
+#[derive(Clone, Debug)]
+struct Dl {
+    urgent_slack_ms: u64,
+    max_decode_delay_ms: u64,
+    relaxed_slack_ms: u64,
+    relaxed_chunk_tokens: u32,
+    overdue_share: f64,
+    initial_iteration_ms: u64,
+    /// Each class's rule for a request that can no longer meet its deadline: shed if
+    /// true, else keep (relegate).
+    shed: [bool; 3],
+    /// Each class's SLO targets: their bounds (often far below the defaults, so that
+    /// requests go late within a short case) set the deadlines.
+    slo: [ClassSlo; 3],
+}
+
+impl Dl {
+    /// The defaults: the ladder's cases ignore them; the scripted runs use them.
+    fn defaults() -> Self {
+        let d = DeadlineConfig::default();
+        Self {
+            urgent_slack_ms: d.urgent_slack_ms,
+            max_decode_delay_ms: d.max_decode_delay_ms,
+            relaxed_slack_ms: d.relaxed_slack_ms,
+            relaxed_chunk_tokens: d.relaxed_chunk_tokens,
+            overdue_share: d.overdue_share,
+            initial_iteration_ms: d.initial_iteration_ms,
+            shed: [false; 3],
+            slo: [0, 1, 2].map(|c| ClassSlo::default_for(c, 3)),
+        }
+    }
 }
 
 /// The tenants requests come from, and the `[fairness]` weights.
@@ -130,8 +225,22 @@ impl Cfg {
     fn config(&self) -> SchedulerConfig {
         let mut c = SchedulerConfig {
             shards: 1,
+            order: self.order,
             ..SchedulerConfig::default()
         };
+        let dl = &self.dl;
+        c.deadline = DeadlineConfig {
+            urgent_slack_ms: dl.urgent_slack_ms,
+            max_decode_delay_ms: dl.max_decode_delay_ms,
+            relaxed_slack_ms: dl.relaxed_slack_ms,
+            relaxed_chunk_tokens: dl.relaxed_chunk_tokens,
+            overdue_share: dl.overdue_share,
+            initial_iteration_ms: dl.initial_iteration_ms,
+        };
+        for (class, &shed) in c.classes.iter_mut().zip(&dl.shed) {
+            class.on_late = if shed { LateRule::Shed } else { LateRule::Keep };
+        }
+        c.slo.classes = dl.slo.to_vec();
         match self.aging {
             Some((medium, low)) => {
                 c.classes[1].promote_after_ms = Some(medium);
@@ -177,13 +286,15 @@ impl Cfg {
 #[derive(Clone, Debug)]
 enum Op {
     /// `class` 3 is unknown (three classes). The request's tenant is `tenant` modulo the
-    /// case's tenants.
+    /// case's tenants. `ttft`: its own TTFT target (0 and more than `MAX_TTFT_MS` are
+    /// refused).
     Submit {
         id: u64,
         class: u8,
         prompt: u32,
         max_new: u32,
         tenant: u8,
+        ttft: Option<u32>,
     },
     /// `n` valid submits of one class in a row (ids from `first` up, in the pool): fills
     /// small rings and queues between two steps.
@@ -221,10 +332,12 @@ enum Op {
         kind: u8,
     },
     /// Propose a live reload: `flip` a variant of the tunables the oracle reads (aging
-    /// thresholds, max wait, queue timeout, lookahead, chunked prefill, preemption), or go
-    /// back to the generated config. Applied by the next step.
+    /// thresholds, max wait, queue timeout, lookahead, chunked prefill, preemption,
+    /// fairness, deadline order's tunables), or go back to the generated config; `order`
+    /// also switches between deadline order and the ladder. Applied by the next step.
     Reload {
         flip: bool,
+        order: bool,
     },
     /// A step with an impossible budget or time: refused, nothing changed.
     BadStep {
@@ -267,6 +380,54 @@ fn tenancy_strategy() -> impl Strategy<Value = (Tenancy, bool)> {
         })
 }
 
+/// Class `c`'s SLO targets: its defaults (bounds far above a case's `max_wait`, so that
+/// `max_wait` sets the deadlines), a small TTFT or end-to-end bound, or none; a TPOT
+/// bound (which caps how long its decodes may be withheld) in a third of them.
+fn slo_strategy(c: usize) -> impl Strategy<Value = ClassSlo> {
+    let target = |ms| Some(SloTarget::new(ms, 0.99));
+    (
+        prop_oneof![
+            2 => Just(ClassSlo::default_for(c, 3)),
+            3 => (1u64..300).prop_map(move |ms| ClassSlo { ttft: target(ms), ..ClassSlo::default() }),
+            2 => (1u64..1500).prop_map(move |ms| ClassSlo { e2e: target(ms), ..ClassSlo::default() }),
+            1 => Just(ClassSlo::default()),
+        ],
+        prop_oneof![2 => Just(None), 1 => (1u64..80).prop_map(Some)],
+    )
+        .prop_map(move |(mut slo, tpot)| {
+            if let Some(ms) = tpot {
+                slo.tpot = target(ms);
+            }
+            slo
+        })
+}
+
+/// Deadline order's tunables, each from 0 (or its least) to past its default.
+fn dl_strategy() -> impl Strategy<Value = Dl> {
+    (
+        prop_oneof![1 => Just(0u64), 1 => 1u64..120, 1 => Just(300u64), 1 => Just(2_000u64)],
+        prop_oneof![1 => Just(0u64), 1 => 1u64..60, 2 => Just(300u64)],
+        prop_oneof![1 => Just(0u64), 2 => 1u64..300, 1 => Just(20_000u64)],
+        prop_oneof![1 => Just(0u32), 1 => 16u32..64, 1 => 64u32..600, 1 => Just(512u32)],
+        prop::sample::select(vec![0.0f64, 0.02, 0.3, 1.0]),
+        1u64..60,
+        prop::array::uniform3(any::<bool>()),
+        (slo_strategy(0), slo_strategy(1), slo_strategy(2)),
+    )
+        .prop_map(
+            |(urgent, delay, relaxed, chunk, share, iteration, shed, (s0, s1, s2))| Dl {
+                urgent_slack_ms: urgent,
+                max_decode_delay_ms: delay,
+                relaxed_slack_ms: relaxed,
+                relaxed_chunk_tokens: chunk,
+                overdue_share: share,
+                initial_iteration_ms: iteration,
+                shed,
+                slo: [s0, s1, s2],
+            },
+        )
+}
+
 fn cfg_strategy() -> impl Strategy<Value = Cfg> {
     let aging = prop_oneof![
         1 => Just(None),
@@ -290,6 +451,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
             prop::sample::select(vec![0u32, 0, 5, 20]),
         ),
         tenancy_strategy(),
+        prop_oneof![1 => Just(QueueOrder::Ladder), 1 => Just(QueueOrder::Deadline)],
+        dl_strategy(),
     )
         .prop_map(
             |(
@@ -301,7 +464,16 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                 (chunked, fair),
                 (block_size, total_blocks, max_model_len, watermark_pct),
                 (tenancy, fair_tenants),
+                order,
+                mut dl,
             )| {
+                // With several tenants, fairness (on, or turned on by a reload) leaves the
+                // order among them open, and a relegation the model could not place would
+                // leave it unsure of every later step's order: every class sheds instead,
+                // which the decision reports by request.
+                if tenancy.tenants > 1 {
+                    dl.shed = [true; 3];
+                }
                 // max_wait must exceed every aging threshold.
                 let max_wait_ms = match aging {
                     Some((medium, _)) => medium + wait,
@@ -325,6 +497,8 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                     watermark_pct,
                     fair: fair || fair_tenants,
                     tenancy,
+                    order,
+                    dl,
                 }
             },
         )
@@ -339,14 +513,22 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(u32::MAX),
     ];
     let max_new = prop_oneof![12 => 1u32..24, 1 => Just(0u32), 1 => Just(u32::MAX)];
+    let ttft = prop_oneof![
+        12 => Just(None),
+        6 => (1u32..300).prop_map(Some),
+        2 => (300u32..5000).prop_map(Some),
+        1 => Just(Some(0u32)),
+        1 => Just(Some(u32::MAX)),
+    ];
     prop_oneof![
-        60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new, 0u8..5)
-            .prop_map(|(id, class, prompt, max_new, tenant)| Op::Submit {
+        60 => (id.clone(), prop_oneof![10 => 0u8..3, 1 => 3u8..=255], prompt, max_new, 0u8..5, ttft)
+            .prop_map(|(id, class, prompt, max_new, tenant, ttft)| Op::Submit {
                 id,
                 class,
                 prompt,
                 max_new,
-                tenant
+                tenant,
+                ttft,
             }),
         6 => (id.clone(), 0u8..3, 2u8..6).prop_map(|(first, class, n)| Op::Burst { first, class, n }),
         15 => id.clone().prop_map(|id| Op::Cancel { id }),
@@ -355,7 +537,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         50 => (
             prop_oneof![3 => 0u64..20, 1 => 20u64..400],
             prop_oneof![1 => 0u32..3, 3 => 1u32..10, 1 => Just(1000u32)],
-            prop_oneof![1 => 0u32..4, 3 => 1u32..700, 1 => Just(1u32 << 20)],
+            prop_oneof![1 => 0u32..4, 2 => 1u32..48, 3 => 1u32..700, 1 => Just(1u32 << 20)],
             prop_oneof![3 => Just(0u32), 1 => 0u32..50],
         )
             .prop_map(|(advance_ms, seqs, tokens, hold_back)| Op::Step {
@@ -370,7 +552,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (0u8..2, any::<u32>()).prop_map(|(kind, extra)| Op::BadStep { kind, extra }),
         1 => Just(Op::Close),
         1 => Just(Op::Drain),
-        3 => any::<bool>().prop_map(|flip| Op::Reload { flip }),
+        3 => (any::<bool>(), prop::bool::weighted(0.25))
+            .prop_map(|(flip, order)| Op::Reload { flip, order }),
     ]
 }
 
@@ -415,12 +598,169 @@ struct Req {
     preempted: bool,
     first_token: Option<Timestamp>,
     last_event: Timestamp,
+    /// Its own TTFT target (ms).
+    ttft: Option<u32>,
+    /// Its class as the scheduler has applied it: `class` changes at once on an accepted
+    /// reprioritise, the scheduler's at its next step (or drain).
+    sched_class: Class,
+    /// A reprioritise was accepted and its step has not come yet.
+    reclass: bool,
+    /// Deadline order: its deadline, set when it was last queued (drained, moved to
+    /// another class) or reloaded (waiting or running), and whether it bounds the first
+    /// token (else the start).
+    deadline: Timestamp,
+    first_token_due: bool,
+    /// Relegated: judged late (rule keep); kept while it runs and if preempted, also
+    /// across a reload in deadline order; a reload ends it for a waiting request (judged
+    /// again) and in the ladder.
+    relegated: bool,
+    /// When it was last given work (a decode's delay is measured from it).
+    last_work: Timestamp,
 }
 
 impl Req {
     fn waiting(&self) -> bool {
         self.run.is_none()
     }
+
+    /// Tokens to prefill when it starts (prompt, plus output before a preemption).
+    fn target(&self) -> u32 {
+        self.prompt + self.generated
+    }
+}
+
+/// The scheduler's pace estimates (`src/scheduler/pace.rs`): the iteration time as a
+/// moving average (weight 0.1) of the gaps of (0, 2 s] between consecutive steps whose
+/// earlier one scheduled a token, and each class's mean output over finished requests
+/// (128 until one finishes). Replicated with the same floating-point operations, so the
+/// deadlines and late judgements it gives are the scheduler's to the nanosecond; after
+/// every step the test checks `Scheduler::iteration_estimate()` against it (the step
+/// updates the estimate at its start, before it uses it).
+#[derive(Clone, Debug)]
+struct Pace {
+    iteration: f64,
+    last: Option<(Timestamp, bool)>,
+    output: [f64; 3],
+    per_iteration: f64,
+}
+
+impl Pace {
+    fn new(initial_ms: u64) -> Self {
+        Self {
+            iteration: Duration::from_millis(initial_ms).as_secs_f64(),
+            last: None,
+            output: [128.0; 3],
+            per_iteration: 256.0,
+        }
+    }
+
+    fn step(&mut self, now: Timestamp, max_batched_tokens: u32) {
+        if let Some((then, true)) = self.last {
+            let dt = now.saturating_since(then);
+            if !dt.is_zero() && dt <= Duration::from_secs(2) {
+                self.iteration += 0.1 * (dt.as_secs_f64() - self.iteration);
+            }
+        }
+        self.last = Some((now, false));
+        self.per_iteration = (f64::from(max_batched_tokens) * 0.8).max(256.0);
+    }
+
+    fn worked(&mut self, tokens: u32) {
+        if let Some((_, worked)) = &mut self.last {
+            *worked = tokens > 0;
+        }
+    }
+
+    fn finished(&mut self, class: Class, generated: u32) {
+        let o = &mut self.output[class.index()];
+        *o += 0.1 * (f64::from(generated) - *o);
+    }
+
+    fn iteration(&self) -> Duration {
+        Duration::from_secs_f64(self.iteration)
+    }
+
+    /// Until the first token of a request with `tokens` to prefill, started now.
+    fn prefill(&self, tokens: u32) -> Duration {
+        let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
+        Duration::from_secs_f64(iterations * self.iteration)
+    }
+
+    /// A request's run, start to finish.
+    fn run(&self, class: usize, prompt: u32, max_new: u32) -> Duration {
+        let output = self.output[class].min(f64::from(max_new));
+        self.prefill(prompt) + Duration::from_secs_f64(output * self.iteration)
+    }
+}
+
+/// A request's deadline under `cfg` at the pace `pace`, as the scheduler sets it when it
+/// queues the request: arrival plus its own TTFT target or its class's (bounding the first
+/// token), else its class's end-to-end bound less its estimated run (bounding the start),
+/// else `max_wait`; never more than `max_wait`. Returns the deadline and whether it
+/// bounds the first token.
+fn deadline_of(cfg: &SchedulerConfig, pace: &Pace, r: &Req) -> (Timestamp, bool) {
+    let class = r.class.index();
+    let max_wait = Duration::from_millis(cfg.max_wait_ms);
+    let targets = cfg.slo.classes.get(class);
+    let ttft = r
+        .ttft
+        .map(|ms| Duration::from_millis(u64::from(ms)))
+        .or_else(|| targets.and_then(|t| t.ttft).map(|t| t.bound()));
+    let (bound, first_token_due) = match ttft {
+        Some(t) => (t, true),
+        None => (
+            targets
+                .and_then(|t| t.e2e)
+                .map(|t| {
+                    t.bound()
+                        .saturating_sub(pace.run(class, r.prompt, r.max_new))
+                })
+                .unwrap_or(max_wait),
+            false,
+        ),
+    };
+    (
+        r.arrival.saturating_add(bound.min(max_wait)),
+        first_token_due,
+    )
+}
+
+fn nanos(d: Duration) -> i128 {
+    i128::try_from(d.as_nanos()).unwrap()
+}
+
+/// The order of prefill work in a deadline-order step, smaller first: `(group, class,
+/// time)`, group 0 for a candidate taken on credit, 1 for live requests (by deadline), 2
+/// for relegated ones (by arrival).
+type Rank = (u8, usize, Timestamp);
+
+/// Deadline order's urgent prefill demand in a step: its tokens and class.
+type Demand = (u32, usize);
+
+/// The six tiers of deadline order's queue: class `c`'s requests that can still meet their
+/// deadline are tier `c`, its relegated ones tier `3 + c`.
+const TIERS: usize = 6;
+
+/// Deadline order's queue as a step takes from it, for predicting the order of a step's
+/// candidates: each tier's request ids, in queue order (live tiers by deadline, relegated
+/// ones by arrival; then id), and the overdue credit.
+#[derive(Clone, Debug)]
+struct Walk {
+    tiers: Vec<Vec<u64>>,
+    credit: u64,
+}
+
+/// What the next take from a [`Walk`] gives.
+#[derive(Clone, Copy, Debug)]
+enum Pop {
+    /// A live request that can no longer meet its deadline: it is relegated or shed.
+    Late(u64),
+    /// A candidate: admitted, or skipped (back in the queue after the step).
+    Cand {
+        id: u64,
+        tier: usize,
+        on_credit: bool,
+    },
 }
 
 /// The reference model plus the real scheduler it is checked against.
@@ -446,6 +786,19 @@ struct World {
     tenancy: Tenancy,
     /// Pairs of tenants the fair choice was checked on.
     fair_checks: u64,
+    /// The scheduler's pace estimates.
+    pace: Pace,
+    /// Deadline order's overdue credit: known exactly when both ends agree, else a range
+    /// (after a step among several tenants, where the model does not know which overdue
+    /// admissions took credit).
+    credit: (u64, u64),
+    /// Per class: requests relegated, shed, and started past `max_wait` in deadline order
+    /// (`ClassCounters::{relegated, shed, overdue}`).
+    dl_counts: [[u64; 3]; 3],
+    /// Decodes seen held back for an urgent prefill (deadline order).
+    withheld: u64,
+    /// Requests timed out when they came up as a candidate (deadline order).
+    timed_out_at_pick: u64,
 }
 
 /// Another valid config with the same classes, engine and capacities: lookahead, chunked
@@ -462,7 +815,33 @@ fn variant(c: &SchedulerConfig) -> SchedulerConfig {
     v.max_wait_ms = c.max_wait_ms + 7;
     v.queue_timeout_ms = c.queue_timeout_ms.map(|t| t + 7);
     v.fairness.enabled = !c.fairness.enabled;
+    let d = &mut v.deadline;
+    d.urgent_slack_ms = (d.urgent_slack_ms + 50) % 400;
+    d.max_decode_delay_ms = if d.max_decode_delay_ms == 0 { 40 } else { 0 };
+    d.relaxed_slack_ms /= 2;
+    d.relaxed_chunk_tokens = if d.relaxed_chunk_tokens == 0 { 48 } else { 0 };
+    d.overdue_share = 1.0 - d.overdue_share;
     v
+}
+
+/// The other queue order.
+fn other_order(c: &SchedulerConfig) -> SchedulerConfig {
+    let mut v = c.clone();
+    v.order = match c.order {
+        QueueOrder::Deadline => QueueOrder::Ladder,
+        QueueOrder::Ladder => QueueOrder::Deadline,
+    };
+    v
+}
+
+/// Deadline order's cap on relaxed prefill tokens per step (0: none): `relaxed_chunk_tokens`
+/// with chunked prefill on; without it a prompt starts whole and the cap does not apply.
+fn relaxed_cap(cfg: &SchedulerConfig) -> u32 {
+    if cfg.chunked_prefill {
+        cfg.deadline.relaxed_chunk_tokens
+    } else {
+        0
+    }
 }
 
 fn blocks_for(cfg: &SchedulerConfig, tokens: u64) -> u32 {
@@ -493,7 +872,151 @@ impl World {
             steps: 0,
             tenancy: cfg.tenancy.clone(),
             fair_checks: 0,
+            pace: Pace::new(cfg.dl.initial_iteration_ms),
+            credit: (0, 0),
+            dl_counts: [[0; 3]; 3],
+            withheld: 0,
+            timed_out_at_pick: 0,
         }
+    }
+
+    fn by_deadline(&self) -> bool {
+        self.cfg.order == QueueOrder::Deadline
+    }
+
+    /// Deadline order: the tier a waiting request is queued in.
+    fn tier(&self, r: &Req) -> usize {
+        r.class.index() + if r.relegated { 3 } else { 0 }
+    }
+
+    /// Deadline order: how long a request may still wait and meet its deadline (its
+    /// estimated prefill of `target - kv` tokens counted against a first-token deadline
+    /// not met yet); negative if it cannot.
+    fn slack(&self, r: &Req, target: u32, kv: u32, now: Timestamp) -> i128 {
+        let mut slack = i128::from(r.deadline.0) - i128::from(now.0);
+        if r.first_token_due && r.first_token.is_none() {
+            slack -= nanos(self.pace.prefill(target - kv));
+        }
+        slack
+    }
+
+    /// A waiting request's slack.
+    fn waiting_slack(&self, r: &Req, now: Timestamp) -> i128 {
+        self.slack(r, r.target(), 0, now)
+    }
+
+    /// Deadline order's judgement of a waiting request that comes up: its first token (for
+    /// a first-token deadline not met yet) or its start (otherwise) can no longer come by
+    /// its deadline at the pace estimated.
+    fn late(&self, r: &Req, now: Timestamp) -> bool {
+        let slack = i128::from(r.deadline.0) - i128::from(now.0);
+        if r.first_token_due {
+            r.first_token.is_none() && slack < nanos(self.pace.prefill(r.target()))
+        } else {
+            slack < 0
+        }
+    }
+
+    /// Whether waiting request `id` is past `cfg`'s queue timeout and was never preempted
+    /// (a preempted request has been served already: the timeout spares it).
+    fn past_timeout(&self, cfg: &SchedulerConfig, id: u64, now: Timestamp) -> bool {
+        let r = &self.held[&id];
+        cfg.queue_timeout_ms.is_some_and(|t| {
+            !r.preempted && now.saturating_since(r.arrival) >= Duration::from_millis(t)
+        })
+    }
+
+    /// Whether a request's prefill is relaxed (shares `relaxed_chunk_tokens`): relegated,
+    /// or with more slack than `relaxed_slack_ms`.
+    fn relaxed(&self, r: &Req, relegated: bool, target: u32, kv: u32, now: Timestamp) -> bool {
+        relegated
+            || self.slack(r, target, kv, now)
+                > nanos(Duration::from_millis(self.cfg.deadline.relaxed_slack_ms))
+    }
+
+    /// The order of a running request's prefill chunk among the step's prefills: live
+    /// requests by class, then deadline; relegated ones after them by class, then arrival.
+    fn prefill_rank(&self, id: u64) -> Rank {
+        let r = &self.held[&id];
+        let run = r.run.as_ref().unwrap();
+        if r.relegated {
+            (2, r.class.index(), r.arrival)
+        } else {
+            (1, run.run_class.index(), r.deadline)
+        }
+    }
+
+    /// Deadline order's queue holding `waiting`, with `credit`.
+    fn walk(&self, waiting: &[u64], credit: u64) -> Walk {
+        let mut tiers = vec![Vec::new(); TIERS];
+        for &id in waiting {
+            tiers[self.tier(&self.held[&id])].push(id);
+        }
+        for (t, q) in tiers.iter_mut().enumerate() {
+            q.sort_by_key(|&id| (self.due(id, t), id));
+        }
+        Walk { tiers, credit }
+    }
+
+    /// The time tier `tier` orders request `id` by: its deadline in a live tier, its arrival
+    /// in a relegated one.
+    fn due(&self, id: u64, tier: usize) -> Timestamp {
+        let r = &self.held[&id];
+        if tier >= 3 {
+            r.arrival
+        } else {
+            r.deadline
+        }
+    }
+
+    /// The oldest request (by arrival, then id) among the heads of the tiers of `w` that
+    /// has waited `age` or more, and its tier: where max wait and the queue timeout look.
+    fn oldest_head_past(&self, w: &Walk, now: Timestamp, age: Duration) -> Option<(usize, u64)> {
+        w.tiers
+            .iter()
+            .enumerate()
+            .filter_map(|(t, q)| q.first().map(|&id| (t, id)))
+            .filter(|&(_, id)| now.saturating_since(self.held[&id].arrival) >= age)
+            .min_by_key(|&(_, id)| (self.held[&id].arrival, id))
+    }
+
+    /// The next take from deadline order's queue (`WaitQueue::pop_candidate`): the oldest
+    /// tier head waiting past `max_wait` if the credit covers its prefill; else the head of
+    /// the first non-empty tier, judged if it is live.
+    fn walk_next(&self, w: &mut Walk, now: Timestamp) -> Option<Pop> {
+        let max_wait = Duration::from_millis(self.cfg.max_wait_ms);
+        if let Some((tier, id)) = self.oldest_head_past(w, now, max_wait) {
+            if u64::from(self.held[&id].target()) <= w.credit {
+                w.tiers[tier].remove(0);
+                return Some(Pop::Cand {
+                    id,
+                    tier,
+                    on_credit: true,
+                });
+            }
+        }
+        let tier = w.tiers.iter().position(|q| !q.is_empty())?;
+        let id = w.tiers[tier].remove(0);
+        if tier < 3 && self.late(&self.held[&id], now) {
+            return Some(Pop::Late(id));
+        }
+        Some(Pop::Cand {
+            id,
+            tier,
+            on_credit: false,
+        })
+    }
+
+    /// Queues a request judged late (rule keep) in its class's relegated tier of `w`.
+    fn walk_relegate(&self, w: &mut Walk, id: u64) {
+        let r = &self.held[&id];
+        let q = &mut w.tiers[3 + r.class.index()];
+        let at = q.partition_point(|&o| (self.held[&o].arrival, o) < (r.arrival, id));
+        q.insert(at, id);
+    }
+
+    fn sheds(&self, class: Class) -> bool {
+        self.cfg.classes[class.index()].on_late == LateRule::Shed
     }
 
     fn now(&self) -> Timestamp {
@@ -520,6 +1043,9 @@ impl World {
     /// The effective class of a waiting request at `now`: the ladder of DESIGN §3.3, by the
     /// end of its arrival bucket.
     fn eff(&self, base: Class, arrival: Timestamp, now: Timestamp) -> Class {
+        if self.by_deadline() {
+            return base; // deadline order does not age requests up classes
+        }
         let width = self.cfg.bucket_width_ms * 1_000_000;
         let end = (arrival.0 / width + 1) * width;
         let mut c = base.index();
@@ -545,6 +1071,7 @@ impl World {
             Outcome::Cancelled => self.expect.cancelled += 1,
             Outcome::TimedOut => self.expect.timed_out += 1,
             Outcome::Evicted => self.expect.evicted += 1,
+            Outcome::Shed => self.expect.shed += 1,
             Outcome::Refused => unreachable!(),
         }
         Ok(())
@@ -576,6 +1103,29 @@ impl World {
             check!(
                 self.sched.first_token_at(RequestId(id)) == r.first_token,
                 "first token of req#{id}"
+            );
+        }
+        // Deadline order's counters, and the relegated requests waiting in each class.
+        for c in 0..3u8 {
+            let class = Class::from_index(c);
+            let k = self.sched.class_counters(class);
+            let [relegated, shed, overdue] = self.dl_counts[usize::from(c)];
+            check!(
+                (k.relegated, k.shed, k.overdue) == (relegated, shed, overdue),
+                "class {c}: relegated, shed, overdue {:?}, model {:?}",
+                (k.relegated, k.shed, k.overdue),
+                (relegated, shed, overdue)
+            );
+            let waiting = self
+                .held
+                .values()
+                .filter(|r| r.waiting() && r.in_ring.is_none())
+                .filter(|r| r.relegated && r.sched_class == class)
+                .count();
+            check!(
+                self.sched.relegated_in(class) == waiting,
+                "relegated_in({c}) = {}, model {waiting}",
+                self.sched.relegated_in(class)
             );
         }
         // Tenants: with fairness on, exactly those with a request drained and not ended are
@@ -615,10 +1165,18 @@ impl World {
                 prompt,
                 max_new,
                 tenant,
-            } => self.submit(id, class, prompt, max_new, tenant % self.tenancy.tenants),
+                ttft,
+            } => self.submit(
+                id,
+                class,
+                prompt,
+                max_new,
+                tenant % self.tenancy.tenants,
+                ttft,
+            ),
             Op::Burst { first, class, n } => {
                 for id in (first..first + u64::from(n)).map(|id| id % 40) {
-                    self.submit(id, class, 8, 2, 0)?;
+                    self.submit(id, class, 8, 2, 0, None)?;
                     self.verify()?;
                 }
                 Ok(())
@@ -654,26 +1212,45 @@ impl World {
                 Ok(())
             }
             Op::Drain => self.drain(),
-            Op::Reload { flip } => {
-                let new = if flip {
-                    variant(&self.cfg)
-                } else {
-                    self.base.clone()
-                };
-                self.sched
-                    .reload(new.clone())
-                    .map_err(|e| format!("valid reload refused: {e}"))?;
-                self.pending = Some(new);
-                Ok(())
-            }
+            Op::Reload { flip, order } => self.reload(flip, order),
         }?;
         self.verify()
     }
 
-    fn submit(&mut self, id: u64, class: u8, prompt: u32, max_new: u32, tenant: u8) -> R {
+    /// Proposes a live reload (`Op::Reload`); the next step applies it.
+    fn reload(&mut self, flip: bool, order: bool) -> R {
+        let mut new = if flip {
+            variant(&self.cfg)
+        } else {
+            self.base.clone()
+        };
+        if order {
+            new = other_order(&new);
+        }
+        // A relegated request running across a reload stays relegated in deadline order
+        // (the model keeps the relegation in `step`).
+        self.sched
+            .reload(new.clone())
+            .map_err(|e| format!("valid reload refused: {e}"))?;
+        self.pending = Some(new);
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        id: u64,
+        class: u8,
+        prompt: u32,
+        max_new: u32,
+        tenant: u8,
+        ttft: Option<u32>,
+    ) -> R {
         let mut spec = RequestSpec::new(id, Class::from_index(class), prompt, max_new);
         if let Some(t) = Tenancy::id(tenant) {
             spec = spec.with_tenant(t);
+        }
+        if let Some(ms) = ttft {
+            spec = spec.with_ttft_ms(ms);
         }
         let before = self.sched.conservation();
         let got = self.api.submit(spec);
@@ -693,6 +1270,8 @@ impl World {
             Err(SubmitError::ZeroPromptTokens(rid))
         } else if max_new == 0 {
             Err(SubmitError::ZeroMaxNewTokens(rid))
+        } else if let Some(ttft_ms) = ttft.filter(|&ms| ms == 0 || ms > MAX_TTFT_MS) {
+            Err(SubmitError::InvalidTtftTarget { id: rid, ttft_ms })
         } else if tokens > u64::from(e.max_model_len) {
             Err(SubmitError::ExceedsContext {
                 id: rid,
@@ -744,6 +1323,13 @@ impl World {
                         preempted: false,
                         first_token: None,
                         last_event: *arrival,
+                        ttft,
+                        sched_class: spec.class,
+                        reclass: false,
+                        deadline: Timestamp::ZERO,
+                        first_token_due: false,
+                        relegated: false,
+                        last_work: *arrival,
                     },
                 );
             }
@@ -815,6 +1401,7 @@ impl World {
         if got.is_ok() {
             let r = self.held.get_mut(&id).unwrap();
             r.class = Class::from_index(class);
+            r.reclass = true;
             if let Some(run) = &mut r.run {
                 run.run_class = r.class;
             }
@@ -838,6 +1425,8 @@ impl World {
             FinishReason::Error,
         ][reason as usize % 3];
         let got = self.sched.on_finished(RequestId(id), self.now(), reason);
+        let r = &self.held[&id];
+        self.pace.finished(r.sched_class, r.generated);
         let want = if self.held[&id].cancel.is_some() {
             Outcome::Cancelled
         } else {
@@ -996,8 +1585,12 @@ impl World {
         self.closed = true;
         self.published = [0; 3];
         self.ring_len = [0; 3];
-        // Cancelled waiting requests end as cancelled; the rest are handed off.
-        let mut expected: Vec<(Class, Timestamp, u64)> = Vec::new();
+        // Cancelled waiting requests end as cancelled; the rest are handed off: in the
+        // ladder most urgent effective class first, then oldest; in deadline order the
+        // requests that can still meet their deadline by class, then deadline, then the
+        // relegated ones by class, then arrival (those not queued yet, or moved to another
+        // class, get their deadline now, at the last step's pace).
+        let mut expected: Vec<(bool, Class, Timestamp, u64)> = Vec::new();
         let ids: Vec<u64> = self.held.keys().copied().collect();
         for id in ids {
             let r = &self.held[&id];
@@ -1006,22 +1599,32 @@ impl World {
             }
             if r.cancel.is_some() {
                 self.end(id, Outcome::Cancelled)?;
+            } else if self.by_deadline() {
+                let (deadline, relegated) = if r.in_ring.is_some() || r.reclass {
+                    (deadline_of(&self.cfg, &self.pace, r).0, false)
+                } else {
+                    (r.deadline, r.relegated)
+                };
+                let due = if relegated { r.arrival } else { deadline };
+                expected.push((relegated, r.class, due, id));
             } else {
-                expected.push((self.eff(r.class, r.arrival, now), r.arrival, id));
+                expected.push((false, self.eff(r.class, r.arrival, now), r.arrival, id));
             }
         }
         expected.sort();
         let got: Vec<u64> = handed.iter().map(|h| h.spec.id.0).collect();
-        let want: Vec<u64> = expected.iter().map(|e| e.2).collect();
+        let want: Vec<u64> = expected.iter().map(|e| e.3).collect();
         check!(
             got == want,
-            "hand-off order (most urgent effective class, then oldest): got {got:?}, expected {want:?}"
+            "hand-off order ({:?}): got {got:?}, expected {want:?}",
+            self.cfg.order
         );
         for h in &handed {
             let id = h.spec.id.0;
             let r = &self.held[&id];
             check!(
                 h.spec.class == r.class
+                    && h.spec.ttft_ms == r.ttft
                     && h.spec.prompt_tokens == r.prompt
                     && h.spec.max_new_tokens == r.max_new
                     && h.arrival == r.arrival
@@ -1045,13 +1648,52 @@ impl World {
         let now = self.now();
         // A pending reload takes effect in this step, before expiry and admission.
         let reloading = self.pending.is_some();
+        let prior_order = self.cfg.order;
         if let Some(c) = self.pending.take() {
             self.cfg = c;
         }
         let cfg = self.cfg.clone();
+        let by_deadline = cfg.order == QueueOrder::Deadline;
         let eng = &cfg.engine;
         let watermark = eng.watermark_blocks();
         let max_wait = Duration::from_millis(cfg.max_wait_ms);
+
+        // The step's pace (updated first thing), and the deadlines it gives the requests it
+        // queues: the ones it drains, the ones moved to another class (which are live
+        // again), and on a reload every waiting one. A reload re-keys the running ones too
+        // (their deadline under the new targets, for when they are preempted and queued
+        // again); one that was relegated stays relegated in deadline order (the ladder has
+        // no relegation).
+        self.pace.step(now, b.max_batched_tokens);
+        if reloading && self.held.values().any(|r| r.run.is_some()) {
+            stats::add(
+                32,
+                u64::from(by_deadline != (prior_order == QueueOrder::Deadline)),
+            );
+            let kept = self
+                .held
+                .values()
+                .filter(|r| r.relegated && r.run.is_some());
+            stats::add(33, kept.count() as u64);
+        }
+        let ids: Vec<u64> = self.held.keys().copied().collect();
+        for id in &ids {
+            let r = &self.held[id];
+            let queued = r.waiting() && (reloading || r.in_ring.is_some() || r.reclass);
+            let (deadline, first_token_due) = deadline_of(&cfg, &self.pace, r);
+            let r = self.held.get_mut(id).unwrap();
+            if queued {
+                r.deadline = deadline;
+                r.first_token_due = first_token_due;
+                r.relegated = false;
+            } else if reloading && r.run.is_some() {
+                r.deadline = deadline;
+                r.first_token_due = first_token_due;
+                r.relegated &= by_deadline;
+            }
+            r.sched_class = r.class;
+            r.reclass = false;
+        }
 
         // What ingest and expiry must do.
         let mut want_cancelled = HashSet::new();
@@ -1071,7 +1713,8 @@ impl World {
                 }
                 None => {
                     // A preempted request has been served already: the timeout spares it.
-                    if let (true, false, Some(t)) = (r.waiting(), r.preempted, cfg.queue_timeout_ms)
+                    if let (false, true, false, Some(t)) =
+                        (by_deadline, r.waiting(), r.preempted, cfg.queue_timeout_ms)
                     {
                         if now.saturating_since(r.arrival) >= Duration::from_millis(t) {
                             want_timed_out.insert(id);
@@ -1079,6 +1722,33 @@ impl World {
                     }
                 }
             }
+        }
+        if let (true, Some(t)) = (by_deadline, cfg.queue_timeout_ms) {
+            // Deadline order looks for expired requests where it looks for overdue ones,
+            // at the tier heads: the oldest head past the timeout, again and again (a
+            // preempted one is set aside). A request behind a head with an earlier deadline
+            // waits until that head has left.
+            let waiting: Vec<u64> = self
+                .held
+                .iter()
+                .filter(|(_, r)| r.waiting() && r.cancel.is_none())
+                .map(|(&id, _)| id)
+                .collect();
+            let timeout = Duration::from_millis(t);
+            let mut w = self.walk(&waiting, 0);
+            while let Some((tier, id)) = self.oldest_head_past(&w, now, timeout) {
+                w.tiers[tier].remove(0);
+                if !self.held[&id].preempted {
+                    want_timed_out.insert(id);
+                }
+            }
+            // The rest past the timeout wait on; each is ended as timed out if it comes up as
+            // a candidate (`check_deadline_exact` predicts which).
+            let deferred = waiting
+                .iter()
+                .filter(|&&id| self.past_timeout(&cfg, id, now) && !want_timed_out.contains(&id))
+                .count();
+            stats::add(29, deferred as u64);
         }
         // The queue order at admission time (DESIGN §3.2–3.4): overdue first, oldest first;
         // then by effective class, FIFO by (arrival, id).
@@ -1121,6 +1791,22 @@ impl World {
                 blocks_for(&cfg, u64::from(run.kv) + u64::from(work)).saturating_sub(run.blocks),
             );
         }
+        // Deadline order's overdue credit: earned at `overdue_share` of the budget, banked up
+        // to the largest of the budget, `max_model_len` and 8192 tokens.
+        let credit = by_deadline.then(|| {
+            let share = cfg.deadline.overdue_share;
+            let earned = (f64::from(b.max_batched_tokens) * share) as u64;
+            let cap = u64::from(b.max_batched_tokens)
+                .max(u64::from(cfg.engine.max_model_len))
+                .max(8192);
+            let (lo, hi) = self.credit;
+            self.credit = if share == 0.0 {
+                (0, 0)
+            } else {
+                ((lo + earned).min(cap), (hi + earned).min(cap))
+            };
+            self.credit
+        });
 
         let d = self
             .sched
@@ -1136,6 +1822,13 @@ impl World {
             self.sched.config() == &self.cfg,
             "config in force differs from the model's"
         );
+        check!(
+            self.sched.iteration_estimate() == self.pace.iteration(),
+            "iteration estimate {:?}, model {:?}",
+            self.sched.iteration_estimate(),
+            self.pace.iteration()
+        );
+        self.pace.worked(d.summary.tokens);
         self.steps += 1;
         self.last_step = now;
         stats::add(0, 1);
@@ -1149,11 +1842,11 @@ impl World {
                 .filter(|a| a.effective_class != a.class)
                 .count() as u64,
         );
-        stats::add(9, d.rejected.len() as u64);
         stats::add(10, d.cancelled.len() as u64);
         stats::add(11, d.aborted.len() as u64);
+        stats::add(17, u64::from(by_deadline));
 
-        // Ingest and expiry.
+        // Ingest and expiry; the rest of the rejections are deadline order's sheds.
         let set = |v: &[RequestId]| -> HashSet<u64> { v.iter().map(|i| i.0).collect() };
         check!(
             set(&d.cancelled) == want_cancelled && d.cancelled.len() == want_cancelled.len(),
@@ -1165,13 +1858,47 @@ impl World {
             "aborted {:?}, expected {want_aborted:?}",
             d.aborted
         );
-        let timed: HashSet<u64> = d.rejected.iter().map(|r| r.id.0).collect();
+        // The timeout pass comes first: exactly `want_timed_out`. In deadline order the rest
+        // are sheds and requests timed out when they came up as candidates (`at_pick`, in
+        // the order they came up), each past the timeout and never preempted.
+        let is_timeout = |r: &&Rejected| matches!(r.reason, RejectReason::TimedOut { .. });
+        let n_pass = want_timed_out.len().min(d.rejected.len());
+        let timed: HashSet<u64> = d.rejected[..n_pass].iter().map(|r| r.id.0).collect();
         check!(
-            timed == want_timed_out && d.rejected.len() == want_timed_out.len(),
-            "timed out {:?}, expected {want_timed_out:?}",
+            timed == want_timed_out && d.rejected[..n_pass].iter().all(|r| is_timeout(&r)),
+            "timed out first {:?}, expected {want_timed_out:?}",
             d.rejected
         );
-        for rj in &d.rejected {
+        let at_pick: Vec<u64> = d.rejected[n_pass..]
+            .iter()
+            .filter(is_timeout)
+            .map(|r| r.id.0)
+            .collect();
+        let shed: Vec<u64> = d
+            .rejected
+            .iter()
+            .filter(|r| matches!(r.reason, RejectReason::DeadlineMissed { .. }))
+            .map(|r| r.id.0)
+            .collect();
+        stats::add(9, (n_pass + at_pick.len()) as u64);
+        stats::add(31, at_pick.len() as u64);
+        check!(
+            n_pass + at_pick.len() + shed.len() == d.rejected.len()
+                && (by_deadline || at_pick.len() + shed.len() == 0),
+            "rejections: the timeout pass's, then (deadline order only) sheds and timeouts at a pick: {:?}",
+            d.rejected
+        );
+        for &id in &at_pick {
+            check!(
+                !want_timed_out.contains(&id)
+                    && self.held.get(&id).is_some_and(|r| r.waiting()
+                        && r.cancel.is_none()
+                        && self.past_timeout(&cfg, id, now)),
+                "req#{id} timed out at a pick but it was not a waiting request past the queue timeout that was never preempted: {:?}",
+                self.held.get(&id)
+            );
+        }
+        for rj in d.rejected.iter().filter(is_timeout) {
             let r = &self.held[&rj.id.0];
             check!(
                 rj.class == r.class
@@ -1188,13 +1915,93 @@ impl World {
             d.summary.drained
         );
 
-        // Admissions: who, with what, in which order.
         let admitted: Vec<u64> = d.admitted.iter().map(|a| a.id.0).collect();
         let admitted_set: HashSet<u64> = admitted.iter().copied().collect();
         check!(
             admitted_set.len() == admitted.len(),
             "admitted twice in one step: {admitted:?}"
         );
+        // With fairness on and several tenants waiting, the order inside a class depends on
+        // the counters: the model checks what the contract fixes (`check_fair_order`,
+        // `check_deadline_open`).
+        let waiting_tenants: HashSet<u8> =
+            order.iter().map(|&(_, id)| self.held[&id].tenant).collect();
+        let exact = !cfg.fairness.enabled || waiting_tenants.len() <= 1;
+        stats::add(14, u64::from(!exact));
+
+        // Deadline order: the step's candidates and judgements against the queue order,
+        // before the admissions' fields (a request relegated in the step may start in it).
+        // `demand` is the urgent prefill the step must have seen, when the model knows it.
+        let (mut demand, mut on_credit) = (None, None);
+        if let Some(credit) = credit {
+            let waiting: Vec<u64> = order.iter().map(|o| o.1).collect();
+            let mut relegations = [0u64; 3];
+            for (c, n) in relegations.iter_mut().enumerate() {
+                let got = self
+                    .sched
+                    .class_counters(Class::from_index(c as u8))
+                    .relegated;
+                *n = got
+                    .checked_sub(self.dl_counts[c][0])
+                    .ok_or(format!("class {c}'s relegated count went down to {got}"))?;
+            }
+            if exact && credit.0 == credit.1 {
+                stats::add(18, 1);
+                let (urgent, credited) = self.check_deadline_exact(
+                    &cfg,
+                    &b,
+                    &d,
+                    &waiting,
+                    credit.0,
+                    &shed,
+                    &at_pick,
+                    relegations,
+                    &plan_running,
+                    run_tokens,
+                    run_growth,
+                )?;
+                (demand, on_credit) = (Some(urgent), Some(credited));
+            } else {
+                self.check_deadline_open(&cfg, &d, &waiting, &shed, &at_pick, relegations, credit)?;
+            }
+            // The sheds: live requests that can no longer meet their deadline, of a class
+            // whose rule is shed, each with how late it is.
+            for rj in d.rejected.iter().filter(|r| !is_timeout(r)) {
+                let id = rj.id.0;
+                let Some(r) = self.held.get(&id) else {
+                    return Err(format!("shed unknown req#{id}"));
+                };
+                check!(
+                    waiting.contains(&id) && self.sheds(r.class) && !r.relegated && self.late(r, now),
+                    "req#{id} shed but it was not a live waiting request that can no longer meet its deadline, of a class that sheds: {r:?}"
+                );
+                let late_by = now
+                    .saturating_add(if r.first_token_due {
+                        self.pace.prefill(r.target())
+                    } else {
+                        Duration::ZERO
+                    })
+                    .saturating_since(r.deadline);
+                let want = Rejected {
+                    id: rj.id,
+                    class: r.class,
+                    reason: RejectReason::DeadlineMissed {
+                        waited: now.saturating_since(r.arrival),
+                        late_by,
+                    },
+                };
+                check!(*rj == want, "shed {rj:?}, expected {want:?}");
+                self.dl_counts[r.class.index()][1] += 1;
+                stats::add(21, 1);
+                self.end(id, Outcome::Shed)?;
+            }
+            for &id in &at_pick {
+                self.timed_out_at_pick += 1;
+                self.end(id, Outcome::TimedOut)?;
+            }
+        }
+
+        // Admissions: who, with what.
         for a in &d.admitted {
             let id = a.id.0;
             let Some(r) = self.held.get(&id) else {
@@ -1204,16 +2011,20 @@ impl World {
                 r.waiting(),
                 "req#{id} admitted while running (started twice)"
             );
+            // Never past the queue timeout unless preempted before (in deadline order a
+            // request the timeout pass did not see is ended when it comes up instead).
             check!(
-                r.cancel.is_none() && !want_timed_out.contains(&id),
-                "req#{id} admitted though cancelled or timed out"
+                r.cancel.is_none()
+                    && !want_timed_out.contains(&id)
+                    && !self.past_timeout(&cfg, id, now),
+                "req#{id} admitted though cancelled or past the queue timeout: {r:?}"
             );
-            let target = r.prompt + r.generated;
+            let target = r.target();
             let waited = now.saturating_since(r.arrival);
             let want = Admitted {
                 id: a.id,
                 class: r.class,
-                effective_class: if waited >= max_wait {
+                effective_class: if waited >= max_wait && !by_deadline {
                     a.effective_class
                 } else {
                     self.eff(r.class, r.arrival, now)
@@ -1224,6 +2035,7 @@ impl World {
                 waited,
                 overdue: waited >= max_wait,
                 resumed: r.preempted,
+                relegated: by_deadline && r.relegated,
             };
             check!(*a == want, "admission {a:?}, expected {want:?}");
             check!(
@@ -1231,39 +2043,37 @@ impl World {
                 "admission {a:?}: effective class should be {:?}",
                 self.eff(r.class, r.arrival, now)
             );
+            // Without chunked prefill a prompt starts whole, relaxed or not.
             check!(
                 a.prefill_tokens >= 1
                     && a.prefill_tokens <= target
                     && (cfg.chunked_prefill || a.prefill_tokens == target),
-                "prefill chunk {a:?}"
+                "prefill chunk {a:?} (chunked prefill {})",
+                cfg.chunked_prefill
             );
         }
-        // With fairness on and several tenants waiting, the order inside a class depends on
-        // the counters: the model checks what the contract fixes (`check_fair_order`).
-        let waiting_tenants: HashSet<u8> =
-            order.iter().map(|&(_, id)| self.held[&id].tenant).collect();
-        let exact = !cfg.fairness.enabled || waiting_tenants.len() <= 1;
-        stats::add(14, u64::from(!exact));
-        if exact {
-            self.check_exact_order(
-                &cfg,
-                &b,
-                &order,
-                &admitted,
-                &plan_running,
-                run_tokens,
-                run_growth,
-            )?;
-        } else {
-            self.check_fair_order(
-                &cfg,
-                &b,
-                &order,
-                &admitted,
-                &plan_running,
-                run_tokens,
-                run_growth,
-            )?;
+        if !by_deadline {
+            if exact {
+                self.check_exact_order(
+                    &cfg,
+                    &b,
+                    &order,
+                    &admitted,
+                    &plan_running,
+                    run_tokens,
+                    run_growth,
+                )?;
+            } else {
+                self.check_fair_order(
+                    &cfg,
+                    &b,
+                    &order,
+                    &admitted,
+                    &plan_running,
+                    run_tokens,
+                    run_growth,
+                )?;
+            }
         }
         // What the fair choice is checked against once the step's tokens are reported.
         let fair_check = (cfg.fairness.enabled && cfg.backfill_lookahead == 0).then(|| {
@@ -1290,10 +2100,26 @@ impl World {
             "preempted twice: {:?}",
             d.preempted
         );
+        // Victims for the engine (a KV block, fewer seats) go highest rank first: lowest
+        // class, then newest; in deadline order relegated ones before all.
         let rank = |id: u64| {
-            let run = self.held[&id].run.as_ref().unwrap();
-            (run.run_class, run.start_seq)
+            let r = &self.held[&id];
+            let run = r.run.as_ref().unwrap();
+            (by_deadline && r.relegated, run.run_class, run.start_seq)
         };
+        // Deadline order's victims for a waiting request go lowest key first: relegated,
+        // then lowest class, then least KV to recompute, then oldest start.
+        let victim_key = |id: u64| {
+            let r = &self.held[&id];
+            let run = r.run.as_ref().unwrap();
+            (
+                !r.relegated,
+                std::cmp::Reverse(run.run_class),
+                run.kv,
+                run.start_seq,
+            )
+        };
+        let urgent = nanos(Duration::from_millis(cfg.deadline.urgent_slack_ms));
         let mut for_waiting = 0;
         for p in &d.preempted {
             let id = p.id.0;
@@ -1317,6 +2143,40 @@ impl World {
                     };
                     check!(a.effective_class == by_class, "{p:?} vs {a:?}");
                     let min = by_class.index() + usize::from(cfg.preemption.min_class_gap);
+                    if by_deadline {
+                        // Only an urgent live request preempts, and only relegated requests
+                        // or requests `min_class_gap` classes below it.
+                        let br = &self.held[&by.0];
+                        let slack = self.waiting_slack(br, now);
+                        check!(
+                            !br.relegated
+                                && slack < urgent
+                                && !self.relaxed(br, false, br.target(), 0, now),
+                            "{p:?}: req#{} is not urgent and live (slack {slack} ns, relegated {})",
+                            by.0,
+                            br.relegated
+                        );
+                        stats::add(26, 1);
+                        check!(
+                            self.held[&id].relegated || p.class.index() >= min,
+                            "{p:?}: the victim is neither relegated nor {} classes below",
+                            cfg.preemption.min_class_gap
+                        );
+                        for &other in &plan_running {
+                            let o = &self.held[&other];
+                            let o_class = o.run.as_ref().unwrap().run_class.index();
+                            if preempted.contains(&other) || !(o.relegated || o_class >= min) {
+                                continue;
+                            }
+                            check!(
+                                victim_key(id) < victim_key(other),
+                                "victim req#{id} {:?} chosen over req#{other} {:?} (relegated, then lowest class, then least KV, then oldest)",
+                                victim_key(id),
+                                victim_key(other)
+                            );
+                        }
+                        continue;
+                    }
                     check!(p.class.index() >= min, "class gap not kept: {p:?}");
                     Some(min)
                 }
@@ -1343,7 +2203,7 @@ impl World {
                     continue;
                 }
                 let o = rank(other);
-                if eligible.is_none_or(|m| o.0.index() >= m) {
+                if eligible.is_none_or(|m| o.1.index() >= m) {
                     check!(
                         o < rank(id),
                         "victim req#{id} {:?} chosen over req#{other} {o:?} (lowest class, newest first)",
@@ -1357,10 +2217,20 @@ impl World {
             "{for_waiting} victims > max_victims_per_step"
         );
 
-        // Running work.
+        // Running work: in the ladder oldest run first; in deadline order the decodes in
+        // start order, then the prefill chunks by rank, then the decodes held back for an
+        // urgent prefill that got their token after all.
         let mut scheduled_ids = HashSet::new();
         let mut last_seq = None;
         let mut growth = 0u32;
+        let (mut phase, mut last_rank) = (0u8, None);
+        let mut given_late = Vec::new();
+        let mut prefill_work = !d.admitted.is_empty();
+        let mut relaxed_tokens = 0u64;
+        // Blocks taken by work the step gave before any admission: in the ladder all
+        // running work; in deadline order the decodes before the prefills.
+        let mut growth_first = 0u32;
+        let max_delay = Duration::from_millis(cfg.deadline.max_decode_delay_ms);
         for s in &d.scheduled {
             let id = s.id.0;
             check!(scheduled_ids.insert(id), "scheduled twice: {s:?}");
@@ -1368,12 +2238,8 @@ impl World {
                 plan_running.contains(&id) && !preempted.contains(&id),
                 "scheduled req#{id} is not running"
             );
-            let run = self.held[&id].run.as_ref().unwrap();
-            check!(
-                last_seq < Some(run.start_seq),
-                "scheduled work is not oldest run first"
-            );
-            last_seq = Some(run.start_seq);
+            let r = &self.held[&id];
+            let run = r.run.as_ref().unwrap();
             if run.kv < run.target {
                 check!(
                     s.tokens >= 1 && s.tokens <= run.target - run.kv,
@@ -1382,7 +2248,62 @@ impl World {
             } else {
                 check!(s.tokens == 1, "decode of more than one token: {s:?}");
             }
-            growth += blocks_for(&cfg, u64::from(run.kv + s.tokens)).saturating_sub(run.blocks);
+            if !by_deadline {
+                check!(
+                    last_seq < Some(run.start_seq),
+                    "scheduled work is not oldest run first"
+                );
+                last_seq = Some(run.start_seq);
+            } else if run.kv < run.target {
+                prefill_work = true;
+                check!(
+                    phase < 2,
+                    "prefill chunk {s:?} after decodes that were held back"
+                );
+                phase = 1;
+                let rk = self.prefill_rank(id);
+                check!(
+                    last_rank <= Some(rk),
+                    "prefill chunk {s:?} (rank {rk:?}) after one of rank {last_rank:?}"
+                );
+                last_rank = Some(rk);
+                if self.relaxed(r, r.relegated, run.target, run.kv, now) {
+                    relaxed_tokens += u64::from(s.tokens);
+                }
+            } else {
+                let descent = last_seq > Some(run.start_seq);
+                if phase == 1 || (phase == 0 && descent) {
+                    phase = 2;
+                    last_seq = None;
+                }
+                check!(
+                    last_seq < Some(run.start_seq),
+                    "decodes out of start order at {s:?}: {:?}",
+                    d.scheduled
+                );
+                last_seq = Some(run.start_seq);
+                if phase == 2 {
+                    given_late.push(id);
+                }
+            }
+            let grows = blocks_for(&cfg, u64::from(run.kv + s.tokens)).saturating_sub(run.blocks);
+            growth += grows;
+            // A decode that may have been held back and given its token at the end shows
+            // no sign of it if no prefill chunk or older decode comes before it.
+            let delay = cfg
+                .slo
+                .classes
+                .get(r.class.index())
+                .and_then(|t| t.tpot)
+                .map_or(max_delay, |t| t.bound().min(max_delay));
+            let maybe_late = !max_delay.is_zero()
+                && now.saturating_since(r.last_work) < delay
+                && demand.is_none_or(|u: Option<Demand>| {
+                    u.is_some_and(|(_, c)| run.run_class.index() > c)
+                });
+            if phase == 0 && !maybe_late {
+                growth_first += grows;
+            }
         }
 
         // Budgets.
@@ -1406,11 +2327,40 @@ impl World {
             "reserved {reserved} blocks > free {} + freed {freed}",
             b.free_blocks
         );
+        // The watermark is kept free at each admission. In the ladder running work comes
+        // first, so it is still free after the step; in deadline order a running prefill
+        // ranked after an admission, or a decode held back for an urgent prefill, may then
+        // grow into it (running work may: that is what it is kept for), so only the blocks
+        // surely taken before any admission are counted.
+        let (before_admissions, what) = if by_deadline {
+            (growth_first, "the decodes")
+        } else {
+            (growth, "all running work")
+        };
+        let admitted_blocks: u32 = d.admitted.iter().map(|a| a.blocks).sum();
         check!(
-            d.admitted.is_empty() || b.free_blocks + freed - reserved >= watermark,
-            "admissions ate into the watermark: free {} + freed {freed} - reserved {reserved} < {watermark}",
+            d.admitted.is_empty()
+                || i64::from(b.free_blocks) + i64::from(freed)
+                    - i64::from(admitted_blocks + before_admissions)
+                    >= i64::from(watermark),
+            "admissions ate into the watermark: free {} + freed {freed} - admitted {admitted_blocks} - growth of {what} {before_admissions} < {watermark}",
             b.free_blocks
         );
+        if by_deadline {
+            self.check_prefill_order(&cfg, &d, on_credit.as_ref())?;
+            self.withheld += self.check_deadline_share(
+                &cfg,
+                &b,
+                &d,
+                &plan_running,
+                &preempted,
+                &scheduled_ids,
+                &given_late,
+                prefill_work,
+                relaxed_tokens,
+                demand,
+            )?;
+        }
 
         // Carry out the decision as the engine, and update the model.
         for id in want_cancelled.iter().chain(want_aborted.iter()) {
@@ -1429,6 +2379,10 @@ impl World {
             r.preempted = true;
         }
         for a in &d.admitted {
+            if by_deadline && a.overdue && !a.resumed {
+                self.dl_counts[a.class.index()][2] += 1;
+                stats::add(30, 1);
+            }
             let start_seq = self.next_start;
             self.next_start += 1;
             let r = self.held.get_mut(&a.id.0).unwrap();
@@ -1461,14 +2415,17 @@ impl World {
             r.generated += out;
             *outputs.entry((r.tenant, run.run_class)).or_default() += out;
             r.last_event = now;
+            r.last_work = now;
             if out > 0 && r.first_token.is_none() {
                 r.first_token = Some(now);
             }
             if r.generated == r.max_new {
+                let (class, generated) = (r.sched_class, r.generated);
                 let got = self
                     .sched
                     .on_finished(RequestId(id), now, FinishReason::Length);
                 check!(got == Ok(Outcome::Finished), "finish of req#{id}: {got:?}");
+                self.pace.finished(class, generated);
                 self.end(id, Outcome::Finished)?;
             }
         }
@@ -1498,6 +2455,513 @@ impl World {
             self.check_fair_choice(&admissions, &preempted, &outputs)?;
         }
         Ok(())
+    }
+
+    /// Deadline order, when the model knows the queue order exactly (fairness off or one
+    /// tenant waiting, and the overdue credit known). The step takes candidates in the
+    /// order `walk_next` gives (`WaitQueue::pop_candidate`): the oldest tier head waiting
+    /// past `max_wait` if the credit covers its prefill ("on credit"); else the head of the
+    /// first non-empty tier (live requests by class, then deadline; then relegated ones by
+    /// class, then arrival), a live head that can no longer meet its deadline being
+    /// relegated (to its class's relegated tier, where it may come up again in the step)
+    /// or shed; a request past the queue timeout (never preempted) is ended as timed out
+    /// whenever it comes up, before it is judged. Each candidate starts or is skipped until
+    /// the step ends. The model does not know where the step stopped taking, so it checks
+    /// the shortest such walk that accounts for every admission (in order), every shed and
+    /// every timeout at a pick (by request, in order) and the number of relegations of each
+    /// class (from the counters):
+    /// * every request past the queue timeout it meets was timed out, no other was;
+    /// * every late request it meets was judged by its class's rule, no other was;
+    /// * a candidate is admitted in its turn or skipped, never later; at most
+    ///   `backfill_lookahead` skipped before the last admission, one more after it;
+    ///   so a relegated request starts only once every live one came up;
+    /// * liveness: every leading candidate that fits, with all before it, beside all
+    ///   running work in this step's budget is admitted in its place; a relaxed one only
+    ///   while the relaxed requests' work before it, counted whole, leaves some of
+    ///   `relaxed_chunk_tokens`;
+    ///
+    /// Then it records the relegations and the credit left, and returns the urgent prefill
+    /// demand the step saw (the first prefill by rank, of a running request or the first
+    /// candidate, if live with slack under `urgent_slack_ms`): `(tokens, class)`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_deadline_exact(
+        &mut self,
+        cfg: &SchedulerConfig,
+        b: &Budget,
+        d: &Decision,
+        waiting: &[u64],
+        credit: u64,
+        shed: &[u64],
+        at_pick: &[u64],
+        relegations: [u64; 3],
+        plan_running: &[u64],
+        run_tokens: u64,
+        run_growth: u64,
+    ) -> Result<(Option<Demand>, HashSet<u64>), String> {
+        let now = self.now();
+        let admitted: Vec<u64> = d.admitted.iter().map(|a| a.id.0).collect();
+        let lookahead = cfg.backfill_lookahead;
+        let mut w = self.walk(waiting, credit);
+        let (mut next_admitted, mut next_shed, mut left) = (0, 0, relegations);
+        let mut next_timed_out = 0;
+        let (mut skipped, mut skipped_before) = (0usize, 0usize);
+        let mut relegated = Vec::new();
+        let mut on_credit = HashSet::new();
+        let mut taken: Vec<(u64, char)> = Vec::new();
+        while next_admitted < admitted.len()
+            || next_shed < shed.len()
+            || next_timed_out < at_pick.len()
+            || left.iter().any(|&n| n > 0)
+        {
+            let Some(p) = self.walk_next(&mut w, now) else {
+                return Err(format!(
+                    "deadline order: the queue {waiting:?} cannot give admissions {admitted:?}, sheds {shed:?}, timeouts at a pick {at_pick:?} and relegations {relegations:?} (taken: {taken:?}; A admitted, S skipped, L late, T timed out)"
+                ));
+            };
+            let (Pop::Late(id) | Pop::Cand { id, .. }) = p;
+            if self.past_timeout(cfg, id, now) {
+                taken.push((id, 'T'));
+                check!(
+                    at_pick.get(next_timed_out) == Some(&id),
+                    "req#{id} came up past the queue timeout, so it is timed out next, but the timeouts at a pick are {at_pick:?} (taken: {taken:?}, admitted {admitted:?})"
+                );
+                next_timed_out += 1;
+                continue;
+            }
+            match p {
+                Pop::Late(id) => {
+                    taken.push((id, 'L'));
+                    let class = self.held[&id].class;
+                    if self.sheds(class) {
+                        check!(
+                            shed.get(next_shed) == Some(&id),
+                            "req#{id} came up late, so it is shed next, but sheds are {shed:?} (taken: {taken:?}, admitted {admitted:?})"
+                        );
+                        next_shed += 1;
+                    } else {
+                        let c = class.index();
+                        check!(
+                            left[c] > 0,
+                            "req#{id} came up late, so it is relegated, but class {c} relegated only {} (taken: {taken:?}, admitted {admitted:?})",
+                            relegations[c]
+                        );
+                        left[c] -= 1;
+                        self.walk_relegate(&mut w, id);
+                        relegated.push(id);
+                    }
+                }
+                Pop::Cand {
+                    id,
+                    tier,
+                    on_credit: credited,
+                } => {
+                    if admitted.get(next_admitted) == Some(&id) {
+                        taken.push((id, 'A'));
+                        next_admitted += 1;
+                        if credited {
+                            on_credit.insert(id);
+                            stats::add(19, 1);
+                            w.credit = w.credit.saturating_sub(u64::from(self.held[&id].target()));
+                        }
+                        stats::add(22, u64::from(tier >= 3));
+                    } else {
+                        taken.push((id, 'S'));
+                        check!(
+                            !admitted[next_admitted..].contains(&id),
+                            "req#{id} admitted out of deadline order (taken: {taken:?}, admitted {admitted:?})"
+                        );
+                        skipped += 1;
+                        if next_admitted < admitted.len() {
+                            skipped_before += 1;
+                        }
+                    }
+                }
+            }
+        }
+        check!(
+            skipped_before <= lookahead && skipped <= lookahead + 1,
+            "deadline order skipped {skipped_before} candidates before the last admission and {skipped} in all, lookahead {lookahead} (taken: {taken:?})"
+        );
+        let credit_left = w.credit;
+
+        // Liveness, and the first candidate.
+        let watermark = u64::from(cfg.engine.watermark_blocks());
+        let cap = u64::from(relaxed_cap(cfg));
+        let mut relaxed_used: u64 = plan_running
+            .iter()
+            .map(|id| {
+                let r = &self.held[id];
+                let run = r.run.as_ref().unwrap();
+                let relaxed =
+                    run.kv < run.target && self.relaxed(r, r.relegated, run.target, run.kv, now);
+                if relaxed {
+                    u64::from(run.target - run.kv)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let mut w = self.walk(waiting, credit);
+        let (mut seqs, mut tokens, mut blocks) = (
+            plan_running.len() as u64,
+            run_tokens,
+            run_growth + watermark,
+        );
+        let mut first = None;
+        let mut i = 0;
+        while let Some(p) = self.walk_next(&mut w, now) {
+            let (Pop::Late(id) | Pop::Cand { id, .. }) = p;
+            if self.past_timeout(cfg, id, now) {
+                continue; // timed out when it comes up
+            }
+            let (id, tier, on_credit) = match p {
+                Pop::Late(id) => {
+                    if !self.sheds(self.held[&id].class) {
+                        self.walk_relegate(&mut w, id);
+                    }
+                    continue;
+                }
+                Pop::Cand {
+                    id,
+                    tier,
+                    on_credit,
+                } => (id, tier, on_credit),
+            };
+            first.get_or_insert((id, tier, on_credit));
+            let r = &self.held[&id];
+            let target = r.target();
+            seqs += 1;
+            tokens += u64::from(target);
+            blocks += cfg.engine.blocks_for(u64::from(target));
+            if seqs > u64::from(b.max_num_seqs)
+                || tokens > u64::from(b.max_batched_tokens)
+                || blocks > u64::from(b.free_blocks)
+            {
+                break;
+            }
+            if cap > 0 && self.relaxed(r, tier >= 3, target, 0, now) {
+                if relaxed_used >= cap {
+                    break;
+                }
+                relaxed_used += u64::from(target);
+            }
+            stats::add(28, 1);
+            check!(
+                admitted.get(i) == Some(&id),
+                "req#{id} comes next in deadline order and fits beside all running work ({b:?}, running {plan_running:?}, waiting {waiting:?}) but was not admitted in place {i}: {admitted:?}"
+            );
+            if on_credit {
+                w.credit = w.credit.saturating_sub(u64::from(target));
+            }
+            i += 1;
+        }
+
+        // The urgent prefill demand the step saw (none with `max_decode_delay_ms` 0).
+        let urgent = nanos(Duration::from_millis(cfg.deadline.urgent_slack_ms));
+        let over_budget: HashSet<u64> = d
+            .preempted
+            .iter()
+            .filter(|p| matches!(p.reason, PreemptReason::OverBudget { .. }))
+            .map(|p| p.id.0)
+            .collect();
+        let mut best: Option<(Rank, u32, usize, i128)> = None;
+        for &id in plan_running.iter().filter(|id| !over_budget.contains(id)) {
+            let r = &self.held[&id];
+            let run = r.run.as_ref().unwrap();
+            if run.kv >= run.target {
+                continue;
+            }
+            let rank = self.prefill_rank(id);
+            if best.is_none_or(|x| rank < x.0) {
+                let slack = self.slack(r, run.target, run.kv, now);
+                best = Some((rank, run.target - run.kv, run.run_class.index(), slack));
+            }
+        }
+        if let Some((id, tier, on_credit)) = first {
+            let r = &self.held[&id];
+            let rank = if on_credit {
+                (0, 0, Timestamp::ZERO)
+            } else if tier >= 3 {
+                (2, tier - 3, r.arrival)
+            } else {
+                (1, tier, r.deadline)
+            };
+            if best.is_none_or(|x| rank < x.0) {
+                best = Some((rank, r.target(), tier % 3, self.waiting_slack(r, now)));
+            }
+        }
+        let demand = best
+            .filter(|x| cfg.deadline.max_decode_delay_ms > 0 && x.0 .0 <= 1 && x.3 < urgent)
+            .map(|x| (x.1, x.2));
+        stats::add(23, u64::from(demand.is_some()));
+
+        for id in relegated {
+            let r = self.held.get_mut(&id).unwrap();
+            r.relegated = true;
+            self.dl_counts[r.class.index()][0] += 1;
+            stats::add(20, 1);
+        }
+        self.credit = (credit_left, credit_left);
+        Ok((demand, on_credit))
+    }
+
+    /// Deadline order when the model leaves the order open: fairness on with several
+    /// tenants waiting (it does not predict the tenant), or the overdue credit not known
+    /// (it does not predict which overdue request takes it). Every class sheds in these
+    /// cases, so nothing is relegated. It checks what the contract fixes: every request
+    /// that must come up before a candidate not taken on credit (one not past `max_wait`)
+    /// — any request of a more urgent class, or of the same class and tenant with an
+    /// earlier deadline — started before it, was shed or timed out, or was skipped (never
+    /// one that can no longer meet its deadline, unless it could have been taken on
+    /// credit, nor one past the queue timeout), and at most `backfill_lookahead` were
+    /// skipped. The credit then ranges down by what the overdue admissions could have
+    /// spent.
+    #[allow(clippy::too_many_arguments)]
+    fn check_deadline_open(
+        &mut self,
+        cfg: &SchedulerConfig,
+        d: &Decision,
+        waiting: &[u64],
+        shed: &[u64],
+        at_pick: &[u64],
+        relegations: [u64; 3],
+        credit: (u64, u64),
+    ) -> R {
+        check!(
+            relegations == [0; 3],
+            "relegations {relegations:?} in a step whose order the model leaves open"
+        );
+        let now = self.now();
+        let max_wait = Duration::from_millis(cfg.max_wait_ms);
+        let place: HashMap<u64, usize> = d
+            .admitted
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.0, i))
+            .collect();
+        let key = |id: u64| {
+            let t = self.tier(&self.held[&id]);
+            (t, self.due(id, t), id)
+        };
+        let mut skipped = HashSet::new();
+        for (j, a) in d.admitted.iter().enumerate() {
+            let id = a.id.0;
+            if a.overdue || !waiting.contains(&id) {
+                continue; // perhaps on credit, ahead of anything; or checked later
+            }
+            let (kr, tenant) = (key(id), self.held[&id].tenant);
+            for &e in waiting.iter().filter(|&&e| e != id) {
+                let ke = key(e);
+                if !(ke.0 < kr.0 || (ke.0 == kr.0 && self.held[&e].tenant == tenant && ke < kr)) {
+                    continue;
+                }
+                match place.get(&e) {
+                    Some(&i) => check!(
+                        i < j,
+                        "req#{e} must come up before req#{id} but started after it: {:?}",
+                        d.admitted
+                    ),
+                    None if shed.contains(&e) || at_pick.contains(&e) => {}
+                    None => {
+                        let r = &self.held[&e];
+                        let credit_could = now.saturating_since(r.arrival) >= max_wait
+                            && u64::from(r.target()) <= credit.1;
+                        check!(
+                            ke.0 >= 3 || !self.late(r, now) || credit_could,
+                            "req#{e} can no longer meet its deadline and came up before req#{id}, yet it was not shed"
+                        );
+                        check!(
+                            !self.past_timeout(cfg, e, now),
+                            "req#{e} is past the queue timeout and came up before req#{id}, yet it was not timed out"
+                        );
+                        skipped.insert(e);
+                    }
+                }
+            }
+        }
+        check!(
+            skipped.len() <= cfg.backfill_lookahead,
+            "admissions {:?} skip {skipped:?}, more than lookahead {}",
+            d.admitted,
+            cfg.backfill_lookahead
+        );
+        let spent: u64 = d
+            .admitted
+            .iter()
+            .filter(|a| a.overdue)
+            .map(|a| u64::from(a.prefill_target))
+            .sum();
+        self.credit = (credit.0.saturating_sub(spent), credit.1);
+        Ok(())
+    }
+
+    /// Deadline order's prefills (admissions and running requests' chunks) take the
+    /// step's tokens in rank order: on credit first, then live requests by class and
+    /// deadline, then relegated ones by class and arrival; a running chunk before an
+    /// admission of equal rank. The two lists do not show how they interleave, but with no
+    /// preemption (which gives tokens back) a prefill cut short by the token budget (not
+    /// by the relaxed share) left no token for anything after it. So nothing of the same or
+    /// lower rank than a running chunk cut short was admitted; and, where candidates come
+    /// up in rank order (the model knows the order: `on_credit` holds the admissions taken
+    /// on credit), no running chunk of a lower rank than an admission cut short (not on
+    /// credit) got tokens. Among several tenants a fair pick may bring a candidate up after
+    /// one of lower rank, and with `on_credit` unknown an admission past `max_wait` may
+    /// have been taken on credit, ranking first.
+    fn check_prefill_order(
+        &self,
+        cfg: &SchedulerConfig,
+        d: &Decision,
+        on_credit: Option<&HashSet<u64>>,
+    ) -> R {
+        if !d.preempted.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let capped = relaxed_cap(cfg) > 0;
+        // (rank, cut short by the token budget, could have been on credit)
+        let admissions: Vec<(u64, Rank, bool, bool)> = d
+            .admitted
+            .iter()
+            .map(|a| {
+                let r = &self.held[&a.id.0];
+                let credited = on_credit.map_or(a.overdue, |s| s.contains(&a.id.0));
+                let rank = if on_credit.is_some_and(|s| s.contains(&a.id.0)) {
+                    (0, 0, Timestamp::ZERO)
+                } else if r.relegated {
+                    (2, r.class.index(), r.arrival)
+                } else {
+                    (1, r.class.index(), r.deadline)
+                };
+                let relaxed = capped && self.relaxed(r, r.relegated, r.target(), 0, now);
+                let cut = a.prefill_tokens < a.prefill_target && !relaxed;
+                (a.id.0, rank, cut, credited)
+            })
+            .collect();
+        // Admissions cut short that came up in rank order.
+        let in_order: Vec<(u64, Rank)> = admissions
+            .iter()
+            .filter(|&&(_, _, cut, credited)| cut && on_credit.is_some() && !credited)
+            .map(|&(id, rank, ..)| (id, rank))
+            .collect();
+        let admissions: Vec<(u64, Rank, bool)> = admissions
+            .into_iter()
+            .map(|(id, rank, _, credited)| (id, rank, credited))
+            .collect();
+        for s in &d.scheduled {
+            let r = &self.held[&s.id.0];
+            let run = r.run.as_ref().unwrap();
+            if run.kv >= run.target {
+                continue;
+            }
+            let rank = self.prefill_rank(s.id.0);
+            let relaxed = capped && self.relaxed(r, r.relegated, run.target, run.kv, now);
+            let cut = s.tokens < run.target - run.kv && !relaxed;
+            for &(id, a_rank) in &in_order {
+                check!(
+                    rank <= a_rank,
+                    "req#{id} (rank {a_rank:?}) was admitted with part of its prompt, yet req#{} ranked after it (rank {rank:?}) got a chunk {s:?}",
+                    s.id.0
+                );
+            }
+            for &(id, a_rank, credited) in &admissions {
+                check!(
+                    !(cut && a_rank >= rank && (on_credit.is_some() || !credited)),
+                    "req#{}'s chunk {s:?} (rank {rank:?}) was cut short, yet req#{id}, ranked after it (rank {a_rank:?}), was admitted",
+                    s.id.0
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Deadline order's budget share, checked on what the step gave running requests:
+    /// * relaxed prefills (relegated, or more slack than `relaxed_slack_ms`) took at most
+    ///   `relaxed_chunk_tokens` in all, admissions and running chunks together;
+    /// * with no preemption in the step (which gives tokens back), a running request's
+    ///   decode that needed no new KV block got its token whenever tokens were left;
+    /// * a decode held back (given no token though prefills got tokens after the decodes,
+    ///   or given its token after the prefills) is allowed only with the share on, only if
+    ///   its last token came less than `max_decode_delay_ms` (and its class's TPOT bound)
+    ///   ago, and, when the model knows the step's urgent prefill (`demand`), only for a
+    ///   request of a lower class than it.
+    #[allow(clippy::too_many_arguments)]
+    fn check_deadline_share(
+        &self,
+        cfg: &SchedulerConfig,
+        b: &Budget,
+        d: &Decision,
+        plan_running: &[u64],
+        preempted: &HashSet<u64>,
+        scheduled: &HashSet<u64>,
+        given_late: &[u64],
+        prefill_work: bool,
+        relaxed_tokens: u64,
+        demand: Option<Option<Demand>>,
+    ) -> Result<u64, String> {
+        let now = self.now();
+        let cap = relaxed_cap(cfg);
+        let relaxed_admitted: u64 = d
+            .admitted
+            .iter()
+            .filter(|a| {
+                let r = &self.held[&a.id.0];
+                self.relaxed(r, r.relegated, r.target(), 0, now)
+            })
+            .map(|a| u64::from(a.prefill_tokens))
+            .sum();
+        stats::add(27, relaxed_admitted);
+        check!(
+            cap == 0 || relaxed_tokens + relaxed_admitted <= u64::from(cap),
+            "relaxed prefills took {relaxed_tokens} + {relaxed_admitted} tokens, more than relaxed_chunk_tokens {cap}"
+        );
+        let tokens_left = d.total_tokens() < b.max_batched_tokens;
+        let mut held_back: Vec<u64> = given_late.to_vec();
+        stats::add(25, given_late.len() as u64);
+        for &id in plan_running {
+            if preempted.contains(&id) || scheduled.contains(&id) || !d.preempted.is_empty() {
+                continue;
+            }
+            let run = self.held[&id].run.as_ref().unwrap();
+            let needs_block = blocks_for(cfg, u64::from(run.kv) + 1) > run.blocks;
+            if run.kv < run.target || needs_block {
+                continue;
+            }
+            check!(
+                !tokens_left,
+                "req#{id}'s decode got no token though {} of {} tokens were left",
+                b.max_batched_tokens - d.total_tokens(),
+                b.max_batched_tokens
+            );
+            if prefill_work {
+                held_back.push(id);
+                stats::add(24, 1);
+            }
+        }
+        let delay = Duration::from_millis(cfg.deadline.max_decode_delay_ms);
+        let n = held_back.len() as u64;
+        for id in held_back {
+            let r = &self.held[&id];
+            let run = r.run.as_ref().unwrap();
+            let bound = cfg
+                .slo
+                .classes
+                .get(r.class.index())
+                .and_then(|t| t.tpot)
+                .map_or(delay, |t| t.bound().min(delay));
+            check!(
+                now.saturating_since(r.last_work) < bound,
+                "req#{id}'s decode was held back {:?} after its last work (bound {bound:?})",
+                now.saturating_since(r.last_work)
+            );
+            if let Some(demand) = demand {
+                check!(
+                    demand.is_some_and(|(_, c)| run.run_class.index() > c),
+                    "req#{id}'s decode (class {:?}) was held back without an urgent prefill of a more urgent class (demand {demand:?})",
+                    run.run_class
+                );
+            }
+        }
+        Ok(n)
     }
 
     /// The admissions against the exact queue order (fairness off, or one tenant waiting):
@@ -1814,7 +3278,7 @@ fn cases() -> u32 {
 /// What the cases exercised, to show the oracle is not vacuous.
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) static NAMES: [&str; 17] = [
+    pub(crate) static NAMES: [&str; 34] = [
         "steps",
         "admitted",
         "resumed",
@@ -1832,8 +3296,25 @@ mod stats {
         "fair-steps",
         "fair-picks-checked",
         "ring-full",
+        "deadline-steps",
+        "deadline-exact-steps",
+        "on-credit",
+        "relegated",
+        "shed",
+        "relegated-admitted",
+        "urgent-demand",
+        "withheld",
+        "withheld-given",
+        "urgent-preempt",
+        "relaxed-tokens",
+        "deadline-live-checked",
+        "timeout-deferred",
+        "max-wait-missed",
+        "timed-out-at-pick",
+        "order-switched-running",
+        "relegated-across-reload",
     ];
-    pub(crate) static COUNTS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
+    pub(crate) static COUNTS: [AtomicU64; 34] = [const { AtomicU64::new(0) }; 34];
     pub(crate) fn add(i: usize, n: u64) {
         COUNTS[i].fetch_add(n, Ordering::Relaxed);
     }
@@ -1922,6 +3403,8 @@ fn model_accepts_a_scripted_run() {
         watermark_pct: 5,
         fair: false,
         tenancy: Tenancy::one(),
+        order: QueueOrder::Ladder,
+        dl: Dl::defaults(),
     };
     let mut ops = Vec::new();
     for id in 0..10 {
@@ -1931,6 +3414,7 @@ fn model_accepts_a_scripted_run() {
             prompt: 20 + id as u32,
             max_new: 5,
             tenant: 0,
+            ttft: None,
         });
         ops.push(Op::Step {
             advance_ms: 7,
@@ -1974,6 +3458,8 @@ fn model_accepts_a_scripted_run_with_several_tenants() {
             prompt_weight: m,
             output_weight: 2.0 * m,
         },
+        order: QueueOrder::Ladder,
+        dl: Dl::defaults(),
     };
     let mut ops = Vec::new();
     for id in 0..18 {
@@ -1983,6 +3469,7 @@ fn model_accepts_a_scripted_run_with_several_tenants() {
             prompt: 5 + (id as u32 * 7) % 20,
             max_new: 1 + (id as u32 * 5) % 7,
             tenant: (id % 3) as u8,
+            ttft: None,
         });
     }
     for _ in 0..30 {
@@ -1995,4 +3482,191 @@ fn model_accepts_a_scripted_run_with_several_tenants() {
     }
     let checked = run(&cfg, &ops).unwrap().fair_checks;
     assert!(checked > 10, "the fair choice was checked {checked} times");
+}
+
+/// Sanity: the model accepts a scripted run in deadline order that holds LOW decodes back
+/// for an urgent HIGH prefill on a short token budget (and gives them their tokens when the
+/// HIGH request cannot start after all, for want of a seat), relegates a late MEDIUM request
+/// (rule keep) and sheds a late LOW one (rule shed), with per-request targets.
+#[test]
+fn model_accepts_a_scripted_run_in_deadline_order() {
+    let cfg = Cfg {
+        aging: None,
+        max_wait_ms: 200,
+        bucket_width_ms: 5,
+        queue_timeout_extra_ms: None,
+        ring_capacity: 1024,
+        queue_capacity: 100_000,
+        preempt: false,
+        gap: 1,
+        victims: 2,
+        lookahead: 0,
+        chunked: true,
+        block_size: 4,
+        total_blocks: 200,
+        max_model_len: 512,
+        watermark_pct: 1,
+        fair: false,
+        tenancy: Tenancy::one(),
+        order: QueueOrder::Deadline,
+        dl: Dl {
+            urgent_slack_ms: 2_000,
+            max_decode_delay_ms: 300,
+            initial_iteration_ms: 10,
+            shed: [false, false, true],
+            ..Dl::defaults()
+        },
+    };
+    let submit = |id, class, prompt, max_new, ttft| Op::Submit {
+        id,
+        class,
+        prompt,
+        max_new,
+        tenant: 0,
+        ttft,
+    };
+    let step = |tokens| Op::Step {
+        advance_ms: 5,
+        seqs: 8,
+        tokens,
+        hold_back: 0,
+    };
+    let mut ops: Vec<Op> = (0..4).map(|id| submit(id, 2, 16, 20, None)).collect();
+    ops.extend([step(64), step(64), step(64)]);
+    ops.push(submit(10, 0, 100, 2, None));
+    ops.push(Op::Step {
+        advance_ms: 5,
+        seqs: 4,
+        tokens: 8,
+        hold_back: 0,
+    });
+    ops.extend([step(8), step(8), step(8)]);
+    ops.push(submit(20, 1, 10, 2, Some(1)));
+    ops.push(submit(21, 2, 10, 2, Some(1)));
+    ops.push(Op::Advance { ms: 10 });
+    ops.extend([step(64), step(64)]);
+    let w = run(&cfg, &ops).unwrap();
+    assert!(w.withheld >= 3, "decodes held back: {}", w.withheld);
+    assert_eq!(w.dl_counts[1][0], 1, "MEDIUM relegated");
+    assert_eq!(w.dl_counts[2][1], 1, "LOW shed");
+}
+
+/// Sanity: the model predicts a timeout at a pick in deadline order. LOW #0 (deadline at
+/// `max_wait`, 100 ms) waits behind LOW #1, which came 60 ms later with a 1 ms target. At
+/// 150 ms (the queue timeout) the timeout pass looks at LOW's first request, #1, which has
+/// waited 90 ms; the step then judges #1 late and relegates it, and ends #0 as timed out when
+/// it comes up, instead of starting it; #1 starts.
+#[test]
+fn model_predicts_a_timeout_at_a_pick() {
+    let cfg = Cfg {
+        aging: None,
+        max_wait_ms: 100,
+        bucket_width_ms: 1,
+        queue_timeout_extra_ms: Some(50),
+        ring_capacity: 1024,
+        queue_capacity: 100_000,
+        preempt: false,
+        gap: 1,
+        victims: 2,
+        lookahead: 0,
+        chunked: true,
+        block_size: 4,
+        total_blocks: 200,
+        max_model_len: 512,
+        watermark_pct: 0,
+        fair: false,
+        tenancy: Tenancy::one(),
+        order: QueueOrder::Deadline,
+        dl: Dl {
+            max_decode_delay_ms: 0, // a step without seats looks at no candidate
+            ..Dl::defaults()
+        },
+    };
+    let submit = |id, ttft| Op::Submit {
+        id,
+        class: 2,
+        prompt: 10,
+        max_new: 1,
+        tenant: 0,
+        ttft,
+    };
+    let step = |advance_ms, seqs| Op::Step {
+        advance_ms,
+        seqs,
+        tokens: 1000,
+        hold_back: 0,
+    };
+    let ops = [
+        submit(0, None),
+        Op::Advance { ms: 60 },
+        submit(1, Some(1)),
+        step(0, 0),
+        step(90, 4),
+    ];
+    let w = run(&cfg, &ops).unwrap();
+    assert_eq!(w.timed_out_at_pick, 1, "LOW #0 timed out at a pick");
+    assert_eq!(w.dl_counts[2][0], 1, "LOW #1 relegated");
+    assert_eq!(w.sched.class_counters(Class::LOW).timed_out, 1);
+}
+
+/// Sanity: the model accepts a reload that switches from the ladder to deadline order while
+/// a request runs. HIGH #1 (own target 50 ms) starts in the ladder; #2 comes 10 ms later with
+/// a 20 ms target (deadline 30 ms); the reload applies in a step without seats, which
+/// preempts #1: queued again by its deadline under the new order (50 ms), not its arrival,
+/// it starts after #2.
+#[test]
+fn model_accepts_an_order_switch_with_a_request_running() {
+    let cfg = Cfg {
+        aging: None,
+        max_wait_ms: 100,
+        bucket_width_ms: 1,
+        queue_timeout_extra_ms: None,
+        ring_capacity: 1024,
+        queue_capacity: 100_000,
+        preempt: false,
+        gap: 1,
+        victims: 2,
+        lookahead: 0,
+        chunked: true,
+        block_size: 4,
+        total_blocks: 200,
+        max_model_len: 512,
+        watermark_pct: 0,
+        fair: false,
+        tenancy: Tenancy::one(),
+        order: QueueOrder::Ladder,
+        dl: Dl {
+            initial_iteration_ms: 1,
+            ..Dl::defaults()
+        },
+    };
+    let submit = |id, ttft| Op::Submit {
+        id,
+        class: 0,
+        prompt: 10,
+        max_new: 5,
+        tenant: 0,
+        ttft: Some(ttft),
+    };
+    let step = |advance_ms, seqs| Op::Step {
+        advance_ms,
+        seqs,
+        tokens: 2048,
+        hold_back: 0,
+    };
+    let ops = [
+        submit(1, 50),
+        step(0, 1),
+        Op::Advance { ms: 10 },
+        submit(2, 20),
+        Op::Reload {
+            flip: false,
+            order: true,
+        },
+        step(0, 0),
+        step(0, 1),
+    ];
+    let w = run(&cfg, &ops).unwrap();
+    assert_eq!(w.cfg.order, QueueOrder::Deadline);
+    assert_eq!(w.next_start, 3, "#1, #2, then #1 again");
 }

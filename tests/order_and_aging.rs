@@ -1,12 +1,34 @@
-//! Contract points 2–4: order, aging by timestamp buckets, max wait.
+//! Contract points 2–4: order, aging by timestamp buckets, max wait. Aging is the
+//! ladder's (`order = "ladder"`); class order, max wait and the queue timeout hold in both
+//! orders. Deadline order's own rules are in `tests/deadline.rs`.
 
 mod common;
 use common::*;
 use triage::*;
 
+const ORDERS: [QueueOrder; 2] = [QueueOrder::Ladder, QueueOrder::Deadline];
+
+/// The default config (aging on) in the ladder order.
+fn ladder() -> SchedulerConfig {
+    SchedulerConfig {
+        order: QueueOrder::Ladder,
+        shards: 2,
+        ..SchedulerConfig::default()
+    }
+}
+
 #[test]
 fn higher_class_first_and_fifo_inside_a_class() {
-    let mut h = Harness::new(no_aging());
+    for order in ORDERS {
+        higher_class_first(order);
+    }
+}
+
+fn higher_class_first(order: QueueOrder) {
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     for (id, class) in [
         (1, Class::LOW),
         (2, Class::MEDIUM),
@@ -24,7 +46,16 @@ fn higher_class_first_and_fifo_inside_a_class() {
 
 #[test]
 fn one_admission_at_a_time_follows_the_same_order() {
-    let mut h = Harness::new(no_aging());
+    for order in ORDERS {
+        one_admission_at_a_time(order);
+    }
+}
+
+fn one_admission_at_a_time(order: QueueOrder) {
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     for id in 0..20u64 {
         let class = Class::from_index((id % 3) as u8);
         h.submit(id, class, 16, 4);
@@ -47,11 +78,7 @@ fn one_admission_at_a_time_follows_the_same_order() {
 #[test]
 fn low_is_promoted_after_its_threshold_then_served_before_newer_medium() {
     // LOW -> MEDIUM at 20 s, MEDIUM -> HIGH at 40 s, 10 ms buckets.
-    let cfg = SchedulerConfig {
-        shards: 2,
-        ..SchedulerConfig::default()
-    };
-    let mut h = Harness::new(cfg);
+    let mut h = Harness::new(ladder());
     h.submit(1, Class::LOW, 16, 4); // t = 0, bucket [0, 10 ms)
     h.advance(ms(5_000));
     h.submit(2, Class::MEDIUM, 16, 4); // t = 5 s
@@ -78,7 +105,7 @@ fn low_is_promoted_after_its_threshold_then_served_before_newer_medium() {
 
 #[test]
 fn aging_climbs_the_whole_ladder_and_a_late_step_cascades() {
-    let mut h = Harness::new(SchedulerConfig::default());
+    let mut h = Harness::new(ladder());
     h.submit(1, Class::LOW, 16, 4);
     h.step(budget(0, 4096, 7000));
     assert_eq!(h.sched.waiting_in(Class::LOW), 1);
@@ -94,7 +121,7 @@ fn aging_climbs_the_whole_ladder_and_a_late_step_cascades() {
 
 #[test]
 fn promotion_moves_whole_buckets_and_keeps_fifo_across_bases() {
-    let mut h = Harness::new(SchedulerConfig::default());
+    let mut h = Harness::new(ladder());
     // Interleave LOW and MEDIUM arrivals inside and across buckets.
     for i in 0..40u64 {
         let class = if i % 2 == 0 {
@@ -116,10 +143,21 @@ fn promotion_moves_whole_buckets_and_keeps_fifo_across_bases() {
     );
 }
 
+/// In both orders: the ladder serves an overdue request first; deadline order on the
+/// overdue credit, which covers this 64-token prompt in the first step past max wait.
 #[test]
 fn overdue_request_is_served_while_high_traffic_keeps_arriving() {
+    for order in ORDERS {
+        overdue_request_is_served(order);
+    }
+}
+
+fn overdue_request_is_served(order: QueueOrder) {
     // No aging: only max_wait (60 s) can rescue the LOW request.
-    let mut h = Harness::new(no_aging());
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     h.submit(0, Class::LOW, 64, 4);
     let mut next = 1u64;
     let mut low_admitted_at = None;
@@ -152,9 +190,20 @@ fn overdue_request_is_served_while_high_traffic_keeps_arriving() {
     );
 }
 
+/// In both orders: the ladder serves overdue requests first, deadline order on the overdue
+/// credit (2% of 4096 tokens a step covers these 16-token prompts), oldest first.
 #[test]
 fn overdue_requests_go_oldest_first_across_classes() {
-    let mut h = Harness::new(no_aging());
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        overdue_oldest_first(order);
+    }
+}
+
+fn overdue_oldest_first(order: QueueOrder) {
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     h.submit(1, Class::LOW, 16, 4);
     h.advance(ms(10));
     h.submit(2, Class::MEDIUM, 16, 4);
@@ -170,7 +219,14 @@ fn overdue_requests_go_oldest_first_across_classes() {
 
 #[test]
 fn queue_timeout_ends_requests_with_an_explicit_outcome() {
+    for order in ORDERS {
+        queue_timeout_ends_requests(order);
+    }
+}
+
+fn queue_timeout_ends_requests(order: QueueOrder) {
     let mut cfg = no_aging();
+    cfg.order = order;
     cfg.queue_timeout_ms = Some(80_000);
     let mut h = Harness::new(cfg);
     h.submit(1, Class::LOW, 16, 4);
@@ -189,7 +245,14 @@ fn queue_timeout_ends_requests_with_an_explicit_outcome() {
 
 #[test]
 fn queue_timeout_spares_a_preempted_request() {
+    for order in ORDERS {
+        queue_timeout_spares_a_preempted(order);
+    }
+}
+
+fn queue_timeout_spares_a_preempted(order: QueueOrder) {
     let mut cfg = no_aging();
+    cfg.order = order;
     cfg.queue_timeout_ms = Some(80_000);
     cfg.engine.total_blocks = 40;
     cfg.engine.watermark = 0.0;
@@ -201,6 +264,10 @@ fn queue_timeout_spares_a_preempted_request() {
     h.prefill(&d.admitted[0]);
     h.clock.set(Timestamp::from_millis(50_000));
     h.submit(3, Class::HIGH, 600, 10); // 38 blocks: LOW 1 must go
+                                       // 250 ms later: in deadline order HIGH 3's slack is then 500 - 250 - its estimated
+                                       // prefill of 2 iterations × 50 ms = 150 ms, under the 300 ms that makes it urgent and
+                                       // lets it preempt (the ladder lets any HIGH request preempt LOW).
+    h.advance(ms(250));
     let d = h.step(budget(2, 4096, 21));
     assert_eq!(
         d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
@@ -220,7 +287,16 @@ fn queue_timeout_spares_a_preempted_request() {
 
 #[test]
 fn a_request_stamped_after_the_steps_now_can_report_progress_at_that_now() {
-    let mut h = Harness::new(no_aging());
+    for order in ORDERS {
+        stamped_after_now(order);
+    }
+}
+
+fn stamped_after_now(order: QueueOrder) {
+    let mut h = Harness::new(SchedulerConfig {
+        order,
+        ..no_aging()
+    });
     let now = h.clock.now(); // the engine reads its clock ...
     h.advance(ms(1));
     h.submit(1, Class::HIGH, 16, 4); // ... and a request arrives a moment later

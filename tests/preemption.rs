@@ -1,14 +1,18 @@
 //! Contract point 6: preemption of lower classes, lowest class and newest first, only as
-//! many as needed; a preempted request keeps its place in line.
+//! many as needed; a preempted request keeps its place in line. These are the ladder's
+//! rules (`order = "ladder"`), where any waiting request may preempt a lower class.
+//! Deadline order lets only urgent requests preempt and picks victims its own way:
+//! `tests/deadline.rs`. A decode short of a KV block preempts the same way in both.
 
 mod common;
 use common::*;
 use triage::*;
 
 /// 100 blocks, no watermark; each 300-token prompt holds 19 blocks (room for 4 decode
-/// tokens before it needs a 20th).
+/// tokens before it needs a 20th). The ladder order.
 fn small_engine() -> SchedulerConfig {
     let mut cfg = no_aging();
+    cfg.order = QueueOrder::Ladder;
     cfg.engine.total_blocks = 100;
     cfg.engine.watermark = 0.0;
     cfg
@@ -58,7 +62,9 @@ fn lowest_class_newest_first_only_as_many_as_needed() {
 
 #[test]
 fn victims_climb_classes_only_when_lower_ones_are_not_enough() {
-    let mut h = Harness::new(small_engine());
+    let mut cfg = small_engine();
+    cfg.preemption.max_victims_per_step = 3; // the default is 2; this needs 3
+    let mut h = Harness::new(cfg);
     three_running(&mut h);
     // HIGH needs 96 blocks: both LOW and the MEDIUM must go (43 + 57 = 100).
     h.submit(4, Class::HIGH, 1536, 10);
@@ -149,7 +155,14 @@ fn preempted_request_resumes_ahead_of_later_arrivals_of_its_class() {
 
 #[test]
 fn decode_that_needs_a_block_preempts_the_lowest_newest_running() {
+    for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
+        decode_needs_a_block(order);
+    }
+}
+
+fn decode_needs_a_block(order: QueueOrder) {
     let mut cfg = small_engine();
+    cfg.order = order;
     cfg.engine.total_blocks = 40;
     let mut h = Harness::new(cfg);
     // Two requests of exactly 20 blocks (320 tokens): their first decode crosses a block.

@@ -27,7 +27,10 @@ fn exposition_has_every_family_with_labels_and_values() {
     let handle = recorder.handle();
     ::metrics::with_local_recorder(&recorder, || {
         triage::metrics::describe();
+        // The ladder: the script starts HIGH 1 after it missed its TTFT bound, which
+        // deadline order would relegate (its families: the next test).
         let mut cfg = no_aging();
+        cfg.order = QueueOrder::Ladder;
         cfg.queue_timeout_ms = Some(70_000);
         let mut h = Harness::new(cfg);
         // HIGH 1 waits past its 500 ms TTFT bound while nothing may run.
@@ -55,6 +58,7 @@ fn exposition_has_every_family_with_labels_and_values() {
         assert_eq!(d.rejected.len(), 2);
         // One reload refused: it would remove LOW, which still runs request 10.
         let mut two = no_aging();
+        two.order = QueueOrder::Ladder;
         two.classes.remove(2);
         two.slo.classes.remove(2);
         h.sched.reload(two).unwrap();
@@ -121,6 +125,68 @@ fn exposition_has_every_family_with_labels_and_values() {
         Some(0.0),
         "HIGH's only first token came at 600 ms:\n{text}"
     );
+}
+
+/// Deadline order's families, from a scripted run: HIGH 1 relegated, MEDIUM 3 shed (its
+/// class's rule), HIGH 1 and LOW 4 started past a 3 s max wait.
+#[test]
+fn deadline_order_families_count_relegated_shed_and_max_wait_missed() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    ::metrics::with_local_recorder(&recorder, || {
+        let mut cfg = no_aging();
+        cfg.order = QueueOrder::Deadline;
+        cfg.classes[1].on_late = LateRule::Shed;
+        cfg.max_wait_ms = 3_000;
+        let mut h = Harness::new(cfg);
+        h.submit(1, Class::HIGH, 16, 4);
+        h.submit(3, Class::MEDIUM, 16, 4);
+        h.submit(4, Class::LOW, 16, 4);
+        h.advance(ms(600));
+        h.submit(2, Class::HIGH, 16, 4);
+        // HIGH 1 is 100 ms past its deadline: relegated; HIGH 2 starts.
+        let d = h.step(budget(1, 4096, 7000));
+        assert_eq!(ids(&d.admitted), vec![2]);
+        h.prefill(&d.admitted[0]);
+        h.finish(RequestId(2));
+        // At 2.5 s MEDIUM 3 (2 s bound) is shed; LOW 4 does not fit (no seat).
+        h.clock.set(Timestamp::from_millis(2_500));
+        let d = h.step(budget(0, 4096, 7000));
+        assert_eq!(d.rejected.len(), 1);
+        // At 3.5 s both are past max wait; the overdue credit (3 steps × 2% of 4096
+        // tokens) covers their 16-token prompts: they start on it, oldest first.
+        h.clock.set(Timestamp::from_millis(3_500));
+        let d = h.step(budget(2, 4096, 7000));
+        assert_eq!(ids(&d.admitted), vec![1, 4]);
+        assert!(d.admitted.iter().all(|a| a.overdue));
+    });
+    let text = handle.render();
+    let v = |name: &str, class: &str| sample(&text, name, &[("class", class)]);
+    assert_eq!(v(triage::metrics::RELEGATED, "HIGH"), Some(1.0), "{text}");
+    assert_eq!(v(triage::metrics::SHED, "MEDIUM"), Some(1.0), "{text}");
+    assert_eq!(
+        v(triage::metrics::MAX_WAIT_MISSED, "HIGH"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        v(triage::metrics::MAX_WAIT_MISSED, "LOW"),
+        Some(1.0),
+        "{text}"
+    );
+    for (name, class) in [
+        (triage::metrics::RELEGATED, "MEDIUM"),
+        (triage::metrics::RELEGATED, "LOW"),
+        (triage::metrics::SHED, "HIGH"),
+        (triage::metrics::SHED, "LOW"),
+        (triage::metrics::MAX_WAIT_MISSED, "MEDIUM"),
+    ] {
+        assert_eq!(
+            v(name, class).unwrap_or(0.0),
+            0.0,
+            "{name} {class}:\n{text}"
+        );
+    }
 }
 
 #[test]

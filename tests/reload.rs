@@ -14,6 +14,7 @@ fn with_bulk(mut c: SchedulerConfig) -> SchedulerConfig {
         promote_after_ms: Some(10_000),
         ring_capacity: 1024,
         queue_capacity: 1000,
+        on_late: LateRule::Keep,
     });
     c.slo.classes.push(ClassSlo::default_for(3, 4));
     c
@@ -21,12 +22,17 @@ fn with_bulk(mut c: SchedulerConfig) -> SchedulerConfig {
 
 #[test]
 fn new_thresholds_take_effect_at_the_next_step() {
-    let mut h = Harness::new(SchedulerConfig::default()); // LOW -> MEDIUM at 20 s
+    // Aging thresholds are the ladder's.
+    let ladder = SchedulerConfig {
+        order: QueueOrder::Ladder,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::new(ladder.clone()); // LOW -> MEDIUM at 20 s
     h.submit(1, Class::LOW, 16, 4);
     h.advance(ms(15_000));
     h.step(budget(0, 4096, 7000));
     assert_eq!(h.sched.waiting_in(Class::LOW), 1);
-    let mut faster = SchedulerConfig::default();
+    let mut faster = ladder;
     faster.classes[2].promote_after_ms = Some(10_000);
     h.sched.reload(faster.clone()).unwrap();
     assert_eq!(
@@ -181,8 +187,11 @@ fn reloads_under_concurrent_submit_and_step_load_keep_every_request() {
             })
         })
         .collect();
+    // Deadline order (the default), with a fourth class, and the ladder with fast aging: the
+    // reloads switch the order back and forth under load.
     let configs = [cfg.clone(), with_bulk(cfg.clone()), {
         let mut c = with_bulk(cfg.clone());
+        c.order = QueueOrder::Ladder;
         c.classes[3].promote_after_ms = Some(2);
         c.classes[2].promote_after_ms = Some(5);
         c.classes[1].promote_after_ms = Some(50);
@@ -236,4 +245,47 @@ fn reloads_under_concurrent_submit_and_step_load_keep_every_request() {
         applied >= 3,
         "reloads were applied while the load ran ({applied})"
     );
+}
+
+/// A reload may switch the order either way. Every waiting request is queued again under
+/// the new order: a request relegated in deadline order waits in its class in the ladder
+/// (which has no relegation), and after a switch back it is judged again when it comes up.
+#[test]
+fn switching_the_order_by_reload_requeues_relegated_requests() {
+    let ladder = SchedulerConfig {
+        order: QueueOrder::Ladder,
+        ..no_aging()
+    };
+    let mut h = Harness::new(no_aging()); // deadline order
+    h.submit(1, Class::HIGH, 16, 4);
+    h.submit(2, Class::MEDIUM, 16, 4);
+    h.advance(ms(600)); // HIGH 1 is past its 500 ms TTFT bound
+    h.submit(3, Class::HIGH, 16, 4);
+    let d = h.step(budget(1, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![3], "HIGH 1 relegated, HIGH 3 live");
+    assert_eq!(h.sched.relegated_in(Class::HIGH), 1);
+
+    // To the ladder: HIGH 1 goes before MEDIUM 2 again (deadline order would start the
+    // live MEDIUM 2 before the relegated HIGH 1).
+    h.sched.reload(ladder).unwrap();
+    let d = h.step(budget(2, 4096, 7000));
+    assert!(matches!(d.reload, Some(Ok(_))), "{:?}", d.reload);
+    assert_eq!(h.sched.relegated_in(Class::HIGH), 0);
+    assert_eq!(ids(&d.admitted), vec![1]);
+    assert!(!d.admitted[0].relegated);
+
+    // Back to deadline order at 2.5 s: MEDIUM 2 (2 s TTFT bound) is judged when it comes
+    // up and relegated; a fresh MEDIUM 4 starts instead.
+    h.clock.set(Timestamp::from_millis(2_500));
+    h.submit(4, Class::MEDIUM, 16, 4);
+    h.sched.reload(no_aging()).unwrap();
+    let d = h.step(budget(3, 4096, 7000));
+    assert!(matches!(d.reload, Some(Ok(_))), "{:?}", d.reload);
+    assert_eq!(ids(&d.admitted), vec![4]);
+    assert_eq!(h.sched.relegated_in(Class::MEDIUM), 1);
+    assert_eq!(h.sched.class_counters(Class::MEDIUM).relegated, 1);
+    // The relegated request still starts once the engine has room.
+    let d = h.step(budget(4, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![2]);
+    assert!(d.admitted[0].relegated);
 }

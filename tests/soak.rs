@@ -148,19 +148,28 @@ impl Engine {
     }
 }
 
+/// Deadline order (the default): relegation, the budget share, the relaxed chunk and the
+/// overdue credit under the same traffic.
 #[test]
 fn api_threads_and_engine_soak() {
-    soak(false, env("TRIAGE_SOAK_MS", 2_000));
+    soak(false, QueueOrder::Deadline, env("TRIAGE_SOAK_MS", 2_000));
+}
+
+/// The aging ladder: promotions, overdue-first.
+#[test]
+fn api_threads_and_engine_soak_in_the_ladder() {
+    soak(false, QueueOrder::Ladder, env("TRIAGE_SOAK_MS", 1_000));
 }
 
 /// The same with fairness between 12 tenants on: lanes, counters and lifts under cancels,
-/// class changes, aging, timeouts and preemption.
+/// class changes, relegation into the relegated tiers' own counters, timeouts and
+/// preemption.
 #[test]
 fn api_threads_and_engine_soak_with_fairness() {
-    soak(true, env("TRIAGE_SOAK_MS", 1_000));
+    soak(true, QueueOrder::Deadline, env("TRIAGE_SOAK_MS", 1_000));
 }
 
-fn soak(fair: bool, run_ms: u64) {
+fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
     let max_ops = env("TRIAGE_SOAK_OPS", u64::MAX);
     let threads = env("TRIAGE_SOAK_THREADS", 3);
     let mut cfg = SchedulerConfig {
@@ -169,6 +178,7 @@ fn soak(fair: bool, run_ms: u64) {
         max_wait_ms: 400,
         queue_timeout_ms: Some(2_000),
         backfill_lookahead: 2,
+        order,
         ..SchedulerConfig::default()
     };
     cfg.classes[1].promote_after_ms = Some(200);

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 use triage::{
-    Budget, Class, Clock, Decision, ManualClock, RequestSpec, Scheduler, SchedulerConfig,
-    Submitter, Timestamp,
+    Budget, Class, Clock, Decision, ManualClock, QueueOrder, RequestSpec, Scheduler,
+    SchedulerConfig, Submitter, Timestamp,
 };
 
 /// Prompt tokens of every bench request: small, so that 256 admissions fit in a 2048-token
@@ -19,11 +19,29 @@ pub const BATCH: u32 = 256;
 /// Virtual time between two steps (one GPU iteration).
 pub const STEP_DT: Duration = Duration::from_millis(10);
 
-/// The default configuration (three classes, the default aging ladder, 10 ms buckets),
-/// with room for `queued` waiting requests in every
-/// class and rings large enough for `ring` requests per class per shard between two steps.
+/// The default configuration (three classes, deadline order, 10 ms buckets), with room for
+/// `queued` waiting requests in every class and rings large enough for `ring` requests per
+/// class per shard between two steps: [`config_in`] the default order.
 pub fn config(queued: usize, ring: usize) -> SchedulerConfig {
-    let mut c = SchedulerConfig::default();
+    config_in(QueueOrder::default(), queued, ring)
+}
+
+/// [`config`] in queue order `order`.
+///
+/// In deadline order one default is changed: `deadline.relaxed_chunk_tokens` is 0 (no
+/// cap). The step benches' LOW requests are all *relaxed* (their end-to-end deadline is
+/// 35 s or more away), and relaxed prefills share 512 tokens per iteration by default: 64
+/// of these 8-token prompts, so a step would admit about 235 rather than the [`BATCH`] the
+/// benches time (and that the ladder order admits). Without the cap the step does the same
+/// work per candidate (its slack is still computed and checked) and admits the batch.
+pub fn config_in(order: QueueOrder, queued: usize, ring: usize) -> SchedulerConfig {
+    let mut c = SchedulerConfig {
+        order,
+        ..SchedulerConfig::default()
+    };
+    if order == QueueOrder::Deadline {
+        c.deadline.relaxed_chunk_tokens = 0;
+    }
     for class in &mut c.classes {
         class.queue_capacity = (2 * queued).max(class.queue_capacity);
         class.ring_capacity = ring.next_power_of_two().min(1 << 20);
@@ -41,7 +59,10 @@ pub fn fairness_config(on: bool, tenants: u64) -> SchedulerConfig {
 }
 
 /// The window the step benches spread the initial arrivals over: 1.25 × LOW's promotion
-/// threshold, so LOW buckets keep crossing into MEDIUM while the benches step.
+/// threshold, so that in the ladder order LOW buckets keep crossing into MEDIUM while the
+/// benches step. In deadline order the fill leaves most HIGH and MEDIUM requests past
+/// their TTFT deadlines; the first steps relegate them as they come to them (at most 4,096
+/// per step), within criterion's warm-up.
 pub fn fill_window(cfg: &SchedulerConfig) -> Duration {
     let low = cfg.classes[Class::LOW.index()]
         .promote_after_ms

@@ -17,8 +17,16 @@
 //!   requests, after which (untimed) 256 new requests arrive so the depth stays put, and
 //!   triage's engine reports its 256 admissions finished. Triage's step therefore also
 //!   drains and sorts the 256 new arrivals (a baseline's `submit` does that on the API
-//!   thread, untimed here), checks budgets and ages by buckets; the baselines only order
-//!   and pop. Figures are p50 and p99 of the per-step time over all runs.
+//!   thread, untimed here), checks budgets and, in its queue order (`--order`: deadline,
+//!   the default, or ladder), ages by buckets or judges the requests it comes to against
+//!   their deadlines and relegates the late ones; the baselines only order and pop.
+//!   Figures are p50 and p99 of the per-step time over all runs. In deadline order triage
+//!   runs with relaxed prefills uncapped (see [`filled::config`]) so that it, too, takes
+//!   the full batch; and the fill leaves most HIGH and MEDIUM requests past their
+//!   deadlines, which full steps relegate as they come to them (at most 4,096 per step).
+//!   Those settling steps run before the timed ones ([`filled::Settled`]): the table is the
+//!   steady state, and the settling steps are summarised apart (CPU per step and per
+//!   request judged).
 //!
 //! Every figure is taken twice: wall time, and the CPU time of the measuring threads
 //! (`CLOCK_THREAD_CPUTIME_ID`). On a shared or oversubscribed machine wall time mostly
@@ -35,7 +43,9 @@ use cpu_time::ThreadTime;
 use crossbeam_queue::SegQueue;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use triage::{Class, Clock, MonotonicClock, RequestSpec, Scheduler, SchedulerConfig, Timestamp};
+use triage::{
+    Class, Clock, MonotonicClock, QueueOrder, RequestSpec, Scheduler, SchedulerConfig, Timestamp,
+};
 
 use crate::baselines::deque::DequeQueues;
 use crate::baselines::heap::HeapQueue;
@@ -68,6 +78,9 @@ pub struct CompareOptions {
     pub step_seconds: f64,
     /// Admissions per step.
     pub batch: usize,
+    /// Triage's queue order (see [`filled::config`] for the one tunable the step workload
+    /// changes in deadline order).
+    pub order: QueueOrder,
     /// Where to write the JSON report (`None`: do not write).
     #[serde(skip)]
     pub out: Option<PathBuf>,
@@ -87,6 +100,7 @@ impl Default for CompareOptions {
             steps: 2_000,
             step_seconds: 2.0,
             batch: 256,
+            order: QueueOrder::default(),
             out: Some(PathBuf::from("bench-compare.json")),
             progress: false,
         }
@@ -127,8 +141,16 @@ pub struct StepRow {
     pub cpu_ratios_p50: Vec<(String, f64)>,
     /// triage / structure, of CPU-time p99.
     pub cpu_ratios_p99: Vec<(String, f64)>,
-    /// Requests triage promoted by aging per step, on average.
+    /// Requests triage promoted by aging per step, on average (ladder order).
     pub triage_promoted_per_step: f64,
+    /// Requests triage relegated or shed per timed step, on average (deadline order).
+    pub triage_relegated_per_step: f64,
+    /// Deadline order: CPU time per step of the steps that judged the fill's backlog of
+    /// late requests before the timed ones (`Settled` in the filled module; none in the
+    /// ladder order), all runs.
+    pub triage_backlog_cpu: Summary,
+    /// Requests relegated or shed by those steps, all runs.
+    pub triage_backlog_judged: u64,
 }
 
 /// The whole comparison.
@@ -148,6 +170,14 @@ pub struct CompareReport {
     pub triage_step_growth_cpu_p99: f64,
     /// The same ratio of CPU-time p50.
     pub triage_step_growth_cpu_p50: f64,
+}
+
+/// The name of a queue order in tables (as in the configuration file).
+pub fn order_name(order: QueueOrder) -> &'static str {
+    match order {
+        QueueOrder::Deadline => "deadline",
+        QueueOrder::Ladder => "ladder",
+    }
 }
 
 // ---- submit ------------------------------------------------------------------------------
@@ -193,11 +223,17 @@ fn timed_producers(
     })
 }
 
-fn submit_once(name: &str, producers: usize, ops: usize) -> (Duration, Duration) {
+fn submit_once(
+    name: &str,
+    order: QueueOrder,
+    producers: usize,
+    ops: usize,
+) -> (Duration, Duration) {
     let spec = |i: u64| RequestSpec::new(i, Class::from_index((i % 3) as u8), 100, 100);
     match name {
         TRIAGE => {
-            let (sched, api) = Scheduler::new(filled::config(ops, RING)).expect("valid config");
+            let (sched, api) =
+                Scheduler::new(filled::config(ops, RING, order)).expect("valid config");
             let d = timed_producers(producers, ops, &|i| {
                 api.submit(spec(i)).expect("submit refused");
             });
@@ -252,13 +288,13 @@ fn submit_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<SubmitRow> {
         let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         // One untimed warm-up round, then interleaved timed runs.
         for n in &names {
-            submit_once(n, p, o.submit_ops / 4);
+            submit_once(n, o.order, p, o.submit_ops / 4);
         }
         for run in 0..o.submit_runs {
             for k in 0..names.len() {
                 // Rotate the order per run.
                 let j = (k + run) % names.len();
-                let (wall, cpu) = submit_once(names[j], p, o.submit_ops);
+                let (wall, cpu) = submit_once(names[j], o.order, p, o.submit_ops);
                 samples[j].push(wall.as_nanos() as f64 / o.submit_ops as f64);
                 cpu_samples[j].push(cpu.as_nanos() as f64 / o.submit_ops as f64);
             }
@@ -296,27 +332,49 @@ fn submit_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<SubmitRow> {
 
 // ---- step --------------------------------------------------------------------------------
 
-/// Times up to `o.steps` steps of triage at depth `n`; returns per-step wall and CPU ns
-/// and requests promoted.
-fn step_triage(o: &CompareOptions, n: usize) -> (Vec<f64>, Vec<f64>, u64) {
-    let mut f = Filled::new(filled::config(n, RING), n, o.batch as u32);
+/// What one run of triage's steps at a depth measured.
+struct TriageRun {
+    /// Wall ns per timed step.
+    wall: Vec<f64>,
+    /// CPU ns per timed step.
+    cpu: Vec<f64>,
+    /// Requests promoted by aging in the timed steps.
+    promoted: u64,
+    /// Requests relegated or shed in the timed steps.
+    late: u64,
+    /// The steps that judged the fill's backlog, untimed in the table.
+    settled: filled::Settled,
+}
+
+/// Times up to `o.steps` steps of triage at depth `n`.
+fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
+    let mut f = Filled::new(filled::config(n, RING, o.order), n, o.batch as u32);
+    let mut late = 0;
     let mut out = Vec::with_capacity(o.steps);
     let mut cpu = Vec::with_capacity(o.steps);
     let mut promoted = 0;
     let start = Instant::now();
     while out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds {
+        let before = f.judged_late();
         let took = f.timed_step(Meter::CpuAndWall);
+        late += f.judged_late() - before;
         out.push(took.wall.expect("metered").as_nanos() as f64);
         cpu.push(took.cpu.as_nanos() as f64);
         promoted += f.d.summary.promoted;
     }
     assert!(f.sched.conservation().is_balanced());
-    (out, cpu, promoted)
+    TriageRun {
+        wall: out,
+        cpu,
+        promoted,
+        late,
+        settled: f.settled.clone(),
+    }
 }
 
 /// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
 fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let window = filled::fill_window(&filled::config(n, RING));
+    let window = filled::fill_window(&filled::config(n, RING, o.order));
     let b = baseline(name);
     // The same requests as triage's side ([`filled::spec`] by id).
     let mut next_id = 0u64;
@@ -361,11 +419,17 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
         let mut wall: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
         let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); BASELINES.len() + 1];
         let mut promoted = 0u64;
+        // Deadline order: the settling steps' CPU ns, and what they judged.
+        let (mut backlog, mut judged) = (Vec::new(), 0u64);
+        let mut late = 0u64;
         for _ in 0..o.step_runs {
-            let (w, c, p) = step_triage(o, n);
-            promoted += p;
-            wall[0].extend(w);
-            cpu[0].extend(c);
+            let t = step_triage(o, n);
+            promoted += t.promoted;
+            late += t.late;
+            backlog.extend(&t.settled.cpu);
+            judged += t.settled.judged;
+            wall[0].extend(t.wall);
+            cpu[0].extend(t.cpu);
             for (k, name) in BASELINES.iter().enumerate() {
                 let (w, c) = step_baseline(o, name, n);
                 wall[k + 1].extend(w);
@@ -399,6 +463,9 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
             latency,
             cpu_latency,
             triage_promoted_per_step: promoted as f64 / steps as f64,
+            triage_relegated_per_step: late as f64 / steps as f64,
+            triage_backlog_cpu: Summary::of(&mut backlog),
+            triage_backlog_judged: judged,
         });
     }
     rows
@@ -497,8 +564,9 @@ impl CompareReport {
         for (title, cpu) in [("CPU time", true), ("wall time", false)] {
             let _ = writeln!(
                 s,
-                "step, batch {}, aging on, {title} per step: p50 / p99 (ratio triage / other of p50, p99)",
-                o.batch
+                "step, batch {}, triage in {} order, aging on, {title} per step: p50 / p99 (ratio triage / other of p50, p99)",
+                o.batch,
+                order_name(o.order),
             );
             if let Some(r) = self.step.first() {
                 let _ = write!(s, "{:>9}", "queued");
@@ -534,8 +602,27 @@ impl CompareReport {
         for r in &self.step {
             let _ = writeln!(
                 s,
-                "at {} queued triage promoted {:.1} requests per step by aging ({} steps timed)",
-                r.queued, r.triage_promoted_per_step, r.latency[0].1.count
+                "at {} queued triage promoted {:.1} requests per step by aging and relegated or shed {:.1} ({} steps timed)",
+                r.queued,
+                r.triage_promoted_per_step,
+                r.triage_relegated_per_step,
+                r.latency[0].1.count
+            );
+        }
+        for r in self.step.iter().filter(|r| r.triage_backlog_cpu.count > 0) {
+            let b = &r.triage_backlog_cpu;
+            let _ = writeln!(
+                s,
+                "at {} queued the fill's backlog of late requests took {} settling steps before the timed ones (all runs): {} relegated or shed, CPU p50 {} / max {} per step, {} more per request judged than a timed step's mean",
+                r.queued,
+                b.count,
+                r.triage_backlog_judged,
+                fmt_ns(b.p50),
+                fmt_ns(b.max),
+                fmt_ns(
+                    (b.mean - r.cpu_latency[0].1.mean) * b.count as f64
+                        / r.triage_backlog_judged.max(1) as f64
+                ),
             );
         }
         let _ = writeln!(

@@ -134,6 +134,9 @@ struct SimulateArgs {
     /// Do not draw SVG plots.
     #[arg(long)]
     no_plots: bool,
+    /// Print the report as JSON (what report.json holds) instead of the table.
+    #[arg(long)]
+    json: bool,
     /// The `triage` policy's configuration (TOML, see triage.example.toml); its engine
     /// section is replaced by the simulated engine's limits.
     #[arg(long)]
@@ -218,6 +221,7 @@ fn main() -> ExitCode {
         Command::SloOverhead(args) => perf_args::run_slo_overhead(args),
         Command::Tenants(args) => run_tenants(args),
         Command::Simulate(args) => {
+            let json = args.json;
             let opts = match options(args) {
                 Ok(o) => o,
                 Err(e) => {
@@ -226,6 +230,16 @@ fn main() -> ExitCode {
                 }
             };
             match simulate(&opts) {
+                Ok(report) if json => match report.json() {
+                    Ok(s) => {
+                        println!("{s}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                },
                 Ok(report) => {
                     print!("{}", report.table());
                     if let Some(dir) = &opts.out {

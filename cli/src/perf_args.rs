@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use triage::QueueOrder;
 use triage_cli::bench_compare::{bench_compare, CompareOptions};
 use triage_cli::slo_overhead::{slo_overhead, OverheadOptions};
 use triage_cli::stress::{stress, StressOptions};
@@ -84,6 +85,18 @@ pub struct BenchCompareArgs {
     /// Most seconds of steps per structure and run.
     #[arg(long, default_value_t = 2.0)]
     step_seconds: f64,
+    /// Triage's queue order: deadline (the default) or ladder.
+    #[arg(long, default_value = "deadline", value_parser = parse_order)]
+    order: QueueOrder,
+}
+
+/// A queue order by its configuration-file name.
+fn parse_order(s: &str) -> Result<QueueOrder, String> {
+    match s {
+        "deadline" => Ok(QueueOrder::Deadline),
+        "ladder" => Ok(QueueOrder::Ladder),
+        _ => Err(format!("{s:?} is not a queue order: deadline or ladder")),
+    }
 }
 
 /// Prints a command's text report and, if asked, writes the report as JSON to `json`
@@ -150,6 +163,7 @@ pub fn run_bench_compare(a: BenchCompareArgs) -> ExitCode {
         step_runs: a.step_runs,
         steps: a.steps,
         step_seconds: a.step_seconds,
+        order: a.order,
         out: Some(a.out),
         progress: std::io::stderr().is_terminal(),
         ..CompareOptions::default()
@@ -187,6 +201,9 @@ pub struct SloOverheadArgs {
     /// Untimed blocks per configuration first.
     #[arg(long, default_value_t = 2)]
     warmup_blocks: usize,
+    /// The schedulers' queue order: deadline (the default) or ladder.
+    #[arg(long, default_value = "deadline", value_parser = parse_order)]
+    order: QueueOrder,
     /// Also write the report (every block's means) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -200,6 +217,7 @@ pub fn run_slo_overhead(a: SloOverheadArgs) -> ExitCode {
         block_steps: a.block_steps,
         blocks: a.blocks,
         warmup_blocks: a.warmup_blocks,
+        order: a.order,
     };
     match slo_overhead(&o) {
         Ok(r) => {

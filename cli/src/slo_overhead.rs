@@ -11,7 +11,8 @@
 //!
 //! The workload is that of the crate's `filled` module, the steps of the criterion bench
 //! `step_slo_tracking_100k` (`benches/step.rs`) but not its exact fill or timer: the
-//! default configuration with queue capacities raised, arrivals each stamped at its own
+//! default configuration (deadline order unless `--order ladder`; relaxed prefills
+//! uncapped) with queue capacities raised, arrivals each stamped at its own
 //! time, spread over 1.25 × LOW's promotion threshold, classes one third each, 8-token
 //! prompts; each step advances the clock 10 ms and admits 256 (budget 256 seqs, 2048
 //! tokens), after which (untimed) the engine reports the 256 finished and 256 new requests
@@ -22,6 +23,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use triage::QueueOrder;
 
 use crate::filled::{self, Filled, Meter};
 
@@ -38,6 +40,8 @@ pub struct OverheadOptions {
     pub blocks: usize,
     /// Untimed blocks per configuration before the timed ones.
     pub warmup_blocks: usize,
+    /// The schedulers' queue order.
+    pub order: QueueOrder,
 }
 
 impl Default for OverheadOptions {
@@ -48,6 +52,7 @@ impl Default for OverheadOptions {
             block_steps: 300,
             blocks: 28,
             warmup_blocks: 2,
+            order: QueueOrder::default(),
         }
     }
 }
@@ -97,7 +102,7 @@ impl OverheadReport {
 
 /// A scheduler of the pair: [`Filled`] with SLO tracking `on`, filled to `o.queued`.
 fn side(o: &OverheadOptions, on: bool) -> Filled {
-    let mut cfg = filled::config(o.queued, filled::STEP_RING);
+    let mut cfg = filled::config(o.queued, filled::STEP_RING, o.order);
     cfg.slo.enabled = on;
     Filled::new(cfg, o.queued, o.batch)
 }
@@ -164,6 +169,7 @@ mod tests {
             block_steps: 5,
             blocks: 3,
             warmup_blocks: 1,
+            order: QueueOrder::Ladder,
         };
         let r = slo_overhead(&o).unwrap();
         assert_eq!(r.blocks.len(), 3);

@@ -22,9 +22,10 @@ use pyo3::PyTypeInfo;
 use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use triage::{
-    Budget, CancelOutcome, Class, ClassSet, Clock, FinishReason, MonotonicClock, Outcome,
-    PreemptReason, RejectReason, RequestId, RequestSpec, SchedulerConfig, SloWindow, TenantId,
-    Timestamp, WaitingError, WaitingOptions, WaitingQueue,
+    Budget, CancelOutcome, Class, ClassSet, Clock, DeadlineConfig, FinishReason, LateRule,
+    MonotonicClock, Outcome, PreemptReason, QueueOrder, RejectReason, RequestId, RequestSpec,
+    SchedulerConfig, SloWindow, TenantId, Timestamp, WaitingError, WaitingOptions, WaitingQueue,
+    MAX_TTFT_MS,
 };
 
 create_exception!(
@@ -205,6 +206,13 @@ impl IntArg for u64 {
     const RANGE: &'static str = "an int from 0 to 18446744073709551615";
 }
 
+/// The range of `ttft_ms` named when an int does not fit its `u32`. Inside `u32`, 0 and
+/// values past `MAX_TTFT_MS` reach the library, which refuses the request at submit
+/// (`SubmitError`, counted as refused), as it does a zero `prompt_tokens`.
+const TTFT_MS_RANGE: &str = "an int from 1 to 604800000 (milliseconds; 7 days)";
+// The text above spells the library's bound out; this keeps them equal.
+const _: () = assert!(MAX_TTFT_MS == 604_800_000);
+
 /// The range of a time in ns (`now_ns`, `ManualClock` times).
 const TIME_NS_RANGE: &str =
     "an int from 0 to 18446744073709551615 (ns; a Timestamp holds about 584.5 years)";
@@ -352,6 +360,55 @@ impl Config {
     #[getter]
     fn bucket_width_ms(&self) -> u64 {
         self.inner.bucket_width_ms
+    }
+
+    /// How the queue orders requests: `"deadline"` (the default) or `"ladder"` (aging by
+    /// `promote_after_ms`, overdue requests first).
+    #[getter]
+    fn order(&self) -> &'static str {
+        match self.inner.order {
+            QueueOrder::Deadline => "deadline",
+            QueueOrder::Ladder => "ladder",
+        }
+    }
+
+    /// Each class's rule for a waiting request that can no longer meet its deadline, by
+    /// class index: `"keep"` (relegated: served after those that can) or `"shed"` (ended
+    /// with the outcome `"shed"`). Deadline order only.
+    #[getter]
+    fn on_late(&self) -> Vec<&'static str> {
+        self.inner
+            .classes
+            .iter()
+            .map(|c| match c.on_late {
+                LateRule::Keep => "keep",
+                LateRule::Shed => "shed",
+            })
+            .collect()
+    }
+
+    /// The `[deadline]` table: `{"urgent_slack_ms", "max_decode_delay_ms",
+    /// "relaxed_slack_ms", "relaxed_chunk_tokens", "overdue_share",
+    /// "initial_iteration_ms"}` (a copy; see `docs/configuration.md`).
+    #[getter]
+    fn deadline<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // Destructured whole, so that a field added to the table fails to build here.
+        let DeadlineConfig {
+            urgent_slack_ms,
+            max_decode_delay_ms,
+            relaxed_slack_ms,
+            relaxed_chunk_tokens,
+            overdue_share,
+            initial_iteration_ms,
+        } = self.inner.deadline;
+        let out = PyDict::new(py);
+        out.set_item("urgent_slack_ms", urgent_slack_ms)?;
+        out.set_item("max_decode_delay_ms", max_decode_delay_ms)?;
+        out.set_item("relaxed_slack_ms", relaxed_slack_ms)?;
+        out.set_item("relaxed_chunk_tokens", relaxed_chunk_tokens)?;
+        out.set_item("overdue_share", overdue_share)?;
+        out.set_item("initial_iteration_ms", initial_iteration_ms)?;
+        Ok(out)
     }
 
     /// The class index whose range holds vLLM's `priority`; raises `ClassError` if none.
@@ -539,8 +596,11 @@ struct Submitter {
 #[pymethods]
 impl Submitter {
     /// Submits a request; returns its arrival time in ns. Give its class as `cls` (name or
-    /// index) or as vLLM's integer `priority`. Raises `SubmitError` if refused.
-    #[pyo3(signature = (id, prompt_tokens, max_new_tokens, *, cls = None, priority = None, tenant = None))]
+    /// index) or as vLLM's integer `priority`; `ttft_ms` is the request's own
+    /// time-to-first-token target in milliseconds (1 to `MAX_TTFT_MS`), instead of its
+    /// class's (deadline order: its deadline is its arrival plus this). Raises
+    /// `SubmitError` if refused.
+    #[pyo3(signature = (id, prompt_tokens, max_new_tokens, *, cls = None, priority = None, tenant = None, ttft_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -551,6 +611,7 @@ impl Submitter {
         cls: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
+        ttft_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         let id: u64 = int(id, "id")?;
         let prompt_tokens: u32 = int(prompt_tokens, "prompt_tokens")?;
@@ -559,6 +620,9 @@ impl Submitter {
         let mut spec = RequestSpec::new(id, class, prompt_tokens, max_new_tokens);
         if let Some(t) = opt_int::<u64>(tenant, "tenant")? {
             spec = spec.with_tenant(TenantId(t));
+        }
+        if let Some(ms) = ttft_ms {
+            spec = spec.with_ttft_ms(int_in::<u32>(ms, "ttft_ms", TTFT_MS_RANGE)?);
         }
         let inner = &self.inner;
         py.detach(|| inner.submit(spec))
@@ -630,6 +694,9 @@ struct Admitted {
     overdue: bool,
     /// It resumes after a preemption.
     resumed: bool,
+    /// It was relegated (deadline order): it could no longer meet its deadline and starts
+    /// because nothing that can meet one is waiting.
+    relegated: bool,
 }
 
 /// A running request preempted in this iteration (free its KV; it is queued again).
@@ -666,6 +733,11 @@ struct Decision {
     cancelled: Vec<u64>,
     /// `(id, class name, waited_ns)` of waiting requests that timed out.
     timed_out: Vec<(u64, String, u64)>,
+    /// `(id, class name, waited_ns, late_by_ns)` of waiting requests shed by deadline order
+    /// (their class's `on_late = "shed"`): they could no longer meet their deadline.
+    /// `late_by_ns`: how far past it they were, or would have been at their estimated
+    /// first token or start (0 if that is still ahead but out of reach).
+    shed: Vec<(u64, String, u64, u64)>,
     /// `(id, class name, tenant)` of requests refused when drained because their tenant
     /// would have been one past `fairness.max_tenants`.
     tenant_limited: Vec<(u64, String, Option<u64>)>,
@@ -683,14 +755,15 @@ struct Decision {
 impl Decision {
     fn __repr__(&self) -> String {
         format!(
-            "Decision(now_ns={}, admitted={:?}, scheduled={}, preempted={:?}, aborted={:?}, cancelled={:?}, timed_out={})",
+            "Decision(now_ns={}, admitted={:?}, scheduled={}, preempted={:?}, aborted={:?}, cancelled={:?}, timed_out={}, shed={})",
             self.now_ns,
             self.admitted.iter().map(|a| a.id).collect::<Vec<_>>(),
             self.scheduled.len(),
             self.preempted.iter().map(|p| p.id).collect::<Vec<_>>(),
             self.aborted,
             self.cancelled,
-            self.timed_out.len()
+            self.timed_out.len(),
+            self.shed.len()
         )
     }
 }
@@ -716,6 +789,7 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
                 waited_ns: ns(a.waited),
                 overdue: a.overdue,
                 resumed: a.resumed,
+                relegated: a.relegated,
             })
             .collect(),
         scheduled: d.scheduled.iter().map(|s| (s.id.0, s.tokens)).collect(),
@@ -744,7 +818,17 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
             .iter()
             .filter_map(|r| match r.reason {
                 RejectReason::TimedOut { waited } => Some((r.id.0, name(r.class), ns(waited))),
-                RejectReason::TenantLimit { .. } => None,
+                RejectReason::TenantLimit { .. } | RejectReason::DeadlineMissed { .. } => None,
+            })
+            .collect(),
+        shed: d
+            .rejected
+            .iter()
+            .filter_map(|r| match r.reason {
+                RejectReason::DeadlineMissed { waited, late_by } => {
+                    Some((r.id.0, name(r.class), ns(waited), ns(late_by)))
+                }
+                RejectReason::TimedOut { .. } | RejectReason::TenantLimit { .. } => None,
             })
             .collect(),
         tenant_limited: d
@@ -754,7 +838,7 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
                 RejectReason::TenantLimit { tenant, .. } => {
                     Some((r.id.0, name(r.class), tenant.map(|t| t.0)))
                 }
-                RejectReason::TimedOut { .. } => None,
+                RejectReason::TimedOut { .. } | RejectReason::DeadlineMissed { .. } => None,
             })
             .collect(),
         total_tokens: d.total_tokens(),
@@ -822,7 +906,7 @@ impl Scheduler {
     }
 
     /// Same as `Submitter.submit`, from the engine thread.
-    #[pyo3(signature = (id, prompt_tokens, max_new_tokens, *, cls = None, priority = None, tenant = None))]
+    #[pyo3(signature = (id, prompt_tokens, max_new_tokens, *, cls = None, priority = None, tenant = None, ttft_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -833,9 +917,18 @@ impl Scheduler {
         cls: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
+        ttft_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
-        self.submitter()
-            .submit(py, id, prompt_tokens, max_new_tokens, cls, priority, tenant)
+        self.submitter().submit(
+            py,
+            id,
+            prompt_tokens,
+            max_new_tokens,
+            cls,
+            priority,
+            tenant,
+            ttft_ms,
+        )
     }
 
     /// Same as `Submitter.cancel`.
@@ -945,10 +1038,26 @@ impl Scheduler {
         self.inner.classes().names().to_vec()
     }
 
-    /// Requests waiting whose base class is `cls` (a name or an index).
+    /// Requests waiting in class `cls` (a name or an index): its effective class after
+    /// aging, relegated requests of the class included (see `relegated_in`).
     fn waiting_in(&self, cls: &Bound<'_, PyAny>) -> PyResult<usize> {
         let class = class_arg(self.inner.classes(), cls, "cls")?;
         Ok(self.inner.waiting_in(class))
+    }
+
+    /// Relegated requests waiting now whose base class is `cls` (a name or an index):
+    /// deadline order found they could no longer meet their deadline, and they wait after
+    /// every request that can.
+    fn relegated_in(&self, cls: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let class = class_arg(self.inner.classes(), cls, "cls")?;
+        Ok(self.inner.relegated_in(class))
+    }
+
+    /// The engine's mean iteration time in ns as the scheduler has measured it from the
+    /// times of consecutive steps that gave it work (`deadline.initial_iteration_ms` until
+    /// then). Deadline order estimates first-token and run times from it.
+    fn iteration_estimate_ns(&self) -> u64 {
+        ns(self.inner.iteration_estimate())
     }
 
     /// Tenants with a request held (waiting or running) while fairness is on; 0 with it
@@ -990,6 +1099,7 @@ impl Scheduler {
             ("cancelled", c.cancelled),
             ("timed_out", c.timed_out),
             ("evicted", c.evicted),
+            ("shed", c.shed),
         ] {
             cons.set_item(k, v)?;
         }
@@ -1010,6 +1120,9 @@ impl Scheduler {
                 ("cancelled", k.cancelled),
                 ("timed_out", k.timed_out),
                 ("evicted", k.evicted),
+                ("shed", k.shed),
+                ("relegated", k.relegated),
+                ("overdue", k.overdue),
                 ("reprioritized_in", k.reprioritized_in),
                 ("reprioritized_out", k.reprioritized_out),
                 ("waiting", k.waiting),
@@ -1109,6 +1222,7 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Refused => "refused",
         Outcome::TimedOut => "timed_out",
         Outcome::Evicted => "evicted",
+        Outcome::Shed => "shed",
     }
 }
 
@@ -1659,6 +1773,7 @@ fn _triage(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ] {
         m.add(e.name, e.type_object(py)?)?;
     }
+    m.add("MAX_TTFT_MS", MAX_TTFT_MS)?;
     m.add_class::<Config>()?;
     m.add_class::<ManualClock>()?;
     m.add_class::<Submitter>()?;

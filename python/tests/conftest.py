@@ -23,9 +23,12 @@ class FakeRequest:
         return f"<{self.request_id} p={self.priority} t={self.arrival_time}>"
 
 
-def toml_config(classes, *, max_wait_ms=60_000, bucket_width_ms=10) -> str:
-    """TOML text for ``classes``: ``[(name, (lo, hi), promote_after_ms or None), ...]``."""
+def toml_config(classes, *, max_wait_ms=60_000, bucket_width_ms=10, order=None) -> str:
+    """TOML text for ``classes``: ``[(name, (lo, hi), promote_after_ms or None), ...]``;
+    ``order`` ("deadline" or "ladder") if given, else the default (deadline)."""
     lines = [f"bucket_width_ms = {bucket_width_ms}", f"max_wait_ms = {max_wait_ms}"]
+    if order is not None:
+        lines.append(f'order = "{order}"')
     for name, (lo, hi), promote in classes:
         lines += ["[[classes]]", f'name = "{name}"', f"vllm_priority = [{lo}, {hi}]"]
         if promote is not None:
@@ -46,10 +49,12 @@ def one_class_per_priority(priorities) -> triage.Config:
 @pytest.fixture
 def aging_config() -> triage.Config:
     """HIGH [0,0]; MEDIUM [1,9] promoted after 400 ms; LOW [10,100] after 200 ms; max wait
-    1 s; 10 ms buckets."""
+    1 s; 10 ms buckets; the ladder order, the scheduler's order that ages requests by
+    promote_after_ms (the vLLM queue always does, whatever the order)."""
     return triage.Config.from_toml(
         toml_config(
             [("HIGH", (0, 0), None), ("MEDIUM", (1, 9), 400), ("LOW", (10, 100), 200)],
             max_wait_ms=1000,
+            order="ladder",
         )
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import toml_config
 
 import triage
 
@@ -69,14 +70,27 @@ def test_aging_moves_low_past_newer_medium(aging_config):
     assert d.admitted[0].waited_ns == 305_000_000
 
 
-def test_max_wait_goes_first(aging_config):
+@pytest.mark.parametrize("order", ["ladder", "deadline"])
+def test_max_wait_goes_first(order):
+    cfg = triage.Config.from_toml(
+        toml_config(
+            [("HIGH", (0, 0), None), ("MEDIUM", (1, 9), 400), ("LOW", (10, 100), 200)],
+            max_wait_ms=1000,
+            order=order,
+        )
+    )
     clock = triage.ManualClock()
-    s = triage.Scheduler(aging_config, clock=clock)
+    s = triage.Scheduler(cfg, clock=clock)
     s.submit(1, 10, 5, cls="low")
     clock.advance_ms(1000)
     s.submit(2, 10, 5, cls="high")
+    # Ladder: an overdue request goes first. Deadline: it goes first while the overdue
+    # credit (2% of 100,000 tokens per step) covers its prefill.
     d = s.step(**dict(BUDGET, max_num_seqs=1))
     assert admitted_ids(d) == [1] and d.admitted[0].overdue
+    # Deadline order counts each start past max wait (a promise it keeps only while the
+    # engine can); the ladder always keeps it.
+    assert s.metrics()["classes"]["LOW"]["overdue"] == (1 if order == "deadline" else 0)
 
 
 def test_explicit_now_ns_and_time_going_backwards():
@@ -229,13 +243,29 @@ def test_submitters_on_threads_while_the_engine_steps():
         t.start()
     wide = dict(BUDGET, max_num_seqs=100_000)
     started = 0
+
+    def engine_step():
+        # One iteration of an engine: each request started runs its one-token prompt and
+        # samples its one output token.
+        nonlocal started
+        d = s.step(**wide)
+        for a in d.admitted:
+            s.on_progress(a.id, 1, 1)
+            s.on_finished(a.id)
+        started += len(d.admitted)
+
     while any(t.is_alive() for t in threads):
-        started += len(s.step(**wide).admitted)
+        engine_step()
     for t in threads:
         t.join()
-    started += len(s.step(**wide).admitted)
+    # Deadline order gives relaxed prefills (LOW, its deadline far away) 512 prompt tokens
+    # per iteration in all, so the last LOW requests may start over the next steps.
+    for _ in range(10):
+        engine_step()
     assert started == n_threads * per
-    assert s.metrics()["balanced"]
+    assert s.waiting == 0
+    m = s.metrics()
+    assert m["balanced"] and m["conservation"]["finished"] == n_threads * per
 
 
 def test_fairness_between_tenants_and_the_tenant_limit():
@@ -340,3 +370,140 @@ def test_metrics_keys_are_the_documented_ones():
     assert set(m["classes"]) == {"HIGH", "MEDIUM", "LOW"}
     assert all(set(c) == set(m["classes"]["HIGH"]) for c in m["classes"].values())
     assert _documented_keys("### Keys of `metrics()`") == keys
+
+
+# Deadline order (the default): per-request targets, relegation and shedding.
+
+SHED_MEDIUM = (
+    '[[classes]]\nname = "HIGH"\nvllm_priority = [0, 0]\n'
+    '[[classes]]\nname = "MEDIUM"\nvllm_priority = [1, 9]\non_late = "shed"\n'
+    '[[classes]]\nname = "LOW"\nvllm_priority = [10, 100]\n'
+)
+
+
+def _first_of_two_mediums(ttft_ms, config=None):
+    """The request one seat starts: MEDIUM 1 at 0 ms, then MEDIUM 2 at 1 ms with ttft_ms."""
+    clock = triage.ManualClock()
+    s = triage.Scheduler(config, clock=clock)
+    s.submit(1, 10, 5, cls="medium")  # deadline: arrival + 2 s (MEDIUM's TTFT bound)
+    clock.advance_ms(1)
+    s.submit(2, 10, 5, cls="medium", ttft_ms=ttft_ms)
+    return admitted_ids(s.step(**dict(BUDGET, max_num_seqs=1)))
+
+
+def test_a_request_s_own_ttft_target_orders_it_by_its_deadline():
+    assert triage.Config().order == "deadline"
+    assert _first_of_two_mediums(None) == [1]
+    # Its deadline is 1 ms + 100 ms, before the earlier request's 2 s.
+    assert _first_of_two_mediums(100) == [2]
+    # The ladder orders by class and arrival only: the target does not move it.
+    ladder = triage.Config.from_toml('order = "ladder"\n')
+    assert _first_of_two_mediums(100, ladder) == [1]
+
+
+def test_the_submitter_takes_ttft_ms_too():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(clock=clock)
+    sub = s.submitter()
+    sub.submit(1, 10, 5, cls="medium")
+    clock.advance_ms(1)
+    # 7 days, but no deadline is later than arrival + max_wait_ms (60 s): after 1's 2 s.
+    sub.submit(2, 10, 5, cls="medium", ttft_ms=triage.MAX_TTFT_MS)
+    sub.submit(3, 10, 5, cls="medium", ttft_ms=500)
+    # 1 ms: its first token cannot come in time (the estimated prefill is longer), so it
+    # is relegated behind every request that can still meet its deadline.
+    sub.submit(4, 10, 5, cls="medium", ttft_ms=1)
+    d = s.step(**BUDGET)
+    assert admitted_ids(d) == [3, 1, 2, 4]
+    assert [a.relegated for a in d.admitted] == [False, False, False, True]
+
+
+def test_late_requests_are_shed_or_relegated_by_their_class_rule():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(triage.Config.from_toml(SHED_MEDIUM), clock=clock)
+    s.submit(1, 10, 5, cls="high")  # TTFT 500 ms, on_late = "keep"
+    s.submit(2, 10, 5, cls="medium")  # TTFT 2 s, on_late = "shed"
+    clock.advance_ms(3000)  # both past their deadlines when the step first sees them
+    d = s.step(**BUDGET)
+    [(shed_id, shed_cls, waited_ns, late_by_ns)] = d.shed
+    assert (shed_id, shed_cls, waited_ns) == (2, "MEDIUM", 3_000_000_000)
+    # 1 s past its deadline, plus its estimated prefill: when its first token would come.
+    assert late_by_ns > 1_000_000_000
+    assert d.timed_out == [] and d.tenant_limited == []
+    # The relegated one still starts: nothing that can meet its deadline is waiting.
+    assert admitted_ids(d) == [1] and d.admitted[0].relegated
+    m = s.metrics()
+    assert m["balanced"] is True
+    assert m["conservation"]["shed"] == 1 and m["conservation"]["waiting"] == 0
+    assert m["classes"]["MEDIUM"]["shed"] == 1 and m["classes"]["MEDIUM"]["relegated"] == 0
+    assert m["classes"]["HIGH"]["relegated"] == 1 and m["classes"]["HIGH"]["shed"] == 0
+    with pytest.raises(triage.ControlError):
+        s.cancel(2)  # it has ended
+
+
+def test_a_relegated_request_waits_behind_those_that_can_meet_their_deadline():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(clock=clock)
+    s.submit(1, 10, 5, cls="high")
+    clock.advance_ms(3000)  # six times HIGH's 500 ms TTFT bound
+    s.submit(2, 10, 5, cls="low")
+    one = dict(BUDGET, max_num_seqs=1)
+    d = s.step(**one)
+    assert admitted_ids(d) == [2] and not d.admitted[0].relegated
+    assert s.relegated_in("high") == 1 and s.relegated_in(0) == 1
+    assert s.relegated_in("low") == 0
+    assert s.waiting_in("high") == 1, "waiting_in counts the relegated ones too"
+    s.on_progress(2, 10, 1)
+    s.on_finished(2)
+    d = s.step(**one)
+    assert admitted_ids(d) == [1] and d.admitted[0].relegated
+    assert s.relegated_in("high") == 0
+    assert s.metrics()["classes"]["HIGH"]["relegated"] == 1
+
+
+def test_iteration_estimate_starts_at_the_configured_value_and_follows_the_engine():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(clock=clock)
+    assert s.iteration_estimate_ns() == 50_000_000  # deadline.initial_iteration_ms
+    cfg = triage.Config.from_toml("[deadline]\ninitial_iteration_ms = 20\n")
+    assert triage.Scheduler(cfg, clock=clock).iteration_estimate_ns() == 20_000_000
+    s.submit(1, 10, 50, cls="high")
+    assert admitted_ids(s.step(**BUDGET)) == [1]
+    s.on_progress(1, 10, 1)
+    for _ in range(5):  # iterations of 10 ms, each giving the request a token
+        clock.advance_ms(10)
+        assert s.step(**BUDGET).scheduled == [(1, 1)]
+        s.on_progress(1, 1, 1)
+    assert 10_000_000 < s.iteration_estimate_ns() < 50_000_000
+
+
+def test_config_exposes_the_order_and_the_deadline_settings():
+    default = triage.Config()
+    assert default.order == "deadline"
+    assert default.on_late == ["keep", "keep", "keep"]
+    assert set(default.deadline) == {
+        "urgent_slack_ms",
+        "max_decode_delay_ms",
+        "relaxed_slack_ms",
+        "relaxed_chunk_tokens",
+        "overdue_share",
+        "initial_iteration_ms",
+    }
+    cfg = triage.Config.from_toml(
+        'order = "ladder"\n'
+        "[deadline]\nurgent_slack_ms = 120\nmax_decode_delay_ms = 0\nrelaxed_slack_ms = 9000\n"
+        "relaxed_chunk_tokens = 64\noverdue_share = 0.25\ninitial_iteration_ms = 7\n"
+        + SHED_MEDIUM
+    )
+    assert cfg.order == "ladder"
+    assert cfg.on_late == ["keep", "shed", "keep"]
+    assert cfg.deadline == {
+        "urgent_slack_ms": 120,
+        "max_decode_delay_ms": 0,
+        "relaxed_slack_ms": 9000,
+        "relaxed_chunk_tokens": 64,
+        "overdue_share": 0.25,
+        "initial_iteration_ms": 7,
+    }
+    with pytest.raises(triage.ConfigError, match="order"):
+        triage.Config.from_toml('order = "edf"\n')

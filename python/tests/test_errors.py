@@ -123,6 +123,40 @@ def test_token_counts_and_ids_out_of_range(sched, arg):
     assert sched.metrics()["conservation"]["submitted"] == 0
 
 
+def test_ttft_ms_out_of_range_and_of_the_wrong_type(sched):
+    for submit in (sched.submit, sched.submitter().submit):
+        for bad in (-1, 2**32, 2**64, -(2**200)):
+            m = raises(
+                triage.ArgumentError,
+                submit, 1, 10, 5, cls="high", ttft_ms=bad,
+                match="ttft_ms must be an int from 1 to 604800000 (milliseconds; 7 days), got ",
+            )
+            assert len(m) < 200, "a huge int is cut short in the message"
+        for bad in ("100", 1.5, True, False, [100], object()):
+            raises(triage.ArgumentTypeError, submit, 1, 10, 5, cls="high", ttft_ms=bad, match="ttft_ms must be an int, not ")
+    assert sched.metrics()["conservation"]["submitted"] == 0, "refused before the library"
+    # An int that fits the library's u32 but is outside 1..=MAX_TTFT_MS: the library
+    # refuses the request at submit, as it does a zero prompt, and counts it as refused.
+    assert triage.MAX_TTFT_MS == 7 * 24 * 3600 * 1000
+    for i, bad in enumerate((0, triage.MAX_TTFT_MS + 1, 2**32 - 1)):
+        raises(triage.SubmitError, sched.submit, 10 + i, 10, 5, cls="high", ttft_ms=bad, match=f"req#{10 + i}: ttft_ms must be 1 to 604800000 milliseconds, not {bad}")
+    c = sched.metrics()["conservation"]
+    assert c["submitted"] == 3 and c["refused"] == 3
+    # The bounds themselves, and None (the class's target), are accepted.
+    sched.submit(20, 10, 5, cls="high", ttft_ms=1)
+    sched.submit(21, 10, 5, cls="high", ttft_ms=triage.MAX_TTFT_MS)
+    sched.submit(22, 10, 5, cls="high", ttft_ms=None)
+    assert sched.metrics()["conservation"]["in_ingress"] == 3
+
+
+def test_relegated_in_takes_a_class(sched):
+    raises(triage.ClassError, sched.relegated_in, "urgent", match='cls: unknown class "urgent"')
+    raises(triage.ClassError, sched.relegated_in, 3, match="cls: unknown class index 3")
+    raises(triage.ArgumentTypeError, sched.relegated_in, True, match="cls must be a class name (str) or index (int), not bool")
+    raises(triage.ArgumentTypeError, sched.relegated_in, None, match="not NoneType")
+    assert sched.relegated_in("high") == sched.relegated_in(2) == 0
+
+
 def test_a_prompt_of_2_to_the_32_used_to_be_an_overflow_error(sched):
     # Before: OverflowError "out of range integral type conversion attempted", unnamed.
     raises(triage.ArgumentError, sched.submit, 1, 2**32, 5, cls="high", match="prompt_tokens must be an int from 0 to 4294967295, got 4294967296")
@@ -250,8 +284,8 @@ def _surface():
         ("ManualClock.advance_ms", clock.advance_ms, [0], {}),
         ("ManualClock.advance_ns", clock.advance_ns, [0], {}),
         ("Scheduler", triage.Scheduler, [cfg, clock], {}),
-        ("submit", sub.submit, [100, 10, 2], {"cls": "low", "tenant": 3}),
-        ("submit(priority)", s.submit, [101, 10, 2], {"priority": 50}),
+        ("submit", sub.submit, [100, 10, 2], {"cls": "low", "tenant": 3, "ttft_ms": 500}),
+        ("submit(priority)", s.submit, [101, 10, 2], {"priority": 50, "ttft_ms": 500}),
         ("cancel", sub.cancel, [100], {}),
         ("reprioritize", sub.reprioritize, [1, "low"], {}),
         ("reprioritize(priority)", s.reprioritize, [1], {"priority": 0}),
@@ -259,6 +293,7 @@ def _surface():
         ("on_progress", s.on_progress, [1, 10, 1], {}),
         ("on_finished", s.on_finished, [1, "stop"], {}),
         ("waiting_in", s.waiting_in, ["high"], {}),
+        ("relegated_in", s.relegated_in, ["high"], {}),
         ("tenant_service", s.tenant_service, [None, "high"], {}),
         ("slo_report", s.slo_report, ["1m"], {}),
         ("reload", s.reload, [cfg], {}),

@@ -19,8 +19,8 @@ class ClassError(TriageError):
     """A class name, index or vLLM priority maps to no configured class."""
 
 class SubmitError(TriageError):
-    """submit refused the request (queue full, duplicate id, zero tokens, too long for the
-    context or the KV cache, closed)."""
+    """submit refused the request (queue full, duplicate id, zero tokens, a ttft_ms of 0 or
+    past MAX_TTFT_MS, too long for the context or the KV cache, closed)."""
 
 class ControlError(TriageError):
     """cancel or reprioritize found no request to act on."""
@@ -54,6 +54,9 @@ class AlreadyQueued(TriageError, ValueError):
 
 ClassLike = Union[str, int]
 
+MAX_TTFT_MS: int
+"""The longest per-request TTFT target submit accepts (ttft_ms): 604800000, 7 days."""
+
 class Config:
     """A validated scheduler configuration (the TOML file's contents)."""
 
@@ -80,6 +83,20 @@ class Config:
     @property
     def bucket_width_ms(self) -> int:
         """Width of the arrival buckets that age together, in ms."""
+    @property
+    def order(self) -> str:
+        """How the scheduler orders waiting requests: "deadline" (the default) or "ladder"
+        (aging by promote_after_ms, overdue requests first)."""
+    @property
+    def on_late(self) -> list[str]:
+        """Each class's rule for a waiting request that can no longer meet its deadline, by
+        class index: "keep" (relegated) or "shed" (ended, outcome "shed"). Deadline order
+        only."""
+    @property
+    def deadline(self) -> dict[str, Union[int, float]]:
+        """The [deadline] table (a copy): urgent_slack_ms, max_decode_delay_ms,
+        relaxed_slack_ms, relaxed_chunk_tokens, overdue_share (a float),
+        initial_iteration_ms."""
     def class_for_priority(self, priority: int) -> int:
         """The class index whose range holds vLLM's priority; raises ClassError if none."""
 
@@ -111,11 +128,15 @@ class Submitter:
         cls: Optional[ClassLike] = None,
         priority: Optional[int] = None,
         tenant: Optional[int] = None,
+        ttft_ms: Optional[int] = None,
     ) -> int:
         """Submits a request (class by name or index as cls, or vLLM's integer priority);
-        returns its arrival time in ns. Raises SubmitError if refused, ClassError for a
-        class or priority that maps to no class, ArgumentError for both or neither of cls
-        and priority."""
+        returns its arrival time in ns. ttft_ms: the request's own time-to-first-token
+        target in ms (1 to MAX_TTFT_MS) instead of its class's; in deadline order its
+        deadline is its arrival plus this (the ladder ignores it). Raises SubmitError if
+        refused (ttft_ms 0 or past MAX_TTFT_MS included), ClassError for a class or
+        priority that maps to no class, ArgumentError for both or neither of cls and
+        priority or a ttft_ms outside 0 to 2**32 - 1."""
     def cancel(self, id: int) -> str:
         """Cancels a request; returns "waiting" or "running". Raises ControlError."""
     def reprioritize(
@@ -139,6 +160,9 @@ class Admitted:
     waited_ns: int
     overdue: bool
     resumed: bool
+    # Deadline order: it could no longer meet its deadline and starts because nothing that
+    # can meet one is waiting.
+    relegated: bool
 
 class Preempted:
     """A running request preempted in this iteration (free its KV; it is queued again)."""
@@ -159,6 +183,8 @@ class Decision:
     aborted: list[int]
     cancelled: list[int]
     timed_out: list[tuple[int, str, int]]  # (id, class name, waited_ns)
+    # (id, class name, waited_ns, late_by_ns): shed by deadline order (on_late = "shed")
+    shed: list[tuple[int, str, int, int]]
     # (id, class name, tenant): refused when drained, one tenant past fairness.max_tenants
     tenant_limited: list[tuple[int, str, int | None]]
     total_tokens: int
@@ -181,6 +207,7 @@ class Scheduler:
         cls: Optional[ClassLike] = None,
         priority: Optional[int] = None,
         tenant: Optional[int] = None,
+        ttft_ms: Optional[int] = None,
     ) -> int: ...
     def cancel(self, id: int) -> str: ...
     def reprioritize(
@@ -209,7 +236,16 @@ class Scheduler:
     def class_names(self) -> list[str]: ...
     @property
     def config(self) -> Config: ...
-    def waiting_in(self, cls: ClassLike) -> int: ...
+    def waiting_in(self, cls: ClassLike) -> int:
+        """Requests waiting in class cls (effective class after aging), relegated ones
+        included."""
+    def relegated_in(self, cls: ClassLike) -> int:
+        """Relegated requests of base class cls waiting now (deadline order: they could no
+        longer meet their deadline and wait after every request that can)."""
+    def iteration_estimate_ns(self) -> int:
+        """The engine's mean iteration time in ns as measured from the times of
+        consecutive steps that gave it work (deadline.initial_iteration_ms until then);
+        deadline order estimates first-token and run times from it."""
     @property
     def tenants_held(self) -> int:
         """Tenants with a request waiting or running while fairness is on (0 with it off)."""

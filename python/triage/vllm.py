@@ -12,7 +12,10 @@
   inside one class triage is FIFO by ``(arrival_time, request_id)`` and does not look at
   the priority. With ``aging=True`` (the default) the order is triage's contract: waiting
   requests move up a class as they age (by whole arrival buckets, ``promote_after_ms``),
-  and a request older than ``max_wait_ms`` goes before every other.
+  and a request older than ``max_wait_ms`` goes before every other: the order of
+  ``triage.Scheduler`` with ``order = "ladder"``. The queue keeps it whatever the
+  configuration's ``order``; deadline order (the scheduler's default), ``on_late`` and
+  ``[deadline]`` apply to ``triage.Scheduler`` only.
   ``prepend_request`` (a preempted or skipped request) keeps its original arrival, so its
   place, exactly as vLLM's ``add_request`` would put it.
 * ``policy="fcfs"``: exactly vLLM's ``FCFSRequestQueue`` (append, prepend at the front,

@@ -10,7 +10,7 @@
 //! per admission).
 
 use super::FairnessConfig;
-use crate::class::MAX_CLASSES;
+use crate::class::MAX_TIERS;
 
 /// Not in the heap.
 const ABSENT: u32 = u32::MAX;
@@ -327,21 +327,22 @@ impl Pricing {
     }
 }
 
-/// Counters and backlogged sets.
+/// Counters and backlogged sets, per wait-queue tier (a class, or a class's relegated
+/// requests: each is its own fairness domain, charged for what was admitted from it).
 #[derive(Default)]
 pub(crate) struct FairShare {
-    /// `counters[c][slot]`: the weighted service tenant `slot` received in class `c`, in
+    /// `counters[c][slot]`: the weighted service tenant `slot` received in tier `c`, in
     /// [`Pricing`]'s units, raised by the lift. A slot past the end has received none. By
-    /// class, then slot: a class's counters are dense (four to a cache line), so with many
+    /// tier, then slot: a tier's counters are dense (four to a cache line), so with many
     /// tenants the ones a step joins and charges share lines instead of each being a miss.
     /// `u128`: at most 2^64 units a token, they hold 2^64 tokens at the dearest rate.
-    counters: [Vec<u128>; MAX_CLASSES],
+    counters: [Vec<u128>; MAX_TIERS],
     /// `backlogged[c]` holds `(counters[c][slot], slot)` for exactly the tenants with a
     /// request waiting in class `c`; its least element is the class's next tenant.
-    backlogged: [Order; MAX_CLASSES],
+    backlogged: [Order; MAX_TIERS],
     /// `last[c]`: the tenant picked last in class `c` and its counter there (kept current
     /// while it is charged). The lift for a tenant joining a class where none is backlogged.
-    last: [(u32, u128); MAX_CLASSES],
+    last: [(u32, u128); MAX_TIERS],
 }
 
 impl FairShare {
@@ -450,7 +451,7 @@ impl FairShare {
 
     /// Starts slot `slot` afresh for a new tenant (its previous tenant is gone).
     pub(crate) fn forget(&mut self, slot: u32) {
-        debug_assert!((0..MAX_CLASSES).all(|c| !self.backlogged[c].contains(slot)));
+        debug_assert!((0..MAX_TIERS).all(|c| !self.backlogged[c].contains(slot)));
         for counters in &mut self.counters {
             if let Some(k) = counters.get_mut(slot as usize) {
                 *k = 0;

@@ -440,6 +440,14 @@ fn check(limits: &SubmitLimits, spec: &RequestSpec) -> Result<(), SubmitError> {
     if spec.max_new_tokens == 0 {
         return Err(SubmitError::ZeroMaxNewTokens(spec.id));
     }
+    if let Some(ttft_ms) = spec.ttft_ms {
+        if ttft_ms == 0 || ttft_ms > crate::request::MAX_TTFT_MS {
+            return Err(SubmitError::InvalidTtftTarget {
+                id: spec.id,
+                ttft_ms,
+            });
+        }
+    }
     let tokens = u64::from(spec.prompt_tokens) + u64::from(spec.max_new_tokens);
     if tokens > u64::from(limits.max_model_len) {
         return Err(SubmitError::ExceedsContext {

@@ -340,8 +340,27 @@ impl ClassQueue {
 }
 
 /// The wait queue.
+///
+/// Its *tiers* are the classes, most urgent first, and then, in deadline order, one tier per
+/// class for relegated requests (those that can no longer meet their deadline): tier `c`
+/// holds class `c`'s requests that can still meet theirs, tier `live + c` its relegated
+/// ones, served after every live tier, by class, then arrival.
 pub(crate) struct WaitQueue {
     classes: Vec<ClassQueue>,
+    /// The number of classes: tiers below it are live, the rest relegated.
+    live: usize,
+    /// Deadline order: live tiers are ordered and bucketed by deadline.
+    by_deadline: bool,
+    /// Deadline order: the most a live entry's `due` (its deadline) may lie after its
+    /// arrival, in ns (the scheduler's `max_wait`); 0 in the ladder order.
+    due_lead: u64,
+    /// At most the arrival (ns) of every waiting request: lowered as requests are queued
+    /// (to their bucket's start less their tier's [`WaitQueue::lead`]), set to the least
+    /// such bound over the tiers' first buckets whenever [`WaitQueue::oldest_past`] reads
+    /// them. While `now - age` is below it, nobody has waited `age` and `oldest_past`
+    /// answers at once: it runs for every candidate a step takes, and reading every tier
+    /// each time was a tenth of a step.
+    arrival_floor: u64,
     /// Bucket width in ns (at least 1).
     width: u64,
     /// `promote_after[c]`: age in ns at which class `c` is left; `None` = never.
@@ -357,10 +376,17 @@ pub(crate) struct WaitQueue {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate {
     pub(crate) key: u32,
-    /// The class it was queued in.
+    /// The class it was queued in (its base class if relegated).
     pub(crate) class: Class,
+    /// The tier it was queued in (see [`WaitQueue`]).
+    pub(crate) tier: u8,
     /// Waited past `max_wait`.
     pub(crate) overdue: bool,
+    /// Deadline order: it can no longer meet its deadline (see
+    /// [`WaitQueue::pop_candidate`]).
+    pub(crate) late: bool,
+    /// Deadline order: taken ahead of class order on the overdue credit.
+    pub(crate) on_credit: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -368,15 +394,23 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl WaitQueue {
-    /// An empty queue; `fair` turns on fairness between tenants.
+    /// An empty queue; `fair` turns on fairness between tenants, `deadline` deadline order
+    /// (entries are queued by their `due` time and may be relegated): `Some(lead)`, where
+    /// no live entry is due more than `lead` after its arrival (the scheduler's `max_wait`,
+    /// which bounds every deadline).
     pub(crate) fn new(
         classes: usize,
         width: Duration,
         promote_after: Vec<Option<Duration>>,
         fair: bool,
+        deadline: Option<Duration>,
     ) -> Self {
         Self {
-            classes: (0..classes).map(|_| ClassQueue::default()).collect(),
+            classes: (0..2 * classes).map(|_| ClassQueue::default()).collect(),
+            live: classes,
+            by_deadline: deadline.is_some(),
+            due_lead: deadline.map_or(0, nanos),
+            arrival_floor: u64::MAX,
             width: nanos(width).max(1),
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
             by_base: [0; MAX_CLASSES],
@@ -389,9 +423,14 @@ impl WaitQueue {
         self.len
     }
 
-    /// Requests waiting in effective class `c`.
+    /// Requests waiting in effective class `c`, relegated ones included.
     pub(crate) fn class_len(&self, c: usize) -> usize {
-        self.classes[c].len
+        self.classes[c].len + self.classes[self.live + c].len
+    }
+
+    /// Relegated requests of class `c` waiting.
+    pub(crate) fn relegated_len(&self, c: usize) -> usize {
+        self.classes[self.live + c].len
     }
 
     /// Requests waiting whose base class is `c`.
@@ -465,8 +504,34 @@ impl WaitQueue {
         self.fair.as_mut()
     }
 
-    fn bucket_of(&self, arrival: Timestamp) -> u64 {
-        arrival.0 / self.width
+    fn bucket_of(&self, due: Timestamp) -> u64 {
+        due.0 / self.width
+    }
+
+    /// The class of tier `tier`'s requests.
+    fn class_of_tier(&self, tier: usize) -> Class {
+        // Not `tier % live`: a division, in every insert and candidate.
+        let c = if tier >= self.live {
+            tier - self.live
+        } else {
+            tier
+        };
+        Class::from_index(c as u8)
+    }
+
+    /// How long after its arrival a request of tier `c` may be due: `due_lead` for a live
+    /// tier in deadline order (ordered by deadline), else 0 (ordered by arrival).
+    fn lead(&self, c: usize) -> u64 {
+        if self.by_deadline && c < self.live {
+            self.due_lead
+        } else {
+            0
+        }
+    }
+
+    /// A bound at most the arrival of every request in bucket `b` of tier `c`.
+    fn arrival_bound(&self, c: usize, b: u64) -> u64 {
+        b.saturating_mul(self.width).saturating_sub(self.lead(c))
     }
 
     /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
@@ -488,7 +553,7 @@ impl WaitQueue {
     /// Whether bucket `b` has aged out of class `c` at `now`: its end is older than the
     /// threshold.
     fn aged_out(&self, b: u64, c: usize, now: Timestamp) -> bool {
-        match self.promote_after[c] {
+        match self.promote_after.get(c).copied().flatten() {
             Some(t) if c > 0 => {
                 let end = b.saturating_add(1).saturating_mul(self.width);
                 now.0 >= end.saturating_add(t)
@@ -507,18 +572,38 @@ impl WaitQueue {
         Class::from_index(c as u8)
     }
 
-    /// Queues the entry at its place by class, age and arrival.
+    /// The tier an entry goes to at `now`: its effective class (after aging), or its class's
+    /// relegated tier.
+    fn tier_of(&self, e: &slab::Entry, now: Timestamp) -> usize {
+        if e.relegated {
+            self.live + e.spec.class.index()
+        } else {
+            self.effective_class(e.spec.class, e.due, now).index()
+        }
+    }
+
+    /// Queues the entry at its place by tier, then `due` (deadline or arrival). Returns its
+    /// effective class.
     fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
-        let (base, arrival) = (slab[key].spec.class, slab[key].arrival);
-        let class = self.effective_class(base, arrival, now);
-        let b = self.bucket_of(arrival);
+        let tier = self.tier_of(&slab[key], now);
+        let b = self.bucket_of(slab[key].due);
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
-        let bucket = self.classes[class.index()].bucket_mut(slot, b);
+        let bucket = self.classes[tier].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
-        self.sync_head_if_first(slab, class.index(), slot, b);
-        self.note_added(slab, key, class, false);
-        class
+        self.sync_head_if_first(slab, tier, slot, b);
+        self.note_added(slab, key, tier, b, false);
+        self.class_of_tier(tier)
+    }
+
+    /// Moves a live candidate taken by [`WaitQueue::pop_candidate`] to its class's
+    /// relegated tier, queued by arrival.
+    pub(crate) fn relegate(&mut self, slab: &mut Slab, key: u32, now: Timestamp) {
+        let e = &mut slab[key];
+        debug_assert_eq!(e.place, Place::InHand);
+        e.relegated = true;
+        e.due = e.arrival;
+        self.insert(slab, key, now);
     }
 
     /// Queues an entry that was queued before (preempted, or moved to another class) at its
@@ -535,36 +620,47 @@ impl WaitQueue {
     }
 
     /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
-    /// front of its run. Candidates must be restored in reverse order of taking.
+    /// front of its run (or, if an earlier request joined the run since it was taken — a
+    /// request relegated in the same step — at its sorted place). Candidates must be
+    /// restored in reverse order of taking.
     pub(crate) fn restore(&mut self, slab: &mut Slab, cand: Candidate) {
-        let (run, arrival, slot) = (
+        let (run, due, slot) = (
             run_of(&slab[cand.key]),
-            slab[cand.key].arrival,
+            slab[cand.key].due,
             slab[cand.key].tenant,
         );
-        let b = self.bucket_of(arrival);
-        let bucket = self.classes[cand.class.index()].bucket_mut(slot, b);
-        bucket.run_mut(run).push_front(slab, cand.key);
+        let b = self.bucket_of(due);
+        let tier = usize::from(cand.tier);
+        let bucket = self.classes[tier].bucket_mut(slot, b);
+        let list = bucket.run_mut(run);
+        if list.head != NIL && slab[list.head].order_key() < slab[cand.key].order_key() {
+            list.insert_sorted(slab, cand.key);
+        } else {
+            list.push_front(slab, cand.key);
+        }
         bucket.len += 1;
-        self.sync_head_if_first(slab, cand.class.index(), slot, b);
-        self.note_added(slab, cand.key, cand.class, true);
+        self.sync_head_if_first(slab, tier, slot, b);
+        self.note_added(slab, cand.key, tier, b, true);
     }
 
-    /// Counts an entry just linked into `class` (and its tenant's lane). A lane that was
-    /// empty joins the fair order: lifted (a new arrival, a promotion, a re-queue) or, for
-    /// a candidate `restored` unstarted in the step that took it, at its own counter.
-    fn note_added(&mut self, slab: &mut Slab, key: u32, class: Class, restored: bool) {
+    /// Counts an entry just linked into bucket `b` of `tier` (and its tenant's lane), and
+    /// lowers the arrival floor to it. A lane that was empty joins the fair order: lifted (a
+    /// new arrival, a promotion, a re-queue) or, for a candidate `restored` unstarted in the
+    /// step that took it, at its own counter.
+    fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64, restored: bool) {
+        let bound = self.arrival_bound(tier, b);
+        self.arrival_floor = self.arrival_floor.min(bound);
         let slot = slab[key].tenant;
-        let cq = &mut self.classes[class.index()];
+        let cq = &mut self.classes[tier];
         cq.len += 1;
         let lane = &mut cq.lanes[slot as usize];
         lane.len += 1;
         if lane.len == 1 {
             if let Some(f) = &mut self.fair {
                 if restored {
-                    f.rejoin(class.index(), slot);
+                    f.rejoin(tier, slot);
                 } else {
-                    f.join(class.index(), slot);
+                    f.join(tier, slot);
                 }
             }
         }
@@ -580,12 +676,17 @@ impl WaitQueue {
             Place::Waiting,
             "remove of an entry that is not waiting"
         );
-        let b = self.bucket_of(slab[key].arrival);
+        let b = self.bucket_of(slab[key].due);
         let base = slab[key].spec.class.index();
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant as usize);
-        // The run for (tenant, bucket, base, late) lives in exactly one class, at or above
-        // `base`.
-        let class = (0..=base)
+        // The run for (tenant, bucket, base, late) lives in exactly one tier: the class's
+        // relegated tier, or a class at or above `base`.
+        let tiers = if slab[key].relegated {
+            self.live + base..=self.live + base
+        } else {
+            0..=base
+        };
+        let class = tiers
             .rev()
             .find(|&c| {
                 self.classes[c]
@@ -635,9 +736,9 @@ impl WaitQueue {
         slab[key].place = Place::InHand;
     }
 
-    /// Takes the waiting entry `key` of effective class `class` off the queue.
+    /// Takes the waiting entry `key` of tier `class` off the queue.
     fn take(&mut self, slab: &mut Slab, key: u32, class: usize) {
-        let b = self.bucket_of(slab[key].arrival);
+        let b = self.bucket_of(slab[key].due);
         let run = run_of(&slab[key]);
         self.unlink_from(slab, key, class, b, run);
     }
@@ -656,50 +757,96 @@ impl WaitQueue {
         Some(head)
     }
 
-    /// Takes the next request to consider: the oldest overdue request of any class if there
-    /// is one, else the next request of the most urgent non-empty class.
+    /// Takes the next request to consider.
+    ///
+    /// In the ladder order: the oldest overdue request of any class if there is one, else
+    /// the next request of the most urgent non-empty class.
+    ///
+    /// In deadline order: the oldest request waiting past `max_wait` if `overdue_credit`
+    /// covers its prefill; else the next request of the most urgent live tier, unless
+    /// `late` judges that it can no longer meet its deadline: then it is returned with
+    /// [`Candidate::late`] set, for the caller to relegate ([`WaitQueue::relegate`]) or end;
+    /// else the next relegated request, by class.
     pub(crate) fn pop_candidate(
         &mut self,
         slab: &mut Slab,
         now: Timestamp,
         max_wait: Duration,
+        overdue_credit: u64,
+        late: &mut dyn FnMut(&slab::Entry) -> bool,
     ) -> Option<Candidate> {
-        let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
-            Some((c, k)) => (c, k, true),
-            None => {
-                let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
-                (c, self.next_of(slab, c)?, false)
+        if !self.by_deadline {
+            let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
+                Some((c, k)) => (c, k, true),
+                None => {
+                    let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
+                    (c, self.next_of(slab, c)?, false)
+                }
+            };
+            self.take(slab, key, class);
+            return Some(self.candidate(key, class, overdue, false));
+        }
+        if let Some((tier, key)) = self.oldest_past(slab, now, max_wait) {
+            if u64::from(slab[key].prefill_target) <= overdue_credit {
+                self.take(slab, key, tier);
+                let mut cand = self.candidate(key, tier, true, false);
+                cand.on_credit = true;
+                return Some(cand);
             }
-        };
-        self.take(slab, key, class);
-        Some(Candidate {
+        }
+        let tier = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
+        let key = self.next_of(slab, tier)?;
+        let is_late = tier < self.live && late(&slab[key]);
+        self.take(slab, key, tier);
+        let overdue = now.saturating_since(slab[key].arrival) >= max_wait;
+        Some(self.candidate(key, tier, overdue, is_late))
+    }
+
+    fn candidate(&self, key: u32, tier: usize, overdue: bool, late: bool) -> Candidate {
+        Candidate {
             key,
-            class: Class::from_index(class as u8),
+            class: self.class_of_tier(tier),
+            tier: tier as u8,
             overdue,
-        })
+            late,
+            on_credit: false,
+        }
     }
 
     /// The oldest request of any class that has waited at least `age` at `now`, and its
-    /// class. Looks at a class's lanes only if its oldest bucket began `age` ago or more
-    /// (nothing in a younger bucket can qualify).
+    /// class. Nothing is read while `now - age` is below the arrival floor (see
+    /// [`WaitQueue::arrival_floor`]); else a tier's lanes are read only if its first bucket
+    /// began early enough for a request in it to qualify: `age` ago or more in a tier queued
+    /// by arrival; in a live tier of deadline order, where a request is due at most
+    /// `due_lead` after it arrived, `age - due_lead` ago or more.
     pub(crate) fn oldest_past(
-        &self,
+        &mut self,
         slab: &Slab,
         now: Timestamp,
         age: Duration,
     ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
+        if now.0 < self.arrival_floor.saturating_add(age_ns) {
+            return None;
+        }
+        let mut floor = u64::MAX;
+        let mut qualify = [false; 2 * MAX_CLASSES];
+        for (c, cq) in self.classes.iter().enumerate() {
+            if let Some(&(b, _)) = cq.buckets.front() {
+                let bound = self.arrival_bound(c, b);
+                floor = floor.min(bound);
+                qualify[c] = now.0 >= bound.saturating_add(age_ns);
+            }
+        }
+        self.arrival_floor = floor;
         self.classes
             .iter()
             .enumerate()
-            .filter(|(_, cq)| {
-                cq.buckets.front().is_some_and(|&(b, _)| {
-                    now.0.saturating_sub(b.saturating_mul(self.width)) >= age_ns
-                })
-            })
+            .filter(|&(c, _)| qualify[c])
             .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= age)
-            .min_by_key(|&(_, k)| slab[k].order_key())
+            // By arrival: in deadline order `order_key` is the deadline.
+            .min_by_key(|&(_, k)| (slab[k].arrival, slab[k].spec.id.0))
     }
 
     /// Takes the oldest request that has waited at least `timeout`, if any.
@@ -709,13 +856,9 @@ impl WaitQueue {
         now: Timestamp,
         timeout: Duration,
     ) -> Option<Candidate> {
-        let (class, key) = self.oldest_past(slab, now, timeout)?;
-        self.take(slab, key, class);
-        Some(Candidate {
-            key,
-            class: Class::from_index(class as u8),
-            overdue: true,
-        })
+        let (tier, key) = self.oldest_past(slab, now, timeout)?;
+        self.take(slab, key, tier);
+        Some(self.candidate(key, tier, true, false))
     }
 
     /// Moves every bucket whose age passed its class's threshold up one class (or more),
@@ -724,7 +867,7 @@ impl WaitQueue {
     /// class to `promoted`.
     pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
         let mut total = 0;
-        for c in (1..self.classes.len()).rev() {
+        for c in (1..self.live).rev() {
             while let Some(&(b, _)) = self.classes[c].buckets.front() {
                 if !self.aged_out(b, c, now) {
                     break;
@@ -795,8 +938,9 @@ impl WaitQueue {
 
     /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
     /// sorted and linked both ways, every entry's place names its bucket and lane, the
-    /// bucket index names exactly the lanes holding each bucket, and the fair order holds
-    /// exactly the non-empty lanes.
+    /// bucket index names exactly the lanes holding each bucket, the fair order holds
+    /// exactly the non-empty lanes, and no entry is due more than its tier's lead after its
+    /// arrival or arrived before the arrival floor.
     pub(crate) fn check(&self, slab: &Slab) -> Result<(), String> {
         let mut total = 0;
         let mut by_base = [0usize; MAX_CLASSES];
@@ -925,14 +1069,25 @@ fn check_bucket(
                 return Err(format!("class {c} bucket {b}: run out of order at {k}"));
             }
             if e.place != Place::Waiting
-                || q.bucket_of(e.arrival) != b
+                || q.bucket_of(e.due) != b
                 || run_of(e) != r
                 || e.tenant as usize != slot
             {
                 return Err(format!("class {c} bucket {b}: entry {k} misplaced"));
             }
-            if c > base {
-                return Err(format!("entry {k} sits below its base class"));
+            if e.relegated != (c >= q.live)
+                || (c >= q.live && c - q.live != base)
+                || (c < q.live && c > base)
+            {
+                return Err(format!("entry {k} sits in tier {c}, not its class's"));
+            }
+            if e.relegated && e.due != e.arrival {
+                return Err(format!("relegated entry {k} is not queued by arrival"));
+            }
+            if e.due.0 > e.arrival.0.saturating_add(q.lead(c)) || e.arrival.0 < q.arrival_floor {
+                return Err(format!(
+                    "entry {k} due past its tier's lead, or arrived below the arrival floor"
+                ));
             }
             prev = k;
             count += 1;
@@ -962,4 +1117,112 @@ fn contains(list: &List, slab: &Slab, key: u32) -> bool {
         k = slab[k].prev;
     }
     k == list.head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Arc;
+    use crate::ticket::Ticket;
+    use crate::{RequestId, RequestSpec};
+
+    fn entry(slab: &mut Slab, id: u64, arrival_ms: u64) -> u32 {
+        let spec = RequestSpec::new(id, Class::LOW, 8, 1);
+        let mut e = slab::Entry::new(
+            Arc::new(Ticket::new(spec.id)),
+            spec,
+            Timestamp::from_millis(arrival_ms),
+        );
+        e.tenant = 0;
+        slab.insert(e)
+    }
+
+    /// A candidate put back after an older request joined its run in the same step (a
+    /// request relegated meanwhile) goes back at its sorted place, not at the front.
+    #[test]
+    fn a_restored_candidate_keeps_the_run_sorted() {
+        let mut slab = Slab::default();
+        let mut q = WaitQueue::new(
+            3,
+            Duration::from_millis(1000),
+            vec![None; 3],
+            false,
+            Some(Duration::from_secs(60)),
+        );
+        let newer = entry(&mut slab, 2, 500);
+        slab[newer].relegated = true;
+        q.insert_new(&mut slab, newer, Timestamp::ZERO);
+        let cand = q
+            .pop_candidate(&mut slab, Timestamp::ZERO, Duration::MAX, 0, &mut |_| false)
+            .expect("the relegated request");
+        assert_eq!(cand.key, newer);
+        // An older request of the class is relegated into the same bucket meanwhile.
+        let older = entry(&mut slab, 1, 100);
+        q.relegate(&mut slab, older, Timestamp::ZERO);
+        q.restore(&mut slab, cand);
+        q.check(&slab).expect("the run stays sorted");
+        assert_eq!(q.keys_in_order(&slab), vec![older, newer]);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// Queues request `id` of class `class` that arrived at `arrival_ms`, due at `due_ms`
+    /// (its deadline, or its arrival once `relegated`).
+    fn queue(
+        q: &mut WaitQueue,
+        slab: &mut Slab,
+        id: u64,
+        class: u8,
+        (arrival_ms, due_ms): (u64, u64),
+        relegated: bool,
+    ) -> u32 {
+        let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
+        let ticket = Arc::new(Ticket::new(RequestId(id)));
+        let mut e = slab::Entry::new(ticket, spec, Timestamp(arrival_ms * MS));
+        e.due = Timestamp(due_ms * MS);
+        e.deadline = e.due;
+        e.relegated = relegated;
+        e.tenant = 0;
+        let key = slab.insert(e);
+        q.insert_new(slab, key, Timestamp(due_ms * MS));
+        q.check(slab).expect("queue invariants");
+        key
+    }
+
+    #[test]
+    fn oldest_past_sees_every_request_the_arrival_floor_lets_it_skip_the_rest() {
+        // Deadline order, max wait 60 s: live tiers by deadline, relegated ones by arrival.
+        let max_wait = Duration::from_secs(60);
+        let mut q = WaitQueue::new(
+            3,
+            Duration::from_millis(10),
+            vec![None; 3],
+            false,
+            Some(max_wait),
+        );
+        let mut slab = Slab::default();
+        let at = |ms: u64| Timestamp(ms * MS);
+        // A live HIGH request that arrived at 200 s, due at 200.5 s. Until its deadline
+        // nobody can have waited 60 s (the floor is 140.5 s): no tier is read.
+        let fresh = queue(&mut q, &mut slab, 1, 0, (200_000, 200_500), false);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        // A relegated LOW request that arrived at 10 s lowers the floor, and is found.
+        let old = queue(&mut q, &mut slab, 2, 2, (10_000, 10_000), true);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((5, old)));
+        q.take(&mut slab, old, 5);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        // A live MEDIUM request whose deadline passed long ago: found in its live tier once
+        // it has waited 60 s.
+        let late = queue(&mut q, &mut slab, 3, 1, (100_000, 102_000), false);
+        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((1, late)));
+        assert_eq!(q.oldest_past(&slab, at(159_999), max_wait), None);
+        assert_eq!(q.oldest_past(&slab, at(160_000), max_wait), Some((1, late)));
+        q.take(&mut slab, late, 1);
+        assert_eq!(q.oldest_past(&slab, at(259_999), max_wait), None);
+        assert_eq!(
+            q.oldest_past(&slab, at(260_000), max_wait),
+            Some((0, fresh))
+        );
+        q.check(&slab).expect("queue invariants");
+    }
 }

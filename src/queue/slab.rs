@@ -32,6 +32,16 @@ pub(crate) struct Entry {
     /// As submitted; `spec.class` is the base class, updated by reprioritise.
     pub(crate) spec: RequestSpec,
     pub(crate) arrival: Timestamp,
+    /// The time the wait queue orders and buckets it by: its deadline in deadline order,
+    /// its arrival in the ladder order and once relegated.
+    pub(crate) due: Timestamp,
+    /// Its deadline (deadline order): the latest first token if `first_token_due`, else the
+    /// latest start.
+    pub(crate) deadline: Timestamp,
+    /// Whether `deadline` bounds the first token (a TTFT target) rather than the start.
+    pub(crate) first_token_due: bool,
+    /// Relegated: it could not meet its deadline and waits after every request that can.
+    pub(crate) relegated: bool,
     pub(crate) place: Place,
     /// Intrusive list links (valid while `Waiting`).
     pub(crate) prev: u32,
@@ -47,6 +57,10 @@ pub(crate) struct Entry {
     pub(crate) blocks: u32,
     /// Effective class when the current run started (ranks it as a preemption victim).
     pub(crate) run_class: Class,
+    /// The wait-queue tier the current run was admitted from (its fair counters).
+    pub(crate) run_tier: u8,
+    /// When it was last given work (a decode token's delay is measured from here).
+    pub(crate) last_work: Timestamp,
     /// When the current run started.
     pub(crate) started: Timestamp,
     /// When the first output token was reported.
@@ -79,6 +93,10 @@ impl Entry {
             ticket,
             spec,
             arrival,
+            due: arrival,
+            deadline: arrival,
+            first_token_due: false,
+            relegated: false,
             place: Place::InHand,
             prev: NIL,
             next: NIL,
@@ -87,6 +105,8 @@ impl Entry {
             kv_tokens: 0,
             blocks: 0,
             run_class: spec.class,
+            run_tier: spec.class.index() as u8,
+            last_work: arrival,
             started: arrival,
             first_token: None,
             last_event: arrival,
@@ -100,9 +120,9 @@ impl Entry {
         }
     }
 
-    /// The FIFO key inside a class: arrival, then id for equal arrivals.
+    /// The order inside a class: `due` (deadline, or arrival), then id for equal times.
     pub(crate) fn order_key(&self) -> (Timestamp, u64) {
-        (self.arrival, self.spec.id.0)
+        (self.due, self.spec.id.0)
     }
 
     /// Whether the current run still has prompt tokens to prefill.

@@ -88,6 +88,7 @@ impl Scheduler {
         let key = self.running_key(id, now)?;
         self.running.retain(|&k| k != key);
         let class = self.slab[key].spec.class.index();
+        self.pace.finished(class, self.slab[key].generated);
         let outcome = self.end(key, Outcome::Finished, now);
         tracing::debug!(id = id.0, class, reason = ?reason, outcome = ?outcome, "finished");
         Ok(outcome)

@@ -137,7 +137,9 @@ impl Scheduler {
         }
     }
 
-    /// Charges `tokens` tokens of service to the entry's tenant in the class it runs in.
+    /// Charges `tokens` tokens of service to the entry's tenant in the wait-queue tier its
+    /// run was admitted from (its class, or in deadline order that class's relegated tier):
+    /// the fair counters that ordered it.
     pub(super) fn charge(&mut self, key: u32, kind: Tokens, tokens: u32) {
         let cfg = &self.config.fairness;
         if !cfg.enabled || tokens == 0 {
@@ -151,7 +153,7 @@ impl Scheduler {
         // Whole units per token, so the counter adds exactly (`crate::fair::share::Pricing`).
         let amount = u128::from(tokens) * u128::from(self.tenants.cost(slot, kind as usize));
         if let Some(f) = self.wait.fair_mut() {
-            f.charge(class, slot, amount);
+            f.charge(usize::from(e.run_tier), slot, amount);
         }
         if cfg.tenant_metrics {
             // The handle is kept per slot, class and kind: made here at the tenant's first

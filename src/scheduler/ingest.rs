@@ -128,7 +128,9 @@ impl Scheduler {
         if !self.assign_tenant(key, hint, limit, now, out) {
             return;
         }
-        self.wait.insert_new(&mut self.slab, key, now);
+        self.set_deadline(key);
+        let class = self.wait.insert_new(&mut self.slab, key, now);
+        self.count_aged_on_arrival(spec.class, class);
         self.slo.queue_held(key, &mut self.slab[key], spec.class);
     }
 
@@ -136,6 +138,16 @@ impl Scheduler {
     /// a reload that shrank the class list since is absorbed by the least urgent class.
     pub(super) fn clamp_class(&self, class: Class) -> Class {
         Class::from_index(class.index().min(self.classes.len() - 1) as u8)
+    }
+
+    /// Counts a request queued straight into `class`, above its base class `base`, because it
+    /// had aged past thresholds before a step took it: promoted out of each class it skipped.
+    fn count_aged_on_arrival(&mut self, base: Class, class: Class) {
+        for c in class.index() + 1..=base.index() {
+            self.counters.per_class[c].promoted += 1;
+            self.step_counts[c].promoted += 1;
+            self.promoted_on_arrival += 1;
+        }
     }
 
     fn count_reprioritize(&mut self, from: Class, to: Class) {
@@ -161,12 +173,17 @@ impl Scheduler {
             Place::Waiting => {
                 self.wait.remove(&mut self.slab, key);
                 self.slab[key].spec.class = class;
-                self.wait.insert_again(&mut self.slab, key, now);
+                self.set_deadline(key);
+                let effective = self.wait.insert_again(&mut self.slab, key, now);
+                self.count_aged_on_arrival(class, effective);
             }
             Place::Running => {
+                let live = self.classes.len();
                 let e = &mut self.slab[key];
                 e.spec.class = class;
                 e.run_class = class;
+                // Its service is charged in its new class (or that class's relegated tier).
+                e.run_tier = (class.index() + if e.relegated { live } else { 0 }) as u8;
             }
             Place::InHand => unreachable!("no entry is in hand between steps"),
         }

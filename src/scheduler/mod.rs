@@ -5,9 +5,11 @@
 //! `ingest.rs` (rings and notices → wait queue), `plan.rs` (running work, admission,
 //! preemption), `engine.rs` (the engine's progress and finish callbacks, hand-off).
 
+mod deadline;
 mod engine;
 mod fairness;
 mod ingest;
+mod pace;
 mod plan;
 mod reload;
 
@@ -106,6 +108,18 @@ pub struct Scheduler {
     tenant_tokens: Vec<[Option<metrics::Counter>; 2 * MAX_CLASSES]>,
     /// When the per-tenant gauges were last set.
     tenant_metrics_at: Option<Timestamp>,
+    /// The engine's measured pace (deadline order's estimates).
+    pace: pace::Pace,
+    /// Deadline order: prompt tokens that requests past `max_wait` may still take ahead of
+    /// class order (earned at `deadline.overdue_share` of each step's token budget).
+    overdue_credit: u64,
+    /// Deadline order: how many more waiting requests this step may relegate or shed.
+    late_left: u32,
+    /// Scratch: decodes held back for an urgent prefill in the current step.
+    withheld: Vec<u32>,
+    /// Promotions counted as requests were queued in the current step (aged past a
+    /// threshold before a step took them), for the step's summary.
+    promoted_on_arrival: u64,
 }
 
 impl Scheduler {
@@ -128,6 +142,7 @@ impl Scheduler {
         let slo = SloTracker::new(config.slo.clone(), &classes)?;
         let metrics = StepMetrics::new(&classes, Some(&config.slo));
         let config_fairness = config.fairness.clone();
+        let config_initial_iteration = config.deadline.initial_iteration_ms;
         let sched = Scheduler {
             shared: Arc::clone(&shared),
             classes,
@@ -157,6 +172,11 @@ impl Scheduler {
             tenants: crate::fair::tenants::Tenants::new(&config_fairness),
             tenant_tokens: Vec::new(),
             tenant_metrics_at: None,
+            pace: pace::Pace::new(Duration::from_millis(config_initial_iteration)),
+            overdue_credit: 0,
+            late_left: 0,
+            withheld: Vec::new(),
+            promoted_on_arrival: 0,
         };
         Ok((sched, Submitter { shared }))
     }
@@ -176,6 +196,18 @@ impl Scheduler {
     /// The configured classes.
     pub fn classes(&self) -> &ClassSet {
         &self.classes
+    }
+
+    /// Whether the queue is in deadline order.
+    pub(crate) fn by_deadline(&self) -> bool {
+        self.config.order == crate::config::QueueOrder::Deadline
+    }
+
+    /// The engine's mean iteration time as the scheduler has measured it from the times of
+    /// consecutive steps that gave it work (`deadline.initial_iteration_ms` until then).
+    /// Deadline order estimates first-token and run times from it.
+    pub fn iteration_estimate(&self) -> Duration {
+        self.pace.iteration()
     }
 
     /// Decides the next iteration. See [`Scheduler::step_into`].
@@ -216,6 +248,7 @@ impl Scheduler {
             });
         }
         let started = std::time::Instant::now();
+        self.pace.step(now, budget.max_batched_tokens);
         self.last_now = now;
         self.step_no = self.step_no.wrapping_add(1);
         out.clear(now);
@@ -232,12 +265,14 @@ impl Scheduler {
             }
         }
         self.ingest(now, out);
+        out.summary.promoted += std::mem::take(&mut self.promoted_on_arrival);
         out.reload = self.apply_pending_reload(now);
         self.expire(now, out);
         self.plan(now, budget, out);
 
         out.summary.waiting = self.wait.len();
         out.summary.running = self.running.len();
+        self.pace.worked(out.summary.tokens);
         self.slo.tick_held(now, &mut self.slab);
         self.publish_metrics(now, budget, started.elapsed());
         for c in 0..self.classes.len() {
@@ -321,6 +356,16 @@ impl Scheduler {
         }
     }
 
+    /// Relegated requests of `class` waiting now (deadline order: they could no longer
+    /// meet their deadline and wait after every request that can).
+    pub fn relegated_in(&self, class: crate::Class) -> usize {
+        if self.classes.contains(class) {
+            self.wait.relegated_len(class.index())
+        } else {
+            0
+        }
+    }
+
     /// Requests running now.
     pub fn running(&self) -> usize {
         self.running.len()
@@ -367,6 +412,7 @@ impl Scheduler {
             c.cancelled += pc.cancelled;
             c.timed_out += pc.timed_out;
             c.evicted += pc.evicted;
+            c.shed += pc.shed;
         }
         c
     }
@@ -406,7 +452,8 @@ impl Scheduler {
                 self.drained
             ));
         }
-        let ended = refused_when_drained + c.finished + c.cancelled + c.timed_out + c.evicted;
+        let ended =
+            refused_when_drained + c.finished + c.cancelled + c.timed_out + c.evicted + c.shed;
         if self.drained != c.waiting + c.running + ended {
             return Err(format!("drained {} != held + ended: {c}", self.drained));
         }
@@ -473,6 +520,7 @@ impl Scheduler {
         match outcome {
             Outcome::Finished => {}
             Outcome::TimedOut => self.step_counts[class].timed_out += 1,
+            Outcome::Shed => self.step_counts[class].shed += 1,
             Outcome::Cancelled | Outcome::Evicted | Outcome::Refused => {
                 self.step_counts[class].cancelled += u64::from(outcome == Outcome::Cancelled);
             }

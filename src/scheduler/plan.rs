@@ -1,6 +1,8 @@
-//! One iteration's batch: running requests' work first (oldest run first), then admissions
-//! in queue order with preemption and bounded backfill. Everything here runs on the engine
-//! thread and touches only the scheduler's own structures and the tickets' atomic words.
+//! One iteration's batch in the ladder order: running requests' work first (oldest run
+//! first), then admissions in queue order with preemption and bounded backfill; and the
+//! mechanics both orders share (budget accounting, admission, preemption). Deadline order's
+//! plan is in `deadline.rs`. Everything here runs on the engine thread and touches only the
+//! scheduler's own structures and the tickets' atomic words.
 
 use super::Scheduler;
 use crate::budget::{Budget, Short};
@@ -12,15 +14,28 @@ use crate::ticket::{QUEUED, RUNNING};
 use crate::time::Timestamp;
 
 /// What is left of the budget as the step goes.
-struct Left {
-    seqs: u32,
-    tokens: u32,
-    free_blocks: u32,
-    victims: usize,
+pub(super) struct Left {
+    pub(super) seqs: u32,
+    pub(super) tokens: u32,
+    pub(super) free_blocks: u32,
+    pub(super) victims: usize,
 }
 
 impl Scheduler {
     pub(super) fn plan(&mut self, now: Timestamp, budget: &Budget, out: &mut Decision) {
+        if self.by_deadline() {
+            return self.plan_deadline(now, budget, out);
+        }
+        let mut left = self.start_plan(budget, out);
+        let mut freed = 0u32;
+        self.plan_running(now, &mut left, &mut freed, out);
+        self.admit_waiting(now, &mut left, &mut freed, out);
+        self.finish_plan(now, budget, &left, freed, out);
+    }
+
+    /// The step's budget, after preempting what runs beyond a `max_num_seqs` the engine
+    /// lowered.
+    pub(super) fn start_plan(&mut self, budget: &Budget, out: &mut Decision) -> Left {
         let mut left = Left {
             seqs: budget
                 .max_num_seqs
@@ -46,75 +61,136 @@ impl Scheduler {
         left.seqs = budget
             .max_num_seqs
             .saturating_sub(u32::try_from(self.running.len()).unwrap_or(u32::MAX));
-        self.plan_running(&mut left, &mut freed, out);
-        self.admit_waiting(now, &mut left, &mut freed, out);
+        out.summary.blocks = freed; // blocks freed before any work: counted back below
+        left
+    }
+
+    /// Queues this step's victims again and totals the step.
+    pub(super) fn finish_plan(
+        &mut self,
+        now: Timestamp,
+        budget: &Budget,
+        left: &Left,
+        freed: u32,
+        out: &mut Decision,
+    ) {
         for key in std::mem::take(&mut self.requeue) {
             self.wait.insert_again(&mut self.slab, key, now);
         }
+        let freed = freed + out.summary.blocks;
         out.summary.tokens = budget.max_batched_tokens - left.tokens;
         out.summary.blocks = (budget.free_blocks + freed).saturating_sub(left.free_blocks);
     }
 
     /// Gives every running request its next prefill chunk or decode token while tokens
-    /// last. A decode that crosses into a new KV block needs a free block; when there is
-    /// none, the lowest-class, most recently started request is preempted (possibly the
-    /// one that needed the block), as vLLM does.
-    fn plan_running(&mut self, left: &mut Left, freed: &mut u32, out: &mut Decision) {
+    /// last, oldest run first.
+    fn plan_running(
+        &mut self,
+        now: Timestamp,
+        left: &mut Left,
+        freed: &mut u32,
+        out: &mut Decision,
+    ) {
         let mut i = 0;
         while i < self.running.len() {
             if left.tokens == 0 {
                 break;
             }
-            let key = self.running[i];
-            let e = &self.slab[key];
-            let id = e.spec.id;
+            let e = &self.slab[self.running[i]];
             let tokens = if e.prefilling() {
                 (e.prefill_target - e.kv_tokens).min(left.tokens)
             } else {
                 1
             };
-            let want_blocks = self
-                .config
-                .engine
-                .blocks_for(u64::from(e.kv_tokens) + u64::from(tokens));
-            let need =
-                u32::try_from(want_blocks.saturating_sub(u64::from(e.blocks))).unwrap_or(u32::MAX);
-            let mut self_preempted = false;
-            while need > left.free_blocks {
-                let Some(v) = self.pick_victim(None) else {
-                    break;
-                };
-                self_preempted = self.running[v] == key;
-                if v < i {
-                    i -= 1;
-                }
-                self.preempt(
-                    v,
-                    PreemptReason::KvExhausted { needed_by: id },
-                    left,
-                    freed,
-                    out,
-                );
-                if self_preempted {
-                    break;
-                }
-            }
-            if self_preempted {
-                continue; // `i` now points at the next running request
-            }
-            if need > left.free_blocks {
-                i += 1; // no victim left: it waits for the next iteration
-                continue;
-            }
-            let e = &mut self.slab[key];
-            e.blocks += need;
-            e.planned = tokens;
-            e.planned_step = self.step_no;
-            left.free_blocks -= need;
-            left.tokens -= tokens;
-            out.scheduled.push(Scheduled { id, tokens });
-            i += 1;
+            self.give_tokens(&mut i, tokens, now, left, freed, out);
         }
+    }
+
+    /// Schedules `tokens` of work for `running[*i]` and moves `*i` to the next running
+    /// request. The KV blocks they need come from the free ones; when too few are free,
+    /// the lowest-class, most recently started request is preempted (possibly
+    /// `running[*i]` itself, which then gets nothing), as vLLM does; with no victim left
+    /// it waits for the next iteration.
+    pub(super) fn give_tokens(
+        &mut self,
+        i: &mut usize,
+        tokens: u32,
+        now: Timestamp,
+        left: &mut Left,
+        freed: &mut u32,
+        out: &mut Decision,
+    ) {
+        let key = self.running[*i];
+        let id = self.slab[key].spec.id;
+        while self.blocks_needed(key, tokens) > left.free_blocks {
+            let Some(v) = self.pick_victim(None) else {
+                break;
+            };
+            let own = self.running[v] == key;
+            if v < *i {
+                *i -= 1;
+            }
+            let reason = PreemptReason::KvExhausted { needed_by: id };
+            self.preempt(v, reason, left, freed, out);
+            if own {
+                return; // `*i` now names the next running request
+            }
+        }
+        self.schedule(key, tokens, now, left, out);
+        *i += 1;
+    }
+
+    /// Schedules `tokens` of work for `running[i]` if its KV blocks are free, preempting
+    /// nobody. Whether it was scheduled.
+    pub(super) fn give_tokens_no_preempt(
+        &mut self,
+        i: usize,
+        tokens: u32,
+        now: Timestamp,
+        left: &mut Left,
+        out: &mut Decision,
+    ) -> bool {
+        let key = self.running[i];
+        self.schedule(key, tokens, now, left, out)
+    }
+
+    /// KV blocks running request `key` needs beyond what it holds to compute `tokens` more.
+    fn blocks_needed(&self, key: u32, tokens: u32) -> u32 {
+        let e = &self.slab[key];
+        let want = self
+            .config
+            .engine
+            .blocks_for(u64::from(e.kv_tokens) + u64::from(tokens));
+        u32::try_from(want.saturating_sub(u64::from(e.blocks))).unwrap_or(u32::MAX)
+    }
+
+    /// Takes `tokens` and their KV blocks from the budget for running request `key`, if
+    /// the blocks are free. Whether it did.
+    fn schedule(
+        &mut self,
+        key: u32,
+        tokens: u32,
+        now: Timestamp,
+        left: &mut Left,
+        out: &mut Decision,
+    ) -> bool {
+        let need = self.blocks_needed(key, tokens);
+        if need > left.free_blocks {
+            return false;
+        }
+        let step = self.step_no;
+        let e = &mut self.slab[key];
+        e.blocks += need;
+        e.planned = tokens;
+        e.planned_step = step;
+        e.last_work = now;
+        left.free_blocks -= need;
+        left.tokens -= tokens;
+        out.scheduled.push(Scheduled {
+            id: e.spec.id,
+            tokens,
+        });
+        true
     }
 
     /// Admits waiting requests in queue order until a budget runs out.
@@ -137,7 +213,10 @@ impl Scheduler {
                 });
                 break;
             }
-            let Some(cand) = self.wait.pop_candidate(&mut self.slab, now, self.max_wait) else {
+            let Some(cand) =
+                self.wait
+                    .pop_candidate(&mut self.slab, now, self.max_wait, 0, &mut |_| false)
+            else {
                 break;
             };
             let target = self.slab[cand.key].prefill_target;
@@ -152,7 +231,9 @@ impl Scheduler {
                 }
             }
             match short {
-                None => self.admit(cand, now, target, blocks, left, out),
+                None => {
+                    self.admit(cand, now, target, blocks, u32::MAX, left, out);
+                }
                 Some(s) => {
                     out.summary.stopped_by.get_or_insert(s);
                     tracing::debug!(
@@ -202,7 +283,13 @@ impl Scheduler {
 
     /// The first budget that a request needing `target` prefill tokens and `blocks` KV
     /// blocks does not fit in, if any.
-    fn shortfall(&self, left: &Left, target: u32, blocks: u32, watermark: u32) -> Option<Short> {
+    pub(super) fn shortfall(
+        &self,
+        left: &Left,
+        target: u32,
+        blocks: u32,
+        watermark: u32,
+    ) -> Option<Short> {
         if left.seqs == 0 {
             Some(Short::Seqs)
         } else if left.free_blocks < blocks.saturating_add(watermark) {
@@ -215,23 +302,26 @@ impl Scheduler {
     }
 
     /// Starts a candidate, unless a cancel reached it first.
-    fn admit(
+    /// Returns the chunk it starts with (0 if it was cancelled), at most `cap`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn admit(
         &mut self,
         cand: Candidate,
         now: Timestamp,
         target: u32,
         blocks: u32,
+        cap: u32,
         left: &mut Left,
         out: &mut Decision,
-    ) {
+    ) -> u32 {
         let key = cand.key;
         if self.slab[key].ticket.transition(QUEUED, RUNNING).is_err() {
             let id = self.slab[key].spec.id;
             self.end(key, Outcome::Cancelled, self.last_now);
             out.cancelled.push(id);
-            return;
+            return 0;
         }
-        let chunk = target.min(left.tokens);
+        let chunk = target.min(left.tokens).min(cap);
         left.seqs -= 1;
         left.tokens -= chunk;
         left.free_blocks -= blocks;
@@ -240,6 +330,8 @@ impl Scheduler {
         e.place = Place::Running;
         e.blocks = blocks;
         e.run_class = cand.class;
+        e.run_tier = cand.tier;
+        e.last_work = now;
         e.started = now;
         // Progress for this run may be reported at the step's time, even for a request
         // stamped a moment after the engine read `now`.
@@ -257,6 +349,7 @@ impl Scheduler {
             waited: now.saturating_since(e.arrival),
             overdue: cand.overdue,
             resumed: e.preemptions > 0,
+            relegated: e.relegated,
         };
         self.counters.per_class[e.spec.class.index()].admitted += 1;
         self.step_counts[e.spec.class.index()].admitted += 1;
@@ -282,14 +375,28 @@ impl Scheduler {
             blocks,
             "admitted"
         );
+        if admitted.overdue && self.by_deadline() && !admitted.resumed {
+            let class = admitted.class.index();
+            self.counters.per_class[class].overdue += 1;
+            self.step_counts[class].max_wait_missed += 1;
+            tracing::warn!(
+                id = admitted.id.0,
+                class,
+                waited_ms = admitted.waited.as_millis() as u64,
+                max_wait_ms = self.config.max_wait_ms,
+                "max wait not kept: the engine is overloaded"
+            );
+        }
         out.admitted.push(admitted);
+        chunk
     }
 
     /// Preempts the fewest running requests of a low enough class to let `cand` start,
-    /// lowest class first and newest first. Preempts nobody if even all eligible victims
-    /// would not make room. Returns whether it preempted.
+    /// lowest class first and newest first (deadline order: relegated ones first, then
+    /// lowest class, then least KV to recompute). Preempts nobody if even all eligible
+    /// victims would not make room. Returns whether it preempted.
     #[allow(clippy::too_many_arguments)]
-    fn preempt_for(
+    pub(super) fn preempt_for(
         &mut self,
         cand: Candidate,
         short: Short,
@@ -316,7 +423,14 @@ impl Scheduler {
         if order.is_empty() {
             return false;
         }
-        order.sort_by_key(|&i| std::cmp::Reverse((self.slab[self.running[i]].run_class, i)));
+        if self.by_deadline() {
+            order.sort_by_key(|&i| {
+                let e = &self.slab[self.running[i]];
+                (!e.relegated, std::cmp::Reverse(e.run_class), e.kv_tokens, i)
+            });
+        } else {
+            order.sort_by_key(|&i| std::cmp::Reverse((self.slab[self.running[i]].run_class, i)));
+        }
         let (mut seqs, mut blocks, mut tokens, mut n) = (0u32, 0u32, 0u32, 0usize);
         for &i in &order {
             if seqs >= need_seqs && blocks >= need_blocks && tokens >= need_tokens {
@@ -362,18 +476,22 @@ impl Scheduler {
     }
 
     /// Whether `running[i]` may be preempted: not started in this step, and of class
-    /// `min_class` or lower when a minimum is given.
+    /// `min_class` or lower when a minimum is given (or, in deadline order, relegated).
     fn is_victim(&self, i: usize, min_class: Option<usize>) -> bool {
         let e = &self.slab[self.running[i]];
-        e.run_step != self.step_no && min_class.is_none_or(|m| e.run_class.index() >= m)
+        e.run_step != self.step_no
+            && (min_class.is_none_or(|m| e.run_class.index() >= m) || e.relegated)
     }
 
     /// The index in `running` of the lowest-class, most recently started request that may
-    /// be preempted.
+    /// be preempted (deadline order: relegated ones first).
     fn pick_victim(&self, min_class: Option<usize>) -> Option<usize> {
         (0..self.running.len())
             .filter(|&i| self.is_victim(i, min_class))
-            .max_by_key(|&i| (self.slab[self.running[i]].run_class, i))
+            .max_by_key(|&i| {
+                let e = &self.slab[self.running[i]];
+                (e.relegated, e.run_class, i)
+            })
     }
 
     /// Sends `running[i]` back to the queue at its original arrival, returning its blocks,

@@ -218,17 +218,33 @@ impl Scheduler {
         // Re-key every held request and rebuild the queue in its old order.
         let waiting = self.wait.keys_in_order(&self.slab);
         let remap = |c: crate::Class| crate::Class::from_index(step_map[c.index()]);
+        let tiers = config.classes.len();
         for &k in &self.running {
             let e = &mut self.slab[k];
             e.spec.class = remap(e.spec.class);
             e.run_class = remap(e.run_class);
+            // Its deadline and queue time under the new targets and order, for when it is
+            // preempted and queued again; a relegated one stays relegated in deadline order.
+            let relegated = e.relegated && config.order == crate::config::QueueOrder::Deadline;
+            super::deadline::set_deadline(&config, &self.pace, e);
+            if relegated {
+                e.relegated = true;
+                e.due = e.arrival;
+            }
+            e.run_tier = if e.relegated {
+                (tiers + e.spec.class.index()) as u8
+            } else {
+                e.run_class.index() as u8
+            };
         }
         let mut wait = new_wait_queue(&config);
         self.reassign_tenants(&config.fairness);
         for k in waiting {
             self.slab[k].place = Place::InHand;
             self.slab[k].spec.class = remap(self.slab[k].spec.class);
-            // Oldest first within each class, so each lands at the tail of its run. A
+            // Its deadline under the new targets and order (it is judged again).
+            super::deadline::set_deadline(&config, &self.pace, &mut self.slab[k]);
+            // In order within each class, so each lands at the tail of its run. A
             // re-queued request loses its `late` mark here: the mark only picks which
             // sorted run holds it (to keep insertions short), never its place in order.
             wait.insert_new(&mut self.slab, k, now);
@@ -307,10 +323,19 @@ impl Scheduler {
 
 /// The wait queue a configuration asks for.
 pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
+    let by_deadline = config.order == crate::config::QueueOrder::Deadline;
+    // Deadline order does not age requests up classes: urgency grows with the deadline.
+    let promote_after = if by_deadline {
+        vec![None; config.classes.len()]
+    } else {
+        config.promote_after()
+    };
     WaitQueue::new(
         config.classes.len(),
         config.bucket_width(),
-        config.promote_after(),
+        promote_after,
         config.fairness.enabled,
+        // Every deadline is at most `max_wait` after its arrival (see `set_deadline`).
+        by_deadline.then(|| config.max_wait()),
     )
 }

@@ -9,7 +9,10 @@
 //!   do not count).
 //! * Percentiles are exact nearest-rank over finished requests of the class.
 //! * SLO attainment = requests meeting the class target / all requests of the class
-//!   (refused requests count as misses).
+//!   (refused requests count as misses). The run's total is the same over all classes.
+//! * Goodput = output tokens of the requests that met their class's target, per second of
+//!   the arrivals' span (first to last arrival): the same denominator for every policy at
+//!   a load, so a policy cannot raise it by doing less work or finishing sooner.
 
 use serde::Serialize;
 
@@ -46,6 +49,10 @@ pub struct ClassStats {
     pub slo: String,
     /// Fraction of requests meeting the SLO (`None` if the class is empty).
     pub slo_attainment: Option<f64>,
+    /// Requests meeting the SLO.
+    pub slo_met: usize,
+    /// Output tokens of the requests meeting the SLO.
+    pub slo_met_tokens: u64,
     /// Preemption events suffered by requests of the class.
     pub preemptions: u64,
     /// Sorted TTFT samples (for CDF plots; not serialised).
@@ -82,6 +89,12 @@ pub struct RunSummary {
     pub peak_running: u32,
     /// Preemption events.
     pub preemptions: u64,
+    /// Requests meeting their class's SLO, all classes.
+    pub slo_met: usize,
+    /// Fraction of all requests meeting their class's SLO (refused ones count as misses).
+    pub slo_attainment: f64,
+    /// Output tokens of the requests meeting their SLO per second of the arrivals' span.
+    pub goodput_tok_s: f64,
     /// Per-class statistics (HIGH, MEDIUM, LOW).
     pub classes: Vec<ClassStats>,
 }
@@ -109,6 +122,7 @@ pub fn summarize(
         let mut e2e = Vec::new();
         let mut max_wait: Option<f64> = None;
         let (mut count, mut finished, mut refused, mut met, mut pre) = (0, 0, 0, 0, 0u64);
+        let mut met_tokens = 0u64;
         for o in res.outcomes.iter().filter(|o| o.class == c) {
             count += 1;
             pre += u64::from(o.preemptions);
@@ -129,7 +143,10 @@ pub fn summarize(
                     tpot.push((e - t) / f64::from(o.generated_tokens - 1));
                 }
             }
-            met += usize::from(meets(&slo, t, e));
+            if meets(&slo, t, e) {
+                met += 1;
+                met_tokens += u64::from(o.generated_tokens);
+            }
         }
         sort_samples(&mut ttft);
         sort_samples(&mut tpot);
@@ -148,6 +165,8 @@ pub fn summarize(
             max_queue_wait_s: max_wait,
             slo: slo.describe(),
             slo_attainment: (count > 0).then(|| met as f64 / count as f64),
+            slo_met: met,
+            slo_met_tokens: met_tokens,
             preemptions: pre,
             ttft_sorted: ttft,
         });
@@ -162,6 +181,15 @@ pub fn summarize(
         .sum();
     let makespan = (res.end_s - res.start_s).max(0.0);
     let per_s = |x: f64| if makespan > 0.0 { x / makespan } else { 0.0 };
+    let (first, last) = res
+        .outcomes
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), o| {
+            (a.min(o.arrival), b.max(o.arrival))
+        });
+    let span = last - first;
+    let slo_met: usize = classes.iter().map(|c| c.slo_met).sum();
+    let met_tokens: u64 = classes.iter().map(|c| c.slo_met_tokens).sum();
     RunSummary {
         policy: policy.to_string(),
         load,
@@ -176,6 +204,17 @@ pub fn summarize(
         peak_blocks_used: res.peak_blocks_used,
         peak_running: res.peak_running,
         preemptions: classes.iter().map(|c| c.preemptions).sum(),
+        slo_met,
+        slo_attainment: if res.outcomes.is_empty() {
+            0.0
+        } else {
+            slo_met as f64 / res.outcomes.len() as f64
+        },
+        goodput_tok_s: if span > 0.0 {
+            met_tokens as f64 / span
+        } else {
+            0.0
+        },
         classes,
     }
 }

@@ -158,6 +158,12 @@ pub const REGISTRY: &[(&str, PolicyFactory)] = &[
     ("triage", |ctx| {
         Box::new(super::policy_triage::Triage::new(ctx))
     }),
+    ("triage-ladder", |ctx| {
+        Box::new(super::policy_triage::Triage::with_order(
+            ctx,
+            Some(triage::QueueOrder::Ladder),
+        ))
+    }),
 ];
 
 /// Names of all registered policies.

@@ -18,6 +18,8 @@ pub struct Triage {
     decision: Decision,
     /// Arrivals refused at submit, reported to the engine with the next plan.
     refused: Vec<(ReqId, String)>,
+    /// The policy's name in reports.
+    name: &'static str,
 }
 
 impl std::fmt::Debug for Triage {
@@ -36,7 +38,15 @@ impl Triage {
     /// The configuration from `--config`, or [`SchedulerConfig::default`], on the simulated engine's
     /// limits.
     pub fn new(ctx: &PolicyContext) -> Self {
+        Self::with_order(ctx, None)
+    }
+
+    /// As [`Triage::new`], with the queue order forced to `order` if given.
+    pub fn with_order(ctx: &PolicyContext, order: Option<triage::QueueOrder>) -> Self {
         let mut config = ctx.triage_config.clone().unwrap_or_default();
+        if let Some(order) = order {
+            config.order = order;
+        }
         config.engine.block_size = ctx.block_size;
         config.engine.total_blocks = ctx.total_blocks;
         config.engine.max_model_len = ctx.max_model_len;
@@ -49,7 +59,14 @@ impl Triage {
         for class in &mut config.classes {
             class.ring_capacity = 1 << 16;
         }
-        Self::with_config(config)
+        let name = if config.order == triage::QueueOrder::Ladder {
+            "triage-ladder"
+        } else {
+            "triage"
+        };
+        let mut t = Self::with_config(config);
+        t.name = name;
+        t
     }
 
     /// The policy on an explicit configuration.
@@ -63,13 +80,14 @@ impl Triage {
             clock,
             decision: Decision::default(),
             refused: Vec::new(),
+            name: "triage",
         }
     }
 }
 
 impl Policy for Triage {
     fn name(&self) -> &str {
-        "triage"
+        self.name
     }
 
     fn on_arrival(&mut self, req: &SimRequest, now: f64) {

@@ -166,13 +166,28 @@ impl Report {
                     c.refused
                 );
             }
+            let _ = writeln!(
+                s,
+                "{:>5} {:<14} {:<7} {:>6} {:>53} {:<12} {:>7} {:>7} {:>7}",
+                r.load,
+                r.policy,
+                "total",
+                r.requests,
+                format!("goodput {:.0} tok/s", r.goodput_tok_s),
+                "in SLO",
+                pct(Some(r.slo_attainment)),
+                r.preemptions,
+                r.refused
+            );
         }
         let _ = writeln!(
             s,
-            "\n{:>5} {:<14} {:>9} {:>9} {:>10} {:>8} {:>10} {:>9} {:>10}",
+            "\n{:>5} {:<14} {:>9} {:>7} {:>8} {:>9} {:>10} {:>8} {:>10} {:>9} {:>10}",
             "load",
             "policy",
             "finished",
+            "in SLO",
+            "goodput",
             "req/s",
             "out tok/s",
             "util",
@@ -183,10 +198,12 @@ impl Report {
         for r in &self.runs {
             let _ = writeln!(
                 s,
-                "{:>5} {:<14} {:>9} {:>9.2} {:>10.0} {:>7.1}% {:>9.0}s {:>9} {:>10}",
+                "{:>5} {:<14} {:>9} {:>6.1}% {:>8.0} {:>9.2} {:>10.0} {:>7.1}% {:>9.0}s {:>9} {:>10}",
                 r.load,
                 r.policy,
                 r.finished,
+                r.slo_attainment * 100.0,
+                r.goodput_tok_s,
                 r.throughput_req_s,
                 r.throughput_tok_s,
                 r.utilisation * 100.0,
