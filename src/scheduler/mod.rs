@@ -321,9 +321,10 @@ impl Scheduler {
         self.step_counts = [ClassStep::default(); MAX_CLASSES];
     }
 
-    /// The SLO tracker: compliance per class and window, percentiles, violation totals.
-    pub fn slo(&mut self) -> &mut SloTracker {
-        &mut self.slo
+    /// The SLO tracker, read-only: compliance per class and window, percentiles,
+    /// violation totals.
+    pub fn slo(&self) -> &SloTracker {
+        &self.slo
     }
 
     /// A bounded channel of SLO violations as they happen (a queued request past its TTFT
