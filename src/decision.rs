@@ -25,6 +25,9 @@ pub struct Admitted {
     pub prefill_target: u32,
     /// KV blocks reserved for it.
     pub blocks: u32,
+    /// Its `max_new_tokens`, as submitted: the engine stops it there (a resumed request
+    /// counts the tokens it generated before its preemption toward it).
+    pub max_new_tokens: u32,
     /// How long it had waited since arrival.
     pub waited: Duration,
     /// It had waited past `max_wait`.

@@ -2032,6 +2032,7 @@ impl World {
                 prefill_tokens: a.prefill_tokens,
                 prefill_target: target,
                 blocks: blocks_for(&cfg, u64::from(target)),
+                max_new_tokens: r.max_new,
                 waited,
                 overdue: waited >= max_wait,
                 resumed: r.preempted,

@@ -346,6 +346,7 @@ impl Scheduler {
             prefill_tokens: chunk,
             prefill_target: target,
             blocks,
+            max_new_tokens: e.spec.max_new_tokens,
             waited: now.saturating_since(e.arrival),
             overdue: cand.overdue,
             resumed: e.preemptions > 0,
