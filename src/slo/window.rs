@@ -128,7 +128,9 @@ impl Ring {
         let k = self.slices.len() as u64;
         let e = (now_ns / self.slice_ns).max(self.newest);
         // Live at `now_ns`: slices e - k + 1 ..= e; the ring holds newest - k + 1 ..= newest.
-        let first = (e + 1).saturating_sub(k).max((self.newest + 1).saturating_sub(k));
+        let first = (e + 1)
+            .saturating_sub(k)
+            .max((self.newest + 1).saturating_sub(k));
         let mut h = new_histogram::<u32>();
         for epoch in first..=self.newest {
             // Grows to the slice's largest value; counts saturate.
