@@ -23,11 +23,11 @@ use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::index::IdMap;
 use crate::ingress::{Shared, Submitter};
-use crate::metrics::{ClassStep, StepMetrics, StepReport};
 use crate::queue::slab::{Place, Slab};
 use crate::queue::{Candidate, WaitQueue};
 use crate::slo::{SloTracker, Violation};
 use crate::sync::{Arc, Ordering};
+use crate::telemetry::{ClassStep, StepMetrics, StepReport};
 use crate::time::{Clock, MonotonicClock, Timestamp};
 use std::time::Duration;
 
@@ -311,10 +311,9 @@ impl Scheduler {
             kv_total_blocks: self.config.engine.total_blocks,
         });
         self.metrics.publish_slo(&mut self.slo, now);
-        if self
-            .tenant_metrics_at
-            .is_none_or(|t| now.saturating_since(t) >= crate::metrics::DEFAULT_COMPLIANCE_INTERVAL)
-        {
+        if self.tenant_metrics_at.is_none_or(|t| {
+            now.saturating_since(t) >= crate::telemetry::DEFAULT_COMPLIANCE_INTERVAL
+        }) {
             self.tenant_metrics_at = Some(now);
             self.publish_tenant_depths();
         }

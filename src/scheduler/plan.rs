@@ -542,7 +542,7 @@ impl Scheduler {
             class = preempted.class.index(),
             freed_blocks = preempted.freed_blocks,
             reason = ?reason,
-            "preempted: lowest class, newest started"
+            "preempted"
         );
         out.preempted.push(preempted);
         // Queued again only after this step's admissions: a victim never restarts in the

@@ -117,7 +117,7 @@ impl Scheduler {
             Ok(_) => self.reloads.0 += 1,
             Err(_) => self.reloads.1 += 1,
         }
-        crate::metrics::record_reload(result.is_ok());
+        crate::telemetry::record_reload(result.is_ok());
         *lock(&self.pending.last) = Some(result.clone());
         Some(result)
     }
@@ -307,7 +307,7 @@ impl Scheduler {
                 self.slo.first_token_held(e, t);
             }
         }
-        self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));
+        self.metrics = crate::telemetry::StepMetrics::new(&self.classes, Some(&self.config.slo));
         self.step_counts = Default::default();
     }
 
