@@ -47,6 +47,10 @@ pub struct Scheduled {
     pub id: RequestId,
     /// Tokens to process in this iteration.
     pub tokens: u32,
+    /// A prefill chunk (the request's prefill target is not computed yet): report it with
+    /// `computed = tokens` and one output token only if it completes the prefill. Else one
+    /// decode token: `computed = 1`, `new_output = 1`.
+    pub prefill: bool,
 }
 
 /// Why a running request was preempted.

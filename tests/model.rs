@@ -2241,6 +2241,11 @@ impl World {
             );
             let r = &self.held[&id];
             let run = r.run.as_ref().unwrap();
+            check!(
+                s.prefill == (run.kv < run.target),
+                "{s:?} says prefill {} for {run:?}",
+                s.prefill
+            );
             if run.kv < run.target {
                 check!(
                     s.tokens >= 1 && s.tokens <= run.target - run.kv,

@@ -180,6 +180,7 @@ impl Scheduler {
         }
         let step = self.step_no;
         let e = &mut self.slab[key];
+        let prefill = e.prefilling();
         e.blocks += need;
         e.planned = tokens;
         e.planned_step = step;
@@ -189,6 +190,7 @@ impl Scheduler {
         out.scheduled.push(Scheduled {
             id: e.spec.id,
             tokens,
+            prefill,
         });
         true
     }
