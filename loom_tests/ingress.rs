@@ -290,3 +290,36 @@ fn reload_swap_racing_submit() {
         sched.check_invariants().unwrap();
     });
 }
+
+/// A proposal from another thread (`ConfigHandle::propose`) racing the steps that take
+/// it: applied by exactly one of two steps, never lost between the flag and the mutex
+/// (the flag is Relaxed; the mutex orders the configuration).
+#[test]
+fn propose_racing_the_step_that_takes_it() {
+    model(|| {
+        let (mut sched, _api, clock) = new();
+        let handle = sched.config_handle();
+        let t = thread::spawn(move || {
+            let mut next = config();
+            next.max_wait_ms += 1;
+            handle.propose(next)
+        });
+        let first = sched.step(clock.now(), &budget()).unwrap().reload;
+        let proposed = t.join().unwrap();
+        assert!(proposed.is_ok(), "{proposed:?}");
+        let second = sched.step(clock.now(), &budget()).unwrap().reload;
+        let applied = [&first, &second]
+            .iter()
+            .filter(|r| matches!(r, Some(Ok(_))))
+            .count();
+        assert_eq!(
+            applied,
+            1,
+            "first {first:?}, second {second:?}, epoch {}, counts {:?}, last {:?}",
+            sched.config_epoch(),
+            sched.reload_counts(),
+            sched.config_handle().last_result()
+        );
+        assert_eq!(sched.config().max_wait_ms, config().max_wait_ms + 1);
+    });
+}

@@ -25,6 +25,9 @@ pub struct Admitted {
     pub prefill_target: u32,
     /// KV blocks reserved for it.
     pub blocks: u32,
+    /// Its `max_new_tokens`, as submitted: the engine stops it there (a resumed request
+    /// counts the tokens it generated before its preemption toward it).
+    pub max_new_tokens: u32,
     /// How long it had waited since arrival.
     pub waited: Duration,
     /// It had waited past `max_wait`.
@@ -44,6 +47,10 @@ pub struct Scheduled {
     pub id: RequestId,
     /// Tokens to process in this iteration.
     pub tokens: u32,
+    /// A prefill chunk (the request's prefill target is not computed yet): report it with
+    /// `computed = tokens` and one output token only if it completes the prefill. Else one
+    /// decode token: `computed = 1`, `new_output = 1`.
+    pub prefill: bool,
 }
 
 /// Why a running request was preempted.

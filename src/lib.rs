@@ -70,13 +70,13 @@ mod error;
 mod fair;
 mod hash;
 mod ingress;
-pub mod metrics;
 mod prefetch;
 mod queue;
 mod request;
 mod scheduler;
 mod slo;
 mod sync;
+pub mod telemetry;
 mod ticket;
 mod time;
 mod waiting;
@@ -121,3 +121,8 @@ pub mod loom_internals {
     pub use crate::ingress::ring::{PushError, Ring};
     pub use crate::ticket::{Ticket, CANCEL_QUEUED, CANCEL_RUNNING, DONE, QUEUED, RUNNING};
 }
+
+/// The example loop of `docs/engine.md`, run as a doctest so that the document stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/engine.md")]
+struct EngineDoc;

@@ -252,3 +252,32 @@ fn backfill_never_passes_an_overdue_head() {
     let d = h.step(budget(8, 8192, 110));
     assert_eq!(ids(&d.admitted), vec![1, 2]);
 }
+
+#[test]
+fn a_zero_budget_admits_nothing_and_sends_every_running_request_back() {
+    // Documented on `Budget`: max_num_seqs 0 preempts what runs (newest, lowest class
+    // first), and a zero budget still drains, so the queue stays current.
+    let mut h = Harness::new(no_aging());
+    h.submit(1, Class::HIGH, 16, 4);
+    h.submit(2, Class::LOW, 16, 4);
+    let d = h.step(budget(8, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![1, 2]);
+    h.submit(3, Class::MEDIUM, 16, 4);
+    let zero = Budget {
+        max_num_seqs: 0,
+        max_batched_tokens: 0,
+        free_blocks: 0,
+    };
+    let d = h.step(zero);
+    assert!(d.admitted.is_empty() && d.scheduled.is_empty());
+    let preempted: Vec<u64> = d.preempted.iter().map(|p| p.id.0).collect();
+    assert_eq!(preempted, vec![2, 1], "lowest class first");
+    let over = PreemptReason::OverBudget { short: Short::Seqs };
+    assert!(d.preempted.iter().all(|p| p.reason == over), "{d:?}");
+    assert_eq!(h.sched.running(), 0);
+    assert_eq!(
+        h.sched.waiting(),
+        3,
+        "request 3 drained, 1 and 2 queued again"
+    );
+}

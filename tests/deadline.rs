@@ -856,7 +856,7 @@ fn a_request_aged_before_its_first_step_is_counted_promoted() {
         let metric: Vec<f64> = ["HIGH", "MEDIUM", "LOW"]
             .iter()
             .map(|class| {
-                let prefix = format!("{}{{class=\"{class}\"}} ", triage::metrics::PROMOTED);
+                let prefix = format!("{}{{class=\"{class}\"}} ", triage::telemetry::PROMOTED);
                 text.lines()
                     .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
                     .unwrap_or(0.0)

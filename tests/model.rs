@@ -2032,6 +2032,7 @@ impl World {
                 prefill_tokens: a.prefill_tokens,
                 prefill_target: target,
                 blocks: blocks_for(&cfg, u64::from(target)),
+                max_new_tokens: r.max_new,
                 waited,
                 overdue: waited >= max_wait,
                 resumed: r.preempted,
@@ -2240,6 +2241,11 @@ impl World {
             );
             let r = &self.held[&id];
             let run = r.run.as_ref().unwrap();
+            check!(
+                s.prefill == (run.kv < run.target),
+                "{s:?} says prefill {} for {run:?}",
+                s.prefill
+            );
             if run.kv < run.target {
                 check!(
                     s.tokens >= 1 && s.tokens <= run.target - run.kv,

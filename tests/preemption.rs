@@ -186,7 +186,8 @@ fn decode_needs_a_block(order: QueueOrder) {
         d.scheduled,
         vec![Scheduled {
             id: RequestId(1),
-            tokens: 1
+            tokens: 1,
+            prefill: false,
         }]
     );
     assert_eq!(

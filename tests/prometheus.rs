@@ -26,7 +26,7 @@ fn exposition_has_every_family_with_labels_and_values() {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     ::metrics::with_local_recorder(&recorder, || {
-        triage::metrics::describe();
+        triage::telemetry::describe();
         // The ladder: the script starts HIGH 1 after it missed its TTFT bound, which
         // deadline order would relegate (its families: the next test).
         let mut cfg = no_aging();
@@ -69,7 +69,7 @@ fn exposition_has_every_family_with_labels_and_values() {
         ));
     });
     let text = handle.render();
-    for name in triage::metrics::ALL_NAMES {
+    for name in triage::telemetry::ALL_NAMES {
         assert!(text.contains(name), "family {name} missing from:\n{text}");
     }
     let v = |name: &str, labels: &[(&str, &str)]| {
@@ -162,24 +162,24 @@ fn deadline_order_families_count_relegated_shed_and_max_wait_missed() {
     });
     let text = handle.render();
     let v = |name: &str, class: &str| sample(&text, name, &[("class", class)]);
-    assert_eq!(v(triage::metrics::RELEGATED, "HIGH"), Some(1.0), "{text}");
-    assert_eq!(v(triage::metrics::SHED, "MEDIUM"), Some(1.0), "{text}");
+    assert_eq!(v(triage::telemetry::RELEGATED, "HIGH"), Some(1.0), "{text}");
+    assert_eq!(v(triage::telemetry::SHED, "MEDIUM"), Some(1.0), "{text}");
     assert_eq!(
-        v(triage::metrics::MAX_WAIT_MISSED, "HIGH"),
+        v(triage::telemetry::MAX_WAIT_MISSED, "HIGH"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        v(triage::metrics::MAX_WAIT_MISSED, "LOW"),
+        v(triage::telemetry::MAX_WAIT_MISSED, "LOW"),
         Some(1.0),
         "{text}"
     );
     for (name, class) in [
-        (triage::metrics::RELEGATED, "MEDIUM"),
-        (triage::metrics::RELEGATED, "LOW"),
-        (triage::metrics::SHED, "HIGH"),
-        (triage::metrics::SHED, "LOW"),
-        (triage::metrics::MAX_WAIT_MISSED, "MEDIUM"),
+        (triage::telemetry::RELEGATED, "MEDIUM"),
+        (triage::telemetry::RELEGATED, "LOW"),
+        (triage::telemetry::SHED, "HIGH"),
+        (triage::telemetry::SHED, "LOW"),
+        (triage::telemetry::MAX_WAIT_MISSED, "MEDIUM"),
     ] {
         assert_eq!(
             v(name, class).unwrap_or(0.0),
@@ -280,4 +280,24 @@ fn a_reused_tenant_slot_counts_for_its_new_tenant() {
         assert_eq!(prompt_tokens(&text, "7"), Some(16.0), "{text}");
         assert_eq!(prompt_tokens(&text, "8"), Some(40.0), "{text}");
     });
+}
+
+/// The library's metric module is `telemetry`: under `use triage::*` the name `metrics`
+/// is still the `metrics` crate an engine records its own metrics with.
+mod glob_import {
+    use triage::*;
+
+    #[test]
+    fn the_metrics_crate_stays_in_scope_under_a_glob_import() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("engine_own_total").increment(1);
+            telemetry::describe();
+        });
+        let text = handle.render();
+        assert!(text.contains("engine_own_total 1"), "{text}");
+        assert_eq!(telemetry::QUEUE_DEPTH, "triage_queue_depth");
+        assert_eq!(Class::HIGH.index(), 0);
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use triage::metrics::{self, ClassStep, RefuseReason, StepMetrics, StepReport};
+use triage::telemetry::{self, ClassStep, RefuseReason, StepMetrics, StepReport};
 use triage::*;
 
 fn ms(v: u64) -> Timestamp {
@@ -568,7 +568,7 @@ fn metric_families_are_emitted_with_their_labels() {
     let snapshotter = recorder.snapshotter();
     let classes = SchedulerConfig::default().class_set();
     ::metrics::with_local_recorder(&recorder, || {
-        metrics::describe();
+        telemetry::describe();
         let mut slo = SloTracker::new(SloConfig::default(), &classes).unwrap();
         let mut m =
             StepMetrics::new(&classes, Some(slo.config())).with_compliance_interval(Duration::ZERO);
@@ -603,11 +603,11 @@ fn metric_families_are_emitted_with_their_labels() {
             kv_total_blocks: 1000,
         });
         m.publish_slo(&mut slo, ms(600));
-        metrics::record_refused(
+        telemetry::record_refused(
             "MEDIUM",
             RefuseReason::of(&SubmitError::ZeroPromptTokens(RequestId(3))),
         );
-        metrics::record_reload(false);
+        telemetry::record_reload(false);
     });
     let snap = snapshot_map(&snapshotter);
     let get = |name: &str, l: &[(&str, &str)]| {
@@ -616,7 +616,7 @@ fn metric_families_are_emitted_with_their_labels() {
             .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
     };
     // Every family is there.
-    for name in metrics::ALL_NAMES {
+    for name in telemetry::ALL_NAMES {
         assert!(
             snap.keys().any(|(n, _)| n == name),
             "family {name} not emitted"
@@ -625,88 +625,97 @@ fn metric_families_are_emitted_with_their_labels() {
     // Per class families, every class labelled.
     for class in ["HIGH", "MEDIUM", "LOW"] {
         for name in [
-            metrics::QUEUE_DEPTH,
-            metrics::RUNNING,
-            metrics::QUEUE_WAIT,
-            metrics::ADMITTED,
-            metrics::PREEMPTED,
-            metrics::PROMOTED,
-            metrics::TIMED_OUT,
-            metrics::CANCELLED,
+            telemetry::QUEUE_DEPTH,
+            telemetry::RUNNING,
+            telemetry::QUEUE_WAIT,
+            telemetry::ADMITTED,
+            telemetry::PREEMPTED,
+            telemetry::PROMOTED,
+            telemetry::TIMED_OUT,
+            telemetry::CANCELLED,
         ] {
             get(name, &[("class", class)]);
         }
         for kind in ["ttft", "tpot", "e2e"] {
-            get(metrics::SLO_VIOLATIONS, &[("class", class), ("kind", kind)]);
+            get(
+                telemetry::SLO_VIOLATIONS,
+                &[("class", class), ("kind", kind)],
+            );
         }
         for r in RefuseReason::ALL {
             get(
-                metrics::REFUSED,
+                telemetry::REFUSED,
                 &[("class", class), ("reason", r.as_str())],
             );
         }
     }
-    assert_eq!(get(metrics::QUEUE_DEPTH, &[("class", "LOW")]), 5.0);
-    assert_eq!(get(metrics::RUNNING, &[("class", "LOW")]), 2.0);
-    assert_eq!(get(metrics::ADMITTED, &[("class", "HIGH")]), 1.0);
-    assert_eq!(get(metrics::PREEMPTED, &[("class", "LOW")]), 1.0);
-    assert_eq!(get(metrics::PROMOTED, &[("class", "LOW")]), 3.0);
-    assert_eq!(get(metrics::TIMED_OUT, &[("class", "LOW")]), 1.0);
-    assert_eq!(get(metrics::CANCELLED, &[("class", "LOW")]), 2.0);
-    assert_eq!(get(metrics::QUEUE_WAIT, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(telemetry::QUEUE_DEPTH, &[("class", "LOW")]), 5.0);
+    assert_eq!(get(telemetry::RUNNING, &[("class", "LOW")]), 2.0);
+    assert_eq!(get(telemetry::ADMITTED, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(telemetry::PREEMPTED, &[("class", "LOW")]), 1.0);
+    assert_eq!(get(telemetry::PROMOTED, &[("class", "LOW")]), 3.0);
+    assert_eq!(get(telemetry::TIMED_OUT, &[("class", "LOW")]), 1.0);
+    assert_eq!(get(telemetry::CANCELLED, &[("class", "LOW")]), 2.0);
+    assert_eq!(get(telemetry::QUEUE_WAIT, &[("class", "HIGH")]), 1.0);
     assert_eq!(
         get(
-            metrics::REFUSED,
+            telemetry::REFUSED,
             &[("class", "LOW"), ("reason", "queue_full")]
         ),
         4.0
     );
     assert_eq!(
         get(
-            metrics::REFUSED,
+            telemetry::REFUSED,
             &[("class", "MEDIUM"), ("reason", "invalid")]
         ),
         1.0
     );
     assert_eq!(
         get(
-            metrics::SLO_VIOLATIONS,
+            telemetry::SLO_VIOLATIONS,
             &[("class", "HIGH"), ("kind", "ttft")]
         ),
         1.0
     );
-    assert_eq!(get(metrics::SLO_REPORTS_DROPPED, &[]), 0.0);
-    assert_eq!(get(metrics::STEP_DURATION, &[]), 1.0);
+    assert_eq!(get(telemetry::SLO_REPORTS_DROPPED, &[]), 0.0);
+    assert_eq!(get(telemetry::STEP_DURATION, &[]), 1.0);
     // The three names routers scrape, unlabelled.
-    assert_eq!(get(metrics::VLLM_WAITING, &[]), 6.0);
-    assert_eq!(get(metrics::VLLM_RUNNING, &[]), 3.0);
-    assert_eq!(get(metrics::VLLM_KV_USAGE, &[]), 0.25);
+    assert_eq!(get(telemetry::VLLM_WAITING, &[]), 6.0);
+    assert_eq!(get(telemetry::VLLM_RUNNING, &[]), 3.0);
+    assert_eq!(get(telemetry::VLLM_KV_USAGE, &[]), 0.25);
     // Compliance per window and target, for the targets each class has.
     for window in ["1m", "5m", "1h", "cumulative"] {
         let l = [("class", "HIGH"), ("window", window), ("target", "ttft")];
-        assert_eq!(get(metrics::SLO_COMPLIANCE, &l), 1.0); // one sample, 200 ms
-        let measured = get(metrics::SLO_MEASURED, &l);
+        assert_eq!(get(telemetry::SLO_COMPLIANCE, &l), 1.0); // one sample, 200 ms
+        let measured = get(telemetry::SLO_MEASURED, &l);
         assert!((measured - 0.2).abs() < 0.2 * 1e-3, "{measured}");
         let l = [("class", "MEDIUM"), ("window", window), ("target", "ttft")];
-        assert!(get(metrics::SLO_COMPLIANCE, &l).is_nan(), "no samples yet");
+        assert!(
+            get(telemetry::SLO_COMPLIANCE, &l).is_nan(),
+            "no samples yet"
+        );
         let l = [("class", "LOW"), ("window", window), ("target", "e2e")];
-        get(metrics::SLO_COMPLIANCE, &l);
+        get(telemetry::SLO_COMPLIANCE, &l);
     }
     assert_eq!(
         get(
-            metrics::SLO_BOUND,
+            telemetry::SLO_BOUND,
             &[("class", "MEDIUM"), ("target", "ttft")]
         ),
         2.0
     );
-    assert!(!snap.keys().any(|(n, l)| n == metrics::SLO_COMPLIANCE
+    assert!(!snap.keys().any(|(n, l)| n == telemetry::SLO_COMPLIANCE
         && l.contains(&("target".to_string(), "tpot".to_string()))));
 }
 
 #[test]
 fn every_metric_is_documented() {
     let doc = include_str!("../docs/metrics.md");
-    for name in metrics::ALL_NAMES.into_iter().chain(metrics::TENANT_NAMES) {
+    for name in telemetry::ALL_NAMES
+        .into_iter()
+        .chain(telemetry::TENANT_NAMES)
+    {
         assert!(
             doc.contains(&format!("`{name}`")),
             "{name} not in docs/metrics.md"

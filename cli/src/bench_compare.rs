@@ -151,6 +151,11 @@ pub struct StepRow {
     pub triage_backlog_cpu: Summary,
     /// Requests relegated or shed by those steps, all runs.
     pub triage_backlog_judged: u64,
+    /// CPU time of the engine's reports after each timed step: one `on_progress` and one
+    /// `on_finished` per admitted request (a batch of each).
+    pub triage_callbacks_cpu: Summary,
+    /// `triage_callbacks_cpu` p50 / the `Mutex<BinaryHeap>`'s step (pop a batch) CPU p50.
+    pub triage_callbacks_ratio_heap_p50: f64,
 }
 
 /// The whole comparison.
@@ -344,12 +349,15 @@ struct TriageRun {
     late: u64,
     /// The steps that judged the fill's backlog, untimed in the table.
     settled: filled::Settled,
+    /// CPU ns of the engine's reports after each timed step.
+    callbacks: Vec<f64>,
 }
 
 /// Times up to `o.steps` steps of triage at depth `n`.
 fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
     let mut f = Filled::new(filled::config(n, RING, o.order), n, o.batch as u32);
     let mut late = 0;
+    let mut callbacks = Vec::with_capacity(o.steps);
     let mut out = Vec::with_capacity(o.steps);
     let mut cpu = Vec::with_capacity(o.steps);
     let mut promoted = 0;
@@ -360,6 +368,7 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
         late += f.judged_late() - before;
         out.push(took.wall.expect("metered").as_nanos() as f64);
         cpu.push(took.cpu.as_nanos() as f64);
+        callbacks.push(took.callbacks.as_nanos() as f64);
         promoted += f.d.summary.promoted;
     }
     assert!(f.sched.conservation().is_balanced());
@@ -369,6 +378,7 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
         promoted,
         late,
         settled: f.settled.clone(),
+        callbacks,
     }
 }
 
@@ -421,6 +431,7 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
         let mut promoted = 0u64;
         // Deadline order: the settling steps' CPU ns, and what they judged.
         let (mut backlog, mut judged) = (Vec::new(), 0u64);
+        let mut callbacks = Vec::new();
         let mut late = 0u64;
         for _ in 0..o.step_runs {
             let t = step_triage(o, n);
@@ -428,6 +439,7 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
             late += t.late;
             backlog.extend(&t.settled.cpu);
             judged += t.settled.judged;
+            callbacks.extend(&t.callbacks);
             wall[0].extend(t.wall);
             cpu[0].extend(t.cpu);
             for (k, name) in BASELINES.iter().enumerate() {
@@ -454,6 +466,9 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
                 .map(|(n, s)| (n.clone(), f(&v[0].1) / f(s)))
                 .collect()
         };
+        let callbacks_cpu = Summary::of(&mut callbacks);
+        // The heap baseline is the first after triage.
+        let heap_p50 = cpu_latency[1].1.p50;
         rows.push(StepRow {
             queued: n,
             ratios_p50: ratio(&latency, |s| s.p50),
@@ -466,6 +481,8 @@ fn step_rows(o: &CompareOptions, bar: &ProgressBar) -> Vec<StepRow> {
             triage_relegated_per_step: late as f64 / steps as f64,
             triage_backlog_cpu: Summary::of(&mut backlog),
             triage_backlog_judged: judged,
+            triage_callbacks_ratio_heap_p50: callbacks_cpu.p50 / heap_p50,
+            triage_callbacks_cpu: callbacks_cpu,
         });
     }
     rows
@@ -623,6 +640,18 @@ impl CompareReport {
                     (b.mean - r.cpu_latency[0].1.mean) * b.count as f64
                         / r.triage_backlog_judged.max(1) as f64
                 ),
+            );
+        }
+        for r in &self.step {
+            let c = &r.triage_callbacks_cpu;
+            let _ = writeln!(
+                s,
+                "at {} queued the engine's reports after a step (on_progress + on_finished per admitted request): CPU p50 {} / p99 {}, p50 {:.3}x {}'s step p50",
+                r.queued,
+                fmt_ns(c.p50),
+                fmt_ns(c.p99),
+                r.triage_callbacks_ratio_heap_p50,
+                r.cpu_latency[1].0,
             );
         }
         let _ = writeln!(

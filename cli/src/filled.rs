@@ -112,6 +112,9 @@ pub(crate) struct Took {
     pub(crate) cpu: Duration,
     /// Wall time of the call, if [`Meter::CpuAndWall`] asked for it.
     pub(crate) wall: Option<Duration>,
+    /// Thread CPU time of the engine's reports after the step: for each admitted request
+    /// one `on_progress` (its prompt computed and its first token) and one `on_finished`.
+    pub(crate) callbacks: Duration,
 }
 
 /// A scheduler on a [`ManualClock`], filled to a depth that its steps keep.
@@ -235,8 +238,9 @@ impl Filled {
     }
 
     /// One step of the workload: advances the clock by [`STEP_DT`] and times, with the
-    /// clocks of `meter`, the `step_into` that must admit `batch`; then, untimed, reports
-    /// the admitted finished and submits `batch` new requests.
+    /// clocks of `meter`, the `step_into` that must admit `batch`; then reports each
+    /// admitted request's prefill and first token and its finish (CPU time taken apart, in
+    /// [`Took::callbacks`]) and, untimed, submits `batch` new requests.
     pub(crate) fn timed_step(&mut self, meter: Meter) -> Took {
         self.clock.advance(STEP_DT);
         let now = self.clock.now();
@@ -247,16 +251,22 @@ impl Filled {
             .step_into(now, &self.budget, &mut self.d)
             .expect("valid budget");
         let wall = t.map(|t| t.elapsed());
-        let took = Took {
-            cpu: c.elapsed(),
-            wall,
-        };
+        let cpu = c.elapsed();
         assert_eq!(self.d.admitted.len(), self.batch as usize, "a full batch");
+        let c = ThreadTime::now();
         for a in &self.d.admitted {
+            self.sched
+                .on_progress(a.id, now, a.prefill_tokens, 1)
+                .expect("admitted request runs");
             self.sched
                 .on_finished(a.id, now, FinishReason::Stop)
                 .expect("admitted request runs");
         }
+        let took = Took {
+            cpu,
+            wall,
+            callbacks: c.elapsed(),
+        };
         for _ in 0..self.batch {
             self.submit();
         }

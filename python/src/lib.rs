@@ -688,6 +688,9 @@ struct Admitted {
     prefill_target: u32,
     /// KV blocks reserved for it.
     blocks: u32,
+    /// Its max_new_tokens, as submitted (a resumed request counts what it generated
+    /// before its preemption toward it).
+    max_new_tokens: u32,
     /// How long it waited since arrival, in ns.
     waited_ns: u64,
     /// It waited past max_wait.
@@ -786,6 +789,7 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
                 prefill_tokens: a.prefill_tokens,
                 prefill_target: a.prefill_target,
                 blocks: a.blocks,
+                max_new_tokens: a.max_new_tokens,
                 waited_ns: ns(a.waited),
                 overdue: a.overdue,
                 resumed: a.resumed,

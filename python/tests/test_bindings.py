@@ -68,6 +68,7 @@ def test_aging_moves_low_past_newer_medium(aging_config):
     assert admitted_ids(d) == [1]
     assert d.admitted[0].cls == "LOW" and d.admitted[0].effective_cls == "MEDIUM"
     assert d.admitted[0].waited_ns == 305_000_000
+    assert d.admitted[0].max_new_tokens == 5
 
 
 @pytest.mark.parametrize("order", ["ladder", "deadline"])

@@ -157,6 +157,8 @@ class Admitted:
     prefill_tokens: int
     prefill_target: int
     blocks: int
+    # As submitted; a resumed request counts what it generated before its preemption.
+    max_new_tokens: int
     waited_ns: int
     overdue: bool
     resumed: bool

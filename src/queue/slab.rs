@@ -192,6 +192,13 @@ impl Slab {
         self.len
     }
 
+    /// Entry `key`, if it is live.
+    pub(crate) fn get(&self, key: u32) -> Option<&Entry> {
+        self.chunks
+            .get(key as usize / CHUNK)
+            .and_then(|c| c[key as usize % CHUNK].as_ref())
+    }
+
     /// Keys and entries of every live entry, in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
         self.chunks

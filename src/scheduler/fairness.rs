@@ -6,9 +6,9 @@ use super::Scheduler;
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
 use crate::fair::tenants::Tenants;
-use crate::metrics::{TENANT_TOKENS, TENANT_WAITING};
 use crate::queue::slab::NO_SLOT;
 use crate::request::TenantId;
+use crate::telemetry::{TENANT_TOKENS, TENANT_WAITING};
 use crate::time::Timestamp;
 
 /// A tenant as a metric label: its id in decimal, or `none`.
@@ -98,9 +98,9 @@ impl Scheduler {
                         max_tenants,
                         "refused: one tenant past the tenant limit"
                     );
-                    crate::metrics::record_refused(
+                    crate::telemetry::record_refused(
                         self.classes.name(class),
-                        crate::metrics::RefuseReason::TenantLimit,
+                        crate::telemetry::RefuseReason::TenantLimit,
                     );
                 }
                 false

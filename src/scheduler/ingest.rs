@@ -73,7 +73,8 @@ impl Scheduler {
                     self.end(key, Outcome::Cancelled, now);
                 }
                 CANCEL_RUNNING => {
-                    self.running.retain(|&k| k != key);
+                    // Compacted out of `running` when the ingest is done.
+                    self.running_ended += 1;
                     out.aborted.push(t.id);
                     tracing::debug!(id = t.id.0, "cancelled while running: abort");
                     self.end(key, Outcome::Cancelled, now);

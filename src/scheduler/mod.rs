@@ -23,11 +23,11 @@ use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::index::IdMap;
 use crate::ingress::{Shared, Submitter};
-use crate::metrics::{ClassStep, StepMetrics, StepReport};
 use crate::queue::slab::{Place, Slab};
 use crate::queue::{Candidate, WaitQueue};
 use crate::slo::{SloTracker, Violation};
 use crate::sync::{Arc, Ordering};
+use crate::telemetry::{ClassStep, StepMetrics, StepReport};
 use crate::time::{Clock, MonotonicClock, Timestamp};
 use std::time::Duration;
 
@@ -65,6 +65,12 @@ pub struct Scheduler {
     wait: WaitQueue,
     /// Running entries' keys, oldest start first.
     running: Vec<u32>,
+    /// Keys in `running` whose requests ended and that are still in it: `on_finished`
+    /// leaves them for the next step, which compacts `running` before it inserts anything
+    /// into the slab; a cancel applied in the step's ingest leaves its key until the
+    /// ingest is done (a new request drained meanwhile may reuse the slot, but waits: only
+    /// live entries marked running count). Keeps `on_finished` O(1).
+    running_ended: usize,
     /// Every held entry (waiting, in hand or running) by id.
     ids: IdMap<u32>,
     counters: SchedCounters,
@@ -152,6 +158,7 @@ impl Scheduler {
             slab: Slab::default(),
             wait,
             running: Vec::new(),
+            running_ended: 0,
             ids: IdMap::default(),
             counters: SchedCounters::default(),
             drained: 0,
@@ -255,6 +262,8 @@ impl Scheduler {
         let span = tracing::debug_span!("triage.step", step = self.step_no, now = now.0);
         let _enter = span.enter();
 
+        // Before anything is inserted into the slab: no ended key may name a new entry.
+        self.compact_running();
         let mut promoted = [0u64; MAX_CLASSES];
         out.summary.promoted = self.wait.promote(&mut self.slab, now, &mut promoted);
         for (c, &n) in promoted.iter().enumerate() {
@@ -265,6 +274,7 @@ impl Scheduler {
             }
         }
         self.ingest(now, out);
+        self.compact_running();
         out.summary.promoted += std::mem::take(&mut self.promoted_on_arrival);
         out.reload = self.apply_pending_reload(now);
         self.expire(now, out);
@@ -311,19 +321,19 @@ impl Scheduler {
             kv_total_blocks: self.config.engine.total_blocks,
         });
         self.metrics.publish_slo(&mut self.slo, now);
-        if self
-            .tenant_metrics_at
-            .is_none_or(|t| now.saturating_since(t) >= crate::metrics::DEFAULT_COMPLIANCE_INTERVAL)
-        {
+        if self.tenant_metrics_at.is_none_or(|t| {
+            now.saturating_since(t) >= crate::telemetry::DEFAULT_COMPLIANCE_INTERVAL
+        }) {
             self.tenant_metrics_at = Some(now);
             self.publish_tenant_depths();
         }
         self.step_counts = [ClassStep::default(); MAX_CLASSES];
     }
 
-    /// The SLO tracker: compliance per class and window, percentiles, violation totals.
-    pub fn slo(&mut self) -> &mut SloTracker {
-        &mut self.slo
+    /// The SLO tracker, read-only: compliance per class and window, percentiles,
+    /// violation totals.
+    pub fn slo(&self) -> &SloTracker {
+        &self.slo
     }
 
     /// A bounded channel of SLO violations as they happen (a queued request past its TTFT
@@ -368,7 +378,26 @@ impl Scheduler {
 
     /// Requests running now.
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.running.len() - self.running_ended
+    }
+
+    /// Keys of the requests running now, in start order (`running` less the ended ones
+    /// not compacted yet).
+    fn running_keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.running
+            .iter()
+            .copied()
+            .filter(|&k| self.slab.get(k).is_some_and(|e| e.place == Place::Running))
+    }
+
+    /// Drops the ended requests' keys from `running` (see [`Scheduler::running_ended`]).
+    fn compact_running(&mut self) {
+        if self.running_ended > 0 {
+            let slab = &self.slab;
+            self.running
+                .retain(|&k| slab.get(k).is_some_and(|e| e.place == Place::Running));
+            self.running_ended = 0;
+        }
     }
 
     /// Counters of one class, ingress included.
@@ -381,9 +410,8 @@ impl Scheduler {
         c.refused += refused[i];
         c.waiting = self.wait.base_len(i) as u64;
         c.running = self
-            .running
-            .iter()
-            .filter(|&&k| self.slab[k].spec.class.index() == i)
+            .running_keys()
+            .filter(|&k| self.slab[k].spec.class.index() == i)
             .count() as u64;
         c
     }
@@ -398,7 +426,7 @@ impl Scheduler {
             refused,
             in_ingress: submitted.saturating_sub(refused + self.drained),
             waiting: self.wait.len() as u64,
-            running: self.running.len() as u64,
+            running: self.running() as u64,
             ..Conservation::default()
         };
         for pc in self
@@ -458,21 +486,23 @@ impl Scheduler {
             return Err(format!("drained {} != held + ended: {c}", self.drained));
         }
         self.wait.check(&self.slab)?;
-        if self.slab.len() != self.wait.len() + self.running.len()
-            || self.ids.len() != self.slab.len()
+        if self.slab.len() != self.wait.len() + self.running() || self.ids.len() != self.slab.len()
         {
             return Err(format!(
                 "slab {} / ids {} / waiting {} + running {} disagree",
                 self.slab.len(),
                 self.ids.len(),
                 self.wait.len(),
-                self.running.len()
+                self.running()
             ));
         }
-        for &k in &self.running {
-            if self.slab[k].place != Place::Running {
-                return Err(format!("running entry {k} is not marked running"));
-            }
+        if self.running_keys().count() != self.running() {
+            return Err(format!(
+                "{} running keys, {} ended not compacted, {} live",
+                self.running.len(),
+                self.running_ended,
+                self.running_keys().count()
+            ));
         }
         for (k, e) in self.slab.iter() {
             if self.ids.get(&e.spec.id) != Some(&k) {
@@ -546,7 +576,7 @@ impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
             .field("waiting", &self.wait.len())
-            .field("running", &self.running.len())
+            .field("running", &self.running())
             .field("step", &self.step_no)
             .finish_non_exhaustive()
     }

@@ -180,6 +180,7 @@ impl Scheduler {
         }
         let step = self.step_no;
         let e = &mut self.slab[key];
+        let prefill = e.prefilling();
         e.blocks += need;
         e.planned = tokens;
         e.planned_step = step;
@@ -189,6 +190,7 @@ impl Scheduler {
         out.scheduled.push(Scheduled {
             id: e.spec.id,
             tokens,
+            prefill,
         });
         true
     }
@@ -346,6 +348,7 @@ impl Scheduler {
             prefill_tokens: chunk,
             prefill_target: target,
             blocks,
+            max_new_tokens: e.spec.max_new_tokens,
             waited: now.saturating_since(e.arrival),
             overdue: cand.overdue,
             resumed: e.preemptions > 0,
@@ -541,7 +544,7 @@ impl Scheduler {
             class = preempted.class.index(),
             freed_blocks = preempted.freed_blocks,
             reason = ?reason,
-            "preempted: lowest class, newest started"
+            "preempted"
         );
         out.preempted.push(preempted);
         // Queued again only after this step's admissions: a victim never restarts in the

@@ -53,8 +53,11 @@ impl ConfigHandle {
     pub fn propose(&self, config: SchedulerConfig) -> Result<(), ConfigError> {
         config.validate()?;
         *lock(&self.pending.config) = Some(config);
-        // Release: pairs with the Acquire swap in `take`; the config stored above is seen.
-        self.pending.flag.store(true, Ordering::Release);
+        // Relaxed: the mutex orders the config, not the flag. A `take` that reads this
+        // store cannot have locked before the lock above (that unlock happens before this
+        // store, and a read never sees a store that happens after it), so it finds this
+        // config or a later one.
+        self.pending.flag.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -71,11 +74,17 @@ impl std::fmt::Debug for ConfigHandle {
 }
 
 impl Pending {
-    /// Takes the pending proposal, if any. One relaxed-cost atomic swap per step when there
+    /// Takes the pending proposal, if any. One failing compare-exchange per step when there
     /// is none.
     fn take(&self) -> Option<SchedulerConfig> {
-        // Acquire: pairs with the Release store in `propose`.
-        if self.flag.swap(false, Ordering::Acquire) {
+        // Relaxed: see the store in `propose`; the lock below orders the config. A
+        // compare-exchange rather than `swap`: loom mis-orders a `swap` that reads the old
+        // value (tokio-rs/loom#254), and this one is modelled.
+        if self
+            .flag
+            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             lock(&self.config).take()
         } else {
             None
@@ -117,7 +126,7 @@ impl Scheduler {
             Ok(_) => self.reloads.0 += 1,
             Err(_) => self.reloads.1 += 1,
         }
-        crate::metrics::record_reload(result.is_ok());
+        crate::telemetry::record_reload(result.is_ok());
         *lock(&self.pending.last) = Some(result.clone());
         Some(result)
     }
@@ -307,7 +316,7 @@ impl Scheduler {
                 self.slo.first_token_held(e, t);
             }
         }
-        self.metrics = crate::metrics::StepMetrics::new(&self.classes, Some(&self.config.slo));
+        self.metrics = crate::telemetry::StepMetrics::new(&self.classes, Some(&self.config.slo));
         self.step_counts = Default::default();
     }
 

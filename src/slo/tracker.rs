@@ -731,18 +731,19 @@ impl SloTracker {
 
     /// How `class` fares against its targets over `window` as of `now`; `None` if the
     /// class or the window is not configured. Costs one pass over each target's histogram
-    /// buckets (a few thousand counters): call it at most every second or so, not per
-    /// step.
+    /// buckets (a few thousand counters), and while samples are pending or the window is
+    /// due to rotate (no [`SloTracker::sync`] to `now` since), a sum of its sub-windows
+    /// first: call it at most every second or so, not per step.
     pub fn compliance(
-        &mut self,
+        &self,
         class: Class,
         window: SloWindow,
         now: Timestamp,
     ) -> Option<ClassCompliance> {
         let w = self.window_index(window)?;
-        let cs = self.classes.get_mut(class.index())?;
+        let cs = self.classes.get(class.index())?;
         let slo = cs.slo.clone();
-        let mut one = |metric: SloMetric, target: Option<SloTarget>| {
+        let one = |metric: SloMetric, target: Option<SloTarget>| {
             target.and_then(|t| {
                 let s = cs.hists[metric.index()].stats(
                     w,
@@ -771,7 +772,7 @@ impl SloTracker {
     /// The latency at `quantile` (nearest rank, 3 significant digits) of `metric` for
     /// `class` over `window` as of `now`; `None` with no samples or no such class or window.
     pub fn percentile(
-        &mut self,
+        &self,
         class: Class,
         metric: SloMetric,
         window: SloWindow,
@@ -779,7 +780,7 @@ impl SloTracker {
         now: Timestamp,
     ) -> Option<Duration> {
         let w = self.window_index(window)?;
-        let cs = self.classes.get_mut(class.index())?;
+        let cs = self.classes.get(class.index())?;
         let s = cs.hists[metric.index()].stats(w, now.0, quantile, None)?;
         s.at_quantile.map(Duration::from_micros)
     }
@@ -787,7 +788,7 @@ impl SloTracker {
     /// Samples of `metric` for `class` over `window` as of `now` (0 if no such class or
     /// window).
     pub fn samples(
-        &mut self,
+        &self,
         class: Class,
         metric: SloMetric,
         window: SloWindow,
@@ -797,9 +798,22 @@ impl SloTracker {
             return 0;
         };
         self.classes
-            .get_mut(class.index())
+            .get(class.index())
             .and_then(|cs| cs.hists[metric.index()].stats(w, now.0, 0.5, None))
             .map_or(0, |s| s.count)
+    }
+
+    /// Folds the samples recorded so far into every window and rotates the windows to
+    /// `now`, so that the queries as of `now` ([`SloTracker::compliance`],
+    /// [`SloTracker::percentile`], [`SloTracker::samples`]) read stored totals instead of
+    /// summing sub-windows. Optional; the scheduler does it before it publishes
+    /// compliance.
+    pub fn sync(&mut self, now: Timestamp) {
+        for cs in &mut self.classes {
+            for h in &mut cs.hists {
+                h.sync(now.0);
+            }
+        }
     }
 
     /// `Some(None)` for cumulative, `Some(Some(i))` for the `i`th sliding window, `None`

@@ -118,6 +118,31 @@ impl Ring {
         self.newest_end_ns = e.saturating_add(1).saturating_mul(self.slice_ns);
     }
 
+    /// The window's total as of `now_ns` with `pending` (samples of the newest slice)
+    /// added, without changing the ring: the live slices summed afresh. `None` when the
+    /// stored total already is that (nothing pending, no rotation due).
+    fn total_as_of(&self, now_ns: u64, pending: &Histogram<u32>) -> Option<Histogram<u32>> {
+        if now_ns < self.newest_end_ns && pending.is_empty() {
+            return None;
+        }
+        let k = self.slices.len() as u64;
+        let e = (now_ns / self.slice_ns).max(self.newest);
+        // Live at `now_ns`: slices e - k + 1 ..= e; the ring holds newest - k + 1 ..= newest.
+        let first = (e + 1)
+            .saturating_sub(k)
+            .max((self.newest + 1).saturating_sub(k));
+        let mut h = new_histogram::<u32>();
+        for epoch in first..=self.newest {
+            // Grows to the slice's largest value; counts saturate.
+            let _ = h.add(&self.slices[(epoch % k) as usize]);
+        }
+        if first <= self.newest {
+            // The pending samples belong to the newest slice, live with it.
+            let _ = h.add(pending);
+        }
+        Some(h)
+    }
+
     /// Adds `pending` (samples of the newest slice) to the newest slice and the total.
     fn add_to_newest(&mut self, pending: &Histogram<u32>) {
         let k = self.slices.len() as u64;
@@ -209,26 +234,43 @@ impl Windowed {
         self.rotate_at_ns = next;
     }
 
+    /// Adds the pending samples and rotates to `now_ns`, so that queries as of `now_ns`
+    /// read the stored totals. Queries are right without it, but each then sums its
+    /// window's slices afresh while samples are pending or a rotation is due.
+    pub(crate) fn sync(&mut self, now_ns: u64) {
+        self.flush();
+        if now_ns >= self.rotate_at_ns {
+            self.advance(now_ns);
+        }
+    }
+
     /// Statistics of window `window` (an index into the spans, `None` for cumulative) as
-    /// of `now_ns`. `None` if there is no such window.
+    /// of `now_ns`. `None` if there is no such window. Reads the stored totals after a
+    /// [`Windowed::sync`] to `now_ns`; else builds the answer aside and changes nothing.
     pub(crate) fn stats(
-        &mut self,
+        &self,
         window: Option<usize>,
         now_ns: u64,
         quantile: f64,
         bound_us: Option<u64>,
     ) -> Option<Stats> {
-        if window.is_some_and(|i| i >= self.rings.len()) {
-            return None;
+        match window {
+            None if self.pending.is_empty() => Some(stats(&self.cumulative, quantile, bound_us)),
+            None => {
+                let mut h = self.cumulative.clone();
+                for v in self.pending.iter_recorded() {
+                    let _ = h.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+                }
+                Some(stats(&h, quantile, bound_us))
+            }
+            Some(i) => {
+                let r = self.rings.get(i)?;
+                Some(match r.total_as_of(now_ns, &self.pending) {
+                    None => stats(&r.total, quantile, bound_us),
+                    Some(h) => stats(&h, quantile, bound_us),
+                })
+            }
         }
-        self.flush();
-        if now_ns >= self.rotate_at_ns {
-            self.advance(now_ns);
-        }
-        Some(match window {
-            None => stats(&self.cumulative, quantile, bound_us),
-            Some(i) => stats(&self.rings[i].total, quantile, bound_us),
-        })
     }
 }
 
@@ -244,17 +286,37 @@ mod tests {
         let mut w = Windowed::new(&[60], 6);
         w.record(5 * S, 1_000, 1); // slice 0
         w.record(15 * S, 2_000, 3); // slice 1
-        let count = |w: &mut Windowed, t| w.stats(Some(0), t, 0.5, None).unwrap().count;
-        assert_eq!(count(&mut w, 15 * S), 4);
-        assert_eq!(count(&mut w, 59 * S), 4);
+        let count = |w: &Windowed, t| w.stats(Some(0), t, 0.5, None).unwrap().count;
+        assert_eq!(count(&w, 15 * S), 4);
+        assert_eq!(count(&w, 59 * S), 4);
         // At 60 s slice 0 (0..10 s) falls out: its sample is 55 s old, within W*(k-1)/k.
-        assert_eq!(count(&mut w, 60 * S), 3);
-        assert_eq!(count(&mut w, 69 * S), 3);
-        assert_eq!(count(&mut w, 70 * S), 0);
+        assert_eq!(count(&w, 60 * S), 3);
+        assert_eq!(count(&w, 69 * S), 3);
+        assert_eq!(count(&w, 70 * S), 0);
         // Cumulative keeps everything.
         assert_eq!(w.stats(None, 70 * S, 0.5, None).unwrap().count, 4);
         // Unknown window.
         assert!(w.stats(Some(1), 70 * S, 0.5, None).is_none());
+    }
+
+    #[test]
+    fn a_query_without_sync_answers_as_one_after_it_and_changes_nothing() {
+        // Two windows (60 s and 300 s in 6 slices) and cumulative; samples every 7 s, and
+        // at each time every window queried read-only, then synced and queried again.
+        let mut w = Windowed::new(&[60, 300], 6);
+        for t in 0..120u64 {
+            let now = t * 7 * S + 3;
+            w.record(now, t % 17 * 1_000 + 5, 1 + t % 3);
+            for at in [now, now + 9 * S, now + 61 * S, now + 400 * S] {
+                for win in [Some(0), Some(1), None] {
+                    let before = w.stats(win, at, 0.9, Some(8_000));
+                    let mut synced = w.clone();
+                    synced.sync(at);
+                    assert_eq!(before, synced.stats(win, at, 0.9, Some(8_000)), "t {t}");
+                }
+            }
+        }
+        assert!(w.stats(Some(2), 0, 0.5, None).is_none());
     }
 
     #[test]

@@ -577,6 +577,8 @@ impl StepMetrics {
             return;
         }
         self.last_compliance = Some(now);
+        // The queries below then read stored totals.
+        tracker.sync(now);
         let mut cached: Option<crate::slo::ClassCompliance> = None;
         for h in &self.compliance {
             let fresh = cached.filter(|c| c.class == h.class && c.window == h.window);
