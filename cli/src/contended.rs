@@ -162,7 +162,7 @@ where
 fn run_triage(o: &ContendedOptions, p: usize) -> Run {
     let cfg = filled::config(o.queued, filled::STEP_RING, o.order);
     let clock = MonotonicClock::new();
-    let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).expect("valid config");
+    let (mut sched, api) = Scheduler::with_clock(cfg, clock).expect("valid config");
     let mut d = Decision::default();
     let zero = filled::ZERO;
     for id in 0..o.queued as u64 {
@@ -238,7 +238,7 @@ fn run_heap(o: &ContendedOptions, p: usize) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(o.queued as u64));
     let submit = {
-        let (heap, clock) = (Arc::clone(&heap), clock.clone());
+        let heap = Arc::clone(&heap);
         move |id| heap.submit(item(id, clock.now()))
     };
     let threads = producers(p, o.queued, &outstanding, &stop, &next_id, submit);
