@@ -98,7 +98,7 @@ impl fmt::Display for SubmitError {
 
 impl std::error::Error for SubmitError {}
 
-/// Why a cancel or reprioritise was refused.
+/// Why a cancel or reprioritize was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlError {
     /// The scheduler holds no request with this id (never submitted, or already ended).

@@ -18,7 +18,7 @@ pub struct StressArgs {
     /// Queue depth to fill to and keep during the run.
     #[arg(long, default_value_t = 100_000)]
     queued: usize,
-    /// API threads submitting, cancelling and reprioritising during the run.
+    /// API threads submitting, cancelling and reprioritizing during the run.
     #[arg(long, default_value_t = 4)]
     threads: usize,
     /// Operations per second per API thread.
@@ -27,7 +27,7 @@ pub struct StressArgs {
     /// Fraction of operations that cancel a recent request.
     #[arg(long, default_value_t = 0.2)]
     cancel_fraction: f64,
-    /// Fraction of operations that reprioritise a recent request.
+    /// Fraction of operations that reprioritize a recent request.
     #[arg(long, default_value_t = 0.2)]
     reprioritize_fraction: f64,
     /// Seconds of the run phase.
