@@ -1,4 +1,4 @@
-//! Cancel and reprioritise at 100k queued.
+//! Cancel and reprioritize at 100k queued.
 //!
 //! A scheduler on a manual clock holds 100,000 waiting requests (classes one third each).
 //! Four measurements, each over batches of 256 distinct waiting requests picked at random:

@@ -87,7 +87,7 @@ fn cancel_racing_drain_and_admission() {
     });
 }
 
-/// Reprioritise racing the drain: the request ends up in exactly one class queue, once,
+/// Reprioritize racing the drain: the request ends up in exactly one class queue, once,
 /// and in the requested class.
 #[test]
 fn reprioritize_racing_drain() {
@@ -199,7 +199,7 @@ fn two_submitters_and_a_step() {
     });
 }
 
-/// Cancel and reprioritise of one request on two threads, racing the step that drains and
+/// Cancel and reprioritize of one request on two threads, racing the step that drains and
 /// admits it: one terminal outcome, counted once; a class change never resurrects a
 /// cancelled request.
 #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every loom model (loom_tests/) under `--cfg loom`, in its own target directory so the
-# normal build is not invalidated. LOOM_MAX_PREEMPTIONS bounds the search (default 2, CI's
-# bound); 3 or 4 explore deeper and take longer.
+# normal build is not invalidated. LOOM_MAX_PREEMPTIONS bounds the search: default 2 for a
+# quick run by hand; CI (.ci/run) runs 3, the bound the mutation check uses; 4 explores
+# deeper and takes longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"

@@ -34,7 +34,7 @@ if [[ " $what " == *" miri "* ]]; then
   echo "miri: done in $(( $(date +%s) - start )) s"
 fi
 if [[ " $what " == *" miri-api "* ]]; then
-  # Small public-API tests: submit/drain through the rings, cancel/reprioritise notices,
+  # Small public-API tests: submit/drain through the rings, cancel/reprioritize notices,
   # cancel racing admission, close racing submits (a thread), hand-off. About 17 minutes:
   # every scheduler builds its SLO histograms, which Miri interprets slowly.
   echo "== miri-api: $(cargo +nightly miri --version)"

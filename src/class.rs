@@ -1,7 +1,6 @@
 //! Priority classes: a small dense index (0 = most urgent) and the set of configured classes
 //! that maps API metadata (a class name, or vLLM's integer `priority`) onto it.
 
-use crate::error::ClassError;
 use std::fmt;
 
 /// The most classes a scheduler can have.
@@ -177,6 +176,59 @@ impl ClassSet {
         Class(best as u8)
     }
 }
+
+/// A class name, index or vLLM priority that maps to no configured class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassError {
+    /// No class has this name.
+    UnknownName {
+        /// The name given.
+        name: String,
+        /// The configured names.
+        known: Vec<String>,
+    },
+    /// The class index is past the configured classes.
+    UnknownIndex {
+        /// The index given.
+        index: u8,
+        /// How many classes there are.
+        classes: usize,
+    },
+    /// No class's range holds this vLLM priority.
+    PriorityOutOfRange {
+        /// The priority given.
+        priority: i64,
+        /// Each class with its inclusive priority range.
+        ranges: Vec<(String, (i64, i64))>,
+    },
+}
+
+impl std::fmt::Display for ClassError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassError::UnknownName { name, known } => {
+                write!(
+                    f,
+                    "unknown class {name:?}; known classes: {}",
+                    known.join(", ")
+                )
+            }
+            ClassError::UnknownIndex { index, classes } => write!(
+                f,
+                "unknown class index {index}; configured classes are 0..{classes}"
+            ),
+            ClassError::PriorityOutOfRange { priority, ranges } => {
+                write!(f, "priority {priority} is in no class's range; ranges:")?;
+                for (name, (lo, hi)) in ranges {
+                    write!(f, " {name}=[{lo}, {hi}]")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClassError {}
 
 #[cfg(test)]
 mod tests {

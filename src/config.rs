@@ -2,7 +2,7 @@
 //! file can carry it; every rule lives in [`SchedulerConfig::validate`].
 
 use crate::class::{ClassSet, MAX_CLASSES};
-use crate::error::ConfigError;
+use crate::error::{err, ConfigError};
 use crate::fair::FairnessConfig;
 use crate::slo::SloConfig;
 use serde::{Deserialize, Serialize};
@@ -120,7 +120,7 @@ impl ClassConfig {
     /// The smallest `ring_capacity` (2). A one-slot ring cannot tell a slot holding the
     /// value pushed at position `p` from one free for position `p + 1`, so it would
     /// overwrite accepted requests (see `src/ingress/ring.rs`).
-    pub const MIN_RING_CAPACITY: usize = crate::ingress::ring::MIN_CAPACITY;
+    pub const MIN_RING_CAPACITY: usize = 2;
     /// The largest `ring_capacity` (2^20).
     pub const MAX_RING_CAPACITY: usize = 1 << 20;
 }
@@ -265,20 +265,6 @@ impl Default for SchedulerConfig {
 
 /// The longest duration a deadline tunable may be: 7 days, like an SLO bound.
 const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
-
-/// A configuration error for `field` (no location yet: the TOML loader adds it).
-pub(crate) fn err(
-    field: impl Into<String>,
-    expected: impl Into<String>,
-    found: impl ToString,
-) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        expected: expected.into(),
-        found: found.to_string(),
-        location: None,
-    }
-}
 
 impl SchedulerConfig {
     /// Checks every rule; the first broken one is returned.

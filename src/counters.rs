@@ -36,7 +36,7 @@ pub enum FinishReason {
 }
 
 /// Counters of one class. Flows in (`drained`) and terminal outcomes are counted under the
-/// request's base class at that moment; a reprioritised request moves between classes, so
+/// request's base class at that moment; a reprioritized request moves between classes, so
 /// the conservation law holds on the totals, not per class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassCounters {
@@ -68,9 +68,9 @@ pub struct ClassCounters {
     /// Started after waiting past `max_wait` (deadline order keeps max wait only while the
     /// engine can; each of these is a promise it could not keep).
     pub overdue: u64,
-    /// Moved into this class by reprioritise.
+    /// Moved into this class by reprioritize.
     pub reprioritized_in: u64,
-    /// Moved out of this class by reprioritise.
+    /// Moved out of this class by reprioritize.
     pub reprioritized_out: u64,
     /// Waiting now (base class).
     pub waiting: u64,

@@ -5,7 +5,6 @@ use crate::budget::Short;
 use crate::class::Class;
 use crate::error::ReloadError;
 use crate::request::RequestId;
-use crate::scheduler::ReloadReport;
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -190,4 +189,17 @@ impl Decision {
         self.admitted.iter().map(|a| a.prefill_tokens).sum::<u32>()
             + self.scheduled.iter().map(|s| s.tokens).sum::<u32>()
     }
+}
+
+/// What an applied reload changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The configuration epoch now in force (0 at start, +1 per applied reload).
+    pub epoch: u32,
+    /// Classes the new configuration added, by name.
+    pub classes_added: Vec<String>,
+    /// Classes it removed (all empty when removed), by name.
+    pub classes_removed: Vec<String>,
+    /// Waiting requests re-queued under the new thresholds.
+    pub requeued: usize,
 }

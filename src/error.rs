@@ -1,62 +1,10 @@
 //! Every way a call into the scheduler can be refused. Each error names what was wrong and
 //! leaves the scheduler's state unchanged.
 
+pub use crate::class::ClassError;
 use crate::request::RequestId;
-use crate::time::Timestamp;
+pub use crate::time::ClockWentBackwards;
 use std::fmt;
-
-/// A class name, index or vLLM priority that maps to no configured class.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClassError {
-    /// No class has this name.
-    UnknownName {
-        /// The name given.
-        name: String,
-        /// The configured names.
-        known: Vec<String>,
-    },
-    /// The class index is past the configured classes.
-    UnknownIndex {
-        /// The index given.
-        index: u8,
-        /// How many classes there are.
-        classes: usize,
-    },
-    /// No class's range holds this vLLM priority.
-    PriorityOutOfRange {
-        /// The priority given.
-        priority: i64,
-        /// Each class with its inclusive priority range.
-        ranges: Vec<(String, (i64, i64))>,
-    },
-}
-
-impl fmt::Display for ClassError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClassError::UnknownName { name, known } => {
-                write!(
-                    f,
-                    "unknown class {name:?}; known classes: {}",
-                    known.join(", ")
-                )
-            }
-            ClassError::UnknownIndex { index, classes } => write!(
-                f,
-                "unknown class index {index}; configured classes are 0..{classes}"
-            ),
-            ClassError::PriorityOutOfRange { priority, ranges } => {
-                write!(f, "priority {priority} is in no class's range; ranges:")?;
-                for (name, (lo, hi)) in ranges {
-                    write!(f, " {name}=[{lo}, {hi}]")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ClassError {}
 
 /// Why [`crate::Submitter::submit`] refused a request. A refused request has reached its
 /// terminal outcome (`refused`) and is counted as such.
@@ -150,7 +98,7 @@ impl fmt::Display for SubmitError {
 
 impl std::error::Error for SubmitError {}
 
-/// Why a cancel or reprioritise was refused.
+/// Why a cancel or reprioritize was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlError {
     /// The scheduler holds no request with this id (never submitted, or already ended).
@@ -265,27 +213,6 @@ impl fmt::Display for BudgetError {
 
 impl std::error::Error for BudgetError {}
 
-/// [`crate::ManualClock::try_set`] was asked to move the clock back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClockWentBackwards {
-    /// The time asked for.
-    pub requested: Timestamp,
-    /// The clock's time, unchanged.
-    pub current: Timestamp,
-}
-
-impl fmt::Display for ClockWentBackwards {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "time {}ns is earlier than the clock's {}ns; a ManualClock never goes backwards",
-            self.requested.0, self.current.0
-        )
-    }
-}
-
-impl std::error::Error for ClockWentBackwards {}
-
 /// Why a configuration reload was refused. The configuration in force stays, unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReloadError {
@@ -364,3 +291,17 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A configuration error for `field` (no location yet: the TOML loader adds it).
+pub(crate) fn err(
+    field: impl Into<String>,
+    expected: impl Into<String>,
+    found: impl ToString,
+) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        expected: expected.into(),
+        found: found.to_string(),
+        location: None,
+    }
+}

@@ -89,7 +89,8 @@ pub use config::{
 };
 pub use counters::{ClassCounters, Conservation, FinishReason, Outcome};
 pub use decision::{
-    Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, Scheduled, StepSummary,
+    Admitted, Decision, PreemptReason, Preempted, RejectReason, Rejected, ReloadReport, Scheduled,
+    StepSummary,
 };
 pub use error::{
     BudgetError, ClassError, ClockWentBackwards, ConfigError, ControlError, ProgressError,
@@ -100,7 +101,7 @@ pub use fair::{
 };
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
-pub use scheduler::{ConfigHandle, ReloadReport, Scheduler};
+pub use scheduler::{ConfigHandle, Scheduler};
 pub use slo::{
     ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,
     SloWindow, TargetCompliance, Violation, ViolationKind,

@@ -76,7 +76,7 @@ impl RequestSpec {
 /// replica needs to queue it in the same place: its class and original arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandOff {
-    /// The request as submitted, with its class as last reprioritised.
+    /// The request as submitted, with its class as last reprioritized.
     pub spec: RequestSpec,
     /// When it first arrived.
     pub arrival: Timestamp,

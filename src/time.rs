@@ -2,7 +2,6 @@
 //! that API threads use to stamp arrivals. The engine passes `now` to every step, so aging,
 //! max-wait and SLO behaviour is exact under test: inject a [`ManualClock`].
 
-use crate::error::ClockWentBackwards;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -193,3 +192,24 @@ impl Clock for ManualClock {
         Timestamp(self.nanos.load(Ordering::Relaxed))
     }
 }
+
+/// [`crate::ManualClock::try_set`] was asked to move the clock back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockWentBackwards {
+    /// The time asked for.
+    pub requested: Timestamp,
+    /// The clock's time, unchanged.
+    pub current: Timestamp,
+}
+
+impl std::fmt::Display for ClockWentBackwards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "time {}ns is earlier than the clock's {}ns; a ManualClock never goes backwards",
+            self.requested.0, self.current.0
+        )
+    }
+}
+
+impl std::error::Error for ClockWentBackwards {}

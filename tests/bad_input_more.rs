@@ -173,7 +173,7 @@ fn submit_after_close_and_after_drop_is_refused() {
         Err(SubmitError::ZeroPromptTokens(RequestId(101)))
     );
     only_refused(before, state(&h), 3);
-    // Cancel and reprioritise still work on held requests after a close.
+    // Cancel and reprioritize still work on held requests after a close.
     assert_eq!(h.api.cancel(RequestId(2)), Ok(CancelOutcome::WasWaiting));
     let Harness { sched, api, .. } = h;
     drop(sched);

@@ -51,7 +51,7 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
                         }
                         Err(e) => panic!("unexpected refusal: {e}"),
                     }
-                    // Now and then cancel or reprioritise an earlier request of ours.
+                    // Now and then cancel or reprioritize an earlier request of ours.
                     if r % 7 == 0 && i > 0 {
                         let victim = RequestId(t * PER_THREAD + (r >> 32) % i);
                         if api.cancel(victim).is_ok() {

@@ -1,4 +1,4 @@
-//! Cancel and reprioritise, while queued, in flight and running: exactly one effect.
+//! Cancel and reprioritize, while queued, in flight and running: exactly one effect.
 
 mod common;
 use common::*;

@@ -1,6 +1,6 @@
 //! Model-based property tests: random sequences of every public operation, run against the
 //! real [`Scheduler`] (with a [`ManualClock`]) and a small reference model of the contract
-//! (`../shared/DESIGN.md` §3, `docs/design.md`). The test plays the engine: it carries out
+//! (`docs/contract.md`, `docs/design.md`). The test plays the engine: it carries out
 //! every [`Decision`] (prefill chunks, decode tokens, preemptions, aborts) on its own copy of
 //! the running requests and reports `on_progress` / `on_finished` the way an engine would,
 //! passing `free_blocks = total - blocks it holds` (less a random amount it keeps for
@@ -601,9 +601,9 @@ struct Req {
     /// Its own TTFT target (ms).
     ttft: Option<u32>,
     /// Its class as the scheduler has applied it: `class` changes at once on an accepted
-    /// reprioritise, the scheduler's at its next step (or drain).
+    /// reprioritize, the scheduler's at its next step (or drain).
     sched_class: Class,
-    /// A reprioritise was accepted and its step has not come yet.
+    /// A reprioritize was accepted and its step has not come yet.
     reclass: bool,
     /// Deadline order: its deadline, set when it was last queued (drained, moved to
     /// another class) or reloaded (waiting or running), and whether it bounds the first

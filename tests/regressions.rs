@@ -153,7 +153,7 @@ fn manual_clock_never_goes_backwards() {
 
 /// Hand-off after preemptions (DESIGN §3.2 and the rolling-restart contract): a request that
 /// ran, generated tokens and was preempted is handed off with its original arrival, its
-/// current class and the tokens it generated; a request reprioritised while waiting keeps
+/// current class and the tokens it generated; a request reprioritized while waiting keeps
 /// its arrival; nothing running is handed off, and nothing is lost between close and
 /// drain.
 ///
@@ -224,14 +224,14 @@ fn hand_off_after_preemption(order: QueueOrder) {
     assert_eq!(c.submitted, c.ended(), "{c}");
 }
 
-/// `HandOff::spec` documents "its class as last reprioritised". A reprioritise of a
+/// `HandOff::spec` documents "its class as last reprioritized". A reprioritize of a
 /// waiting request that was acknowledged (`Ok`) but not yet applied by a step must still
 /// be reflected in the hand-off (found by the model test once `drain_waiting` stopped
 /// applying notices).
 ///
-/// Shrunk case: LOW #36 submitted, step (waiting), reprioritise to HIGH, drain.
+/// Shrunk case: LOW #36 submitted, step (waiting), reprioritize to HIGH, drain.
 #[test]
-fn hand_off_carries_a_pending_reprioritise() {
+fn hand_off_carries_a_pending_reprioritize() {
     let mut h = Harness::new(no_aging());
     h.submit(36, Class::LOW, 37, 1);
     h.step(budget(0, 4096, 7000));

@@ -258,7 +258,7 @@ fn ttft_misses_reported_at_first_token_running_preempted_and_reclassified() {
     slo.tick(ms(2_600));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.while_queued), (RequestId(3), true));
-    // A MEDIUM request (2 s bound) reprioritised to HIGH at 1 s: reported at the next tick
+    // A MEDIUM request (2 s bound) reprioritized to HIGH at 1 s: reported at the next tick
     // against HIGH's 500 ms bound.
     slo.queued(RequestId(4), Class::MEDIUM, ms(3_000));
     slo.tick(ms(3_900));

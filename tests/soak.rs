@@ -1,4 +1,4 @@
-//! Concurrency soak: several API threads submit, cancel and reprioritise at random while the
+//! Concurrency soak: several API threads submit, cancel and reprioritize at random while the
 //! engine thread steps and plays the engine (prefill chunks, decode tokens, preemptions,
 //! aborts, finishes). It runs for a bounded time or number of API operations, then stops
 //! the API threads, hands off what is still waiting and runs the rest to completion, and

@@ -51,6 +51,7 @@ use crate::baselines::deque::DequeQueues;
 use crate::baselines::heap::HeapQueue;
 use crate::baselines::segqueue::SegQueues;
 use crate::baselines::{Baseline, Item, Ladder};
+use crate::contended::{contended_rows, ContendedOptions, ContendedRow};
 use crate::filled::{self, Filled, Meter};
 use crate::timing::{fmt_ns, Summary};
 
@@ -81,6 +82,14 @@ pub struct CompareOptions {
     /// Triage's queue order (see [`filled::config`] for the one tunable the step workload
     /// changes in deadline order).
     pub order: QueueOrder,
+    /// Producer counts of the contended workload ([`crate::contended`]; empty: skipped).
+    pub contended_producers: Vec<usize>,
+    /// Depth the contended workload holds.
+    pub contended_queued: usize,
+    /// Runs of it per structure and producer count.
+    pub contended_runs: usize,
+    /// Seconds the engine steps per contended run.
+    pub contended_seconds: f64,
     /// Where to write the JSON report (`None`: do not write).
     #[serde(skip)]
     pub out: Option<PathBuf>,
@@ -101,6 +110,10 @@ impl Default for CompareOptions {
             step_seconds: 2.0,
             batch: 256,
             order: QueueOrder::default(),
+            contended_producers: vec![1, 3],
+            contended_queued: 100_000,
+            contended_runs: 3,
+            contended_seconds: 1.0,
             out: Some(PathBuf::from("bench-compare.json")),
             progress: false,
         }
@@ -169,6 +182,8 @@ pub struct CompareReport {
     pub submit: Vec<SubmitRow>,
     /// Step rows.
     pub step: Vec<StepRow>,
+    /// Contended rows (wall time).
+    pub contended: Vec<ContendedRow>,
     /// step p99 at the largest depth / step p99 at the smallest, for triage (wall time).
     pub triage_step_growth_p99: f64,
     /// The same ratio of CPU-time p99.
@@ -501,7 +516,9 @@ pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
             o.batch
         ));
     }
-    let total = (o.producers.len() * o.submit_runs + o.queued.len() * o.step_runs) as u64;
+    let total = (o.producers.len() * o.submit_runs
+        + o.queued.len() * o.step_runs
+        + o.contended_producers.len() * o.contended_runs) as u64;
     let bar = if o.progress {
         let b = ProgressBar::new(total);
         b.set_style(
@@ -515,6 +532,17 @@ pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
     };
     let submit = submit_rows(o, &bar);
     let step = step_rows(o, &bar);
+    let contended = contended_rows(
+        &ContendedOptions {
+            producers: o.contended_producers.clone(),
+            queued: o.contended_queued,
+            runs: o.contended_runs,
+            seconds: o.contended_seconds,
+            batch: o.batch,
+            order: o.order,
+        },
+        || bar.inc(1),
+    );
     bar.finish_and_clear();
     let growth = |f: fn(&StepRow) -> f64| match (step.first(), step.last()) {
         (Some(a), Some(b)) => f(b) / f(a),
@@ -528,6 +556,7 @@ pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
         triage_step_growth_cpu_p99: growth(|r| r.cpu_latency[0].1.p99),
         triage_step_growth_cpu_p50: growth(|r| r.cpu_latency[0].1.p50),
         step,
+        contended,
     };
     if let Some(path) = &o.out {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -663,6 +692,38 @@ impl CompareReport {
             self.triage_step_growth_cpu_p99,
             self.triage_step_growth_p99,
         );
+        if !self.contended.is_empty() {
+            let _ = writeln!(
+                s,
+                "\ncontended, {} queued held, one engine step per ms, wall time: p50 / p99 (ratio triage / mutex-binaryheap of p99)",
+                self.options.contended_queued
+            );
+            let _ = writeln!(
+                s,
+                "{:>9} {:>22} {:>22} {:>8} {:>22} {:>22} {:>8}",
+                "producers",
+                "triage step",
+                "heap step",
+                "ratio",
+                "triage submit",
+                "heap submit",
+                "ratio"
+            );
+            let pair = |x: &Summary| format!("{} / {}", fmt_ns(x.p50), fmt_ns(x.p99));
+            for r in &self.contended {
+                let _ = writeln!(
+                    s,
+                    "{:>9} {:>22} {:>22} {:>7.3}x {:>22} {:>22} {:>7.3}x",
+                    r.producers,
+                    pair(&r.triage.step),
+                    pair(&r.heap.step),
+                    r.step_p99_ratio,
+                    pair(&r.triage.submit),
+                    pair(&r.heap.submit),
+                    r.submit_p99_ratio,
+                );
+            }
+        }
         s
     }
 }

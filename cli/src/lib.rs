@@ -15,6 +15,7 @@ pub mod alloc_count;
 pub mod baselines;
 pub mod bench_compare;
 pub mod config_watch;
+pub mod contended;
 pub(crate) mod filled;
 pub mod sim;
 pub mod simulate;

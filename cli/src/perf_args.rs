@@ -18,7 +18,7 @@ pub struct StressArgs {
     /// Queue depth to fill to and keep during the run.
     #[arg(long, default_value_t = 100_000)]
     queued: usize,
-    /// API threads submitting, cancelling and reprioritising during the run.
+    /// API threads submitting, cancelling and reprioritizing during the run.
     #[arg(long, default_value_t = 4)]
     threads: usize,
     /// Operations per second per API thread.
@@ -27,7 +27,7 @@ pub struct StressArgs {
     /// Fraction of operations that cancel a recent request.
     #[arg(long, default_value_t = 0.2)]
     cancel_fraction: f64,
-    /// Fraction of operations that reprioritise a recent request.
+    /// Fraction of operations that reprioritize a recent request.
     #[arg(long, default_value_t = 0.2)]
     reprioritize_fraction: f64,
     /// Seconds of the run phase.
@@ -88,6 +88,18 @@ pub struct BenchCompareArgs {
     /// Triage's queue order: deadline (the default) or ladder.
     #[arg(long, default_value = "deadline", value_parser = parse_order)]
     order: QueueOrder,
+    /// Producer counts of the contended workload, comma-separated (empty: skip it).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    contended_producers: Vec<usize>,
+    /// Depth the contended workload holds.
+    #[arg(long, default_value_t = 100_000)]
+    contended_queued: usize,
+    /// Runs of the contended workload per structure and producer count.
+    #[arg(long, default_value_t = 3)]
+    contended_runs: usize,
+    /// Seconds the engine steps per contended run.
+    #[arg(long, default_value_t = 1.0)]
+    contended_seconds: f64,
 }
 
 /// A queue order by its configuration-file name.
@@ -164,6 +176,10 @@ pub fn run_bench_compare(a: BenchCompareArgs) -> ExitCode {
         steps: a.steps,
         step_seconds: a.step_seconds,
         order: a.order,
+        contended_producers: a.contended_producers,
+        contended_queued: a.contended_queued,
+        contended_runs: a.contended_runs,
+        contended_seconds: a.contended_seconds,
         out: Some(a.out),
         progress: std::io::stderr().is_terminal(),
         ..CompareOptions::default()

@@ -5,7 +5,7 @@
 //!    net heap bytes this adds: bytes per queued request.
 //! 2. **Run**: `threads` API threads each perform `rate` operations per second — submits
 //!    (paused while the queue is at or above its target depth, so it stays there), cancels
-//!    and reprioritises of recent ids — while the engine thread steps every `step_every`
+//!    and reprioritizes of recent ids — while the engine thread steps every `step_every`
 //!    with a real budget (`max_num_seqs`, token budget, free KV blocks as the simulated
 //!    engine holds them) and reports progress like an engine: each admitted request
 //!    prefills (in chunks if the budget says so), then decodes a few tokens, then finishes.
@@ -40,11 +40,11 @@ pub struct StressOptions {
     pub queued: usize,
     /// API threads during the run.
     pub threads: usize,
-    /// Operations per second per API thread (submits, cancels, reprioritises).
+    /// Operations per second per API thread (submits, cancels, reprioritizes).
     pub rate: f64,
     /// Fraction of operations that cancel a recent request.
     pub cancel_fraction: f64,
-    /// Fraction of operations that reprioritise a recent request.
+    /// Fraction of operations that reprioritize a recent request.
     pub reprioritize_fraction: f64,
     /// Length of the run phase.
     pub duration: Duration,
@@ -113,11 +113,11 @@ pub struct ApiCounts {
     pub cancelled_waiting: u64,
     /// Cancels that found a running request.
     pub cancelled_running: u64,
-    /// Cancels or reprioritises of an id no longer held (already ended).
+    /// Cancels or reprioritizes of an id no longer held (already ended).
     pub not_found: u64,
     /// Cancels of an already-cancelled request.
     pub already_cancelled: u64,
-    /// Reprioritises accepted.
+    /// Reprioritizes accepted.
     pub reprioritized: u64,
 }
 
@@ -250,7 +250,7 @@ impl StressReport {
         let a = &self.api;
         let _ = writeln!(
             s,
-            "  api                 {} submitted, {} refused, {} skipped at target depth; cancels {} waiting + {} running; {} reprioritised; {} not found, {} already cancelled",
+            "  api                 {} submitted, {} refused, {} skipped at target depth; cancels {} waiting + {} running; {} reprioritized; {} not found, {} already cancelled",
             a.submitted,
             a.refused,
             a.skipped_full,

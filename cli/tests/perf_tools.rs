@@ -61,6 +61,14 @@ fn bench_compare_quick_writes_json() {
             "20",
             "--step-seconds",
             "0.2",
+            "--contended-producers",
+            "1,2",
+            "--contended-queued",
+            "5000",
+            "--contended-runs",
+            "1",
+            "--contended-seconds",
+            "0.1",
             "--out",
         ])
         .arg(&path)
@@ -77,6 +85,18 @@ fn bench_compare_quick_writes_json() {
     assert_eq!(json["submit"].as_array().map(Vec::len), Some(2));
     assert_eq!(json["step"].as_array().map(Vec::len), Some(2));
     assert!(json["step"][1]["ratios_p99"].is_array());
+    let contended = json["contended"].as_array().expect("contended rows");
+    assert_eq!(contended.len(), 2);
+    for side in ["triage", "heap"] {
+        assert!(
+            contended[1][side]["step"]["count"].as_u64() > Some(10),
+            "{contended:?}"
+        );
+        assert!(
+            contended[1][side]["submit"]["count"].as_u64() > Some(10),
+            "{contended:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,4 +1,4 @@
-//! Random sequences of every public API call (submit, cancel, reprioritise, step, progress,
+//! Random sequences of every public API call (submit, cancel, reprioritize, step, progress,
 //! finish, reload, close, `drain_waiting`) against one scheduler, with ingress rings from
 //! the smallest capacity the configuration accepts upward and one or two shards.
 //!

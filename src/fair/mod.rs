@@ -21,7 +21,7 @@
 pub(crate) mod share;
 pub(crate) mod tenants;
 
-use crate::config::err;
+use crate::error::err;
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 

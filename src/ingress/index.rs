@@ -1,5 +1,5 @@
 //! The id index: which requests the scheduler holds, by id, so API threads can refuse a
-//! duplicate and find a request to cancel or reprioritise.
+//! duplicate and find a request to cancel or reprioritize.
 //!
 //! A fixed array of mutex-guarded hash maps, picked by a hash of the id. Critical sections
 //! are a single insert, lookup or remove (no allocation beyond the map's own growth, no

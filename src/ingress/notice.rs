@@ -1,4 +1,4 @@
-//! The notice queue: tickets whose state an API thread changed (cancel, reprioritise), for
+//! The notice queue: tickets whose state an API thread changed (cancel, reprioritize), for
 //! the scheduler to act on at its next step.
 //!
 //! Unbounded but never larger than the number of live requests: a ticket is pushed only by

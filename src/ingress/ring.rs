@@ -67,8 +67,9 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 const CLOSED: usize = 1;
 
-/// The fewest slots a ring has (see the module comment for why one does not work).
-pub const MIN_CAPACITY: usize = 2;
+/// The fewest slots a ring has (see the module comment for why one does not work): the
+/// configuration's smallest `ring_capacity`.
+pub const MIN_CAPACITY: usize = crate::config::ClassConfig::MIN_RING_CAPACITY;
 
 /// The number of slots a ring asked for `capacity` gets: at least [`MIN_CAPACITY`],
 /// rounded up to a power of two.

@@ -9,7 +9,7 @@ use super::slab::Slab;
 use crate::class::MAX_CLASSES;
 
 /// Runs per bucket: one per base class for requests queued as they arrive, and one per
-/// base class for requests queued again later (preempted, reprioritised). Re-queued requests
+/// base class for requests queued again later (preempted, reprioritized). Re-queued requests
 /// carry old arrivals; keeping them apart keeps their sorted insertion short, instead of a
 /// scan back through a long run of newer arrivals.
 pub(super) const RUNS: usize = 2 * MAX_CLASSES;

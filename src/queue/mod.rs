@@ -669,7 +669,7 @@ impl WaitQueue {
         slab[key].place = Place::Waiting;
     }
 
-    /// Takes a waiting entry out of the queue (cancel, reprioritise, timeout).
+    /// Takes a waiting entry out of the queue (cancel, reprioritize, timeout).
     pub(crate) fn remove(&mut self, slab: &mut Slab, key: u32) {
         assert_eq!(
             slab[key].place,

@@ -29,7 +29,7 @@ pub(crate) enum Place {
 /// One request held by the scheduler.
 pub(crate) struct Entry {
     pub(crate) ticket: Arc<Ticket>,
-    /// As submitted; `spec.class` is the base class, updated by reprioritise.
+    /// As submitted; `spec.class` is the base class, updated by reprioritize.
     pub(crate) spec: RequestSpec,
     pub(crate) arrival: Timestamp,
     /// The time the wait queue orders and buckets it by: its deadline in deadline order,

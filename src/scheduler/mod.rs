@@ -13,7 +13,7 @@ mod pace;
 mod plan;
 mod reload;
 
-pub use reload::{ConfigHandle, ReloadReport};
+pub use reload::ConfigHandle;
 
 use crate::budget::Budget;
 use crate::class::{ClassSet, MAX_CLASSES};

@@ -7,6 +7,7 @@ use super::Scheduler;
 use crate::class::MAX_CLASSES;
 use crate::config::SchedulerConfig;
 use crate::counters::ClassCounters;
+use crate::decision::ReloadReport;
 use crate::error::{ConfigError, ReloadError};
 use crate::ingress::SubmitLimits;
 use crate::queue::slab::Place;
@@ -14,19 +15,6 @@ use crate::queue::WaitQueue;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
 use crate::time::Timestamp;
 use std::time::Duration;
-
-/// What an applied reload changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// The configuration epoch now in force (0 at start, +1 per applied reload).
-    pub epoch: u32,
-    /// Classes the new configuration added, by name.
-    pub classes_added: Vec<String>,
-    /// Classes it removed (all empty when removed), by name.
-    pub classes_removed: Vec<String>,
-    /// Waiting requests re-queued under the new thresholds.
-    pub requeued: usize,
-}
 
 /// The mailbox between [`ConfigHandle`]s (any thread) and the scheduler.
 #[derive(Default)]

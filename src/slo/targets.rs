@@ -2,7 +2,7 @@
 //! defaults and validation.
 
 use crate::class::MAX_CLASSES;
-use crate::config::err;
+use crate::error::err;
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

@@ -587,7 +587,7 @@ impl SloTracker {
         }
     }
 
-    /// The request's class changed (reprioritised). Its targets are now `class`'s,
+    /// The request's class changed (reprioritized). Its targets are now `class`'s,
     /// measured from its original arrival; samples recorded from now on go to `class`. A
     /// deadline the new class's bound has already passed is reported at the next tick.
     pub fn reclassified(&mut self, id: RequestId, class: Class) {
