@@ -114,6 +114,14 @@ impl ClassSet {
     /// assert_eq!(classes.parse_name(" high ").unwrap(), triage::Class::HIGH);
     /// assert!(classes.parse_name("urgent").is_err());
     /// ```
+    ///
+    /// ```
+    /// use triage::{Class, SchedulerConfig};
+    /// let classes = SchedulerConfig::default().class_set();
+    /// assert_eq!(classes.parse_name("high"), Ok(Class::HIGH)); // case does not matter
+    /// let err = classes.parse_name("urgent").unwrap_err();
+    /// assert!(err.to_string().contains("known classes: HIGH, MEDIUM, LOW"), "{err}");
+    /// ```
     pub fn parse_name(&self, name: &str) -> Result<Class, ClassError> {
         let wanted = name.trim();
         self.names
@@ -134,6 +142,15 @@ impl ClassSet {
     /// assert_eq!(classes.from_vllm_priority(0).unwrap(), triage::Class::HIGH);
     /// assert_eq!(classes.from_vllm_priority(5).unwrap(), triage::Class::MEDIUM);
     /// assert!(classes.from_vllm_priority(-1).is_err());
+    /// ```
+    ///
+    /// ```
+    /// use triage::{Class, SchedulerConfig};
+    /// let classes = SchedulerConfig::default().class_set();
+    /// // vLLM: lower is more urgent. The default ranges put 0 in HIGH.
+    /// assert_eq!(classes.from_vllm_priority(0), Ok(Class::HIGH));
+    /// assert!(classes.from_vllm_priority(i64::MAX).is_err());
+    /// assert_eq!(classes.from_vllm_priority_nearest(i64::MAX), Class::LOW);
     /// ```
     pub fn from_vllm_priority(&self, priority: i64) -> Result<Class, ClassError> {
         self.priority_ranges

@@ -57,6 +57,14 @@ impl Timestamp {
     ///     assert_eq!(Timestamp::checked_from_secs_f64(bad), None, "{bad}");
     /// }
     /// ```
+    ///
+    /// ```
+    /// use triage::Timestamp;
+    /// assert_eq!(Timestamp::checked_from_secs_f64(1.5), Some(Timestamp(1_500_000_000)));
+    /// assert_eq!(Timestamp::checked_from_secs_f64(f64::NAN), None);
+    /// assert_eq!(Timestamp::checked_from_secs_f64(-1.0), None);
+    /// assert_eq!(Timestamp::checked_from_secs_f64(1e300), None);
+    /// ```
     pub fn checked_from_secs_f64(secs: f64) -> Option<Self> {
         // 2^64 as a float, exactly: every float below it converts to u64 without loss of
         // range (`as` would saturate, silently, above it).
@@ -160,6 +168,16 @@ impl ManualClock {
     /// let e = clock.try_set(Timestamp(15)).unwrap_err();
     /// assert_eq!((e.requested, e.current), (Timestamp(15), Timestamp(20)));
     /// assert_eq!(clock.now(), Timestamp(20));
+    /// ```
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage::{Clock, ManualClock, Timestamp};
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// clock.advance(Duration::from_millis(5));
+    /// assert_eq!(clock.now(), Timestamp(5_000_000));
+    /// assert!(clock.try_set(Timestamp(1)).is_err()); // never backwards
+    /// assert_eq!(clock.now(), Timestamp(5_000_000));
     /// ```
     pub fn try_set(&self, t: Timestamp) -> Result<(), ClockWentBackwards> {
         // Relaxed: see `set`. The closure refuses instead of moving the value back.

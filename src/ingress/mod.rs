@@ -286,6 +286,20 @@ impl Submitter {
     /// Refused requests get a typed error and are counted under the `refused` outcome:
     /// an unknown class, zero token counts, a request longer than the model's context or
     /// larger than the KV cache, a duplicate id, a full queue, or a closed scheduler.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// // Any thread: a clone of the submitter per API thread.
+    /// let arrival = api.submit(RequestSpec::new(1, Class::HIGH, 100, 16)).unwrap();
+    /// assert_eq!(arrival, Timestamp::ZERO); // stamped with the scheduler's clock
+    /// // A duplicate id, or a prompt past the context, is refused with a typed error.
+    /// assert!(matches!(api.submit(RequestSpec::new(1, Class::LOW, 10, 1)), Err(SubmitError::DuplicateId(_))));
+    /// assert!(matches!(api.submit(RequestSpec::new(2, Class::LOW, 1_000_000, 1)), Err(SubmitError::ExceedsContext { .. })));
+    /// assert_eq!(sched.step(clock.now(), &room).unwrap().admitted.len(), 1);
+    /// ```
     pub fn submit(&self, spec: RequestSpec) -> Result<Timestamp, SubmitError> {
         self.shared
             .limits
@@ -371,6 +385,18 @@ impl Submitter {
 
     /// Cancels a waiting or running request. Exactly one of this and a racing admission,
     /// preemption or finish takes effect first; the answer says which state it found.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
+    /// assert_eq!(api.cancel(RequestId(1)), Ok(CancelOutcome::WasWaiting));
+    /// let d = sched.step(clock.now(), &room).unwrap();
+    /// assert_eq!(d.cancelled, vec![RequestId(1)]); // it never starts
+    /// assert!(api.cancel(RequestId(1)).is_err()); // ended: nothing left to cancel
+    /// ```
     pub fn cancel(&self, id: RequestId) -> Result<CancelOutcome, ControlError> {
         let ticket = self
             .shared
@@ -391,6 +417,19 @@ impl Submitter {
     /// in the new class at its original arrival (its place by age is kept); a running one
     /// keeps running and is ranked by its new class when victims are chosen. Applied at the
     /// scheduler's next step; the last of several racing calls wins.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
+    /// api.submit(RequestSpec::new(2, Class::MEDIUM, 100, 16)).unwrap();
+    /// api.reprioritize(RequestId(1), Class::HIGH).unwrap();
+    /// let one = Budget { max_num_seqs: 1, ..room };
+    /// let d = sched.step(clock.now(), &one).unwrap();
+    /// assert_eq!(d.admitted[0].id, RequestId(1)); // now HIGH, ahead of MEDIUM
+    /// ```
     pub fn reprioritize(&self, id: RequestId, class: Class) -> Result<(), ControlError> {
         self.shared
             .limits

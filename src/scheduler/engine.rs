@@ -31,6 +31,20 @@ impl Scheduler {
     /// Refused, with nothing changed, if the request is not running, if more prompt is
     /// reported than remained, or if output comes before the prefill is done or past
     /// `max_new_tokens`.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// api.submit(RequestSpec::new(1, Class::HIGH, 100, 2)).unwrap();
+    /// let a = sched.step(clock.now(), &room).unwrap().admitted[0];
+    /// // The iteration computed the whole prompt and sampled the first token.
+    /// sched.on_progress(a.id, clock.now(), a.prefill_tokens, 1).unwrap();
+    /// assert_eq!(sched.first_token_at(a.id), Some(clock.now()));
+    /// // Output past max_new_tokens is refused, and changes nothing.
+    /// assert!(matches!(sched.on_progress(a.id, clock.now(), 1, 2), Err(ProgressError::OutputOverrun { .. })));
+    /// ```
     pub fn on_progress(
         &mut self,
         id: RequestId,
@@ -79,6 +93,19 @@ impl Scheduler {
 
     /// Reports that a running request finished. Its outcome is `finished`, unless the
     /// client's cancel had already been acknowledged, in which case it is `cancelled`.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// api.submit(RequestSpec::new(1, Class::HIGH, 100, 1)).unwrap();
+    /// let a = sched.step(clock.now(), &room).unwrap().admitted[0];
+    /// sched.on_progress(a.id, clock.now(), a.prefill_tokens, 1).unwrap();
+    /// assert_eq!(sched.on_finished(a.id, clock.now(), FinishReason::Stop), Ok(Outcome::Finished));
+    /// assert_eq!(sched.running(), 0);
+    /// assert!(sched.conservation().is_balanced());
+    /// ```
     pub fn on_finished(
         &mut self,
         id: RequestId,
@@ -112,6 +139,19 @@ impl Scheduler {
     ///
     /// When it returns, ingress is empty and stays so: [`Scheduler::check_invariants`]
     /// checks it.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 1)).unwrap();
+    /// api.submit(RequestSpec::new(2, Class::HIGH, 100, 1)).unwrap();
+    /// let handed = sched.drain_waiting(clock.now());
+    /// let ids: Vec<u64> = handed.iter().map(|h| h.spec.id.0).collect();
+    /// assert_eq!(ids, vec![2, 1]); // most urgent first
+    /// assert!(api.submit(RequestSpec::new(3, Class::LOW, 1, 1)).is_err()); // closed
+    /// ```
     pub fn drain_waiting(&mut self, now: Timestamp) -> Vec<HandOff> {
         self.shared.close(false);
         // Closed, each ring's tail is final: take every position claimed before the close.

@@ -1,0 +1,530 @@
+//! The vLLM request queue: `TriageRequestQueue`, vLLM's `RequestQueue` interface over
+//! triage's `WaitingQueue`, with vLLM's orderings of requests that tie.
+
+use super::*;
+use pyo3::intern;
+use pyo3::types::{PyIterator, PyList};
+
+/// A queued Python request: its exact `arrival_time` and the object. Orders requests that
+/// arrive in the same nanosecond as vLLM's `Request.__lt__` does after the priority:
+/// arrival time, then `request_id`, then `id()`.
+struct PyItem {
+    arrival: f64,
+    obj: Py<PyAny>,
+}
+
+impl PartialEq for PyItem {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for PyItem {}
+impl PartialOrd for PyItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PyItem {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let by_arrival = self
+            .arrival
+            .partial_cmp(&other.arrival)
+            .unwrap_or(Ordering::Equal);
+        by_arrival
+            .then_with(|| {
+                Python::attach(|py| {
+                    let key = intern!(py, "request_id");
+                    let (a, b) = (self.obj.bind(py), other.obj.bind(py));
+                    match (a.getattr(key), b.getattr(key)) {
+                        (Ok(a), Ok(b)) => {
+                            if a.lt(&b).unwrap_or(false) {
+                                Ordering::Less
+                            } else if b.lt(&a).unwrap_or(false) {
+                                Ordering::Greater
+                            } else {
+                                Ordering::Equal
+                            }
+                        }
+                        _ => Ordering::Equal,
+                    }
+                })
+            })
+            .then_with(|| (self.obj.as_ptr() as usize).cmp(&(other.obj.as_ptr() as usize)))
+    }
+}
+
+/// What the queue says when an `arrival_time` is outside a `Timestamp`'s range.
+const ARRIVAL_RANGE: &str =
+    "finite seconds from 0 to 18446744073.709551615 (a triage Timestamp: u64::MAX ns)";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Priority,
+    Fcfs,
+}
+
+/// FCFS mode keys: appends count up from here, prepends count down, one bucket apart.
+const FCFS_ORIGIN: u64 = 1 << 62;
+const FCFS_BUCKET_NS: u64 = 1024;
+
+/// The ordered queue behind `triage.vllm.TriageRequestQueue` (see there).
+#[pyclass(module = "triage._triage", subclass)]
+pub(crate) struct VllmQueue {
+    queue: WaitingQueue<PyItem>,
+    policy: Policy,
+    aging: bool,
+    clock: Option<Py<PyAny>>,
+    out_of_range: OutOfRange,
+    classes: ClassSet,
+    /// FCFS: next append and prepend keys.
+    back: u64,
+    front: u64,
+    /// Adds and prepends whose priority was in no class's range, mapped to the nearest
+    /// (`out_of_range="clamp"`).
+    clamped_priorities: u64,
+    /// Adds and prepends whose `arrival_time` a `Timestamp` cannot hold, queued at the
+    /// queue's current time instead (`out_of_range="clamp"`).
+    clamped_arrivals: u64,
+}
+
+/// Logs `message` on the `triage.vllm` logger at warning level when `count` (the clamps so
+/// far, this one included) is a power of two: the first clamp is always seen, and a client
+/// that sends bad values on every request does not flood the log. Called after the request
+/// is queued, so a failure to log must not raise (the caller would think the add failed):
+/// it is reported as unraisable (`sys.unraisablehook`), as Python does for errors it
+/// cannot raise.
+fn warn_clamped(py: Python<'_>, count: u64, message: String) {
+    if !count.is_power_of_two() {
+        return;
+    }
+    let log = || -> PyResult<()> {
+        py.import("logging")?
+            .call_method1("getLogger", ("triage.vllm",))?
+            .call_method1(
+                "warning",
+                (format!(
+                    "{message} ({count} so far; logged at the 1st, 2nd, 4th, 8th, ... time)"
+                ),),
+            )?;
+        Ok(())
+    };
+    if let Err(e) = log() {
+        e.write_unraisable(py, None);
+    }
+}
+
+/// `request.<name>`; a missing attribute raises `ArgumentTypeError` naming `request`.
+fn request_attr<'py>(
+    py: Python<'py>,
+    request: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    request.getattr(name).map_err(|e| {
+        if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
+            ARGUMENT_TYPE_ERROR.err(
+                py,
+                format!(
+                    "request must be a vLLM Request (with arrival_time, priority and request_id), not {}: {}",
+                    type_name(request),
+                    e.value(py)
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// `repr(request.request_id)`, for messages.
+fn request_label(py: Python<'_>, request: &Bound<'_, PyAny>) -> String {
+    request
+        .getattr(intern!(py, "request_id"))
+        .map_or_else(|_| "?".to_string(), |r| short_repr(&r))
+}
+
+impl VllmQueue {
+    /// The queue's clock in seconds (the injected `clock()`, else the wall clock) and as a
+    /// timestamp. Read for aging, and for clamping an arrival whatever the aging.
+    fn clock_now(&self, py: Python<'_>) -> PyResult<(f64, Timestamp)> {
+        let (secs, given) = match &self.clock {
+            Some(c) => {
+                let v = c.bind(py).call0()?;
+                let secs = v
+                    .extract::<f64>()
+                    .map_err(|_| wrong_type("clock()", "a float (seconds)", &v))?;
+                (secs, Some(v))
+            }
+            None => (
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                None,
+            ),
+        };
+        // The same conversion as arrivals', so that their order agrees with the floats'.
+        match Timestamp::checked_from_secs_f64(secs) {
+            Some(t) => Ok((secs, t)),
+            None => Err(ARGUMENT_ERROR.err(
+                py,
+                format!(
+                    "clock() returned {}: expected {ARRIVAL_RANGE}",
+                    given.map_or_else(|| secs.to_string(), |v| short_repr(&v))
+                ),
+            )),
+        }
+    }
+
+    /// The time aging is judged at: the clock's, or zero with aging off.
+    fn now(&self, py: Python<'_>) -> PyResult<Timestamp> {
+        if !self.aging {
+            return Ok(Timestamp::ZERO);
+        }
+        Ok(self.clock_now(py)?.1)
+    }
+
+    fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
+        let id = request.as_ptr() as u64;
+        let item = |arrival: f64| PyItem {
+            arrival,
+            obj: request.clone().unbind(),
+        };
+        // What to count and log once the request is queued.
+        let mut clamped_priority = None;
+        let mut clamped_arrival = None;
+        let res = match self.policy {
+            Policy::Priority => {
+                let attr = |name| request_attr(py, request, name);
+                let arrival_v = attr(intern!(py, "arrival_time"))?;
+                let arrival_secs = match arrival_v.extract::<f64>() {
+                    Ok(secs) => Some(secs),
+                    // An int too large for a float: out of range.
+                    Err(e) if e.is_instance_of::<PyOverflowError>(py) => None,
+                    Err(_) => {
+                        return Err(wrong_type(
+                            "request.arrival_time",
+                            "a float (seconds)",
+                            &arrival_v,
+                        ))
+                    }
+                };
+                let priority_v = attr(intern!(py, "priority"))?;
+                let (class, clamped) = vllm_class(
+                    &self.classes,
+                    &priority_v,
+                    "request.priority",
+                    self.out_of_range,
+                )?;
+                if clamped {
+                    clamped_priority = Some((short_repr(&priority_v), class));
+                }
+                let (arrival_secs, arrival) = match arrival_secs
+                    .and_then(|s| Timestamp::checked_from_secs_f64(s).map(|t| (s, t)))
+                {
+                    Some(ok) => ok,
+                    None if self.out_of_range == OutOfRange::Clamp => {
+                        let (now_secs, now) = self.clock_now(py)?;
+                        clamped_arrival = Some((short_repr(&arrival_v), now_secs));
+                        (now_secs, now)
+                    }
+                    None => {
+                        return Err(out_of_range(
+                            "request.arrival_time",
+                            ARRIVAL_RANGE,
+                            &arrival_v,
+                        ))
+                    }
+                };
+                let now = self.now(py)?;
+                if front {
+                    self.queue
+                        .requeue(id, item(arrival_secs), class, arrival, now)
+                } else {
+                    self.queue
+                        .insert(id, item(arrival_secs), class, arrival, now)
+                }
+            }
+            Policy::Fcfs => {
+                // FCFS keys are unique (`back` counts up, `front` down), so the item's
+                // tie-break never runs: no need to read `arrival_time`.
+                let item = item(0.0);
+                let arrival = if front {
+                    self.front -= FCFS_BUCKET_NS;
+                    Timestamp(self.front)
+                } else {
+                    self.back += 1;
+                    Timestamp(self.back)
+                };
+                self.queue
+                    .insert(id, item, Class::HIGH, arrival, Timestamp::ZERO)
+            }
+        };
+        res.map_err(|e| match e {
+            WaitingError::Duplicate { .. } => ALREADY_QUEUED.err(
+                py,
+                format!(
+                    "request {} is already in this queue",
+                    request_label(py, request)
+                ),
+            ),
+            WaitingError::UnknownClass { .. } => raise::<ClassError>(e),
+            WaitingError::Options(_) => raise::<ConfigError>(e),
+        })?;
+        if let Some((priority, class)) = clamped_priority {
+            self.clamped_priorities += 1;
+            warn_clamped(
+                py,
+                self.clamped_priorities,
+                format!(
+                    "triage: request {}: priority {priority} is in no class's range; queued as {} (the nearest range)",
+                    request_label(py, request),
+                    self.classes.name(class)
+                ),
+            );
+        }
+        if let Some((arrival, now_secs)) = clamped_arrival {
+            self.clamped_arrivals += 1;
+            warn_clamped(
+                py,
+                self.clamped_arrivals,
+                format!(
+                    "triage: request {}: arrival_time {arrival} is not {ARRIVAL_RANGE}; queued at the queue's current time, {now_secs}",
+                    request_label(py, request)
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The requests of the iterable argument `requests`.
+fn collect<'py>(requests: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    requests
+        .try_iter()
+        .map_err(|_| wrong_type("requests", "an iterable of requests", requests))?
+        .collect()
+}
+
+/// String argument `name`, one of `allowed` (each with its value); `default` if not given.
+fn choice<T: Copy>(
+    v: Option<&Bound<'_, PyAny>>,
+    name: &str,
+    default: T,
+    allowed: &[(&str, T)],
+) -> PyResult<T> {
+    let Some(v) = v else { return Ok(default) };
+    let s = string(v, name)?;
+    allowed
+        .iter()
+        .find(|(k, _)| *k == s)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<String> = allowed.iter().map(|(k, _)| format!("{k:?}")).collect();
+            ARGUMENT_ERROR.err(
+                v.py(),
+                format!("{name} {s:?}: expected {}", names.join(" or ")),
+            )
+        })
+}
+
+#[pymethods]
+impl VllmQueue {
+    #[new]
+    #[pyo3(signature = (config = None, *, policy = None, aging = None, clock = None, out_of_range = None))]
+    fn new(
+        config: Option<&Bound<'_, PyAny>>,
+        policy: Option<&Bound<'_, PyAny>>,
+        aging: Option<&Bound<'_, PyAny>>,
+        clock: Option<&Bound<'_, PyAny>>,
+        out_of_range: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let config = config_arg(config, "config")?;
+        let policy = choice(
+            policy,
+            "policy",
+            Policy::Priority,
+            &[("priority", Policy::Priority), ("fcfs", Policy::Fcfs)],
+        )?;
+        let aging = aging
+            .map(|a| boolean(a, "aging"))
+            .transpose()?
+            .unwrap_or(true);
+        let clock = match clock {
+            Some(c) if !c.is_callable() => {
+                return Err(wrong_type("clock", "a callable returning seconds", c))
+            }
+            c => c.map(|c| c.clone().unbind()),
+        };
+        let out_of_range = choice(
+            out_of_range,
+            "out_of_range",
+            OutOfRange::Clamp,
+            &[("clamp", OutOfRange::Clamp), ("error", OutOfRange::Error)],
+        )?;
+        let options = match (policy, aging) {
+            (Policy::Fcfs, _) => WaitingOptions {
+                bucket_width: Duration::from_nanos(FCFS_BUCKET_NS),
+                ..WaitingOptions::without_aging(1)
+            },
+            (Policy::Priority, false) => WaitingOptions::without_aging(config.classes.len()),
+            (Policy::Priority, true) => WaitingOptions::from_config(&config),
+        };
+        let queue = WaitingQueue::new(options).map_err(raise::<ConfigError>)?;
+        Ok(VllmQueue {
+            queue,
+            policy,
+            aging: aging && policy == Policy::Priority,
+            clock,
+            out_of_range,
+            classes: config.class_set(),
+            back: FCFS_ORIGIN,
+            front: FCFS_ORIGIN,
+            clamped_priorities: 0,
+            clamped_arrivals: 0,
+        })
+    }
+
+    /// Adds a request at its place (priority: by class and arrival; fcfs: at the back).
+    fn add_request(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push(py, request, false)
+    }
+
+    /// Takes the next request; raises `QueueEmpty` (an `IndexError`) if the queue is empty.
+    fn pop_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let now = self.now(py)?;
+        match self.queue.pop(now) {
+            Some((_, item)) => Ok(item.obj),
+            None => Err(QUEUE_EMPTY.err(py, "pop_request: the queue is empty")),
+        }
+    }
+
+    /// The next request, left in place; raises `QueueEmpty` (an `IndexError`) if the queue
+    /// is empty.
+    fn peek_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let now = self.now(py)?;
+        match self.queue.peek(now) {
+            Some((_, item)) => Ok(item.obj.clone_ref(py)),
+            None => Err(QUEUE_EMPTY.err(py, "peek_request: the queue is empty")),
+        }
+    }
+
+    /// Puts a request back (preempted, or skipped this step). priority: at its original
+    /// arrival, so it keeps its place; fcfs: at the front.
+    fn prepend_request(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push(py, request, true)
+    }
+
+    /// `prepend_request` for each request in turn (fcfs: so the last ends up first, as
+    /// `deque.extendleft`).
+    fn prepend_requests(slf: &Bound<'_, Self>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
+        let items = collect(requests)?;
+        let py = slf.py();
+        let mut me = slf.borrow_mut();
+        for r in &items {
+            me.push(py, r, true)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a request; raises `NotQueued` (a `ValueError`) if it is not in the queue.
+    fn remove_request(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.queue.remove(request.as_ptr() as u64) {
+            Some(_) => Ok(()),
+            None => Err(NOT_QUEUED.err(
+                py,
+                format!(
+                    "remove_request: request {} is not in the queue",
+                    request_label(py, request)
+                ),
+            )),
+        }
+    }
+
+    /// Removes every given request that is in the queue; others are ignored.
+    fn remove_requests(slf: &Bound<'_, Self>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Identities first (iterating may borrow this queue, if it is the argument). A
+        // queued request is alive, so no other object seen here can share its id.
+        let ids = requests
+            .try_iter()
+            .map_err(|_| wrong_type("requests", "an iterable of requests", requests))?
+            .map(|r| r.map(|r| r.as_ptr() as u64))
+            .collect::<PyResult<Vec<u64>>>()?;
+        let removed = slf.borrow_mut().queue.remove_many(ids);
+        drop(removed);
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn __bool__(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// The requests in the order `pop_request` would return them now (a snapshot).
+    fn __iter__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        let now = self.now(py)?;
+        let items: Vec<Py<PyAny>> = self
+            .queue
+            .iter_at(now)
+            .map(|(_, item)| item.obj.clone_ref(py))
+            .collect();
+        PyList::new(py, items)?.try_iter()
+    }
+
+    /// Whether `request` is in the queue (by identity).
+    fn __contains__(&self, request: &Bound<'_, PyAny>) -> bool {
+        self.queue.contains(request.as_ptr() as u64)
+    }
+
+    /// The class index vLLM's `priority` maps to under this queue's configuration (and
+    /// its out-of-range rule). Not counted as a clamp.
+    fn class_for_priority(&self, priority: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (class, _) = vllm_class(&self.classes, priority, "priority", self.out_of_range)?;
+        Ok(class.index())
+    }
+
+    /// The class name of a queued request at the current time (aging included); None if
+    /// it is not queued.
+    fn effective_class(
+        &mut self,
+        py: Python<'_>,
+        request: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<String>> {
+        let now = self.now(py)?;
+        Ok(self
+            .queue
+            .effective_class(request.as_ptr() as u64, now)
+            .map(|c| self.classes.name(c).to_string()))
+    }
+
+    /// `"priority"` or `"fcfs"`.
+    #[getter]
+    fn policy(&self) -> &'static str {
+        match self.policy {
+            Policy::Priority => "priority",
+            Policy::Fcfs => "fcfs",
+        }
+    }
+
+    /// Whether aging and max wait are on.
+    #[getter]
+    fn aging(&self) -> bool {
+        self.aging
+    }
+
+    /// Adds and prepends whose `priority` was in no class's range and was mapped to the
+    /// nearest range (`out_of_range="clamp"`).
+    #[getter]
+    fn clamped_priorities(&self) -> u64 {
+        self.clamped_priorities
+    }
+
+    /// Adds and prepends whose `arrival_time` was non-finite, negative or past the
+    /// largest `Timestamp` (18446744073.709551615 s) and was replaced by the queue's
+    /// current time (`out_of_range="clamp"`).
+    #[getter]
+    fn clamped_arrivals(&self) -> u64 {
+        self.clamped_arrivals
+    }
+}
