@@ -4,16 +4,18 @@
 //! each missed target the moment it is missed ([`SloTracker`], [`Violation`]); and
 //! compliance per class and window ([`ClassCompliance`]).
 
+mod compliance;
 mod requests;
 mod targets;
 mod tracker;
 mod violation;
 mod window;
 
-pub use targets::{ClassSlo, SloConfig, SloTarget};
-pub use tracker::{
-    ClassCompliance, ParseSloWindowError, SloMetric, SloTracker, SloWindow, TargetCompliance,
+pub use compliance::{
+    ClassCompliance, ParseSloWindowError, SloMetric, SloWindow, TargetCompliance,
 };
+pub use targets::{ClassSlo, SloConfig, SloTarget};
+pub use tracker::SloTracker;
 pub use violation::{Violation, ViolationKind};
 
 pub(crate) use requests::SloSlot;
