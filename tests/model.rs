@@ -222,6 +222,31 @@ impl Tenancy {
 }
 
 impl Cfg {
+    /// A fixed configuration for the regression cases below; each states what it changes.
+    fn fixed() -> Cfg {
+        Cfg {
+            aging: None,
+            max_wait_ms: 100,
+            bucket_width_ms: 5,
+            queue_timeout_extra_ms: None,
+            ring_capacity: 1024,
+            queue_capacity: 100_000,
+            preempt: false,
+            gap: 1,
+            victims: 2,
+            lookahead: 0,
+            chunked: true,
+            block_size: 4,
+            total_blocks: 200,
+            max_model_len: 512,
+            watermark_pct: 0,
+            fair: false,
+            tenancy: Tenancy::one(),
+            order: QueueOrder::Ladder,
+            dl: Dl::defaults(),
+        }
+    }
+
     fn config(&self) -> SchedulerConfig {
         let mut c = SchedulerConfig {
             shards: 1,
@@ -3393,24 +3418,12 @@ fn scheduler_matches_the_contract_model() {
 fn model_accepts_a_scripted_run() {
     let cfg = Cfg {
         aging: Some((60, 30)),
-        max_wait_ms: 100,
-        bucket_width_ms: 5,
-        queue_timeout_extra_ms: None,
-        ring_capacity: 1024,
-        queue_capacity: 100_000,
         preempt: true,
-        gap: 1,
         victims: 4,
-        lookahead: 0,
-        chunked: true,
-        block_size: 4,
         total_blocks: 64,
         max_model_len: 256,
         watermark_pct: 5,
-        fair: false,
-        tenancy: Tenancy::one(),
-        order: QueueOrder::Ladder,
-        dl: Dl::defaults(),
+        ..Cfg::fixed()
     };
     let mut ops = Vec::new();
     for id in 0..10 {
@@ -3441,18 +3454,9 @@ fn model_accepts_a_scripted_run() {
 fn model_accepts_a_scripted_run_with_several_tenants() {
     let m = 1e-200;
     let cfg = Cfg {
-        aging: None,
         max_wait_ms: 100_000,
-        bucket_width_ms: 5,
-        queue_timeout_extra_ms: None,
-        ring_capacity: 1024,
-        queue_capacity: 100_000,
         preempt: true,
-        gap: 1,
         victims: 4,
-        lookahead: 0,
-        chunked: true,
-        block_size: 4,
         total_blocks: 64,
         max_model_len: 256,
         watermark_pct: 5,
@@ -3464,8 +3468,7 @@ fn model_accepts_a_scripted_run_with_several_tenants() {
             prompt_weight: m,
             output_weight: 2.0 * m,
         },
-        order: QueueOrder::Ladder,
-        dl: Dl::defaults(),
+        ..Cfg::fixed()
     };
     let mut ops = Vec::new();
     for id in 0..18 {
@@ -3497,23 +3500,8 @@ fn model_accepts_a_scripted_run_with_several_tenants() {
 #[test]
 fn model_accepts_a_scripted_run_in_deadline_order() {
     let cfg = Cfg {
-        aging: None,
         max_wait_ms: 200,
-        bucket_width_ms: 5,
-        queue_timeout_extra_ms: None,
-        ring_capacity: 1024,
-        queue_capacity: 100_000,
-        preempt: false,
-        gap: 1,
-        victims: 2,
-        lookahead: 0,
-        chunked: true,
-        block_size: 4,
-        total_blocks: 200,
-        max_model_len: 512,
         watermark_pct: 1,
-        fair: false,
-        tenancy: Tenancy::one(),
         order: QueueOrder::Deadline,
         dl: Dl {
             urgent_slack_ms: 2_000,
@@ -3522,6 +3510,7 @@ fn model_accepts_a_scripted_run_in_deadline_order() {
             shed: [false, false, true],
             ..Dl::defaults()
         },
+        ..Cfg::fixed()
     };
     let submit = |id, class, prompt, max_new, ttft| Op::Submit {
         id,
@@ -3565,28 +3554,14 @@ fn model_accepts_a_scripted_run_in_deadline_order() {
 #[test]
 fn model_predicts_a_timeout_at_a_pick() {
     let cfg = Cfg {
-        aging: None,
-        max_wait_ms: 100,
         bucket_width_ms: 1,
         queue_timeout_extra_ms: Some(50),
-        ring_capacity: 1024,
-        queue_capacity: 100_000,
-        preempt: false,
-        gap: 1,
-        victims: 2,
-        lookahead: 0,
-        chunked: true,
-        block_size: 4,
-        total_blocks: 200,
-        max_model_len: 512,
-        watermark_pct: 0,
-        fair: false,
-        tenancy: Tenancy::one(),
         order: QueueOrder::Deadline,
         dl: Dl {
             max_decode_delay_ms: 0, // a step without seats looks at no candidate
             ..Dl::defaults()
         },
+        ..Cfg::fixed()
     };
     let submit = |id, ttft| Op::Submit {
         id,
@@ -3623,28 +3598,12 @@ fn model_predicts_a_timeout_at_a_pick() {
 #[test]
 fn model_accepts_an_order_switch_with_a_request_running() {
     let cfg = Cfg {
-        aging: None,
-        max_wait_ms: 100,
         bucket_width_ms: 1,
-        queue_timeout_extra_ms: None,
-        ring_capacity: 1024,
-        queue_capacity: 100_000,
-        preempt: false,
-        gap: 1,
-        victims: 2,
-        lookahead: 0,
-        chunked: true,
-        block_size: 4,
-        total_blocks: 200,
-        max_model_len: 512,
-        watermark_pct: 0,
-        fair: false,
-        tenancy: Tenancy::one(),
-        order: QueueOrder::Ladder,
         dl: Dl {
             initial_iteration_ms: 1,
             ..Dl::defaults()
         },
+        ..Cfg::fixed()
     };
     let submit = |id, ttft| Op::Submit {
         id,

@@ -159,6 +159,16 @@ where
         .collect()
 }
 
+/// Stops the producers and collects their submit latencies.
+fn stop_producers(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<Vec<f64>>>) -> Vec<f64> {
+    // Relaxed: see `producers`; the joins order everything after.
+    stop.store(true, Ordering::Relaxed);
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("producer"))
+        .collect()
+}
+
 fn run_triage(o: &ContendedOptions, p: usize) -> Run {
     let cfg = filled::config(o.queued, filled::STEP_RING, o.order);
     let clock = MonotonicClock::new();
@@ -208,11 +218,7 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
         }
         outstanding.fetch_sub(d.admitted.len(), Ordering::Relaxed);
     }
-    stop.store(true, Ordering::Relaxed);
-    let submit = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("producer"))
-        .collect();
+    let submit = stop_producers(&stop, threads);
     sched.step_into(clock.now(), &zero, &mut d).expect("valid");
     assert!(sched.conservation().is_balanced());
     Run { step, submit }
@@ -254,10 +260,6 @@ fn run_heap(o: &ContendedOptions, p: usize) -> Run {
         step.push(t.elapsed().as_nanos() as f64);
         outstanding.fetch_sub(out.len(), Ordering::Relaxed);
     }
-    stop.store(true, Ordering::Relaxed);
-    let submit = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("producer"))
-        .collect();
+    let submit = stop_producers(&stop, threads);
     Run { step, submit }
 }

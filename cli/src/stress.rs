@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use triage::{
-    Budget, CancelOutcome, Class, Clock, ControlError, Decision, FinishReason, MonotonicClock,
-    Outcome, RequestId, RequestSpec, Scheduler, SchedulerConfig, Submitter, Timestamp,
+    Budget, CancelOutcome, Class, Clock, Conservation, ControlError, Decision, FinishReason,
+    MonotonicClock, Outcome, RequestId, RequestSpec, Scheduler, SchedulerConfig, Submitter,
+    Timestamp,
 };
 
 use crate::alloc_count;
@@ -585,57 +586,16 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     };
 
     // ---- fill ----------------------------------------------------------------------------
-    bar.set_prefix("fill");
-    let mut rng = Rng::new(o.seed);
-    // Specs are drawn before counting so the measured window holds only the scheduler's
-    // own allocations (the caller's payload would be the prompt, which we do not have).
-    let fill_specs: Vec<RequestSpec> = (0..o.queued as u64)
-        .map(|id| random_spec(&mut rng, id, o))
-        .collect();
-    shared.next_id.store(o.queued as u64, Ordering::Relaxed);
-    let fill_start = Instant::now();
-    let before = alloc_count::live_bytes();
-    alloc_count::set_counting(true);
-    let mut refused_fill = 0u64;
-    for (i, spec) in fill_specs.iter().enumerate() {
-        match api.submit(*spec) {
-            Ok(_) => shared.mark(spec.id, ACCEPTED),
-            Err(_) => {
-                refused_fill += 1;
-                shared.mark(spec.id, REFUSED);
-            }
-        }
-        if i % 4096 == 4095 {
-            sched
-                .step_into(clock.now(), &ZERO, &mut d)
-                .map_err(|e| e.to_string())?;
-            bar.set_position(i as u64 + 1);
-        }
-    }
-    sched
-        .step_into(clock.now(), &ZERO, &mut d)
-        .map_err(|e| e.to_string())?;
-    alloc_count::set_counting(false);
-    let after = alloc_count::live_bytes();
-    let fill_seconds = fill_start.elapsed().as_secs_f64();
-    bar.set_position(o.queued as u64);
-    let filled = sched.waiting();
-    let bytes_per_request =
-        (alloc_count::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
-    for spec in &fill_specs {
-        engine.specs.insert(spec.id.0, spec.max_new_tokens);
-    }
-    drop(fill_specs);
-    if refused_fill > 0 {
-        engine.fail(format!("{refused_fill} fill submits refused"));
-    }
-    if filled != o.queued {
-        engine.fail(format!("fill queued {filled}, wanted {}", o.queued));
-    }
-    if let Err(e) = sched.check_invariants() {
-        engine.fail(format!("check_invariants after fill: {e}"));
-    }
-    shared.depth.store(filled, Ordering::Relaxed);
+    let (fill_seconds, bytes_per_request) = fill(
+        o,
+        &mut sched,
+        &api,
+        clock,
+        &shared,
+        &mut engine,
+        &mut d,
+        &bar,
+    )?;
 
     // ---- run -----------------------------------------------------------------------------
     bar.set_prefix("run");
@@ -771,6 +731,110 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     bar.finish_and_clear();
 
     // ---- checks --------------------------------------------------------------------------
+    let c = check_outcomes(&sched, &shared, &mut engine, max_ids, unbalanced);
+
+    Ok(StressReport {
+        queued: o.queued,
+        threads: o.threads,
+        fill_seconds,
+        bytes_per_request,
+        run_seconds,
+        submit_latency: Summary::of_u32(&submit_ns),
+        step_latency: Summary::of(&mut step_ns),
+        steps,
+        slowest_step: slowest.1,
+        depth_min: if steps == 0 { 0 } else { depth_min },
+        depth_mean: depth_sum / steps.max(1) as f64,
+        depth_max,
+        admitted,
+        preempted,
+        promoted,
+        api: api_counts,
+        outcomes: engine.seen,
+        conservation: c.to_string(),
+        unbalanced_steps: unbalanced,
+        failures: engine.failures,
+    })
+}
+
+/// The fill (calling thread): submits `o.queued` requests and drains them with zero-budget
+/// steps, counting the heap bytes the scheduler allocates meanwhile. Returns the fill's
+/// seconds and the bytes per queued request (if the counting allocator is installed).
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    o: &StressOptions,
+    sched: &mut Scheduler,
+    api: &Submitter,
+    clock: MonotonicClock,
+    shared: &Shared,
+    engine: &mut Engine,
+    d: &mut Decision,
+    bar: &ProgressBar,
+) -> Result<(f64, Option<f64>), String> {
+    bar.set_prefix("fill");
+    let mut rng = Rng::new(o.seed);
+    // Specs are drawn before counting so the measured window holds only the scheduler's
+    // own allocations (the caller's payload would be the prompt, which we do not have).
+    let fill_specs: Vec<RequestSpec> = (0..o.queued as u64)
+        .map(|id| random_spec(&mut rng, id, o))
+        .collect();
+    shared.next_id.store(o.queued as u64, Ordering::Relaxed);
+    let fill_start = Instant::now();
+    let before = alloc_count::live_bytes();
+    alloc_count::set_counting(true);
+    let mut refused_fill = 0u64;
+    for (i, spec) in fill_specs.iter().enumerate() {
+        match api.submit(*spec) {
+            Ok(_) => shared.mark(spec.id, ACCEPTED),
+            Err(_) => {
+                refused_fill += 1;
+                shared.mark(spec.id, REFUSED);
+            }
+        }
+        if i % 4096 == 4095 {
+            sched
+                .step_into(clock.now(), &ZERO, d)
+                .map_err(|e| e.to_string())?;
+            bar.set_position(i as u64 + 1);
+        }
+    }
+    sched
+        .step_into(clock.now(), &ZERO, d)
+        .map_err(|e| e.to_string())?;
+    alloc_count::set_counting(false);
+    let after = alloc_count::live_bytes();
+    let fill_seconds = fill_start.elapsed().as_secs_f64();
+    bar.set_position(o.queued as u64);
+    let filled = sched.waiting();
+    let bytes_per_request =
+        (alloc_count::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
+    for spec in &fill_specs {
+        engine.specs.insert(spec.id.0, spec.max_new_tokens);
+    }
+    drop(fill_specs);
+    if refused_fill > 0 {
+        engine.fail(format!("{refused_fill} fill submits refused"));
+    }
+    if filled != o.queued {
+        engine.fail(format!("fill queued {filled}, wanted {}", o.queued));
+    }
+    if let Err(e) = sched.check_invariants() {
+        engine.fail(format!("check_invariants after fill: {e}"));
+    }
+    shared.depth.store(filled, Ordering::Relaxed);
+    Ok((fill_seconds, bytes_per_request))
+}
+
+/// The end-of-run checks, failures recorded in `engine`: the conservation law (balanced at
+/// every step and at the end, nothing left held), the invariants, exactly one outcome per
+/// id in the book, and the engine's and API threads' counts against the scheduler's.
+fn check_outcomes(
+    sched: &Scheduler,
+    shared: &Shared,
+    engine: &mut Engine,
+    max_ids: u64,
+    unbalanced: u64,
+) -> Conservation {
     let c = sched.conservation();
     if unbalanced > 0 {
         engine.fail(format!("conservation unbalanced after {unbalanced} steps"));
@@ -825,29 +889,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
             ));
         }
     }
-
-    Ok(StressReport {
-        queued: o.queued,
-        threads: o.threads,
-        fill_seconds,
-        bytes_per_request,
-        run_seconds,
-        submit_latency: Summary::of_u32(&submit_ns),
-        step_latency: Summary::of(&mut step_ns),
-        steps,
-        slowest_step: slowest.1,
-        depth_min: if steps == 0 { 0 } else { depth_min },
-        depth_mean: depth_sum / steps.max(1) as f64,
-        depth_max,
-        admitted,
-        preempted,
-        promoted,
-        api: api_counts,
-        outcomes: engine.seen,
-        conservation: c.to_string(),
-        unbalanced_steps: unbalanced,
-        failures: engine.failures,
-    })
+    c
 }
 
 /// One API thread: `rate` operations per second until told to stop. Returns its counts and
