@@ -276,6 +276,18 @@ impl<T: Ord> WaitingQueue<T> {
     }
 
     /// Queues a new request of base class `class` that arrived at `arrival`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage::{Class, Timestamp, WaitingOptions, WaitingQueue};
+    /// let ms = |n: u64| Timestamp::from_millis(n);
+    /// let mut q = WaitingQueue::new(WaitingOptions::without_aging(3))?;
+    /// q.insert(7, "a", Class::LOW, ms(0), ms(0))?;
+    /// // An id already queued is refused and changes nothing.
+    /// assert!(q.insert(7, "b", Class::HIGH, ms(1), ms(1)).is_err());
+    /// assert_eq!(q.get(7), Some(&"a"));
+    /// # Ok::<(), triage::WaitingError>(())
+    /// ```
     pub fn insert(
         &mut self,
         id: u64,
@@ -290,6 +302,20 @@ impl<T: Ord> WaitingQueue<T> {
     /// Queues a request that was queued before (preempted, or skipped by the caller this
     /// iteration) at its original `arrival`: it goes back ahead of every later arrival of
     /// its class, where it was.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage::{Class, Timestamp, WaitingOptions, WaitingQueue};
+    /// let ms = |n: u64| Timestamp::from_millis(n);
+    /// let mut q = WaitingQueue::new(WaitingOptions::without_aging(3))?;
+    /// q.insert(1, "first", Class::LOW, ms(0), ms(0))?;
+    /// q.insert(2, "second", Class::LOW, ms(5), ms(5))?;
+    /// let (id, item) = q.pop(ms(6)).unwrap();
+    /// // Skipped this iteration: back at its arrival, ahead of the later one.
+    /// q.requeue(id, item, Class::LOW, ms(0), ms(6))?;
+    /// assert_eq!(q.pop(ms(7)), Some((1, "first")));
+    /// # Ok::<(), triage::WaitingError>(())
+    /// ```
     pub fn requeue(
         &mut self,
         id: u64,
@@ -348,6 +374,21 @@ impl<T: Ord> WaitingQueue<T> {
     /// back their items, in queue-storage order. Faster than one [`WaitingQueue::remove`]
     /// per id for large batches: the requests are visited in the order they were stored,
     /// which follows arrival, so neighbouring removals share their buckets' memory.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage::{Class, Timestamp, WaitingOptions, WaitingQueue};
+    /// let ms = |n: u64| Timestamp::from_millis(n);
+    /// let mut q = WaitingQueue::new(WaitingOptions::without_aging(3))?;
+    /// for id in 0..4 {
+    ///     q.insert(id, id * 10, Class::MEDIUM, ms(id), ms(id))?;
+    /// }
+    /// // Unknown ids (9) are skipped; the removed come back in storage order.
+    /// let removed = q.remove_many([3, 9, 1]);
+    /// assert_eq!(removed, vec![(1, 10), (3, 30)]);
+    /// assert_eq!(q.len(), 2);
+    /// # Ok::<(), triage::WaitingError>(())
+    /// ```
     pub fn remove_many(&mut self, ids: impl IntoIterator<Item = u64>) -> Vec<(u64, T)> {
         let mut keys: Vec<u32> = ids
             .into_iter()
@@ -394,6 +435,19 @@ impl<T: Ord> WaitingQueue<T> {
     }
 
     /// Empties the queue, handing back every request in [`WaitingQueue::iter_at`] order.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use triage::{Class, Timestamp, WaitingOptions, WaitingQueue};
+    /// let ms = |n: u64| Timestamp::from_millis(n);
+    /// let mut q = WaitingQueue::new(WaitingOptions::without_aging(3))?;
+    /// q.insert(1, "low", Class::LOW, ms(0), ms(0))?;
+    /// q.insert(2, "high", Class::HIGH, ms(1), ms(1))?;
+    /// // Everything, in the order `pop` would give it.
+    /// assert_eq!(q.drain_at(ms(2)), vec![(2, "high"), (1, "low")]);
+    /// assert!(q.is_empty());
+    /// # Ok::<(), triage::WaitingError>(())
+    /// ```
     pub fn drain_at(&mut self, now: Timestamp) -> Vec<(u64, T)> {
         let ids: Vec<u64> = self.iter_at(now).map(|(id, _)| id).collect();
         ids.into_iter()
