@@ -7,14 +7,6 @@ use common::*;
 use std::time::Duration;
 use triage::*;
 
-/// DESIGN §3.5: a step respects `max_num_seqs`. When the engine lowers `max_num_seqs`
-/// below the number already running, preempting one victim must not open a slot for an
-/// admission: the seq budget was already overdrawn.
-///
-/// Shrunk case: LOW running, budget drops to `max_num_seqs: 0`, a HIGH request arrives;
-/// the scheduler preempted the LOW request and admitted the HIGH one, leaving 1 running
-/// with a budget of 0.
-
 /// The deadline and reload regressions' base: one shard (so rings and steps are exact),
 /// no aging ladder, queue order `order`, max wait `max_wait_ms`.
 fn one_shard(order: QueueOrder, max_wait_ms: u64) -> SchedulerConfig {
@@ -26,6 +18,13 @@ fn one_shard(order: QueueOrder, max_wait_ms: u64) -> SchedulerConfig {
     }
 }
 
+/// contract point 5: a step respects `max_num_seqs`. When the engine lowers `max_num_seqs`
+/// below the number already running, preempting one victim must not open a slot for an
+/// admission: the seq budget was already overdrawn.
+///
+/// Shrunk case: LOW running, budget drops to `max_num_seqs: 0`, a HIGH request arrives;
+/// the scheduler preempted the LOW request and admitted the HIGH one, leaving 1 running
+/// with a budget of 0.
 #[test]
 fn preemption_does_not_admit_past_a_lowered_seq_budget() {
     for order in [QueueOrder::Ladder, QueueOrder::Deadline] {
@@ -88,7 +87,7 @@ fn kv_preemption_lowered_seq_budget(order: QueueOrder) {
     );
 }
 
-/// DESIGN §3.9 and the `cancel` contract: a cancel of a running request is acknowledged
+/// contract point 9 and the `cancel` contract: a cancel of a running request is acknowledged
 /// (`WasRunning`) and the engine learns of it from a decision's `aborted`. If
 /// `drain_waiting` runs before the next step, its internal ingest ends the request as
 /// cancelled but puts the abort in a scratch decision that is thrown away: the engine is
@@ -163,7 +162,7 @@ fn manual_clock_never_goes_backwards() {
     assert!(clock.now() >= Timestamp(10));
 }
 
-/// Hand-off after preemptions (DESIGN §3.2 and the rolling-restart contract): a request that
+/// Hand-off after preemptions (contract point 2 and the rolling-restart contract): a request that
 /// ran, generated tokens and was preempted is handed off with its original arrival, its
 /// current class and the tokens it generated; a request reprioritized while waiting keeps
 /// its arrival; nothing running is handed off, and nothing is lost between close and
