@@ -1065,7 +1065,7 @@ impl World {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// The effective class of a waiting request at `now`: the ladder of DESIGN §3.3, by the
+    /// The effective class of a waiting request at `now`: the ladder of contract point 2, by the
     /// end of its arrival bucket.
     fn eff(&self, base: Class, arrival: Timestamp, now: Timestamp) -> Class {
         if self.by_deadline() {
@@ -1775,7 +1775,7 @@ impl World {
                 .count();
             stats::add(29, deferred as u64);
         }
-        // The queue order at admission time (DESIGN §3.2–3.4): overdue first, oldest first;
+        // The queue order at admission time (contract points 2–4): overdue first, oldest first;
         // then by effective class, FIFO by (arrival, id).
         let mut order: Vec<(Key, u64)> = self
             .held

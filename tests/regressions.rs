@@ -7,7 +7,18 @@ use common::*;
 use std::time::Duration;
 use triage::*;
 
-/// DESIGN §3.5: a step respects `max_num_seqs`. When the engine lowers `max_num_seqs`
+/// The deadline and reload regressions' base: one shard (so rings and steps are exact),
+/// no aging ladder, queue order `order`, max wait `max_wait_ms`.
+fn one_shard(order: QueueOrder, max_wait_ms: u64) -> SchedulerConfig {
+    SchedulerConfig {
+        shards: 1,
+        order,
+        max_wait_ms,
+        ..no_aging()
+    }
+}
+
+/// contract point 5: a step respects `max_num_seqs`. When the engine lowers `max_num_seqs`
 /// below the number already running, preempting one victim must not open a slot for an
 /// admission: the seq budget was already overdrawn.
 ///
@@ -76,7 +87,7 @@ fn kv_preemption_lowered_seq_budget(order: QueueOrder) {
     );
 }
 
-/// DESIGN §3.9 and the `cancel` contract: a cancel of a running request is acknowledged
+/// contract point 9 and the `cancel` contract: a cancel of a running request is acknowledged
 /// (`WasRunning`) and the engine learns of it from a decision's `aborted`. If
 /// `drain_waiting` runs before the next step, its internal ingest ends the request as
 /// cancelled but puts the abort in a scratch decision that is thrown away: the engine is
@@ -151,7 +162,7 @@ fn manual_clock_never_goes_backwards() {
     assert!(clock.now() >= Timestamp(10));
 }
 
-/// Hand-off after preemptions (DESIGN §3.2 and the rolling-restart contract): a request that
+/// Hand-off after preemptions (contract point 2 and the rolling-restart contract): a request that
 /// ran, generated tokens and was preempted is handed off with its original arrival, its
 /// current class and the tokens it generated; a request reprioritized while waiting keeps
 /// its arrival; nothing running is handed off, and nothing is lost between close and
@@ -249,13 +260,10 @@ fn hand_off_carries_a_pending_reprioritize() {
 #[test]
 fn a_skipped_candidate_goes_back_behind_an_older_request_relegated_in_the_same_step() {
     let mut cfg = SchedulerConfig {
-        shards: 1,
-        order: QueueOrder::Deadline,
-        max_wait_ms: 134,
         bucket_width_ms: 1,
         backfill_lookahead: 1,
         chunked_prefill: false,
-        ..no_aging()
+        ..one_shard(QueueOrder::Deadline, 134)
     };
     cfg.preemption.enabled = false;
     cfg.deadline.max_decode_delay_ms = 0;
@@ -281,11 +289,8 @@ fn a_skipped_candidate_goes_back_behind_an_older_request_relegated_in_the_same_s
 #[test]
 fn a_request_past_the_queue_timeout_never_starts_in_deadline_order() {
     let mut cfg = SchedulerConfig {
-        shards: 1,
-        order: QueueOrder::Deadline,
-        max_wait_ms: 100,
         queue_timeout_ms: Some(150),
-        ..no_aging()
+        ..one_shard(QueueOrder::Deadline, 100)
     };
     // Neither a budget share nor preemption: a step without seats looks at no candidate
     // (looking would relegate both, and the timeout pass would then find #0 by arrival).
@@ -321,12 +326,7 @@ fn a_request_past_the_queue_timeout_never_starts_in_deadline_order() {
 /// tokens before the new HIGH request.
 #[test]
 fn a_request_moved_to_another_class_is_ranked_by_its_new_class() {
-    let mut cfg = SchedulerConfig {
-        shards: 1,
-        order: QueueOrder::Deadline,
-        max_wait_ms: 100,
-        ..no_aging()
-    };
+    let mut cfg = one_shard(QueueOrder::Deadline, 100);
     cfg.preemption.enabled = false;
     let mut h = Harness::new(cfg);
     h.submit(1, Class::LOW, 8, 2);
@@ -367,12 +367,7 @@ fn without_chunked_prefill_a_relaxed_prompt_starts_whole() {
 /// deadline order and went before a request with an earlier deadline.
 #[test]
 fn a_running_request_takes_the_new_order_across_a_reload() {
-    let mut cfg = SchedulerConfig {
-        shards: 1,
-        order: QueueOrder::Ladder,
-        max_wait_ms: 100,
-        ..no_aging()
-    };
+    let mut cfg = one_shard(QueueOrder::Ladder, 100);
     cfg.deadline.initial_iteration_ms = 1;
     cfg.preemption.enabled = false;
     let mut h = Harness::new(cfg.clone());
@@ -402,12 +397,7 @@ fn a_running_request_takes_the_new_order_across_a_reload() {
 /// in deadline order.
 #[test]
 fn a_running_relegated_request_stays_relegated_across_a_reload() {
-    let mut cfg = SchedulerConfig {
-        shards: 1,
-        order: QueueOrder::Deadline,
-        max_wait_ms: 100,
-        ..no_aging()
-    };
+    let mut cfg = one_shard(QueueOrder::Deadline, 100);
     cfg.preemption.enabled = false;
     cfg.deadline.initial_iteration_ms = 1;
     cfg.deadline.relaxed_chunk_tokens = 0;

@@ -27,13 +27,29 @@ use crate::timing::Summary;
 /// The engine's cadence: one step per iteration of this length.
 pub const STEP_EVERY: Duration = Duration::from_millis(1);
 
-/// Waits for the next step's time, and moves it one [`STEP_EVERY`] on.
-fn pace(next: &mut Instant) {
-    let now = Instant::now();
-    if *next > now {
-        std::thread::sleep(*next - now);
+/// The engine thread of a run: once per [`STEP_EVERY`] for `o.seconds`, `step` takes a
+/// batch and returns the wall time of the step proper and how many it took, which stop
+/// counting as outstanding. Returns the step times, ns.
+fn engine(
+    o: &ContendedOptions,
+    outstanding: &AtomicUsize,
+    mut step: impl FnMut() -> (Duration, usize),
+) -> Vec<f64> {
+    let mut times = Vec::new();
+    let mut next = Instant::now();
+    let end = next + Duration::from_secs_f64(o.seconds);
+    while Instant::now() < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += STEP_EVERY;
+        let (took, taken) = step();
+        times.push(took.as_nanos() as f64);
+        // Relaxed: see `producers`.
+        outstanding.fetch_sub(taken, Ordering::Relaxed);
     }
-    *next += STEP_EVERY;
+    times
 }
 
 /// What the contended workload runs.
@@ -199,15 +215,11 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
         }
     };
     let threads = producers(p, o.queued, &outstanding, &stop, &next_id, submit);
-    let mut step = Vec::new();
-    let mut next = Instant::now();
-    let end = next + Duration::from_secs_f64(o.seconds);
-    while Instant::now() < end {
-        pace(&mut next);
+    let step = engine(o, &outstanding, || {
         let now = clock.now();
         let t = Instant::now();
         sched.step_into(now, &budget, &mut d).expect("valid budget");
-        step.push(t.elapsed().as_nanos() as f64);
+        let took = t.elapsed();
         for a in &d.admitted {
             sched
                 .on_progress(a.id, now, a.prefill_tokens, 1)
@@ -216,8 +228,8 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
                 .on_finished(a.id, now, FinishReason::Stop)
                 .expect("admitted request runs");
         }
-        outstanding.fetch_sub(d.admitted.len(), Ordering::Relaxed);
-    }
+        (took, d.admitted.len())
+    });
     let submit = stop_producers(&stop, threads);
     sched.step_into(clock.now(), &zero, &mut d).expect("valid");
     assert!(sched.conservation().is_balanced());
@@ -248,18 +260,13 @@ fn run_heap(o: &ContendedOptions, p: usize) -> Run {
         move |id| heap.submit(item(id, clock.now()))
     };
     let threads = producers(p, o.queued, &outstanding, &stop, &next_id, submit);
-    let mut step = Vec::new();
     let mut out = Vec::with_capacity(o.batch);
-    let mut next = Instant::now();
-    let end = next + Duration::from_secs_f64(o.seconds);
-    while Instant::now() < end {
-        pace(&mut next);
+    let step = engine(o, &outstanding, || {
         let now = clock.now();
         let t = Instant::now();
         heap.step(now, o.batch, &mut out);
-        step.push(t.elapsed().as_nanos() as f64);
-        outstanding.fetch_sub(out.len(), Ordering::Relaxed);
-    }
+        (t.elapsed(), out.len())
+    });
     let submit = stop_producers(&stop, threads);
     Run { step, submit }
 }

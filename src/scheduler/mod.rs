@@ -387,15 +387,14 @@ impl Scheduler {
         self.running
             .iter()
             .copied()
-            .filter(|&k| self.slab.get(k).is_some_and(|e| e.place == Place::Running))
+            .filter(|&k| still_running(&self.slab, k))
     }
 
     /// Drops the ended requests' keys from `running` (see [`Scheduler::running_ended`]).
     fn compact_running(&mut self) {
         if self.running_ended > 0 {
             let slab = &self.slab;
-            self.running
-                .retain(|&k| slab.get(k).is_some_and(|e| e.place == Place::Running));
+            self.running.retain(|&k| still_running(slab, k));
             self.running_ended = 0;
         }
     }
@@ -580,4 +579,10 @@ impl std::fmt::Debug for Scheduler {
             .field("step", &self.step_no)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `key` in the running list still names a running request (not one ended since
+/// the list was last compacted, nor a waiting request drained into its slot meanwhile).
+fn still_running(slab: &crate::queue::slab::Slab, key: u32) -> bool {
+    slab.get(key).is_some_and(|e| e.place == Place::Running)
 }

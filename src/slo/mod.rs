@@ -1,4 +1,4 @@
-//! SLO tracking (`../shared/DESIGN.md` §3 point 10): per class targets for time to first
+//! SLO tracking (contract point 10, `docs/contract.md`): per class targets for time to first
 //! token, time per output token and end to end ([`SloConfig`]); a tracker fed by the
 //! scheduler's lifecycle events that keeps HDR histograms over sliding windows and reports
 //! each missed target the moment it is missed ([`SloTracker`], [`Violation`]); and
