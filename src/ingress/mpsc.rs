@@ -171,8 +171,10 @@ impl<P: Copy> Consumer<P> {
     pub fn pop(&mut self) -> Pop {
         let inner = &*self.inner;
         let mut head = self.head;
-        // Acquire: pairs with the Release link store in `push_index`: the pushed node's
-        // payload and state happen before we use them.
+        // Acquire: pairs with the Release link store in `push_index` of the node after
+        // `head`, whose push CAS acquired `head`'s push (the tail's AcqRel chain): when we
+        // return `head` on this load, its payload and state happen before we use them. (On
+        // the stub, it is the link of the first node we return.)
         let mut next = inner.next_of(head).load(Ordering::Acquire);
         if head == STUB {
             if next == NIL {
@@ -183,8 +185,10 @@ impl<P: Copy> Consumer<P> {
             // Skip the stub.
             self.head = next;
             head = next;
-            // Acquire: as above.
-            next = inner.next_of(head).load(Ordering::Acquire);
+            // Relaxed: `head`'s payload is already ours through the Acquire load of the
+            // stub's `next` above; its successor's payload is acquired when that successor
+            // is returned (its own `next` load below, or the stub re-insertion's CAS).
+            next = inner.next_of(head).load(Ordering::Relaxed);
         }
         if next != NIL {
             self.head = next;
@@ -198,10 +202,12 @@ impl<P: Copy> Consumer<P> {
         if head != tail {
             return Pop::Busy;
         }
-        // Re-insert the stub behind `head` so `head` can leave the chain.
+        // Re-insert the stub behind `head` so `head` can leave the chain. Its AcqRel CAS
+        // reads the tail at or after `head`'s push, so it also acquires `head`'s payload.
         let _ = inner.push_index(STUB, true);
-        // Acquire: as above.
-        next = inner.next_of(head).load(Ordering::Acquire);
+        // Relaxed: `head` is covered by the CAS just above; whatever follows it (the stub,
+        // or a producer's node) is acquired when it is itself returned.
+        next = inner.next_of(head).load(Ordering::Relaxed);
         if next != NIL {
             self.head = next;
             return Pop::Item(self.entry(head));

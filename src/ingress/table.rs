@@ -655,7 +655,13 @@ mod tests {
     #[test]
     fn handle_is_eight_bytes_and_slot_is_small() {
         assert_eq!(std::mem::size_of::<Handle>(), 8);
-        assert!(std::mem::size_of::<Slot<[u64; 5]>>() <= 56);
+        // State word, link (padded to 8) and payload.
+        assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
+        // The payload the scheduler will store, as today's types: spec, arrival, epoch. 72
+        // bytes; packing the spec (tenant without `Option`'s tag, class and epoch in spare
+        // bits) to 40 bytes brings it to 56.
+        type Request = (crate::request::RequestSpec, crate::time::Timestamp, u32);
+        assert_eq!(std::mem::size_of::<Slot<Request>>(), 72);
     }
 
     #[test]
