@@ -107,8 +107,8 @@ pub mod lockfree {
     pub use crate::ingress::capacity::ClassCount;
     pub use crate::ingress::mpsc::{queue, Closed, Consumer, Pop, Producer};
     pub use crate::ingress::table::{
-        Changed, Entry, FreeBatch, Handle, Reserved, Table, TableFull, TicketError,
-        CANCEL_QUEUED, CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
+        Changed, Entry, FreeBatch, Handle, Reserved, Table, TableFull, TicketError, CANCEL_QUEUED,
+        CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
     };
 }
 

@@ -363,8 +363,7 @@ mod tests {
                 let t = Arc::clone(&t);
                 std::thread::spawn(move || {
                     for i in 0..per {
-                        p.push(t.reserve(k as usize, k * per + i).unwrap())
-                            .unwrap();
+                        p.push(t.reserve(k as usize, k * per + i).unwrap()).unwrap();
                     }
                 })
             })

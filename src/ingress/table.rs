@@ -219,7 +219,10 @@ impl<P: Copy> Table<P> {
     /// A table of up to `capacity` slots (at most [`MAX_CAPACITY`]) with `shards` free stacks
     /// (at least one). Allocates only the chunk-pointer array.
     pub fn new(capacity: u32, shards: usize) -> Self {
-        assert!(capacity <= MAX_CAPACITY, "table capacity above MAX_CAPACITY");
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "table capacity above MAX_CAPACITY"
+        );
         let n_chunks = (capacity as usize).div_ceil(CHUNK);
         Self {
             chunks: (0..n_chunks)
@@ -316,8 +319,7 @@ impl<P: Copy> Table<P> {
         // holds it: the consumer's last read of the payload happened before it pushed the
         // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
         // we push it.
-        slot.payload
-            .with_mut(|p| unsafe { (*p).write(payload) });
+        slot.payload.with_mut(|p| unsafe { (*p).write(payload) });
         // Relaxed: we own the slot, so the word can only have been written by the consumer's
         // `free`, which happened before (through the free stack's Release/Acquire, or it is
         // the initial value published with the chunk).
@@ -325,8 +327,10 @@ impl<P: Copy> Table<P> {
         // Relaxed: the word publishes nothing; the consumer sees it (and the payload) through
         // the ingress queue's Release/Acquire, and an API thread that gets the handle from
         // us gets it through its own synchronisation.
-        slot.state
-            .store((u64::from(gen) << GEN_SHIFT) | u64::from(QUEUED), Ordering::Relaxed);
+        slot.state.store(
+            (u64::from(gen) << GEN_SHIFT) | u64::from(QUEUED),
+            Ordering::Relaxed,
+        );
         Ok(Reserved {
             handle: Handle {
                 index,
@@ -440,7 +444,9 @@ impl<P: Copy> Table<P> {
         let index = entry.handle.index;
         self.retire(index);
         // Relaxed: published by the Release CAS in `push_free`.
-        self.slot_held(index).next.store(batch.first, Ordering::Relaxed);
+        self.slot_held(index)
+            .next
+            .store(batch.first, Ordering::Relaxed);
         if batch.first == NIL {
             batch.last = index;
         }
@@ -732,7 +738,11 @@ mod tests {
             index: 3 * CHUNK as u32,
             generation: 0,
         };
-        assert_eq!(t.cancel(h), Err(TicketError::NotFound), "chunk not installed");
+        assert_eq!(
+            t.cancel(h),
+            Err(TicketError::NotFound),
+            "chunk not installed"
+        );
         let h = Handle {
             index: u32::MAX - 5,
             generation: 0,
@@ -752,7 +762,13 @@ mod tests {
         let e = entry(t.reserve(0, 0).unwrap());
         let h = e.handle();
         let c = t.cancel(h).unwrap();
-        assert_eq!(c, Changed { phase: QUEUED, must_notify: true });
+        assert_eq!(
+            c,
+            Changed {
+                phase: QUEUED,
+                must_notify: true
+            }
+        );
         assert_eq!(t.cancel(h), Err(TicketError::Cancelled));
         assert_eq!(t.transition(&e, QUEUED, RUNNING), Err(CANCEL_QUEUED));
         assert_eq!(t.finish(&e), CANCEL_QUEUED);
@@ -813,7 +829,10 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Handle> = threads.into_iter().flat_map(|j| j.join().unwrap()).collect();
+        let mut all: Vec<Handle> = threads
+            .into_iter()
+            .flat_map(|j| j.join().unwrap())
+            .collect();
         let n = all.len();
         all.sort_by_key(|h| (h.index, h.generation));
         all.dedup();
