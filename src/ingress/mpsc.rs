@@ -356,7 +356,7 @@ mod tests {
     fn producers_on_threads_lose_nothing_and_keep_their_order() {
         let t = Arc::new(Table::<u32>::new(4096, 2));
         let (p, mut c) = queue(Arc::clone(&t));
-        let per = 1000u32;
+        let per = if cfg!(miri) { 50 } else { 1000u32 };
         let threads: Vec<_> = (0..2u32)
             .map(|k| {
                 let p = p.clone();
