@@ -114,6 +114,19 @@ pub use waiting::{WaitingError, WaitingOptions, WaitingQueue};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+/// The lock-free request table and intrusive ingress queue that the scheduler will move
+/// onto (issue 17). Standalone for now: nothing in [`Submitter`] or [`Scheduler`] uses them
+/// yet. Public only for the loom models and benches; not a stable API.
+#[doc(hidden)]
+pub mod lockfree {
+    pub use crate::ingress::capacity::ClassCount;
+    pub use crate::ingress::mpsc::{queue, Closed, Consumer, Pop, Producer};
+    pub use crate::ingress::table::{
+        Changed, Entry, FreeBatch, Handle, Reserved, Table, TableFull, TicketError, CANCEL_QUEUED,
+        CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
+    };
+}
+
 /// Internals exposed only to the loom models (`--cfg loom`), which drive the ring and the
 /// per-request ticket directly.
 #[cfg(loom)]

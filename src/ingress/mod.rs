@@ -2,9 +2,12 @@
 //! bounded, lock-free rings (one per class per shard) and flag cancels and class changes
 //! on the request's ticket. Nothing here ever waits for the scheduler thread.
 
+pub(crate) mod capacity;
 pub(crate) mod index;
+pub(crate) mod mpsc;
 pub(crate) mod notice;
 pub(crate) mod ring;
+pub(crate) mod table;
 
 use crate::class::{Class, ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
