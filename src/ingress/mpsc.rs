@@ -23,7 +23,7 @@
 //! The pop side is a [`Consumer`], which is not `Clone` and pops through `&mut self`, so the
 //! single-consumer rule is the type's, not a convention.
 
-use super::table::{Entry, Handle, Reserved, Table, NIL};
+use super::table::{Entry, RequestHandle, Reserved, Table, NIL};
 use crate::sync::{Arc, AtomicU32, Ordering};
 
 /// The stub node's index (above every slot index, see [`super::table::MAX_CAPACITY`]).
@@ -139,7 +139,7 @@ pub fn queue<P: Copy>(table: Arc<Table<P>>) -> (Producer<P>, Consumer<P>) {
 impl<P: Copy> Producer<P> {
     /// Queues a reserved slot; its handle names the request from now on. Fails with the
     /// slot back if the queue is closed (give it back with [`Table::unreserve`]).
-    pub fn push(&self, reserved: Reserved) -> Result<Handle, Closed> {
+    pub fn push(&self, reserved: Reserved) -> Result<RequestHandle, Closed> {
         let handle = reserved.handle;
         match self.inner.push_index(handle.index(), false) {
             Ok(()) => Ok(handle),
@@ -231,6 +231,16 @@ impl<P: Copy> Consumer<P> {
         }
     }
 
+    /// Whether nothing is queued: no request left to pop and no push mid-link.
+    pub fn is_empty(&self) -> bool {
+        let inner = &*self.inner;
+        // Relaxed (both): a state check for the invariant checker, run by the consumer
+        // between steps; a push racing it may or may not be counted, as with any snapshot.
+        self.head == STUB
+            && inner.stub_next.load(Ordering::Relaxed) == NIL
+            && inner.tail.load(Ordering::Relaxed) & !CLOSED == STUB
+    }
+
     /// Closes the queue (as [`Producer::close`]).
     pub fn close(&self) {
         close(&self.inner);
@@ -258,7 +268,7 @@ impl<P: Copy> Consumer<P> {
         // generation).
         let generation = slot.generation_relaxed();
         Entry {
-            handle: Handle::new(index, generation),
+            handle: RequestHandle::new(index, generation),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The request table: per-request state in slots addressed by a dense `u32` index, each with
-//! a generation, so a request is named by a small `Copy` [`Handle`] instead of an id looked
+//! a generation, so a request is named by a small `Copy` [`RequestHandle`] instead of an id looked
 //! up in a map.
 //!
 //! # Storage
@@ -80,15 +80,27 @@ fn generation(word: u64) -> u32 {
     (word >> GEN_SHIFT) as u32
 }
 
-/// A request's name: slot index and generation. 8 bytes, `Copy`; stale once the request's
-/// slot is freed (every use then answers [`TicketError::NotFound`]).
+/// A request's name while the scheduler holds it, returned by
+/// [`crate::Submitter::submit`]: slot index and generation, 8 bytes, `Copy`. Cancel,
+/// reprioritize and the engine's callbacks take it; no map is searched. It goes stale when
+/// the request ends (its slot is freed), and every later use answers "not found" (a reused
+/// slot has another generation, so a stale handle never reaches the new request).
+///
+/// ```
+/// use triage::*;
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// let h: RequestHandle = api.submit(RequestSpec::new(7, Class::LOW, 100, 16)).unwrap();
+/// assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
+/// let copy = h; // Copy: keep one wherever the request is tracked
+/// assert_eq!(api.cancel(copy), Ok(CancelOutcome::WasWaiting));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Handle {
+pub struct RequestHandle {
     index: u32,
     generation: u32,
 }
 
-impl Handle {
+impl RequestHandle {
     pub(crate) fn new(index: u32, generation: u32) -> Self {
         Self { index, generation }
     }
@@ -105,18 +117,24 @@ impl Handle {
     }
 }
 
+impl std::fmt::Display for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request handle {}.{}", self.index, self.generation)
+    }
+}
+
 /// A slot a producer has allocated and filled, not yet pushed. Push it
 /// ([`super::mpsc::Producer::push`]) or give it back ([`Table::unreserve`]); dropping it
 /// leaks the slot until the table is dropped.
 #[must_use = "a reserved slot is lost unless pushed or given back"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reserved {
-    pub(crate) handle: Handle,
+    pub(crate) handle: RequestHandle,
 }
 
 impl Reserved {
     /// The handle the request will have.
-    pub fn handle(&self) -> Handle {
+    pub fn handle(&self) -> RequestHandle {
         self.handle
     }
 }
@@ -125,12 +143,20 @@ impl Reserved {
 /// request has ended, free the slot ([`Table::free`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub(crate) handle: Handle,
+    pub(crate) handle: RequestHandle,
 }
 
 impl Entry {
+    /// A token naming no slot, for entries kept outside any table (the standalone queue's).
+    /// No table operation may be given it.
+    pub(crate) fn detached() -> Self {
+        Self {
+            handle: RequestHandle::new(NIL, 0),
+        }
+    }
+
     /// The request's handle.
-    pub fn handle(&self) -> Handle {
+    pub fn handle(&self) -> RequestHandle {
         self.handle
     }
 }
@@ -332,7 +358,7 @@ impl<P: Copy> Table<P> {
             Ordering::Relaxed,
         );
         Ok(Reserved {
-            handle: Handle {
+            handle: RequestHandle {
                 index,
                 generation: gen,
             },
@@ -485,7 +511,7 @@ impl<P: Copy> Table<P> {
     }
 
     /// The current word of a handle's slot, if the handle is current.
-    fn current(&self, h: Handle) -> Result<(&Slot<P>, u64), TicketError> {
+    fn current(&self, h: RequestHandle) -> Result<(&Slot<P>, u64), TicketError> {
         let slot = self.slot(h.index).ok_or(TicketError::NotFound)?;
         // Relaxed: the word carries no data but itself; every decision on it is re-checked
         // by a CAS on the whole word.
@@ -497,13 +523,13 @@ impl<P: Copy> Table<P> {
     }
 
     /// Any thread: the request's phase, or `NotFound` if the handle is stale.
-    pub fn phase(&self, h: Handle) -> Result<u32, TicketError> {
+    pub fn phase(&self, h: RequestHandle) -> Result<u32, TicketError> {
         self.current(h).map(|(_, w)| phase(w))
     }
 
     /// API side: cancel. Exactly one of a racing cancel, admission, preemption, finish or
     /// free takes effect first; a stale handle is refused with `NotFound`.
-    pub fn cancel(&self, h: Handle) -> Result<Changed, TicketError> {
+    pub fn cancel(&self, h: RequestHandle) -> Result<Changed, TicketError> {
         self.update(h, |word| match phase(word) {
             QUEUED => Ok((word & !PHASE_MASK) | u64::from(CANCEL_QUEUED)),
             RUNNING => Ok((word & !PHASE_MASK) | u64::from(CANCEL_RUNNING)),
@@ -513,7 +539,7 @@ impl<P: Copy> Table<P> {
     }
 
     /// API side: ask for a new class; the last writer wins until the consumer takes it.
-    pub fn request_class(&self, h: Handle, class: Class) -> Result<Changed, TicketError> {
+    pub fn request_class(&self, h: RequestHandle, class: Class) -> Result<Changed, TicketError> {
         let bits = (class.index() as u64 + 1) << CLASS_SHIFT;
         self.update(h, |word| match phase(word) {
             QUEUED | RUNNING => Ok((word & !CLASS_MASK) | bits),
@@ -527,7 +553,7 @@ impl<P: Copy> Table<P> {
     /// occupant that has since been freed fails and the retry reports `NotFound`.
     fn update(
         &self,
-        h: Handle,
+        h: RequestHandle,
         f: impl Fn(u64) -> Result<u64, TicketError>,
     ) -> Result<Changed, TicketError> {
         let (slot, mut word) = self.current(h)?;
@@ -660,14 +686,11 @@ mod tests {
 
     #[test]
     fn handle_is_eight_bytes_and_slot_is_small() {
-        assert_eq!(std::mem::size_of::<Handle>(), 8);
+        assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
         // State word, link (padded to 8) and payload.
         assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
-        // The payload the scheduler will store, as today's types: spec, arrival, epoch. 72
-        // bytes; packing the spec (tenant without `Option`'s tag, class and epoch in spare
-        // bits) to 40 bytes brings it to 56.
-        type Request = (crate::request::RequestSpec, crate::time::Timestamp, u32);
-        assert_eq!(std::mem::size_of::<Slot<Request>>(), 72);
+        // The scheduler's payload (spec, arrival, epoch): 80 bytes a slot.
+        assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 80);
     }
 
     #[test]
@@ -691,7 +714,7 @@ mod tests {
         let rs: Vec<_> = (0..3).map(|i| t.reserve(0, i).unwrap()).collect();
         assert_eq!(t.reserve(0, 9), Err(TableFull { capacity: 3 }));
         let mut batch = FreeBatch::new();
-        let freed: Vec<Handle> = rs.iter().map(Reserved::handle).collect();
+        let freed: Vec<RequestHandle> = rs.iter().map(Reserved::handle).collect();
         for r in rs {
             t.free(&mut batch, entry(r));
         }
@@ -734,7 +757,7 @@ mod tests {
     #[test]
     fn a_forged_handle_is_not_found() {
         let t = Table::<u32>::new(4 * CHUNK as u32, 1);
-        let h = Handle {
+        let h = RequestHandle {
             index: 3 * CHUNK as u32,
             generation: 0,
         };
@@ -743,13 +766,13 @@ mod tests {
             Err(TicketError::NotFound),
             "chunk not installed"
         );
-        let h = Handle {
+        let h = RequestHandle {
             index: u32::MAX - 5,
             generation: 0,
         };
         assert_eq!(t.cancel(h), Err(TicketError::NotFound), "beyond capacity");
         let _r = t.reserve(0, 0).unwrap();
-        let h = Handle {
+        let h = RequestHandle {
             index: 1,
             generation: 0,
         };
@@ -830,7 +853,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Handle> = threads
+        let mut all: Vec<RequestHandle> = threads
             .into_iter()
             .flat_map(|j| j.join().unwrap())
             .collect();
