@@ -119,7 +119,10 @@ impl fmt::Display for ControlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlError::NotFound(h) => {
-                write!(f, "{h} names no request the scheduler holds (ended, or not ours)")
+                write!(
+                    f,
+                    "{h} names no request the scheduler holds (ended, or not ours)"
+                )
             }
             ControlError::AlreadyCancelled(h) => write!(f, "{h} is already cancelled"),
             ControlError::Class(e) => write!(f, "{e}"),

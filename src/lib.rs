@@ -120,11 +120,10 @@ pub mod lockfree {
     pub use crate::ingress::capacity::ClassCount;
     pub use crate::ingress::mpsc::{queue, Closed, Consumer, Pop, Producer};
     pub use crate::ingress::table::{
-        Changed, Entry, FreeBatch, RequestHandle, Reserved, Table, TableFull, TicketError, CANCEL_QUEUED,
-        CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
+        Changed, Entry, FreeBatch, RequestHandle, Reserved, Table, TableFull, TicketError,
+        CANCEL_QUEUED, CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
     };
 }
-
 
 /// The example loop of `docs/engine.md`, run as a doctest so that the document stays true.
 #[cfg(doctest)]

@@ -84,7 +84,10 @@ pub(crate) struct Shared {
     pub(crate) index: Option<IdIndex>,
     pub(crate) notices: NoticeQueue,
     /// OPEN, CLOSED or ENGINE_GONE; only says which error a refused push reports (the
-    /// queues' close bit is what refuses it).
+    /// queues' close bit is what refuses it). Every access is Relaxed: no data rides on it,
+    /// and the closed bit in each queue's `tail` decides which pushes land. A submit racing
+    /// the engine thread's panic may report `Closed` where `EngineGone` was being stored;
+    /// every submit after the panic's close is over reports `EngineGone`.
     status: AtomicU32,
     /// The arrival clock. A plain std `Arc`: it is immutable shared configuration, not
     /// state loom needs to model (a `ManualClock`'s own atomic comes from the facade).
@@ -116,20 +119,18 @@ pub(crate) fn table_capacity(config: &SchedulerConfig) -> u32 {
     if cfg!(loom) {
         return 16;
     }
-    let queued: u64 = config
-        .classes
-        .iter()
-        .map(|c| c.queue_capacity as u64)
-        .sum();
+    let queued: u64 = config.classes.iter().map(|c| c.queue_capacity as u64).sum();
     let need = queued.saturating_add(u64::from(config.engine.total_blocks));
-    need.saturating_mul(2)
-        .min(u64::from(table::MAX_CAPACITY)) as u32
+    need.saturating_mul(2).min(u64::from(table::MAX_CAPACITY)) as u32
 }
 
-/// Sets each class position's capacity from `config` (positions past its classes: 0).
+/// Sets each configured class position's capacity from `config`. Positions past its
+/// classes keep theirs: a submit checked against the limits of before a reload that
+/// dropped a position still counts against the capacity of the class it named then (the
+/// units are re-based at the end of the step that applies the reload).
 pub(crate) fn set_capacities(capacity: &[ClassCount], config: &SchedulerConfig) {
-    for (i, c) in capacity.iter().enumerate() {
-        c.set_capacity(config.classes.get(i).map_or(0, |k| k.queue_capacity));
+    for (c, class) in capacity.iter().zip(&config.classes) {
+        c.set_capacity(class.queue_capacity);
     }
 }
 
@@ -175,19 +176,20 @@ impl Shared {
         (shared, drain)
     }
 
-    /// Whether ingress is closed.
+    /// Whether ingress is closed (a snapshot: the queues' closed bits decide).
     pub(crate) fn is_closed(&self) -> bool {
-        // Acquire: pairs with the Release in `close`.
-        self.status.load(Ordering::Acquire) != OPEN
+        // Relaxed: a hint that spares a closed scheduler's submits the slot and the unit;
+        // a push that gets past it fails on the queue's closed bit (see `status`).
+        self.status.load(Ordering::Relaxed) != OPEN
     }
 
     /// Closes every queue: later submits fail. `engine_gone` says whether it is because the
     /// scheduler was dropped mid-panic.
     pub(crate) fn close(&self, engine_gone: bool) {
         let status = if engine_gone { ENGINE_GONE } else { CLOSED };
-        // Release: a submitter whose push fails on the closed bit and then reads the status
-        // (Acquire) sees this value. Stored before closing the queues for that reason.
-        self.status.fetch_max(status, Ordering::Release);
+        // Relaxed: which error a refused push reports, nothing more (see `status`). Stored
+        // before the queues close, so a submit that starts after `close` returns finds it.
+        self.status.fetch_max(status, Ordering::Relaxed);
         for shard in self.shards.iter() {
             for q in shard.queues.iter() {
                 q.close();
@@ -196,8 +198,8 @@ impl Shared {
     }
 
     fn closed_error(&self) -> SubmitError {
-        // Acquire: pairs with the Release in `close`.
-        if self.status.load(Ordering::Acquire) == ENGINE_GONE {
+        // Relaxed: see `status`.
+        if self.status.load(Ordering::Relaxed) == ENGINE_GONE {
             SubmitError::EngineGone
         } else {
             SubmitError::Closed
@@ -247,7 +249,12 @@ impl Drain {
     /// Pops every request queued now into `out`, at most `limit[c]` per class position `c`
     /// over all shards, so producers that keep pushing cannot hold a step. A queue whose
     /// producer is between its tail swap and its link is left for the next step.
-    pub(crate) fn drain(&mut self, table: &Table<Payload>, limit: [usize; MAX_CLASSES], out: &mut Vec<Drained>) {
+    pub(crate) fn drain(
+        &mut self,
+        table: &Table<Payload>,
+        limit: [usize; MAX_CLASSES],
+        out: &mut Vec<Drained>,
+    ) {
         let mut left = limit;
         for (i, q) in self.consumers.iter_mut().enumerate() {
             let c = i % MAX_CLASSES;
@@ -541,11 +548,7 @@ impl Submitter {
     /// assert_eq!(api.lookup(RequestId(7)), Err(ControlError::UnknownId(RequestId(7))));
     /// ```
     pub fn lookup(&self, id: RequestId) -> Result<RequestHandle, ControlError> {
-        let index = self
-            .shared
-            .index
-            .as_ref()
-            .ok_or(ControlError::NoIdIndex)?;
+        let index = self.shared.index.as_ref().ok_or(ControlError::NoIdIndex)?;
         index.get(id).ok_or(ControlError::UnknownId(id))
     }
 

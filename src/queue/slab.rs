@@ -6,10 +6,10 @@
 //! allocates nothing.
 
 use crate::class::Class;
-use crate::request::{RequestId, RequestSpec};
-use crate::slo::{HeldRequest, HeldStates, SloSlot};
 use crate::ingress::table;
 use crate::ingress::RequestHandle;
+use crate::request::{RequestId, RequestSpec};
+use crate::slo::{HeldRequest, HeldStates, SloSlot};
 use crate::time::Timestamp;
 
 /// The null key (end of a list).

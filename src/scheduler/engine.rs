@@ -5,8 +5,8 @@ use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::counters::{FinishReason, Outcome};
 use crate::error::ProgressError;
-use crate::queue::slab::Place;
 use crate::ingress::RequestHandle;
+use crate::queue::slab::Place;
 use crate::request::HandOff;
 use crate::time::Timestamp;
 

@@ -50,9 +50,10 @@ use std::time::Duration;
 /// assert_eq!(d.admitted.len(), 1);
 /// assert_eq!(d.admitted[0].id.0, 2); // HIGH first
 ///
-/// // The engine reports progress; the request finishes.
-/// sched.on_progress(d.admitted[0].id, clock.now(), 100, 1).unwrap();
-/// sched.on_finished(d.admitted[0].id, clock.now(), triage::FinishReason::Stop).unwrap();
+/// // The engine reports progress by the request's handle; the request finishes.
+/// let h = d.admitted[0].handle;
+/// sched.on_progress(h, clock.now(), 100, 1).unwrap();
+/// sched.on_finished(h, clock.now(), triage::FinishReason::Stop).unwrap();
 /// assert!(sched.conservation().is_balanced());
 /// # use triage::Clock;
 /// ```
@@ -467,9 +468,11 @@ impl Scheduler {
         // Closed and drained: every push landed before the close and was taken, so any
         // request still in a queue was accepted and will never be taken.
         if self.handed_off && !self.drain.all_empty() {
-            return Err("requests stranded in ingress after drain_waiting emptied the \
+            return Err(
+                "requests stranded in ingress after drain_waiting emptied the \
                         closed queues"
-                .to_string());
+                    .to_string(),
+            );
         }
         let c = self.conservation();
         let refused_when_drained: u64 = self

@@ -8,9 +8,9 @@ use super::Scheduler;
 use crate::budget::{Budget, Short};
 use crate::counters::Outcome;
 use crate::decision::{Admitted, Decision, PreemptReason, Preempted, Scheduled};
+use crate::ingress::table::{QUEUED, RUNNING};
 use crate::queue::slab::Place;
 use crate::queue::Candidate;
-use crate::ingress::table::{QUEUED, RUNNING};
 use crate::time::Timestamp;
 
 /// What is left of the budget as the step goes.
@@ -319,7 +319,10 @@ impl Scheduler {
     ) -> u32 {
         let key = cand.key;
         let table = &self.shared.table;
-        if table.transition(&self.slab[key].token, QUEUED, RUNNING).is_err() {
+        if table
+            .transition(&self.slab[key].token, QUEUED, RUNNING)
+            .is_err()
+        {
             let id = self.slab[key].spec.id;
             self.end(key, Outcome::Cancelled, self.last_now);
             out.cancelled.push(id);
@@ -524,7 +527,12 @@ impl Scheduler {
             e.planned = 0;
             out.scheduled.retain(|s| s.id != id);
         }
-        if self.shared.table.transition(&e.token, RUNNING, QUEUED).is_err() {
+        if self
+            .shared
+            .table
+            .transition(&e.token, RUNNING, QUEUED)
+            .is_err()
+        {
             // Cancelled while running: the engine must stop it either way.
             out.aborted.push(id);
             self.end(key, Outcome::Cancelled, self.last_now);
