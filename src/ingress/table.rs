@@ -20,7 +20,9 @@
 //! CASes cannot touch the new occupant.
 //!
 //! Freeing a slot bumps its generation (wrapping after 2^32 reuses of one slot; a handle
-//! would have to be held across all of them to alias).
+//! would have to be held across all of them to alias). Each table starts its slots at its
+//! own generation, so a handle from another table is refused too (except with probability
+//! about 2^-32).
 //!
 //! # Free slots
 //!
@@ -208,9 +210,10 @@ impl<P> Slot<P> {
         generation(self.state.load(Ordering::Relaxed))
     }
 
-    fn new() -> Self {
+    /// A free slot whose first occupant gets generation `first_generation`.
+    fn new(first_generation: u32) -> Self {
         Self {
-            state: AtomicU64::new(u64::from(FREE)),
+            state: AtomicU64::new((u64::from(first_generation) << GEN_SHIFT) | u64::from(FREE)),
             next: AtomicU32::new(NIL),
             payload: UnsafeCell::new(MaybeUninit::uninit()),
         }
@@ -227,7 +230,14 @@ pub struct Table<P> {
     bump: CachePadded<AtomicU32>,
     /// Per-shard free stacks: `tag << 32 | index` (module docs).
     free: Box<[CachePadded<AtomicU64>]>,
+    /// The generation every slot starts at: different for each table made in a process, so
+    /// a handle from another table (another scheduler) is refused like a stale one, except
+    /// with probability about 2^-32.
+    first_generation: u32,
 }
+
+/// Tables made so far in this process (see `Table::first_generation`).
+static TABLES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 // SAFETY: payloads move from producer threads to the consumer (hence `P: Send`); each
 // payload cell is written only by the holder of the slot's `Reserved` token and read only by
@@ -259,6 +269,11 @@ impl<P: Copy> Table<P> {
             free: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicU64::new(u64::from(NIL))))
                 .collect(),
+            // Relaxed: only distinctness matters. The multiplier (odd, about 2^32 / φ)
+            // spreads consecutive tables' generations far apart.
+            first_generation: TABLES
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9),
         }
     }
 
@@ -307,7 +322,7 @@ impl<P: Copy> Table<P> {
         if !self.chunks[c].load(Ordering::Relaxed).is_null() {
             return;
         }
-        let fresh: Box<[Slot<P>]> = (0..CHUNK).map(|_| Slot::new()).collect();
+        let fresh: Box<[Slot<P>]> = (0..CHUNK).map(|_| Slot::new(self.first_generation)).collect();
         let raw = Box::into_raw(fresh) as *mut Slot<P>;
         match self.chunks[c].compare_exchange(
             std::ptr::null_mut(),
@@ -691,6 +706,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
         // The scheduler's payload (spec, arrival, epoch): 80 bytes a slot.
         assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 80);
+    }
+
+    #[test]
+    fn a_handle_from_another_table_is_refused() {
+        let (a, b) = (Table::new(4, 1), Table::new(4, 1));
+        let ha = a.reserve(0, 1u32).unwrap().handle();
+        let hb = b.reserve(0, 2u32).unwrap().handle();
+        assert_eq!(ha.index(), hb.index(), "the same slot in both tables");
+        assert_ne!(ha, hb, "under different generations");
+        assert_eq!(b.cancel(ha), Err(TicketError::NotFound));
+        assert_eq!(a.cancel(hb), Err(TicketError::NotFound));
+        assert_eq!(b.phase(hb), Ok(QUEUED));
     }
 
     #[test]
