@@ -1,13 +1,11 @@
-//! Bursts and the class bound, with contract point 9 (nothing is lost). Ingress queues are
-//! unbounded; each class is bounded exactly by its `queue_capacity`, counting the requests
+//! Bursts and the class bound: contract point 11 (ingress), with point 9 (nothing is lost).
+//! Ingress queues are unbounded; each class is bounded exactly by its `queue_capacity`, counting the requests
 //! waiting in it (by base class, as of the last step) plus those submitted to it since. Any
 //! burst up to `queue_capacity` is accepted; one more is `QueueFull` naming the class and
 //! its capacity; every accepted request reaches the wait queue.
 //!
-//! This replaces the ring tests of issue 15, item 0 (a one-slot ingress ring overwrote
-//! accepted requests and `drain_waiting` spun for ever on them): rings bound nothing any
-//! more, but a `ring_capacity` below two is still a configuration error, and the issue's
-//! reproduction and the hand-off racing API threads are kept, at the smallest capacities.
+//! A `ring_capacity` below two is a configuration error (the field bounds nothing, but stays
+//! validated), and the hand-off racing API threads is checked at the smallest capacities.
 
 use triage::*;
 
