@@ -1,8 +1,9 @@
 //! Bursts and the class bound: contract point 11 (ingress), with point 9 (nothing is lost).
-//! Ingress queues are unbounded; each class is bounded exactly by its `queue_capacity`, counting the requests
-//! waiting in it (by base class, as of the last step) plus those submitted to it since. Any
-//! burst up to `queue_capacity` is accepted; one more is `QueueFull` naming the class and
-//! its capacity; every accepted request reaches the wait queue.
+//! Ingress queues are unbounded; each class is bounded exactly by its `queue_capacity`,
+//! counting the requests waiting in it (by base class, as of the last step) plus those
+//! submitted to it since. Any burst up to `queue_capacity` is accepted; one more is
+//! `QueueFull` naming the class and its capacity; every accepted request reaches the wait
+//! queue.
 //!
 //! A `ring_capacity` below two is a configuration error (the field bounds nothing, but stays
 //! validated), and the hand-off racing API threads is checked at the smallest capacities.

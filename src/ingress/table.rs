@@ -322,7 +322,9 @@ impl<P: Copy> Table<P> {
         if !self.chunks[c].load(Ordering::Relaxed).is_null() {
             return;
         }
-        let fresh: Box<[Slot<P>]> = (0..CHUNK).map(|_| Slot::new(self.first_generation)).collect();
+        let fresh: Box<[Slot<P>]> = (0..CHUNK)
+            .map(|_| Slot::new(self.first_generation))
+            .collect();
         let raw = Box::into_raw(fresh) as *mut Slot<P>;
         match self.chunks[c].compare_exchange(
             std::ptr::null_mut(),
