@@ -1,6 +1,7 @@
 //! The cost of aging per step as the queue grows: it must stay flat.
 //!
-//! The queue holds `n` LOW requests in 1000 arrival buckets (10 ms apart over 10 s, so
+//! The scheduler runs in the ladder order (`QueueOrder::Ladder`), the one that ages by
+//! buckets; in the default deadline order nothing is promoted. The queue holds `n` LOW requests in 1000 arrival buckets (10 ms apart over 10 s, so
 //! `n / 1000` requests per bucket). Each measured step moves `now` forward by one bucket
 //! width past the LOW→MEDIUM threshold (`promote_after_ms` of LOW in the default config),
 //! so **exactly one bucket of `n / 1000`
@@ -20,7 +21,7 @@ mod common;
 use common::{Bench, ZERO};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::{Duration, Instant};
-use triage::{Class, Timestamp};
+use triage::{Class, QueueOrder, Timestamp};
 
 const BUCKETS: u64 = 1000;
 const WIDTH_MS: u64 = 10;
@@ -34,7 +35,7 @@ struct Aging {
 }
 
 fn build(n: usize) -> Aging {
-    let mut cfg = common::config(n, n / BUCKETS as usize + 1);
+    let mut cfg = common::config_in(QueueOrder::Ladder, n);
     cfg.preemption.enabled = false;
     assert_eq!(cfg.bucket_width_ms, WIDTH_MS);
     let low_after = cfg.classes[Class::LOW.index()]

@@ -3,8 +3,8 @@
 //! A scheduler on a manual clock holds 100,000 waiting requests (classes one third each).
 //! Four measurements, each over batches of 256 distinct waiting requests picked at random:
 //!
-//! * `cancel_call` / `reprioritize_call`: the API-thread call alone (index lookup, ticket
-//!   CAS, notice push);
+//! * `cancel_call` / `reprioritize_call`: the API-thread call alone, by the handle the
+//!   submit returned (a CAS on the request's slot, a notice push);
 //! * `cancel_applied` / `reprioritize_applied`: the step (zero budget, so it admits nothing)
 //!   that applies 256 such notices, reported per notice.
 //!
@@ -19,25 +19,28 @@ mod common;
 use common::{mixed_class, Bench, ZERO};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use triage::{Class, RequestId};
+use triage::{Class, RequestHandle};
 
 const QUEUED: usize = 100_000;
 const BATCH: usize = 256;
 
 struct State {
     b: Bench,
-    /// Waiting ids and their current class.
-    ids: Vec<(u64, u8)>,
+    /// Waiting requests' handles and their current class.
+    ids: Vec<(RequestHandle, u8)>,
     rng: u64,
 }
 
 impl State {
     fn new() -> Self {
-        let mut cfg = common::config(QUEUED, 8192);
+        let mut cfg = common::config(QUEUED);
         cfg.preemption.enabled = false;
         let mut b = Bench::new(cfg);
-        b.fill(QUEUED, Duration::from_secs(5), 4096, mixed_class);
-        let ids = (0..QUEUED as u64).map(|i| (i, (i % 3) as u8)).collect();
+        let handles = b.fill(QUEUED, Duration::from_secs(5), 4096, mixed_class);
+        let ids = (0..QUEUED as u64)
+            .zip(handles)
+            .map(|(i, h)| (h, mixed_class(i).index() as u8))
+            .collect();
         Self {
             b,
             ids,
@@ -56,17 +59,15 @@ impl State {
 
     /// Cancels 256 random waiting requests; returns the time of the calls.
     fn cancel_batch(&mut self) -> Duration {
-        let mut victims = [0u64; BATCH];
-        for v in &mut victims {
-            let i = self.pick();
-            *v = self.ids.swap_remove(i).0;
-        }
+        let victims: Vec<RequestHandle> = (0..BATCH)
+            .map(|_| {
+                let i = self.pick();
+                self.ids.swap_remove(i).0
+            })
+            .collect();
         let t = Instant::now();
-        for &id in &victims {
-            self.b
-                .api
-                .cancel(RequestId(id))
-                .expect("cancel of a waiting request");
+        for &h in &victims {
+            self.b.api.cancel(h).expect("cancel of a waiting request");
         }
         t.elapsed()
     }
@@ -88,7 +89,7 @@ impl State {
         for &(i, class) in &picks {
             self.b
                 .api
-                .reprioritize(RequestId(self.ids[i].0), class)
+                .reprioritize(self.ids[i].0, class)
                 .expect("reprioritize of a waiting request");
         }
         t.elapsed()
@@ -105,10 +106,9 @@ impl State {
     /// Submits replacements for cancelled requests and drains them (untimed).
     fn refill(&mut self) {
         while self.ids.len() < QUEUED {
-            let id = self.b.next_id;
-            let class = mixed_class(id);
-            self.b.submit(class);
-            self.ids.push((id, class.index() as u8));
+            let class = mixed_class(self.b.next_id);
+            let h = self.b.submit(class);
+            self.ids.push((h, class.index() as u8));
         }
         self.b.step(&ZERO);
         assert_eq!(self.b.sched.waiting(), QUEUED);

@@ -41,7 +41,7 @@ fn bench_steps(
             total
         })
     });
-    // The last 256 submits are still in the rings, drained by the next step (none if a
+    // The last 256 submits are still in ingress, drained by the next step (none if a
     // filter skipped this benchmark).
     let waiting = b.sched.waiting();
     assert!(
@@ -69,7 +69,7 @@ fn step(c: &mut Criterion) {
         bench_steps(
             &mut g,
             BenchmarkId::from_parameter(n),
-            common::config(n, 8192),
+            common::config(n),
             n,
             0,
         );
@@ -80,7 +80,7 @@ fn step(c: &mut Criterion) {
         bench_steps(
             &mut g,
             BenchmarkId::from_parameter(n),
-            common::config_in(triage::QueueOrder::Ladder, n, 8192),
+            common::config_in(triage::QueueOrder::Ladder, n),
             n,
             0,
         );
@@ -93,7 +93,7 @@ fn step(c: &mut Criterion) {
 fn tracking(c: &mut Criterion) {
     let mut g = group(c, "step_slo_tracking_100k");
     for on in [true, false] {
-        let mut cfg = common::config(100_000, 8192);
+        let mut cfg = common::config(100_000);
         cfg.slo.enabled = on;
         let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
         bench_steps(&mut g, id, cfg, 100_000, 0);

@@ -1,6 +1,6 @@
 //! Loom models of the whole ingress path through the public API: `Submitter` calls on one
-//! thread racing the scheduler's step on another, with the smallest rings the configuration
-//! accepts (two slots).
+//! thread racing the scheduler's step on another. Under loom the request table has chunks
+//! of two slots, so the models also cross chunk boundaries and reuse freed slots.
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_ingress`
 #![cfg(loom)]
@@ -13,16 +13,8 @@ fn config() -> SchedulerConfig {
     c.shards = 1;
     for class in &mut c.classes {
         class.promote_after_ms = None;
-        class.ring_capacity = ClassConfig::MIN_RING_CAPACITY;
     }
     c
-}
-
-/// The models' counts are written for two-slot rings, the smallest accepted.
-#[test]
-fn the_models_use_the_smallest_accepted_ring() {
-    assert_eq!(ClassConfig::MIN_RING_CAPACITY, 2);
-    assert!(config().classes.iter().all(|c| c.ring_capacity == 2));
 }
 
 fn budget() -> Budget {
@@ -64,9 +56,9 @@ fn new() -> (Scheduler, Submitter, ManualClock) {
 fn cancel_racing_drain_and_admission() {
     model(|| {
         let (mut sched, api, clock) = new();
-        api.submit(RequestSpec::new(1, Class::HIGH, 16, 4)).unwrap();
+        let h = api.submit(RequestSpec::new(1, Class::HIGH, 16, 4)).unwrap();
         let api2 = api.clone();
-        let t = thread::spawn(move || api2.cancel(RequestId(1)));
+        let t = thread::spawn(move || api2.cancel(h));
         let d1 = sched.step(clock.now(), &budget()).unwrap();
         let cancel = t
             .join()
@@ -93,9 +85,9 @@ fn cancel_racing_drain_and_admission() {
 fn reprioritize_racing_drain() {
     model(|| {
         let (mut sched, api, clock) = new();
-        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let h = api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
         let api2 = api.clone();
-        let t = thread::spawn(move || api2.reprioritize(RequestId(1), Class::HIGH));
+        let t = thread::spawn(move || api2.reprioritize(h, Class::HIGH));
         let no_room = Budget {
             max_num_seqs: 0,
             ..budget()
@@ -135,27 +127,34 @@ fn close_racing_submit() {
     });
 }
 
-/// A submit racing the hand-off on a two-slot ring that has wrapped: one request already
-/// drained by a step, one waiting in the ring, and the racing submit claims the position
-/// that maps back to the first slot. It is handed off with the others or refused with
-/// `Closed`, and nothing is left in ingress (`check_invariants` checks the rings).
+/// A submit that reuses a freed slot racing the hand-off: two requests were cancelled and
+/// their slots returned to producers at the step's end; one new request takes a freed slot
+/// and waits in ingress, and the racing submit takes the other. It is handed off with the others or refused with `Closed`,
+/// and nothing is left in ingress (`check_invariants` checks the queues).
 #[test]
-fn submit_racing_the_hand_off_of_a_wrapped_ring() {
+fn submit_reusing_a_freed_slot_racing_the_hand_off() {
     model(|| {
         let (mut sched, api, clock) = new();
         let no_room = Budget {
             max_num_seqs: 0,
             ..budget()
         };
-        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let gone = [0, 1].map(|id| api.submit(RequestSpec::new(id, Class::LOW, 16, 4)).unwrap());
+        for h in gone {
+            api.cancel(h).unwrap();
+        }
         sched.step(clock.now(), &no_room).unwrap();
         api.submit(RequestSpec::new(2, Class::LOW, 16, 4)).unwrap();
         let api2 = api.clone();
         let t = thread::spawn(move || api2.submit(RequestSpec::new(3, Class::LOW, 16, 4)));
         let handed = sched.drain_waiting(clock.now());
         let accepted = match t.join().unwrap() {
-            Ok(_) => 3,
-            Err(SubmitError::Closed) => 2,
+            Ok(h) => {
+                let old = gone.iter().find(|g| g.index() == h.index());
+                assert!(old.is_some_and(|&g| g != h), "a freed slot, new generation");
+                2
+            }
+            Err(SubmitError::Closed) => 1,
             Err(e) => panic!("unexpected {e}"),
         };
         assert_eq!(
@@ -164,18 +163,25 @@ fn submit_racing_the_hand_off_of_a_wrapped_ring() {
             "every accepted request is handed off"
         );
         let c = sched.conservation();
-        assert_eq!((c.in_ingress, c.evicted), (0, accepted as u64));
+        assert_eq!(
+            (c.in_ingress, c.evicted, c.cancelled),
+            (0, accepted as u64, 2)
+        );
         assert!(c.is_balanced());
         sched.check_invariants().unwrap();
     });
 }
 
-/// Two producers fill the shrunken ring while the scheduler drains: every accepted
-/// request is drained once, and refusals are `QueueFull`.
+/// Two producers race for the last units of a class's queue capacity (2) while the
+/// scheduler drains: exactly the capacity is accepted (never more, never fewer), every
+/// accepted request is drained once, and the refusal is `QueueFull`.
 #[test]
 fn two_submitters_and_a_step() {
     model(|| {
-        let (mut sched, api, clock) = new();
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let mut cfg = config();
+        cfg.classes[2].queue_capacity = 2;
+        let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
         let api2 = api.clone();
         let t = thread::spawn(move || {
             (10..12)
@@ -190,10 +196,11 @@ fn two_submitters_and_a_step() {
         sched.step(clock.now(), &no_room).unwrap();
         let theirs = t.join().unwrap();
         sched.step(clock.now(), &no_room).unwrap();
+        assert_eq!(mine + theirs, 2, "exactly the capacity is accepted");
         assert_eq!(sched.waiting() as u64, mine + theirs);
         let c = sched.conservation();
         assert_eq!(c.submitted, 3);
-        assert_eq!(c.refused, 3 - mine - theirs);
+        assert_eq!(c.refused, 1);
         assert!(c.is_balanced());
         sched.check_invariants().unwrap();
     });
@@ -206,10 +213,10 @@ fn two_submitters_and_a_step() {
 fn cancel_and_reprioritize_racing_a_step() {
     model(|| {
         let (mut sched, api, clock) = new();
-        api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
+        let h = api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
         let (a, b) = (api.clone(), api.clone());
-        let t1 = thread::spawn(move || a.cancel(RequestId(1)));
-        let t2 = thread::spawn(move || b.reprioritize(RequestId(1), Class::HIGH));
+        let t1 = thread::spawn(move || a.cancel(h));
+        let t2 = thread::spawn(move || b.reprioritize(h, Class::HIGH));
         let d1 = sched.step(clock.now(), &budget()).unwrap();
         let cancel = t1.join().unwrap();
         let _ = t2.join().unwrap(); // Ok, or refused because the cancel won
@@ -229,11 +236,12 @@ fn cancel_and_reprioritize_racing_a_step() {
     });
 }
 
-/// The one piece of shared state the scheduler publishes to API threads: the waiting depth
-/// per class, read by submit's queue-capacity check. A submit racing the step that
-/// publishes it is either queued or refused with `QueueFull`, and counted either way.
+/// The capacity units a step settles: with `queue_capacity` 1 and one request held, a
+/// submit races the step that admits that request and gives its unit back. The submit is
+/// queued (it took the unit returned) or refused with `QueueFull` (it came first), and
+/// counted either way; the class never holds more than its capacity.
 #[test]
-fn capacity_hint_racing_the_step_that_publishes_it() {
+fn capacity_units_racing_the_step_that_returns_them() {
     model(|| {
         let clock = ManualClock::new(Timestamp::ZERO);
         let mut cfg = config();
@@ -242,19 +250,64 @@ fn capacity_hint_racing_the_step_that_publishes_it() {
         api.submit(RequestSpec::new(1, Class::LOW, 16, 4)).unwrap();
         let api2 = api.clone();
         let t = thread::spawn(move || api2.submit(RequestSpec::new(2, Class::LOW, 16, 4)));
+        let one = Budget {
+            max_num_seqs: 1,
+            ..budget()
+        };
+        let d = sched.step(clock.now(), &one).unwrap();
+        assert_eq!(d.admitted.len(), 1);
+        let r = t.join().unwrap();
+        sched.step(clock.now(), &one).unwrap();
+        match r {
+            Ok(_) => assert_eq!(sched.waiting(), 1, "queued in the unit the step returned"),
+            Err(SubmitError::QueueFull { capacity: 1, .. }) => assert_eq!(sched.waiting(), 0),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(sched.conservation().is_balanced());
+        sched.check_invariants().unwrap();
+    });
+}
+
+/// A cancel with a handle whose request finishes, and whose slot is then freed and reused by
+/// a new submit, racing all of it: the cancel applies to the old request (its outcome is
+/// `cancelled`) or answers `NotFound`; the new request in the same slot is never touched.
+#[test]
+fn stale_cancel_racing_finish_and_reuse() {
+    model(|| {
+        let (mut sched, api, clock) = new();
+        let old = api.submit(RequestSpec::new(1, Class::HIGH, 16, 1)).unwrap();
+        let d = sched.step(clock.now(), &budget()).unwrap();
+        assert_eq!(d.admitted[0].handle, old);
+        let api2 = api.clone();
+        let t = thread::spawn(move || api2.cancel(old));
+        sched.on_progress(old, clock.now(), 16, 1).unwrap();
+        let first = sched
+            .on_finished(old, clock.now(), FinishReason::Length)
+            .unwrap();
         let no_room = Budget {
             max_num_seqs: 0,
             ..budget()
         };
-        sched.step(clock.now(), &no_room).unwrap();
-        let r = t.join().unwrap();
-        sched.step(clock.now(), &no_room).unwrap();
-        match r {
-            Ok(_) => assert_eq!(sched.waiting(), 2, "landed before the depth was published"),
-            Err(SubmitError::QueueFull { .. }) => assert_eq!(sched.waiting(), 1),
-            Err(e) => panic!("unexpected {e}"),
+        sched.step(clock.now(), &no_room).unwrap(); // frees the slot to producers
+        let new = api.submit(RequestSpec::new(2, Class::HIGH, 16, 1)).unwrap();
+        assert_eq!(new.index(), old.index(), "the slot is reused");
+        let cancel = t.join().unwrap();
+        let d = sched.step(clock.now(), &no_room).unwrap();
+        assert!(
+            d.cancelled.is_empty() && d.aborted.is_empty(),
+            "the new request is untouched"
+        );
+        match cancel {
+            Ok(CancelOutcome::WasRunning) => assert_eq!(first, Outcome::Cancelled),
+            Err(ControlError::NotFound(h)) => {
+                assert_eq!(h, old);
+                assert_eq!(first, Outcome::Finished);
+            }
+            other => panic!("unexpected {other:?}"),
         }
+        assert_eq!(sched.waiting(), 1);
         assert!(sched.conservation().is_balanced());
+        sched.check_invariants().unwrap();
     });
 }
 
@@ -321,5 +374,24 @@ fn propose_racing_the_step_that_takes_it() {
             sched.config_handle().last_result()
         );
         assert_eq!(sched.config().max_wait_ms, config().max_wait_ms + 1);
+    });
+}
+
+/// A refusal racing a read of the counters: `conservation` never shows more refused than
+/// submitted (it reads `refused` first, with Acquire, which pairs with the refusal's
+/// Release increment, sequenced after its `submitted` increment).
+#[test]
+fn a_refusal_racing_a_conservation_read() {
+    model(|| {
+        let (sched, api, _clock) = new();
+        let t = thread::spawn(move || api.submit(RequestSpec::new(1, Class::LOW, 0, 4)));
+        let c = sched.conservation();
+        assert!(c.refused <= c.submitted, "{c}");
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(SubmitError::ZeroPromptTokens(_))
+        ));
+        let c = sched.conservation();
+        assert_eq!((c.submitted, c.refused), (1, 1));
     });
 }

@@ -9,7 +9,7 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
 echo "loom: LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS"
-for model in loom_ring loom_ticket loom_ingress; do
+for model in loom_ingress loom_lockfree; do
   start=$(date +%s%N)
   cargo test --release -p triage --test "$model" -- --test-threads=1
   end=$(date +%s%N)

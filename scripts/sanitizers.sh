@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Undefined behaviour and data races, on a nightly toolchain:
-#   * Miri: the library's unit tests of the unsafe and atomic code (ring, ticket, id index)
+#   * Miri: the library's unit tests of the unsafe and atomic code (request table, ingress
+#     queue, capacity counter)
 #     and a few small integration tests through the public API (ingress, cancel racing a
 #     step, hand-off).
 #   * ThreadSanitizer: the concurrency soak (tests/soak.rs), std rebuilt with TSan.
 # Installs nothing unless SANITIZERS_INSTALL=1 (then: rustup toolchain install nightly
 # --profile minimal --component miri,rust-src). Without a nightly with Miri it says so and
 # exits 0. SANITIZERS picks the parts (default "miri miri-api miri-soak tsan"): `miri` (the
-# unit tests of the ring, ticket and id index, about a second after the build; what CI runs),
+# unit tests of the request table, ingress queue and capacity counter; what CI runs),
 # `miri-api` (small integration tests through the public API, ~17 min), `miri-soak` (the soak,
 # 300 API ops), `tsan`. MIRI_TARGET_DIR / TSAN_TARGET_DIR move the build directories (e.g. out of
 # a fresh CI clone, so the dependencies are not rebuilt on every run).
@@ -28,13 +29,13 @@ if [[ " $what " == *" miri "* ]]; then
   export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
   start=$(date +%s)
   export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-target/miri}"
-  # The unsafe and atomic code only: the ring, the ticket, the id index (the SLO and config
-  # unit tests are plain safe code and take minutes under Miri).
-  cargo +nightly miri test -p triage --lib -- ingress:: ticket::
+  # The unsafe and atomic code only: the request table, the ingress queue, the capacity
+  # counter (the SLO and config unit tests are plain safe code and take minutes under Miri).
+  cargo +nightly miri test -p triage --lib -- ingress::
   echo "miri: done in $(( $(date +%s) - start )) s"
 fi
 if [[ " $what " == *" miri-api "* ]]; then
-  # Small public-API tests: submit/drain through the rings, cancel/reprioritize notices,
+  # Small public-API tests: submit/drain through the ingress queues, cancel/reprioritize notices,
   # cancel racing admission, close racing submits (a thread), hand-off. About 17 minutes:
   # every scheduler builds its SLO histograms, which Miri interprets slowly.
   echo "== miri-api: $(cargo +nightly miri --version)"

@@ -20,11 +20,15 @@ pub struct ClassConfig {
     /// `None` for the top class, or to never promote out of this class.
     #[serde(default)]
     pub promote_after_ms: Option<u64>,
-    /// Slots of this class's ring in each ingress shard: a power of two from
-    /// [`ClassConfig::MIN_RING_CAPACITY`] to [`ClassConfig::MAX_RING_CAPACITY`].
+    /// Accepted from configurations written for bounded ingress rings: still validated (a
+    /// power of two from [`ClassConfig::MIN_RING_CAPACITY`] to
+    /// [`ClassConfig::MAX_RING_CAPACITY`]) and otherwise unused. Ingress queues are
+    /// unbounded; `queue_capacity` is what bounds a class.
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: usize,
-    /// Most requests of this class waiting at once; submits past it get `QueueFull`.
+    /// Most requests of this class waiting or submitted since the last step, at once;
+    /// submits past it get `QueueFull`. Exact: a burst of up to this many submits between
+    /// two steps is accepted (when none are waiting), and never one more.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// What deadline order does with a waiting request of this class that can no longer
@@ -224,6 +228,12 @@ pub struct SchedulerConfig {
     pub slo: SloConfig,
     /// Fairness between tenants inside each class (off by default).
     pub fairness: FairnessConfig,
+    /// Keep an index of held requests by the engine's id (off by default): enables
+    /// [`crate::Submitter::lookup`] and refuses a submit whose id is already held
+    /// (`DuplicateId`). It costs a lock and a map insert per submit; without it requests
+    /// are named only by the [`crate::RequestHandle`] that `submit` returns, and ids are
+    /// the engine's business.
+    pub id_index: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -259,6 +269,7 @@ impl Default for SchedulerConfig {
             engine: EngineLimits::default(),
             slo: SloConfig::for_classes(3),
             fairness: FairnessConfig::default(),
+            id_index: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::budget::Short;
 use crate::class::Class;
 use crate::error::ReloadError;
+use crate::ingress::RequestHandle;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -13,6 +14,11 @@ use std::time::Duration;
 pub struct Admitted {
     /// The request.
     pub id: RequestId,
+    /// Its handle, for the engine's callbacks ([`crate::Scheduler::on_progress`],
+    /// [`crate::Scheduler::on_finished`]).
+    pub handle: RequestHandle,
+    /// When it was submitted (stamped by the scheduler's clock).
+    pub arrival: Timestamp,
     /// Its base class.
     pub class: Class,
     /// The class it was served from (higher than `class` if it aged).
@@ -44,6 +50,8 @@ pub struct Admitted {
 pub struct Scheduled {
     /// The request.
     pub id: RequestId,
+    /// Its handle.
+    pub handle: RequestHandle,
     /// Tokens to process in this iteration.
     pub tokens: u32,
     /// A prefill chunk (the request's prefill target is not computed yet): report it with

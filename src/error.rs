@@ -2,6 +2,7 @@
 //! leaves the scheduler's state unchanged.
 
 pub use crate::class::ClassError;
+use crate::ingress::RequestHandle;
 use crate::request::RequestId;
 pub use crate::time::ClockWentBackwards;
 use std::fmt;
@@ -98,23 +99,38 @@ impl fmt::Display for SubmitError {
 
 impl std::error::Error for SubmitError {}
 
-/// Why a cancel or reprioritize was refused.
+/// Why a cancel, reprioritize or id look-up was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlError {
-    /// The scheduler holds no request with this id (never submitted, or already ended).
-    NotFound(RequestId),
+    /// The handle names no request the scheduler holds: the request ended (its handle is
+    /// stale) or the handle never came from this scheduler.
+    NotFound(RequestHandle),
     /// The request has already been cancelled.
-    AlreadyCancelled(RequestId),
+    AlreadyCancelled(RequestHandle),
     /// The target class does not exist.
     Class(ClassError),
+    /// [`crate::Submitter::lookup`]: no held request has this id.
+    UnknownId(RequestId),
+    /// [`crate::Submitter::lookup`] needs `id_index = true` in the configuration.
+    NoIdIndex,
 }
 
 impl fmt::Display for ControlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ControlError::NotFound(id) => write!(f, "{id} is not held by the scheduler"),
-            ControlError::AlreadyCancelled(id) => write!(f, "{id} is already cancelled"),
+            ControlError::NotFound(h) => {
+                write!(
+                    f,
+                    "{h} names no request the scheduler holds (ended, or not ours)"
+                )
+            }
+            ControlError::AlreadyCancelled(h) => write!(f, "{h} is already cancelled"),
             ControlError::Class(e) => write!(f, "{e}"),
+            ControlError::UnknownId(id) => write!(f, "{id} is not held by the scheduler"),
+            ControlError::NoIdIndex => write!(
+                f,
+                "look-up by id needs the id index: set `id_index = true` in the configuration"
+            ),
         }
     }
 }
@@ -124,8 +140,8 @@ impl std::error::Error for ControlError {}
 /// Why an engine callback (progress or finish) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgressError {
-    /// The request is not running (unknown, waiting, or already ended).
-    NotRunning(RequestId),
+    /// The handle names no running request (it is waiting, ended, or not ours).
+    NotRunning(RequestHandle),
     /// More prompt tokens reported computed than the request has left to prefill.
     PrefillOverrun {
         /// The request.
@@ -151,7 +167,7 @@ pub enum ProgressError {
 impl fmt::Display for ProgressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProgressError::NotRunning(id) => write!(f, "{id} is not running"),
+            ProgressError::NotRunning(h) => write!(f, "{h} names no running request"),
             ProgressError::PrefillOverrun {
                 id,
                 reported,

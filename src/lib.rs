@@ -77,7 +77,6 @@ mod scheduler;
 mod slo;
 mod sync;
 pub mod telemetry;
-mod ticket;
 mod time;
 mod waiting;
 
@@ -99,7 +98,7 @@ pub use error::{
 pub use fair::{
     FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT, MAX_TOKEN_WEIGHT_RATIO, MAX_WEIGHT_RATIO,
 };
-pub use ingress::{CancelOutcome, Submitter};
+pub use ingress::{CancelOutcome, RequestHandle, Submitter};
 pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, Scheduler};
 pub use slo::{
@@ -114,13 +113,16 @@ pub use waiting::{WaitingError, WaitingOptions, WaitingQueue};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
-/// Internals exposed only to the loom models (`--cfg loom`), which drive the ring and the
-/// per-request ticket directly.
-#[cfg(loom)]
+/// The lock-free request table and intrusive ingress queue under [`Submitter`], exposed
+/// for the loom models and the `lockfree_push` bench. Not a stable API.
 #[doc(hidden)]
-pub mod loom_internals {
-    pub use crate::ingress::ring::{PushError, Ring};
-    pub use crate::ticket::{Ticket, CANCEL_QUEUED, CANCEL_RUNNING, DONE, QUEUED, RUNNING};
+pub mod lockfree {
+    pub use crate::ingress::capacity::ClassCount;
+    pub use crate::ingress::mpsc::{queue, Closed, Consumer, Pop, Producer};
+    pub use crate::ingress::table::{
+        Changed, Entry, FreeBatch, RequestHandle, Reserved, Table, TableFull, TicketError,
+        CANCEL_QUEUED, CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
+    };
 }
 
 /// The example loop of `docs/engine.md`, run as a doctest so that the document stays true.

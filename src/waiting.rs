@@ -11,8 +11,6 @@ use crate::hash::FastMap;
 use crate::queue::slab::{Entry, Slab};
 use crate::queue::{Candidate, WaitQueue};
 use crate::request::{RequestId, RequestSpec};
-use crate::sync::Arc;
-use crate::ticket::Ticket;
 use crate::time::Timestamp;
 use std::cmp::Ordering;
 use std::fmt;
@@ -204,8 +202,6 @@ pub struct WaitingQueue<T> {
     ids: U64Map<u32>,
     /// Requests by arrival (ns), for the tie-break among equal arrivals.
     ties: U64Map<Tie>,
-    /// Every entry shares this ticket; the wait queue never reads it.
-    ticket: Arc<Ticket>,
     max_wait: Duration,
     now: Timestamp,
     /// The request the last `peek` found, while it is still the next one: nothing was
@@ -238,7 +234,6 @@ impl<T: Ord> WaitingQueue<T> {
             slots: Vec::new(),
             ids: U64Map::default(),
             ties: U64Map::default(),
-            ticket: Arc::new(Ticket::new(RequestId(0))),
             now: Timestamp::ZERO,
             peeked: None,
         })
@@ -527,7 +522,7 @@ impl<T: Ord> WaitingQueue<T> {
         self.advance(now);
         self.peeked = None;
         let key = self.slab.insert(Entry::new(
-            Arc::clone(&self.ticket),
+            crate::ingress::table::Entry::detached(),
             RequestSpec::new(MID_LABEL, class, 0, 0),
             arrival,
         ));

@@ -9,6 +9,7 @@ fn submit_refusals_are_typed_and_counted() {
     let mut cfg = no_aging();
     cfg.engine.total_blocks = 100; // 99 usable with the 1% watermark
     cfg.engine.max_model_len = 4096;
+    cfg.id_index = true; // duplicate ids are refused only with the id index
     let mut h = Harness::new(cfg);
     let submit = |spec| h.api.submit(spec);
     assert_eq!(
@@ -62,6 +63,28 @@ fn submit_refusals_are_typed_and_counted() {
     assert_eq!(h.sched.class_counters(Class::LOW).refused, 5);
 }
 
+/// Without the id index (the default), ids are the engine's business: a second request
+/// with an id still held is accepted, and each is named by its own handle.
+#[test]
+fn duplicate_ids_are_accepted_without_the_id_index() {
+    let mut h = Harness::new(no_aging());
+    let first = h
+        .api
+        .submit(RequestSpec::new(1, Class::LOW, 16, 4))
+        .unwrap();
+    let second = h
+        .api
+        .submit(RequestSpec::new(1, Class::HIGH, 16, 4))
+        .unwrap();
+    assert_ne!(first, second);
+    assert_eq!(h.api.lookup(RequestId(1)), Err(ControlError::NoIdIndex));
+    let d = h.step(budget(8, 4096, 7000));
+    let admitted: Vec<_> = d.admitted.iter().map(|a| (a.id, a.handle)).collect();
+    assert_eq!(admitted, [(RequestId(1), second), (RequestId(1), first)]);
+    let c = h.sched.conservation();
+    assert_eq!((c.submitted, c.refused, c.running), (2, 0, 2), "{c}");
+}
+
 #[test]
 fn errors_read_well() {
     let e = SubmitError::QueueFull {
@@ -100,12 +123,19 @@ fn class_parsing_from_api_metadata() {
     ));
 }
 
+/// A class's `queue_capacity` bounds the requests submitted since the last step as well
+/// as those waiting: the submit past it is refused at once, naming the class and its
+/// capacity, before any step (the ring size bounds nothing: the smallest accepted here).
 #[test]
-fn full_ring_is_an_immediate_queue_full_naming_the_class() {
+fn full_class_queue_is_an_immediate_queue_full_naming_the_class() {
     let mut cfg = no_aging();
     cfg.shards = 1;
-    cfg.classes[2].ring_capacity = 4;
-    let h = Harness::new(cfg);
+    cfg.id_index = true; // so that the refused id can be seen to be free again
+    for class in &mut cfg.classes {
+        class.ring_capacity = ClassConfig::MIN_RING_CAPACITY;
+    }
+    cfg.classes[2].queue_capacity = 4;
+    let mut h = Harness::new(cfg);
     for id in 0..4 {
         h.submit(id, Class::LOW, 16, 4);
     }
@@ -116,8 +146,9 @@ fn full_ring_is_an_immediate_queue_full_naming_the_class() {
             capacity: 4
         })
     );
-    // Other classes have their own rings; the refused id is free again.
+    // Other classes have their own capacity; the refused id is free again.
     h.submit(9, Class::HIGH, 16, 4);
+    assert_eq!(h.api.lookup(RequestId(9)), Ok(h.handle(9)));
 }
 
 #[test]
@@ -128,77 +159,103 @@ fn queue_capacity_refuses_past_it_after_a_step_publishes_the_depth() {
     for id in 0..3 {
         h.submit(id, Class::MEDIUM, 16, 4);
     }
+    let full = Err(SubmitError::QueueFull {
+        class: "MEDIUM".into(),
+        capacity: 3,
+    });
+    // Submitted since the last step: they count before any step.
+    assert_eq!(
+        h.api.submit(RequestSpec::new(4, Class::MEDIUM, 16, 4)),
+        full
+    );
+    // Waiting as of the last step: they still count.
     h.step(budget(0, 4096, 7000));
-    assert!(matches!(
+    assert_eq!(
         h.api.submit(RequestSpec::new(5, Class::MEDIUM, 16, 4)),
-        Err(SubmitError::QueueFull { .. })
-    ));
+        full
+    );
     h.submit(6, Class::LOW, 16, 4);
+    // An admission frees its place for later submits, one and no more.
+    let d = h.step(budget(1, 4096, 7000));
+    assert_eq!(ids(&d.admitted), vec![0]);
+    h.submit(7, Class::MEDIUM, 16, 4);
+    assert_eq!(
+        h.api.submit(RequestSpec::new(8, Class::MEDIUM, 16, 4)),
+        full
+    );
 }
 
 #[test]
 fn control_calls_on_unknown_requests_and_classes() {
-    let h = Harness::new(no_aging());
+    let mut h = Harness::new(no_aging());
+    let [unknown, _] = foreign_handles();
+    assert_eq!(h.api.cancel(unknown), Err(ControlError::NotFound(unknown)));
     assert_eq!(
-        h.api.cancel(RequestId(42)),
-        Err(ControlError::NotFound(RequestId(42)))
+        h.api.reprioritize(unknown, Class::LOW),
+        Err(ControlError::NotFound(unknown))
     );
-    assert_eq!(
-        h.api.reprioritize(RequestId(42), Class::LOW),
-        Err(ControlError::NotFound(RequestId(42)))
-    );
-    h.submit(1, Class::LOW, 16, 4);
+    let one = h.submit(1, Class::LOW, 16, 4);
     assert!(matches!(
-        h.api.reprioritize(RequestId(1), Class::from_index(7)),
+        h.api.reprioritize(one, Class::from_index(7)),
         Err(ControlError::Class(_))
     ));
+    // A handle goes stale when its request ends.
+    assert_eq!(h.api.cancel(one), Ok(CancelOutcome::WasWaiting));
+    h.step(budget(8, 4096, 7000));
+    assert_eq!(h.api.cancel(one), Err(ControlError::NotFound(one)));
+    assert_eq!(
+        h.api.reprioritize(one, Class::HIGH),
+        Err(ControlError::NotFound(one))
+    );
+    // Look-up by id needs the id index.
+    assert_eq!(h.api.lookup(RequestId(1)), Err(ControlError::NoIdIndex));
 }
 
 #[test]
 fn engine_callbacks_refuse_impossible_progress() {
     let mut h = Harness::new(no_aging());
     let now = h.clock.now();
+    let [unknown, _] = foreign_handles();
     assert_eq!(
-        h.sched.on_progress(RequestId(1), now, 1, 0),
-        Err(ProgressError::NotRunning(RequestId(1)))
+        h.sched.on_progress(unknown, now, 1, 0),
+        Err(ProgressError::NotRunning(unknown))
     );
     assert_eq!(
-        h.sched.on_finished(RequestId(1), now, FinishReason::Stop),
-        Err(ProgressError::NotRunning(RequestId(1)))
+        h.sched.on_finished(unknown, now, FinishReason::Stop),
+        Err(ProgressError::NotRunning(unknown))
     );
-    h.submit(1, Class::LOW, 100, 2);
-    h.submit(2, Class::LOW, 100, 2);
+    let one = h.submit(1, Class::LOW, 100, 2);
+    let two = h.submit(2, Class::LOW, 100, 2);
     let d = h.step(budget(1, 4096, 7000));
     assert_eq!(ids(&d.admitted), vec![1]);
+    assert_eq!(d.admitted[0].handle, one);
     assert_eq!(
-        h.sched.on_progress(RequestId(2), now, 1, 0),
-        Err(ProgressError::NotRunning(RequestId(2))),
+        h.sched.on_progress(two, now, 1, 0),
+        Err(ProgressError::NotRunning(two)),
         "waiting is not running"
     );
     assert!(matches!(
-        h.sched.on_progress(RequestId(1), now, 101, 0),
+        h.sched.on_progress(one, now, 101, 0),
         Err(ProgressError::PrefillOverrun { .. })
     ));
     assert!(
         matches!(
-            h.sched.on_progress(RequestId(1), now, 50, 1),
+            h.sched.on_progress(one, now, 50, 1),
             Err(ProgressError::OutputOverrun { .. })
         ),
         "output before prefill done"
     );
-    h.sched.on_progress(RequestId(1), now, 100, 1).unwrap();
-    h.sched.on_progress(RequestId(1), now, 1, 1).unwrap();
+    h.sched.on_progress(one, now, 100, 1).unwrap();
+    h.sched.on_progress(one, now, 1, 1).unwrap();
     assert!(matches!(
-        h.sched.on_progress(RequestId(1), now, 1, 1),
+        h.sched.on_progress(one, now, 1, 1),
         Err(ProgressError::OutputOverrun { generated: 3, .. })
     ));
-    assert_eq!(h.sched.first_token_at(RequestId(1)), Some(now));
+    assert_eq!(h.sched.first_token_at(one), Some(now));
     h.advance(ms(5));
-    h.sched
-        .on_progress(RequestId(1), h.clock.now(), 0, 0)
-        .unwrap();
+    h.sched.on_progress(one, h.clock.now(), 0, 0).unwrap();
     assert_eq!(
-        h.sched.on_progress(RequestId(1), now, 0, 0),
+        h.sched.on_progress(one, now, 0, 0),
         Err(ProgressError::TimeWentBackwards(RequestId(1)))
     );
     h.sched.check_invariants().unwrap();

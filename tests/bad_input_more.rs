@@ -26,9 +26,13 @@ fn only_refused(before: State, after: State, n: u64) {
 }
 
 /// A harness with one running request (1), one waiting (2), one finished (3), one
-/// cancelled while waiting and reaped (4), and one cancelled but not yet reaped (5).
+/// cancelled while waiting and reaped (4), and one cancelled but not yet reaped (5); the id
+/// index is on, so held ids are refused as duplicates and can be looked up.
 fn populated() -> Harness {
-    let mut h = Harness::new(no_aging());
+    let mut h = Harness::new(SchedulerConfig {
+        id_index: true,
+        ..no_aging()
+    });
     h.submit(1, Class::HIGH, 100, 4);
     h.submit(3, Class::HIGH, 16, 1);
     let d = h.step(budget(2, 4096, 7000));
@@ -40,10 +44,10 @@ fn populated() -> Harness {
     h.submit(4, Class::LOW, 16, 4);
     // One slot, taken by request 1: nothing else starts (LOW cannot preempt HIGH).
     h.step(budget(1, 4096, 7000));
-    h.api.cancel(RequestId(4)).unwrap();
+    h.api.cancel(h.handle(4)).unwrap();
     h.step(budget(1, 4096, 7000));
     h.submit(5, Class::MEDIUM, 16, 4);
-    h.api.cancel(RequestId(5)).unwrap();
+    h.api.cancel(h.handle(5)).unwrap();
     h
 }
 
@@ -52,12 +56,13 @@ fn submit_refuses_every_invalid_request_with_a_typed_error_and_no_effect() {
     let mut cfg = no_aging();
     cfg.engine.total_blocks = 100; // 99 usable with the 1% watermark
     cfg.engine.max_model_len = 2000;
+    cfg.id_index = true; // duplicate ids are refused only with the id index
     let mut h = Harness::new(cfg);
     h.submit(10, Class::LOW, 16, 4);
     h.submit(11, Class::HIGH, 16, 4);
     h.step(budget(1, 4096, 100)); // 11 runs, 10 waits
-    h.submit(12, Class::MEDIUM, 16, 4); // in the ring
-    h.api.cancel(RequestId(12)).unwrap(); // cancelled, not reaped: id still held
+    h.submit(12, Class::MEDIUM, 16, 4); // in ingress
+    h.api.cancel(h.handle(12)).unwrap(); // cancelled, not reaped: id still held
     let id = RequestId(1);
     let cases: Vec<(RequestSpec, SubmitError)> = vec![
         (
@@ -150,7 +155,7 @@ fn submit_refuses_every_invalid_request_with_a_typed_error_and_no_effect() {
     );
     assert_eq!(d.cancelled, vec![RequestId(12)]);
     assert_eq!(h.sched.waiting(), 2);
-    let big = Harness::new(no_aging());
+    let mut big = Harness::new(no_aging());
     let max_len = big.sched.config().engine.max_model_len;
     big.submit(1, Class::LOW, max_len - 1, 1);
 }
@@ -174,7 +179,7 @@ fn submit_after_close_and_after_drop_is_refused() {
     );
     only_refused(before, state(&h), 3);
     // Cancel and reprioritize still work on held requests after a close.
-    assert_eq!(h.api.cancel(RequestId(2)), Ok(CancelOutcome::WasWaiting));
+    assert_eq!(h.api.cancel(h.handle(2)), Ok(CancelOutcome::WasWaiting));
     let Harness { sched, api, .. } = h;
     drop(sched);
     assert_eq!(
@@ -186,29 +191,42 @@ fn submit_after_close_and_after_drop_is_refused() {
 #[test]
 fn cancel_refuses_unknown_ended_and_already_cancelled_ids() {
     let h = populated();
-    for (id, want) in [
-        (0, ControlError::NotFound(RequestId(0))), // never submitted
-        (u64::MAX, ControlError::NotFound(RequestId(u64::MAX))),
-        (3, ControlError::NotFound(RequestId(3))), // finished
-        (4, ControlError::NotFound(RequestId(4))), // cancelled and reaped
-        (5, ControlError::AlreadyCancelled(RequestId(5))),
+    let [foreign, far] = foreign_handles();
+    for (handle, want) in [
+        (foreign, ControlError::NotFound(foreign)), // never issued by this scheduler
+        (far, ControlError::NotFound(far)),
+        (h.handle(3), ControlError::NotFound(h.handle(3))), // finished: stale
+        (h.handle(4), ControlError::NotFound(h.handle(4))), // cancelled and reaped: stale
+        (h.handle(5), ControlError::AlreadyCancelled(h.handle(5))),
     ] {
         let before = state(&h);
-        assert_eq!(h.api.cancel(RequestId(id)), Err(want.clone()));
+        assert_eq!(h.api.cancel(handle), Err(want.clone()));
         assert_eq!(state(&h), before);
         assert!(!want.to_string().is_empty());
     }
+    // By id, through the index: ids never submitted or ended are unknown; a cancelled
+    // request not yet reaped is still held.
+    let before = state(&h);
+    for id in [0, u64::MAX, 3, 4] {
+        assert_eq!(
+            h.api.lookup(RequestId(id)),
+            Err(ControlError::UnknownId(RequestId(id)))
+        );
+    }
+    assert_eq!(h.api.lookup(RequestId(5)), Ok(h.handle(5)));
+    assert_eq!(state(&h), before);
 }
 
 #[test]
 fn reprioritize_refuses_unknown_classes_and_ids() {
     let mut h = populated();
     let before = state(&h);
+    let [foreign, _] = foreign_handles();
     for class in [3u8, 7, 8, 255] {
-        for id in [1, 2, 999] {
-            // The class is checked first, whatever the id.
+        for handle in [h.handle(1), h.handle(2), foreign] {
+            // The class is checked first, whatever the handle.
             assert_eq!(
-                h.api.reprioritize(RequestId(id), Class::from_index(class)),
+                h.api.reprioritize(handle, Class::from_index(class)),
                 Err(ControlError::Class(ClassError::UnknownIndex {
                     index: class,
                     classes: 3
@@ -216,13 +234,13 @@ fn reprioritize_refuses_unknown_classes_and_ids() {
             );
         }
     }
-    for (id, want) in [
-        (999, ControlError::NotFound(RequestId(999))),
-        (3, ControlError::NotFound(RequestId(3))),
-        (4, ControlError::NotFound(RequestId(4))),
-        (5, ControlError::AlreadyCancelled(RequestId(5))),
+    for (handle, want) in [
+        (foreign, ControlError::NotFound(foreign)),
+        (h.handle(3), ControlError::NotFound(h.handle(3))),
+        (h.handle(4), ControlError::NotFound(h.handle(4))),
+        (h.handle(5), ControlError::AlreadyCancelled(h.handle(5))),
     ] {
-        assert_eq!(h.api.reprioritize(RequestId(id), Class::HIGH), Err(want));
+        assert_eq!(h.api.reprioritize(handle, Class::HIGH), Err(want));
     }
     assert_eq!(state(&h), before);
     // The refused class changes really changed nothing: request 2 is still LOW.
@@ -235,22 +253,30 @@ fn reprioritize_refuses_unknown_classes_and_ids() {
 fn engine_callbacks_refuse_every_impossible_report() {
     let mut h = populated();
     let now = h.clock.now();
-    let not_running = |id| ProgressError::NotRunning(RequestId(id));
+    let not_running = ProgressError::NotRunning;
+    let [foreign, far] = foreign_handles();
     // Unknown, waiting, finished, reaped, cancelled-but-waiting.
-    for id in [0, u64::MAX, 2, 3, 4, 5] {
+    for handle in [
+        foreign,
+        far,
+        h.handle(2),
+        h.handle(3),
+        h.handle(4),
+        h.handle(5),
+    ] {
         let before = state(&h);
         assert_eq!(
-            h.sched.on_progress(RequestId(id), now, 1, 1),
-            Err(not_running(id))
+            h.sched.on_progress(handle, now, 1, 1),
+            Err(not_running(handle))
         );
         assert_eq!(
-            h.sched.on_finished(RequestId(id), now, FinishReason::Error),
-            Err(not_running(id))
+            h.sched.on_finished(handle, now, FinishReason::Error),
+            Err(not_running(handle))
         );
         assert_eq!(state(&h), before);
     }
     // Request 1 is running: prompt 100 prefilled, 1 of 4 tokens generated.
-    let one = RequestId(1);
+    let (one, one_id) = (h.handle(1), RequestId(1));
     let before = state(&h);
     let bad = [
         (u32::MAX, 0),
@@ -269,7 +295,7 @@ fn engine_callbacks_refuse_every_impossible_report() {
             matches!(
                 e,
                 ProgressError::PrefillOverrun { id, .. } | ProgressError::OutputOverrun { id, .. }
-                    if id == one
+                    if id == one_id
             ),
             "({computed}, {new_output}): {e}"
         );
@@ -280,11 +306,11 @@ fn engine_callbacks_refuse_every_impossible_report() {
     for t in [Timestamp::ZERO, Timestamp(h.clock.now().0 - 1)] {
         assert_eq!(
             h.sched.on_progress(one, t, 0, 0),
-            Err(ProgressError::TimeWentBackwards(one))
+            Err(ProgressError::TimeWentBackwards(one_id))
         );
         assert_eq!(
             h.sched.on_finished(one, t, FinishReason::Stop),
-            Err(ProgressError::TimeWentBackwards(one))
+            Err(ProgressError::TimeWentBackwards(one_id))
         );
     }
     assert_eq!(state(&h), before);
@@ -297,7 +323,7 @@ fn engine_callbacks_refuse_every_impossible_report() {
     assert_eq!(
         h.sched
             .on_finished(one, h.clock.now(), FinishReason::Length),
-        Err(not_running(1)),
+        Err(not_running(one)),
         "finishing twice"
     );
 }
@@ -308,7 +334,7 @@ fn step_refuses_impossible_budgets_and_times_and_takes_extreme_valid_ones() {
     h.advance(ms(10));
     h.step(budget(8, 4096, 7000));
     let last = h.clock.now();
-    h.submit(6, Class::LOW, 16, 4); // in the ring: must stay there on a refused step
+    h.submit(6, Class::LOW, 16, 4); // in ingress: must stay there on a refused step
     let before = state(&h);
     for free in [7451, u32::MAX] {
         assert_eq!(
@@ -379,7 +405,14 @@ fn lookups_with_unknown_classes_and_ids_answer_without_panicking() {
         assert!(h.sched.classes().check(c).is_err());
         assert_eq!(h.sched.classes().name(c), "<unknown>");
     }
-    assert_eq!(h.sched.first_token_at(RequestId(12345)), None);
+    let [foreign, far] = foreign_handles();
+    assert_eq!(h.sched.first_token_at(foreign), None);
+    assert_eq!(h.sched.first_token_at(far), None);
+    assert_eq!(h.sched.first_token_at(h.handle(3)), None, "ended: stale");
+    assert_eq!(
+        h.api.lookup(RequestId(12345)),
+        Err(ControlError::UnknownId(RequestId(12345)))
+    );
     let classes = h.api.classes();
     for name in ["", "   ", "HIGHEST", "hígh", "\0", &"x".repeat(100_000)] {
         assert!(matches!(

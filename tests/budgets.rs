@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use triage::*;
 
-fn five_of_300(h: &Harness) {
+fn five_of_300(h: &mut Harness) {
     for id in 0..5 {
         h.submit(id, Class::MEDIUM, 300, 1);
     }
@@ -17,7 +17,7 @@ fn token_budget_admits_exactly_three_of_five_300_token_prompts() {
     cfg.chunked_prefill = false;
     cfg.backfill_lookahead = 0;
     let mut h = Harness::new(cfg);
-    five_of_300(&h);
+    five_of_300(&mut h);
     let d = h.step(budget(256, 1000, 7000));
     assert_eq!(ids(&d.admitted), vec![0, 1, 2]);
     assert_eq!(d.total_tokens(), 900);
@@ -29,7 +29,7 @@ fn kv_budget_admits_exactly_three_when_blocks_hold_1000_tokens() {
     let mut cfg = no_aging();
     cfg.engine.watermark = 0.0;
     let mut h = Harness::new(cfg);
-    five_of_300(&h);
+    five_of_300(&mut h);
     // 62 blocks of 16 = 992 tokens; each 300-token prompt needs 19 blocks.
     let d = h.step(budget(256, 8192, 62));
     assert_eq!(ids(&d.admitted), vec![0, 1, 2]);
@@ -43,7 +43,7 @@ fn watermark_is_kept_free_for_admissions() {
     cfg.engine.total_blocks = 1000;
     cfg.engine.watermark = 0.05; // 50 blocks
     let mut h = Harness::new(cfg);
-    five_of_300(&h);
+    five_of_300(&mut h);
     // 19 blocks each: 107 free - 50 watermark leaves room for 3 (57), not 4 (76).
     let d = h.step(budget(256, 8192, 107));
     assert_eq!(d.admitted.len(), 3);
@@ -52,7 +52,7 @@ fn watermark_is_kept_free_for_admissions() {
 #[test]
 fn seq_budget_counts_running_requests() {
     let mut h = Harness::new(no_aging());
-    five_of_300(&h);
+    five_of_300(&mut h);
     let d = h.step(budget(2, 8192, 7000));
     assert_eq!(d.admitted.len(), 2);
     let d = h.step(budget(3, 8192, 7000));
@@ -62,7 +62,7 @@ fn seq_budget_counts_running_requests() {
 #[test]
 fn chunked_prefill_splits_the_last_prompt_and_continues_it() {
     let mut h = Harness::new(no_aging());
-    five_of_300(&h);
+    five_of_300(&mut h);
     let d = h.step(budget(256, 1000, 7000));
     assert_eq!(ids(&d.admitted), vec![0, 1, 2, 3]);
     assert_eq!(d.admitted[3].prefill_tokens, 100);
@@ -71,7 +71,7 @@ fn chunked_prefill_splits_the_last_prompt_and_continues_it() {
         h.prefill(a);
     }
     h.sched
-        .on_progress(RequestId(3), h.clock.now(), 100, 0)
+        .on_progress(h.handle(3), h.clock.now(), 100, 0)
         .unwrap();
     let d = h.step(budget(256, 1000, 7000));
     // Three decode tokens, then request 3's remaining 200 prompt tokens, then request 4.
@@ -172,7 +172,7 @@ fn long_mixed_run(order: QueueOrder, total_blocks: u32) -> MixedRun {
             blocks_now += a.blocks;
         }
         // Apply the iteration: prefill chunks and decode tokens.
-        for (id, tokens) in work(&d) {
+        for (id, handle, tokens) in work(&d) {
             let v = held.get_mut(&id).unwrap();
             v.1 += tokens;
             let needed = v.1.div_ceil(16);
@@ -183,7 +183,9 @@ fn long_mixed_run(order: QueueOrder, total_blocks: u32) -> MixedRun {
             let out = u32::from(v.1 >= v.2);
             v.3 += out;
             *generated.entry(id).or_default() += out;
-            h.sched.on_progress(id, h.clock.now(), tokens, out).unwrap();
+            h.sched
+                .on_progress(handle, h.clock.now(), tokens, out)
+                .unwrap();
         }
         assert!(blocks_now <= total_blocks, "KV over capacity: {blocks_now}");
         let done: Vec<RequestId> = held

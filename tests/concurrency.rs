@@ -17,7 +17,9 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
         shards: 4,
         ..SchedulerConfig::default()
     };
-    cfg.classes.iter_mut().for_each(|c| c.ring_capacity = 4096);
+    // Each class holds at most 4,096 requests waiting or submitted since the last step;
+    // past that a submit is refused (`QueueFull`), which is that request's one outcome.
+    cfg.classes.iter_mut().for_each(|c| c.queue_capacity = 4096);
     let clock = ManualClock::new(Timestamp::ZERO);
     let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
     let total = (THREADS * PER_THREAD) as usize;
@@ -32,6 +34,9 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
             std::thread::spawn(move || {
                 let mut seed = 0x9E37_79B9 ^ (t + 1);
                 let (mut refused, mut cancels) = (0u64, 0u64);
+                // Our requests' handles by submit order (`None`: refused).
+                let mut handles: Vec<Option<RequestHandle>> =
+                    Vec::with_capacity(PER_THREAD as usize);
                 for i in 0..PER_THREAD {
                     let id = t * PER_THREAD + i;
                     let r = xorshift(&mut seed);
@@ -42,8 +47,9 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
                         1 + (r >> 20) as u32 % 64,
                     );
                     match api.submit(spec) {
-                        Ok(_) => {}
+                        Ok(h) => handles.push(Some(h)),
                         Err(SubmitError::QueueFull { .. }) => {
+                            handles.push(None);
                             outcomes[id as usize].fetch_add(1, Ordering::Relaxed);
                             refused += 1;
                             std::thread::yield_now();
@@ -51,17 +57,19 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
                         }
                         Err(e) => panic!("unexpected refusal: {e}"),
                     }
-                    // Now and then cancel or reprioritize an earlier request of ours.
+                    // Now and then cancel or reprioritize an earlier request of ours (its
+                    // handle may be stale by now: then the call is refused, `NotFound`).
+                    let earlier = || handles[((r >> 32) % i) as usize];
                     if r % 7 == 0 && i > 0 {
-                        let victim = RequestId(t * PER_THREAD + (r >> 32) % i);
-                        if api.cancel(victim).is_ok() {
-                            cancels += 1;
+                        if let Some(victim) = earlier() {
+                            if api.cancel(victim).is_ok() {
+                                cancels += 1;
+                            }
                         }
                     } else if r % 5 == 0 && i > 0 {
-                        let _ = api.reprioritize(
-                            RequestId(t * PER_THREAD + (r >> 32) % i),
-                            Class::from_index(((r >> 40) % 3) as u8),
-                        );
+                        if let Some(h) = earlier() {
+                            let _ = api.reprioritize(h, Class::from_index(((r >> 40) % 3) as u8));
+                        }
                     }
                 }
                 (refused, cancels)
@@ -103,15 +111,15 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
                     held.insert(a.id, (a.blocks, a.prefill_target, 0));
                 }
                 // Every running request completes its work; finish those past prefill.
-                for (id, tokens) in work(&d) {
+                for (id, handle, tokens) in work(&d) {
                     let v = held.get_mut(&id).unwrap();
                     v.2 += tokens;
                     v.0 = v.0.max(v.2.div_ceil(16));
                     let out = u32::from(v.2 >= v.1);
-                    sched.on_progress(id, now, tokens, out).unwrap();
+                    sched.on_progress(handle, now, tokens, out).unwrap();
                     if out == 1 {
                         held.remove(&id);
-                        if sched.on_finished(id, now, FinishReason::Stop).unwrap()
+                        if sched.on_finished(handle, now, FinishReason::Stop).unwrap()
                             != Outcome::Finished
                         {
                             // A cancel won the race: counted as cancelled, still one outcome.

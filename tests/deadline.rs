@@ -51,7 +51,8 @@ impl Engine {
     }
 
     fn submit(&mut self, spec: RequestSpec) {
-        self.h.api.submit(spec).expect("submit accepted");
+        let handle = self.h.api.submit(spec).expect("submit accepted");
+        self.h.handles.insert(spec.id, handle);
         self.output.insert(spec.id, (0, spec.max_new_tokens));
     }
 
@@ -68,7 +69,7 @@ impl Engine {
             self.running.insert(a.id, (a.prefill_target, 0, a.blocks));
         }
         let now = self.now();
-        for (id, tokens) in work(&d) {
+        for (id, handle, tokens) in work(&d) {
             let (target, kv, blocks) = self.running.get_mut(&id).expect("runs");
             *kv += tokens;
             *blocks = (*blocks).max(kv.div_ceil(16));
@@ -76,7 +77,7 @@ impl Engine {
             self.output.get_mut(&id).expect("submitted").0 += out;
             self.h
                 .sched
-                .on_progress(id, now, tokens, out)
+                .on_progress(handle, now, tokens, out)
                 .expect("progress accepted");
         }
         d
@@ -312,7 +313,7 @@ fn a_request_preempted_after_its_first_token_is_never_relegated_for_ttft() {
     e.submit(spec(1, Class::HIGH, 16));
     let d = e.step(budget(1, 4096, 7000));
     assert_eq!(ids(&d.admitted), vec![1]);
-    assert!(e.h.sched.first_token_at(RequestId(1)).is_some());
+    assert!(e.h.sched.first_token_at(e.h.handle(1)).is_some());
     // The engine takes its seat away: HIGH 1 goes back to the queue.
     let d = e.step(budget(0, 4096, 7000));
     assert_eq!(d.preempted.len(), 1);
@@ -366,10 +367,8 @@ fn a_request_past_its_deadline_is_shed_by_its_classs_rule() {
     assert_eq!((c.shed, c.waiting, c.running), (1, 1, 1), "{c}");
     assert!(c.is_balanced(), "{c}");
     // Shed is final: the id is free, nothing of it comes back.
-    assert_eq!(
-        e.h.api.cancel(RequestId(1)),
-        Err(ControlError::NotFound(RequestId(1)))
-    );
+    let one = e.h.handle(1);
+    assert_eq!(e.h.api.cancel(one), Err(ControlError::NotFound(one)));
     e.finish(3);
     let d = e.step(budget(1, 4096, 7000));
     assert_eq!(ids(&d.admitted), vec![2]);
@@ -913,12 +912,13 @@ fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
             next += 1;
         }
         if next > 0 && rand(20) == 0 {
-            let _ = e.h.api.cancel(RequestId(rand(next)));
+            let _ = e.h.api.cancel(e.h.handle(rand(next)));
         }
         if next > 0 && rand(20) == 0 {
+            let handle = e.h.handle(rand(next));
             let _ =
                 e.h.api
-                    .reprioritize(RequestId(rand(next)), Class::from_index(rand(3) as u8));
+                    .reprioritize(handle, Class::from_index(rand(3) as u8));
         }
         let b = budget(1 + rand(32) as u32, 256 + rand(1792) as u32, e.free(400));
         let d = e.step(b);

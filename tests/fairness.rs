@@ -58,10 +58,12 @@ impl Engine {
     fn submit(&mut self, tenant: u64, class: Class, prompt: u32, max_new: u32) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.h
+        let handle = self
+            .h
             .api
             .submit(RequestSpec::new(id, class, prompt, max_new).with_tenant(TenantId(tenant)))
             .expect("submit accepted");
+        self.h.handles.insert(RequestId(id), handle);
         self.reqs.insert(
             id,
             Req {
@@ -84,15 +86,16 @@ impl Engine {
         r.generated += out;
         *self.served.entry(r.tenant).or_default() += self.token_weights.1 * f64::from(out);
         let now = self.h.clock.now();
+        let handle = self.h.handle(id);
         self.h
             .sched
-            .on_progress(RequestId(id), now, computed, out)
+            .on_progress(handle, now, computed, out)
             .expect("progress accepted");
         if r.generated == r.max_new {
             self.reqs.remove(&id);
             self.h
                 .sched
-                .on_finished(RequestId(id), now, FinishReason::Length)
+                .on_finished(handle, now, FinishReason::Length)
                 .expect("finish accepted");
         }
     }
@@ -116,7 +119,7 @@ impl Engine {
             }
             r.target = a.prefill_target;
         }
-        for (id, tokens) in work(&d) {
+        for (id, _, tokens) in work(&d) {
             self.progress(id.0, tokens);
         }
         self.h.advance(self.tick);
@@ -854,13 +857,13 @@ fn random_traffic_from_many_tenants(order: QueueOrder) {
             );
         }
         if e.next_id > 0 && (r >> 8) % 7 == 0 {
-            let _ = e.h.api.cancel(RequestId((r >> 16) % e.next_id));
+            let _ = e.h.api.cancel(e.h.handle((r >> 16) % e.next_id));
         }
         if e.next_id > 0 && (r >> 12) % 7 == 0 {
             let class = Class::from_index(((r >> 40) % 3) as u8);
             let _ =
                 e.h.api
-                    .reprioritize(RequestId((r >> 20) % e.next_id), class);
+                    .reprioritize(e.h.handle((r >> 20) % e.next_id), class);
         }
         let seqs = 1 + (r >> 24) as u32 % 16;
         let tokens = 64 + (r >> 32) as u32 % 1024;

@@ -15,6 +15,16 @@
 //! * each call's answer (accepted, or the exact typed error) against the model, and that a
 //!   refused call changed nothing (per-request TTFT targets of 0 and past `MAX_TTFT_MS`
 //!   included);
+//! * the class bound: a submit is refused `QueueFull` exactly when the requests waiting in
+//!   its class (by base class, as of the last step's end) plus those accepted into it since
+//!   reach its `queue_capacity` (a reload's capacity from the step that applies it; reloads
+//!   halve capacities and restore them); a burst up to the room left is accepted in full;
+//! * handles: with the id index on (half the cases) ids come from a small pool, a held id
+//!   is refused (`DuplicateId`) and `lookup` finds exactly the held request; with it off
+//!   `lookup` says so, and every submit gets an id of its own. Every admission (a resumed
+//!   one too) and every scheduled work item carries the handle `submit` returned, the
+//!   engine's callbacks use it, and cancels, class changes and callbacks through a stale
+//!   handle (its request ended) or a foreign one are refused (`NotFound`, `NotRunning`);
 //! * no request is admitted unless waiting, preempted unless running, or started twice;
 //!   each admission's fields exactly;
 //! * budgets: sequences, tokens, KV blocks (admissions, decode growth, watermark);
@@ -114,6 +124,12 @@ struct Cfg {
     queue_timeout_extra_ms: Option<u64>,
     ring_capacity: usize,
     queue_capacity: usize,
+    /// The id index on: ids come from a small pool and a held one is refused
+    /// (`DuplicateId`); `Submitter::lookup` finds a held request's handle. Off: duplicate
+    /// ids are not refused, so the model gives every submit an id of its own (the pool id
+    /// plus a multiple of the pool's size) and keeps, per pool id, the handle of the last
+    /// accepted submit, which cancels and class changes then use (stale once it ended).
+    id_index: bool,
     preempt: bool,
     gap: u8,
     victims: usize,
@@ -231,6 +247,7 @@ impl Cfg {
             queue_timeout_extra_ms: None,
             ring_capacity: 1024,
             queue_capacity: 100_000,
+            id_index: true,
             preempt: false,
             gap: 1,
             victims: 2,
@@ -280,6 +297,7 @@ impl Cfg {
             class.ring_capacity = self.ring_capacity;
             class.queue_capacity = self.queue_capacity;
         }
+        c.id_index = self.id_index;
         c.max_wait_ms = self.max_wait_ms;
         c.bucket_width_ms = self.bucket_width_ms;
         c.queue_timeout_ms = self.queue_timeout_extra_ms.map(|x| self.max_wait_ms + x);
@@ -322,7 +340,8 @@ enum Op {
         ttft: Option<u32>,
     },
     /// `n` valid submits of one class in a row (ids from `first` up, in the pool): fills
-    /// small rings and queues between two steps.
+    /// small queues between two steps. Checks that a burst up to the class's remaining
+    /// capacity is accepted in full (less ids refused as duplicates), and no more.
     Burst {
         first: u64,
         class: u8,
@@ -462,13 +481,15 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         aging,
         (10u64..250, 1u64..25, prop::option::of(1u64..200)),
         (
-            // The smallest ring the configuration accepts, so full rings are common.
+            // The smallest ring the configuration accepts (rings bound nothing any more: it
+            // must make no difference), and small queue capacities, so that bursts fill
+            // classes between two steps.
             prop::sample::select(vec![ClassConfig::MIN_RING_CAPACITY, 8, 1024, 1024]),
             prop::sample::select(vec![3usize, 16, 100_000, 100_000]),
         ),
         (any::<bool>(), 1u8..3, 1usize..4),
         prop_oneof![1 => Just(0usize), 1 => 1usize..4],
-        (any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
         (
             prop::sample::select(vec![1u32, 4, 16, 16]),
             8u32..200,
@@ -486,7 +507,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                 (ring_capacity, queue_capacity),
                 (preempt, gap, victims),
                 lookahead,
-                (chunked, fair),
+                (chunked, fair, id_index),
                 (block_size, total_blocks, max_model_len, watermark_pct),
                 (tenancy, fair_tenants),
                 order,
@@ -511,6 +532,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
                     queue_timeout_extra_ms,
                     ring_capacity,
                     queue_capacity,
+                    id_index,
                     preempt,
                     gap,
                     victims,
@@ -609,10 +631,13 @@ struct Run {
 #[derive(Clone, Debug)]
 struct Req {
     serial: usize,
+    /// Its handle, from `submit`: every admission (a resumption too) and every scheduled
+    /// work item must carry it, and the engine's callbacks use it.
+    handle: RequestHandle,
     class: Class,
     /// Its tenant ([`Tenancy`]).
     tenant: u8,
-    /// The ring it was pushed into (its class at submit), while in the ring.
+    /// The class it was submitted to, while in ingress (submitted since the last step).
     in_ring: Option<usize>,
     arrival: Timestamp,
     prompt: u32,
@@ -802,8 +827,14 @@ struct World {
     /// Terminal outcome of each accepted submit, by serial.
     outcomes: Vec<Option<Outcome>>,
     expect: Conservation,
+    /// Requests waiting per base class at the end of the last step: what counts against
+    /// `queue_capacity` from then on, with `since`.
     published: [usize; 3],
-    ring_len: [usize; 3],
+    /// Submits accepted per class (as submitted) since the end of the last step.
+    since: [usize; 3],
+    /// Per pool id (`Op` ids, 0 to 39): the real id and the handle of the last accepted
+    /// submit with it, kept after it ends (a stale handle).
+    pool: HashMap<u64, (u64, RequestHandle)>,
     closed: bool,
     last_step: Timestamp,
     next_start: u64,
@@ -826,10 +857,17 @@ struct World {
     timed_out_at_pick: u64,
 }
 
-/// Another valid config with the same classes, engine and capacities: lookahead, chunked
-/// prefill and preemption toggled, aging thresholds, max wait and queue timeout moved.
+/// Another valid config with the same classes and engine: lookahead, chunked prefill and
+/// preemption toggled, aging thresholds, max wait and queue timeout moved, and every
+/// class's `queue_capacity` halved (at least 1; back to the generated one by a reload to
+/// it). Capacities are never raised past the generated ones: the request table is sized
+/// from those at start, and a reload that raised them far could reach it (a documented
+/// `QueueFull` the model does not predict).
 fn variant(c: &SchedulerConfig) -> SchedulerConfig {
     let mut v = c.clone();
+    for class in &mut v.classes {
+        class.queue_capacity = (class.queue_capacity / 2).max(1);
+    }
     v.backfill_lookahead = (c.backfill_lookahead + 1) % 3;
     v.chunked_prefill = !c.chunked_prefill;
     v.preemption.enabled = !c.preemption.enabled;
@@ -873,6 +911,22 @@ fn blocks_for(cfg: &SchedulerConfig, tokens: u64) -> u32 {
     u32::try_from(cfg.engine.blocks_for(tokens)).unwrap()
 }
 
+/// A handle from another scheduler, at slot index 2047: in a chunk of the request table no
+/// case allocates (a case holds far fewer than 1,024 slots at once), so it names no request
+/// of the case's scheduler (whose slots also start at another generation).
+fn foreign() -> RequestHandle {
+    static FOREIGN: std::sync::OnceLock<RequestHandle> = std::sync::OnceLock::new();
+    *FOREIGN.get_or_init(|| {
+        let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+        let mut handles: Vec<RequestHandle> = (0..2048)
+            .map(|id| api.submit(RequestSpec::new(id, Class::LOW, 1, 1)).unwrap())
+            .collect();
+        let h = handles.pop().unwrap();
+        assert_eq!(h.index(), 2047);
+        h
+    })
+}
+
 impl World {
     fn new(cfg: &Cfg) -> Self {
         let config = cfg.config();
@@ -890,7 +944,8 @@ impl World {
             outcomes: Vec::new(),
             expect: Conservation::default(),
             published: [0; 3],
-            ring_len: [0; 3],
+            since: [0; 3],
+            pool: HashMap::new(),
             closed: false,
             last_step: Timestamp::ZERO,
             next_start: 0,
@@ -1126,10 +1181,23 @@ impl World {
         );
         for (&id, r) in &self.held {
             check!(
-                self.sched.first_token_at(RequestId(id)) == r.first_token,
+                self.sched.first_token_at(r.handle) == r.first_token,
                 "first token of req#{id}"
             );
         }
+        // A stale handle (its request ended) and a foreign one name nothing.
+        for (&p, &(id, h)) in &self.pool {
+            if !self.held.contains_key(&id) {
+                check!(
+                    self.sched.first_token_at(h).is_none(),
+                    "first token by the stale {h} of req#{id} (pool {p})"
+                );
+            }
+        }
+        check!(
+            self.sched.first_token_at(foreign()).is_none(),
+            "first token by a foreign handle"
+        );
         // Deadline order's counters, and the relegated requests waiting in each class.
         for c in 0..3u8 {
             let class = Class::from_index(c);
@@ -1191,18 +1259,44 @@ impl World {
                 max_new,
                 tenant,
                 ttft,
-            } => self.submit(
-                id,
-                class,
-                prompt,
-                max_new,
-                tenant % self.tenancy.tenants,
-                ttft,
-            ),
+            } => self
+                .submit(
+                    id,
+                    class,
+                    prompt,
+                    max_new,
+                    tenant % self.tenancy.tenants,
+                    ttft,
+                )
+                .map(drop),
             Op::Burst { first, class, n } => {
+                let c = usize::from(class);
+                let room = self.cfg.classes[c]
+                    .queue_capacity
+                    .saturating_sub(self.published[c] + self.since[c]);
+                let (mut accepted, mut duplicates, mut full, mut other) = (0, 0, 0, 0);
                 for id in (first..first + u64::from(n)).map(|id| id % 40) {
-                    self.submit(id, class, 8, 2, 0, None)?;
+                    match self.submit(id, class, 8, 2, 0, None)? {
+                        Ok(_) => accepted += 1,
+                        Err(SubmitError::DuplicateId(_)) => duplicates += 1,
+                        Err(SubmitError::QueueFull { .. }) => full += 1,
+                        Err(_) => other += 1,
+                    }
                     self.verify()?;
+                }
+                // Unless the scheduler is closed or the engine too small for the request
+                // (`other`), each submit of the burst is accepted while the class has room,
+                // unless its id is held (with the id index), and refused `QueueFull` once
+                // the class is full. So a burst up to the room left is accepted in full,
+                // and every submit past it is refused.
+                if other == 0 {
+                    let fits = room.min(usize::from(n) - duplicates);
+                    check!(
+                        accepted == fits && full == usize::from(n) - duplicates - fits,
+                        "burst of {n} into class {c} with room for {room}: {accepted} accepted, \
+                         {full} refused as full, {duplicates} as duplicates"
+                    );
+                    stats::add(34, u64::from(full > 0));
                 }
                 Ok(())
             }
@@ -1261,15 +1355,23 @@ impl World {
         Ok(())
     }
 
+    /// Submits a request with pool id `pool` (its id, with the id index; else an id of its
+    /// own, `pool` plus a multiple of the pool's size) and checks the answer against the
+    /// model's. Returns the answer.
     fn submit(
         &mut self,
-        id: u64,
+        pool: u64,
         class: u8,
         prompt: u32,
         max_new: u32,
         tenant: u8,
         ttft: Option<u32>,
-    ) -> R {
+    ) -> Result<Result<RequestHandle, SubmitError>, String> {
+        let id = if self.cfg.id_index {
+            pool
+        } else {
+            pool + 40 * (self.expect.submitted + 1)
+        };
         let mut spec = RequestSpec::new(id, Class::from_index(class), prompt, max_new);
         if let Some(t) = Tenancy::id(tenant) {
             spec = spec.with_tenant(t);
@@ -1311,35 +1413,38 @@ impl World {
             })
         } else if self.closed {
             Err(SubmitError::Closed)
-        } else if self.published[c] >= self.cfg.classes[c].queue_capacity {
+        } else if self.published[c] + self.since[c] >= self.cfg.classes[c].queue_capacity {
+            // Waiting as of the last step, plus submitted since: at the capacity.
+            stats::add(16, 1);
             Err(SubmitError::QueueFull {
                 class: name(c),
                 capacity: self.cfg.classes[c].queue_capacity,
             })
-        } else if self.held.contains_key(&id) {
+        } else if self.cfg.id_index && self.held.contains_key(&id) {
             Err(SubmitError::DuplicateId(rid))
-        } else if self.ring_len[c] >= self.cfg.classes[c].ring_capacity {
-            stats::add(16, 1);
-            Err(SubmitError::QueueFull {
-                class: name(c),
-                capacity: self.cfg.classes[c].ring_capacity,
-            })
         } else {
             Ok(())
         };
         match (&want, &got) {
-            (Ok(()), Ok(arrival)) => {
-                check!(*arrival == self.now(), "arrival stamp {arrival}");
-                self.ring_len[c] += 1;
+            (Ok(()), Ok(handle)) => {
+                let handle = *handle;
+                check!(
+                    self.held.values().all(|r| r.handle != handle),
+                    "submit {spec:?}: {handle} names a held request too"
+                );
+                let arrival = self.now();
+                self.since[c] += 1;
                 self.outcomes.push(None);
+                self.pool.insert(pool, (id, handle));
                 self.held.insert(
                     id,
                     Req {
                         serial: self.outcomes.len() - 1,
+                        handle,
                         class: spec.class,
                         tenant,
                         in_ring: Some(c),
-                        arrival: *arrival,
+                        arrival,
                         prompt,
                         max_new,
                         generated: 0,
@@ -1347,14 +1452,14 @@ impl World {
                         cancel: None,
                         preempted: false,
                         first_token: None,
-                        last_event: *arrival,
+                        last_event: arrival,
                         ttft,
                         sched_class: spec.class,
                         reclass: false,
                         deadline: Timestamp::ZERO,
                         first_token_due: false,
                         relegated: false,
-                        last_work: *arrival,
+                        last_work: arrival,
                     },
                 );
             }
@@ -1376,15 +1481,45 @@ impl World {
             }
             _ => return Err(format!("submit {spec:?}: expected {want:?}, got {got:?}")),
         }
-        Ok(())
+        Ok(got)
     }
 
-    fn cancel(&mut self, id: u64) -> R {
+    /// The request an operation on pool id `pool` names: the real id and handle of the last
+    /// accepted submit with it (its handle stale if it ended), if any. Checks the id
+    /// look-up on the way: with the id index, `lookup` finds exactly the held request with
+    /// that id (else `UnknownId`); without it, `NoIdIndex`.
+    fn target(&self, pool: u64) -> Result<Option<(u64, RequestHandle)>, String> {
+        let got = self.api.lookup(RequestId(pool));
+        let want = if !self.cfg.id_index {
+            Err(ControlError::NoIdIndex)
+        } else {
+            match self.held.get(&pool) {
+                Some(r) => Ok(r.handle),
+                None => Err(ControlError::UnknownId(RequestId(pool))),
+            }
+        };
+        check!(
+            got == want,
+            "lookup of {pool}: expected {want:?}, got {got:?}"
+        );
+        let target = self.pool.get(&pool).copied();
+        if let Some((id, h)) = target {
+            match self.held.get(&id) {
+                Some(r) => check!(r.handle == h, "req#{id}: pool handle {h}, held {r:?}"),
+                None => stats::add(35, 1),
+            }
+        }
+        Ok(target)
+    }
+
+    fn cancel(&mut self, pool: u64) -> R {
         let before = self.sched.conservation();
-        let got = self.api.cancel(RequestId(id));
+        // A handle that names no request when there is none for the pool id.
+        let (id, h) = self.target(pool)?.unwrap_or((u64::MAX, foreign()));
+        let got = self.api.cancel(h);
         let want = match self.held.get(&id) {
-            None => Err(ControlError::NotFound(RequestId(id))),
-            Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(RequestId(id))),
+            None => Err(ControlError::NotFound(h)),
+            Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(h)),
             Some(r) if r.run.is_some() => Ok(CancelOutcome::WasRunning),
             Some(_) => Ok(CancelOutcome::WasWaiting),
         };
@@ -1402,11 +1537,12 @@ impl World {
         Ok(())
     }
 
-    fn reprio(&mut self, id: u64, class: u8) -> R {
+    fn reprio(&mut self, pool: u64, class: u8) -> R {
         let before = self.sched.conservation();
-        let got = self
-            .api
-            .reprioritize(RequestId(id), Class::from_index(class));
+        // A handle that names no request when there is none for the pool id, so the class
+        // check, which comes first, is exercised either way.
+        let (id, h) = self.target(pool)?.unwrap_or((u64::MAX, foreign()));
+        let got = self.api.reprioritize(h, Class::from_index(class));
         let want = if class >= 3 {
             Err(ControlError::Class(ClassError::UnknownIndex {
                 index: class,
@@ -1414,8 +1550,8 @@ impl World {
             }))
         } else {
             match self.held.get(&id) {
-                None => Err(ControlError::NotFound(RequestId(id))),
-                Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(RequestId(id))),
+                None => Err(ControlError::NotFound(h)),
+                Some(r) if r.cancel.is_some() => Err(ControlError::AlreadyCancelled(h)),
                 Some(_) => Ok(()),
             }
         };
@@ -1449,8 +1585,8 @@ impl World {
             FinishReason::Length,
             FinishReason::Error,
         ][reason as usize % 3];
-        let got = self.sched.on_finished(RequestId(id), self.now(), reason);
         let r = &self.held[&id];
+        let got = self.sched.on_finished(r.handle, self.now(), reason);
         self.pace.finished(r.sched_class, r.generated);
         let want = if self.held[&id].cancel.is_some() {
             Outcome::Cancelled
@@ -1490,20 +1626,22 @@ impl World {
         )
     }
 
-    fn bad_progress(&mut self, id: u64, kind: u8) -> R {
+    fn bad_progress(&mut self, pool: u64, kind: u8) -> R {
         let before = self.snapshot();
         let now = self.now();
+        // A handle that names no request when there is none for the pool id.
+        let (id, h) = self.target(pool)?.unwrap_or((u64::MAX, foreign()));
         let rid = RequestId(id);
         let running = self.held.get(&id).and_then(|r| r.run.clone());
         let Some(run) = running else {
-            let got = self.sched.on_progress(rid, now, 1, u32::from(kind % 2));
+            let got = self.sched.on_progress(h, now, 1, u32::from(kind % 2));
             check!(
-                got == Err(ProgressError::NotRunning(rid)),
+                got == Err(ProgressError::NotRunning(h)),
                 "progress of idle req#{id}: {got:?}"
             );
-            let got = self.sched.on_finished(rid, now, FinishReason::Stop);
+            let got = self.sched.on_finished(h, now, FinishReason::Stop);
             check!(
-                got == Err(ProgressError::NotRunning(rid)),
+                got == Err(ProgressError::NotRunning(h)),
                 "finish of idle req#{id}: {got:?}"
             );
             return self.unchanged("callbacks on a request that is not running", before, ());
@@ -1513,7 +1651,7 @@ impl World {
         match kind {
             0 => {
                 let computed = held_max - run.kv + 1;
-                let got = self.sched.on_progress(rid, now, computed, 0);
+                let got = self.sched.on_progress(h, now, computed, 0);
                 check!(
                     got == Err(ProgressError::PrefillOverrun {
                         id: rid,
@@ -1524,7 +1662,7 @@ impl World {
                 );
             }
             1 if run.kv < run.target && r.generated < r.max_new => {
-                let got = self.sched.on_progress(rid, now, 0, 1);
+                let got = self.sched.on_progress(h, now, 0, 1);
                 check!(
                     got == Err(ProgressError::OutputOverrun {
                         id: rid,
@@ -1536,7 +1674,7 @@ impl World {
             }
             2 => {
                 let extra = r.max_new - r.generated + 1;
-                let got = self.sched.on_progress(rid, now, 0, extra);
+                let got = self.sched.on_progress(h, now, 0, extra);
                 check!(
                     got == Err(ProgressError::OutputOverrun {
                         id: rid,
@@ -1549,14 +1687,14 @@ impl World {
             3 if r.last_event.0 > 0 => {
                 let got = self
                     .sched
-                    .on_progress(rid, Timestamp(r.last_event.0 - 1), 0, 0);
+                    .on_progress(h, Timestamp(r.last_event.0 - 1), 0, 0);
                 check!(
                     got == Err(ProgressError::TimeWentBackwards(rid)),
                     "progress back in time of req#{id}: {got:?}"
                 );
                 let got =
                     self.sched
-                        .on_finished(rid, Timestamp(r.last_event.0 - 1), FinishReason::Stop);
+                        .on_finished(h, Timestamp(r.last_event.0 - 1), FinishReason::Stop);
                 check!(
                     got == Err(ProgressError::TimeWentBackwards(rid)),
                     "finish back in time of req#{id}: {got:?}"
@@ -1609,7 +1747,7 @@ impl World {
         let handed = self.sched.drain_waiting(now);
         self.closed = true;
         self.published = [0; 3];
-        self.ring_len = [0; 3];
+        self.since = [0; 3];
         // Cancelled waiting requests end as cancelled; the rest are handed off: in the
         // ladder most urgent effective class first, then oldest; in deadline order the
         // requests that can still meet their deadline by class, then deadline, then the
@@ -2048,6 +2186,8 @@ impl World {
             let waited = now.saturating_since(r.arrival);
             let want = Admitted {
                 id: a.id,
+                handle: r.handle,
+                arrival: r.arrival,
                 class: r.class,
                 effective_class: if waited >= max_wait && !by_deadline {
                     a.effective_class
@@ -2265,6 +2405,7 @@ impl World {
                 "scheduled req#{id} is not running"
             );
             let r = &self.held[&id];
+            check!(s.handle == r.handle, "{s:?}: req#{id} has {}", r.handle);
             let run = r.run.as_ref().unwrap();
             check!(
                 s.prefill == (run.kv < run.target),
@@ -2403,7 +2544,7 @@ impl World {
         for r in self.held.values_mut() {
             r.in_ring = None;
         }
-        self.ring_len = [0; 3];
+        self.since = [0; 3];
         for p in &d.preempted {
             let r = self.held.get_mut(&p.id.0).unwrap();
             r.run = None;
@@ -2425,6 +2566,7 @@ impl World {
                 start_seq,
             });
         }
+        // Each by its handle, which the model checked against the request's.
         let work: Vec<(u64, u32)> = d
             .scheduled
             .iter()
@@ -2438,7 +2580,7 @@ impl World {
             run.blocks = run.blocks.max(blocks_for(&cfg, u64::from(run.kv + tokens)));
             run.kv += tokens;
             let out = u32::from(run.kv >= run.target);
-            let got = self.sched.on_progress(RequestId(id), now, tokens, out);
+            let got = self.sched.on_progress(r.handle, now, tokens, out);
             check!(
                 got.is_ok(),
                 "progress of req#{id} ({tokens}, {out}): {got:?}"
@@ -2452,15 +2594,14 @@ impl World {
             }
             if r.generated == r.max_new {
                 let (class, generated) = (r.sched_class, r.generated);
-                let got = self
-                    .sched
-                    .on_finished(RequestId(id), now, FinishReason::Length);
+                let got = self.sched.on_finished(r.handle, now, FinishReason::Length);
                 check!(got == Ok(Outcome::Finished), "finish of req#{id}: {got:?}");
                 self.pace.finished(class, generated);
                 self.end(id, Outcome::Finished)?;
             }
         }
-        // Published waiting depth per base class, and waiting per effective class.
+        // Waiting per base class (what counts against `queue_capacity` until the next
+        // step, with the submits since), and waiting per effective class.
         let mut by_base = [0usize; 3];
         let mut by_eff = [0usize; 3];
         for r in self.held.values().filter(|r| r.waiting()) {
@@ -3309,7 +3450,7 @@ fn cases() -> u32 {
 /// What the cases exercised, to show the oracle is not vacuous.
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) static NAMES: [&str; 34] = [
+    pub(crate) static NAMES: [&str; 36] = [
         "steps",
         "admitted",
         "resumed",
@@ -3326,7 +3467,7 @@ mod stats {
         "refused",
         "fair-steps",
         "fair-picks-checked",
-        "ring-full",
+        "queue-full",
         "deadline-steps",
         "deadline-exact-steps",
         "on-credit",
@@ -3344,8 +3485,10 @@ mod stats {
         "timed-out-at-pick",
         "order-switched-running",
         "relegated-across-reload",
+        "bursts-filled",
+        "stale-handles",
     ];
-    pub(crate) static COUNTS: [AtomicU64; 34] = [const { AtomicU64::new(0) }; 34];
+    pub(crate) static COUNTS: [AtomicU64; 36] = [const { AtomicU64::new(0) }; 36];
     pub(crate) fn add(i: usize, n: u64) {
         COUNTS[i].fetch_add(n, Ordering::Relaxed);
     }

@@ -302,5 +302,5 @@ fn stamped_after_now(order: QueueOrder) {
     h.submit(1, Class::HIGH, 16, 4); // ... and a request arrives a moment later
     let d = h.sched.step(now, &budget(1, 4096, 7000)).unwrap();
     assert_eq!(ids(&d.admitted), vec![1]);
-    h.sched.on_progress(RequestId(1), d.now, 16, 1).unwrap();
+    h.sched.on_progress(h.handle(1), d.now, 16, 1).unwrap();
 }

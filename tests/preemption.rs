@@ -129,6 +129,7 @@ fn seq_budget_preemption_frees_one_slot() {
 fn preempted_request_resumes_ahead_of_later_arrivals_of_its_class() {
     let mut h = Harness::new(small_engine());
     three_running(&mut h);
+    let two = h.handle(2);
     h.submit(4, Class::HIGH, 768, 10);
     let d = h.step(budget(16, 4096, 43));
     assert_eq!(d.preempted[0].id, RequestId(2));
@@ -146,6 +147,7 @@ fn preempted_request_resumes_ahead_of_later_arrivals_of_its_class() {
     );
     let a = d.admitted[0];
     assert!(a.resumed);
+    assert_eq!(a.handle, two, "a preempted request keeps its handle");
     assert_eq!(
         a.prefill_target,
         300 + 1,
@@ -186,6 +188,7 @@ fn decode_needs_a_block(order: QueueOrder) {
         d.scheduled,
         vec![Scheduled {
             id: RequestId(1),
+            handle: h.handle(1),
             tokens: 1,
             prefill: false,
         }]

@@ -44,7 +44,7 @@ fn exposition_has_every_family_with_labels_and_values() {
             .is_err()); // invalid
         h.step(budget(0, 4096, 7000));
         h.advance(ms(600));
-        h.api.cancel(RequestId(13)).unwrap();
+        h.api.cancel(h.handle(13)).unwrap();
         // Two start: HIGH 1 and LOW 10.
         let d = h.step(budget(2, 4096, 7000));
         assert_eq!(ids(&d.admitted), vec![1, 10]);

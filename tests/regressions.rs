@@ -7,7 +7,7 @@ use common::*;
 use std::time::Duration;
 use triage::*;
 
-/// The deadline and reload regressions' base: one shard (so rings and steps are exact),
+/// The deadline and reload regressions' base: one shard (so ingress and steps are exact),
 /// no aging ladder, queue order `order`, max wait `max_wait_ms`.
 fn one_shard(order: QueueOrder, max_wait_ms: u64) -> SchedulerConfig {
     SchedulerConfig {
@@ -101,7 +101,7 @@ fn drain_waiting_does_not_swallow_the_abort_of_a_cancelled_running_request() {
     h.submit(1, Class::HIGH, 16, 8);
     let d = h.step(budget(8, 4096, 7000));
     h.prefill(&d.admitted[0]);
-    assert_eq!(h.api.cancel(RequestId(1)), Ok(CancelOutcome::WasRunning));
+    assert_eq!(h.api.cancel(h.handle(1)), Ok(CancelOutcome::WasRunning));
     let handed = h.sched.drain_waiting(h.clock.now());
     assert!(handed.is_empty());
     // The engine must be told to stop request 1: either it is still running (and the next
@@ -193,7 +193,7 @@ fn hand_off_after_preemption(order: QueueOrder) {
     for _ in 0..3 {
         let d = h.step(budget(8, 4096, 10));
         for s in &d.scheduled {
-            h.sched.on_progress(s.id, h.clock.now(), 1, 1).unwrap();
+            h.sched.on_progress(s.handle, h.clock.now(), 1, 1).unwrap();
         }
     }
     // A HIGH request that needs 30 blocks preempts LOW #1 (20 blocks + 10 free). It steps
@@ -206,8 +206,8 @@ fn hand_off_after_preemption(order: QueueOrder) {
     assert_eq!(ids(&d.admitted), vec![3]);
     assert_eq!(d.preempted.len(), 1);
     assert_eq!(d.preempted[0].id, RequestId(1));
-    h.submit(4, Class::LOW, 16, 4); // still in a ring at the hand-off
-    h.api.reprioritize(RequestId(4), Class::MEDIUM).unwrap();
+    h.submit(4, Class::LOW, 16, 4); // still in ingress at the hand-off
+    h.api.reprioritize(h.handle(4), Class::MEDIUM).unwrap();
     h.api.close();
     let handed = h.sched.drain_waiting(h.clock.now());
     let got: Vec<(u64, Class, Timestamp, u32)> = handed
@@ -246,7 +246,7 @@ fn hand_off_carries_a_pending_reprioritize() {
     let mut h = Harness::new(no_aging());
     h.submit(36, Class::LOW, 37, 1);
     h.step(budget(0, 4096, 7000));
-    h.api.reprioritize(RequestId(36), Class::HIGH).unwrap();
+    h.api.reprioritize(h.handle(36), Class::HIGH).unwrap();
     let handed = h.sched.drain_waiting(h.clock.now());
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].spec.class, Class::HIGH, "{:?}", handed[0]);
@@ -334,9 +334,9 @@ fn a_request_moved_to_another_class_is_ranked_by_its_new_class() {
     let d = h.step(budget(1, 1, 7000)); // LOW #1 starts with 1 of its 8 prompt tokens
     assert_eq!(ids(&d.admitted), vec![1]);
     h.sched
-        .on_progress(RequestId(1), h.clock.now(), 1, 0)
+        .on_progress(h.handle(1), h.clock.now(), 1, 0)
         .unwrap();
-    h.api.reprioritize(RequestId(2), Class::HIGH).unwrap();
+    h.api.reprioritize(h.handle(2), Class::HIGH).unwrap();
     let d = h.step(budget(2, 8, 7000));
     assert_eq!(ids(&d.admitted), vec![2]);
     assert_eq!(
@@ -410,7 +410,7 @@ fn a_running_relegated_request_stays_relegated_across_a_reload() {
         let d = h.step(budget(1, 10, 1000)); // #1 relegated, starts with 10 tokens
         assert!(d.admitted[0].relegated);
         h.sched
-            .on_progress(RequestId(1), h.clock.now(), 10, 0)
+            .on_progress(h.handle(1), h.clock.now(), 10, 0)
             .unwrap();
         h.advance(Duration::from_millis(1));
         h.submit(2, Class::LOW, 100, 2); // live, deadline 100 ms

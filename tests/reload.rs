@@ -96,16 +96,35 @@ fn invalid_and_restart_only_changes_are_refused() {
     assert!(
         matches!(d.reload, Some(Err(ReloadError::NeedsRestart { ref field, .. })) if field == "shards")
     );
-    let mut rings = no_aging();
-    rings.classes[1].ring_capacity = 64;
-    h.sched.reload(rings).unwrap();
+    // The id index is built at start (it decides whether duplicate ids are refused).
+    let index = SchedulerConfig {
+        id_index: true,
+        ..no_aging()
+    };
+    h.sched.reload(index).unwrap();
     let d = h.step(budget(0, 4096, 7000));
     let e = d.reload.unwrap().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "`classes[1].ring_capacity` is fixed at start (1024); changing it to 64 needs a restart"
+        "`id_index` is fixed at start (false); changing it to true needs a restart"
     );
     assert_eq!(h.sched.config(), &no_aging());
+    assert_eq!(h.sched.config_epoch(), 0);
+    // `ring_capacity` bounds nothing any more (ingress queues are unbounded; the class's
+    // `queue_capacity` bounds it), so a change is no longer a restart; it is still
+    // validated.
+    let mut one = no_aging();
+    one.classes[1].ring_capacity = 1;
+    assert_eq!(
+        h.sched.reload(one).unwrap_err().field,
+        "classes[1].ring_capacity"
+    );
+    let mut rings = no_aging();
+    rings.classes[1].ring_capacity = 64;
+    h.sched.reload(rings.clone()).unwrap();
+    let d = h.step(budget(0, 4096, 7000));
+    assert!(matches!(d.reload, Some(Ok(_))), "{:?}", d.reload);
+    assert_eq!(h.sched.config(), &rings);
 }
 
 #[test]
@@ -217,8 +236,12 @@ fn reloads_under_concurrent_submit_and_step_load_keep_every_request() {
             applied += u64::from(r.is_ok());
         }
         for a in d.admitted.clone() {
-            sched.on_progress(a.id, now, a.prefill_target, 1).unwrap();
-            sched.on_finished(a.id, now, FinishReason::Stop).unwrap();
+            sched
+                .on_progress(a.handle, now, a.prefill_target, 1)
+                .unwrap();
+            sched
+                .on_finished(a.handle, now, FinishReason::Stop)
+                .unwrap();
             finished += 1;
         }
         sched.check_invariants().unwrap();

@@ -13,7 +13,7 @@ fn close_refuses_new_work_and_drain_hands_off_everything_waiting() {
     h.submit(3, Class::MEDIUM, 16, 4);
     let d = h.step(budget(1, 4096, 7000));
     assert_eq!(ids(&d.admitted), vec![2]);
-    h.submit(4, Class::LOW, 16, 4); // still in a ring at hand-off
+    h.submit(4, Class::LOW, 16, 4); // still in ingress at hand-off
     h.api.close();
     assert!(h.api.is_closed());
     assert_eq!(
@@ -43,7 +43,7 @@ fn close_refuses_new_work_and_drain_hands_off_everything_waiting() {
 }
 
 /// Found by the fuzz target (`fuzz/`, issue 15): with fairness on and the tenant limit
-/// reached, a request still in a ring at the hand-off was refused for the limit into a
+/// reached, a request still in ingress at the hand-off was refused for the limit into a
 /// decision no one reads: accepted by `submit`, counted `refused`, and neither handed off
 /// nor reported. A hand-off now takes it past the limit and hands it off.
 #[test]

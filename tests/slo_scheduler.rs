@@ -53,7 +53,7 @@ fn compliance_equals_an_exact_computation_on_the_same_samples() {
         let a = d.admitted[0];
         let ttft = ms(10 * (i + 1));
         h.advance(ttft);
-        h.sched.on_progress(a.id, h.clock.now(), 16, 1).unwrap();
+        h.sched.on_progress(a.handle, h.clock.now(), 16, 1).unwrap();
         h.finish(a.id);
         ttfts.push(ttft);
     }

@@ -35,6 +35,7 @@ struct ApiLog {
 }
 
 struct Run {
+    handle: RequestHandle,
     kv: u32,
     target: u32,
     generated: u32,
@@ -47,6 +48,8 @@ struct Engine {
     clock: ManualClock,
     /// Output tokens of every held request (kept across preemptions).
     generated: HashMap<u64, u32>,
+    /// The handle of every request admitted and not ended: a resumed request keeps it.
+    handles: HashMap<u64, RequestHandle>,
     running: HashMap<u64, Run>,
     outcomes: HashMap<u64, Outcome>,
     total_blocks: u32,
@@ -57,6 +60,7 @@ struct Engine {
 impl Engine {
     fn end(&mut self, id: u64, o: Outcome) {
         self.generated.remove(&id);
+        self.handles.remove(&id);
         let prev = self.outcomes.insert(id, o);
         assert!(prev.is_none(), "req#{id} ended twice: {prev:?} then {o:?}");
     }
@@ -96,9 +100,12 @@ impl Engine {
                 a.id
             );
             let generated = *self.generated.get(&a.id.0).unwrap_or(&0);
+            let first = *self.handles.entry(a.id.0).or_insert(a.handle);
+            assert_eq!(first, a.handle, "{} resumed under another handle", a.id);
             self.running.insert(
                 a.id.0,
                 Run {
+                    handle: a.handle,
                     kv: 0,
                     target: a.prefill_target,
                     generated,
@@ -106,24 +113,29 @@ impl Engine {
                 },
             );
         }
-        let work: Vec<(u64, u32)> = d
+        let work: Vec<(u64, RequestHandle, u32)> = d
             .scheduled
             .iter()
-            .map(|s| (s.id.0, s.tokens))
-            .chain(d.admitted.iter().map(|a| (a.id.0, a.prefill_tokens)))
+            .map(|s| (s.id.0, s.handle, s.tokens))
+            .chain(
+                d.admitted
+                    .iter()
+                    .map(|a| (a.id.0, a.handle, a.prefill_tokens)),
+            )
             .collect();
         let held: u32 = self.running.values().map(|r| r.blocks).sum::<u32>();
         assert!(held <= self.total_blocks);
-        for (id, tokens) in work {
+        for (id, handle, tokens) in work {
             let run = self
                 .running
                 .get_mut(&id)
                 .expect("work for a running request");
+            assert_eq!(run.handle, handle, "req#{id}: work under its handle");
             run.kv += tokens;
             run.blocks = run.blocks.max(run.kv.div_ceil(16));
             let out = u32::from(run.kv >= run.target);
             self.sched
-                .on_progress(RequestId(id), now, tokens, out)
+                .on_progress(handle, now, tokens, out)
                 .expect("progress");
             run.generated += out;
             self.generated.insert(id, run.generated);
@@ -136,10 +148,7 @@ impl Engine {
                 } else {
                     FinishReason::Length
                 };
-                let o = self
-                    .sched
-                    .on_finished(RequestId(id), now, reason)
-                    .expect("finish");
+                let o = self.sched.on_finished(handle, now, reason).expect("finish");
                 self.running.remove(&id);
                 self.end(id, o);
             }
@@ -183,10 +192,9 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
     };
     cfg.classes[1].promote_after_ms = Some(200);
     cfg.classes[2].promote_after_ms = Some(100);
-    cfg.classes.iter_mut().for_each(|c| {
-        c.ring_capacity = 64;
-        c.queue_capacity = 2_000;
-    });
+    cfg.classes
+        .iter_mut()
+        .for_each(|c| c.queue_capacity = 2_000);
     cfg.engine.total_blocks = 600;
     cfg.engine.max_model_len = 2048;
     cfg.fairness.enabled = fair;
@@ -206,6 +214,8 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
                 let mut log = ApiLog::default();
                 let mut seed = 0x2545_F491_4F6C_DD1D ^ (t + 1);
                 let mut next = 0u64;
+                // Handles by counter (`None`: refused), for cancels and class changes.
+                let mut handles: Vec<Option<RequestHandle>> = Vec::new();
                 while !stop.load(Ordering::Relaxed) && ops.fetch_add(1, Ordering::Relaxed) < max_ops
                 {
                     log.ops += 1;
@@ -221,8 +231,12 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
                             let spec = RequestSpec::new(id, class, prompt, (id % 16 + 1) as u32)
                                 .with_tenant(TenantId((r >> 32) % 12));
                             match api.submit(spec) {
-                                Ok(_) => log.accepted.push(id),
+                                Ok(h) => {
+                                    handles.push(Some(h));
+                                    log.accepted.push(id);
+                                }
                                 Err(SubmitError::QueueFull { .. }) => {
+                                    handles.push(None);
                                     log.refused.push(id);
                                     std::thread::sleep(Duration::from_micros(200));
                                 }
@@ -230,18 +244,23 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
                             }
                         }
                         6 | 7 if next > 0 => {
-                            let id = (t << 40) | ((r >> 20) % next);
-                            match api.cancel(RequestId(id)) {
-                                Ok(_) => log.cancelled.push(id),
+                            let n = (r >> 20) % next;
+                            let Some(h) = handles[n as usize] else {
+                                continue;
+                            };
+                            match api.cancel(h) {
+                                Ok(_) => log.cancelled.push((t << 40) | n),
                                 Err(ControlError::NotFound(_))
                                 | Err(ControlError::AlreadyCancelled(_)) => {}
                                 Err(e) => panic!("cancel: {e}"),
                             }
                         }
                         _ if next > 0 => {
-                            let id = (t << 40) | ((r >> 20) % next);
+                            let Some(h) = handles[((r >> 20) % next) as usize] else {
+                                continue;
+                            };
                             let class = Class::from_index((r >> 12) as u8 % 3);
-                            match api.reprioritize(RequestId(id), class) {
+                            match api.reprioritize(h, class) {
                                 Ok(()) => {}
                                 Err(ControlError::NotFound(_))
                                 | Err(ControlError::AlreadyCancelled(_)) => {}
@@ -260,6 +279,7 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
         sched,
         clock,
         generated: HashMap::new(),
+        handles: HashMap::new(),
         running: HashMap::new(),
         outcomes: HashMap::new(),
         total_blocks,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 use triage::{
-    Budget, Class, Clock, Decision, ManualClock, QueueOrder, RequestSpec, Scheduler,
+    Budget, Class, Clock, Decision, ManualClock, QueueOrder, RequestHandle, RequestSpec, Scheduler,
     SchedulerConfig, Submitter, Timestamp,
 };
 
@@ -20,10 +20,11 @@ pub const BATCH: u32 = 256;
 pub const STEP_DT: Duration = Duration::from_millis(10);
 
 /// The default configuration (three classes, deadline order, 10 ms buckets), with room for
-/// `queued` waiting requests in every class and rings large enough for `ring` requests per
-/// class per shard between two steps: [`config_in`] the default order.
-pub fn config(queued: usize, ring: usize) -> SchedulerConfig {
-    config_in(QueueOrder::default(), queued, ring)
+/// `queued` waiting requests in every class (`queue_capacity` 2 × `queued`, counting the
+/// requests waiting as of the last step plus those submitted since): [`config_in`] the
+/// default order.
+pub fn config(queued: usize) -> SchedulerConfig {
+    config_in(QueueOrder::default(), queued)
 }
 
 /// [`config`] in queue order `order`.
@@ -34,7 +35,7 @@ pub fn config(queued: usize, ring: usize) -> SchedulerConfig {
 /// of these 8-token prompts, so a step would admit about 235 rather than the [`BATCH`] the
 /// benches time (and that the ladder order admits). Without the cap the step does the same
 /// work per candidate (its slack is still computed and checked) and admits the batch.
-pub fn config_in(order: QueueOrder, queued: usize, ring: usize) -> SchedulerConfig {
+pub fn config_in(order: QueueOrder, queued: usize) -> SchedulerConfig {
     let mut c = SchedulerConfig {
         order,
         ..SchedulerConfig::default()
@@ -44,7 +45,6 @@ pub fn config_in(order: QueueOrder, queued: usize, ring: usize) -> SchedulerConf
     }
     for class in &mut c.classes {
         class.queue_capacity = (2 * queued).max(class.queue_capacity);
-        class.ring_capacity = ring.next_power_of_two().min(1 << 20);
     }
     c
 }
@@ -52,7 +52,7 @@ pub fn config_in(order: QueueOrder, queued: usize, ring: usize) -> SchedulerConf
 /// [`config`] at 100k queued, with fairness between tenants `on` and room for `tenants`
 /// tenants: the fairness step benches (`step`'s criterion group and `fairness_ratio`).
 pub fn fairness_config(on: bool, tenants: u64) -> SchedulerConfig {
-    let mut c = config(100_000, 8192);
+    let mut c = config(100_000);
     c.fairness.enabled = on;
     c.fairness.max_tenants = tenants as usize;
     c
@@ -131,16 +131,16 @@ impl Bench {
         b
     }
 
-    /// Submits one request of `class` stamped at the clock's current time.
-    pub fn submit(&mut self, class: Class) -> u64 {
+    /// Submits one request of `class` stamped at the clock's current time; returns its
+    /// handle.
+    pub fn submit(&mut self, class: Class) -> RequestHandle {
         let id = self.next_id;
         self.next_id += 1;
         let mut spec = RequestSpec::new(id, class, PROMPT, MAX_NEW);
         if self.tenants > 0 {
             spec = spec.with_tenant(triage::TenantId(id % self.tenants));
         }
-        self.api.submit(spec).expect("bench submit refused");
-        id
+        self.api.submit(spec).expect("bench submit refused")
     }
 
     /// A step at the clock's time with `budget`.
@@ -153,22 +153,23 @@ impl Bench {
 
     /// Fills to `n` waiting requests whose arrivals are spread evenly over `window`
     /// (ending at the clock's time on return), classes from `class_of(i)`, draining every
-    /// `chunk` submits with a zero-budget step.
+    /// `chunk` submits with a zero-budget step. Returns their handles, in submit order.
     pub fn fill(
         &mut self,
         n: usize,
         window: Duration,
         chunk: usize,
         class_of: impl Fn(u64) -> Class,
-    ) {
+    ) -> Vec<RequestHandle> {
         let start = self.clock.now();
         let span = window.as_nanos() as u64;
+        let mut handles = Vec::with_capacity(n);
         let mut i = 0u64;
         while (i as usize) < n {
             let t = start.0 + span * i / n as u64;
             self.clock.set(Timestamp(t));
             for _ in 0..chunk.min(n - i as usize) {
-                self.submit(class_of(i));
+                handles.push(self.submit(class_of(i)));
                 i += 1;
             }
             self.step(&ZERO);
@@ -176,6 +177,7 @@ impl Bench {
         self.clock.set(Timestamp(start.0 + span));
         self.step(&ZERO);
         assert_eq!(self.sched.waiting(), n, "fill reached its target");
+        handles
     }
 
     /// One step of the step benches, timed: advance the clock by [`STEP_DT`], step with
@@ -201,9 +203,9 @@ impl Bench {
     pub fn finish_admitted(&mut self) {
         let now = self.clock.now();
         for i in 0..self.d.admitted.len() {
-            let id = self.d.admitted[i].id;
+            let handle = self.d.admitted[i].handle;
             self.sched
-                .on_finished(id, now, triage::FinishReason::Stop)
+                .on_finished(handle, now, triage::FinishReason::Stop)
                 .expect("admitted request is running");
         }
     }

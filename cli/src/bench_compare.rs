@@ -202,11 +202,6 @@ pub fn order_name(order: QueueOrder) -> &'static str {
 
 // ---- submit ------------------------------------------------------------------------------
 
-/// Ring capacity per class of triage's schedulers here. The submit workload drains nothing
-/// until its run ends, so a class's ring holds a third of `--submit-ops` (21,846 of the
-/// default 65,536 at one producer); the step workload uses the same configuration.
-const RING: usize = 1 << 15;
-
 /// Runs `producers` threads each calling `op(i)` for its share of `0..ops`; returns the
 /// wall time from their release to the last one finishing, and the CPU time the producer
 /// threads spent in all.
@@ -252,8 +247,7 @@ fn submit_once(
     let spec = |i: u64| RequestSpec::new(i, Class::from_index((i % 3) as u8), 100, 100);
     match name {
         TRIAGE => {
-            let (sched, api) =
-                Scheduler::new(filled::config(ops, RING, order)).expect("valid config");
+            let (sched, api) = Scheduler::new(filled::config(ops, order)).expect("valid config");
             let d = timed_producers(producers, ops, &|i| {
                 api.submit(spec(i)).expect("submit refused");
             });
@@ -370,7 +364,7 @@ struct TriageRun {
 
 /// Times up to `o.steps` steps of triage at depth `n`.
 fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
-    let mut f = Filled::new(filled::config(n, RING, o.order), n, o.batch as u32);
+    let mut f = Filled::new(filled::config(n, o.order), n, o.batch as u32);
     let mut late = 0;
     let mut callbacks = Vec::with_capacity(o.steps);
     let mut out = Vec::with_capacity(o.steps);
@@ -399,7 +393,7 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
 
 /// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
 fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let window = filled::fill_window(&filled::config(n, RING, o.order));
+    let window = filled::fill_window(&filled::config(n, o.order));
     let b = baseline(name);
     // The same requests as triage's side ([`filled::spec`] by id).
     let mut next_id = 0u64;

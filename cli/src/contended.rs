@@ -186,7 +186,7 @@ fn stop_producers(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<Vec<f6
 }
 
 fn run_triage(o: &ContendedOptions, p: usize) -> Run {
-    let cfg = filled::config(o.queued, filled::STEP_RING, o.order);
+    let cfg = filled::config(o.queued, o.order);
     let clock = MonotonicClock::new();
     let (mut sched, api) = Scheduler::with_clock(cfg, clock).expect("valid config");
     let mut d = Decision::default();
@@ -209,8 +209,8 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
     let submit = {
         let api = api.clone();
         move |id| {
-            // A refusal (a full ring between two steps) is timed like an acceptance; the
-            // pacing keeps it rare.
+            // A refusal (a full class: `queue_capacity` is twice the depth held) is timed
+            // like an acceptance; the pacing keeps it from happening.
             let _ = api.submit(filled::spec(id));
         }
     };
@@ -222,10 +222,10 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
         let took = t.elapsed();
         for a in &d.admitted {
             sched
-                .on_progress(a.id, now, a.prefill_tokens, 1)
+                .on_progress(a.handle, now, a.prefill_tokens, 1)
                 .expect("admitted request runs");
             sched
-                .on_finished(a.id, now, FinishReason::Stop)
+                .on_finished(a.handle, now, FinishReason::Stop)
                 .expect("admitted request runs");
         }
         (took, d.admitted.len())

@@ -39,8 +39,8 @@ pub(crate) const STEP_DT: Duration = Duration::from_millis(10);
 /// 2048-token step exactly and each request needs one KV block.
 pub(crate) const PROMPT: u32 = 8;
 
-/// A budget that admits nothing: steps with it only drain the rings, apply notices and age
-/// (the fills here and in `triage stress`).
+/// A budget that admits nothing: steps with it only drain the ingress queues, apply notices
+/// and age (the fills here and in `triage stress`).
 pub(crate) const ZERO: Budget = Budget {
     max_num_seqs: 0,
     max_batched_tokens: 0,
@@ -50,14 +50,11 @@ pub(crate) const ZERO: Budget = Budget {
 /// Submits a fill makes between two draining steps.
 const FILL_CHUNK: u64 = 4096;
 
-/// Ring capacity per class for the step workloads: a ring must hold every submit to its
-/// class (on one shard) between two drains, and the fill drains every [`FILL_CHUNK`]
-/// submits while a step refills one batch (256 by default), a third per class.
-pub(crate) const STEP_RING: usize = 8192;
-
 /// The default configuration (three classes, the default aging ladder and deadline
 /// tunables) in queue order `order`, with room for `queued` waiting requests in every class
-/// and rings of `ring` slots (a power of two).
+/// (`queue_capacity` 2 × `queued`: it counts the requests waiting as of the last step plus
+/// those submitted since, so a fill drained every [`FILL_CHUNK`] submits, and the submit
+/// workload of `triage bench-compare`, which drains nothing, fit).
 ///
 /// One default is changed, in deadline order only: `deadline.relaxed_chunk_tokens` is 0
 /// (no cap). The workload's LOW requests are all *relaxed* (their end-to-end deadline is
@@ -66,7 +63,7 @@ pub(crate) const STEP_RING: usize = 8192;
 /// that the measurement compares (and that the baselines pop). Without the cap the step
 /// does the same work per candidate (its slack is still computed and checked) and admits
 /// the batch.
-pub(crate) fn config(queued: usize, ring: usize, order: QueueOrder) -> SchedulerConfig {
+pub(crate) fn config(queued: usize, order: QueueOrder) -> SchedulerConfig {
     let mut c = SchedulerConfig {
         order,
         ..SchedulerConfig::default()
@@ -76,7 +73,6 @@ pub(crate) fn config(queued: usize, ring: usize, order: QueueOrder) -> Scheduler
     }
     for class in &mut c.classes {
         class.queue_capacity = class.queue_capacity.max(2 * queued);
-        class.ring_capacity = ring;
     }
     c
 }
@@ -256,10 +252,10 @@ impl Filled {
         let c = ThreadTime::now();
         for a in &self.d.admitted {
             self.sched
-                .on_progress(a.id, now, a.prefill_tokens, 1)
+                .on_progress(a.handle, now, a.prefill_tokens, 1)
                 .expect("admitted request runs");
             self.sched
-                .on_finished(a.id, now, FinishReason::Stop)
+                .on_finished(a.handle, now, FinishReason::Stop)
                 .expect("admitted request runs");
         }
         let took = Took {
@@ -280,12 +276,12 @@ mod tests {
 
     #[test]
     fn steps_keep_the_depth_and_the_books_balanced() {
-        let mut f = Filled::new(config(1_000, STEP_RING, QueueOrder::Deadline), 1_000, 16);
+        let mut f = Filled::new(config(1_000, QueueOrder::Deadline), 1_000, 16);
         for meter in [Meter::Cpu, Meter::CpuAndWall, Meter::Cpu] {
             let took = f.timed_step(meter);
             assert_eq!(took.wall.is_some(), matches!(meter, Meter::CpuAndWall));
         }
-        // The last 16 submits wait in the rings until the next step drains them.
+        // The last 16 submits wait in ingress until the next step drains them.
         assert_eq!(f.sched.waiting() + 16, 1_000);
         assert!(f.sched.conservation().is_balanced());
     }
@@ -295,7 +291,7 @@ mod tests {
         // The steps of `bench-compare` and `slo-overhead`: 256 per step, at a depth whose
         // fill leaves HIGH and MEDIUM requests past their deadlines in deadline order.
         for order in [QueueOrder::Deadline, QueueOrder::Ladder] {
-            let mut f = Filled::new(config(20_000, STEP_RING, order), 20_000, 256);
+            let mut f = Filled::new(config(20_000, order), 20_000, 256);
             if order == QueueOrder::Deadline {
                 // About 6,000 MEDIUM requests the fill left past their 2 s deadline were
                 // relegated by the settling steps, 4,096 at most per step.

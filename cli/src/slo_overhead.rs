@@ -16,8 +16,8 @@
 //! time, spread over 1.25 × LOW's promotion threshold, classes one third each, 8-token
 //! prompts; each step advances the clock 10 ms and admits 256 (budget 256 seqs, 2048
 //! tokens), after which (untimed) the engine reports the 256 finished and 256 new requests
-//! are submitted. (The bench stamps each chunk of 4,096 fill submits with one time, times
-//! wall clock and uses rings of 8,192 rather than 2^15.)
+//! are submitted. (The bench stamps each chunk of 4,096 fill submits with one time and
+//! times wall clock.)
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -102,7 +102,7 @@ impl OverheadReport {
 
 /// A scheduler of the pair: [`Filled`] with SLO tracking `on`, filled to `o.queued`.
 fn side(o: &OverheadOptions, on: bool) -> Filled {
-    let mut cfg = filled::config(o.queued, filled::STEP_RING, o.order);
+    let mut cfg = filled::config(o.queued, o.order);
     cfg.slo.enabled = on;
     Filled::new(cfg, o.queued, o.batch)
 }

@@ -1,33 +1,38 @@
 //! `triage stress`: the scheduler under load on the wall clock, at a large queue depth.
 //!
 //! 1. **Fill**: the calling thread submits `queued` requests (stepping with a zero budget
-//!    every few thousand submits to drain the rings) while a counting allocator measures the
+//!    every few thousand submits to drain ingress) while a counting allocator measures the
 //!    net heap bytes this adds: bytes per queued request.
 //! 2. **Run**: `threads` API threads each perform `rate` operations per second — submits
 //!    (paused while the queue is at or above its target depth, so it stays there), cancels
-//!    and reprioritizes of recent ids — while the engine thread steps every `step_every`
-//!    with a real budget (`max_num_seqs`, token budget, free KV blocks as the simulated
-//!    engine holds them) and reports progress like an engine: each admitted request
-//!    prefills (in chunks if the budget says so), then decodes a few tokens, then finishes.
+//!    and reprioritizes of recent requests, any thread's, through the handles their submits
+//!    returned (published by id) — while the engine thread steps every `step_every` with a
+//!    real budget (`max_num_seqs`, token budget, free KV blocks as the simulated engine
+//!    holds them) and reports progress like an engine, by the handle each admission
+//!    carries: each admitted request prefills (in chunks if the budget says so), then
+//!    decodes a few tokens, then finishes.
 //! 3. **Shutdown**: API threads stop, a last step applies their notices, the waiting
 //!    requests are handed off (`drain_waiting`, outcome `evicted`) and the engine runs the
 //!    running ones to completion.
 //! 4. **Checks**: the conservation law after every step, every request's outcome recorded
 //!    exactly once (refused at submit, or exactly one of finished / cancelled / timed out /
-//!    evicted), outcome totals equal to the scheduler's counters, nothing left held, and
-//!    `check_invariants` after the fill and at the end.
+//!    evicted), outcome totals equal to the scheduler's counters, nothing left held,
+//!    `check_invariants` after the fill and at the end; every admission and scheduled
+//!    iteration naming the handle its submit returned (kept across preemptions), and every
+//!    handle stale (cancel answers `NotFound`) once its request ended.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use triage::{
     Budget, CancelOutcome, Class, Clock, Conservation, ControlError, Decision, FinishReason,
-    MonotonicClock, Outcome, RequestId, RequestSpec, Scheduler, SchedulerConfig, Submitter,
-    Timestamp,
+    MonotonicClock, Outcome, RequestHandle, RequestId, RequestSpec, Scheduler, SchedulerConfig,
+    Submitter, Timestamp,
 };
 
 use crate::alloc_count;
@@ -114,12 +119,19 @@ pub struct ApiCounts {
     pub cancelled_waiting: u64,
     /// Cancels that found a running request.
     pub cancelled_running: u64,
-    /// Cancels or reprioritizes of an id no longer held (already ended).
+    /// Cancels or reprioritizes of a request no longer held (already ended: its handle is
+    /// stale).
     pub not_found: u64,
+    /// Cancels or reprioritizes skipped because the id picked had no handle: its submit had
+    /// not returned yet, or was refused.
+    pub no_handle: u64,
     /// Cancels of an already-cancelled request.
     pub already_cancelled: u64,
     /// Reprioritizes accepted.
     pub reprioritized: u64,
+    /// Answers a cancel or reprioritize by handle never gives (a class error from a cancel,
+    /// an id-index error from either): a broken check unless 0.
+    pub unexpected: u64,
 }
 
 impl ApiCounts {
@@ -130,8 +142,10 @@ impl ApiCounts {
         self.cancelled_waiting += o.cancelled_waiting;
         self.cancelled_running += o.cancelled_running;
         self.not_found += o.not_found;
+        self.no_handle += o.no_handle;
         self.already_cancelled += o.already_cancelled;
         self.reprioritized += o.reprioritized;
+        self.unexpected += o.unexpected;
     }
 }
 
@@ -251,7 +265,7 @@ impl StressReport {
         let a = &self.api;
         let _ = writeln!(
             s,
-            "  api                 {} submitted, {} refused, {} skipped at target depth; cancels {} waiting + {} running; {} reprioritized; {} not found, {} already cancelled",
+            "  api                 {} submitted, {} refused, {} skipped at target depth; cancels {} waiting + {} running; {} reprioritized; {} not found, {} already cancelled, {} with no handle yet",
             a.submitted,
             a.refused,
             a.skipped_full,
@@ -259,7 +273,8 @@ impl StressReport {
             a.cancelled_running,
             a.reprioritized,
             a.not_found,
-            a.already_cancelled
+            a.already_cancelled,
+            a.no_handle
         );
         let o = &self.outcomes;
         let _ = writeln!(
@@ -271,7 +286,7 @@ impl StressReport {
         if self.ok() {
             let _ = writeln!(
                 s,
-                "  invariants          OK: balanced after every step, every request has exactly one outcome, check_invariants passed"
+                "  invariants          OK: balanced after every step, every request has exactly one outcome, handles consistent and stale at the end, check_invariants passed"
             );
         } else {
             let _ = writeln!(s, "  invariants          BROKEN:");
@@ -295,7 +310,6 @@ pub fn stress_config(queued: usize, aging_ms: Option<u64>) -> SchedulerConfig {
     }
     for c in &mut cfg.classes {
         c.queue_capacity = c.queue_capacity.max(2 * queued + 65_536);
-        c.ring_capacity = 1 << 14;
     }
     cfg
 }
@@ -304,6 +318,9 @@ pub fn stress_config(queued: usize, aging_ms: Option<u64>) -> SchedulerConfig {
 struct Shared {
     /// One byte per id: ACCEPTED / REFUSED flags plus OUTCOME per outcome.
     book: Vec<AtomicU8>,
+    /// The handle each accepted submit returned, by id: set by the submitting thread once
+    /// `submit` returns (so possibly after the engine admitted the request).
+    handles: Vec<OnceLock<RequestHandle>>,
     next_id: AtomicU64,
     stop: AtomicBool,
     /// Waiting requests as of the last step.
@@ -314,6 +331,22 @@ impl Shared {
     fn mark(&self, id: RequestId, bits: u8) {
         // Relaxed: read only after every thread is joined.
         self.book[id.0 as usize].fetch_add(bits, Ordering::Relaxed);
+    }
+
+    /// Records an accepted submit: its book flag and its handle.
+    fn accepted(&self, id: RequestId, handle: RequestHandle) {
+        self.mark(id, ACCEPTED);
+        self.handles[id.0 as usize]
+            .set(handle)
+            .expect("one submit per id");
+    }
+
+    /// The handle of `id`'s request, once its submit has returned it.
+    fn handle(&self, id: u64) -> Option<RequestHandle> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.handles.get(i))
+            .and_then(|h| h.get().copied())
     }
 }
 
@@ -331,6 +364,8 @@ fn random_spec(rng: &mut Rng, id: u64, o: &StressOptions) -> RequestSpec {
 /// What the stress engine knows of a request it has seen admitted.
 #[derive(Clone, Copy, Debug)]
 struct Job {
+    /// Its handle, from its first admission (a resumed request must bring the same one).
+    handle: RequestHandle,
     running: bool,
     kv: u32,
     target: u32,
@@ -444,8 +479,27 @@ impl Engine {
                 self.fail(format!("{} admitted while running", a.id));
                 continue;
             }
+            if let Some(j) = self.jobs.get(&a.id.0) {
+                if j.handle != a.handle {
+                    self.fail(format!(
+                        "{} resumed with {}, first admitted with {}",
+                        a.id, a.handle, j.handle
+                    ));
+                }
+            }
+            // Published once the submit returned: a request that a step drained before
+            // its submit returned is not compared here (only with its later iterations).
+            if let Some(h) = shared.handle(a.id.0) {
+                if h != a.handle {
+                    self.fail(format!(
+                        "{} admitted with {}, submitted as {h}",
+                        a.id, a.handle
+                    ));
+                }
+            }
             let goal_max = self.specs.remove(&a.id.0);
             let job = self.jobs.entry(a.id.0).or_insert_with(|| Job {
+                handle: a.handle,
                 running: false,
                 kv: 0,
                 target: 0,
@@ -463,18 +517,20 @@ impl Engine {
             job.target = a.prefill_target;
             job.held = a.blocks;
             self.held += u64::from(a.blocks);
-            self.progress(sched, a.id, a.prefill_tokens, now, shared);
+            self.progress(sched, a.id, a.handle, a.prefill_tokens, now, shared);
         }
         for s in &d.scheduled {
-            self.progress(sched, s.id, s.tokens, now, shared);
+            self.progress(sched, s.id, s.handle, s.tokens, now, shared);
         }
     }
 
-    /// One iteration's work on a running request: `tokens` of prefill, or one decode.
+    /// One iteration's work on a running request, reported by `handle` (the decision's):
+    /// `tokens` of prefill, or one decode.
     fn progress(
         &mut self,
         sched: &mut Scheduler,
         id: RequestId,
+        handle: RequestHandle,
         tokens: u32,
         now: Timestamp,
         shared: &Shared,
@@ -484,6 +540,13 @@ impl Engine {
             self.fail(format!("{id} scheduled but unknown to the engine"));
             return;
         };
+        if j.handle != handle {
+            let admitted = j.handle;
+            self.fail(format!(
+                "{id} scheduled with {handle}, admitted with {admitted}"
+            ));
+            return;
+        }
         let out = if j.kv < j.target {
             j.kv += tokens;
             u32::from(j.kv >= j.target)
@@ -504,12 +567,12 @@ impl Engine {
         } else {
             FinishReason::Stop
         };
-        if let Err(e) = sched.on_progress(id, now, computed, out) {
+        if let Err(e) = sched.on_progress(handle, now, computed, out) {
             self.fail(format!("on_progress({id}): {e}"));
             return;
         }
         if done {
-            match sched.on_finished(id, now, reason) {
+            match sched.on_finished(handle, now, reason) {
                 Ok(Outcome::Finished) => self.seen.finished += 1,
                 Ok(Outcome::Cancelled) => self.seen.cancelled += 1,
                 Ok(o) => self.fail(format!("on_finished({id}) answered {o:?}")),
@@ -554,6 +617,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         + 4096;
     let shared = Shared {
         book: (0..max_ids).map(|_| AtomicU8::new(0)).collect(),
+        handles: (0..max_ids).map(|_| OnceLock::new()).collect(),
         next_id: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         depth: AtomicUsize::new(0),
@@ -702,6 +766,12 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     while let Ok((id, max_new)) = goal_rx.try_recv() {
         engine.specs.insert(id, max_new);
     }
+    if api_counts.unexpected > 0 {
+        engine.fail(format!(
+            "{} cancels or reprioritizes by handle answered an error they never give",
+            api_counts.unexpected
+        ));
+    }
     let run_seconds = run_start.elapsed().as_secs_f64();
     let steps = step_ns.len() as u64;
     let (admitted, preempted, promoted) = (
@@ -712,7 +782,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
 
     // ---- shutdown ------------------------------------------------------------------------
     bar.set_prefix("drain");
-    // A last step applies the notices of the API threads' final calls and drains the rings.
+    // A last step applies the notices of the API threads' final calls and drains ingress.
     engine.step_and_apply(&mut sched, &mut d, &clock, &shared, o)?;
     let handed = sched.drain_waiting(clock.now());
     for h in &handed {
@@ -731,7 +801,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     bar.finish_and_clear();
 
     // ---- checks --------------------------------------------------------------------------
-    let c = check_outcomes(&sched, &shared, &mut engine, max_ids, unbalanced);
+    let c = check_outcomes(&sched, &api, &shared, &mut engine, max_ids, unbalanced);
 
     Ok(StressReport {
         queued: o.queued,
@@ -785,7 +855,7 @@ fn fill(
     let mut refused_fill = 0u64;
     for (i, spec) in fill_specs.iter().enumerate() {
         match api.submit(*spec) {
-            Ok(_) => shared.mark(spec.id, ACCEPTED),
+            Ok(h) => shared.accepted(spec.id, h),
             Err(_) => {
                 refused_fill += 1;
                 shared.mark(spec.id, REFUSED);
@@ -827,9 +897,11 @@ fn fill(
 
 /// The end-of-run checks, failures recorded in `engine`: the conservation law (balanced at
 /// every step and at the end, nothing left held), the invariants, exactly one outcome per
-/// id in the book, and the engine's and API threads' counts against the scheduler's.
+/// id in the book, a handle for every accepted id and every handle stale, and the engine's
+/// and API threads' counts against the scheduler's.
 fn check_outcomes(
     sched: &Scheduler,
+    api: &Submitter,
     shared: &Shared,
     engine: &mut Engine,
     max_ids: u64,
@@ -855,7 +927,7 @@ fn check_outcomes(
         let flags = v & 3;
         let outcomes = v >> 2;
         let ok = match flags {
-            ACCEPTED => outcomes == 1,
+            ACCEPTED => outcomes == 1 && shared.handle(id).is_some(),
             REFUSED => {
                 refused += 1;
                 outcomes == 0
@@ -871,7 +943,25 @@ fn check_outcomes(
         }
     }
     for b in bad {
-        engine.fail(format!("not exactly one outcome: {b}"));
+        engine.fail(format!("not exactly one outcome (or no handle): {b}"));
+    }
+    // Every request ended, so every handle is stale: a cancel finds nothing (and changes
+    // nothing), whichever request its slot went to since.
+    let mut live = Vec::new();
+    for id in 0..used {
+        if let Some(h) = shared.handle(id) {
+            match api.cancel(h) {
+                Err(ControlError::NotFound(n)) if n == h => {}
+                r => {
+                    if live.len() < 5 {
+                        live.push(format!("req#{id} ({h}): cancel answered {r:?}"));
+                    }
+                }
+            }
+        }
+    }
+    for l in live {
+        engine.fail(format!("handle not stale at the end: {l}"));
     }
     let s = engine.seen;
     let checks = [
@@ -922,26 +1012,38 @@ fn api_thread(
         }
         done += 1;
         let u = rng.next_f64();
+        // The handle of a recent request (any thread's), if its submit has returned one.
         let recent = || {
             let hi = shared.next_id.load(Ordering::Relaxed);
             let window = (o.queued as u64).min(hi).max(1);
-            RequestId(hi - 1 - (rng_pick(hi, window, t, done)))
+            shared.handle(hi - 1 - (rng_pick(hi, window, t, done)))
         };
         if u < o.cancel_fraction {
-            match api.cancel(recent()) {
+            let Some(h) = recent() else {
+                c.no_handle += 1;
+                continue;
+            };
+            match api.cancel(h) {
                 Ok(CancelOutcome::WasWaiting) => c.cancelled_waiting += 1,
                 Ok(CancelOutcome::WasRunning) => c.cancelled_running += 1,
                 Err(ControlError::NotFound(_)) => c.not_found += 1,
                 Err(ControlError::AlreadyCancelled(_)) => c.already_cancelled += 1,
-                Err(ControlError::Class(_)) => {}
+                Err(
+                    ControlError::Class(_) | ControlError::UnknownId(_) | ControlError::NoIdIndex,
+                ) => c.unexpected += 1,
             }
         } else if u < o.cancel_fraction + o.reprioritize_fraction {
             let class = Class::from_index(rng.range(0, 2) as u8);
-            match api.reprioritize(recent(), class) {
+            let Some(h) = recent() else {
+                c.no_handle += 1;
+                continue;
+            };
+            match api.reprioritize(h, class) {
                 Ok(()) => c.reprioritized += 1,
                 Err(ControlError::NotFound(_)) => c.not_found += 1,
                 Err(ControlError::AlreadyCancelled(_)) => c.already_cancelled += 1,
                 Err(ControlError::Class(_)) => {}
+                Err(ControlError::UnknownId(_) | ControlError::NoIdIndex) => c.unexpected += 1,
             }
         } else {
             // Relaxed: a depth hint; the queue stays near its target, not exactly at it.
@@ -964,9 +1066,9 @@ fn api_thread(
             let r = api.submit(spec);
             lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
             match r {
-                Ok(_) => {
+                Ok(h) => {
                     c.submitted += 1;
-                    shared.mark(spec.id, ACCEPTED);
+                    shared.accepted(spec.id, h);
                 }
                 Err(_) => {
                     c.refused += 1;

@@ -1,18 +1,28 @@
 //! Random sequences of every public API call (submit, cancel, reprioritize, step, progress,
-//! finish, reload, close, `drain_waiting`) against one scheduler, with ingress rings from
-//! the smallest capacity the configuration accepts upward and one or two shards.
+//! finish, look-up, reload, close, `drain_waiting`) against one scheduler, with class queue
+//! capacities from 1 upward, the id index on or off, and one or two shards.
 //!
 //! The target plays the API threads and the engine, and keeps its own account of every
-//! accepted request (waiting or running, cancel acknowledged or not), fed only by what the
-//! API answers and what the decisions say. After every call it checks:
+//! accepted request (its handle, its base class, waiting or running, cancel acknowledged or
+//! not), fed only by what the API answers and what the decisions say. Calls name requests
+//! by the handle their submit returned; the handle of an ended request is kept (one per id)
+//! to call with again: it must be stale. After every call it checks:
 //! * `check_invariants()` and the conservation law;
 //! * the scheduler's counts against the account: submitted, held (in ingress + waiting +
 //!   running) and each terminal outcome;
-//! * each answer against the account: a submit accepted only for an id not held, a
-//!   duplicate only for a held one; cancel's `WasWaiting`/`WasRunning` matching the state;
-//!   admissions only of waiting requests, preemptions only of running ones, aborts and
-//!   cancellations only after an acknowledged cancel; progress and finish accepted for
-//!   every running request;
+//! * each answer against the account: a submit accepted only if its class had room (its
+//!   `queue_capacity` against the requests waiting in that base class as of the last step
+//!   plus those submitted to it since) and refused `QueueFull` only if not; with the id
+//!   index, accepted only for an id not held and refused as a duplicate only for a held one
+//!   (without it the target submits no held id: the decision lists name requests by id);
+//!   a new handle never one already issued; cancel's `WasWaiting`/`WasRunning` matching the
+//!   state; admissions only of waiting requests, with the handle their submit returned
+//!   (kept across preemptions) and their arrival, scheduled work with it too, preemptions
+//!   only of running ones, aborts and cancellations only after an acknowledged cancel;
+//!   progress and finish accepted for every running request, refused `NotRunning` for a
+//!   waiting one; a stale handle answering `NotFound` / `NotRunning`;
+//! * `lookup` of every id: the held request's handle, or `UnknownId` (`NoIdIndex` without
+//!   the index);
 //! * after `drain_waiting`: nothing waiting and nothing in ingress; every waiting request
 //!   was handed off, or ended as the cancel the client was told about.
 //!
@@ -33,8 +43,8 @@ use triage::*;
 
 #[derive(Arbitrary, Debug)]
 struct Setup {
-    /// Ring capacity: the smallest accepted, shifted left by `ring_shift % 4`.
-    ring_shift: u8,
+    /// `id_index`: look-up by id, and duplicate ids refused.
+    id_index: bool,
     two_shards: bool,
     /// Queue capacity per class: `1 + queue_capacity % 8`, or large.
     queue_capacity: Option<u8>,
@@ -111,7 +121,7 @@ fuzz_target!(|input: (Setup, Vec<Op>)| {
 });
 
 type Job = (Submitter, RequestSpec);
-type Reply = Result<Timestamp, SubmitError>;
+type Reply = Result<RequestHandle, SubmitError>;
 
 /// A thread that submits on the main thread's behalf and answers before the next call.
 struct Worker {
@@ -157,6 +167,15 @@ fn workers() -> &'static [Mutex<Worker>; 2] {
 /// The account of one accepted request.
 #[derive(Clone, Copy, Debug)]
 struct Held {
+    /// What its submit returned.
+    handle: RequestHandle,
+    /// The clock's time at its submit.
+    arrival: Timestamp,
+    /// Its base class as the class's queue capacity counts it: as of the last step (the
+    /// submitted class if submitted since).
+    class: u8,
+    /// A class change acknowledged since the last step, which the next step applies.
+    class_next: Option<u8>,
     running: bool,
     cancel_acked: bool,
 }
@@ -168,6 +187,8 @@ struct Seen {
     cancelled: u64,
     timed_out: u64,
     evicted: u64,
+    /// Shed by deadline order (`RejectReason::DeadlineMissed`).
+    shed: u64,
     refused_drained: u64,
 }
 
@@ -177,6 +198,8 @@ struct World {
     clock: ManualClock,
     base: SchedulerConfig,
     held: BTreeMap<u64, Held>,
+    /// The handle of the last ended request of each id.
+    stale: BTreeMap<u64, RequestHandle>,
     accepted: u64,
     refused_at_submit: u64,
     seen: Seen,
@@ -186,10 +209,10 @@ struct World {
 fn config(s: &Setup) -> SchedulerConfig {
     let mut c = SchedulerConfig {
         shards: if s.two_shards { 2 } else { 1 },
+        id_index: s.id_index,
         ..SchedulerConfig::default()
     };
     for class in &mut c.classes {
-        class.ring_capacity = ClassConfig::MIN_RING_CAPACITY << (s.ring_shift % 4);
         class.queue_capacity = s.queue_capacity.map_or(1 << 16, |q| 1 + usize::from(q % 8));
     }
     if s.aging {
@@ -230,6 +253,7 @@ impl World {
             clock,
             base,
             held: BTreeMap::new(),
+            stale: BTreeMap::new(),
             accepted: 0,
             refused_at_submit: 0,
             seen: Seen::default(),
@@ -251,9 +275,35 @@ impl World {
     }
 
     fn end(&mut self, id: u64, what: &str) -> Held {
-        self.held
+        let h = self
+            .held
             .remove(&id)
-            .unwrap_or_else(|| panic!("{what} of req {id}, which is not held"))
+            .unwrap_or_else(|| panic!("{what} of req {id}, which is not held"));
+        self.stale.insert(id, h.handle);
+        h
+    }
+
+    /// The handle to call `id`'s request by: the held one's, else the last ended one's
+    /// (stale); `None` if the id was never accepted.
+    fn handle_of(&self, id: u64) -> Option<RequestHandle> {
+        self.held
+            .get(&id)
+            .map(|h| h.handle)
+            .or_else(|| self.stale.get(&id).copied())
+    }
+
+    /// Requests counting against class `class`'s queue capacity: waiting in it as of the
+    /// last step, or submitted to it since.
+    fn queued(&self, class: u8) -> usize {
+        self.held
+            .values()
+            .filter(|h| !h.running && h.class == class)
+            .count()
+    }
+
+    /// The configured queue capacity of class `class`.
+    fn capacity(&self, class: u8) -> usize {
+        self.base.classes[usize::from(class)].queue_capacity
     }
 
     fn apply(&mut self, op: &Op) {
@@ -277,12 +327,38 @@ impl World {
                 if tenant % 5 != 0 {
                     spec = spec.with_tenant(TenantId(u64::from(tenant % 5)));
                 }
+                let held = self.held.contains_key(&id);
+                if held && !self.base.id_index {
+                    // Accepted without the index (ids are the engine's business), but then
+                    // two held requests would share the id that preemptions, cancellations
+                    // and rejections name them by, and the account could not tell them
+                    // apart.
+                    return;
+                }
+                // Classes past the configured ones are refused before the capacity counts.
+                let room = (class < 3).then(|| (self.queued(class), self.capacity(class)));
+                let arrival = self.clock.now();
                 let w = workers()[usize::from(worker)].lock().unwrap();
                 match w.submit(&self.api, spec) {
-                    Ok(_) => {
+                    Ok(handle) => {
+                        if let Some((queued, cap)) = room {
+                            assert!(
+                                queued < cap,
+                                "req {id} accepted into a full class ({queued} of {cap})"
+                            );
+                        }
+                        assert!(
+                            self.held.values().all(|h| h.handle != handle)
+                                && self.stale.values().all(|&s| s != handle),
+                            "req {id}: {handle} issued before"
+                        );
                         let before = self.held.insert(
                             id,
                             Held {
+                                handle,
+                                arrival,
+                                class,
+                                class_next: None,
                                 running: false,
                                 cancel_acked: false,
                             },
@@ -291,8 +367,22 @@ impl World {
                         self.accepted += 1;
                     }
                     Err(e) => {
-                        if let SubmitError::DuplicateId(_) = e {
-                            assert!(self.held.contains_key(&id), "duplicate of unheld {id}");
+                        match e {
+                            SubmitError::DuplicateId(_) => {
+                                assert!(self.base.id_index, "duplicate of {id} without the index");
+                                assert!(held, "duplicate of unheld {id}");
+                                let (queued, cap) = room.expect("a configured class");
+                                assert!(queued < cap, "duplicate checked in a full class");
+                            }
+                            SubmitError::QueueFull { capacity, .. } => {
+                                let (queued, cap) = room.expect("QueueFull of a configured class");
+                                assert_eq!(capacity, cap, "req {id}");
+                                assert!(
+                                    queued >= cap,
+                                    "req {id} refused with room ({queued} of {cap})"
+                                );
+                            }
+                            _ => {}
                         }
                         self.refused_at_submit += 1;
                     }
@@ -300,8 +390,11 @@ impl World {
             }
             Op::Cancel { id } => {
                 let id = u64::from(id % 24);
+                let Some(handle) = self.handle_of(id) else {
+                    return;
+                };
                 let held = self.held.get_mut(&id);
-                match (self.api.cancel(RequestId(id)), held) {
+                match (self.api.cancel(handle), held) {
                     (Ok(outcome), Some(h)) => {
                         assert!(!h.cancel_acked, "req {id} cancelled twice");
                         let expected = if h.running {
@@ -312,28 +405,37 @@ impl World {
                         assert_eq!(outcome, expected, "req {id}");
                         h.cancel_acked = true;
                     }
-                    (Err(ControlError::AlreadyCancelled(_)), Some(h)) => {
+                    (Err(ControlError::AlreadyCancelled(named)), Some(h)) => {
+                        assert_eq!(named, handle);
                         assert!(
                             h.cancel_acked,
                             "req {id}: AlreadyCancelled but not cancelled"
                         )
                     }
-                    (Err(ControlError::NotFound(_)), None) => {}
-                    (r, h) => panic!("cancel of req {id} ({h:?}): {r:?}"),
+                    (Err(ControlError::NotFound(named)), None) => assert_eq!(named, handle),
+                    (r, h) => panic!("cancel of req {id} by {handle} ({h:?}): {r:?}"),
                 }
             }
             Op::Reprioritize { id, class } => {
                 let id = u64::from(id % 24);
                 let class = if class < 240 { class % 3 } else { class };
-                let r = self
-                    .api
-                    .reprioritize(RequestId(id), Class::from_index(class));
-                match (r, self.held.get(&id)) {
-                    (Ok(()), Some(h)) => assert!(!h.cancel_acked),
-                    (Err(ControlError::AlreadyCancelled(_)), Some(h)) => assert!(h.cancel_acked),
-                    (Err(ControlError::NotFound(_)), None) => {}
+                let Some(handle) = self.handle_of(id) else {
+                    return;
+                };
+                let r = self.api.reprioritize(handle, Class::from_index(class));
+                match (r, self.held.get_mut(&id)) {
+                    (Ok(()), Some(h)) => {
+                        assert!(!h.cancel_acked);
+                        assert!(class < 3, "req {id} moved to class {class}");
+                        h.class_next = Some(class);
+                    }
+                    (Err(ControlError::AlreadyCancelled(named)), Some(h)) => {
+                        assert_eq!(named, handle);
+                        assert!(h.cancel_acked)
+                    }
+                    (Err(ControlError::NotFound(named)), None) => assert_eq!(named, handle),
                     (Err(ControlError::Class(_)), _) => assert!(class >= 3),
-                    (r, h) => panic!("reprioritize of req {id} ({h:?}): {r:?}"),
+                    (r, h) => panic!("reprioritize of req {id} by {handle} ({h:?}): {r:?}"),
                 }
             }
             Op::Step {
@@ -373,15 +475,21 @@ impl World {
                 let Some(id) = self.pick_running(pick) else {
                     return;
                 };
+                let handle = self.held[&id].handle;
+                let output = u32::from(output % 4);
                 let r = self.sched.on_progress(
-                    RequestId(id),
+                    handle,
                     self.clock.now(),
                     u32::from(computed % 300),
-                    u32::from(output % 4),
+                    output,
                 );
                 match r {
-                    Ok(())
-                    | Err(ProgressError::PrefillOverrun { .. })
+                    Ok(()) => {
+                        if output > 0 {
+                            assert!(self.sched.first_token_at(handle).is_some(), "req {id}");
+                        }
+                    }
+                    Err(ProgressError::PrefillOverrun { .. })
                     | Err(ProgressError::OutputOverrun { .. }) => {}
                     Err(e) => panic!("progress of running req {id}: {e}"),
                 }
@@ -395,22 +503,33 @@ impl World {
                     1 => FinishReason::Length,
                     _ => FinishReason::Error,
                 };
+                let handle = self.held[&id].handle;
                 let outcome = self
                     .sched
-                    .on_finished(RequestId(id), self.clock.now(), reason)
+                    .on_finished(handle, self.clock.now(), reason)
                     .unwrap_or_else(|e| panic!("finish of running req {id}: {e}"));
                 let h = self.end(id, "finish");
                 self.count_finish(id, h, outcome);
             }
             Op::FinishUnknown { id } => {
+                // A waiting request's handle, or a stale one: it names no running request.
                 let id = u64::from(id % 24);
-                if self.held.get(&id).is_some_and(|h| h.running) {
-                    return;
-                }
-                let r = self
-                    .sched
-                    .on_finished(RequestId(id), self.clock.now(), FinishReason::Stop);
-                assert_eq!(r, Err(ProgressError::NotRunning(RequestId(id))));
+                let handle = match self.held.get(&id) {
+                    Some(h) if h.running => return,
+                    Some(h) => h.handle,
+                    None => match self.stale.get(&id) {
+                        Some(&h) => {
+                            assert_eq!(self.sched.first_token_at(h), None, "stale {h}");
+                            h
+                        }
+                        None => return,
+                    },
+                };
+                let now = self.clock.now();
+                let r = self.sched.on_progress(handle, now, 1, 0);
+                assert_eq!(r, Err(ProgressError::NotRunning(handle)));
+                let r = self.sched.on_finished(handle, now, FinishReason::Stop);
+                assert_eq!(r, Err(ProgressError::NotRunning(handle)));
             }
             Op::Reload { kind } => {
                 let mut c = self.base.clone();
@@ -423,8 +542,8 @@ impl World {
                         c.fairness.enabled = !c.fairness.enabled;
                     }
                     2 => {
-                        // Ring geometry is fixed at start: refused when applied.
-                        c.classes[0].ring_capacity *= 2;
+                        // The id index is fixed at start: refused when applied.
+                        c.id_index = !c.id_index;
                     }
                     _ => {
                         // Below the smallest ring: refused at once, naming the field.
@@ -468,6 +587,12 @@ impl World {
             .step(now, budget)
             .unwrap_or_else(|e| panic!("a valid step was refused: {e}"));
         self.now_floor = now;
+        // The step applied the class changes acknowledged before it.
+        for h in self.held.values_mut() {
+            if let Some(c) = h.class_next.take() {
+                h.class = c;
+            }
+        }
         for &id in &d.aborted {
             let h = self.end(id.0, "abort");
             assert!(h.running && h.cancel_acked, "aborted {id} was {h:?}");
@@ -484,6 +609,7 @@ impl World {
             assert!(!h.cancel_acked, "rejected {} after its cancel", r.id);
             match r.reason {
                 RejectReason::TimedOut { .. } => self.seen.timed_out += 1,
+                RejectReason::DeadlineMissed { .. } => self.seen.shed += 1,
                 RejectReason::TenantLimit { .. } => self.seen.refused_drained += 1,
             }
         }
@@ -496,10 +622,16 @@ impl World {
             let h = self.held.get_mut(&a.id.0).expect("admitted req is held");
             assert!(!h.running, "admitted {} was running", a.id);
             assert!(!h.cancel_acked, "admitted {} after its cancel", a.id);
+            assert_eq!(a.handle, h.handle, "admitted {}", a.id);
+            assert_eq!(a.arrival, h.arrival, "admitted {}", a.id);
             h.running = true;
         }
         for s in &d.scheduled {
-            assert!(self.held.get(&s.id.0).is_some_and(|h| h.running));
+            let h = self.held.get(&s.id.0);
+            assert!(
+                h.is_some_and(|h| h.running && h.handle == s.handle),
+                "scheduled {s:?}: {h:?}"
+            );
         }
     }
 
@@ -549,6 +681,15 @@ impl World {
         if let Err(e) = self.sched.check_invariants() {
             panic!("check_invariants: {e}");
         }
+        for id in 0..24 {
+            let r = self.api.lookup(RequestId(id));
+            let expected = match self.held.get(&id) {
+                _ if !self.base.id_index => Err(ControlError::NoIdIndex),
+                Some(h) => Ok(h.handle),
+                None => Err(ControlError::UnknownId(RequestId(id))),
+            };
+            assert_eq!(r, expected, "lookup of req {id}");
+        }
         let c = self.sched.conservation();
         assert!(c.is_balanced(), "{c}");
         assert_eq!(c.submitted, self.accepted + self.refused_at_submit, "{c}");
@@ -565,8 +706,8 @@ impl World {
         );
         let s = &self.seen;
         assert_eq!(
-            (c.finished, c.cancelled, c.timed_out, c.evicted),
-            (s.finished, s.cancelled, s.timed_out, s.evicted),
+            (c.finished, c.cancelled, c.timed_out, c.evicted, c.shed),
+            (s.finished, s.cancelled, s.timed_out, s.evicted, s.shed),
             "outcomes counted / reported: {c} / {s:?}"
         );
         assert_eq!(
@@ -596,9 +737,10 @@ impl World {
             self.step(&room);
             self.verify();
             for id in self.running() {
+                let handle = self.held[&id].handle;
                 let outcome = self
                     .sched
-                    .on_finished(RequestId(id), self.clock.now(), FinishReason::Stop)
+                    .on_finished(handle, self.clock.now(), FinishReason::Stop)
                     .unwrap_or_else(|e| panic!("finish of running req {id}: {e}"));
                 let h = self.end(id, "finish");
                 self.count_finish(id, h, outcome);
@@ -621,7 +763,7 @@ impl World {
         assert_eq!((c.in_ingress, c.waiting, c.running), (0, 0, 0), "{c}");
         let s = &self.seen;
         assert_eq!(
-            s.finished + s.cancelled + s.timed_out + s.evicted + s.refused_drained,
+            s.finished + s.cancelled + s.timed_out + s.evicted + s.shed + s.refused_drained,
             self.accepted,
             "every accepted request has one outcome: {s:?}"
         );

@@ -3,7 +3,9 @@
 //! Thin over the library: [`Scheduler`] and [`Submitter`] wrap the Rust types one to one,
 //! with `now` injectable (a [`ManualClock`] or an explicit `now_ns`), the GIL released in
 //! `step`, and each Rust error mapped to a typed Python exception whose message is the Rust
-//! error's (which names what is wrong). [`VllmQueue`] is the ordered queue behind
+//! error's (which names what is wrong). A request is named by the [`Handle`] (Python
+//! `RequestHandle`) that `submit` returns, as in Rust; `lookup` finds it by id when the
+//! configuration keeps the id index. [`VllmQueue`] is the ordered queue behind
 //! `triage.vllm.TriageRequestQueue`: the library's [`WaitingQueue`] holding the Python
 //! request objects.
 //!
@@ -58,13 +60,15 @@ create_exception!(
     triage._triage,
     ControlError,
     TriageError,
-    "cancel or reprioritize found no request to act on."
+    "cancel, reprioritize or lookup found no request to act on (a stale handle, one already \
+     cancelled, an unknown id, or no id index)."
 );
 create_exception!(
     triage._triage,
     ProgressError,
     TriageError,
-    "on_progress or on_finished was refused (request not running, overrun)."
+    "on_progress or on_finished was refused (handle names no running request, overrun, time \
+     went backwards)."
 );
 create_exception!(
     triage._triage,
@@ -264,6 +268,21 @@ fn boolean(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
         .map_err(|_| wrong_type(name, "a bool", v))
 }
 
+/// Request handle argument `name`: a `RequestHandle` (from `submit`, `lookup` or a
+/// decision). An int is most likely a request id, and the message says how to get a handle.
+fn handle_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<triage::RequestHandle> {
+    v.cast::<Handle>().map(|h| h.get().inner).map_err(|_| {
+        ARGUMENT_TYPE_ERROR.err(
+            v.py(),
+            format!(
+                "{name} must be a triage.RequestHandle (returned by submit; lookup(id) finds \
+                 one with id_index = true), not {}",
+                type_name(v)
+            ),
+        )
+    })
+}
+
 /// The configuration argument `name` (default: the default configuration).
 fn config_arg(v: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<SchedulerConfig> {
     match v {
@@ -362,6 +381,13 @@ impl Config {
     #[getter]
     fn bucket_width_ms(&self) -> u64 {
         self.inner.bucket_width_ms
+    }
+
+    /// Whether the scheduler keeps an index of held requests by id (`id_index = true`):
+    /// `lookup(id)` works and a submit whose id is already held is refused.
+    #[getter]
+    fn id_index(&self) -> bool {
+        self.inner.id_index
     }
 
     /// How the queue orders requests: `"deadline"` (the default) or `"ladder"` (aging by
@@ -588,8 +614,64 @@ fn class_arg(classes: &ClassSet, c: &Bound<'_, PyAny>, name: &str) -> PyResult<C
     }
 }
 
-/// The API threads' handle: submit, cancel, reprioritize. Safe to share between Python
-/// threads and usable while the engine thread is inside `Scheduler.step`.
+/// A request's name while the scheduler holds it (Python `triage.RequestHandle`): returned
+/// by `submit` and `lookup`, and carried by `Admitted.handle` and `Scheduled.handle`;
+/// `cancel`, `reprioritize`, `on_progress`, `on_finished` and `first_token_at` take it.
+/// Immutable and hashable (a dict key or set member); equal handles name the same slot and
+/// generation. It goes stale when its request ends: calls with it then raise
+/// `ControlError` / `ProgressError`. It means something only to the scheduler that issued
+/// it. Not constructible from Python, and not picklable (it names a slot in this process).
+#[pyclass(module = "triage._triage", name = "RequestHandle", frozen, eq, hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Handle {
+    inner: triage::RequestHandle,
+}
+
+impl From<triage::RequestHandle> for Handle {
+    fn from(inner: triage::RequestHandle) -> Self {
+        Handle { inner }
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// The slot index (small and dense: slots are reused as requests end).
+    #[getter]
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    /// The slot's generation when the handle was issued.
+    #[getter]
+    fn generation(&self) -> u32 {
+        self.inner.generation()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RequestHandle(index={}, generation={})",
+            self.inner.index(),
+            self.inner.generation()
+        )
+    }
+
+    /// `"request handle 3.0"`, as the library's messages name it.
+    fn __str__(&self) -> String {
+        self.inner.to_string()
+    }
+
+    /// Immutable: a copy is the handle itself.
+    fn __copy__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: PyRef<'py, Self>, _memo: &Bound<'py, PyAny>) -> PyRef<'py, Self> {
+        slf
+    }
+}
+
+/// The API threads' side: submit, cancel, reprioritize, lookup. Safe to share between
+/// Python threads and usable while the engine thread is inside `Scheduler.step`.
 #[pyclass(module = "triage._triage", frozen)]
 struct Submitter {
     inner: triage::Submitter,
@@ -597,7 +679,7 @@ struct Submitter {
 
 #[pymethods]
 impl Submitter {
-    /// Submits a request; returns its arrival time in ns. Give its class as `cls` (name or
+    /// Submits a request; returns its `RequestHandle`. Give its class as `cls` (name or
     /// index) or as vLLM's integer `priority`; `ttft_ms` is the request's own
     /// time-to-first-token target in milliseconds (1 to `MAX_TTFT_MS`), instead of its
     /// class's (deadline order: its deadline is its arrival plus this). Raises
@@ -614,7 +696,7 @@ impl Submitter {
         priority: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
         ttft_ms: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<u64> {
+    ) -> PyResult<Handle> {
         let id: u64 = int(id, "id")?;
         let prompt_tokens: u32 = int(prompt_tokens, "prompt_tokens")?;
         let max_new_tokens: u32 = int(max_new_tokens, "max_new_tokens")?;
@@ -628,16 +710,17 @@ impl Submitter {
         }
         let inner = &self.inner;
         py.detach(|| inner.submit(spec))
-            .map(|t| t.0)
+            .map(Handle::from)
             .map_err(raise::<SubmitError>)
     }
 
-    /// Cancels a request; returns `"waiting"` or `"running"` (where it was). Raises
-    /// `ControlError` if it is unknown or already ended.
-    fn cancel(&self, id: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    /// Cancels the request `handle` names; returns `"waiting"` or `"running"` (where it
+    /// was). Raises `ControlError` if the handle is stale (the request ended) or the
+    /// request is already cancelled.
+    fn cancel(&self, handle: &Bound<'_, PyAny>) -> PyResult<&'static str> {
         match self
             .inner
-            .cancel(RequestId(int(id, "id")?))
+            .cancel(handle_arg(handle, "handle")?)
             .map_err(raise::<ControlError>)?
         {
             CancelOutcome::WasWaiting => Ok("waiting"),
@@ -645,20 +728,31 @@ impl Submitter {
         }
     }
 
-    /// Moves a request to another class (name or index, or vLLM `priority`); applied at
-    /// the next step, keeping its original arrival.
-    #[pyo3(signature = (id, cls = None, *, priority = None))]
+    /// Moves the request `handle` names to another class (name or index, or vLLM
+    /// `priority`); applied at the next step, keeping its original arrival. Raises
+    /// `ControlError` if the handle is stale.
+    #[pyo3(signature = (handle, cls = None, *, priority = None))]
     fn reprioritize(
         &self,
         py: Python<'_>,
-        id: &Bound<'_, PyAny>,
+        handle: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let id = RequestId(int(id, "id")?);
+        let handle = handle_arg(handle, "handle")?;
         let class = resolve_class(py, &self.inner.classes(), cls, priority)?;
         self.inner
-            .reprioritize(id, class)
+            .reprioritize(handle, class)
+            .map_err(raise::<ControlError>)
+    }
+
+    /// The handle of the held request (submitted and not ended) with engine id `id`. Needs
+    /// `id_index = true` in the configuration; raises `ControlError` without it, or if no
+    /// held request has that id.
+    fn lookup(&self, id: &Bound<'_, PyAny>) -> PyResult<Handle> {
+        self.inner
+            .lookup(RequestId(int(id, "id")?))
+            .map(Handle::from)
             .map_err(raise::<ControlError>)
     }
 
@@ -680,6 +774,11 @@ impl Submitter {
 struct Admitted {
     /// The request id.
     id: u64,
+    /// Its handle, for `on_progress` / `on_finished` (a resumed request keeps the handle
+    /// it had).
+    handle: Handle,
+    /// When it was submitted, in ns (the scheduler's clock).
+    arrival_ns: u64,
     /// Its base class name.
     cls: String,
     /// The class it was served from (more urgent than `cls` if it aged).
@@ -702,6 +801,35 @@ struct Admitted {
     /// It was relegated (deadline order): it could no longer meet its deadline and starts
     /// because nothing that can meet one is waiting.
     relegated: bool,
+}
+
+/// Work for a request already running: its next prefill chunk, or one decode token.
+#[pyclass(module = "triage._triage", frozen, get_all)]
+#[derive(Clone)]
+struct Scheduled {
+    /// The request id.
+    id: u64,
+    /// Its handle.
+    handle: Handle,
+    /// Tokens to process in this iteration.
+    tokens: u32,
+    /// A prefill chunk (its prefill target is not computed yet): report `computed=tokens`,
+    /// and one output token only if the chunk completes the prefill. Else one decode
+    /// token: `computed=1, new_output=1`.
+    prefill: bool,
+}
+
+#[pymethods]
+impl Scheduled {
+    fn __repr__(&self) -> String {
+        format!(
+            "Scheduled(id={}, handle={}, tokens={}, prefill={})",
+            self.id,
+            self.handle.__repr__(),
+            self.tokens,
+            if self.prefill { "True" } else { "False" }
+        )
+    }
 }
 
 /// A running request preempted in this iteration (free its KV; it is queued again).
@@ -728,8 +856,8 @@ struct Decision {
     now_ns: u64,
     /// Requests to start, in the order chosen.
     admitted: Vec<Admitted>,
-    /// `(id, tokens)` of running requests' work this iteration.
-    scheduled: Vec<(u64, u32)>,
+    /// Running requests' work this iteration.
+    scheduled: Vec<Scheduled>,
     /// Running requests to preempt.
     preempted: Vec<Preempted>,
     /// Running requests the client cancelled: stop them.
@@ -786,6 +914,8 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
             .iter()
             .map(|a| Admitted {
                 id: a.id.0,
+                handle: a.handle.into(),
+                arrival_ns: a.arrival.0,
                 cls: name(a.class),
                 effective_cls: name(a.effective_class),
                 prefill_tokens: a.prefill_tokens,
@@ -798,7 +928,16 @@ fn decision_to_py(d: &triage::Decision, classes: &ClassSet) -> Decision {
                 relegated: a.relegated,
             })
             .collect(),
-        scheduled: d.scheduled.iter().map(|s| (s.id.0, s.tokens)).collect(),
+        scheduled: d
+            .scheduled
+            .iter()
+            .map(|s| Scheduled {
+                id: s.id.0,
+                handle: s.handle.into(),
+                tokens: s.tokens,
+                prefill: s.prefill,
+            })
+            .collect(),
         preempted: d
             .preempted
             .iter()
@@ -904,7 +1043,7 @@ impl Scheduler {
         })
     }
 
-    /// A handle for API threads (submit, cancel, reprioritize).
+    /// The `Submitter` for API threads (submit, cancel, reprioritize, lookup).
     fn submitter(&self) -> Submitter {
         Submitter {
             inner: self.submitter.clone(),
@@ -924,7 +1063,7 @@ impl Scheduler {
         priority: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
         ttft_ms: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<u64> {
+    ) -> PyResult<Handle> {
         self.submitter().submit(
             py,
             id,
@@ -938,20 +1077,25 @@ impl Scheduler {
     }
 
     /// Same as `Submitter.cancel`.
-    fn cancel(&self, id: &Bound<'_, PyAny>) -> PyResult<&'static str> {
-        self.submitter().cancel(id)
+    fn cancel(&self, handle: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+        self.submitter().cancel(handle)
     }
 
     /// Same as `Submitter.reprioritize`.
-    #[pyo3(signature = (id, cls = None, *, priority = None))]
+    #[pyo3(signature = (handle, cls = None, *, priority = None))]
     fn reprioritize(
         &self,
         py: Python<'_>,
-        id: &Bound<'_, PyAny>,
+        handle: &Bound<'_, PyAny>,
         cls: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        self.submitter().reprioritize(py, id, cls, priority)
+        self.submitter().reprioritize(py, handle, cls, priority)
+    }
+
+    /// Same as `Submitter.lookup`.
+    fn lookup(&self, id: &Bound<'_, PyAny>) -> PyResult<Handle> {
+        self.submitter().lookup(id)
     }
 
     /// Decides the next iteration under the engine's budget, at `now_ns` (default: the
@@ -977,36 +1121,38 @@ impl Scheduler {
         Ok(decision_to_py(&self.step_buf, self.inner.classes()))
     }
 
-    /// Reports one iteration's work on a running request: `computed` tokens ran through
-    /// the model and `new_output` tokens were sampled.
-    #[pyo3(signature = (id, computed, new_output, now_ns = None))]
+    /// Reports one iteration's work on the running request `handle` names: `computed`
+    /// tokens ran through the model and `new_output` tokens were sampled. Raises
+    /// `ProgressError` if the handle names no running request, or on an overrun.
+    #[pyo3(signature = (handle, computed, new_output, now_ns = None))]
     fn on_progress(
         &mut self,
-        id: &Bound<'_, PyAny>,
+        handle: &Bound<'_, PyAny>,
         computed: &Bound<'_, PyAny>,
         new_output: &Bound<'_, PyAny>,
         now_ns: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let id = RequestId(int(id, "id")?);
+        let handle = handle_arg(handle, "handle")?;
         let computed = int(computed, "computed")?;
         let new_output = int(new_output, "new_output")?;
         let now = self.now(now_ns)?;
         self.inner
-            .on_progress(id, now, computed, new_output)
+            .on_progress(handle, now, computed, new_output)
             .map_err(raise::<ProgressError>)
     }
 
-    /// Reports that a running request finished (`reason`: `"stop"` (the default),
-    /// `"length"` or `"error"`); returns its outcome, `"finished"` or `"cancelled"`.
-    #[pyo3(signature = (id, reason = None, now_ns = None))]
+    /// Reports that the running request `handle` names finished (`reason`: `"stop"` (the
+    /// default), `"length"` or `"error"`); returns its outcome, `"finished"` or
+    /// `"cancelled"`. The handle is stale afterwards.
+    #[pyo3(signature = (handle, reason = None, now_ns = None))]
     fn on_finished(
         &mut self,
         py: Python<'_>,
-        id: &Bound<'_, PyAny>,
+        handle: &Bound<'_, PyAny>,
         reason: Option<&Bound<'_, PyAny>>,
         now_ns: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let id = RequestId(int(id, "id")?);
+        let handle = handle_arg(handle, "handle")?;
         let reason = match reason.map(|r| string(r, "reason")).transpose()?.as_deref() {
             None | Some("stop") => FinishReason::Stop,
             Some("length") => FinishReason::Length,
@@ -1021,9 +1167,18 @@ impl Scheduler {
         let now = self.now(now_ns)?;
         let outcome = self
             .inner
-            .on_finished(id, now, reason)
+            .on_finished(handle, now, reason)
             .map_err(raise::<ProgressError>)?;
         Ok(outcome_name(outcome).to_string())
+    }
+
+    /// When the request `handle` names produced its first token, in ns (the `now` of the
+    /// `on_progress` that reported it); `None` before that, or if the handle is stale.
+    fn first_token_at(&self, handle: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        Ok(self
+            .inner
+            .first_token_at(handle_arg(handle, "handle")?)
+            .map(|t| t.0))
     }
 
     /// Requests waiting.
@@ -1258,7 +1413,9 @@ fn _triage(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Submitter>()?;
     m.add_class::<Scheduler>()?;
     m.add_class::<Decision>()?;
+    m.add_class::<Handle>()?;
     m.add_class::<Admitted>()?;
+    m.add_class::<Scheduled>()?;
     m.add_class::<Preempted>()?;
     m.add_class::<VllmQueue>()?;
     Ok(())

@@ -1,8 +1,11 @@
-"""The scheduler bindings: order, aging and max wait under injected time, cancel,
-reprioritize, progress callbacks, metrics, SLO report, configuration and errors."""
+"""The scheduler bindings: request handles and the id index, order, aging and max wait
+under injected time, cancel, reprioritize, progress callbacks, metrics, SLO report,
+configuration and errors."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 
 import pytest
@@ -17,12 +20,169 @@ def admitted_ids(decision):
     return [a.id for a in decision.admitted]
 
 
+def scheduled_work(decision):
+    """``(id, tokens)`` of each running request's work in the decision."""
+    return [(w.id, w.tokens) for w in decision.scheduled]
+
+
+ID_INDEX = triage.Config.from_toml("id_index = true\n")
+
+
 def test_import_needs_no_vllm():
     import sys
 
     import triage.vllm  # noqa: F401
 
     assert "vllm" not in sys.modules or sys.modules["vllm"] is not None
+
+
+# Request handles and the id index.
+
+
+def test_submit_returns_a_hashable_handle():
+    s = triage.Scheduler(clock=triage.ManualClock())
+    h1 = s.submit(1, 10, 5, cls="high")
+    h2 = s.submitter().submit(2, 10, 5, cls="low")
+    assert type(h1) is triage.RequestHandle and type(h2) is triage.RequestHandle
+    assert h1 == h1 and h1 != h2 and len({h1, h2, h1}) == 2
+    assert h1 != (h1.index, h1.generation) and h1 != 1, "equal only to a handle"
+    assert repr(h1) == f"RequestHandle(index={h1.index}, generation={h1.generation})"
+    assert str(h1) == f"request handle {h1.index}.{h1.generation}"
+    # Immutable: a copy is the handle itself; it cannot be changed, made, or pickled.
+    assert copy.copy(h1) is h1 and copy.deepcopy([h1])[0] is h1
+    with pytest.raises(AttributeError):
+        h1.index = 7
+    with pytest.raises(TypeError):
+        triage.RequestHandle()
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(h1)
+    # The engine keys its own state by handle: decisions carry the same handles.
+    state = {h1: "one", h2: "two"}
+    d = s.step(**BUDGET)
+    assert [state[a.handle] for a in d.admitted] == ["one", "two"]
+
+
+def test_admitted_carries_the_handle_and_the_arrival():
+    clock = triage.ManualClock(1_000)
+    s = triage.Scheduler(clock=clock)
+    h = s.submit(1, 10, 5, cls="high")
+    clock.advance_ms(3)
+    [a] = s.step(**BUDGET).admitted
+    assert a.handle == h and a.arrival_ns == 1_000 and a.waited_ns == 3_000_000
+    assert s.first_token_at(h) is None
+    clock.advance_ms(2)
+    s.on_progress(h, 10, 1)
+    assert s.first_token_at(h) == 5_001_000
+    [w] = s.step(**BUDGET).scheduled
+    assert (w.id, w.handle, w.tokens, w.prefill) == (1, h, 1, False)
+    assert repr(w) == f"Scheduled(id=1, handle={h!r}, tokens=1, prefill=False)"
+    s.on_progress(h, 1, 1)
+    assert s.on_finished(h) == "finished"
+    assert s.first_token_at(h) is None, "a stale handle names no request"
+
+
+def test_a_handle_goes_stale_when_its_request_ends():
+    s = triage.Scheduler(clock=triage.ManualClock())
+    h = s.submit(1, 10, 1, cls="high")
+    s.step(**BUDGET)
+    s.on_progress(h, 10, 1)
+    s.on_finished(h)
+    stale = f"{h} names no request the scheduler holds"
+    with pytest.raises(triage.ControlError, match=stale):
+        s.cancel(h)
+    with pytest.raises(triage.ControlError, match=stale):
+        s.reprioritize(h, "low")
+    with pytest.raises(triage.ProgressError, match=f"{h} names no running request"):
+        s.on_progress(h, 0, 1)
+    # The slot is reused with another generation: the old handle never reaches the new
+    # request.
+    h_new = s.submit(2, 10, 1, cls="high")
+    assert h_new != h
+    with pytest.raises(triage.ControlError):
+        s.cancel(h)
+    assert s.cancel(h_new) == "waiting"
+
+
+def test_a_preempted_request_keeps_its_handle():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(clock=clock)
+    h = s.submit(1, 10, 5, cls="low")
+    s.step(**dict(BUDGET, max_num_seqs=1))
+    s.on_progress(h, 10, 1)
+    clock.advance_ms(5)
+    d = s.step(**dict(BUDGET, max_num_seqs=0))  # no seat left: preempted
+    assert [(p.id, p.reason) for p in d.preempted] == [(1, "over_budget")]
+    with pytest.raises(triage.ProgressError, match="names no running request"):
+        s.on_progress(h, 1, 1)  # waiting again
+    assert s.first_token_at(h) == 0, "still held, with its first token"
+    clock.advance_ms(5)
+    [a] = s.step(**dict(BUDGET, max_num_seqs=1)).admitted
+    assert a.resumed and a.handle == h and a.arrival_ns == 0
+    s.on_progress(h, a.prefill_tokens, 1)
+    assert s.on_finished(h) == "finished"
+
+
+def test_lookup_by_id_needs_the_id_index():
+    s = triage.Scheduler(clock=triage.ManualClock())
+    assert s.config.id_index is False and triage.Config().id_index is False
+    h = s.submit(1, 10, 5, cls="high")
+    with pytest.raises(triage.ControlError, match="set `id_index = true`"):
+        s.lookup(1)
+    # Without the index, ids are the engine's business: a second request with id 1 is
+    # taken, with a handle of its own.
+    h_again = s.submitter().submit(1, 10, 5, cls="high")
+    assert h_again != h
+    d = s.step(**BUDGET)
+    assert admitted_ids(d) == [1, 1] and [a.handle for a in d.admitted] == [h, h_again]
+    # A reload cannot switch the index on: the configuration in force stays.
+    s.reload(ID_INDEX)
+    s.step(**BUDGET)
+    assert s.config.id_index is False
+    with pytest.raises(triage.ControlError, match="set `id_index = true`"):
+        s.lookup(1)
+
+    s = triage.Scheduler(ID_INDEX, clock=triage.ManualClock())
+    assert ID_INDEX.id_index is True and s.config.id_index is True
+    sub = s.submitter()
+    h = sub.submit(7, 10, 1, cls="low")
+    assert sub.lookup(7) == s.lookup(7) == h, "found while in ingress"
+    with pytest.raises(triage.SubmitError, match="duplicate request id req#7"):
+        sub.submit(7, 10, 1, cls="high")
+    s.step(**BUDGET)
+    assert s.lookup(7) == h, "found while running"
+    s.on_progress(s.lookup(7), 10, 1)
+    s.on_finished(s.lookup(7))
+    with pytest.raises(triage.ControlError, match="req#7 is not held by the scheduler"):
+        s.lookup(7)
+    # The id is free again, for a new request with a new handle.
+    h7 = sub.submit(7, 10, 1, cls="low")
+    assert h7 != h and s.lookup(7) == h7
+    m = s.metrics()["conservation"]
+    assert (m["submitted"], m["refused"], m["finished"], m["in_ingress"]) == (3, 1, 1, 1)
+
+
+def test_a_burst_up_to_queue_capacity_is_taken_and_the_next_refused():
+    cfg = triage.Config.from_toml(
+        '[[classes]]\nname = "ONLY"\nvllm_priority = [0, 100]\nqueue_capacity = 4\n'
+        "[[slo.classes]]\n"
+    )
+    s = triage.Scheduler(cfg, clock=triage.ManualClock())
+    handles = [s.submit(i, 10, 1, cls="ONLY") for i in range(4)]
+    with pytest.raises(triage.SubmitError, match=r"queue full for class ONLY \(capacity 4\)"):
+        s.submit(4, 10, 1, cls="ONLY")
+    # Two start; two wait: the class has room for two more, and not three.
+    d = s.step(**dict(BUDGET, max_num_seqs=2))
+    assert [a.handle for a in d.admitted] == handles[:2]
+    handles += [s.submit(i, 10, 1, cls="ONLY") for i in (5, 6)]
+    with pytest.raises(triage.SubmitError, match="queue full"):
+        s.submit(7, 10, 1, cls="ONLY")
+    # Nothing accepted is lost: every one starts, in order.
+    started = [a.handle for a in d.admitted]
+    started += [a.handle for a in s.step(**dict(BUDGET, max_num_seqs=6)).admitted]
+    assert started == handles
+    c = s.metrics()["conservation"]
+    assert (c["submitted"], c["refused"], c["running"]) == (8, 2, 6)
+    assert s.metrics()["balanced"] is True
 
 
 def test_class_order_then_fifo():
@@ -55,12 +215,12 @@ def test_aging_moves_low_past_newer_medium(aging_config):
     s = triage.Scheduler(aging_config, clock=clock)
     s.submit(1, 10, 5, cls="low")
     clock.advance_ms(5)
-    s.submit(2, 10, 5, cls="medium")
+    h2 = s.submit(2, 10, 5, cls="medium")
     # One slot per step: at 100 ms MEDIUM goes first.
     one = dict(BUDGET, max_num_seqs=1)
     d = s.step(**one)
     assert admitted_ids(d) == [2]
-    s.on_finished(2)
+    s.on_finished(h2)
     s.submit(3, 10, 5, cls="medium")
     clock.advance_ms(300)  # request 1 is now 305 ms old: past LOW's 200 ms threshold
     s.submit(4, 10, 5, cls="medium")
@@ -102,32 +262,39 @@ def test_explicit_now_ns_and_time_going_backwards():
 
 
 def test_cancel_waiting_and_running():
-    s = triage.Scheduler(clock=triage.ManualClock())
-    s.submit(1, 10, 5, cls="high")
+    s = triage.Scheduler(ID_INDEX, clock=triage.ManualClock())
+    h1 = s.submit(1, 10, 5, cls="high")
     assert admitted_ids(s.step(**BUDGET)) == [1]
     s.submit(2, 10, 5, cls="high")
-    assert s.cancel(1) == "running"
+    assert s.cancel(h1) == "running"
     d = s.step(**dict(BUDGET, max_num_seqs=1))
     assert d.aborted == [1]
     s.submit(3, 10, 5, cls="low")
-    s.submit(4, 10, 5, cls="low")
+    h4 = s.submit(4, 10, 5, cls="low")
     s.step(**dict(BUDGET, max_num_seqs=1))  # drains 3 and 4; 2 runs
-    assert s.cancel(4) == "waiting"
+    assert s.cancel(h4) == "waiting"
+    with pytest.raises(triage.ControlError, match="already cancelled"):
+        s.cancel(h4)
     d = s.step(**dict(BUDGET, max_num_seqs=1))
     assert d.cancelled == [4]
-    with pytest.raises(triage.ControlError):
-        s.cancel(4)
-    with pytest.raises(triage.ControlError):
-        s.cancel(999)
+    # Request 4 has ended: its handle is stale.
+    with pytest.raises(triage.ControlError, match="names no request the scheduler holds"):
+        s.cancel(h4)
+    # By id, through the id index: an id no held request has.
+    with pytest.raises(triage.ControlError, match="req#999 is not held"):
+        s.cancel(s.lookup(999))
+    with pytest.raises(triage.ControlError, match="req#4 is not held"):
+        s.lookup(4)
+    assert s.cancel(s.lookup(3)) == "waiting"
 
 
 def test_reprioritize_keeps_arrival():
     clock = triage.ManualClock()
     s = triage.Scheduler(clock=clock)
-    s.submit(1, 10, 5, cls="low")
+    h1 = s.submit(1, 10, 5, cls="low")
     clock.advance_ms(1)
     s.submit(2, 10, 5, cls="high")
-    s.reprioritize(1, "high")
+    s.reprioritize(h1, "high")
     d = s.step(**BUDGET)
     assert admitted_ids(d) == [1, 2]
 
@@ -135,28 +302,31 @@ def test_reprioritize_keeps_arrival():
 def test_progress_finish_and_errors():
     clock = triage.ManualClock()
     s = triage.Scheduler(clock=clock)
-    s.submit(1, 32, 2, cls="high")
+    h = s.submit(1, 32, 2, cls="high")
     d = s.step(**BUDGET)
-    assert d.admitted[0].prefill_tokens == 32
+    assert d.admitted[0].prefill_tokens == 32 and d.admitted[0].handle == h
     clock.advance_ms(20)
-    s.on_progress(1, 32, 1)
+    s.on_progress(h, 32, 1)
     with pytest.raises(triage.ProgressError, match="req#1"):
-        s.on_progress(1, 0, 5)  # past max_new_tokens
+        s.on_progress(h, 0, 5)  # past max_new_tokens
     d = s.step(**BUDGET)
-    assert d.scheduled == [(1, 1)]
-    s.on_progress(1, 1, 1)
-    assert s.on_finished(1, "length") == "finished"
-    with pytest.raises(triage.ProgressError):
-        s.on_finished(1)
+    assert scheduled_work(d) == [(1, 1)]
+    assert d.scheduled[0].handle == h and d.scheduled[0].prefill is False
+    s.on_progress(h, 1, 1)
+    assert s.on_finished(h, "length") == "finished"
+    with pytest.raises(triage.ProgressError, match=f"{h} names no running request"):
+        s.on_finished(h)
     with pytest.raises(triage.ArgumentError, match="expected \"stop\""):
-        s.on_finished(1, "bored")
+        s.on_finished(h, "bored")
     with pytest.raises(triage.BudgetError, match="free KV blocks"):
         s.step(1, 1, 10**9)
 
 
 def test_submit_errors_are_typed():
-    s = triage.Scheduler(clock=triage.ManualClock())
+    s = triage.Scheduler(ID_INDEX, clock=triage.ManualClock())
     s.submit(1, 10, 5, cls="high")
+    with pytest.raises(triage.SubmitError, match="duplicate request id req#1"):
+        s.submit(1, 10, 5, cls="high")
     with pytest.raises(triage.SubmitError, match="prompt"):
         s.submit(2, 0, 5, cls="high")
     with pytest.raises(triage.ClassError, match="known classes: HIGH, MEDIUM, LOW"):
@@ -171,11 +341,11 @@ def test_submit_errors_are_typed():
 def test_metrics_snapshot_and_conservation():
     clock = triage.ManualClock()
     s = triage.Scheduler(clock=clock)
-    for i in range(5):
-        s.submit(i, 10, 1, cls="medium")
-    s.step(**dict(BUDGET, max_num_seqs=2))
-    s.on_progress(0, 10, 1)
-    s.on_finished(0)
+    handles = [s.submit(i, 10, 1, cls="medium") for i in range(5)]
+    d = s.step(**dict(BUDGET, max_num_seqs=2))
+    assert [a.handle for a in d.admitted] == handles[:2]
+    s.on_progress(handles[0], 10, 1)
+    s.on_finished(handles[0])
     m = s.metrics()
     assert m["balanced"] is True
     assert m["conservation"]["submitted"] == 5 and m["conservation"]["finished"] == 1
@@ -188,10 +358,10 @@ def test_metrics_snapshot_and_conservation():
 def test_slo_report_with_injected_time():
     clock = triage.ManualClock()
     s = triage.Scheduler(clock=clock)
-    s.submit(1, 10, 2, cls="high")
+    h = s.submit(1, 10, 2, cls="high")
     s.step(**BUDGET)
     clock.advance_ms(800)  # first token after 800 ms: misses HIGH's 500 ms TTFT bound
-    s.on_progress(1, 10, 1)
+    s.on_progress(h, 10, 1)
     report = s.slo_report("cumulative")
     ttft = report["HIGH"]["ttft"]
     assert ttft["samples"] == 1 and ttft["met"] is False
@@ -251,8 +421,8 @@ def test_submitters_on_threads_while_the_engine_steps():
         nonlocal started
         d = s.step(**wide)
         for a in d.admitted:
-            s.on_progress(a.id, 1, 1)
-            s.on_finished(a.id)
+            s.on_progress(a.handle, 1, 1)
+            s.on_finished(a.handle)
         started += len(d.admitted)
 
     while any(t.is_alive() for t in threads):
@@ -289,8 +459,8 @@ def test_fairness_between_tenants_and_the_tenant_limit():
         refused += d.tenant_limited
         for a in d.admitted:
             order.append(a.id)
-            s.on_progress(a.id, 10, 1)
-            s.on_finished(a.id)
+            s.on_progress(a.handle, 10, 1)
+            s.on_finished(a.handle)
         clock.advance_ms(10)
     assert refused == [(20, "MEDIUM", 3)]
     # Served alternately while both are backlogged, not all of tenant 1 first.
@@ -312,7 +482,7 @@ def test_fairness_counters_are_visible():
     d = s.step(**BUDGET)
     assert s.tenants_held == 3
     for a in d.admitted:
-        s.on_progress(a.id, 10, 1)
+        s.on_progress(a.handle, 10, 1)
     # Prompt weight 1, output weight 2: 10 + 2 = 12 tokens each, over the tenant's weight.
     assert s.tenant_service(1, "medium") == pytest.approx(12.0)
     assert s.tenant_service(2, 1) == pytest.approx(6.0)
@@ -320,7 +490,7 @@ def test_fairness_counters_are_visible():
     assert s.tenant_service(1, "high") == pytest.approx(0.0)
     assert s.tenant_service(9, "medium") is None
     for a in d.admitted:
-        s.on_finished(a.id)
+        s.on_finished(a.handle)
     s.step(**BUDGET)
     assert s.tenants_held == 0
     with pytest.raises(triage.ClassError):
@@ -423,7 +593,7 @@ def test_late_requests_are_shed_or_relegated_by_their_class_rule():
     clock = triage.ManualClock()
     s = triage.Scheduler(triage.Config.from_toml(SHED_MEDIUM), clock=clock)
     s.submit(1, 10, 5, cls="high")  # TTFT 500 ms, on_late = "keep"
-    s.submit(2, 10, 5, cls="medium")  # TTFT 2 s, on_late = "shed"
+    h2 = s.submit(2, 10, 5, cls="medium")  # TTFT 2 s, on_late = "shed"
     clock.advance_ms(3000)  # both past their deadlines when the step first sees them
     d = s.step(**BUDGET)
     [(shed_id, shed_cls, waited_ns, late_by_ns)] = d.shed
@@ -438,8 +608,8 @@ def test_late_requests_are_shed_or_relegated_by_their_class_rule():
     assert m["conservation"]["shed"] == 1 and m["conservation"]["waiting"] == 0
     assert m["classes"]["MEDIUM"]["shed"] == 1 and m["classes"]["MEDIUM"]["relegated"] == 0
     assert m["classes"]["HIGH"]["relegated"] == 1 and m["classes"]["HIGH"]["shed"] == 0
-    with pytest.raises(triage.ControlError):
-        s.cancel(2)  # it has ended
+    with pytest.raises(triage.ControlError, match="names no request the scheduler holds"):
+        s.cancel(h2)  # it has ended: its handle is stale
 
 
 def test_a_relegated_request_waits_behind_those_that_can_meet_their_deadline():
@@ -447,15 +617,15 @@ def test_a_relegated_request_waits_behind_those_that_can_meet_their_deadline():
     s = triage.Scheduler(clock=clock)
     s.submit(1, 10, 5, cls="high")
     clock.advance_ms(3000)  # six times HIGH's 500 ms TTFT bound
-    s.submit(2, 10, 5, cls="low")
+    h2 = s.submit(2, 10, 5, cls="low")
     one = dict(BUDGET, max_num_seqs=1)
     d = s.step(**one)
     assert admitted_ids(d) == [2] and not d.admitted[0].relegated
     assert s.relegated_in("high") == 1 and s.relegated_in(0) == 1
     assert s.relegated_in("low") == 0
     assert s.waiting_in("high") == 1, "waiting_in counts the relegated ones too"
-    s.on_progress(2, 10, 1)
-    s.on_finished(2)
+    s.on_progress(h2, 10, 1)
+    s.on_finished(h2)
     d = s.step(**one)
     assert admitted_ids(d) == [1] and d.admitted[0].relegated
     assert s.relegated_in("high") == 0
@@ -468,13 +638,13 @@ def test_iteration_estimate_starts_at_the_configured_value_and_follows_the_engin
     assert s.iteration_estimate_ns() == 50_000_000  # deadline.initial_iteration_ms
     cfg = triage.Config.from_toml("[deadline]\ninitial_iteration_ms = 20\n")
     assert triage.Scheduler(cfg, clock=clock).iteration_estimate_ns() == 20_000_000
-    s.submit(1, 10, 50, cls="high")
+    h = s.submit(1, 10, 50, cls="high")
     assert admitted_ids(s.step(**BUDGET)) == [1]
-    s.on_progress(1, 10, 1)
+    s.on_progress(h, 10, 1)
     for _ in range(5):  # iterations of 10 ms, each giving the request a token
         clock.advance_ms(10)
-        assert s.step(**BUDGET).scheduled == [(1, 1)]
-        s.on_progress(1, 1, 1)
+        assert scheduled_work(s.step(**BUDGET)) == [(1, 1)]
+        s.on_progress(h, 1, 1)
     assert 10_000_000 < s.iteration_estimate_ns() < 50_000_000
 
 

@@ -74,19 +74,25 @@ def test_slo_report_of_a_window_not_configured(sched):
 
 
 def test_on_finished_with_an_unknown_reason(sched):
-    sched.submit(1, 10, 2, cls="high")
+    h = sched.submit(1, 10, 2, cls="high")
     sched.step(**BUDGET)
-    raises(triage.ArgumentError, sched.on_finished, 1, "done", match='reason "done": expected "stop"')
+    raises(triage.ArgumentError, sched.on_finished, h, "done", match='reason "done": expected "stop"')
     assert sched.running == 1, "nothing changed"
-    raises(triage.ArgumentTypeError, sched.on_finished, 1, 3, match="reason must be a str")
-    assert sched.on_finished(1) == "finished"
+    raises(triage.ArgumentTypeError, sched.on_finished, h, 3, match="reason must be a str")
+    assert sched.on_finished(h) == "finished"
 
 
 def test_cls_and_priority_both_or_neither(sched):
     raises(triage.ArgumentError, sched.submit, 1, 10, 5, cls="high", priority=0, match="not both")
     raises(triage.ArgumentError, sched.submit, 1, 10, 5, match="give cls")
-    raises(triage.ArgumentError, sched.reprioritize, 1, "high", priority=0, match="not both")
     assert sched.metrics()["conservation"]["submitted"] == 0
+    h = sched.submit(1, 10, 5, cls="low")
+    raises(triage.ArgumentError, sched.reprioritize, h, "high", priority=0, match="not both")
+    raises(triage.ArgumentError, sched.reprioritize, h, match="give cls")
+    sched.step(**BUDGET)
+    classes = sched.metrics()["classes"]
+    assert all(c["reprioritized_in"] == 0 for c in classes.values()), "nothing changed"
+    assert classes["LOW"]["admitted"] == 1
 
 
 # Numbers and types.
@@ -186,7 +192,8 @@ def test_times_out_of_range_are_refused_naming_the_argument(sched):
     for bad in (math.nan, math.inf, 1e300, 5.0):
         raises(triage.ArgumentTypeError, sched.step, **BUDGET, now_ns=bad, match="now_ns must be an int, not float")
     raises(triage.ArgumentError, sched.step, -1, 10, 10, match="max_num_seqs")
-    raises(triage.ArgumentError, sched.on_progress, 1, -1, 0, match="computed")
+    h = sched.submit(1, 10, 5, cls="high")
+    raises(triage.ArgumentError, sched.on_progress, h, -1, 0, match="computed")
     raises(triage.ArgumentError, sched.slo_report, now_ns=-5, match="now_ns")
     raises(triage.ArgumentError, triage.ManualClock, -1, match="start_ns")
     raises(triage.ArgumentError, triage.ManualClock().advance_ms, 2**64, match="ms must be")
@@ -216,12 +223,19 @@ def test_wrong_objects_for_config_and_clock():
     raises(triage.ClassError, triage.Config().class_for_priority, 101, match="priority 101 is in no class's range")
 
 
-def test_library_errors_keep_their_classes(sched):
-    sched.submit(1, 10, 5, cls="high")
-    raises(triage.SubmitError, sched.submit, 1, 10, 5, cls="high", match="req#1")
+def test_library_errors_keep_their_classes():
+    sched = triage.Scheduler(triage.Config.from_toml("id_index = true\n"), clock=triage.ManualClock())
+    h = sched.submit(1, 10, 5, cls="high")
+    raises(triage.SubmitError, sched.submit, 1, 10, 5, cls="high", match="duplicate request id req#1")
     raises(triage.SubmitError, sched.submit, 2, 0, 5, cls="high", match="prompt")
-    raises(triage.ControlError, sched.cancel, 999)
-    raises(triage.ProgressError, sched.on_progress, 1, 1, 1)
+    raises(triage.ControlError, sched.lookup, 999, match="req#999 is not held")
+    raises(triage.ControlError, triage.Scheduler().lookup, 1, match="id_index = true")
+    raises(triage.ProgressError, sched.on_progress, h, 1, 1, match="names no running request")
+    assert sched.cancel(h) == "waiting"
+    raises(triage.ControlError, sched.cancel, h, match="already cancelled")
+    sched.step(**BUDGET)
+    raises(triage.ControlError, sched.cancel, h, match="names no request the scheduler holds")
+    raises(triage.ControlError, sched.reprioritize, h, "low", match="names no request")
     raises(triage.BudgetError, sched.step, 1, 1, 10**9, match="free KV blocks")
     raises(triage.ConfigError, triage.Config.from_toml, "bucket_width_ms = 0\n", match="bucket_width_ms")
 
@@ -266,13 +280,31 @@ def test_queue_constructor_arguments():
 BAD_VALUES = [None, -1, 2**64, 2**200, 1.5, math.nan, "x", b"x", True, object(), [1], {}]
 
 
+def test_handles_are_required_where_a_request_is_named(sched):
+    # A request id where a handle belongs: the message says how to get a handle.
+    h = sched.submit(1, 10, 2, cls="high")
+    for call, args in [
+        (sched.cancel, ()),
+        (sched.submitter().cancel, ()),
+        (sched.reprioritize, ("low",)),
+        (sched.submitter().reprioritize, ("low",)),
+        (sched.on_progress, (10, 1)),
+        (sched.on_finished, ()),
+        (sched.first_token_at, ()),
+    ]:
+        raises(triage.ArgumentTypeError, call, 1, *args, match="handle must be a triage.RequestHandle (returned by submit; lookup(id) finds one with id_index = true), not int")
+        raises(triage.ArgumentTypeError, call, (h.index, h.generation), *args, match="not tuple")
+    assert sched.cancel(h) == "waiting", "nothing changed"
+
+
 def _surface():
     """(name, callable, valid positional args, valid keyword args) for every public call."""
     clock = triage.ManualClock()
-    s = triage.Scheduler(clock=clock)
-    s.submit(1, 10, 2, cls="high")
+    s = triage.Scheduler(triage.Config.from_toml("id_index = true\n"), clock=clock)
+    h = s.submit(1, 10, 2, cls="high")
     s.step(**BUDGET)
     sub = s.submitter()
+    waiting = sub.submit(2, 10, 2, cls="low")
     q = TriageRequestQueue(aging=True, clock=lambda: 5.0)
     cfg = triage.Config()
     return [
@@ -286,12 +318,15 @@ def _surface():
         ("Scheduler", triage.Scheduler, [cfg, clock], {}),
         ("submit", sub.submit, [100, 10, 2], {"cls": "low", "tenant": 3, "ttft_ms": 500}),
         ("submit(priority)", s.submit, [101, 10, 2], {"priority": 50, "ttft_ms": 500}),
-        ("cancel", sub.cancel, [100], {}),
-        ("reprioritize", sub.reprioritize, [1, "low"], {}),
-        ("reprioritize(priority)", s.reprioritize, [1], {"priority": 0}),
+        ("cancel", sub.cancel, [waiting], {}),
+        ("reprioritize", sub.reprioritize, [h, "low"], {}),
+        ("reprioritize(priority)", s.reprioritize, [h], {"priority": 0}),
+        ("lookup", sub.lookup, [1], {}),
+        ("Scheduler.lookup", s.lookup, [1], {}),
         ("step", s.step, [8, 4096, 7000], {"now_ns": None}),
-        ("on_progress", s.on_progress, [1, 10, 1], {}),
-        ("on_finished", s.on_finished, [1, "stop"], {}),
+        ("on_progress", s.on_progress, [h, 10, 1], {}),
+        ("on_finished", s.on_finished, [h, "stop"], {}),
+        ("first_token_at", s.first_token_at, [h], {}),
         ("waiting_in", s.waiting_in, ["high"], {}),
         ("relegated_in", s.relegated_in, ["high"], {}),
         ("tenant_service", s.tenant_service, [None, "high"], {}),

@@ -6,6 +6,10 @@ The scheduler itself is Rust (the ``triage`` crate); this package binds it:
   ``submit``, ``cancel`` and ``reprioritize`` from any thread (through a ``Submitter``),
   ``step`` once per iteration on the engine thread (the GIL is released while it runs),
   ``on_progress`` / ``on_finished`` callbacks, ``metrics()`` and ``slo_report()``.
+* :class:`RequestHandle` -- what ``submit`` returns and ``cancel``, ``reprioritize``,
+  ``on_progress``, ``on_finished`` and ``first_token_at`` take (also on each decision's
+  ``Admitted`` and ``Scheduled``): immutable and hashable. ``lookup(id)`` finds a held
+  request's handle by id when the configuration sets ``id_index = true``.
 * :class:`Config` -- a validated configuration, ``Config.from_path("triage.toml")``.
 * :class:`ManualClock` -- injected time for tests and simulators.
 * :mod:`triage.vllm` -- ``TriageRequestQueue`` and ``TriageScheduler`` for vLLM 0.33.0
@@ -36,6 +40,8 @@ from ._triage import (
     Preempted,
     ProgressError,
     QueueEmpty,
+    RequestHandle,
+    Scheduled,
     Scheduler,
     SubmitError,
     Submitter,
@@ -59,6 +65,8 @@ __all__ = [
     "Preempted",
     "ProgressError",
     "QueueEmpty",
+    "RequestHandle",
+    "Scheduled",
     "Scheduler",
     "SubmitError",
     "Submitter",

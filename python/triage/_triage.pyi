@@ -3,7 +3,8 @@
 Every method raises ArgumentTypeError for an argument of the wrong type (including a bool
 where an int or a class is expected) and ArgumentError for one out of range (an int outside
 its Rust type: token counts and ids are unsigned; times are 0 to 2**64 - 1 ns), naming the
-argument; the other errors each method raises are in its docstring."""
+argument (a request id where a RequestHandle belongs is an ArgumentTypeError); the other
+errors each method raises are in its docstring."""
 
 import os
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
@@ -23,11 +24,13 @@ class SubmitError(TriageError):
     past MAX_TTFT_MS, too long for the context or the KV cache, closed)."""
 
 class ControlError(TriageError):
-    """cancel or reprioritize found no request to act on."""
+    """cancel, reprioritize or lookup found no request to act on: a stale handle (its
+    request ended), a request already cancelled (cancel), an id no held request has, or
+    lookup without id_index = true."""
 
 class ProgressError(TriageError):
-    """on_progress or on_finished was refused (request not running, overrun, time went
-    backwards)."""
+    """on_progress or on_finished was refused (the handle names no running request,
+    overrun, time went backwards)."""
 
 class BudgetError(TriageError):
     """step was refused (more free blocks than the engine has, or time went backwards)."""
@@ -39,7 +42,8 @@ class ArgumentError(TriageError, ValueError):
 
 class ArgumentTypeError(TriageError, TypeError):
     """An argument has the wrong type; the message names it (a str for an int, a bool for
-    an int or a class, an object that is not a vLLM Request)."""
+    an int or a class, an int where a RequestHandle belongs, an object that is not a vLLM
+    Request)."""
 
 class QueueEmpty(TriageError, IndexError):
     """pop_request or peek_request on an empty queue (an IndexError, as vLLM's queues
@@ -84,6 +88,12 @@ class Config:
     def bucket_width_ms(self) -> int:
         """Width of the arrival buckets that age together, in ms."""
     @property
+    def id_index(self) -> bool:
+        """Whether the scheduler keeps an index of held requests by id (TOML
+        id_index = true): lookup(id) works, and a submit whose id is already held is
+        refused. Off by default: ids are then the engine's business (duplicates are
+        accepted) and requests are named by their handles only."""
+    @property
     def order(self) -> str:
         """How the scheduler orders waiting requests: "deadline" (the default) or "ladder"
         (aging by promote_after_ms, overdue requests first)."""
@@ -115,9 +125,32 @@ class ManualClock:
     def advance_ns(self, ns: int) -> None:
         """Moves the time forward by ns nanoseconds (saturating at the largest time)."""
 
+class RequestHandle:
+    """A request's name while the scheduler holds it: returned by submit and lookup, and
+    carried by Admitted.handle and Scheduled.handle. Immutable and hashable (use it as a
+    dict key); equal handles have the same slot and generation (from one
+    scheduler: they name the same request). It goes stale when its request ends
+    (finished, cancelled, timed out, shed, refused when drained, evicted): calls with it
+    then raise ControlError or ProgressError, and a later request never answers to it.
+    A preempted request keeps its handle. It means something only to the scheduler that
+    issued it. Not constructible from Python; copy.copy returns it; not picklable."""
+
+    @property
+    def index(self) -> int:
+        """The slot index (small and dense: slots are reused as requests end)."""
+    @property
+    def generation(self) -> int:
+        """The slot's generation when the handle was issued."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __repr__(self) -> str:
+        """RequestHandle(index=3, generation=0)"""
+    def __str__(self) -> str:
+        """request handle 3.0 (as the error messages name it)"""
+
 class Submitter:
-    """The API threads' handle; safe to share between threads and usable while the engine
-    thread is inside Scheduler.step."""
+    """The API threads' side of a scheduler; safe to share between threads and usable
+    while the engine thread is inside Scheduler.step."""
 
     def submit(
         self,
@@ -129,20 +162,30 @@ class Submitter:
         priority: Optional[int] = None,
         tenant: Optional[int] = None,
         ttft_ms: Optional[int] = None,
-    ) -> int:
+    ) -> RequestHandle:
         """Submits a request (class by name or index as cls, or vLLM's integer priority);
-        returns its arrival time in ns. ttft_ms: the request's own time-to-first-token
+        returns its handle (its arrival is Admitted.arrival_ns). ttft_ms: the request's own time-to-first-token
         target in ms (1 to MAX_TTFT_MS) instead of its class's; in deadline order its
         deadline is its arrival plus this (the ladder ignores it). Raises SubmitError if
         refused (ttft_ms 0 or past MAX_TTFT_MS included), ClassError for a class or
         priority that maps to no class, ArgumentError for both or neither of cls and
-        priority or a ttft_ms outside 0 to 2**32 - 1."""
-    def cancel(self, id: int) -> str:
-        """Cancels a request; returns "waiting" or "running". Raises ControlError."""
+        priority or a ttft_ms outside 0 to 2**32 - 1. With id_index = true, an id already
+        held is refused (SubmitError); without it, ids are not checked."""
+    def cancel(self, handle: RequestHandle) -> str:
+        """Cancels a request; returns "waiting" or "running" (where it was). Raises
+        ControlError if the handle is stale or the request already cancelled."""
     def reprioritize(
-        self, id: int, cls: Optional[ClassLike] = None, *, priority: Optional[int] = None
+        self,
+        handle: RequestHandle,
+        cls: Optional[ClassLike] = None,
+        *,
+        priority: Optional[int] = None,
     ) -> None:
-        """Moves a request to another class at the next step, keeping its arrival."""
+        """Moves a request to another class at the next step, keeping its arrival. Raises
+        ControlError if the handle is stale."""
+    def lookup(self, id: int) -> RequestHandle:
+        """The handle of the held request (submitted and not ended) with this id. Needs
+        id_index = true; raises ControlError without it or if no held request has it."""
     def close(self) -> None:
         """Closes ingress: later submits raise SubmitError."""
     @property
@@ -152,6 +195,10 @@ class Admitted:
     """A request that starts (or resumes) in this iteration."""
 
     id: int
+    # The handle submit returned (a resumed request keeps it): for on_progress/on_finished.
+    handle: RequestHandle
+    # When it was submitted, in ns on the scheduler's clock.
+    arrival_ns: int
     cls: str
     effective_cls: str
     prefill_tokens: int
@@ -166,8 +213,19 @@ class Admitted:
     # can meet one is waiting.
     relegated: bool
 
+class Scheduled:
+    """Work for a request already running: its next prefill chunk, or one decode token."""
+
+    id: int
+    handle: RequestHandle
+    tokens: int
+    # A prefill chunk: report computed=tokens, and one output token only if it completes
+    # the prefill. Else one decode token: computed=1, new_output=1.
+    prefill: bool
+
 class Preempted:
-    """A running request preempted in this iteration (free its KV; it is queued again)."""
+    """A running request preempted in this iteration (free its KV; it is queued again and
+    keeps its handle)."""
 
     id: int
     cls: str
@@ -180,7 +238,7 @@ class Decision:
 
     now_ns: int
     admitted: list[Admitted]
-    scheduled: list[tuple[int, int]]  # (id, tokens)
+    scheduled: list[Scheduled]
     preempted: list[Preempted]
     aborted: list[int]
     cancelled: list[int]
@@ -199,7 +257,7 @@ class Scheduler:
 
     def __init__(self, config: Optional[Config] = None, clock: Optional[ManualClock] = None) -> None: ...
     def submitter(self) -> Submitter:
-        """A handle for API threads."""
+        """The Submitter for API threads."""
     def submit(
         self,
         id: int,
@@ -210,11 +268,16 @@ class Scheduler:
         priority: Optional[int] = None,
         tenant: Optional[int] = None,
         ttft_ms: Optional[int] = None,
-    ) -> int: ...
-    def cancel(self, id: int) -> str: ...
+    ) -> RequestHandle: ...
+    def cancel(self, handle: RequestHandle) -> str: ...
     def reprioritize(
-        self, id: int, cls: Optional[ClassLike] = None, *, priority: Optional[int] = None
+        self,
+        handle: RequestHandle,
+        cls: Optional[ClassLike] = None,
+        *,
+        priority: Optional[int] = None,
     ) -> None: ...
+    def lookup(self, id: int) -> RequestHandle: ...
     def step(
         self,
         max_num_seqs: int,
@@ -224,12 +287,23 @@ class Scheduler:
     ) -> Decision:
         """Decides the next iteration (GIL released). Raises BudgetError."""
     def on_progress(
-        self, id: int, computed: int, new_output: int, now_ns: Optional[int] = None
+        self,
+        handle: RequestHandle,
+        computed: int,
+        new_output: int,
+        now_ns: Optional[int] = None,
     ) -> None:
-        """Reports one iteration's work on a running request. Raises ProgressError."""
-    def on_finished(self, id: int, reason: str = "stop", now_ns: Optional[int] = None) -> str:
+        """Reports one iteration's work on a running request. Raises ProgressError if the
+        handle names no running request, or on an overrun."""
+    def on_finished(
+        self, handle: RequestHandle, reason: str = "stop", now_ns: Optional[int] = None
+    ) -> str:
         """Reports a finished request ("stop" | "length" | "error"); returns "finished" or
-        "cancelled". Raises ProgressError, or ArgumentError for another reason."""
+        "cancelled"; the handle is stale afterwards. Raises ProgressError, or
+        ArgumentError for another reason."""
+    def first_token_at(self, handle: RequestHandle) -> Optional[int]:
+        """When the request produced its first token, in ns (the now of the on_progress
+        that reported it); None before that or if the handle is stale."""
     @property
     def waiting(self) -> int: ...
     @property

@@ -1,33 +1,45 @@
-//! Ingress: the API threads' side. [`Submitter`] handles push requests into sharded,
-//! bounded, lock-free rings (one per class per shard) and flag cancels and class changes
-//! on the request's ticket. Nothing here ever waits for the scheduler thread.
+//! Ingress: the API threads' side. A submit takes a slot of the request table
+//! ([`table`]), writes the request into it and links the slot into its (shard, class)
+//! ingress queue ([`mpsc`]); the [`RequestHandle`] it returns names the slot. Cancels and
+//! class changes are CASes on the slot's state word plus a notice for the scheduler.
+//! Nothing here ever waits for the scheduler thread, takes a lock or allocates per request
+//! (the table grows by whole chunks; the opt-in id index is the one exception).
+//!
+//! The scheduler's side is [`Drain`]: the consumer handles of every ingress queue, owned by
+//! the one [`crate::Scheduler`], so only it can pop.
 
+pub(crate) mod capacity;
 pub(crate) mod index;
+pub(crate) mod mpsc;
 pub(crate) mod notice;
-pub(crate) mod ring;
+pub(crate) mod table;
 
 use crate::class::{Class, ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::error::{ControlError, SubmitError};
 use crate::request::{RequestId, RequestSpec};
-use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Ordering, SwapCell};
-use crate::ticket::{Refused, Ticket, QUEUED, RUNNING};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, SwapCell};
 use crate::time::{Clock, Timestamp};
+use capacity::ClassCount;
 use crossbeam_utils::CachePadded;
 use index::IdIndex;
+use mpsc::{Consumer, Pop, Producer};
 use notice::NoticeQueue;
-use ring::{PushError, Ring};
-use std::sync::OnceLock;
+pub use table::RequestHandle;
+use table::{FreeBatch, Table, TicketError, RUNNING};
 
-/// A request in flight from an API thread to the scheduler.
-pub(crate) struct Envelope {
-    pub(crate) ticket: Arc<Ticket>,
+/// What a producer writes into its slot and the scheduler reads when it drains it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Payload {
     /// `spec.class` is a class index of configuration epoch `epoch`.
     pub(crate) spec: RequestSpec,
     pub(crate) arrival: Timestamp,
     /// The configuration epoch the request was checked against (see `SubmitLimits`).
     pub(crate) epoch: u32,
 }
+
+/// A request drained from ingress: its payload and the token that owns its slot.
+pub(crate) type Drained = (Payload, table::Entry);
 
 /// Per-shard ingress counters, by class index at submit time. Index `MAX_CLASSES` counts
 /// requests whose class was invalid.
@@ -38,38 +50,12 @@ pub(crate) struct ShardCounters {
     pub(crate) refused: [AtomicU64; MAX_CLASSES + 1],
 }
 
-/// One ingress shard: a ring per class position and its counters.
+/// One ingress shard: the producer side of a queue per class position, and its counters.
 pub(crate) struct Shard {
-    /// `MAX_CLASSES` slots; slot `i` is the ring of the class at index `i`. Set for every
-    /// configured class before the configuration naming it is published (a reload that
-    /// adds a class sets its ring first), so a submitter that sees the class finds its
-    /// ring.
-    rings: Box<[OnceLock<Ring<Envelope>>]>,
+    /// `MAX_CLASSES` queues, all made at construction (a queue is two words and a stub), so
+    /// a reload that adds a class needs none made.
+    queues: Box<[Producer<Payload>]>,
     pub(crate) counters: CachePadded<ShardCounters>,
-}
-
-impl Shard {
-    /// The ring of class position `i`, if one was ever configured.
-    pub(crate) fn ring(&self, i: usize) -> Option<&Ring<Envelope>> {
-        self.rings.get(i).and_then(OnceLock::get)
-    }
-
-    /// Every ring that exists.
-    pub(crate) fn rings(&self) -> impl Iterator<Item = &Ring<Envelope>> {
-        self.rings.iter().filter_map(OnceLock::get)
-    }
-}
-
-/// The slots of class position `i`'s rings: the configured capacity (validation keeps it
-/// at [`ring::MIN_CAPACITY`] or more; [`ring::slots_for`] would raise it anyway); under loom
-/// the rings shrink to that smallest capacity so the models reach wrap-around and full.
-fn ring_slots(config: &SchedulerConfig, i: usize) -> usize {
-    let c = ring::slots_for(config.classes[i].ring_capacity);
-    if cfg!(loom) {
-        c.min(ring::MIN_CAPACITY)
-    } else {
-        c
-    }
 }
 
 /// What submit checks a request against. Replaced as a whole on a configuration reload.
@@ -77,7 +63,6 @@ pub(crate) struct SubmitLimits {
     /// Configuration epoch: 0 at start, +1 per applied reload.
     pub(crate) epoch: u32,
     pub(crate) classes: ClassSet,
-    pub(crate) queue_capacity: [usize; MAX_CLASSES],
     pub(crate) max_model_len: u32,
     pub(crate) block_size: u32,
     /// Blocks one request can ever hold: all blocks less the watermark.
@@ -90,14 +75,19 @@ const ENGINE_GONE: u32 = 2;
 
 /// State shared by every [`Submitter`] and the scheduler.
 pub(crate) struct Shared {
+    /// Every request's slot, from submit until the scheduler frees it.
+    pub(crate) table: Arc<Table<Payload>>,
     pub(crate) shards: Box<[Shard]>,
-    pub(crate) index: IdIndex,
+    /// Per class position: requests waiting or in ingress, against `queue_capacity`.
+    pub(crate) capacity: Box<[ClassCount]>,
+    /// With `id_index` on: id → handle, for duplicate refusal and [`Submitter::lookup`].
+    pub(crate) index: Option<IdIndex>,
     pub(crate) notices: NoticeQueue,
-    /// Requests waiting per class as of the last step, published by the scheduler for the
-    /// queue-capacity check.
-    pub(crate) published_waiting: CachePadded<[AtomicUsize; MAX_CLASSES]>,
     /// OPEN, CLOSED or ENGINE_GONE; only says which error a refused push reports (the
-    /// rings' close bit is what refuses it).
+    /// queues' close bit is what refuses it). Every access is Relaxed: no data rides on it,
+    /// and the closed bit in each queue's `tail` decides which pushes land. A submit racing
+    /// the engine thread's panic may report `Closed` where `EngineGone` was being stored;
+    /// every submit after the panic's close is over reports `EngineGone`.
     status: AtomicU32,
     /// The arrival clock. A plain std `Arc`: it is immutable shared configuration, not
     /// state loom needs to model (a `ManualClock`'s own atomic comes from the facade).
@@ -108,14 +98,9 @@ pub(crate) struct Shared {
 
 impl SubmitLimits {
     pub(crate) fn new(config: &SchedulerConfig, epoch: u32) -> Self {
-        let mut queue_capacity = [0; MAX_CLASSES];
-        for (i, c) in config.classes.iter().enumerate() {
-            queue_capacity[i] = c.queue_capacity;
-        }
         SubmitLimits {
             epoch,
             classes: config.class_set(),
-            queue_capacity,
             max_model_len: config.engine.max_model_len,
             block_size: config.engine.block_size,
             max_blocks: config
@@ -126,18 +111,42 @@ impl SubmitLimits {
     }
 }
 
+/// The table's capacity for `config`: room for every class's `queue_capacity` plus as many
+/// running requests as there are KV blocks (each holds one at least), doubled for reloads
+/// that raise capacities and for the slots of one step's ended requests, which return to
+/// producers at the step's end. Under loom a few slots, so models reach a second chunk.
+pub(crate) fn table_capacity(config: &SchedulerConfig) -> u32 {
+    if cfg!(loom) {
+        return 16;
+    }
+    let queued: u64 = config.classes.iter().map(|c| c.queue_capacity as u64).sum();
+    let need = queued.saturating_add(u64::from(config.engine.total_blocks));
+    need.saturating_mul(2).min(u64::from(table::MAX_CAPACITY)) as u32
+}
+
+/// Sets each configured class position's capacity from `config`. Positions past its
+/// classes keep theirs: a submit checked against the limits of before a reload that
+/// dropped a position still counts against the capacity of the class it named then (the
+/// units are re-based at the end of the step that applies the reload).
+pub(crate) fn set_capacities(capacity: &[ClassCount], config: &SchedulerConfig) {
+    for (c, class) in capacity.iter().zip(&config.classes) {
+        c.set_capacity(class.queue_capacity);
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(config: &SchedulerConfig, clock: std::sync::Arc<dyn Clock>) -> Self {
+    /// The shared state and the scheduler's [`Drain`] of it.
+    pub(crate) fn new(config: &SchedulerConfig, clock: std::sync::Arc<dyn Clock>) -> (Self, Drain) {
         let n_shards = config.resolved_shards();
+        let table = Arc::new(Table::new(table_capacity(config), n_shards));
+        let mut consumers = Vec::with_capacity(n_shards * MAX_CLASSES);
         let shards = (0..n_shards)
             .map(|_| Shard {
-                rings: (0..MAX_CLASSES)
-                    .map(|i| {
-                        let slot = OnceLock::new();
-                        if i < config.classes.len() {
-                            let _ = slot.set(Ring::with_capacity(ring_slots(config, i)));
-                        }
-                        slot
+                queues: (0..MAX_CLASSES)
+                    .map(|_| {
+                        let (p, c) = mpsc::queue(Arc::clone(&table));
+                        consumers.push(c);
+                        p
                     })
                     .collect(),
                 counters: CachePadded::new(ShardCounters {
@@ -146,67 +155,51 @@ impl Shared {
                 }),
             })
             .collect();
-        Self {
+        let capacity: Box<[ClassCount]> = (0..MAX_CLASSES).map(|_| ClassCount::new(0)).collect();
+        set_capacities(&capacity, config);
+        let shared = Self {
+            table,
             shards,
-            index: IdIndex::new(n_shards * 4),
+            capacity,
+            index: config.id_index.then(|| IdIndex::new(n_shards * 4)),
             notices: NoticeQueue::new(),
-            published_waiting: CachePadded::new(std::array::from_fn(|_| AtomicUsize::new(0))),
             status: AtomicU32::new(OPEN),
             clock,
             limits: SwapCell::new(std::sync::Arc::new(SubmitLimits::new(config, 0))),
-        }
+        };
+        let drain = Drain {
+            consumers: consumers.into_boxed_slice(),
+            free: FreeBatch::new(),
+            units: [0; MAX_CLASSES],
+            releases: 0,
+        };
+        (shared, drain)
     }
 
-    /// Creates the rings of any class position `config` has that has none yet, and
-    /// returns the first position whose existing rings have another capacity than
-    /// `config` asks (ring geometry is fixed once created).
-    pub(crate) fn ensure_rings(&self, config: &SchedulerConfig) -> Result<(), (usize, usize)> {
-        for i in 0..config.classes.len() {
-            let want = ring_slots(config, i);
-            if let Some(have) = self.shards[0].ring(i).map(Ring::capacity) {
-                if have != want {
-                    return Err((i, have));
-                }
-            }
-        }
-        let closed = self.is_closed();
-        for shard in self.shards.iter() {
-            for i in 0..config.classes.len() {
-                if shard.rings[i].get().is_none() {
-                    let ring = Ring::with_capacity(ring_slots(config, i));
-                    if closed {
-                        ring.close();
-                    }
-                    let _ = shard.rings[i].set(ring);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether ingress is closed.
+    /// Whether ingress is closed (a snapshot: the queues' closed bits decide).
     pub(crate) fn is_closed(&self) -> bool {
-        // Acquire: pairs with the Release in `close`.
-        self.status.load(Ordering::Acquire) != OPEN
+        // Relaxed: a hint that spares a closed scheduler's submits the slot and the unit;
+        // a push that gets past it fails on the queue's closed bit (see `status`).
+        self.status.load(Ordering::Relaxed) != OPEN
     }
 
-    /// Closes every ring: later submits fail. `engine_gone` says whether it is because the
+    /// Closes every queue: later submits fail. `engine_gone` says whether it is because the
     /// scheduler was dropped mid-panic.
     pub(crate) fn close(&self, engine_gone: bool) {
         let status = if engine_gone { ENGINE_GONE } else { CLOSED };
-        // Release: a submitter that sees the closed ring bit and then reads the status
-        // (Acquire) sees this value. Stored before closing the rings for that reason.
-        self.status.fetch_max(status, Ordering::Release);
+        // Relaxed: which error a refused push reports, nothing more (see `status`). Stored
+        // before the queues close, so a submit that starts after `close` returns finds it.
+        self.status.fetch_max(status, Ordering::Relaxed);
         for shard in self.shards.iter() {
-            for ring in shard.rings() {
-                ring.close();
+            for q in shard.queues.iter() {
+                q.close();
             }
         }
     }
 
     fn closed_error(&self) -> SubmitError {
-        // Acquire: pairs with the Release in `close`.
-        if self.status.load(Ordering::Acquire) == ENGINE_GONE {
+        // Relaxed: see `status`.
+        if self.status.load(Ordering::Relaxed) == ENGINE_GONE {
             SubmitError::EngineGone
         } else {
             SubmitError::Closed
@@ -228,11 +221,96 @@ impl Shared {
         for shard in self.shards.iter() {
             for (sum, n) in submitted.iter_mut().zip(&shard.counters.submitted) {
                 // Relaxed: see above; drained requests' increments are visible through the
-                // ring's Release/Acquire on the slot.
+                // ingress queue's Release/Acquire on the slot's link.
                 *sum += n.load(Ordering::Relaxed);
             }
         }
         (submitted, refused)
+    }
+}
+
+/// The scheduler's side of ingress: the consumer handle of every ingress queue (so only the
+/// scheduler pops, by type), the slots freed in the current step, and the capacity units
+/// the scheduler holds for the requests it drained.
+pub(crate) struct Drain {
+    /// Queue of (shard `s`, class position `c`) at `s * MAX_CLASSES + c`.
+    consumers: Box<[Consumer<Payload>]>,
+    /// Slots of requests ended since the last release; they return to producers at the
+    /// step's end, after the running list no longer names them.
+    pub(crate) free: FreeBatch,
+    /// Capacity units held per class position for drained requests (see
+    /// [`Drain::settle`]).
+    units: [usize; MAX_CLASSES],
+    /// Releases so far (which shard's free stack the next batch goes to).
+    releases: usize,
+}
+
+impl Drain {
+    /// Pops every request queued now into `out`, at most `limit[c]` per class position `c`
+    /// over all shards, so producers that keep pushing cannot hold a step. A queue whose
+    /// producer is between its tail swap and its link is left for the next step.
+    pub(crate) fn drain(
+        &mut self,
+        table: &Table<Payload>,
+        limit: [usize; MAX_CLASSES],
+        out: &mut Vec<Drained>,
+    ) {
+        let mut left = limit;
+        for (i, q) in self.consumers.iter_mut().enumerate() {
+            let c = i % MAX_CLASSES;
+            while left[c] > 0 {
+                match q.pop() {
+                    Pop::Item(e) => {
+                        left[c] -= 1;
+                        let p = table.payload(&e);
+                        self.units[p.spec.class.index()] += 1;
+                        out.push((p, e));
+                    }
+                    Pop::Empty | Pop::Busy => break,
+                }
+            }
+        }
+    }
+
+    /// Pops everything from closed queues (the hand-off), waiting out pushes mid-link.
+    pub(crate) fn drain_closed(&mut self, table: &Table<Payload>, out: &mut Vec<Drained>) {
+        for q in self.consumers.iter_mut() {
+            while let Some(e) = q.pop_closed() {
+                let p = table.payload(&e);
+                self.units[p.spec.class.index()] += 1;
+                out.push((p, e));
+            }
+        }
+    }
+
+    /// Whether every queue is empty (ended requests aside); for the invariant check after a
+    /// hand-off.
+    pub(crate) fn all_empty(&self) -> bool {
+        self.consumers.iter().all(|q| q.is_empty())
+    }
+
+    /// Brings the capacity units the scheduler holds to `waiting[c]` per class position: a
+    /// drained request took a unit of its submit-time class; from the step's end on, the
+    /// units held are exactly the requests waiting in each base class (an admitted one
+    /// gives its unit back, a preempted one takes one again, a class change moves it).
+    pub(crate) fn settle(&mut self, capacity: &[ClassCount], waiting: impl Fn(usize) -> usize) {
+        for (c, held) in self.units.iter_mut().enumerate() {
+            let want = waiting(c);
+            if *held > want {
+                capacity[c].release(*held - want);
+            } else if want > *held {
+                capacity[c].force_acquire(want - *held);
+            }
+            *held = want;
+        }
+    }
+
+    /// Returns the slots freed so far to producers (one CAS).
+    pub(crate) fn release(&mut self, table: &Table<Payload>) {
+        if !self.free.is_empty() {
+            self.releases = self.releases.wrapping_add(1);
+            table.release(self.releases, &mut self.free);
+        }
     }
 }
 
@@ -281,11 +359,15 @@ fn shard_index(n: usize) -> usize {
 }
 
 impl Submitter {
-    /// Queues a request; returns its arrival time (stamped now by the scheduler's clock).
+    /// Queues a request and returns its [`RequestHandle`]; its arrival is stamped now by the
+    /// scheduler's clock. Never blocks, takes no lock and allocates nothing per request
+    /// (with `id_index` off).
     ///
     /// Refused requests get a typed error and are counted under the `refused` outcome:
     /// an unknown class, zero token counts, a request longer than the model's context or
-    /// larger than the KV cache, a duplicate id, a full queue, or a closed scheduler.
+    /// larger than the KV cache, a full class queue (`queue_capacity` requests waiting or
+    /// submitted since the last step), a duplicate id (only with `id_index` on), or a
+    /// closed scheduler.
     ///
     /// ```
     /// use triage::*;
@@ -293,14 +375,14 @@ impl Submitter {
     /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
     /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
     /// // Any thread: a clone of the submitter per API thread.
-    /// let arrival = api.submit(RequestSpec::new(1, Class::HIGH, 100, 16)).unwrap();
-    /// assert_eq!(arrival, Timestamp::ZERO); // stamped with the scheduler's clock
-    /// // A duplicate id, or a prompt past the context, is refused with a typed error.
-    /// assert!(matches!(api.submit(RequestSpec::new(1, Class::LOW, 10, 1)), Err(SubmitError::DuplicateId(_))));
+    /// let h = api.submit(RequestSpec::new(1, Class::HIGH, 100, 16)).unwrap();
+    /// // A prompt past the context is refused with a typed error.
     /// assert!(matches!(api.submit(RequestSpec::new(2, Class::LOW, 1_000_000, 1)), Err(SubmitError::ExceedsContext { .. })));
-    /// assert_eq!(sched.step(clock.now(), &room).unwrap().admitted.len(), 1);
+    /// let d = sched.step(clock.now(), &room).unwrap();
+    /// assert_eq!(d.admitted[0].handle, h);
+    /// assert_eq!(d.admitted[0].arrival, Timestamp::ZERO); // stamped with the scheduler's clock
     /// ```
-    pub fn submit(&self, spec: RequestSpec) -> Result<Timestamp, SubmitError> {
+    pub fn submit(&self, spec: RequestSpec) -> Result<RequestHandle, SubmitError> {
         self.shared
             .limits
             .with(|limits| self.submit_with(limits, spec))
@@ -310,16 +392,17 @@ impl Submitter {
         &self,
         limits: &SubmitLimits,
         spec: RequestSpec,
-    ) -> Result<Timestamp, SubmitError> {
+    ) -> Result<RequestHandle, SubmitError> {
         let shared = &*self.shared;
-        let shard = &shared.shards[shard_index(shared.shards.len())];
+        let shard_i = shard_index(shared.shards.len());
+        let shard = &shared.shards[shard_i];
         let slot = if limits.classes.contains(spec.class) {
             spec.class.index()
         } else {
             MAX_CLASSES
         };
-        // Relaxed: a statistic; its visibility to the scheduler rides on the ring's
-        // Release/Acquire (for drained requests) or on the Release of `refused`.
+        // Relaxed: a statistic; its visibility to the scheduler rides on the ingress
+        // queue's Release/Acquire (for drained requests) or on the Release of `refused`.
         shard.counters.submitted[slot].fetch_add(1, Ordering::Relaxed);
         let refuse = |e: SubmitError| {
             // Release: pairs with the Acquire in `ingress_totals`, which reads `refused`
@@ -343,42 +426,46 @@ impl Submitter {
             return refuse(shared.closed_error());
         }
         let class = spec.class.index();
-        // Relaxed: a capacity hint the scheduler refreshes every step; the ring bound
-        // limits how far past it a burst between two steps can go.
-        if shared.published_waiting[class].load(Ordering::Relaxed) >= limits.queue_capacity[class] {
-            return refuse(SubmitError::QueueFull {
-                class: limits.classes.name(spec.class).to_string(),
-                capacity: limits.queue_capacity[class],
-            });
-        }
-        let Some(ring) = shard.ring(class) else {
-            unreachable!("every configured class has its ring before the config is published");
+        let full = |capacity: usize| SubmitError::QueueFull {
+            class: limits.classes.name(spec.class).to_string(),
+            capacity,
         };
-        let ticket = Arc::new(Ticket::new(spec.id));
-        if !shared.index.insert(&ticket) {
-            return refuse(SubmitError::DuplicateId(spec.id));
+        let units = &shared.capacity[class];
+        if let Err(capacity) = units.try_acquire() {
+            return refuse(full(capacity));
         }
-        let arrival = shared.clock.now();
-        let env = Envelope {
-            ticket: Arc::clone(&ticket),
+        let payload = Payload {
             spec,
-            arrival,
+            arrival: shared.clock.now(),
             epoch: limits.epoch,
         };
-        match ring.push(env) {
-            Ok(()) => Ok(arrival),
-            Err(push) => {
-                // The request never reached the scheduler: end its ticket (a racing cancel
-                // that found it in the index sees DONE or loses to us) and free the id.
-                ticket.finish();
-                shared.index.remove(&ticket);
-                match push {
-                    PushError::Full(_) => refuse(SubmitError::QueueFull {
-                        class: limits.classes.name(spec.class).to_string(),
-                        capacity: ring.capacity(),
-                    }),
-                    PushError::Closed(_) => refuse(shared.closed_error()),
+        let reserved = match shared.table.reserve(shard_i, payload) {
+            Ok(r) => r,
+            Err(t) => {
+                // Only past the documented slack (reloads that raised capacities far).
+                units.release(1);
+                return refuse(full(t.capacity as usize));
+            }
+        };
+        let handle = reserved.handle();
+        if let Some(index) = &shared.index {
+            if !index.insert(spec.id, handle) {
+                shared.table.unreserve(shard_i, reserved);
+                units.release(1);
+                return refuse(SubmitError::DuplicateId(spec.id));
+            }
+        }
+        match shard.queues[class].push(reserved) {
+            Ok(h) => Ok(h),
+            Err(mpsc::Closed(reserved)) => {
+                // Never reached the scheduler: the slot goes back, and so do the unit and
+                // the id.
+                if let Some(index) = &shared.index {
+                    index.remove(spec.id, handle);
                 }
+                shared.table.unreserve(shard_i, reserved);
+                units.release(1);
+                refuse(shared.closed_error())
             }
         }
     }
@@ -391,21 +478,20 @@ impl Submitter {
     /// let clock = ManualClock::new(Timestamp::ZERO);
     /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
     /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
-    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
-    /// assert_eq!(api.cancel(RequestId(1)), Ok(CancelOutcome::WasWaiting));
+    /// let h = api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
+    /// assert_eq!(api.cancel(h), Ok(CancelOutcome::WasWaiting));
     /// let d = sched.step(clock.now(), &room).unwrap();
     /// assert_eq!(d.cancelled, vec![RequestId(1)]); // it never starts
-    /// assert!(api.cancel(RequestId(1)).is_err()); // ended: nothing left to cancel
+    /// assert_eq!(api.cancel(h), Err(ControlError::NotFound(h))); // ended: the handle is stale
     /// ```
-    pub fn cancel(&self, id: RequestId) -> Result<CancelOutcome, ControlError> {
-        let ticket = self
+    pub fn cancel(&self, handle: RequestHandle) -> Result<CancelOutcome, ControlError> {
+        let changed = self
             .shared
-            .index
-            .get(id)
-            .ok_or(ControlError::NotFound(id))?;
-        let changed = ticket.cancel().map_err(|r| refused(id, r))?;
+            .table
+            .cancel(handle)
+            .map_err(|r| refused(handle, r))?;
         if changed.must_notify {
-            self.shared.notices.push(ticket);
+            self.shared.notices.push(handle);
         }
         Ok(match changed.phase {
             RUNNING => CancelOutcome::WasRunning,
@@ -423,29 +509,47 @@ impl Submitter {
     /// let clock = ManualClock::new(Timestamp::ZERO);
     /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
     /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
-    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
+    /// let low = api.submit(RequestSpec::new(1, Class::LOW, 100, 16)).unwrap();
     /// api.submit(RequestSpec::new(2, Class::MEDIUM, 100, 16)).unwrap();
-    /// api.reprioritize(RequestId(1), Class::HIGH).unwrap();
+    /// api.reprioritize(low, Class::HIGH).unwrap();
     /// let one = Budget { max_num_seqs: 1, ..room };
     /// let d = sched.step(clock.now(), &one).unwrap();
     /// assert_eq!(d.admitted[0].id, RequestId(1)); // now HIGH, ahead of MEDIUM
     /// ```
-    pub fn reprioritize(&self, id: RequestId, class: Class) -> Result<(), ControlError> {
+    pub fn reprioritize(&self, handle: RequestHandle, class: Class) -> Result<(), ControlError> {
         self.shared
             .limits
             .with(|l| l.classes.check(class))
             .map_err(ControlError::Class)?;
-        let ticket = self
+        let changed = self
             .shared
-            .index
-            .get(id)
-            .ok_or(ControlError::NotFound(id))?;
-        let changed = ticket.request_class(class).map_err(|r| refused(id, r))?;
-        debug_assert!(changed.phase == QUEUED || changed.phase == RUNNING);
+            .table
+            .request_class(handle, class)
+            .map_err(|r| refused(handle, r))?;
         if changed.must_notify {
-            self.shared.notices.push(ticket);
+            self.shared.notices.push(handle);
         }
         Ok(())
+    }
+
+    /// The handle of the held request with the engine's id `id`, through the id index. The
+    /// index is opt-in (`id_index = true` in the configuration): it costs a lock and a map
+    /// insert per submit, and makes duplicate ids refused. Without it, keep the handle
+    /// [`Submitter::submit`] returned.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let config = SchedulerConfig { id_index: true, ..SchedulerConfig::default() };
+    /// let (_sched, api) = Scheduler::new(config).unwrap();
+    /// let h = api.submit(RequestSpec::new(42, Class::LOW, 100, 16)).unwrap();
+    /// assert_eq!(api.lookup(RequestId(42)), Ok(h));
+    /// // With the index on, a second request with a held id is refused.
+    /// assert!(matches!(api.submit(RequestSpec::new(42, Class::LOW, 10, 1)), Err(SubmitError::DuplicateId(_))));
+    /// assert_eq!(api.lookup(RequestId(7)), Err(ControlError::UnknownId(RequestId(7))));
+    /// ```
+    pub fn lookup(&self, id: RequestId) -> Result<RequestHandle, ControlError> {
+        let index = self.shared.index.as_ref().ok_or(ControlError::NoIdIndex)?;
+        index.get(id).ok_or(ControlError::UnknownId(id))
     }
 
     /// The classes in force, for parsing API metadata (a copy: a configuration reload
@@ -506,10 +610,10 @@ fn check(limits: &SubmitLimits, spec: &RequestSpec) -> Result<(), SubmitError> {
     Ok(())
 }
 
-fn refused(id: RequestId, r: Refused) -> ControlError {
+fn refused(handle: RequestHandle, r: TicketError) -> ControlError {
     match r {
-        Refused::Cancelled => ControlError::AlreadyCancelled(id),
-        Refused::Done => ControlError::NotFound(id),
+        TicketError::Cancelled => ControlError::AlreadyCancelled(handle),
+        TicketError::NotFound | TicketError::Done => ControlError::NotFound(handle),
     }
 }
 

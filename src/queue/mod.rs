@@ -649,14 +649,13 @@ impl WaitQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::Arc;
-    use crate::ticket::Ticket;
-    use crate::{RequestId, RequestSpec};
+    use crate::ingress::table;
+    use crate::RequestSpec;
 
     fn entry(slab: &mut Slab, id: u64, arrival_ms: u64) -> u32 {
         let spec = RequestSpec::new(id, Class::LOW, 8, 1);
         let mut e = slab::Entry::new(
-            Arc::new(Ticket::new(spec.id)),
+            table::Entry::detached(),
             spec,
             Timestamp::from_millis(arrival_ms),
         );
@@ -704,8 +703,7 @@ mod tests {
         relegated: bool,
     ) -> u32 {
         let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
-        let ticket = Arc::new(Ticket::new(RequestId(id)));
-        let mut e = slab::Entry::new(ticket, spec, Timestamp(arrival_ms * MS));
+        let mut e = slab::Entry::new(table::Entry::detached(), spec, Timestamp(arrival_ms * MS));
         e.due = Timestamp(due_ms * MS);
         e.deadline = e.due;
         e.relegated = relegated;

@@ -1,12 +1,15 @@
 //! The scheduler thread's storage for every request it holds, waiting or running: a slab
-//! of entries addressed by a dense `u32` key, with a free list. Entries carry the intrusive
-//! links of the wait-queue lists, so moving a request between lists allocates nothing.
+//! of entries addressed by a dense `u32` key. The scheduler keys an entry by its request
+//! table slot (`insert_at`), so a [`crate::RequestHandle`] finds its entry without a map;
+//! the standalone queue lets the slab pick keys from its free list (`insert`). Entries
+//! carry the intrusive links of the wait-queue lists, so moving a request between lists
+//! allocates nothing.
 
 use crate::class::Class;
+use crate::ingress::table;
+use crate::ingress::RequestHandle;
 use crate::request::{RequestId, RequestSpec};
 use crate::slo::{HeldRequest, HeldStates, SloSlot};
-use crate::sync::Arc;
-use crate::ticket::Ticket;
 use crate::time::Timestamp;
 
 /// The null key (end of a list).
@@ -28,7 +31,8 @@ pub(crate) enum Place {
 
 /// One request held by the scheduler.
 pub(crate) struct Entry {
-    pub(crate) ticket: Arc<Ticket>,
+    /// Ownership of the request's table slot (freed when the request ends).
+    pub(crate) token: table::Entry,
     /// As submitted; `spec.class` is the base class, updated by reprioritize.
     pub(crate) spec: RequestSpec,
     pub(crate) arrival: Timestamp,
@@ -88,9 +92,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn new(ticket: Arc<Ticket>, spec: RequestSpec, arrival: Timestamp) -> Self {
+    pub(crate) fn new(token: table::Entry, spec: RequestSpec, arrival: Timestamp) -> Self {
         Self {
-            ticket,
+            token,
             spec,
             arrival,
             due: arrival,
@@ -123,6 +127,11 @@ impl Entry {
     /// The order inside a class: `due` (deadline, or arrival), then id for equal times.
     pub(crate) fn order_key(&self) -> (Timestamp, u64) {
         (self.due, self.spec.id.0)
+    }
+
+    /// The request's handle.
+    pub(crate) fn handle(&self) -> RequestHandle {
+        self.token.handle()
     }
 
     /// Whether the current run still has prompt tokens to prefill.
@@ -163,6 +172,29 @@ impl Slab {
         };
         *self.slot(key) = Some(entry);
         key
+    }
+
+    /// Inserts `entry` at `key` (its request table slot), which must be vacant; keys so
+    /// placed never go through the free list.
+    pub(crate) fn insert_at(&mut self, key: u32, entry: Entry) {
+        let chunk = key as usize / CHUNK;
+        while self.chunks.len() <= chunk {
+            self.chunks.push((0..CHUNK).map(|_| None).collect());
+        }
+        let slot = self.slot(key);
+        assert!(slot.is_none(), "slab key {key} is already held");
+        *slot = Some(entry);
+        self.len += 1;
+    }
+
+    /// Removes entry `key` placed by `insert_at` (its key is the table's to reuse).
+    pub(crate) fn take(&mut self, key: u32) -> Entry {
+        let entry = self
+            .slot(key)
+            .take()
+            .expect("slab key refers to a live entry");
+        self.len -= 1;
+        entry
     }
 
     /// Starts loading entry `key`, about to be read (see [`crate::prefetch`]); nothing for

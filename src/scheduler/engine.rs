@@ -5,20 +5,23 @@ use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::counters::{FinishReason, Outcome};
 use crate::error::ProgressError;
+use crate::ingress::RequestHandle;
 use crate::queue::slab::Place;
-use crate::request::{HandOff, RequestId};
-use crate::sync::Ordering;
+use crate::request::HandOff;
 use crate::time::Timestamp;
 
 impl Scheduler {
-    fn running_key(&self, id: RequestId, now: Timestamp) -> Result<u32, ProgressError> {
-        let key = *self.ids.get(&id).ok_or(ProgressError::NotRunning(id))?;
-        let e = &self.slab[key];
-        if e.place != Place::Running {
-            return Err(ProgressError::NotRunning(id));
-        }
+    /// The slab key of the running request `h` names: the slab is keyed by table slot, and
+    /// the generation tells the request from a newer one in the same slot.
+    fn running_key(&self, h: RequestHandle, now: Timestamp) -> Result<u32, ProgressError> {
+        let key = h.index();
+        let e = self
+            .slab
+            .get(key)
+            .filter(|e| e.handle() == h && e.place == Place::Running)
+            .ok_or(ProgressError::NotRunning(h))?;
         if now < e.last_event {
-            return Err(ProgressError::TimeWentBackwards(id));
+            return Err(ProgressError::TimeWentBackwards(e.spec.id));
         }
         Ok(key)
     }
@@ -40,21 +43,22 @@ impl Scheduler {
     /// api.submit(RequestSpec::new(1, Class::HIGH, 100, 2)).unwrap();
     /// let a = sched.step(clock.now(), &room).unwrap().admitted[0];
     /// // The iteration computed the whole prompt and sampled the first token.
-    /// sched.on_progress(a.id, clock.now(), a.prefill_tokens, 1).unwrap();
-    /// assert_eq!(sched.first_token_at(a.id), Some(clock.now()));
+    /// sched.on_progress(a.handle, clock.now(), a.prefill_tokens, 1).unwrap();
+    /// assert_eq!(sched.first_token_at(a.handle), Some(clock.now()));
     /// // Output past max_new_tokens is refused, and changes nothing.
-    /// assert!(matches!(sched.on_progress(a.id, clock.now(), 1, 2), Err(ProgressError::OutputOverrun { .. })));
+    /// assert!(matches!(sched.on_progress(a.handle, clock.now(), 1, 2), Err(ProgressError::OutputOverrun { .. })));
     /// ```
     pub fn on_progress(
         &mut self,
-        id: RequestId,
+        handle: RequestHandle,
         now: Timestamp,
         computed: u32,
         new_output: u32,
     ) -> Result<(), ProgressError> {
-        let key = self.running_key(id, now)?;
+        let key = self.running_key(handle, now)?;
         let block_size = self.config.engine.block_size;
         let e = &mut self.slab[key];
+        let id = e.spec.id;
         let kv = u64::from(e.kv_tokens) + u64::from(computed);
         let generated = u64::from(e.generated) + u64::from(new_output);
         // KV can hold at most the prompt plus the output sampled so far.
@@ -101,18 +105,21 @@ impl Scheduler {
     /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
     /// api.submit(RequestSpec::new(1, Class::HIGH, 100, 1)).unwrap();
     /// let a = sched.step(clock.now(), &room).unwrap().admitted[0];
-    /// sched.on_progress(a.id, clock.now(), a.prefill_tokens, 1).unwrap();
-    /// assert_eq!(sched.on_finished(a.id, clock.now(), FinishReason::Stop), Ok(Outcome::Finished));
+    /// sched.on_progress(a.handle, clock.now(), a.prefill_tokens, 1).unwrap();
+    /// assert_eq!(sched.on_finished(a.handle, clock.now(), FinishReason::Stop), Ok(Outcome::Finished));
+    /// // The request ended: its handle is stale.
+    /// assert_eq!(sched.on_finished(a.handle, clock.now(), FinishReason::Stop), Err(ProgressError::NotRunning(a.handle)));
     /// assert_eq!(sched.running(), 0);
     /// assert!(sched.conservation().is_balanced());
     /// ```
     pub fn on_finished(
         &mut self,
-        id: RequestId,
+        handle: RequestHandle,
         now: Timestamp,
         reason: FinishReason,
     ) -> Result<Outcome, ProgressError> {
-        let key = self.running_key(id, now)?;
+        let key = self.running_key(handle, now)?;
+        let id = self.slab[key].spec.id;
         // Left in `running` until the next step compacts it: O(1) here.
         self.running_ended += 1;
         let class = self.slab[key].spec.class.index();
@@ -123,8 +130,11 @@ impl Scheduler {
     }
 
     /// The first-token time recorded for a held request, if it has one.
-    pub fn first_token_at(&self, id: RequestId) -> Option<Timestamp> {
-        self.ids.get(&id).and_then(|&k| self.slab[k].first_token)
+    pub fn first_token_at(&self, handle: RequestHandle) -> Option<Timestamp> {
+        self.slab
+            .get(handle.index())
+            .filter(|e| e.handle() == handle)
+            .and_then(|e| e.first_token)
     }
 
     /// Closes ingress and hands back every waiting request, most urgent class first and
@@ -133,8 +143,8 @@ impl Scheduler {
     /// engine finishes them and reports as usual.
     ///
     /// Submits racing the close either land before it (and are returned here) or fail with
-    /// `Closed`: the close bit is in the same word producers claim slots with. Requests
-    /// still in the rings are handed off even past `fairness.max_tenants` (the limit bounds
+    /// `Closed`: the close bit is in the same word a push links its slot with. Requests
+    /// still in ingress are handed off even past `fairness.max_tenants` (the limit bounds
     /// the tenants this replica serves; it serves none of these).
     ///
     /// When it returns, ingress is empty and stays so: [`Scheduler::check_invariants`]
@@ -163,15 +173,13 @@ impl Scheduler {
         // request refused here would be neither handed off nor reported.
         let mut scratch = crate::Decision::default();
         let shared = crate::sync::Arc::clone(&self.shared);
-        for shard in shared.shards.iter() {
-            for ring in shard.rings() {
-                // SAFETY: the scheduler is the rings' only consumer (see `ingest`).
-                while let Some(env) = unsafe { ring.pop_closed() } {
-                    let hint = crate::queue::slab::NO_SLOT;
-                    self.take_new(env, hint, TenantLimit::Lift, now, &mut scratch);
-                }
-            }
+        let mut batch = std::mem::take(&mut self.batch);
+        self.drain.drain_closed(&shared.table, &mut batch);
+        for drained in batch.drain(..) {
+            let hint = crate::queue::slab::NO_SLOT;
+            self.take_new(drained, hint, TenantLimit::Lift, now, &mut scratch);
         }
+        self.batch = batch;
         debug_assert!(scratch.rejected.is_empty());
         self.handed_off = true;
         // Notices are left for the next step: a cancel of a running request must reach the
@@ -187,7 +195,8 @@ impl Scheduler {
         // Acknowledged class changes not yet applied by a step are applied now, so they
         // decide both the hand-off's class and its order.
         for key in self.wait.keys_in_order(&self.slab) {
-            if let Some(class) = self.slab[key].ticket.take_requested_class() {
+            let (_, requested) = shared.table.take_notice(&self.slab[key].token);
+            if let Some(class) = requested {
                 let class = self.clamp_class(class);
                 self.change_class(key, class, now);
             }
@@ -206,10 +215,7 @@ impl Scheduler {
                 out.push(hand);
             }
         }
-        for c in 0..self.classes.len() {
-            // Relaxed: a capacity hint only.
-            self.shared.published_waiting[c].store(0, Ordering::Relaxed);
-        }
+        self.settle_ingress();
         tracing::info!(
             handed_off = out.len(),
             "drained waiting requests for hand-off"

@@ -88,7 +88,7 @@ impl Scheduler {
                     max_tenants,
                 };
                 // Counted only if the refusal stands: a cancel that won the race to the
-                // ticket makes the outcome `Cancelled`, and `triage_refused_total` would
+                // slot's state word makes the outcome `Cancelled`, and `triage_refused_total` would
                 // then count a request that was never refused.
                 if self.end_rejected(key, Outcome::Refused, reason, now, out) {
                     tracing::debug!(
@@ -115,16 +115,16 @@ impl Scheduler {
     /// slots found also spare [`Tenants::acquire`] its look-up.
     pub(super) fn look_ahead(
         &self,
-        batch: &[crate::ingress::Envelope],
+        batch: &[crate::ingress::Drained],
         ahead: &mut Vec<(usize, u32)>,
     ) {
         ahead.clear();
         if !self.config.fairness.enabled || self.tenants.len() < crate::prefetch::MIN_TENANTS {
             return;
         }
-        for env in batch {
-            let class = env.spec.class.index();
-            let slot = self.tenants.slot_of(env.spec.tenant).unwrap_or(NO_SLOT);
+        for (payload, _) in batch {
+            let class = payload.spec.class.index();
+            let slot = self.tenants.slot_of(payload.spec.tenant).unwrap_or(NO_SLOT);
             self.wait.prefetch_lane(class, slot);
             ahead.push((class, slot));
         }

@@ -1,4 +1,4 @@
-//! Taking work from the API threads: drain every ingress ring into the wait queue, then
+//! Taking work from the API threads: drain every ingress queue into the wait queue, then
 //! act on the notices of cancels and class changes; and time out requests that waited too
 //! long.
 
@@ -7,9 +7,9 @@ use super::Scheduler;
 use crate::class::Class;
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
-use crate::ingress::Envelope;
+use crate::ingress::table::{CANCEL_QUEUED, CANCEL_RUNNING};
+use crate::ingress::Drained;
 use crate::queue::slab::{Entry, Place, NO_SLOT};
-use crate::ticket::{self, CANCEL_QUEUED, CANCEL_RUNNING};
 
 use crate::time::Timestamp;
 
@@ -18,69 +18,61 @@ use crate::time::Timestamp;
 const PREFETCH_DISTANCE: usize = 8;
 
 impl Scheduler {
-    /// Drains the rings, then applies notices. Rings first, so a notice about a request
-    /// submitted before this step finds it queued; a notice about one still in a ring is
-    /// skipped, and the drain that later takes it reads the ticket's latest state instead.
+    /// Drains the ingress queues, then applies notices. Queues first, so a notice about a
+    /// request submitted before this step finds it held; a notice about one still in
+    /// ingress (its push mid-link) is skipped, and the drain that later takes it reads its
+    /// slot's latest state instead.
     ///
-    /// A step takes only what was there when it began (each ring's length and the notice
-    /// queue's, read once): API threads that keep pushing cannot hold the step forever,
-    /// and what they push meanwhile waits for the next step. The drained requests are
+    /// A step takes at most what its class's capacity counted when the step began (each
+    /// queue is drained up to then, and the notice queue's length is read once): API
+    /// threads that keep pushing cannot hold the step forever. The drained requests are
     /// sorted by arrival first, so they join the queue at its tail instead of each one
     /// scanning back past the other shards' arrivals of the same moments.
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
         let mut batch = std::mem::take(&mut self.batch);
-        for shard in shared.shards.iter() {
-            for ring in shard.rings() {
-                for _ in 0..ring.len() {
-                    // SAFETY: the scheduler is the only consumer of its rings: it is reached
-                    // through `&mut self` and each `Shared` has exactly one `Scheduler`.
-                    match unsafe { ring.pop() } {
-                        Some(env) => batch.push(env),
-                        None => break, // claimed, not yet published: next step
-                    }
-                }
-            }
-        }
-        batch.sort_unstable_by_key(|e| (e.arrival, e.spec.id.0));
+        let limit = std::array::from_fn(|c| shared.capacity[c].used());
+        self.drain.drain(&shared.table, limit, &mut batch);
+        batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));
         // With fairness on, each request goes to its tenant's lane, a cache miss apiece with
         // many tenants: look the lanes up first and load them ahead (see `look_ahead`).
         let mut ahead = std::mem::take(&mut self.ahead);
         self.look_ahead(&batch, &mut ahead);
-        for (i, env) in batch.drain(..).enumerate() {
+        for (i, drained) in batch.drain(..).enumerate() {
             if let Some(&(c, slot)) = ahead.get(i + PREFETCH_DISTANCE) {
                 self.wait.prefetch_arrival(c, slot);
             }
             let hint = ahead.get(i).map_or(NO_SLOT, |&(_, slot)| slot);
-            self.take_new(env, hint, TenantLimit::Apply, now, out);
+            self.take_new(drained, hint, TenantLimit::Apply, now, out);
         }
         self.ahead = ahead;
         self.batch = batch;
         for _ in 0..shared.notices.len() {
-            let Some(t) = shared.notices.pop() else { break };
-            let word = t.take_notice();
-            let Some(&key) = self.ids.get(&t.id) else {
-                continue; // still in a ring, or already ended
-            };
-            if !crate::sync::Arc::ptr_eq(&self.slab[key].ticket, &t) {
-                continue; // the id now belongs to a newer request
+            let Some(h) = shared.notices.pop() else { break };
+            // The slab is keyed by slot: the handle finds its entry, and the generation
+            // tells a live one from a newer request in the same slot.
+            let key = h.index();
+            if self.slab.get(key).is_none_or(|e| e.handle() != h) {
+                continue; // still in ingress, or already ended
             }
-            match ticket::phase(word) {
+            let (phase, requested) = shared.table.take_notice(&self.slab[key].token);
+            let id = self.slab[key].spec.id;
+            match phase {
                 CANCEL_QUEUED => {
                     self.wait.remove(&mut self.slab, key);
-                    out.cancelled.push(t.id);
-                    tracing::debug!(id = t.id.0, "cancelled while waiting");
+                    out.cancelled.push(id);
+                    tracing::debug!(id = id.0, "cancelled while waiting");
                     self.end(key, Outcome::Cancelled, now);
                 }
                 CANCEL_RUNNING => {
                     // Compacted out of `running` when the ingest is done.
                     self.running_ended += 1;
-                    out.aborted.push(t.id);
-                    tracing::debug!(id = t.id.0, "cancelled while running: abort");
+                    out.aborted.push(id);
+                    tracing::debug!(id = id.0, "cancelled while running: abort");
                     self.end(key, Outcome::Cancelled, now);
                 }
                 _ => {
-                    if let Some(class) = t.take_requested_class() {
+                    if let Some(class) = requested {
                         let class = self.clamp_class(class);
                         self.change_class(key, class, now);
                     }
@@ -89,43 +81,41 @@ impl Scheduler {
         }
     }
 
-    /// Takes one request from a ring: queues it, or ends it if cancelled in flight (or
+    /// Takes one request from ingress: queues it, or ends it if cancelled in flight (or
     /// refused for the tenant limit, if `limit` applies it). `hint` is its tenant's slot if
     /// known (see [`Scheduler::assign_tenant`]), else `NO_SLOT`.
     pub(super) fn take_new(
         &mut self,
-        env: Envelope,
+        drained: Drained,
         hint: u32,
         limit: TenantLimit,
         now: Timestamp,
         out: &mut Decision,
     ) {
-        let Envelope {
-            ticket,
-            mut spec,
-            arrival,
-            epoch,
-        } = env;
-        if epoch != self.epoch {
-            spec.class = self.current_class(epoch, spec.class);
+        let (payload, token) = drained;
+        let mut spec = payload.spec;
+        let arrival = payload.arrival;
+        if payload.epoch != self.epoch {
+            spec.class = self.current_class(payload.epoch, spec.class);
         }
         out.summary.drained += 1;
         self.drained += 1;
         self.counters.per_class[spec.class.index()].drained += 1;
-        if ticket.phase() == CANCEL_QUEUED {
-            let key = self.slab.insert(Entry::new(ticket, spec, arrival));
-            self.ids.insert(spec.id, key);
+        // Clears a notice set while it was in ingress (a later change notifies again).
+        let (phase, requested) = self.shared.table.take_notice(&token);
+        let key = token.handle().index();
+        if phase == CANCEL_QUEUED {
+            self.slab.insert_at(key, Entry::new(token, spec, arrival));
             out.cancelled.push(spec.id);
             self.end(key, Outcome::Cancelled, now);
             return;
         }
-        if let Some(class) = ticket.take_requested_class() {
+        if let Some(class) = requested {
             let class = self.clamp_class(class);
             self.count_reprioritize(spec.class, class);
             spec.class = class;
         }
-        let key = self.slab.insert(Entry::new(ticket, spec, arrival));
-        self.ids.insert(spec.id, key);
+        self.slab.insert_at(key, Entry::new(token, spec, arrival));
         if !self.assign_tenant(key, hint, limit, now, out) {
             return;
         }

@@ -21,12 +21,11 @@ use crate::config::SchedulerConfig;
 use crate::counters::{ClassCounters, Conservation, Outcome, SchedCounters};
 use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
-use crate::ingress::index::IdMap;
-use crate::ingress::{Shared, Submitter};
+use crate::ingress::{Drain, Shared, Submitter};
 use crate::queue::slab::{Place, Slab};
 use crate::queue::{Candidate, WaitQueue};
 use crate::slo::{SloTracker, Violation};
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 use crate::telemetry::{ClassStep, StepMetrics, StepReport};
 use crate::time::{Clock, MonotonicClock, Timestamp};
 use std::time::Duration;
@@ -51,9 +50,10 @@ use std::time::Duration;
 /// assert_eq!(d.admitted.len(), 1);
 /// assert_eq!(d.admitted[0].id.0, 2); // HIGH first
 ///
-/// // The engine reports progress; the request finishes.
-/// sched.on_progress(d.admitted[0].id, clock.now(), 100, 1).unwrap();
-/// sched.on_finished(d.admitted[0].id, clock.now(), triage::FinishReason::Stop).unwrap();
+/// // The engine reports progress by the request's handle; the request finishes.
+/// let h = d.admitted[0].handle;
+/// sched.on_progress(h, clock.now(), 100, 1).unwrap();
+/// sched.on_finished(h, clock.now(), triage::FinishReason::Stop).unwrap();
 /// assert!(sched.conservation().is_balanced());
 /// # use triage::Clock;
 /// ```
@@ -71,8 +71,9 @@ pub struct Scheduler {
     /// ingest is done (a new request drained meanwhile may reuse the slot, but waits: only
     /// live entries marked running count). Keeps `on_finished` O(1).
     running_ended: usize,
-    /// Every held entry (waiting, in hand or running) by id.
-    ids: IdMap<u32>,
+    /// The consumer side of ingress (only the scheduler pops), the slots freed this step
+    /// and the capacity units held.
+    drain: Drain,
     counters: SchedCounters,
     /// Requests drained from the rings so far.
     drained: u64,
@@ -89,7 +90,7 @@ pub struct Scheduler {
     /// Requests preempted in the current step, queued again at its end.
     requeue: Vec<u32>,
     /// Scratch for the requests drained in a step (sorted by arrival before queueing).
-    batch: Vec<crate::ingress::Envelope>,
+    batch: Vec<crate::ingress::Drained>,
     /// Scratch for the drained requests' `(class, tenant slot)` (see `look_ahead`).
     ahead: Vec<(usize, u32)>,
     /// Proposed configurations, from any thread.
@@ -142,7 +143,8 @@ impl Scheduler {
     ) -> Result<(Scheduler, Submitter), ConfigError> {
         config.validate()?;
         let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
-        let shared = Arc::new(Shared::new(&config, clock));
+        let (shared, drain) = Shared::new(&config, clock);
+        let shared = Arc::new(shared);
         let wait = reload::new_wait_queue(&config);
         let classes = config.class_set();
         let slo = SloTracker::new(config.slo.clone(), &classes)?;
@@ -159,7 +161,7 @@ impl Scheduler {
             wait,
             running: Vec::new(),
             running_ended: 0,
-            ids: IdMap::default(),
+            drain,
             counters: SchedCounters::default(),
             drained: 0,
             handed_off: false,
@@ -285,10 +287,7 @@ impl Scheduler {
         self.pace.worked(out.summary.tokens);
         self.slo.tick_held(now, &mut self.slab);
         self.publish_metrics(now, budget, started.elapsed());
-        for c in 0..self.classes.len() {
-            // Relaxed: a capacity hint for submit; no data rides on it.
-            self.shared.published_waiting[c].store(self.wait.base_len(c), Ordering::Relaxed);
-        }
+        self.settle_ingress();
         tracing::debug!(
             drained = out.summary.drained,
             promoted = out.summary.promoted,
@@ -390,6 +389,22 @@ impl Scheduler {
             .filter(|&k| still_running(&self.slab, k))
     }
 
+    /// Ends the step's business with ingress: the capacity units held become the requests
+    /// waiting per base class, and the slots of ended requests go back to producers (after
+    /// `compact_running`, so no list names them when they are reused).
+    fn settle_ingress(&mut self) {
+        let live = self.classes.len();
+        let wait = &self.wait;
+        self.drain.settle(&self.shared.capacity, |c| {
+            if c < live {
+                wait.base_len(c)
+            } else {
+                0
+            }
+        });
+        self.drain.release(&self.shared.table);
+    }
+
     /// Drops the ended requests' keys from `running` (see [`Scheduler::running_ended`]).
     fn compact_running(&mut self) {
         if self.running_ended > 0 {
@@ -450,20 +465,14 @@ impl Scheduler {
     /// [`Scheduler::drain_waiting`], empty (nothing stranded in ingress), the wait queue's
     /// structure, and the indexes agreeing. For tests; O(requests held + rings).
     pub fn check_invariants(&self) -> Result<(), String> {
-        for (s, shard) in self.shared.shards.iter().enumerate() {
-            for (c, ring) in (0..MAX_CLASSES).filter_map(|c| Some((c, shard.ring(c)?))) {
-                ring.check_head()
-                    .map_err(|e| format!("ingress shard {s}, class {c}: {e}"))?;
-                // Closed and drained: the tails are final and were all reached, so any
-                // request here was accepted and will never be taken.
-                if self.handed_off && ring.len() != 0 {
-                    return Err(format!(
-                        "{} requests stranded in ingress (shard {s}, class {c}) after \
-                         drain_waiting emptied the closed rings",
-                        ring.len()
-                    ));
-                }
-            }
+        // Closed and drained: every push landed before the close and was taken, so any
+        // request still in a queue was accepted and will never be taken.
+        if self.handed_off && !self.drain.all_empty() {
+            return Err(
+                "requests stranded in ingress after drain_waiting emptied the \
+                        closed queues"
+                    .to_string(),
+            );
         }
         let c = self.conservation();
         let refused_when_drained: u64 = self
@@ -485,12 +494,10 @@ impl Scheduler {
             return Err(format!("drained {} != held + ended: {c}", self.drained));
         }
         self.wait.check(&self.slab)?;
-        if self.slab.len() != self.wait.len() + self.running() || self.ids.len() != self.slab.len()
-        {
+        if self.slab.len() != self.wait.len() + self.running() {
             return Err(format!(
-                "slab {} / ids {} / waiting {} + running {} disagree",
+                "slab {} / waiting {} + running {} disagree",
                 self.slab.len(),
-                self.ids.len(),
                 self.wait.len(),
                 self.running()
             ));
@@ -504,8 +511,13 @@ impl Scheduler {
             ));
         }
         for (k, e) in self.slab.iter() {
-            if self.ids.get(&e.spec.id) != Some(&k) {
-                return Err(format!("{} not indexed at its key", e.spec.id));
+            let h = e.handle();
+            if h.index() != k {
+                return Err(format!("{} held at slab key {k}", e.spec.id));
+            }
+            // A held request's slot is live under its handle: never freed while held.
+            if self.shared.table.phase(h).is_err() {
+                return Err(format!("{} is held but its {h} is stale", e.spec.id));
             }
         }
         Ok(())
@@ -536,14 +548,18 @@ impl Scheduler {
     }
 
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
-        let mut e = self.slab.remove(key);
+        let mut e = self.slab.take(key);
         self.release_tenant(e.tenant);
-        let outcome = match e.ticket.finish() {
-            crate::ticket::CANCEL_QUEUED | crate::ticket::CANCEL_RUNNING => Outcome::Cancelled,
+        let table = &self.shared.table;
+        let outcome = match table.finish(&e.token) {
+            crate::ingress::table::CANCEL_QUEUED | crate::ingress::table::CANCEL_RUNNING => {
+                Outcome::Cancelled
+            }
             _ => outcome,
         };
-        self.shared.index.remove(&e.ticket);
-        self.ids.remove(&e.spec.id);
+        if let Some(index) = &self.shared.index {
+            index.remove(e.spec.id, e.handle());
+        }
         let class = e.spec.class.index();
         self.counters.outcome(class, outcome);
         match outcome {
@@ -558,6 +574,9 @@ impl Scheduler {
         // sample, only the misses so far.
         let finished = outcome == Outcome::Finished;
         self.slo.ended_held(key, &mut e, now, finished);
+        // The handle is stale from here on; the slot returns to producers with the step's
+        // batch.
+        self.shared.table.free(&mut self.drain.free, e.token);
         outcome
     }
 }

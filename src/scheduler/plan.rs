@@ -2,15 +2,15 @@
 //! first), then admissions in queue order with preemption and bounded backfill; and the
 //! mechanics both orders share (budget accounting, admission, preemption). Deadline order's
 //! plan is in `deadline.rs`. Everything here runs on the engine thread and touches only the
-//! scheduler's own structures and the tickets' atomic words.
+//! scheduler's own structures and the request table's state words.
 
 use super::Scheduler;
 use crate::budget::{Budget, Short};
 use crate::counters::Outcome;
 use crate::decision::{Admitted, Decision, PreemptReason, Preempted, Scheduled};
+use crate::ingress::table::{QUEUED, RUNNING};
 use crate::queue::slab::Place;
 use crate::queue::Candidate;
-use crate::ticket::{QUEUED, RUNNING};
 use crate::time::Timestamp;
 
 /// What is left of the budget as the step goes.
@@ -189,6 +189,7 @@ impl Scheduler {
         left.tokens -= tokens;
         out.scheduled.push(Scheduled {
             id: e.spec.id,
+            handle: e.handle(),
             tokens,
             prefill,
         });
@@ -317,7 +318,11 @@ impl Scheduler {
         out: &mut Decision,
     ) -> u32 {
         let key = cand.key;
-        if self.slab[key].ticket.transition(QUEUED, RUNNING).is_err() {
+        let table = &self.shared.table;
+        if table
+            .transition(&self.slab[key].token, QUEUED, RUNNING)
+            .is_err()
+        {
             let id = self.slab[key].spec.id;
             self.end(key, Outcome::Cancelled, self.last_now);
             out.cancelled.push(id);
@@ -343,6 +348,8 @@ impl Scheduler {
         e.planned_step = step;
         let admitted = Admitted {
             id: e.spec.id,
+            handle: e.handle(),
+            arrival: e.arrival,
             class: e.spec.class,
             effective_class: cand.class,
             prefill_tokens: chunk,
@@ -520,7 +527,12 @@ impl Scheduler {
             e.planned = 0;
             out.scheduled.retain(|s| s.id != id);
         }
-        if e.ticket.transition(RUNNING, QUEUED).is_err() {
+        if self
+            .shared
+            .table
+            .transition(&e.token, RUNNING, QUEUED)
+            .is_err()
+        {
             // Cancelled while running: the engine must stop it either way.
             out.aborted.push(id);
             self.end(key, Outcome::Cancelled, self.last_now);

@@ -36,7 +36,7 @@ pub struct ConfigHandle {
 impl ConfigHandle {
     /// Proposes `config`. Static validation happens now (an invalid config is refused here
     /// and changes nothing); checks against the scheduler's state (classes still holding
-    /// requests, ring geometry) happen when it is applied. A later proposal replaces an
+    /// requests, shards, the id index) happen when it is applied. A later proposal replaces an
     /// earlier one not yet applied.
     pub fn propose(&self, config: SchedulerConfig) -> Result<(), ConfigError> {
         config.validate()?;
@@ -179,11 +179,11 @@ impl Scheduler {
                 });
             }
         }
-        if let Err((i, have)) = self.shared.ensure_rings(&config) {
+        if config.id_index != self.shared.index.is_some() {
             return Err(ReloadError::NeedsRestart {
-                field: format!("classes[{i}].ring_capacity"),
-                current: have.to_string(),
-                requested: config.classes[i].ring_capacity.to_string(),
+                field: "id_index".into(),
+                current: self.shared.index.is_some().to_string(),
+                requested: config.id_index.to_string(),
             });
         }
         // Accepted: from here on nothing can fail.
@@ -272,8 +272,10 @@ impl Scheduler {
         if slo_changed {
             self.restart_slo_tracking();
         }
-        // Publish last: the rings of any new class exist (ensure_rings), and API threads
-        // that load these limits check against the new classes from now on.
+        // Publish last: every class position has its ingress queues from the start, the
+        // capacities are the new ones, and API threads that load these limits check against
+        // the new classes from now on.
+        crate::ingress::set_capacities(&self.shared.capacity, &self.config);
         self.shared
             .limits
             .store(std::sync::Arc::new(SubmitLimits::new(

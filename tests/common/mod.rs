@@ -3,6 +3,7 @@
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::time::Duration;
 use triage::*;
 
@@ -10,6 +11,10 @@ pub struct Harness {
     pub sched: Scheduler,
     pub api: Submitter,
     pub clock: ManualClock,
+    /// The engine's id → handle map: filled by [`Harness::submit`] and by every admission
+    /// [`Harness::step`] decides (so requests submitted through `api` are found once they
+    /// start). A later request with the same id replaces the entry.
+    pub handles: HashMap<RequestId, RequestHandle>,
 }
 
 pub fn ms(n: u64) -> Duration {
@@ -38,13 +43,29 @@ impl Harness {
     pub fn new(config: SchedulerConfig) -> Self {
         let clock = ManualClock::new(Timestamp::ZERO);
         let (sched, api) = Scheduler::with_clock(config, clock.clone()).expect("valid config");
-        Self { sched, api, clock }
+        Self {
+            sched,
+            api,
+            clock,
+            handles: HashMap::new(),
+        }
     }
 
-    pub fn submit(&self, id: u64, class: Class, prompt: u32, max_new: u32) {
-        self.api
+    pub fn submit(&mut self, id: u64, class: Class, prompt: u32, max_new: u32) -> RequestHandle {
+        let handle = self
+            .api
             .submit(RequestSpec::new(id, class, prompt, max_new))
             .expect("submit accepted");
+        self.handles.insert(RequestId(id), handle);
+        handle
+    }
+
+    /// The handle of the request the engine knows as `id` (see [`Harness::handles`]).
+    pub fn handle(&self, id: u64) -> RequestHandle {
+        *self
+            .handles
+            .get(&RequestId(id))
+            .unwrap_or_else(|| panic!("request {id} was submitted or admitted"))
     }
 
     pub fn advance(&self, d: Duration) {
@@ -59,21 +80,44 @@ impl Harness {
             "{}",
             self.sched.conservation()
         );
+        for a in &d.admitted {
+            self.handles.insert(a.id, a.handle);
+        }
         d
     }
 
     /// Runs the whole prefill of an admitted request and samples its first token.
     pub fn prefill(&mut self, a: &Admitted) {
         self.sched
-            .on_progress(a.id, self.clock.now(), a.prefill_target, 1)
+            .on_progress(a.handle, self.clock.now(), a.prefill_target, 1)
             .expect("progress accepted");
     }
 
+    /// Finishes the request the engine knows as `id`, through its handle.
     pub fn finish(&mut self, id: RequestId) {
+        let handle = self.handle(id.0);
         self.sched
-            .on_finished(id, self.clock.now(), FinishReason::Stop)
+            .on_finished(handle, self.clock.now(), FinishReason::Stop)
             .expect("finish accepted");
     }
+}
+
+/// Handles that came from another scheduler, at slot indices a test that submits fewer than
+/// 100 requests from one thread never uses: 99 (a slot of the first chunk of the table,
+/// allocated once anything is submitted) and 2047 (a slot of a chunk it never allocates).
+/// They name no request of the test's scheduler (whose table also starts its slots at
+/// another generation).
+pub fn foreign_handles() -> [RequestHandle; 2] {
+    let (_sched, api) = Scheduler::new(no_aging()).expect("valid config");
+    let handles: Vec<RequestHandle> = (0..2048)
+        .map(|id| {
+            api.submit(RequestSpec::new(id, Class::LOW, 16, 4))
+                .expect("submit accepted")
+        })
+        .collect();
+    let picked = [handles[99], handles[2047]];
+    assert_eq!(picked.map(|h| h.index()), [99, 2047]);
+    picked
 }
 
 pub fn ids(admitted: &[Admitted]) -> Vec<u64> {
@@ -89,13 +133,13 @@ pub fn xorshift(seed: &mut u64) -> u64 {
     *seed
 }
 
-/// The tokens a decision asks the engine to compute this iteration, as `(id, tokens)`:
-/// the admitted requests' prefill chunks, then the running requests' scheduled work (the
-/// order `Decision::total_tokens` sums them in).
-pub fn work(d: &Decision) -> Vec<(RequestId, u32)> {
+/// The tokens a decision asks the engine to compute this iteration, as
+/// `(id, handle, tokens)`: the admitted requests' prefill chunks, then the running
+/// requests' scheduled work (the order `Decision::total_tokens` sums them in).
+pub fn work(d: &Decision) -> Vec<(RequestId, RequestHandle, u32)> {
     d.admitted
         .iter()
-        .map(|a| (a.id, a.prefill_tokens))
-        .chain(d.scheduled.iter().map(|s| (s.id, s.tokens)))
+        .map(|a| (a.id, a.handle, a.prefill_tokens))
+        .chain(d.scheduled.iter().map(|s| (s.id, s.handle, s.tokens)))
         .collect()
 }

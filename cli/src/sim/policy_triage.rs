@@ -3,11 +3,17 @@
 //! a [`triage::ManualClock`] set to simulated time), [`triage::Scheduler::step`] runs once
 //! per iteration with the engine's budget, and the engine's progress and finish events go
 //! back through the scheduler's callbacks.
+//!
+//! The simulated engine names requests by id; the scheduler's callbacks take the
+//! [`triage::RequestHandle`] each admission carries. The policy keeps the handles of the
+//! running requests by id, as an engine keyed by its own ids would.
+
+use std::collections::HashMap;
 
 use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
 use triage::{
-    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestId, RequestSpec, Scheduler,
-    SchedulerConfig, Submitter, TenantId, Timestamp,
+    Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestHandle, RequestSpec,
+    Scheduler, SchedulerConfig, Submitter, TenantId, Timestamp,
 };
 
 /// The triage policy.
@@ -18,6 +24,9 @@ pub struct Triage {
     decision: Decision,
     /// Arrivals refused at submit, reported to the engine with the next plan.
     refused: Vec<(ReqId, String)>,
+    /// Handles of the running requests, by id: set at admission (a request resumed after
+    /// a preemption keeps its handle), dropped when it stops running.
+    handles: HashMap<ReqId, RequestHandle>,
     /// The policy's name in reports.
     name: &'static str,
 }
@@ -54,11 +63,6 @@ impl Triage {
             f64::from(ctx.watermark_blocks) / f64::from(ctx.total_blocks.max(1));
         // One producer thread (the simulator): one shard is enough.
         config.shards = 1;
-        // The simulator submits a whole trace up front of the scheduler's drains in bursts;
-        // rings must hold a burst between two iterations.
-        for class in &mut config.classes {
-            class.ring_capacity = 1 << 16;
-        }
         let name = if config.order == triage::QueueOrder::Ladder {
             "triage-ladder"
         } else {
@@ -80,6 +84,7 @@ impl Triage {
             clock,
             decision: Decision::default(),
             refused: Vec::new(),
+            handles: HashMap::new(),
             name: "triage",
         }
     }
@@ -117,6 +122,15 @@ impl Policy for Triage {
             .step_into(self.clock.now(), &budget, &mut self.decision)
             .expect("the simulated engine reports a valid budget");
         let d = &self.decision;
+        for p in &d.preempted {
+            self.handles.remove(&p.id.0);
+        }
+        for id in &d.aborted {
+            self.handles.remove(&id.0);
+        }
+        for a in &d.admitted {
+            self.handles.insert(a.id.0, a.handle);
+        }
         Plan {
             start: d
                 .admitted
@@ -153,13 +167,21 @@ impl Policy for Triage {
         for &(id, prefill, out) in progressed {
             // The simulator reports 0 prefill tokens for a decode step, which computes one.
             let computed = if prefill > 0 { prefill } else { 1 };
+            let handle = *self
+                .handles
+                .get(&id)
+                .expect("progress for a running request");
             self.sched
-                .on_progress(RequestId(id), now, computed, out)
+                .on_progress(handle, now, computed, out)
                 .expect("progress for a running request");
         }
         for &id in finished {
+            let handle = self
+                .handles
+                .remove(&id)
+                .expect("a finished request was running");
             self.sched
-                .on_finished(RequestId(id), now, FinishReason::Length)
+                .on_finished(handle, now, FinishReason::Length)
                 .expect("finish of a running request");
         }
     }

@@ -1,0 +1,894 @@
+//! The request table: per-request state in slots addressed by a dense `u32` index, each with
+//! a generation, so a request is named by a small `Copy` [`RequestHandle`] instead of an id looked
+//! up in a map.
+//!
+//! # Storage
+//!
+//! Slots live in chunks of [`CHUNK`] slots. The table holds a fixed array of chunk pointers
+//! sized for its capacity (given at construction); a chunk is allocated by the first producer
+//! that needs one of its slots and installed by compare-and-swap (a loser frees its
+//! allocation and uses the winner's). Nothing is allocated for capacity never used. Chunks
+//! are freed only when the table is dropped, so a `&Slot` stays valid for the table's life.
+//!
+//! # The state word
+//!
+//! Each slot has one `AtomicU64`: the generation in the high 32 bits and the ticket bits of
+//! `src/ticket.rs` in the low 32 (phase in bits 0–2, `NOTIFY` in bit 3, requested class + 1
+//! in bits 4–7), plus one more phase, `FREE`, for a slot nobody holds. Every API-side change
+//! is a CAS on the whole word, so a CAS made with a stale handle's generation fails: an API
+//! thread that read the word, lost the CPU while the slot was freed and reused, and then
+//! CASes cannot touch the new occupant.
+//!
+//! Freeing a slot bumps its generation (wrapping after 2^32 reuses of one slot; a handle
+//! would have to be held across all of them to alias). Each table starts its slots at its
+//! own generation, so a handle from another table is refused too (except with probability
+//! about 2^-32).
+//!
+//! # Free slots
+//!
+//! The consumer frees slots into a [`FreeBatch`] (linked through the slots' `next` field)
+//! and returns the batch with one CAS onto a Treiber stack. The table has one stack per
+//! shard so producers of different shards stay off one cache line. A stack head is a tagged
+//! word: slot index in the low 32 bits, a tag bumped by every push and pop in the high 32
+//! (the ABA guard: a pop that read a head, slept while it was popped and pushed back, fails
+//! its CAS because the tag moved). A producer takes a slot from its shard's stack, else a
+//! never-used slot (a bump counter), else another shard's stack, else the table is full.
+//!
+//! # Ownership tokens
+//!
+//! Who may write a slot's payload or free it is carried by non-`Copy` tokens: [`Reserved`]
+//! (a producer's freshly allocated slot, consumed by a push or given back) and [`Entry`]
+//! (the consumer's popped request, consumed by [`Table::free`]). So a slot cannot be freed
+//! twice or written by two producers without `unsafe`.
+
+use crate::class::Class;
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crossbeam_utils::CachePadded;
+use std::mem::MaybeUninit;
+
+/// Slots per chunk. Two under loom, so a model reaches a second chunk.
+pub const CHUNK: usize = if cfg!(loom) { 2 } else { 1024 };
+
+/// "No slot": the end of a link or an empty stack.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// The largest capacity a table accepts: indices stay below `2^31 - 2` so the ingress queue
+/// can keep a closed bit and a stub index above them.
+pub const MAX_CAPACITY: u32 = (1 << 31) - 2;
+
+const PHASE_MASK: u64 = 0b111;
+/// Waiting (in an ingress queue or the wait queue).
+pub const QUEUED: u32 = 0;
+/// Admitted and running on the engine.
+pub const RUNNING: u32 = 1;
+/// Cancelled while waiting; the consumer has yet to reap it.
+pub const CANCEL_QUEUED: u32 = 2;
+/// Cancelled while running; the consumer has yet to abort it.
+pub const CANCEL_RUNNING: u32 = 3;
+/// Ended; the consumer has yet to free the slot.
+pub const DONE: u32 = 4;
+/// Held by nobody: never used, or freed.
+pub const FREE: u32 = 5;
+const NOTIFY: u64 = 1 << 3;
+const CLASS_SHIFT: u32 = 4;
+const CLASS_MASK: u64 = 0xF << CLASS_SHIFT;
+const GEN_SHIFT: u32 = 32;
+
+fn phase(word: u64) -> u32 {
+    (word & PHASE_MASK) as u32
+}
+
+fn generation(word: u64) -> u32 {
+    (word >> GEN_SHIFT) as u32
+}
+
+/// A request's name while the scheduler holds it, returned by
+/// [`crate::Submitter::submit`]: slot index and generation, 8 bytes, `Copy`. Cancel,
+/// reprioritize and the engine's callbacks take it; no map is searched. It goes stale when
+/// the request ends (its slot is freed), and every later use answers "not found" (a reused
+/// slot has another generation, so a stale handle never reaches the new request).
+///
+/// ```
+/// use triage::*;
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// let h: RequestHandle = api.submit(RequestSpec::new(7, Class::LOW, 100, 16)).unwrap();
+/// assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
+/// let copy = h; // Copy: keep one wherever the request is tracked
+/// assert_eq!(api.cancel(copy), Ok(CancelOutcome::WasWaiting));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestHandle {
+    index: u32,
+    generation: u32,
+}
+
+impl RequestHandle {
+    pub(crate) fn new(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
+    /// The slot index (dense, below the table's capacity): usable to index per-request
+    /// arrays on the consumer side.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation when this handle was issued.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl std::fmt::Display for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request handle {}.{}", self.index, self.generation)
+    }
+}
+
+/// A slot a producer has allocated and filled, not yet pushed. Push it
+/// ([`super::mpsc::Producer::push`]) or give it back ([`Table::unreserve`]); dropping it
+/// leaks the slot until the table is dropped.
+#[must_use = "a reserved slot is lost unless pushed or given back"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub(crate) handle: RequestHandle,
+}
+
+impl Reserved {
+    /// The handle the request will have.
+    pub fn handle(&self) -> RequestHandle {
+        self.handle
+    }
+}
+
+/// A request the consumer has popped and now owns: it may read the payload and, once the
+/// request has ended, free the slot ([`Table::free`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub(crate) handle: RequestHandle,
+}
+
+impl Entry {
+    /// A token naming no slot, for entries kept outside any table (the standalone queue's).
+    /// No table operation may be given it.
+    pub(crate) fn detached() -> Self {
+        Self {
+            handle: RequestHandle::new(NIL, 0),
+        }
+    }
+
+    /// The request's handle.
+    pub fn handle(&self) -> RequestHandle {
+        self.handle
+    }
+}
+
+/// What an API-side change did, when it succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// The phase the change saw (`QUEUED` or `RUNNING`).
+    pub phase: u32,
+    /// Whether the caller set `NOTIFY` and so must push a notice.
+    pub must_notify: bool,
+}
+
+/// Why an API-side change by handle did not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TicketError {
+    /// The handle is stale (its slot was freed, maybe reused) or names no slot.
+    NotFound,
+    /// The request is already cancelled.
+    Cancelled,
+    /// The request has reached its terminal outcome.
+    Done,
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFull {
+    /// The table's capacity.
+    pub capacity: u32,
+}
+
+/// One slot.
+pub(crate) struct Slot<P> {
+    /// Generation and ticket bits (module docs).
+    state: AtomicU64,
+    /// Intrusive link: the next slot in an ingress queue or in a free stack/batch (a slot is
+    /// in at most one of them at a time). Atomic because a producer popping a free stack
+    /// may read it after another producer took the slot and relinked it (its CAS then fails).
+    pub(crate) next: AtomicU32,
+    /// Written by the producer that holds the [`Reserved`] token, before the push that
+    /// publishes the slot; read by the consumer after the pop.
+    payload: UnsafeCell<MaybeUninit<P>>,
+}
+
+impl<P> Slot<P> {
+    /// The generation, read with `Relaxed` (the caller explains why that suffices).
+    pub(crate) fn generation_relaxed(&self) -> u32 {
+        // Relaxed: see the caller.
+        generation(self.state.load(Ordering::Relaxed))
+    }
+
+    /// A free slot whose first occupant gets generation `first_generation`.
+    fn new(first_generation: u32) -> Self {
+        Self {
+            state: AtomicU64::new((u64::from(first_generation) << GEN_SHIFT) | u64::from(FREE)),
+            next: AtomicU32::new(NIL),
+            payload: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+}
+
+/// The request table. `P` is the payload a producer writes and the consumer reads (the
+/// request's spec, arrival and configuration epoch in the scheduler).
+pub struct Table<P> {
+    /// One pointer per chunk, null until installed; each points at `CHUNK` slots.
+    chunks: Box<[AtomicPtr<Slot<P>>]>,
+    capacity: u32,
+    /// Slots never used yet are `bump..capacity`.
+    bump: CachePadded<AtomicU32>,
+    /// Per-shard free stacks: `tag << 32 | index` (module docs).
+    free: Box<[CachePadded<AtomicU64>]>,
+    /// The generation every slot starts at: different for each table made in a process, so
+    /// a handle from another table (another scheduler) is refused like a stale one, except
+    /// with probability about 2^-32.
+    first_generation: u32,
+}
+
+/// Tables made so far in this process (see `Table::first_generation`).
+static TABLES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+// SAFETY: payloads move from producer threads to the consumer (hence `P: Send`); each
+// payload cell is written only by the holder of the slot's `Reserved` token and read only by
+// the holder of its `Entry`, and the hand-offs between them (ingress queue, free stack) are
+// Release/Acquire pairs, so no two threads access one cell concurrently.
+unsafe impl<P: Send> Send for Table<P> {}
+// SAFETY: as above; `&Table` hands out slots only through those tokens.
+unsafe impl<P: Send> Sync for Table<P> {}
+
+fn chunk_of(index: u32) -> (usize, usize) {
+    (index as usize / CHUNK, index as usize % CHUNK)
+}
+
+impl<P: Copy> Table<P> {
+    /// A table of up to `capacity` slots (at most [`MAX_CAPACITY`]) with `shards` free stacks
+    /// (at least one). Allocates only the chunk-pointer array.
+    pub fn new(capacity: u32, shards: usize) -> Self {
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "table capacity above MAX_CAPACITY"
+        );
+        let n_chunks = (capacity as usize).div_ceil(CHUNK);
+        Self {
+            chunks: (0..n_chunks)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            capacity,
+            bump: CachePadded::new(AtomicU32::new(0)),
+            free: (0..shards.max(1))
+                .map(|_| CachePadded::new(AtomicU64::new(u64::from(NIL))))
+                .collect(),
+            // Relaxed: only distinctness matters. The multiplier (odd, about 2^32 / φ)
+            // spreads consecutive tables' generations far apart.
+            first_generation: TABLES
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9),
+        }
+    }
+
+    /// The most slots the table holds.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The number of free stacks.
+    pub fn shards(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Chunks allocated so far.
+    pub fn chunks_allocated(&self) -> usize {
+        self.chunks
+            .iter()
+            // Relaxed: a statistic; no slot is reached through it.
+            .filter(|c| !c.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+
+    /// The slot at `index`, if its chunk is installed.
+    pub(crate) fn slot(&self, index: u32) -> Option<&Slot<P>> {
+        let (c, off) = chunk_of(index);
+        // Acquire: pairs with the Release CAS in `install`: the chunk's slots are
+        // initialised before we touch them.
+        let ptr = self.chunks.get(c)?.load(Ordering::Acquire);
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null chunk pointer points at `CHUNK` initialised slots that stay
+        // allocated until the table is dropped (which needs `&mut self`), and `off < CHUNK`.
+        Some(unsafe { &*ptr.add(off) })
+    }
+
+    /// The slot at `index`, which the caller knows is allocated (it holds a token for it or
+    /// found it in a link).
+    fn slot_held(&self, index: u32) -> &Slot<P> {
+        self.slot(index).expect("a held slot's chunk is installed")
+    }
+
+    /// Installs chunk `c` if nobody has yet.
+    fn install(&self, c: usize) {
+        // Relaxed: only a fast check; `slot` re-loads with Acquire before any access.
+        if !self.chunks[c].load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let fresh: Box<[Slot<P>]> = (0..CHUNK)
+            .map(|_| Slot::new(self.first_generation))
+            .collect();
+        let raw = Box::into_raw(fresh) as *mut Slot<P>;
+        match self.chunks[c].compare_exchange(
+            std::ptr::null_mut(),
+            raw,
+            // Release: pairs with the Acquire load in `slot`: the slots' initialisation
+            // happens before any thread that finds the pointer uses them.
+            Ordering::Release,
+            // Relaxed on failure: we use nothing of the winner's here; `slot` acquires it.
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {}
+            Err(_) => {
+                // SAFETY: `raw` came from `Box::into_raw` of a `CHUNK`-slot boxed slice just
+                // above and was never published (our CAS failed), so we own it alone.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(raw, CHUNK)) });
+            }
+        }
+    }
+
+    /// Producer: allocates a slot, writes `payload` into it and marks it `QUEUED` with a
+    /// fresh generation. Tries shard `shard`'s free stack, then never-used slots, then the
+    /// other shards' stacks. Never blocks; lock-free.
+    pub fn reserve(&self, shard: usize, payload: P) -> Result<Reserved, TableFull> {
+        let n = self.free.len();
+        let home = shard % n;
+        let index = self
+            .pop_free(home)
+            .or_else(|| self.bump())
+            .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
+            .ok_or(TableFull {
+                capacity: self.capacity,
+            })?;
+        let slot = self.slot_held(index);
+        // SAFETY: we took `index` from a free stack or the bump counter, so no other thread
+        // holds it: the consumer's last read of the payload happened before it pushed the
+        // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
+        // we push it.
+        slot.payload.with_mut(|p| unsafe { (*p).write(payload) });
+        // Relaxed: we own the slot, so the word can only have been written by the consumer's
+        // `free`, which happened before (through the free stack's Release/Acquire, or it is
+        // the initial value published with the chunk).
+        let gen = generation(slot.state.load(Ordering::Relaxed));
+        // Relaxed: the word publishes nothing; the consumer sees it (and the payload) through
+        // the ingress queue's Release/Acquire, and an API thread that gets the handle from
+        // us gets it through its own synchronisation.
+        slot.state.store(
+            (u64::from(gen) << GEN_SHIFT) | u64::from(QUEUED),
+            Ordering::Relaxed,
+        );
+        Ok(Reserved {
+            handle: RequestHandle {
+                index,
+                generation: gen,
+            },
+        })
+    }
+
+    /// A never-used slot, installing its chunk if needed.
+    fn bump(&self) -> Option<u32> {
+        let cap = self.capacity;
+        // Relaxed: the counter only has to hand each index out once (the RMW guarantees
+        // that); the slot's memory is published through the chunk pointer.
+        let index = self
+            .bump
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        self.install(chunk_of(index).0);
+        Some(index)
+    }
+
+    /// Pops a slot from free stack `s`.
+    fn pop_free(&self, s: usize) -> Option<u32> {
+        let stack = &self.free[s];
+        // Acquire: pairs with the Release CAS in `push_free` that put the head there (or
+        // heads the release sequence a later pop's CAS continued): the head's `next` link,
+        // its generation bump and the consumer's last payload read happen before our use.
+        let mut head = stack.load(Ordering::Acquire);
+        loop {
+            let index = head as u32;
+            if index == NIL {
+                return None;
+            }
+            // Relaxed: ordered by the Acquire above. It may be stale if another producer
+            // popped this slot meanwhile and relinked it; then the head's tag has moved and
+            // our CAS fails.
+            let next = self.slot_held(index).next.load(Ordering::Relaxed);
+            let tagged = (((head >> 32).wrapping_add(1)) << 32) | u64::from(next);
+            match stack.compare_exchange_weak(
+                head,
+                tagged,
+                // Relaxed on success: an unchanged tag means no push or pop since our
+                // Acquire read of this very value, so we are already synchronised with it.
+                Ordering::Relaxed,
+                // Acquire on failure: we retry with the new head and read its `next`, as
+                // for the first load.
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(index),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Pushes the chain `first ..= last` (linked through `next`) onto free stack `s`.
+    fn push_free(&self, s: usize, first: u32, last: u32) {
+        let stack = &self.free[s];
+        let last_slot = self.slot_held(last);
+        // Relaxed: a first guess; the CAS decides.
+        let mut head = stack.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below.
+            last_slot.next.store(head as u32, Ordering::Relaxed);
+            let tagged = (((head >> 32).wrapping_add(1)) << 32) | u64::from(first);
+            match stack.compare_exchange_weak(
+                head,
+                tagged,
+                // Release: pairs with the Acquire in `pop_free`: the links, the generation
+                // bumps in `free` and our last reads of the payloads happen before a
+                // producer that pops one of these slots writes it.
+                Ordering::Release,
+                // Relaxed on failure: we only relink to the new head and retry.
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Producer: gives back a slot it reserved but could not push (e.g. the queue was
+    /// closed). Its handle becomes stale.
+    pub fn unreserve(&self, shard: usize, reserved: Reserved) {
+        let index = reserved.handle.index;
+        self.retire(index);
+        // Relaxed: published by the Release CAS in `push_free`.
+        self.slot_held(index).next.store(NIL, Ordering::Relaxed);
+        self.push_free(shard % self.free.len(), index, index);
+    }
+
+    /// Bumps the slot's generation and marks it `FREE`.
+    fn retire(&self, index: u32) {
+        let slot = self.slot_held(index);
+        // Relaxed: API threads only CAS this word, and a CAS expecting the old generation
+        // now fails; the next producer reads it through the free stack's Release/Acquire.
+        let word = slot.state.load(Ordering::Relaxed);
+        let next_gen = generation(word).wrapping_add(1);
+        // Relaxed, and a plain store: a racing API CAS expects the old word, so it fails
+        // and re-reads this one (generation mismatch: `NotFound`).
+        slot.state.store(
+            (u64::from(next_gen) << GEN_SHIFT) | u64::from(FREE),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Consumer: frees the slot of an ended request into `batch`. Its handle becomes stale
+    /// at once; the slot returns to producers when the batch is released.
+    pub fn free(&self, batch: &mut FreeBatch, entry: Entry) {
+        let index = entry.handle.index;
+        self.retire(index);
+        // Relaxed: published by the Release CAS in `push_free`.
+        self.slot_held(index)
+            .next
+            .store(batch.first, Ordering::Relaxed);
+        if batch.first == NIL {
+            batch.last = index;
+        }
+        batch.first = index;
+        batch.len += 1;
+    }
+
+    /// Consumer: returns a batch of freed slots to producers with one CAS on free stack
+    /// `shard`. Empties the batch.
+    pub fn release(&self, shard: usize, batch: &mut FreeBatch) {
+        if batch.first != NIL {
+            self.push_free(shard % self.free.len(), batch.first, batch.last);
+        }
+        *batch = FreeBatch::new();
+    }
+
+    /// Consumer: the payload of a request it owns.
+    pub fn payload(&self, entry: &Entry) -> P {
+        // SAFETY: `Entry` is only made by the consumer's pop, which acquired the producer's
+        // payload write (ingress queue Release/Acquire), and the slot is not given to a
+        // producer again until this entry is consumed by `free` and released.
+        unsafe { self.read_payload(entry.handle.index) }
+    }
+
+    /// Reads slot `index`'s payload.
+    ///
+    /// # Safety
+    ///
+    /// The payload was written and its write happens before this call, and no producer
+    /// holds the slot (the caller owns it as consumer).
+    pub(crate) unsafe fn read_payload(&self, index: u32) -> P {
+        // SAFETY: the caller guarantees the cell is initialised and not being written.
+        self.slot_held(index)
+            .payload
+            .with(|p| unsafe { (*p).assume_init_read() })
+    }
+
+    /// The current word of a handle's slot, if the handle is current.
+    fn current(&self, h: RequestHandle) -> Result<(&Slot<P>, u64), TicketError> {
+        let slot = self.slot(h.index).ok_or(TicketError::NotFound)?;
+        // Relaxed: the word carries no data but itself; every decision on it is re-checked
+        // by a CAS on the whole word.
+        let word = slot.state.load(Ordering::Relaxed);
+        if generation(word) != h.generation || phase(word) == FREE {
+            return Err(TicketError::NotFound);
+        }
+        Ok((slot, word))
+    }
+
+    /// Any thread: the request's phase, or `NotFound` if the handle is stale.
+    pub fn phase(&self, h: RequestHandle) -> Result<u32, TicketError> {
+        self.current(h).map(|(_, w)| phase(w))
+    }
+
+    /// API side: cancel. Exactly one of a racing cancel, admission, preemption, finish or
+    /// free takes effect first; a stale handle is refused with `NotFound`.
+    pub fn cancel(&self, h: RequestHandle) -> Result<Changed, TicketError> {
+        self.update(h, |word| match phase(word) {
+            QUEUED => Ok((word & !PHASE_MASK) | u64::from(CANCEL_QUEUED)),
+            RUNNING => Ok((word & !PHASE_MASK) | u64::from(CANCEL_RUNNING)),
+            CANCEL_QUEUED | CANCEL_RUNNING => Err(TicketError::Cancelled),
+            _ => Err(TicketError::Done),
+        })
+    }
+
+    /// API side: ask for a new class; the last writer wins until the consumer takes it.
+    pub fn request_class(&self, h: RequestHandle, class: Class) -> Result<Changed, TicketError> {
+        let bits = (class.index() as u64 + 1) << CLASS_SHIFT;
+        self.update(h, |word| match phase(word) {
+            QUEUED | RUNNING => Ok((word & !CLASS_MASK) | bits),
+            CANCEL_QUEUED | CANCEL_RUNNING => Err(TicketError::Cancelled),
+            _ => Err(TicketError::Done),
+        })
+    }
+
+    /// The CAS loop of the API-side changes: checks the generation, applies `f`, sets
+    /// `NOTIFY`. The generation is part of the CASed word, so a CAS prepared against an
+    /// occupant that has since been freed fails and the retry reports `NotFound`.
+    fn update(
+        &self,
+        h: RequestHandle,
+        f: impl Fn(u64) -> Result<u64, TicketError>,
+    ) -> Result<Changed, TicketError> {
+        let (slot, mut word) = self.current(h)?;
+        loop {
+            if generation(word) != h.generation || phase(word) == FREE {
+                return Err(TicketError::NotFound);
+            }
+            let next = f(word)? | NOTIFY;
+            match slot.state.compare_exchange_weak(
+                word,
+                next,
+                // Relaxed: the word's single modification order decides the race with the
+                // consumer and with reuse; the change publishes no other data (the class
+                // request is in the word itself).
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(Changed {
+                        phase: phase(word),
+                        must_notify: word & NOTIFY == 0,
+                    })
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Consumer: takes the pending notice of a request it owns (clears `NOTIFY`) and returns
+    /// the phase and requested class as they were.
+    pub fn take_notice(&self, entry: &Entry) -> (u32, Option<Class>) {
+        // Relaxed: an RMW reads the latest word; nothing else is published through it.
+        let word = self
+            .slot_held(entry.handle.index)
+            .state
+            .fetch_and(!(NOTIFY | CLASS_MASK), Ordering::Relaxed);
+        let class = match (word & CLASS_MASK) >> CLASS_SHIFT {
+            0 => None,
+            c => Some(Class::from_index((c - 1) as u8)),
+        };
+        (phase(word), class)
+    }
+
+    /// Consumer: moves a request it owns from phase `from` to `to` if it is still `from`;
+    /// returns the phase found otherwise (a cancel won).
+    pub fn transition(&self, entry: &Entry, from: u32, to: u32) -> Result<(), u32> {
+        let slot = self.slot_held(entry.handle.index);
+        // Relaxed: the RMW decides the race with `cancel` through the word's modification
+        // order; no other data moves with it.
+        slot.state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (phase(w) == from).then_some((w & !PHASE_MASK) | u64::from(to))
+            })
+            .map(|_| ())
+            .map_err(phase)
+    }
+
+    /// Consumer: ends a request it owns whatever its phase; returns the phase it had.
+    pub fn finish(&self, entry: &Entry) -> u32 {
+        // Relaxed: as `transition`.
+        let word = self
+            .slot_held(entry.handle.index)
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some((w & !PHASE_MASK) | u64::from(DONE))
+            })
+            .unwrap_or_else(|w| w);
+        phase(word)
+    }
+}
+
+impl<P> Drop for Table<P> {
+    fn drop(&mut self) {
+        for c in self.chunks.iter() {
+            // Relaxed: `&mut self`, no other thread can hold the table.
+            let ptr = c.load(Ordering::Relaxed);
+            if !ptr.is_null() {
+                // SAFETY: installed pointers come from `Box::into_raw` of a `CHUNK`-slot
+                // boxed slice; we are the last user (`&mut self`). Payloads are `Copy`
+                // in every constructor (`Table<P: Copy>`), so nothing in them needs dropping.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, CHUNK)) });
+            }
+        }
+    }
+}
+
+/// Freed slots the consumer collects during a step and returns in one CAS
+/// ([`Table::release`]). Linked through the slots themselves: no allocation.
+#[derive(Debug)]
+pub struct FreeBatch {
+    first: u32,
+    last: u32,
+    len: usize,
+}
+
+impl FreeBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self {
+            first: NIL,
+            last: NIL,
+            len: 0,
+        }
+    }
+
+    /// Slots in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for FreeBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn entry(r: Reserved) -> Entry {
+        Entry { handle: r.handle }
+    }
+
+    #[test]
+    fn handle_is_eight_bytes_and_slot_is_small() {
+        assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
+        // State word, link (padded to 8) and payload.
+        assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
+        // The scheduler's payload (spec, arrival, epoch): 80 bytes a slot.
+        assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 80);
+    }
+
+    #[test]
+    fn a_handle_from_another_table_is_refused() {
+        let (a, b) = (Table::new(4, 1), Table::new(4, 1));
+        let ha = a.reserve(0, 1u32).unwrap().handle();
+        let hb = b.reserve(0, 2u32).unwrap().handle();
+        assert_eq!(ha.index(), hb.index(), "the same slot in both tables");
+        assert_ne!(ha, hb, "under different generations");
+        assert_eq!(b.cancel(ha), Err(TicketError::NotFound));
+        assert_eq!(a.cancel(hb), Err(TicketError::NotFound));
+        assert_eq!(b.phase(hb), Ok(QUEUED));
+    }
+
+    #[test]
+    fn chunks_are_allocated_on_demand() {
+        let t = Table::<u64>::new(3 * CHUNK as u32, 1);
+        assert_eq!(t.chunks_allocated(), 0);
+        let r = t.reserve(0, 7).unwrap();
+        assert_eq!(t.chunks_allocated(), 1);
+        assert_eq!(t.payload(&entry(r)), 7);
+        for _ in 1..CHUNK {
+            let _ = t.reserve(0, 0).unwrap();
+        }
+        assert_eq!(t.chunks_allocated(), 1);
+        let _ = t.reserve(0, 0).unwrap();
+        assert_eq!(t.chunks_allocated(), 2);
+    }
+
+    #[test]
+    fn full_at_capacity_and_freed_slots_come_back() {
+        let t = Table::<u32>::new(3, 2);
+        let rs: Vec<_> = (0..3).map(|i| t.reserve(0, i).unwrap()).collect();
+        assert_eq!(t.reserve(0, 9), Err(TableFull { capacity: 3 }));
+        let mut batch = FreeBatch::new();
+        let freed: Vec<RequestHandle> = rs.iter().map(Reserved::handle).collect();
+        for r in rs {
+            t.free(&mut batch, entry(r));
+        }
+        assert_eq!(batch.len(), 3);
+        // Freed but not released: still full.
+        assert_eq!(t.reserve(0, 9), Err(TableFull { capacity: 3 }));
+        // Released to shard 1's stack: a shard-0 producer falls back to it.
+        t.release(1, &mut batch);
+        assert!(batch.is_empty());
+        let again: Vec<_> = (10..13).map(|i| t.reserve(0, i).unwrap()).collect();
+        assert_eq!(t.reserve(0, 9), Err(TableFull { capacity: 3 }));
+        let mut idx: Vec<u32> = again.iter().map(|r| r.handle.index).collect();
+        idx.sort();
+        assert_eq!(idx, vec![0, 1, 2]);
+        for (r, i) in again.into_iter().zip(10..) {
+            let old = freed.iter().find(|h| h.index == r.handle.index).unwrap();
+            assert_eq!(r.handle.generation, old.generation + 1);
+            assert_eq!(t.payload(&entry(r)), i);
+        }
+    }
+
+    #[test]
+    fn a_stale_handle_never_touches_the_new_occupant() {
+        let t = Table::<u32>::new(1, 1);
+        let r = t.reserve(0, 1).unwrap();
+        let old = r.handle();
+        let mut batch = FreeBatch::new();
+        t.free(&mut batch, entry(r));
+        assert_eq!(t.cancel(old), Err(TicketError::NotFound), "freed");
+        t.release(0, &mut batch);
+        let r2 = t.reserve(0, 2).unwrap();
+        assert_eq!(r2.handle.index, old.index);
+        assert_eq!(t.cancel(old), Err(TicketError::NotFound));
+        assert_eq!(t.request_class(old, Class::LOW), Err(TicketError::NotFound));
+        assert_eq!(t.phase(old), Err(TicketError::NotFound));
+        assert_eq!(t.phase(r2.handle()), Ok(QUEUED));
+        assert_eq!(t.cancel(r2.handle()).unwrap().phase, QUEUED);
+    }
+
+    #[test]
+    fn a_forged_handle_is_not_found() {
+        let t = Table::<u32>::new(4 * CHUNK as u32, 1);
+        let h = RequestHandle {
+            index: 3 * CHUNK as u32,
+            generation: 0,
+        };
+        assert_eq!(
+            t.cancel(h),
+            Err(TicketError::NotFound),
+            "chunk not installed"
+        );
+        let h = RequestHandle {
+            index: u32::MAX - 5,
+            generation: 0,
+        };
+        assert_eq!(t.cancel(h), Err(TicketError::NotFound), "beyond capacity");
+        let _r = t.reserve(0, 0).unwrap();
+        let h = RequestHandle {
+            index: 1,
+            generation: 0,
+        };
+        assert_eq!(t.cancel(h), Err(TicketError::NotFound), "never-used slot");
+    }
+
+    #[test]
+    fn ticket_semantics_follow_ticket_rs() {
+        let t = Table::<u32>::new(2, 1);
+        let e = entry(t.reserve(0, 0).unwrap());
+        let h = e.handle();
+        let c = t.cancel(h).unwrap();
+        assert_eq!(
+            c,
+            Changed {
+                phase: QUEUED,
+                must_notify: true
+            }
+        );
+        assert_eq!(t.cancel(h), Err(TicketError::Cancelled));
+        assert_eq!(t.transition(&e, QUEUED, RUNNING), Err(CANCEL_QUEUED));
+        assert_eq!(t.finish(&e), CANCEL_QUEUED);
+        assert_eq!(t.cancel(h), Err(TicketError::Done));
+
+        let e = entry(t.reserve(0, 0).unwrap());
+        let h = e.handle();
+        assert!(t.request_class(h, Class::LOW).unwrap().must_notify);
+        assert!(!t.request_class(h, Class::HIGH).unwrap().must_notify);
+        assert_eq!(t.take_notice(&e), (QUEUED, Some(Class::HIGH)));
+        assert_eq!(t.take_notice(&e), (QUEUED, None));
+        assert!(t.request_class(h, Class::LOW).unwrap().must_notify);
+        t.transition(&e, QUEUED, RUNNING).unwrap();
+        assert_eq!(t.cancel(h).unwrap().phase, RUNNING);
+        assert_eq!(t.transition(&e, RUNNING, QUEUED), Err(CANCEL_RUNNING));
+    }
+
+    #[test]
+    fn unreserve_makes_the_handle_stale_and_the_slot_reusable() {
+        let t = Table::<u32>::new(1, 1);
+        let r = t.reserve(0, 0).unwrap();
+        let h = r.handle();
+        t.unreserve(0, r);
+        assert_eq!(t.cancel(h), Err(TicketError::NotFound));
+        let r = t.reserve(0, 5).unwrap();
+        assert_eq!(r.handle.index, h.index);
+    }
+
+    #[test]
+    fn concurrent_reserve_and_release_hand_out_each_slot_once() {
+        use std::sync::Arc;
+        let t = Arc::new(Table::<u64>::new(64, 2));
+        let threads: Vec<_> = (0..4)
+            .map(|s| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let rounds = if cfg!(miri) { 10 } else { 200 };
+                    for round in 0..rounds {
+                        let mut mine = Vec::new();
+                        while let Ok(r) = t.reserve(s, round) {
+                            mine.push(r);
+                            if mine.len() == 8 {
+                                break;
+                            }
+                        }
+                        let mut batch = FreeBatch::new();
+                        for r in mine {
+                            got.push(r.handle);
+                            // Each thread frees only its own slots: a stand-in for the
+                            // consumer here (the free stack is what is under test).
+                            let e = entry(r);
+                            assert_eq!(t.payload(&e), round);
+                            t.free(&mut batch, e);
+                        }
+                        t.release(s, &mut batch);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<RequestHandle> = threads
+            .into_iter()
+            .flat_map(|j| j.join().unwrap())
+            .collect();
+        let n = all.len();
+        all.sort_by_key(|h| (h.index, h.generation));
+        all.dedup();
+        assert_eq!(all.len(), n, "a (slot, generation) was handed out twice");
+    }
+}
