@@ -141,6 +141,32 @@ fn a_burst_up_to_queue_capacity_is_accepted_and_the_next_is_refused() {
     }
 }
 
+/// One API thread submits a million requests before the first step, with
+/// `queue_capacity` a million and the default ring capacity: every one is accepted, the
+/// next is refused, and the first step drains them all (issue 17, target 7).
+#[test]
+fn a_million_submits_before_the_first_step_are_all_accepted() {
+    const N: u64 = 1_000_000;
+    let clock = ManualClock::new(Timestamp::ZERO);
+    let mut cfg = SchedulerConfig::default();
+    for class in &mut cfg.classes {
+        class.queue_capacity = N as usize;
+    }
+    let (mut sched, api) = Scheduler::with_clock(cfg, clock.clone()).unwrap();
+    for id in 0..N {
+        api.submit(RequestSpec::new(id, Class::LOW, 16, 16))
+            .unwrap_or_else(|e| panic!("submit {id} refused: {e}"));
+    }
+    assert!(matches!(
+        api.submit(RequestSpec::new(N, Class::LOW, 16, 16)),
+        Err(SubmitError::QueueFull { capacity, .. }) if capacity == N as usize
+    ));
+    let d = sched.step(clock.now(), &no_room()).unwrap();
+    assert_eq!(u64::from(d.summary.drained), N);
+    let c = balanced(&sched);
+    assert_eq!((c.submitted, c.refused, c.waiting), (N + 1, 1, N), "{c}");
+}
+
 /// Between steps the bound counts the requests waiting as of the last step plus those
 /// submitted since: with two of four waiting, a burst of two is accepted and a third
 /// refused; admissions free their places at the step's end, one for one.

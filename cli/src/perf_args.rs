@@ -88,9 +88,10 @@ pub struct BenchCompareArgs {
     /// Triage's queue order: deadline (the default) or ladder.
     #[arg(long, default_value = "deadline", value_parser = parse_order)]
     order: QueueOrder,
-    /// Producer counts of the contended workload, comma-separated (empty: skip it).
-    #[arg(long, value_delimiter = ',', default_value = "1,3")]
-    contended_producers: Vec<usize>,
+    /// Producer counts of the contended workload, comma-separated; given with no value
+    /// (`--contended-producers` alone, or `--contended-producers=`), the workload is skipped.
+    #[arg(long, value_delimiter = ',', default_value = "1,3", num_args = 0..=1, default_missing_value = "", value_parser = parse_count_or_empty)]
+    contended_producers: Vec<Option<usize>>,
     /// Depth the contended workload holds.
     #[arg(long, default_value_t = 100_000)]
     contended_queued: usize,
@@ -103,6 +104,17 @@ pub struct BenchCompareArgs {
 }
 
 /// A queue order by its configuration-file name.
+/// A producer count, or nothing for an empty value (which skips the workload).
+fn parse_count_or_empty(s: &str) -> Result<Option<usize>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("{s:?} is not a producer count (1 or more)")),
+    }
+}
+
 fn parse_order(s: &str) -> Result<QueueOrder, String> {
     match s {
         "deadline" => Ok(QueueOrder::Deadline),
@@ -176,7 +188,7 @@ pub fn run_bench_compare(a: BenchCompareArgs) -> ExitCode {
         steps: a.steps,
         step_seconds: a.step_seconds,
         order: a.order,
-        contended_producers: a.contended_producers,
+        contended_producers: a.contended_producers.into_iter().flatten().collect(),
         contended_queued: a.contended_queued,
         contended_runs: a.contended_runs,
         contended_seconds: a.contended_seconds,

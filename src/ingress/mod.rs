@@ -169,9 +169,8 @@ impl Shared {
         };
         let drain = Drain {
             consumers: consumers.into_boxed_slice(),
-            free: FreeBatch::new(),
+            free: (0..n_shards).map(|_| FreeBatch::new()).collect(),
             units: [0; MAX_CLASSES],
-            releases: 0,
         };
         (shared, drain)
     }
@@ -235,14 +234,13 @@ impl Shared {
 pub(crate) struct Drain {
     /// Queue of (shard `s`, class position `c`) at `s * MAX_CLASSES + c`.
     consumers: Box<[Consumer<Payload>]>,
-    /// Slots of requests ended since the last release; they return to producers at the
-    /// step's end, after the running list no longer names them.
-    pub(crate) free: FreeBatch,
+    /// Slots of requests ended since the last release, one batch per shard (the free stack
+    /// each slot came from); they return to producers at the step's end, after the running
+    /// list no longer names them.
+    free: Box<[FreeBatch]>,
     /// Capacity units held per class position for drained requests (see
     /// [`Drain::settle`]).
     units: [usize; MAX_CLASSES],
-    /// Releases so far (which shard's free stack the next batch goes to).
-    releases: usize,
 }
 
 impl Drain {
@@ -305,11 +303,19 @@ impl Drain {
         }
     }
 
-    /// Returns the slots freed so far to producers (one CAS).
+    /// Frees the slot of an ended request (its handle is stale from now on) into the batch
+    /// of the shard it came from.
+    pub(crate) fn free(&mut self, table: &Table<Payload>, entry: table::Entry) {
+        let home = table.home(&entry);
+        table.free(&mut self.free[home], entry);
+    }
+
+    /// Returns the slots freed so far to producers: one CAS per shard that has any.
     pub(crate) fn release(&mut self, table: &Table<Payload>) {
-        if !self.free.is_empty() {
-            self.releases = self.releases.wrapping_add(1);
-            table.release(self.releases, &mut self.free);
+        for (shard, batch) in self.free.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                table.release(shard, batch);
+            }
         }
     }
 }
@@ -623,5 +629,48 @@ impl std::fmt::Debug for Submitter {
             .field("shards", &self.shared.shards.len())
             .field("classes", &self.shared.limits.with(|l| l.classes.len()))
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::*;
+
+    /// In a steady state (a batch submitted, admitted and finished per step) the request
+    /// table does not grow: freed slots return to the stack of the shard that took them,
+    /// and a producer takes freed slots before never-used ones.
+    #[test]
+    fn a_steady_state_reuses_slots_and_allocates_no_chunk() {
+        let config = SchedulerConfig {
+            shards: 2,
+            ..SchedulerConfig::default()
+        };
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (mut sched, api) = Scheduler::with_clock(config, clock.clone()).unwrap();
+        let room = Budget {
+            max_num_seqs: 64,
+            max_batched_tokens: 64 * 16,
+            free_blocks: 7000,
+        };
+        let mut id = 0;
+        for _ in 0..200 {
+            for _ in 0..64 {
+                id += 1;
+                api.submit(RequestSpec::new(id, Class::HIGH, 16, 1))
+                    .unwrap();
+            }
+            clock.advance(std::time::Duration::from_millis(10));
+            let d = sched.step(clock.now(), &room).unwrap();
+            assert_eq!(d.admitted.len(), 64);
+            for a in &d.admitted {
+                sched.on_progress(a.handle, clock.now(), 16, 1).unwrap();
+                sched
+                    .on_finished(a.handle, clock.now(), FinishReason::Stop)
+                    .unwrap();
+            }
+        }
+        // 12,800 requests, at most 192 slots live at once (64 in ingress, 64 ended in the
+        // step's batch, 64 returned): one chunk of 1,024.
+        assert_eq!(sched.table_chunks(), 1);
     }
 }

@@ -198,6 +198,10 @@ pub(crate) struct Slot<P> {
     /// in at most one of them at a time). Atomic because a producer popping a free stack
     /// may read it after another producer took the slot and relinked it (its CAS then fails).
     pub(crate) next: AtomicU32,
+    /// The free stack (shard) the slot was last reserved from, so the consumer returns it
+    /// there: slots circulate within a shard, and a shard's producers find the slots their
+    /// requests freed instead of growing the table. Written at `reserve`, read at `free`.
+    home: AtomicU32,
     /// Written by the producer that holds the [`Reserved`] token, before the push that
     /// publishes the slot; read by the consumer after the pop.
     payload: UnsafeCell<MaybeUninit<P>>,
@@ -215,6 +219,7 @@ impl<P> Slot<P> {
         Self {
             state: AtomicU64::new((u64::from(first_generation) << GEN_SHIFT) | u64::from(FREE)),
             next: AtomicU32::new(NIL),
+            home: AtomicU32::new(0),
             payload: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -345,19 +350,24 @@ impl<P: Copy> Table<P> {
     }
 
     /// Producer: allocates a slot, writes `payload` into it and marks it `QUEUED` with a
-    /// fresh generation. Tries shard `shard`'s free stack, then never-used slots, then the
-    /// other shards' stacks. Never blocks; lock-free.
+    /// fresh generation. Tries shard `shard`'s free stack, then the other shards' stacks,
+    /// then never-used slots: freed slots are reused before the table grows, so in a
+    /// steady state it holds about as many slots as requests are live. Never blocks;
+    /// lock-free.
     pub fn reserve(&self, shard: usize, payload: P) -> Result<Reserved, TableFull> {
         let n = self.free.len();
         let home = shard % n;
         let index = self
             .pop_free(home)
-            .or_else(|| self.bump())
             .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
+            .or_else(|| self.bump())
             .ok_or(TableFull {
                 capacity: self.capacity,
             })?;
         let slot = self.slot_held(index);
+        // Relaxed: read by the consumer after it pops the slot, through the ingress
+        // queue's Release/Acquire like the payload (or by our own `unreserve`).
+        slot.home.store(home as u32, Ordering::Relaxed);
         // SAFETY: we took `index` from a free stack or the bump counter, so no other thread
         // holds it: the consumer's last read of the payload happened before it pushed the
         // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
@@ -479,6 +489,15 @@ impl<P: Copy> Table<P> {
             (u64::from(next_gen) << GEN_SHIFT) | u64::from(FREE),
             Ordering::Relaxed,
         );
+    }
+
+    /// Consumer: the free stack the slot of `entry` was reserved from (below
+    /// [`Table::shards`]), where [`Table::free`] should batch it.
+    pub fn home(&self, entry: &Entry) -> usize {
+        // Relaxed: written before the push that published the slot to us (see `reserve`).
+        self.slot_held(entry.handle.index)
+            .home
+            .load(Ordering::Relaxed) as usize
     }
 
     /// Consumer: frees the slot of an ended request into `batch`. Its handle becomes stale
@@ -708,6 +727,28 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
         // The scheduler's payload (spec, arrival, epoch): 80 bytes a slot.
         assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 80);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_before_the_table_grows() {
+        let t = Table::new(4 * CHUNK as u32, 2);
+        let mut batches = [FreeBatch::new(), FreeBatch::new()];
+        // Shard 1's producer takes a slot; it is freed back to shard 1's stack.
+        let first = entry(t.reserve(1, 0u32).unwrap());
+        assert_eq!(t.home(&first), 1);
+        let index = first.handle().index();
+        t.free(&mut batches[t.home(&first)], first);
+        t.release(1, &mut batches[1]);
+        // Shard 0's producer finds its own stack empty and takes shard 1's slot rather
+        // than a never-used one.
+        let again = t.reserve(0, 0u32).unwrap();
+        assert_eq!(again.handle().index(), index);
+        assert_eq!(
+            t.home(&entry(again)),
+            0,
+            "now homed at the shard that took it"
+        );
+        assert_eq!(t.chunks_allocated(), 1);
     }
 
     #[test]

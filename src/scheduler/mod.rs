@@ -190,6 +190,12 @@ impl Scheduler {
         Ok((sched, Submitter { shared }))
     }
 
+    /// Chunks of the request table allocated so far (tests of its growth).
+    #[cfg(test)]
+    pub(crate) fn table_chunks(&self) -> usize {
+        self.shared.table.chunks_allocated()
+    }
+
     /// A new handle for API threads.
     pub fn submitter(&self) -> Submitter {
         Submitter {
@@ -576,7 +582,7 @@ impl Scheduler {
         self.slo.ended_held(key, &mut e, now, finished);
         // The handle is stale from here on; the slot returns to producers with the step's
         // batch.
-        self.shared.table.free(&mut self.drain.free, e.token);
+        self.drain.free(&self.shared.table, e.token);
         outcome
     }
 }
