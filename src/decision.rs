@@ -4,7 +4,7 @@
 use crate::budget::Short;
 use crate::class::Class;
 use crate::error::ReloadError;
-use crate::ingress::RequestHandle;
+use crate::request::RequestHandle;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! leaves the scheduler's state unchanged.
 
 pub use crate::class::ClassError;
-use crate::ingress::RequestHandle;
+use crate::request::RequestHandle;
 use crate::request::RequestId;
 pub use crate::time::ClockWentBackwards;
 use std::fmt;

@@ -83,3 +83,48 @@ pub struct HandOff {
     /// Output tokens it had already generated before being preempted (0 if never run).
     pub generated_tokens: u32,
 }
+
+/// A request's name while the scheduler holds it, returned by
+/// [`crate::Submitter::submit`]: slot index and generation, 8 bytes, `Copy`. Cancel,
+/// reprioritize and the engine's callbacks take it; no map is searched. It goes stale when
+/// the request ends (its slot is freed), and every later use answers "not found" (a reused
+/// slot has another generation, so a stale handle never reaches the new request).
+///
+/// ```
+/// use triage::*;
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// let h: RequestHandle = api.submit(RequestSpec::new(7, Class::LOW, 100, 16)).unwrap();
+/// assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
+/// let copy = h; // Copy: keep one wherever the request is tracked
+/// assert_eq!(api.cancel(copy), Ok(CancelOutcome::WasWaiting));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestHandle {
+    /// The request table slot.
+    pub(crate) index: u32,
+    /// The slot's generation when the handle was issued.
+    pub(crate) generation: u32,
+}
+
+impl RequestHandle {
+    pub(crate) fn new(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
+    /// The slot index (dense, below the table's capacity): usable to index per-request
+    /// arrays on the consumer side.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation when this handle was issued.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl std::fmt::Display for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request handle {}.{}", self.index, self.generation)
+    }
+}
