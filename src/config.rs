@@ -160,6 +160,16 @@ impl Default for PreemptionConfig {
 }
 
 /// Constants of the engine the scheduler serves: what no request may exceed.
+///
+/// ```
+/// use triage::*;
+/// let mut config = SchedulerConfig::default();
+/// config.engine = EngineLimits { total_blocks: 1000, block_size: 16, ..EngineLimits::default() };
+/// let (_sched, api) = Scheduler::new(config).unwrap();
+/// // 20,000 tokens need 1,250 blocks of 16: more than the engine has, refused at submit.
+/// let e = api.submit(RequestSpec::new(1, Class::LOW, 16_000, 4_000)).unwrap_err();
+/// assert!(matches!(e, SubmitError::NeverFits { .. } | SubmitError::ExceedsContext { .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineLimits {
@@ -197,7 +207,20 @@ impl EngineLimits {
     }
 }
 
-/// Every tunable of the scheduler.
+/// Every tunable of the scheduler. Start from the defaults and change what differs, in
+/// code or from TOML ([`SchedulerConfig::from_toml_str`]); [`SchedulerConfig::validate`]
+/// names the first rule a configuration breaks.
+///
+/// ```
+/// use triage::*;
+/// let mut config = SchedulerConfig::default();
+/// assert_eq!(config.classes.len(), 3); // HIGH, MEDIUM, LOW
+/// config.max_wait_ms = 90_000; // above every promote_after_ms (40 s)
+/// config.classes[2].queue_capacity = 10_000;
+/// assert!(config.validate().is_ok());
+/// config.classes[2].queue_capacity = 0;
+/// assert_eq!(config.validate().unwrap_err().field, "classes[2].queue_capacity");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {

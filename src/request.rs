@@ -20,6 +20,15 @@ impl fmt::Display for RequestId {
 pub struct TenantId(pub u64);
 
 /// A request as submitted. The arrival time is stamped by the scheduler's clock at submit.
+///
+/// ```
+/// use triage::*;
+/// // Id 7 (the engine's own), class LOW, a 900-token prompt, at most 64 new tokens.
+/// let spec = RequestSpec::new(7, Class::LOW, 900, 64).with_tenant(TenantId(3));
+/// let spec = RequestSpec { ttft_ms: Some(2_000), ..spec }; // its own TTFT target
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// api.submit(spec).unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestSpec {
     /// The engine's id for the request.
@@ -41,7 +50,13 @@ pub struct RequestSpec {
 pub const MAX_TTFT_MS: u32 = 7 * 24 * 3600 * 1000;
 
 impl RequestSpec {
-    /// A request with no tenant.
+    /// A request with no tenant and its class's TTFT target.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let spec = RequestSpec::new(1, Class::HIGH, 100, 16);
+    /// assert_eq!((spec.id, spec.tenant, spec.ttft_ms), (RequestId(1), None, None));
+    /// ```
     pub fn new(id: u64, class: Class, prompt_tokens: u32, max_new_tokens: u32) -> Self {
         Self {
             id: RequestId(id),
@@ -53,7 +68,13 @@ impl RequestSpec {
         }
     }
 
-    /// The same request with a tenant.
+    /// The same request with a tenant (fairness between tenants orders by it when on).
+    ///
+    /// ```
+    /// use triage::*;
+    /// let spec = RequestSpec::new(1, Class::HIGH, 100, 16).with_tenant(TenantId(9));
+    /// assert_eq!(spec.tenant, Some(TenantId(9)));
+    /// ```
     pub fn with_tenant(mut self, tenant: TenantId) -> Self {
         self.tenant = Some(tenant);
         self
