@@ -51,7 +51,17 @@ impl SchedulerConfig {
         Ok(config)
     }
 
-    /// Reads, parses and validates a TOML file.
+    /// Reads, parses and validates a TOML file. An unreadable file is a `ConfigError` on
+    /// the field `<file>`, naming the path.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("triage-doc-{}.toml", std::process::id()));
+    /// std::fs::write(&path, "max_wait_ms = 90000\n[engine]\ntotal_blocks = 4096\n").unwrap();
+    /// let cfg = triage::SchedulerConfig::from_path(&path).unwrap();
+    /// assert_eq!((cfg.max_wait_ms, cfg.engine.total_blocks), (90_000, 4096));
+    /// std::fs::remove_file(&path).unwrap();
+    /// assert_eq!(triage::SchedulerConfig::from_path(&path).unwrap_err().field, "<file>");
+    /// ```
     pub fn from_path(path: impl AsRef<Path>) -> Result<SchedulerConfig, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
