@@ -7,7 +7,7 @@ use std::fmt;
 pub const MAX_CLASSES: usize = 8;
 
 /// Most wait-queue tiers: every class, and in deadline order each class's relegated
-/// requests (see `queue::WaitQueue`).
+/// requests (see `queue::Tiers`).
 pub(crate) const MAX_TIERS: usize = 2 * MAX_CLASSES;
 
 /// A priority class, by index: 0 is the most urgent. Obtain one from [`ClassSet`] (which

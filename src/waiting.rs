@@ -9,7 +9,7 @@ use crate::class::{Class, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::hash::FastMap;
 use crate::queue::slab::{Entry, Slab};
-use crate::queue::{Candidate, WaitQueue};
+use crate::queue::{Candidate, Tiers};
 use crate::request::{RequestId, RequestSpec};
 use crate::time::Timestamp;
 use std::cmp::Ordering;
@@ -197,7 +197,7 @@ struct Slot<T> {
 pub struct WaitingQueue<T> {
     options: WaitingOptions,
     slab: Slab,
-    queue: WaitQueue,
+    queue: Tiers,
     slots: Vec<Option<Slot<T>>>,
     ids: U64Map<u32>,
     /// Requests by arrival (ns), for the tie-break among equal arrivals.
@@ -219,7 +219,7 @@ impl<T: Ord> WaitingQueue<T> {
     /// An empty queue, or why the options are inconsistent.
     pub fn new(options: WaitingOptions) -> Result<Self, WaitingError> {
         options.validate()?;
-        let queue = WaitQueue::new(
+        let queue = Tiers::new(
             options.classes,
             options.bucket_width,
             options.promote_after.clone(),

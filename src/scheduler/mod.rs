@@ -23,7 +23,7 @@ use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::{Drain, Shared, Submitter};
 use crate::queue::slab::{Place, Slab};
-use crate::queue::{Candidate, WaitQueue};
+use crate::queue::{Candidate, Tiers};
 use crate::slo::{SloTracker, Violation};
 use crate::sync::Arc;
 use crate::telemetry::{ClassStep, StepMetrics, StepReport};
@@ -62,7 +62,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     classes: ClassSet,
     slab: Slab,
-    wait: WaitQueue,
+    wait: Tiers,
     /// Running entries' keys, oldest start first.
     running: Vec<u32>,
     /// Keys in `running` whose requests ended and that are still in it: `on_finished`
