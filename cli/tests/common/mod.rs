@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use triage_cli::sim::class::default_slos;
-use triage_cli::sim::engine::EngineConfig;
-use triage_cli::sim::policy::{PolicyContext, SimRequest};
+use triage_sim::class::default_slos;
+use triage_sim::engine::EngineConfig;
+use triage_sim::policy::{PolicyContext, SimRequest};
 
 /// The repository's `data/` directory.
 pub fn data_dir() -> PathBuf {
