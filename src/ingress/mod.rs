@@ -662,6 +662,11 @@ mod tests {
     /// table does not grow: freed slots return to the stack of the shard that took them,
     /// and a producer takes freed slots before never-used ones.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a whole scheduler for 200 steps takes many minutes under Miri; the \
+                  table's and queue's own tests cover the unsafe code"
+    )]
     fn a_steady_state_reuses_slots_and_allocates_no_chunk() {
         let config = SchedulerConfig {
             shards: 2,
