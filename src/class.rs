@@ -7,7 +7,7 @@ use std::fmt;
 pub const MAX_CLASSES: usize = 8;
 
 /// Most wait-queue tiers: every class, and in deadline order each class's relegated
-/// requests (see `queue::WaitQueue`).
+/// requests (see `queue::Tiers`).
 pub(crate) const MAX_TIERS: usize = 2 * MAX_CLASSES;
 
 /// A priority class, by index: 0 is the most urgent. Obtain one from [`ClassSet`] (which
@@ -246,6 +246,44 @@ impl std::fmt::Display for ClassError {
 }
 
 impl std::error::Error for ClassError {}
+
+/// How a class's aging threshold breaks the ladder's rules: the top class has none; a
+/// threshold is more than zero; and a more urgent class holds a promoted request longer
+/// than the class it came from (thresholds grow with urgency), or the request would skip it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LadderBreak {
+    /// Class 0 has a threshold: the top class has nowhere to go.
+    TopClassPromotes,
+    /// The threshold is zero.
+    Zero,
+    /// Class `above`, more urgent, has threshold `at`, not more than this one.
+    NotGrowing {
+        /// The more urgent class.
+        above: usize,
+        /// Its threshold.
+        at: u64,
+    },
+}
+
+/// Whether class `i`'s threshold in `thresholds` (one per class, most urgent first, in any
+/// unit; `None`: never promoted) keeps the aging ladder's rules; the first more urgent
+/// class that breaks it is named. The one rule for the scheduler's configuration and the
+/// standalone [`crate::WaitingQueue`]'s options.
+pub(crate) fn ladder_break(thresholds: &[Option<u64>], i: usize) -> Option<LadderBreak> {
+    let t = thresholds[i]?;
+    if i == 0 {
+        return Some(LadderBreak::TopClassPromotes);
+    }
+    if t == 0 {
+        return Some(LadderBreak::Zero);
+    }
+    thresholds[1..i]
+        .iter()
+        .enumerate()
+        .filter_map(|(j, a)| a.map(|a| (j + 1, a)))
+        .find(|&(_, a)| a <= t)
+        .map(|(above, at)| LadderBreak::NotGrowing { above, at })
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! The scheduler's tunables, with production defaults and validation. Serde-ready so a TOML
 //! file can carry it; every rule lives in [`SchedulerConfig::validate`].
 
-use crate::class::{ClassSet, MAX_CLASSES};
+use crate::class::{ladder_break, ClassSet, LadderBreak, MAX_CLASSES};
 use crate::error::{err, ConfigError};
 use crate::fair::FairnessConfig;
 use crate::slo::SloConfig;
@@ -160,6 +160,16 @@ impl Default for PreemptionConfig {
 }
 
 /// Constants of the engine the scheduler serves: what no request may exceed.
+///
+/// ```
+/// use triage::*;
+/// let mut config = SchedulerConfig::default();
+/// config.engine = EngineLimits { total_blocks: 1000, block_size: 16, ..EngineLimits::default() };
+/// let (_sched, api) = Scheduler::new(config).unwrap();
+/// // 20,000 tokens need 1,250 blocks of 16: more than the engine has, refused at submit.
+/// let e = api.submit(RequestSpec::new(1, Class::LOW, 16_000, 4_000)).unwrap_err();
+/// assert!(matches!(e, SubmitError::NeverFits { .. } | SubmitError::ExceedsContext { .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineLimits {
@@ -197,7 +207,20 @@ impl EngineLimits {
     }
 }
 
-/// Every tunable of the scheduler.
+/// Every tunable of the scheduler. Start from the defaults and change what differs, in
+/// code or from TOML ([`SchedulerConfig::from_toml_str`]); [`SchedulerConfig::validate`]
+/// names the first rule a configuration breaks.
+///
+/// ```
+/// use triage::*;
+/// let mut config = SchedulerConfig::default();
+/// assert_eq!(config.classes.len(), 3); // HIGH, MEDIUM, LOW
+/// config.max_wait_ms = 90_000; // above every promote_after_ms (40 s)
+/// config.classes[2].queue_capacity = 10_000;
+/// assert!(config.validate().is_ok());
+/// config.classes[2].queue_capacity = 0;
+/// assert_eq!(config.validate().unwrap_err().field, "classes[2].queue_capacity");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
@@ -328,31 +351,32 @@ impl SchedulerConfig {
                     format!("[{lo}, {hi}]"),
                 ));
             }
-            if i == 0 && c.promote_after_ms.is_some() {
-                return Err(err(
-                    f("promote_after_ms"),
-                    "none: the top class has nowhere to go",
-                    format!("{:?}", c.promote_after_ms),
-                ));
-            }
-            if let Some(t) = c.promote_after_ms {
-                if t == 0 {
-                    return Err(err(f("promote_after_ms"), "at least 1 ms", t));
-                }
-                // The ladder: a more urgent class must hold a promoted request longer than
-                // the class it came from, or the request would skip it.
-                if let Some((j, above)) = self.classes[1..i]
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, o)| o.promote_after_ms.map(|a| (j + 1, a)))
-                    .find(|&(_, a)| a <= t)
-                {
+            let thresholds: Vec<Option<u64>> =
+                self.classes.iter().map(|c| c.promote_after_ms).collect();
+            match ladder_break(&thresholds, i) {
+                Some(LadderBreak::TopClassPromotes) => {
                     return Err(err(
                         f("promote_after_ms"),
-                        format!("less than classes[{j}].promote_after_ms ({above}): thresholds grow with urgency"),
-                        t,
-                    ));
+                        "none: the top class has nowhere to go",
+                        format!("{:?}", c.promote_after_ms),
+                    ))
                 }
+                Some(LadderBreak::Zero) => {
+                    return Err(err(f("promote_after_ms"), "at least 1 ms", 0))
+                }
+                Some(LadderBreak::NotGrowing { above: j, at }) => {
+                    return Err(err(
+                        f("promote_after_ms"),
+                        format!(
+                            "less than classes[{j}].promote_after_ms ({at}): thresholds grow \
+                             with urgency"
+                        ),
+                        thresholds[i].unwrap_or(0),
+                    ))
+                }
+                None => {}
+            }
+            if let Some(t) = c.promote_after_ms {
                 if t >= self.max_wait_ms {
                     return Err(err(
                         "max_wait_ms",

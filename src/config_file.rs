@@ -1,10 +1,15 @@
 //! Reading a [`SchedulerConfig`] from TOML text: parse, validate, and point every error at
-//! its line and column, with the nearest known key suggested for a misspelt one.
+//! its line and column, with the nearest known key suggested for a misspelt one. Errors are
+//! located from the spans toml keeps for every key and value of the parsed document.
 
 use crate::config::SchedulerConfig;
 use crate::error::ConfigError;
 use crate::slo::ClassSlo;
+use serde::de::{self, Deserialize, IntoDeserializer};
+use std::ops::Range;
 use std::path::Path;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 impl SchedulerConfig {
     /// Parses and validates a TOML document. Fields left out take their defaults
@@ -22,9 +27,15 @@ impl SchedulerConfig {
     /// assert!(e.expected.contains("did you mean `max_wait_ms`"), "{e}");
     /// ```
     pub fn from_toml_str(text: &str) -> Result<SchedulerConfig, ConfigError> {
-        let mut config: SchedulerConfig =
-            toml::from_str(text).map_err(|e| parse_error(text, &e))?;
-        if !sets_slo_classes(text) {
+        // One parse into a tree that keeps every key's and value's span; a syntax error
+        // still leaves the tree around it, to name the key it is in.
+        let (doc, errors) = DeTable::parse_recoverable(text);
+        if let Some(e) = errors.first() {
+            return Err(parse_error(text, &doc, e, false));
+        }
+        let mut config = SchedulerConfig::deserialize(toml::de::Deserializer::from(doc.clone()))
+            .map_err(|e| parse_error(text, &doc, &e, true))?;
+        if !sets_slo_classes(&doc) {
             // Serde filled in the three default classes' targets, by position; the rule is
             // by name, for however many classes the file has.
             config.slo.classes = config
@@ -34,13 +45,23 @@ impl SchedulerConfig {
                 .collect();
         }
         config.validate().map_err(|mut e| {
-            e.location = locate(text, &e.field);
+            e.location = locate(text, &doc, &e.field);
             e
         })?;
         Ok(config)
     }
 
-    /// Reads, parses and validates a TOML file.
+    /// Reads, parses and validates a TOML file. An unreadable file is a `ConfigError` on
+    /// the field `<file>`, naming the path.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("triage-doc-{}.toml", std::process::id()));
+    /// std::fs::write(&path, "max_wait_ms = 90000\n[engine]\ntotal_blocks = 4096\n").unwrap();
+    /// let cfg = triage::SchedulerConfig::from_path(&path).unwrap();
+    /// assert_eq!((cfg.max_wait_ms, cfg.engine.total_blocks), (90_000, 4096));
+    /// std::fs::remove_file(&path).unwrap();
+    /// assert_eq!(triage::SchedulerConfig::from_path(&path).unwrap_err().field, "<file>");
+    /// ```
     pub fn from_path(path: impl AsRef<Path>) -> Result<SchedulerConfig, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -54,13 +75,12 @@ impl SchedulerConfig {
 }
 
 /// Whether the document gives `slo.classes` (as `[[slo.classes]]` tables or a `classes`
-/// key in `[slo]`), even an empty list. Called on text that has already parsed.
-fn sets_slo_classes(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text).is_ok_and(|doc| {
-        doc.get("slo")
-            .and_then(toml::Value::as_table)
-            .is_some_and(|slo| slo.contains_key("classes"))
-    })
+/// key in `[slo]`), even an empty list.
+fn sets_slo_classes(doc: &Spanned<DeTable>) -> bool {
+    doc.get_ref()
+        .get("slo")
+        .and_then(|slo| slo.get_ref().as_table())
+        .is_some_and(|slo| slo.contains_key("classes"))
 }
 
 /// 1-based (line, column) of byte offset `at`.
@@ -72,195 +92,313 @@ fn line_col(text: &str, at: usize) -> (u32, u32) {
     (line as u32, column as u32)
 }
 
-/// Turns a TOML/serde error into a located [`ConfigError`], naming the key and suggesting
-/// the nearest known one for an unknown key.
-fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().trim().to_string();
-    let location = e.span().map(|s| line_col(text, s.start));
-    let key_at = e
-        .span()
-        .map(|s| key_on_line(text, s.start))
-        .unwrap_or_default();
-    let table = e
-        .span()
-        .map(|s| table_at(text, s.start))
-        .unwrap_or_default();
-    let field = |key: &str| {
-        if key.is_empty() || table == key || table.ends_with(&format!(".{key}")) {
-            // No key, or an unknown table reported at its own header: the table is the field.
-            if table.is_empty() {
-                key.to_string()
-            } else {
-                table.clone()
-            }
-        } else if table.is_empty() {
-            key.to_string()
-        } else {
-            format!("{table}.{key}")
-        }
-    };
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (unknown, rest) = rest.split_once('`').unwrap_or((rest, ""));
-        let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-        let suggestion = known
-            .iter()
-            .map(|k| (edit_distance(unknown, k), *k))
-            .min()
-            .filter(|&(d, _)| d <= unknown.len().max(3) / 2 + 1)
-            .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-            .unwrap_or_default();
-        return ConfigError {
-            field: field(unknown),
-            expected: format!("one of {}{suggestion}", known.join(", ")),
-            found: format!("unknown key `{unknown}`"),
-            location,
-        };
-    }
-    ConfigError {
-        field: field(&key_at),
-        expected: "a value of the documented type (see docs/configuration.md)".to_string(),
-        found: message,
-        location,
-    }
+/// One step of a field path: a key, or an index into a list (`classes[1]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
 }
 
-/// The key of the `key = value` line holding byte `at`, if any.
-fn key_on_line(text: &str, at: usize) -> String {
-    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((k, _)) if !line.trim_start().starts_with('[') => {
-            k.trim().trim_matches('"').to_string()
-        }
-        _ => String::new(),
-    }
-}
-
-/// One line of a TOML text with the section it belongs to.
-struct Line<'a> {
-    /// Byte offset of the line's start.
-    offset: usize,
-    text: &'a str,
-    /// The section path (`engine`, `classes[1]`; empty at the top), array tables indexed.
-    table: String,
-    /// Whether the line is the section's header.
-    header: bool,
-}
-
-/// Every line with its section, counting `[[array]]` headers into indexes.
-fn lines(text: &str) -> Vec<Line<'_>> {
+/// The steps of a field path as `SchedulerConfig::validate` writes it:
+/// `slo.classes[0].ttft` is `slo`, `classes`, 0, `ttft`.
+fn steps(field: &str) -> Vec<Step<'_>> {
     let mut out = Vec::new();
-    let mut table = String::new();
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let h = header(line);
-        if let Some(h) = &h {
-            table = match h {
-                Header::Table(name) => name.clone(),
-                Header::Array(name) => {
-                    let i = match counts.iter_mut().find(|(n, _)| n == name) {
-                        Some((_, c)) => {
-                            *c += 1;
-                            *c
-                        }
-                        None => {
-                            counts.push((name.clone(), 0));
-                            0
-                        }
-                    };
-                    format!("{name}[{i}]")
-                }
-            };
-        }
-        out.push(Line {
-            offset,
-            text: line,
-            table: table.clone(),
-            header: h.is_some(),
-        });
-        offset += line.len();
+    for part in field.split('.') {
+        let mut pieces = part.split('[');
+        out.extend(pieces.next().map(Step::Key));
+        out.extend(pieces.filter_map(|i| i.strip_suffix(']')?.parse().ok().map(Step::Index)));
     }
     out
 }
 
-/// The table (`engine`, `classes[1]`) whose section holds byte `at`.
-fn table_at(text: &str, at: usize) -> String {
-    lines(text)
-        .into_iter()
-        .take_while(|l| l.offset <= at)
-        .last()
-        .map(|l| l.table)
-        .unwrap_or_default()
-}
-
-enum Header {
-    Table(String),
-    Array(String),
-}
-
-fn header(line: &str) -> Option<Header> {
-    let t = line.trim();
-    if let Some(inner) = t.strip_prefix("[[") {
-        return Some(Header::Array(inner.split("]]").next()?.trim().to_string()));
+/// A field path written back: `classes[1].name`.
+fn field_name(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if out.is_empty() => out.push_str(k),
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
     }
-    if let Some(inner) = t.strip_prefix('[') {
-        return Some(Header::Table(inner.split(']').next()?.trim().to_string()));
-    }
-    None
+    out
 }
 
 /// Finds the line and column of the key a field path names (`classes[2].promote_after_ms`,
-/// `engine.watermark`, `max_wait_ms`): the key itself if the file sets it, else its table's
-/// header; `None` if the file sets neither (the value came from the defaults).
-fn locate(text: &str, field: &str) -> Option<(u32, u32)> {
-    // A key inside an inline table (`ttft = { quantile = 2 }`) is located at its parent
-    // key: try the path, then ever shorter prefixes.
-    let mut path = field;
-    loop {
-        if let Some(at) = locate_exact(text, path) {
-            return Some(at);
+/// `engine.watermark`, `slo.classes[0].ttft.quantile`): the key itself if the file sets
+/// it, else the nearest enclosing key or list entry it sets; `None` if it sets none (the
+/// value came from the defaults). A table or list entry given by a `[header]` or
+/// `[[header]]` is located at its header.
+fn locate(text: &str, doc: &Spanned<DeTable>, field: &str) -> Option<(u32, u32)> {
+    let mut steps = steps(field).into_iter();
+    let Some(Step::Key(first)) = steps.next() else {
+        return None;
+    };
+    let (mut at, mut value) = entry(doc.get_ref(), first)?;
+    for step in steps {
+        let next = match (step, value.get_ref()) {
+            (Step::Key(k), DeValue::Table(t)) => entry(t, k),
+            (Step::Index(i), DeValue::Array(a)) => a.get(i).map(|v| (v.span().start, v)),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        (at, value) = next;
+    }
+    Some(line_col(text, at))
+}
+
+/// The value of `key` in `table`, with where the key starts: a table given by a `[header]`
+/// starts at the header's `[`, before its key.
+fn entry<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<(usize, &'a Spanned<DeValue<'i>>)> {
+    let (k, v) = table.get_key_value(key)?;
+    Some((k.span().start.min(v.span().start), v))
+}
+
+/// The path to the deepest key (or list entry that is a table) whose key or value holds
+/// byte `at`, with that key's span.
+fn path_at<'a>(table: &'a DeTable<'_>, at: usize) -> Option<(Vec<Step<'a>>, Range<usize>)> {
+    table.iter().find_map(|(key, value)| {
+        let inner = match value.get_ref() {
+            DeValue::Table(t) => path_at(t, at),
+            DeValue::Array(a) => a.iter().enumerate().find_map(|(i, v)| {
+                let t = v.get_ref().as_table()?;
+                let (mut path, span) = path_at(t, at)
+                    .or_else(|| v.span().contains(&at).then(|| (Vec::new(), v.span())))?;
+                path.insert(0, Step::Index(i));
+                Some((path, span))
+            }),
+            _ => None,
+        };
+        let (mut path, span) = inner.or_else(|| {
+            (key.span().contains(&at) || value.span().contains(&at))
+                .then(|| (Vec::new(), key.span()))
+        })?;
+        path.insert(0, Step::Key(key.get_ref()));
+        Some((path, span))
+    })
+}
+
+/// The path of the `[header]` or `[[header]]` section that holds byte `at`: the one
+/// starting last at or before it, into `best` with its start.
+fn section_at<'a>(
+    table: &'a DeTable<'_>,
+    at: usize,
+    prefix: &mut Vec<Step<'a>>,
+    best: &mut Option<(usize, Vec<Step<'a>>)>,
+) {
+    let consider = |best: &mut Option<(usize, Vec<Step<'a>>)>, start: usize, path: &[Step<'a>]| {
+        if start <= at && best.as_ref().is_none_or(|(b, _)| start >= *b) {
+            *best = Some((start, path.to_vec()));
         }
-        path = path.rsplit_once('.')?.0;
+    };
+    for (key, value) in table.iter() {
+        prefix.push(Step::Key(key.get_ref()));
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                // A header's span starts before its key; a dotted key's table at its key.
+                if value.span().start < key.span().start {
+                    consider(best, value.span().start, prefix);
+                }
+                section_at(t, at, prefix, best);
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    if let Some(t) = v.get_ref().as_table() {
+                        prefix.push(Step::Index(i));
+                        consider(best, v.span().start, prefix);
+                        section_at(t, at, prefix, best);
+                        prefix.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+        prefix.pop();
     }
 }
 
-fn locate_exact(text: &str, field: &str) -> Option<(u32, u32)> {
-    let (table, key) = match field.rsplit_once('.') {
-        Some((t, k)) => (t.to_string(), k.to_string()),
-        None if field.ends_with(']') => (field.to_string(), String::new()),
-        None => (String::new(), field.to_string()),
-    };
-    // `key = ...` at the start of a line (after indentation): the line and column of the key.
-    let key_at = |l: &Line, key: &str| {
-        let t = l.text.trim_start();
-        let rest = t.strip_prefix(key)?;
-        rest.trim_start()
-            .starts_with('=')
-            .then(|| line_col(text, l.offset + (l.text.len() - t.len())))
-    };
-    let mut header_at = None;
-    for l in lines(text) {
-        if l.header {
-            let current = &l.table;
-            if *current == table
-                || current.split('[').next() == Some(field)
-                || (key.is_empty() && table.starts_with(&format!("{current}[")))
-            {
-                header_at.get_or_insert(l.offset + (l.text.len() - l.text.trim_start().len()));
-            }
-        } else if l.table == table && !key.is_empty() {
-            if let Some(at) = key_at(&l, &key) {
-                return Some(at);
-            }
-        } else if l.table.is_empty() && !table.is_empty() && !table.contains('[') {
-            // A dotted key at the top: `engine.watermark = 0.02`.
-            if let Some(at) = key_at(&l, field) {
-                return Some(at);
-            }
+/// Turns a TOML error into a located [`ConfigError`] naming the key it is at, found in the
+/// document by the error's span. A deserialization error at a key the configuration does
+/// not have is an unknown key: the nearest known one is suggested.
+fn parse_error(
+    text: &str,
+    doc: &Spanned<DeTable>,
+    e: &toml::de::Error,
+    deserializing: bool,
+) -> ConfigError {
+    let span = e.span();
+    let location = span.as_ref().map(|s| line_col(text, s.start));
+    let (path, key_span) = span
+        .as_ref()
+        .and_then(|s| path_at(doc.get_ref(), s.start))
+        .or_else(|| {
+            // At no key the tree has (a syntax error, such as a second `shards =`): the
+            // section the error is in, and the key the error's span covers if it is one.
+            let s = span.as_ref()?;
+            let mut section = None;
+            section_at(doc.get_ref(), s.start, &mut Vec::new(), &mut section);
+            let mut path = section.map(|(_, path)| path).unwrap_or_default();
+            let key = text.get(s.clone()).filter(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            path.extend(key.map(Step::Key));
+            Some((path, s.clone()))
+        })
+        .unwrap_or_default();
+    let field = field_name(&path);
+    if let (true, Some((Step::Key(unknown), parent))) = (deserializing, path.split_last()) {
+        let known = known_keys(parent).unwrap_or_default();
+        let at_key = e.span().is_some_and(|s| s.start == key_span.start);
+        if at_key && !known.is_empty() && !known.contains(unknown) {
+            let suggestion = known
+                .iter()
+                .map(|k| (edit_distance(unknown, k), *k))
+                .min()
+                .filter(|&(d, _)| d <= unknown.len().max(3) / 2 + 1)
+                .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            return ConfigError {
+                field,
+                expected: format!("one of {}{suggestion}", known.join(", ")),
+                found: format!("unknown key `{unknown}`"),
+                location,
+            };
         }
     }
-    header_at.map(|at| line_col(text, at))
+    ConfigError {
+        field,
+        expected: "a value of the documented type (see docs/configuration.md)".to_string(),
+        found: e.message().trim().to_string(),
+        location,
+    }
+}
+
+/// The keys the configuration has in the table at `path` (`[]`: the top; `classes`, 0:
+/// a class), as serde's derive declares them: `SchedulerConfig` is deserialized from a
+/// [`Probe`] that follows the path and records the fields of the struct it ends at.
+fn known_keys(path: &[Step]) -> Option<&'static [&'static str]> {
+    // List indexes are left out: every entry of a list has the same type.
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            Step::Key(k) => Some(*k),
+            Step::Index(_) => None,
+        })
+        .collect();
+    let mut fields = None;
+    let _ = SchedulerConfig::deserialize(Probe {
+        path: &keys,
+        fields: &mut fields,
+    });
+    fields
+}
+
+/// A deserializer that gives the struct being deserialized one key, the next of `path`,
+/// and itself as that key's value (through options and lists), until the path is used up:
+/// there it records the struct's fields and stops with an error.
+struct Probe<'p, 'f> {
+    path: &'p [&'p str],
+    fields: &'f mut Option<&'static [&'static str]>,
+}
+
+fn stop() -> de::value::Error {
+    de::Error::custom("probe")
+}
+
+impl<'de> de::Deserializer<'de> for Probe<'_, '_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(stop())
+    }
+
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.path.split_first() {
+            None => {
+                *self.fields = Some(fields);
+                Err(stop())
+            }
+            Some((key, path)) => visitor.visit_map(ProbeEntry {
+                key: Some(key),
+                value: Some(Probe {
+                    path,
+                    fields: self.fields,
+                }),
+            }),
+        }
+    }
+
+    fn deserialize_option<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_seq(ProbeEntry {
+            key: None,
+            value: Some(self),
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// The one key and value (or list entry) a [`Probe`] gives.
+struct ProbeEntry<'p, 'f> {
+    key: Option<&'p str>,
+    value: Option<Probe<'p, 'f>>,
+}
+
+impl<'de> de::MapAccess<'de> for ProbeEntry<'_, '_> {
+    type Error = de::value::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        self.key
+            .take()
+            .map(|k| seed.deserialize(k.into_deserializer()))
+            .transpose()
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        seed.deserialize(self.value.take().ok_or_else(stop)?)
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for ProbeEntry<'_, '_> {
+    type Error = de::value::Error;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        self.value.take().map(|v| seed.deserialize(v)).transpose()
+    }
 }
 
 /// Levenshtein distance, for suggesting the nearest known key.
@@ -283,6 +421,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
+    fn locate(text: &str, field: &str) -> Option<(u32, u32)> {
+        super::locate(text, &DeTable::parse(text).unwrap(), field)
+    }
+
     #[test]
     fn locates_keys_in_tables_and_arrays_of_tables() {
         let text = "max_wait_ms = 5\n\n[engine]\nwatermark = 0.9\n\n[[classes]]\nname = \"A\"\n\n[[classes]]\n  name = \"B\"\n";
@@ -297,8 +439,51 @@ mod tests {
         assert_eq!(locate(text, "preemption.enabled"), None);
         assert_eq!(
             locate("engine.watermark = 2\n", "engine.watermark"),
-            Some((1, 1))
+            Some((1, 8)),
+            "the key's own part of a dotted key"
         );
+        assert_eq!(
+            locate(
+                "[slo]\nclasses = [{ ttft = { quantile = 2 } }]\n",
+                "slo.classes[0].ttft.quantile"
+            ),
+            Some((2, 23)),
+            "a key inside inline tables"
+        );
+    }
+
+    #[test]
+    fn field_paths_split_into_steps_and_back() {
+        let field = "slo.classes[10].ttft.bound_ms";
+        let path = steps(field);
+        assert_eq!(
+            path,
+            [
+                Step::Key("slo"),
+                Step::Key("classes"),
+                Step::Index(10),
+                Step::Key("ttft"),
+                Step::Key("bound_ms")
+            ]
+        );
+        assert_eq!(field_name(&path), field);
+    }
+
+    #[test]
+    fn known_keys_follow_the_path_through_lists_and_options() {
+        assert!(known_keys(&[]).unwrap().contains(&"max_wait_ms"));
+        let class = known_keys(&[Step::Key("classes"), Step::Index(3)]).unwrap();
+        assert!(class.contains(&"ring_capacity"), "{class:?}");
+        let target = known_keys(&[
+            Step::Key("slo"),
+            Step::Key("classes"),
+            Step::Index(0),
+            Step::Key("ttft"),
+        ])
+        .unwrap();
+        assert!(target.contains(&"bound_ms"), "{target:?}");
+        assert_eq!(known_keys(&[Step::Key("max_wait_ms")]), None);
+        assert_eq!(known_keys(&[Step::Key("nonesuch")]), None);
     }
 
     #[test]

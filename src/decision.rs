@@ -4,7 +4,7 @@
 use crate::budget::Short;
 use crate::class::Class;
 use crate::error::ReloadError;
-use crate::ingress::RequestHandle;
+use crate::request::RequestHandle;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -157,6 +157,25 @@ pub struct StepSummary {
 
 /// A step's decision. Reuse one across steps with [`crate::Scheduler::step_into`] to avoid
 /// allocating in the engine loop.
+///
+/// ```
+/// use triage::*;
+/// let clock = ManualClock::new(Timestamp::ZERO);
+/// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+/// let waiting = api.submit(RequestSpec::new(1, Class::LOW, 100, 4)).unwrap();
+/// api.submit(RequestSpec::new(2, Class::HIGH, 100, 4)).unwrap();
+/// api.cancel(waiting).unwrap();
+/// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+/// let d = sched.step(clock.now(), &room).unwrap();
+/// assert_eq!(d.admitted.len(), 1); // start these: allocate `blocks`, run `prefill_tokens`
+/// assert_eq!(d.cancelled, vec![RequestId(1)]); // ended while waiting: tell the client
+/// assert!(d.preempted.is_empty() && d.aborted.is_empty() && d.rejected.is_empty());
+/// assert_eq!((d.summary.drained, d.summary.waiting, d.summary.running), (2, 0, 1));
+/// // The next step: the running request gets its decode token in `scheduled`.
+/// sched.on_progress(d.admitted[0].handle, clock.now(), 100, 1).unwrap();
+/// let d = sched.step(clock.now(), &room).unwrap();
+/// assert_eq!((d.scheduled.len(), d.scheduled[0].prefill), (1, false));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     /// The step's time.

@@ -2,7 +2,7 @@
 //! leaves the scheduler's state unchanged.
 
 pub use crate::class::ClassError;
-use crate::ingress::RequestHandle;
+use crate::request::RequestHandle;
 use crate::request::RequestId;
 pub use crate::time::ClockWentBackwards;
 use std::fmt;
@@ -137,7 +137,25 @@ impl fmt::Display for ControlError {
 
 impl std::error::Error for ControlError {}
 
-/// Why an engine callback (progress or finish) was refused.
+/// Why an engine callback (progress or finish) was refused. A refused report changes
+/// nothing.
+///
+/// ```
+/// use triage::*;
+/// let clock = ManualClock::new(Timestamp::ZERO);
+/// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+/// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+/// let waiting = api.submit(RequestSpec::new(1, Class::LOW, 100, 4)).unwrap();
+/// let no_room = Budget { max_num_seqs: 0, ..room };
+/// sched.step(clock.now(), &no_room).unwrap();
+/// // Waiting, not running.
+/// assert_eq!(sched.on_progress(waiting, clock.now(), 1, 0), Err(ProgressError::NotRunning(waiting)));
+/// let a = sched.step(clock.now(), &room).unwrap().admitted[0];
+/// // More prompt than it has, or output before its prefill is computed.
+/// assert!(matches!(sched.on_progress(a.handle, clock.now(), 101, 0), Err(ProgressError::PrefillOverrun { .. })));
+/// assert!(matches!(sched.on_progress(a.handle, clock.now(), 50, 1), Err(ProgressError::OutputOverrun { .. })));
+/// sched.on_progress(a.handle, clock.now(), 100, 1).unwrap();
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgressError {
     /// The handle names no running request (it is waiting, ended, or not ours).

@@ -98,8 +98,8 @@ pub use error::{
 pub use fair::{
     FairnessConfig, TenantWeight, MAX_TENANTS_LIMIT, MAX_TOKEN_WEIGHT_RATIO, MAX_WEIGHT_RATIO,
 };
-pub use ingress::{CancelOutcome, RequestHandle, Submitter};
-pub use request::{HandOff, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
+pub use ingress::{CancelOutcome, Submitter};
+pub use request::{HandOff, RequestHandle, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, Scheduler};
 pub use slo::{
     ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,

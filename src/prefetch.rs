@@ -2,7 +2,7 @@
 //! cache lines of a value that is about to be read, so that their misses overlap other
 //! work instead of each stalling the read that needs it. Used where the scheduler knows
 //! ahead which scattered per-tenant state it will touch (see `Scheduler::look_ahead` and
-//! `WaitQueue::next_of`).
+//! `Tiers::next_of`).
 
 /// Below this many tenants held, their state stays in cache between uses: there is no miss
 /// to hide, and looking ahead (a map look-up per drained request, a heap scan per pick)

@@ -20,6 +20,15 @@ impl fmt::Display for RequestId {
 pub struct TenantId(pub u64);
 
 /// A request as submitted. The arrival time is stamped by the scheduler's clock at submit.
+///
+/// ```
+/// use triage::*;
+/// // Id 7 (the engine's own), class LOW, a 900-token prompt, at most 64 new tokens.
+/// let spec = RequestSpec::new(7, Class::LOW, 900, 64).with_tenant(TenantId(3));
+/// let spec = RequestSpec { ttft_ms: Some(2_000), ..spec }; // its own TTFT target
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// api.submit(spec).unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestSpec {
     /// The engine's id for the request.
@@ -41,7 +50,13 @@ pub struct RequestSpec {
 pub const MAX_TTFT_MS: u32 = 7 * 24 * 3600 * 1000;
 
 impl RequestSpec {
-    /// A request with no tenant.
+    /// A request with no tenant and its class's TTFT target.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let spec = RequestSpec::new(1, Class::HIGH, 100, 16);
+    /// assert_eq!((spec.id, spec.tenant, spec.ttft_ms), (RequestId(1), None, None));
+    /// ```
     pub fn new(id: u64, class: Class, prompt_tokens: u32, max_new_tokens: u32) -> Self {
         Self {
             id: RequestId(id),
@@ -53,7 +68,13 @@ impl RequestSpec {
         }
     }
 
-    /// The same request with a tenant.
+    /// The same request with a tenant (fairness between tenants orders by it when on).
+    ///
+    /// ```
+    /// use triage::*;
+    /// let spec = RequestSpec::new(1, Class::HIGH, 100, 16).with_tenant(TenantId(9));
+    /// assert_eq!(spec.tenant, Some(TenantId(9)));
+    /// ```
     pub fn with_tenant(mut self, tenant: TenantId) -> Self {
         self.tenant = Some(tenant);
         self
@@ -82,4 +103,49 @@ pub struct HandOff {
     pub arrival: Timestamp,
     /// Output tokens it had already generated before being preempted (0 if never run).
     pub generated_tokens: u32,
+}
+
+/// A request's name while the scheduler holds it, returned by
+/// [`crate::Submitter::submit`]: slot index and generation, 8 bytes, `Copy`. Cancel,
+/// reprioritize and the engine's callbacks take it; no map is searched. It goes stale when
+/// the request ends (its slot is freed), and every later use answers "not found" (a reused
+/// slot has another generation, so a stale handle never reaches the new request).
+///
+/// ```
+/// use triage::*;
+/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// let h: RequestHandle = api.submit(RequestSpec::new(7, Class::LOW, 100, 16)).unwrap();
+/// assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
+/// let copy = h; // Copy: keep one wherever the request is tracked
+/// assert_eq!(api.cancel(copy), Ok(CancelOutcome::WasWaiting));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestHandle {
+    /// The request table slot.
+    pub(crate) index: u32,
+    /// The slot's generation when the handle was issued.
+    pub(crate) generation: u32,
+}
+
+impl RequestHandle {
+    pub(crate) fn new(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
+    /// The slot index (dense, below the table's capacity): usable to index per-request
+    /// arrays on the consumer side.
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation when this handle was issued.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl std::fmt::Display for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request handle {}.{}", self.index, self.generation)
+    }
 }

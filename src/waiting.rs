@@ -5,11 +5,11 @@
 //! (slab, timestamp buckets, aging by whole buckets, max wait), driven by one thread with
 //! an explicit `now`: there are no rings, budgets or outcomes here.
 
-use crate::class::{Class, MAX_CLASSES};
+use crate::class::{ladder_break, Class, LadderBreak, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::hash::FastMap;
 use crate::queue::slab::{Entry, Slab};
-use crate::queue::{Candidate, WaitQueue};
+use crate::queue::{Candidate, Tiers};
 use crate::request::{RequestId, RequestSpec};
 use crate::time::Timestamp;
 use std::cmp::Ordering;
@@ -67,27 +67,30 @@ impl WaitingOptions {
                 self.promote_after.len()
             ));
         }
-        if self.promote_after[0].is_some() {
-            return bad("promote_after[0] must be None: the top class has nowhere to go".into());
-        }
         if self.bucket_width.is_zero() {
             return bad("bucket_width must be at least 1 ns".into());
         }
-        let mut above: Option<(usize, Duration)> = None;
-        for (c, t) in self.promote_after.iter().enumerate() {
-            if let Some(t) = *t {
-                if t.is_zero() {
-                    return bad(format!("promote_after[{c}] must be more than zero"));
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let thresholds: Vec<Option<u64>> = self.promote_after.iter().map(|t| t.map(ns)).collect();
+        for c in 0..self.classes {
+            let t = self.promote_after[c].unwrap_or_default();
+            match ladder_break(&thresholds, c) {
+                Some(LadderBreak::TopClassPromotes) => {
+                    return bad(
+                        "promote_after[0] must be None: the top class has nowhere to go".into(),
+                    )
                 }
-                if let Some((a, at)) = above {
-                    if at <= t {
-                        return bad(format!(
-                            "promote_after[{c}] ({t:?}) must be less than promote_after[{a}] \
-                             ({at:?}): thresholds grow with urgency"
-                        ));
-                    }
+                Some(LadderBreak::Zero) => {
+                    return bad(format!("promote_after[{c}] must be more than zero"))
                 }
-                above = Some((c, t));
+                Some(LadderBreak::NotGrowing { above, at }) => {
+                    let at = Duration::from_nanos(at);
+                    return bad(format!(
+                        "promote_after[{c}] ({t:?}) must be less than promote_after[{above}] \
+                         ({at:?}): thresholds grow with urgency"
+                    ));
+                }
+                None => {}
             }
         }
         Ok(())
@@ -197,7 +200,7 @@ struct Slot<T> {
 pub struct WaitingQueue<T> {
     options: WaitingOptions,
     slab: Slab,
-    queue: WaitQueue,
+    queue: Tiers,
     slots: Vec<Option<Slot<T>>>,
     ids: U64Map<u32>,
     /// Requests by arrival (ns), for the tie-break among equal arrivals.
@@ -219,7 +222,7 @@ impl<T: Ord> WaitingQueue<T> {
     /// An empty queue, or why the options are inconsistent.
     pub fn new(options: WaitingOptions) -> Result<Self, WaitingError> {
         options.validate()?;
-        let queue = WaitQueue::new(
+        let queue = Tiers::new(
             options.classes,
             options.bucket_width,
             options.promote_after.clone(),

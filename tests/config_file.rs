@@ -195,13 +195,13 @@ fn every_rule_has_its_message() {
             "engine.watermark = 0.5".into(),
             "engine.watermark",
             "a fraction in [0, 0.5)",
-            Some((1, 1)),
+            Some((1, 8)),
         ),
         (
             "[[slo.classes]]\nttft = { bound_ms = 500, quantile = 1.5 }\n[[slo.classes]]\n[[slo.classes]]\n".into(),
             "slo.classes[0].ttft.quantile",
             "strictly between 0 and 1",
-            Some((2, 1)),
+            Some((2, 26)),
         ),
         (
             "[[slo.classes]]\n[[slo.classes]]\n".into(),

@@ -1060,7 +1060,7 @@ impl World {
             .min_by_key(|&(_, id)| (self.held[&id].arrival, id))
     }
 
-    /// The next take from deadline order's queue (`WaitQueue::pop_candidate`): the oldest
+    /// The next take from deadline order's queue (`Tiers::pop_candidate`): the oldest
     /// tier head waiting past `max_wait` if the credit covers its prefill; else the head of
     /// the first non-empty tier, judged if it is live.
     fn walk_next(&self, w: &mut Walk, now: Timestamp) -> Option<Pop> {
@@ -2631,7 +2631,7 @@ impl World {
 
     /// Deadline order, when the model knows the queue order exactly (fairness off or one
     /// tenant waiting, and the overdue credit known). The step takes candidates in the
-    /// order `walk_next` gives (`WaitQueue::pop_candidate`): the oldest tier head waiting
+    /// order `walk_next` gives (`Tiers::pop_candidate`): the oldest tier head waiting
     /// past `max_wait` if the credit covers its prefill ("on credit"); else the head of the
     /// first non-empty tier (live requests by class, then deadline; then relegated ones by
     /// class, then arrival), a live head that can no longer meet its deadline being

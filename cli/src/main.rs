@@ -17,9 +17,9 @@ mod perf_args;
 #[global_allocator]
 static ALLOC: count_alloc::Counting = count_alloc::Counting;
 
-use triage_cli::sim::model::model_names;
-use triage_cli::sim::policy::policy_names;
 use triage_cli::simulate::{simulate, SimulateOptions};
+use triage_sim::model::model_names;
+use triage_sim::policy::policy_names;
 
 #[derive(Parser, Debug)]
 #[command(

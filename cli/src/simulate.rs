@@ -8,17 +8,17 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::sim::class::{default_slos, NUM_CLASSES};
-use crate::sim::cost::{fit_cost_model, CostModel};
-use crate::sim::engine::{self, EngineConfig, SimError};
-use crate::sim::metrics::{summarize, RunSummary};
-use crate::sim::model::model_by_name;
-use crate::sim::plot;
-use crate::sim::policy::{check_policy_name, make_policy, PolicyContext, SimRequest};
-use crate::sim::profile::ProfileError;
-use crate::sim::report::{CostReport, Report, ReportConfig, WorkloadReport};
-use crate::sim::trace::TraceError;
-use crate::sim::workload::{Source, Workload, WorkloadSpec};
+use triage_sim::class::{default_slos, NUM_CLASSES};
+use triage_sim::cost::{fit_cost_model, CostModel};
+use triage_sim::engine::{self, EngineConfig, SimError};
+use triage_sim::metrics::{summarize, RunSummary};
+use triage_sim::model::model_by_name;
+use triage_sim::plot;
+use triage_sim::policy::{check_policy_name, make_policy, PolicyContext, SimRequest};
+use triage_sim::profile::ProfileError;
+use triage_sim::report::{CostReport, Report, ReportConfig, WorkloadReport};
+use triage_sim::trace::TraceError;
+use triage_sim::workload::{Source, Workload, WorkloadSpec};
 
 /// Default load multipliers.
 pub const DEFAULT_LOADS: [f64; 3] = [0.15, 0.3, 0.5];
@@ -71,7 +71,7 @@ impl SimulateOptions {
         Self {
             trace: "azure-mixed".into(),
             model: "llama2-7b-a100".into(),
-            policies: crate::sim::policy::policy_names()
+            policies: triage_sim::policy::policy_names()
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -241,13 +241,13 @@ pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunS
 /// the workload at load 1, the engine and the policies' context.
 pub struct Prepared {
     /// The model and GPU.
-    pub model: crate::sim::model::ModelSpec,
+    pub model: triage_sim::model::ModelSpec,
     /// The trace sources.
     pub sources: Vec<Source>,
     /// The cost model fitted on the model's profile.
-    pub cost: crate::sim::cost::VidurCost,
+    pub cost: triage_sim::cost::VidurCost,
     /// How well it fits.
-    pub fit: crate::sim::cost::FitReport,
+    pub fit: triage_sim::cost::FitReport,
     /// The classed arrivals at load 1.
     pub workload: Workload,
     /// The simulated engine.

@@ -8,11 +8,12 @@
 
 use serde::Serialize;
 
-use crate::sim::engine::{self, Outcome};
-use crate::sim::percentile::{nearest_rank, sort_samples};
-use crate::sim::policy::SimRequest;
-use crate::sim::policy_triage::Triage;
-use crate::sim::rng::uniform_at;
+use triage_sim::engine::{self, Outcome};
+use triage_sim::percentile::{nearest_rank, sort_samples};
+use triage_sim::policy::SimRequest;
+use triage_sim::policy_triage::Triage;
+use triage_sim::rng::uniform_at;
+
 use crate::simulate::{prepare, SimulateError, SimulateOptions};
 
 /// The heavy tenant's id; light tenants are `1..=light`.

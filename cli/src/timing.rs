@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use crate::sim::percentile::{nearest_rank, sort_samples};
+use triage_sim::percentile::{nearest_rank, sort_samples};
 
 /// The seedable generator of workload choices: the simulator's SplitMix64.
-pub use crate::sim::rng::SplitMix64 as Rng;
+pub use triage_sim::rng::SplitMix64 as Rng;
 
 /// Percentiles of a set of nanosecond samples (nearest rank).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]

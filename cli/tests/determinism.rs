@@ -64,7 +64,7 @@ fn unknown_names_list_the_valid_ones() {
 
 #[test]
 fn bundled_traces_parse_completely() {
-    use triage_cli::sim::trace::read_azure_csv;
+    use triage_sim::trace::read_azure_csv;
     let conv = read_azure_csv(&data_dir().join("traces/azure2023_conv.csv")).unwrap();
     let code = read_azure_csv(&data_dir().join("traces/azure2023_code.csv")).unwrap();
     assert_eq!(conv.rows.len(), 19_366);

@@ -1,9 +1,19 @@
 //! The vLLM request queue: `TriageRequestQueue`, vLLM's `RequestQueue` interface over
 //! triage's `WaitingQueue`, with vLLM's orderings of requests that tie.
 
-use super::*;
+use crate::convert::{
+    boolean, out_of_range, short_repr, string, type_name, vllm_class, wrong_type, OutOfRange,
+    ARGUMENT_ERROR, ARGUMENT_TYPE_ERROR,
+};
+use crate::errors::{raise, ClassError, ConfigError, ALREADY_QUEUED, NOT_QUEUED, QUEUE_EMPTY};
+use crate::scheduler::config_arg;
+use pyo3::exceptions::PyOverflowError;
 use pyo3::intern;
-use pyo3::types::{PyIterator, PyList};
+use pyo3::prelude::*;
+use pyo3::types::{PyIterator, PyList, PyString};
+use std::cmp::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use triage::{Class, ClassSet, Timestamp, WaitingError, WaitingOptions, WaitingQueue};
 
 /// A queued Python request: its exact `arrival_time` and the object. Orders requests that
 /// arrive in the same nanosecond as vLLM's `Request.__lt__` does after the priority:

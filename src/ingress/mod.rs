@@ -324,6 +324,20 @@ impl Drain {
 ///
 /// Every call answers at once: a request is queued or refused with a typed error, a cancel
 /// or class change is recorded on the request and applied by the scheduler's next step.
+///
+/// ```
+/// use triage::*;
+/// let (mut sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+/// let threads: Vec<_> = (0..4u64)
+///     .map(|t| {
+///         let api = api.clone(); // one per API thread
+///         std::thread::spawn(move || api.submit(RequestSpec::new(t, Class::LOW, 10, 1)).unwrap())
+///     })
+///     .collect();
+/// let handles: Vec<RequestHandle> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+/// assert_eq!(handles.len(), 4);
+/// assert_eq!(sched.conservation().in_ingress, 4);
+/// ```
 #[derive(Clone)]
 pub struct Submitter {
     pub(crate) shared: Arc<Shared>,
@@ -560,6 +574,14 @@ impl Submitter {
 
     /// The classes in force, for parsing API metadata (a copy: a configuration reload
     /// may change them).
+    ///
+    /// ```
+    /// use triage::*;
+    /// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
+    /// let classes = api.classes();
+    /// assert_eq!(classes.parse_name("medium").unwrap(), Class::MEDIUM);
+    /// assert_eq!(classes.from_vllm_priority(0).unwrap(), Class::HIGH);
+    /// ```
     pub fn classes(&self) -> ClassSet {
         self.shared.limits.with(|l| l.classes.clone())
     }
@@ -640,6 +662,11 @@ mod tests {
     /// table does not grow: freed slots return to the stack of the shard that took them,
     /// and a producer takes freed slots before never-used ones.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a whole scheduler for 200 steps takes many minutes under Miri; the \
+                  table's and queue's own tests cover the unsafe code"
+    )]
     fn a_steady_state_reuses_slots_and_allocates_no_chunk() {
         let config = SchedulerConfig {
             shards: 2,

@@ -42,6 +42,7 @@
 //! twice or written by two producers without `unsafe`.
 
 use crate::class::Class;
+pub use crate::request::RequestHandle;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
@@ -80,49 +81,6 @@ fn phase(word: u64) -> u32 {
 
 fn generation(word: u64) -> u32 {
     (word >> GEN_SHIFT) as u32
-}
-
-/// A request's name while the scheduler holds it, returned by
-/// [`crate::Submitter::submit`]: slot index and generation, 8 bytes, `Copy`. Cancel,
-/// reprioritize and the engine's callbacks take it; no map is searched. It goes stale when
-/// the request ends (its slot is freed), and every later use answers "not found" (a reused
-/// slot has another generation, so a stale handle never reaches the new request).
-///
-/// ```
-/// use triage::*;
-/// let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
-/// let h: RequestHandle = api.submit(RequestSpec::new(7, Class::LOW, 100, 16)).unwrap();
-/// assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
-/// let copy = h; // Copy: keep one wherever the request is tracked
-/// assert_eq!(api.cancel(copy), Ok(CancelOutcome::WasWaiting));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RequestHandle {
-    index: u32,
-    generation: u32,
-}
-
-impl RequestHandle {
-    pub(crate) fn new(index: u32, generation: u32) -> Self {
-        Self { index, generation }
-    }
-
-    /// The slot index (dense, below the table's capacity): usable to index per-request
-    /// arrays on the consumer side.
-    pub fn index(self) -> u32 {
-        self.index
-    }
-
-    /// The slot's generation when this handle was issued.
-    pub fn generation(self) -> u32 {
-        self.generation
-    }
-}
-
-impl std::fmt::Display for RequestHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "request handle {}.{}", self.index, self.generation)
-    }
 }
 
 /// A slot a producer has allocated and filled, not yet pushed. Push it

@@ -1,9 +1,9 @@
-//! The wait queue's invariant check ([`WaitQueue::check`]): run by tests and by
+//! The wait queue's invariant check ([`Tiers::check`]): run by tests and by
 //! `Scheduler::check_invariants`, never on the hot path.
 
 use super::*;
 
-impl WaitQueue {
+impl Tiers {
     /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
     /// sorted and linked both ways, every entry's place names its bucket and lane, the
     /// bucket index names exactly the lanes holding each bucket, the fair order holds
@@ -114,7 +114,7 @@ impl WaitQueue {
 }
 
 fn check_bucket(
-    q: &WaitQueue,
+    q: &Tiers,
     slab: &Slab,
     c: usize,
     slot: usize,

@@ -48,13 +48,14 @@ use list::List;
 use slab::{Place, Slab, NIL};
 use std::time::Duration;
 
-/// The wait queue.
+/// The wait queue the scheduler keeps (the standalone one for engines with their own loop
+/// is `crate::WaitingQueue`, built on this).
 ///
 /// Its *tiers* are the classes, most urgent first, and then, in deadline order, one tier per
 /// class for relegated requests (those that can no longer meet their deadline): tier `c`
 /// holds class `c`'s requests that can still meet theirs, tier `live + c` its relegated
 /// ones, served after every live tier, by class, then arrival.
-pub(crate) struct WaitQueue {
+pub(crate) struct Tiers {
     classes: Vec<ClassQueue>,
     /// The number of classes: tiers below it are live, the rest relegated.
     live: usize,
@@ -64,8 +65,8 @@ pub(crate) struct WaitQueue {
     /// arrival, in ns (the scheduler's `max_wait`); 0 in the ladder order.
     due_lead: u64,
     /// At most the arrival (ns) of every waiting request: lowered as requests are queued
-    /// (to their bucket's start less their tier's [`WaitQueue::lead`]), set to the least
-    /// such bound over the tiers' first buckets whenever [`WaitQueue::oldest_past`] reads
+    /// (to their bucket's start less their tier's [`Tiers::lead`]), set to the least
+    /// such bound over the tiers' first buckets whenever [`Tiers::oldest_past`] reads
     /// them. While `now - age` is below it, nobody has waited `age` and `oldest_past`
     /// answers at once: it runs for every candidate a step takes, and reading every tier
     /// each time was a tenth of a step.
@@ -87,12 +88,12 @@ pub(crate) struct Candidate {
     pub(crate) key: u32,
     /// The class it was queued in (its base class if relegated).
     pub(crate) class: Class,
-    /// The tier it was queued in (see [`WaitQueue`]).
+    /// The tier it was queued in (see [`Tiers`]).
     pub(crate) tier: u8,
     /// Waited past `max_wait`.
     pub(crate) overdue: bool,
     /// Deadline order: it can no longer meet its deadline (see
-    /// [`WaitQueue::pop_candidate`]).
+    /// [`Tiers::pop_candidate`]).
     pub(crate) late: bool,
     /// Deadline order: taken ahead of class order on the overdue credit.
     pub(crate) on_credit: bool,
@@ -102,7 +103,7 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl WaitQueue {
+impl Tiers {
     /// An empty queue; `fair` turns on fairness between tenants, `deadline` deadline order
     /// (entries are queued by their `due` time and may be relegated): `Some(lead)`, where
     /// no live entry is due more than `lead` after its arrival (the scheduler's `max_wait`,
@@ -174,7 +175,7 @@ impl WaitQueue {
 
     /// Starts loading the back of lane `slot` of class `c`, where the bucket of a request
     /// about to be queued goes. Reads the lane, so comes a little after
-    /// [`WaitQueue::prefetch_lane`].
+    /// [`Tiers::prefetch_lane`].
     pub(crate) fn prefetch_arrival(&self, c: usize, slot: u32) {
         if let Some(lane) = self.lane(c, slot) {
             // The next free place of the deque's ring: just past its second part if it
@@ -252,7 +253,7 @@ impl WaitQueue {
         }
     }
 
-    /// [`WaitQueue::sync_head`] if bucket `b` is lane `slot`'s first.
+    /// [`Tiers::sync_head`] if bucket `b` is lane `slot`'s first.
     fn sync_head_if_first(&mut self, slab: &Slab, c: usize, slot: u32, b: u64) {
         if self.fair.is_some() && self.classes[c].lanes[slot as usize].first == b {
             self.sync_head(slab, c, slot);
@@ -305,7 +306,7 @@ impl WaitQueue {
         self.class_of_tier(tier)
     }
 
-    /// Moves a live candidate taken by [`WaitQueue::pop_candidate`] to its class's
+    /// Moves a live candidate taken by [`Tiers::pop_candidate`] to its class's
     /// relegated tier, queued by arrival.
     pub(crate) fn relegate(&mut self, slab: &mut Slab, key: u32, now: Timestamp) {
         let e = &mut slab[key];
@@ -328,7 +329,7 @@ impl WaitQueue {
         self.insert(slab, key, now)
     }
 
-    /// Puts back a candidate taken by [`WaitQueue::pop_candidate`] in this step, at the
+    /// Puts back a candidate taken by [`Tiers::pop_candidate`] in this step, at the
     /// front of its run (or, if an earlier request joined the run since it was taken — a
     /// request relegated in the same step — at its sorted place). Candidates must be
     /// restored in reverse order of taking.
@@ -474,7 +475,7 @@ impl WaitQueue {
     /// In deadline order: the oldest request waiting past `max_wait` if `overdue_credit`
     /// covers its prefill; else the next request of the most urgent live tier, unless
     /// `late` judges that it can no longer meet its deadline: then it is returned with
-    /// [`Candidate::late`] set, for the caller to relegate ([`WaitQueue::relegate`]) or end;
+    /// [`Candidate::late`] set, for the caller to relegate ([`Tiers::relegate`]) or end;
     /// else the next relegated request, by class.
     pub(crate) fn pop_candidate(
         &mut self,
@@ -524,7 +525,7 @@ impl WaitQueue {
 
     /// The oldest request of any class that has waited at least `age` at `now`, and its
     /// class. Nothing is read while `now - age` is below the arrival floor (see
-    /// [`WaitQueue::arrival_floor`]); else a tier's lanes are read only if its first bucket
+    /// [`Tiers::arrival_floor`]); else a tier's lanes are read only if its first bucket
     /// began early enough for a request in it to qualify: `age` ago or more in a tier queued
     /// by arrival; in a live tier of deadline order, where a request is due at most
     /// `due_lead` after it arrived, `age - due_lead` ago or more.
@@ -668,7 +669,7 @@ mod tests {
     #[test]
     fn a_restored_candidate_keeps_the_run_sorted() {
         let mut slab = Slab::default();
-        let mut q = WaitQueue::new(
+        let mut q = Tiers::new(
             3,
             Duration::from_millis(1000),
             vec![None; 3],
@@ -695,7 +696,7 @@ mod tests {
     /// Queues request `id` of class `class` that arrived at `arrival_ms`, due at `due_ms`
     /// (its deadline, or its arrival once `relegated`).
     fn queue(
-        q: &mut WaitQueue,
+        q: &mut Tiers,
         slab: &mut Slab,
         id: u64,
         class: u8,
@@ -718,7 +719,7 @@ mod tests {
     fn oldest_past_sees_every_request_the_arrival_floor_lets_it_skip_the_rest() {
         // Deadline order, max wait 60 s: live tiers by deadline, relegated ones by arrival.
         let max_wait = Duration::from_secs(60);
-        let mut q = WaitQueue::new(
+        let mut q = Tiers::new(
             3,
             Duration::from_millis(10),
             vec![None; 3],

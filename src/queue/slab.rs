@@ -7,7 +7,7 @@
 
 use crate::class::Class;
 use crate::ingress::table;
-use crate::ingress::RequestHandle;
+use crate::request::RequestHandle;
 use crate::request::{RequestId, RequestSpec};
 use crate::slo::{HeldRequest, HeldStates, SloSlot};
 use crate::time::Timestamp;

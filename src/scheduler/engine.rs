@@ -5,9 +5,9 @@ use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::counters::{FinishReason, Outcome};
 use crate::error::ProgressError;
-use crate::ingress::RequestHandle;
 use crate::queue::slab::Place;
 use crate::request::HandOff;
+use crate::request::RequestHandle;
 use crate::time::Timestamp;
 
 impl Scheduler {

@@ -23,7 +23,7 @@ use crate::decision::{Decision, RejectReason, Rejected};
 use crate::error::{BudgetError, ConfigError};
 use crate::ingress::{Drain, Shared, Submitter};
 use crate::queue::slab::{Place, Slab};
-use crate::queue::{Candidate, WaitQueue};
+use crate::queue::{Candidate, Tiers};
 use crate::slo::{SloTracker, Violation};
 use crate::sync::Arc;
 use crate::telemetry::{ClassStep, StepMetrics, StepReport};
@@ -62,7 +62,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     classes: ClassSet,
     slab: Slab,
-    wait: WaitQueue,
+    wait: Tiers,
     /// Running entries' keys, oldest start first.
     running: Vec<u32>,
     /// Keys in `running` whose requests ended and that are still in it: `on_finished`
@@ -137,6 +137,18 @@ impl Scheduler {
 
     /// A scheduler whose arrivals are stamped by `clock` (use [`crate::ManualClock`] in
     /// tests and simulators). Pass the same clock's `now()` to [`Scheduler::step`].
+    ///
+    /// ```
+    /// use triage::*;
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// clock.advance(Duration::from_millis(250));
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 4)).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// let d = sched.step(clock.now(), &room).unwrap();
+    /// assert_eq!(d.admitted[0].arrival, Timestamp::from_millis(250)); // exact, injected
+    /// ```
     pub fn with_clock(
         config: SchedulerConfig,
         clock: impl Clock,
@@ -226,6 +238,18 @@ impl Scheduler {
     }
 
     /// Decides the next iteration. See [`Scheduler::step_into`].
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 4)).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// assert_eq!(sched.step(clock.now(), &room).unwrap().admitted.len(), 1);
+    /// // A budget claiming more free blocks than the engine has is refused.
+    /// let bad = Budget { free_blocks: u32::MAX, ..room };
+    /// assert!(matches!(sched.step(clock.now(), &bad), Err(BudgetError::FreeBlocksExceedTotal { .. })));
+    /// ```
     pub fn step(&mut self, now: Timestamp, budget: &Budget) -> Result<Decision, BudgetError> {
         let mut d = Decision::default();
         self.step_into(now, budget, &mut d)?;
@@ -244,6 +268,19 @@ impl Scheduler {
     ///
     /// A budget with more free blocks than the engine has, or a `now` earlier than the
     /// previous step's, is refused and changes nothing.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// let mut d = Decision::default(); // one decision, reused by every step
+    /// for id in 0..3 {
+    ///     api.submit(RequestSpec::new(id, Class::HIGH, 100, 4)).unwrap();
+    ///     sched.step_into(clock.now(), &room, &mut d).unwrap();
+    ///     assert_eq!(d.admitted.len(), 1); // cleared first: only this step's
+    /// }
+    /// ```
     pub fn step_into(
         &mut self,
         now: Timestamp,
@@ -437,6 +474,21 @@ impl Scheduler {
     }
 
     /// The conservation law now. Balanced at every step boundary.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// api.submit(RequestSpec::new(1, Class::LOW, 100, 4)).unwrap();
+    /// assert!(api.submit(RequestSpec::new(2, Class::LOW, 0, 4)).is_err()); // refused
+    /// let c = sched.conservation();
+    /// assert_eq!((c.submitted, c.refused, c.in_ingress), (2, 1, 1));
+    /// let no_room = Budget { max_num_seqs: 0, max_batched_tokens: 0, free_blocks: 1000 };
+    /// sched.step(clock.now(), &no_room).unwrap();
+    /// let c = sched.conservation();
+    /// assert_eq!((c.in_ingress, c.waiting), (0, 1));
+    /// assert!(c.is_balanced());
+    /// ```
     pub fn conservation(&self) -> Conservation {
         let (submitted, refused) = self.shared.ingress_totals();
         let submitted: u64 = submitted.iter().sum();

@@ -11,7 +11,7 @@ use crate::decision::ReloadReport;
 use crate::error::{ConfigError, ReloadError};
 use crate::ingress::SubmitLimits;
 use crate::queue::slab::Place;
-use crate::queue::WaitQueue;
+use crate::queue::Tiers;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -321,7 +321,7 @@ impl Scheduler {
 }
 
 /// The wait queue a configuration asks for.
-pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
+pub(super) fn new_wait_queue(config: &SchedulerConfig) -> Tiers {
     let by_deadline = config.order == crate::config::QueueOrder::Deadline;
     // Deadline order does not age requests up classes: urgency grows with the deadline.
     let promote_after = if by_deadline {
@@ -329,7 +329,7 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> WaitQueue {
     } else {
         config.promote_after()
     };
-    WaitQueue::new(
+    Tiers::new(
         config.classes.len(),
         config.bucket_width(),
         promote_after,

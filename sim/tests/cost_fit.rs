@@ -5,9 +5,9 @@
 mod common;
 
 use common::data_dir;
-use triage_cli::sim::cost::{fit_cost_model, CostModel, IterationWork};
-use triage_cli::sim::model::all_models;
-use triage_cli::sim::profile::read_profile;
+use triage_sim::cost::{fit_cost_model, CostModel, IterationWork};
+use triage_sim::model::all_models;
+use triage_sim::profile::read_profile;
 
 #[test]
 fn linear_fit_reproduces_profile_rows() {

@@ -4,14 +4,12 @@
 mod common;
 
 use common::{ctx_for, data_dir};
-use triage_cli::sim::budget::blocks_for;
-use triage_cli::sim::cost::{fit_cost_model, LinearCost};
-use triage_cli::sim::engine::{run, EngineConfig};
-use triage_cli::sim::model::model_by_name;
-use triage_cli::sim::policy::{
-    make_policy, policy_names, EngineView, Plan, Policy, ReqId, SimRequest,
-};
-use triage_cli::sim::workload::{Source, Workload, WorkloadSpec};
+use triage_sim::budget::blocks_for;
+use triage_sim::cost::{fit_cost_model, LinearCost};
+use triage_sim::engine::{run, EngineConfig};
+use triage_sim::model::model_by_name;
+use triage_sim::policy::{make_policy, policy_names, EngineView, Plan, Policy, ReqId, SimRequest};
+use triage_sim::workload::{Source, Workload, WorkloadSpec};
 
 /// Wraps a policy and checks the engine's view before every plan.
 struct Checked {
