@@ -11,11 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-mod count_alloc;
 mod perf_args;
 
+// Feeds `triage_bench::heap_counter`, which `triage stress` reads for bytes per request.
 #[global_allocator]
-static ALLOC: count_alloc::Counting = count_alloc::Counting;
+static ALLOC: triage_bench::counting_allocator::CountingAllocator =
+    triage_bench::counting_allocator::CountingAllocator;
 
 use triage_cli::simulate::{simulate, SimulateOptions};
 use triage_sim::model::model_names;
@@ -213,7 +214,7 @@ fn options(a: SimulateArgs) -> Result<SimulateOptions, String> {
 }
 
 fn main() -> ExitCode {
-    triage_cli::alloc_count::mark_installed();
+    triage_bench::heap_counter::mark_installed();
     let cli = Cli::parse();
     match cli.command {
         Command::Stress(args) => perf_args::run_stress(args),

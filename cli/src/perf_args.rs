@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use triage::QueueOrder;
-use triage_cli::bench_compare::{bench_compare, CompareOptions};
-use triage_cli::slo_overhead::{slo_overhead, OverheadOptions};
-use triage_cli::stress::{stress, StressOptions};
+use triage_bench::bench_compare::{bench_compare, CompareOptions};
+use triage_bench::slo_overhead::{slo_overhead, OverheadOptions};
+use triage_bench::stress::{stress, StressOptions};
 
 /// `triage stress`.
 #[derive(Args, Debug)]
