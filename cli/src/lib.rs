@@ -8,6 +8,8 @@
 //! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`], [`tenants`]
 //! (fairness between tenants, off and on) and the benchmark harnesses of
 //! [`triage_bench`] (`stress`, `bench-compare`, `slo-overhead`).
+//! The subcommands' arguments are the binary's (`src/main.rs`, `src/commands/`); this
+//! library holds what the integration tests call directly.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
