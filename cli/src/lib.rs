@@ -6,21 +6,13 @@
 //! latency and SLO attainment (the progress bar is drawn here, from the simulator's
 //! progress callback).
 //! The binary (`triage`) is a thin [`clap`] front-end over [`simulate`], [`tenants`]
-//! (fairness between tenants, off and on), [`stress`], [`bench_compare`] and
-//! [`slo_overhead`]. The crate-private `filled` module is the one scheduler harness the
-//! last two step: filled to a depth on a manual clock, then stepped batch by batch.
+//! (fairness between tenants, off and on) and the benchmark harnesses of
+//! [`triage_bench`] (`stress`, `bench-compare`, `slo-overhead`).
+//! The subcommands' arguments are the binary's (`src/main.rs`, `src/commands/`); this
+//! library holds what the integration tests call directly.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod alloc_count;
-pub mod baselines;
-pub mod bench_compare;
-pub mod config_watch;
-pub mod contended;
-pub(crate) mod filled;
 pub mod simulate;
-pub mod slo_overhead;
-pub mod stress;
 pub mod tenants;
-pub mod timing;

@@ -67,6 +67,9 @@ pub(crate) struct SubmitLimits {
     pub(crate) block_size: u32,
     /// Blocks one request can ever hold: all blocks less the watermark.
     pub(crate) max_blocks: u32,
+    /// The most tokens those blocks hold (`max_blocks × block_size`): a request fits iff its
+    /// tokens are at most this, so submit divides only to report a request that does not.
+    pub(crate) max_fit_tokens: u64,
 }
 
 const OPEN: u32 = 0;
@@ -98,15 +101,17 @@ pub(crate) struct Shared {
 
 impl SubmitLimits {
     pub(crate) fn new(config: &SchedulerConfig, epoch: u32) -> Self {
+        let max_blocks = config
+            .engine
+            .total_blocks
+            .saturating_sub(config.engine.watermark_blocks());
         SubmitLimits {
             epoch,
             classes: config.class_set(),
             max_model_len: config.engine.max_model_len,
             block_size: config.engine.block_size,
-            max_blocks: config
-                .engine
-                .total_blocks
-                .saturating_sub(config.engine.watermark_blocks()),
+            max_blocks,
+            max_fit_tokens: u64::from(max_blocks) * u64::from(config.engine.block_size),
         }
     }
 }
@@ -627,11 +632,11 @@ fn check(limits: &SubmitLimits, spec: &RequestSpec) -> Result<(), SubmitError> {
             max_model_len: limits.max_model_len,
         });
     }
-    let blocks = tokens.div_ceil(u64::from(limits.block_size));
-    if blocks > u64::from(limits.max_blocks) {
+    // ceil(tokens / block_size) > max_blocks  <=>  tokens > max_blocks × block_size.
+    if tokens > limits.max_fit_tokens {
         return Err(SubmitError::NeverFits {
             id: spec.id,
-            blocks_needed: blocks,
+            blocks_needed: tokens.div_ceil(u64::from(limits.block_size)),
             blocks_available: limits.max_blocks,
         });
     }

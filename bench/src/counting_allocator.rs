@@ -1,16 +1,18 @@
-//! The counting global allocator of the `triage` binary: the system allocator, plus a
-//! report of every size change to [`triage_cli::alloc_count`] (used by `triage stress` to
-//! measure bytes per queued request).
+//! The counting global allocator: the system allocator, plus a report of every size
+//! change to [`heap_counter`](crate::heap_counter) (used by `triage stress` to measure
+//! bytes per queued request). The `triage` binary declares it as its
+//! `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use triage_cli::alloc_count::record;
+
+use crate::heap_counter::record;
 
 /// [`System`], counting bytes.
-pub struct Counting;
+pub struct CountingAllocator;
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged and only
 // adds a counter update, so `System`'s guarantees carry over.
-unsafe impl GlobalAlloc for Counting {
+unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout, which meets `alloc`'s contract.
         let p = unsafe { System.alloc(layout) };

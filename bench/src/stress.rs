@@ -35,8 +35,8 @@ use triage::{
     Submitter, Timestamp,
 };
 
-use crate::alloc_count;
 use crate::filled::ZERO;
+use crate::heap_counter;
 use crate::timing::{fmt_ns, Rng, Summary};
 
 /// What `triage stress` runs.
@@ -850,8 +850,8 @@ fn fill(
         .collect();
     shared.next_id.store(o.queued as u64, Ordering::Relaxed);
     let fill_start = Instant::now();
-    let before = alloc_count::live_bytes();
-    alloc_count::set_counting(true);
+    let before = heap_counter::live_bytes();
+    heap_counter::set_counting(true);
     let mut refused_fill = 0u64;
     for (i, spec) in fill_specs.iter().enumerate() {
         match api.submit(*spec) {
@@ -871,13 +871,13 @@ fn fill(
     sched
         .step_into(clock.now(), &ZERO, d)
         .map_err(|e| e.to_string())?;
-    alloc_count::set_counting(false);
-    let after = alloc_count::live_bytes();
+    heap_counter::set_counting(false);
+    let after = heap_counter::live_bytes();
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     bar.set_position(o.queued as u64);
     let filled = sched.waiting();
     let bytes_per_request =
-        (alloc_count::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
+        (heap_counter::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
     for spec in &fill_specs {
         engine.specs.insert(spec.id.0, spec.max_new_tokens);
     }

@@ -1,5 +1,6 @@
-//! Heap accounting for `triage stress`: the counters that the binary's counting global
-//! allocator (`src/count_alloc.rs`, which needs `unsafe` and so lives in the binary) feeds.
+//! Heap accounting for `triage stress`: the counters that
+//! [`CountingAllocator`](crate::counting_allocator::CountingAllocator) feeds when a binary
+//! (the `triage` command) declares it as its global allocator.
 //!
 //! Counting is off by default and costs one relaxed load per allocation when off. While on,
 //! every allocation adds its size and every deallocation subtracts its size (a reallocation

@@ -21,10 +21,10 @@
 //!   the default, or ladder), ages by buckets or judges the requests it comes to against
 //!   their deadlines and relegates the late ones; the baselines only order and pop.
 //!   Figures are p50 and p99 of the per-step time over all runs. In deadline order triage
-//!   runs with relaxed prefills uncapped (see [`filled::config`]) so that it, too, takes
+//!   runs with relaxed prefills uncapped (see `filled::config`) so that it, too, takes
 //!   the full batch; and the fill leaves most HIGH and MEDIUM requests past their
 //!   deadlines, which full steps relegate as they come to them (at most 4,096 per step).
-//!   Those settling steps run before the timed ones ([`filled::Settled`]): the table is the
+//!   Those settling steps run before the timed ones (`filled::Settled`): the table is the
 //!   steady state, and the settling steps are summarised apart (CPU per step and per
 //!   request judged).
 //!
@@ -79,7 +79,7 @@ pub struct CompareOptions {
     pub step_seconds: f64,
     /// Admissions per step.
     pub batch: usize,
-    /// Triage's queue order (see [`filled::config`] for the one tunable the step workload
+    /// Triage's queue order (see `filled::config` for the one tunable the step workload
     /// changes in deadline order).
     pub order: QueueOrder,
     /// Producer counts of the contended workload ([`crate::contended`]; empty: skipped).
