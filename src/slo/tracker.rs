@@ -12,7 +12,7 @@ use crate::error::ConfigError;
 use crate::request::RequestId;
 use crate::time::Timestamp;
 use crossbeam_channel::Receiver;
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// A deadline to check at `tick`: the request misses its target if still pending after
@@ -40,35 +40,106 @@ struct SlotRef {
     gen: u32,
 }
 
-/// Deadlines sorted by `at`. Deadlines of one class are arrival plus a constant, so nearly
-/// every push is at the back; a push out of order (arrivals drained out of order, a
-/// reclassified request) is a binary search and an insert near its place.
+/// Deadlines by `at`, then by the order they were pushed. Deadlines of one class are
+/// arrival plus a constant, so nearly every push is at the back of a sorted deque (O(1));
+/// a push out of order (arrivals drained out of order, a reclassified request) goes into a
+/// min-heap beside it (O(log n), where an insert into the deque would move every later
+/// deadline: at 1M queued, megabytes per reclassification). A pop takes the earlier of the
+/// two fronts.
 #[derive(Debug)]
-struct DeadlineQueue<W>(VecDeque<Deadline<W>>);
+struct DeadlineQueue<W> {
+    /// In `at` order, pushed in that order.
+    sorted: VecDeque<Deadline<W>>,
+    /// The pushes that came out of order, keyed by (`at`, push number).
+    late: BinaryHeap<Late<W>>,
+    /// Pushes so far (the tie-break among equal `at` in `late`).
+    pushes: u64,
+}
+
+/// An out-of-order deadline in [`DeadlineQueue::late`]: ordered so that the heap's top is
+/// the earliest `at`, first pushed among equals.
+#[derive(Debug)]
+struct Late<W> {
+    deadline: Deadline<W>,
+    seq: u64,
+}
+
+impl<W> Late<W> {
+    fn key(&self) -> (Timestamp, u64) {
+        (self.deadline.at, self.seq)
+    }
+}
+
+impl<W> PartialEq for Late<W> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<W> Eq for Late<W> {}
+
+impl<W> PartialOrd for Late<W> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<W> Ord for Late<W> {
+    /// Reversed: `BinaryHeap` is a max-heap, and the earliest must be on top.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.key().cmp(&self.key())
+    }
+}
 
 impl<W> Default for DeadlineQueue<W> {
     fn default() -> Self {
-        Self(VecDeque::new())
+        Self {
+            sorted: VecDeque::new(),
+            late: BinaryHeap::new(),
+            pushes: 0,
+        }
     }
 }
 
 impl<W> DeadlineQueue<W> {
     fn push(&mut self, d: Deadline<W>) {
-        if self.0.back().is_none_or(|b| b.at <= d.at) {
-            self.0.push_back(d);
+        self.pushes += 1;
+        if self.sorted.back().is_none_or(|b| b.at <= d.at) {
+            self.sorted.push_back(d);
         } else {
-            let i = self.0.partition_point(|x| x.at <= d.at);
-            self.0.insert(i, d);
+            self.late.push(Late {
+                deadline: d,
+                seq: self.pushes,
+            });
         }
     }
 
-    /// The front deadline if it is before `now`, removed.
+    /// The earliest deadline if it is before `now`, removed. Between equal `at`s the one
+    /// pushed first: a deadline in `sorted` was pushed before any equal one in `late` (a
+    /// push goes to `late` only when `sorted`'s back is later, and `sorted` only grows at
+    /// the back).
     fn pop_expired(&mut self, now: Timestamp) -> Option<Deadline<W>> {
-        if self.0.front().is_some_and(|d| d.at < now) {
-            self.0.pop_front()
+        let from_late = match (self.sorted.front(), self.late.peek()) {
+            (Some(s), Some(l)) => l.deadline.at < s.at,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if from_late {
+            if self.late.peek().is_some_and(|l| l.deadline.at < now) {
+                return self.late.pop().map(|l| l.deadline);
+            }
+            None
+        } else if self.sorted.front().is_some_and(|d| d.at < now) {
+            self.sorted.pop_front()
         } else {
             None
         }
+    }
+
+    /// Deadlines held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sorted.len() + self.late.len()
     }
 }
 
@@ -923,12 +994,52 @@ mod tests {
     }
 
     #[test]
+    fn deadline_queue_pops_in_deadline_then_push_order() {
+        let mut q = DeadlineQueue::<u32>::default();
+        // In order, then out of order (late), with ties on both sides.
+        for (at, who) in [
+            (10, 0),
+            (20, 1),
+            (30, 2),
+            (15, 3),
+            (20, 4),
+            (5, 5),
+            (15, 6),
+            (30, 7),
+        ] {
+            q.push(Deadline {
+                at: Timestamp(at),
+                who,
+            });
+        }
+        assert_eq!(q.len(), 8);
+        assert!(q.pop_expired(Timestamp(5)).is_none(), "nothing before 5");
+        let mut popped = Vec::new();
+        while let Some(d) = q.pop_expired(Timestamp(100)) {
+            popped.push((d.at.0, d.who));
+        }
+        assert_eq!(
+            popped,
+            [
+                (5, 5),
+                (10, 0),
+                (15, 3),
+                (15, 6),
+                (20, 1),
+                (20, 4),
+                (30, 2),
+                (30, 7)
+            ]
+        );
+    }
+
+    #[test]
     fn tick_pops_only_expired_deadlines() {
         let mut slo = tracker();
         for i in 0..1_000 {
             slo.queued(RequestId(i), Class::HIGH, ms(i));
         }
-        let pending = |slo: &SloTracker| slo.classes[0].ttft_deadlines.0.len();
+        let pending = |slo: &SloTracker| slo.classes[0].ttft_deadlines.len();
         slo.tick(ms(500));
         assert_eq!(pending(&slo), 1_000);
         // Deadlines 500..=509 ms have passed at 509.5 ms: exactly those are popped.
