@@ -315,6 +315,8 @@ impl SchedulerConfig {
         if n == 0 || n > MAX_CLASSES {
             return Err(err("classes", format!("1 to {MAX_CLASSES} classes"), n));
         }
+        let thresholds: Vec<Option<u64>> =
+            self.classes.iter().map(|c| c.promote_after_ms).collect();
         for (i, c) in self.classes.iter().enumerate() {
             let f = |name: &str| format!("classes[{i}].{name}");
             if c.name.trim().is_empty() {
@@ -351,8 +353,6 @@ impl SchedulerConfig {
                     format!("[{lo}, {hi}]"),
                 ));
             }
-            let thresholds: Vec<Option<u64>> =
-                self.classes.iter().map(|c| c.promote_after_ms).collect();
             match ladder_break(&thresholds, i) {
                 Some(LadderBreak::TopClassPromotes) => {
                     return Err(err(

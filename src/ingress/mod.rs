@@ -233,6 +233,19 @@ impl Shared {
     }
 }
 
+/// Reads a popped request's payload into `out`; the capacity unit it took at submit (of its
+/// submit-time class) is now held by the scheduler, in `units`.
+fn take(
+    table: &Table<Payload>,
+    units: &mut [usize; MAX_CLASSES],
+    entry: table::Entry,
+    out: &mut Vec<Drained>,
+) {
+    let payload = table.payload(&entry);
+    units[payload.spec.class.index()] += 1;
+    out.push((payload, entry));
+}
+
 /// The scheduler's side of ingress: the consumer handle of every ingress queue (so only the
 /// scheduler pops, by type), the slots freed in the current step, and the capacity units
 /// the scheduler holds for the requests it drained.
@@ -265,9 +278,7 @@ impl Drain {
                 match q.pop() {
                     Pop::Item(e) => {
                         left[c] -= 1;
-                        let p = table.payload(&e);
-                        self.units[p.spec.class.index()] += 1;
-                        out.push((p, e));
+                        take(table, &mut self.units, e, out);
                     }
                     Pop::Empty | Pop::Busy => break,
                 }
@@ -279,9 +290,7 @@ impl Drain {
     pub(crate) fn drain_closed(&mut self, table: &Table<Payload>, out: &mut Vec<Drained>) {
         for q in self.consumers.iter_mut() {
             while let Some(e) = q.pop_closed() {
-                let p = table.payload(&e);
-                self.units[p.spec.class.index()] += 1;
-                out.push((p, e));
+                take(table, &mut self.units, e, out);
             }
         }
     }

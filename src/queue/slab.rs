@@ -224,6 +224,13 @@ impl Slab {
         self.len
     }
 
+    /// The entry `h` names, if it is held: the entry at `h`'s slot whose handle is `h`
+    /// (the generation tells the request from a newer one in the same slot). For entries
+    /// placed by `insert_at`.
+    pub(crate) fn by_handle(&self, h: RequestHandle) -> Option<&Entry> {
+        self.get(h.index()).filter(|e| e.handle() == h)
+    }
+
     /// Entry `key`, if it is live.
     pub(crate) fn get(&self, key: u32) -> Option<&Entry> {
         self.chunks

@@ -11,19 +11,17 @@ use crate::request::RequestHandle;
 use crate::time::Timestamp;
 
 impl Scheduler {
-    /// The slab key of the running request `h` names: the slab is keyed by table slot, and
-    /// the generation tells the request from a newer one in the same slot.
+    /// The slab key of the running request `h` names.
     fn running_key(&self, h: RequestHandle, now: Timestamp) -> Result<u32, ProgressError> {
-        let key = h.index();
         let e = self
             .slab
-            .get(key)
-            .filter(|e| e.handle() == h && e.place == Place::Running)
+            .by_handle(h)
+            .filter(|e| e.place == Place::Running)
             .ok_or(ProgressError::NotRunning(h))?;
         if now < e.last_event {
             return Err(ProgressError::TimeWentBackwards(e.spec.id));
         }
-        Ok(key)
+        Ok(h.index())
     }
 
     /// Reports one iteration's work on a running request: `computed` tokens ran through the
@@ -131,10 +129,7 @@ impl Scheduler {
 
     /// The first-token time recorded for a held request, if it has one.
     pub fn first_token_at(&self, handle: RequestHandle) -> Option<Timestamp> {
-        self.slab
-            .get(handle.index())
-            .filter(|e| e.handle() == handle)
-            .and_then(|e| e.first_token)
+        self.slab.by_handle(handle).and_then(|e| e.first_token)
     }
 
     /// Closes ingress and hands back every waiting request, most urgent class first and

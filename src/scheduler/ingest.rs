@@ -49,12 +49,10 @@ impl Scheduler {
         self.batch = batch;
         for _ in 0..shared.notices.len() {
             let Some(h) = shared.notices.pop() else { break };
-            // The slab is keyed by slot: the handle finds its entry, and the generation
-            // tells a live one from a newer request in the same slot.
-            let key = h.index();
-            if self.slab.get(key).is_none_or(|e| e.handle() != h) {
+            if self.slab.by_handle(h).is_none() {
                 continue; // still in ingress, or already ended
             }
+            let key = h.index();
             let (phase, requested) = shared.table.take_notice(&self.slab[key].token);
             let id = self.slab[key].spec.id;
             match phase {
