@@ -433,8 +433,9 @@ impl Scheduler {
     }
 
     /// Ends the step's business with ingress: the capacity units held become the requests
-    /// waiting per base class, and the slots of ended requests go back to producers (after
-    /// `compact_running`, so no list names them when they are reused).
+    /// waiting per base class, and the slots of ended requests go back to producers. The
+    /// running list may still name an ended slot; the next step compacts it before it
+    /// drains anything into the slab, so a reused slot never meets a stale key.
     fn settle_ingress(&mut self) {
         let live = self.classes.len();
         let wait = &self.wait;
