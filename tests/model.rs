@@ -697,7 +697,7 @@ struct Pace {
 impl Pace {
     fn new(initial_ms: u64) -> Self {
         Self {
-            iteration: Duration::from_millis(initial_ms).as_secs_f64(),
+            iteration: Duration::from_millis(initial_ms).as_nanos() as f64,
             last: None,
             output: [128.0; 3],
             per_iteration: 256.0,
@@ -708,7 +708,7 @@ impl Pace {
         if let Some((then, true)) = self.last {
             let dt = now.saturating_since(then);
             if !dt.is_zero() && dt <= Duration::from_secs(2) {
-                self.iteration += 0.1 * (dt.as_secs_f64() - self.iteration);
+                self.iteration += 0.1 * (dt.as_nanos() as f64 - self.iteration);
             }
         }
         self.last = Some((now, false));
@@ -727,19 +727,19 @@ impl Pace {
     }
 
     fn iteration(&self) -> Duration {
-        Duration::from_secs_f64(self.iteration)
+        Duration::from_nanos((self.iteration + 0.5) as u64)
     }
 
     /// Until the first token of a request with `tokens` to prefill, started now.
     fn prefill(&self, tokens: u32) -> Duration {
         let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
-        Duration::from_secs_f64(iterations * self.iteration)
+        Duration::from_nanos((iterations * self.iteration + 0.5) as u64)
     }
 
     /// A request's run, start to finish.
     fn run(&self, class: usize, prompt: u32, max_new: u32) -> Duration {
         let output = self.output[class].min(f64::from(max_new));
-        self.prefill(prompt) + Duration::from_secs_f64(output * self.iteration)
+        self.prefill(prompt) + Duration::from_nanos((output * self.iteration + 0.5) as u64)
     }
 }
 

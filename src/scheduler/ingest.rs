@@ -27,13 +27,17 @@ impl Scheduler {
     /// queue is drained up to then, and the notice queue's length is read once): API
     /// threads that keep pushing cannot hold the step forever. The drained requests are
     /// sorted by arrival first, so they join the queue at its tail instead of each one
-    /// scanning back past the other shards' arrivals of the same moments.
+    /// scanning back past the other shards' arrivals of the same moments. A batch whose
+    /// arrivals already rise within each class (one shard, or shards that took turns) is
+    /// not sorted: classes queue apart, so only the order within a class matters.
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
         let mut batch = std::mem::take(&mut self.batch);
         let limit = std::array::from_fn(|c| shared.capacity[c].used());
         self.drain.drain(&shared.table, limit, &mut batch);
-        batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));
+        if !arrivals_in_order_per_class(&batch) {
+            batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));
+        }
         // With fairness on, each request goes to its tenant's lane, a cache miss apiece with
         // many tenants: look the lanes up first and load them ahead (see `look_ahead`).
         let mut ahead = std::mem::take(&mut self.ahead);
@@ -209,4 +213,15 @@ impl Scheduler {
         }
         self.skipped = spared;
     }
+}
+
+/// Whether the arrivals of each submit-time class rise through `batch` (ties allowed).
+fn arrivals_in_order_per_class(batch: &[crate::ingress::Drained]) -> bool {
+    let mut last = [Timestamp::ZERO; crate::class::MAX_CLASSES];
+    batch.iter().all(|(p, _)| {
+        let last = &mut last[p.spec.class.index()];
+        let rising = p.arrival >= *last;
+        *last = p.arrival;
+        rising
+    })
 }

@@ -25,7 +25,7 @@ const MIN_PREFILL_PER_ITERATION: f64 = 256.0;
 /// See the module docs.
 #[derive(Clone, Debug)]
 pub(crate) struct Pace {
-    /// Mean iteration time, in seconds.
+    /// Mean iteration time, in ns (every estimate is made in ns).
     iteration: f64,
     /// The previous step's time, and whether it gave the engine any work.
     last: Option<(Timestamp, bool)>,
@@ -39,7 +39,7 @@ impl Pace {
     /// A pace that assumes `iteration` per iteration until it has measured one.
     pub(crate) fn new(iteration: Duration) -> Self {
         Self {
-            iteration: iteration.as_secs_f64(),
+            iteration: iteration.as_nanos() as f64,
             last: None,
             output: [INITIAL_OUTPUT; MAX_CLASSES],
             per_iteration: MIN_PREFILL_PER_ITERATION,
@@ -52,7 +52,7 @@ impl Pace {
         if let Some((then, true)) = self.last {
             let dt = now.saturating_since(then);
             if !dt.is_zero() && dt <= MAX_ITERATION {
-                self.iteration += ALPHA * (dt.as_secs_f64() - self.iteration);
+                self.iteration += ALPHA * (dt.as_nanos() as f64 - self.iteration);
             }
         }
         self.last = Some((now, false));
@@ -76,7 +76,7 @@ impl Pace {
 
     /// The mean iteration time.
     pub(crate) fn iteration(&self) -> Duration {
-        Duration::from_secs_f64(self.iteration)
+        Duration::from_nanos(to_ns(self.iteration))
     }
 
     /// How long until the first token of a request with `tokens` left to prefill, if it
@@ -87,8 +87,8 @@ impl Pace {
 
     /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate.
     pub(crate) fn prefill_ns(&self, tokens: u32) -> u64 {
-        let iterations = (f64::from(tokens) / self.per_iteration).ceil() + 1.0;
-        secs_to_ns(iterations * self.iteration)
+        let iterations = ceil(f64::from(tokens) / self.per_iteration) + 1.0;
+        to_ns(iterations * self.iteration)
     }
 
     /// How long a request of class `class` with `prompt` tokens and at most `max_new`
@@ -103,22 +103,42 @@ impl Pace {
             .unwrap_or(INITIAL_OUTPUT)
             .min(f64::from(max_new));
         self.prefill_ns(prompt)
-            .saturating_add(secs_to_ns(output * self.iteration))
+            .saturating_add(to_ns(output * self.iteration))
     }
 }
 
-/// `secs` (finite, not negative) in ns, rounded as `Duration::from_secs_f64` rounds: the
-/// estimates in ns are exactly those of the durations made from them.
-fn secs_to_ns(secs: f64) -> u64 {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .unwrap_or(u64::MAX)
+/// `ns` (not negative) rounded to whole ns, saturating at `u64::MAX`. Plain arithmetic
+/// (`as` saturates), not `Duration::try_from_secs_f64` nor `f64::round`: it runs for every
+/// candidate a step weighs, and both of those are calls.
+fn to_ns(ns: f64) -> u64 {
+    (ns + 0.5) as u64
+}
+
+/// `x.ceil()` for `0 <= x < 2^63`, inline: without SSE4.1 (the default target) `f64::ceil`
+/// is a call into libm.
+fn ceil(x: f64) -> f64 {
+    let t = x as u64 as f64;
+    if t < x {
+        t + 1.0
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inline_ceil_and_rounding_agree_with_std() {
+        for x in [0.0, 0.2, 1.0, 1.5, 255.999, 256.0, 1e15 + 0.5] {
+            assert_eq!(ceil(x), f64::ceil(x), "{x}");
+        }
+        assert_eq!(to_ns(1.49), 1);
+        assert_eq!(to_ns(1.5), 2);
+        assert_eq!(to_ns(f64::INFINITY), u64::MAX);
+        assert_eq!(to_ns(1e30), u64::MAX);
+    }
 
     #[test]
     fn learns_the_iteration_time_from_steps_that_worked() {
