@@ -63,6 +63,7 @@
 mod budget;
 mod class;
 mod config;
+#[cfg(feature = "toml")]
 mod config_file;
 mod counters;
 mod decision;
@@ -76,6 +77,7 @@ mod request;
 mod scheduler;
 mod slo;
 mod sync;
+#[cfg(feature = "metrics")]
 pub mod telemetry;
 mod time;
 mod waiting;
@@ -101,10 +103,12 @@ pub use fair::{
 pub use ingress::{CancelOutcome, Submitter};
 pub use request::{HandOff, RequestHandle, RequestId, RequestSpec, TenantId, MAX_TTFT_MS};
 pub use scheduler::{ConfigHandle, Scheduler};
+#[cfg(feature = "slo")]
 pub use slo::{
-    ClassCompliance, ClassSlo, ParseSloWindowError, SloConfig, SloMetric, SloTarget, SloTracker,
-    SloWindow, TargetCompliance, Violation, ViolationKind,
+    ClassCompliance, ParseSloWindowError, SloMetric, SloTracker, SloWindow, TargetCompliance,
+    Violation, ViolationKind,
 };
+pub use slo::{ClassSlo, SloConfig, SloTarget};
 pub use time::{Clock, ManualClock, MonotonicClock, Timestamp};
 pub use waiting::{WaitingError, WaitingOptions, WaitingQueue};
 

@@ -150,6 +150,7 @@ impl Tenants {
     }
 
     /// The tenant of slot `s` (held).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // for the per-tenant metrics
     pub(crate) fn tenant(&self, s: u32) -> Option<TenantId> {
         self.ids.get(s as usize).copied().flatten()
     }
@@ -160,11 +161,13 @@ impl Tenants {
     }
 
     /// Slots ever made (held or free).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // for the per-tenant metrics
     pub(crate) fn slots(&self) -> u32 {
         self.ids.len() as u32
     }
 
     /// Requests held for slot `s`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // for the per-tenant metrics
     pub(crate) fn requests(&self, s: u32) -> u32 {
         self.requests.get(s as usize).copied().unwrap_or(0)
     }

@@ -448,6 +448,7 @@ impl Submitter {
                 .names()
                 .get(slot)
                 .map_or("unknown", String::as_str);
+            #[cfg(feature = "metrics")]
             crate::telemetry::record_refused(class, crate::telemetry::RefuseReason::of(&e));
             tracing::debug!(id = spec.id.0, class, error = %e, "refused at submit");
             Err(e)

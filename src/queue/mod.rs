@@ -149,6 +149,7 @@ impl Tiers {
     }
 
     /// Requests of tenant `slot` waiting in effective class `c`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))] // for the per-tenant metrics
     pub(crate) fn lane_len(&self, c: usize, slot: u32) -> usize {
         self.classes[c]
             .lanes

@@ -8,9 +8,13 @@
 use crate::class::Class;
 use crate::ingress::table;
 use crate::request::RequestHandle;
-use crate::request::{RequestId, RequestSpec};
-use crate::slo::{HeldRequest, HeldStates, SloSlot};
+use crate::request::RequestSpec;
 use crate::time::Timestamp;
+#[cfg(feature = "slo")]
+use crate::{
+    request::RequestId,
+    slo::{HeldRequest, HeldStates, SloSlot},
+};
 
 /// The null key (end of a list).
 pub(crate) const NIL: u32 = u32::MAX;
@@ -87,7 +91,8 @@ pub(crate) struct Entry {
     pub(crate) tenant: u32,
     /// Its SLO tracking state, kept here so that the tracker's events for it need no
     /// look-up by id: untracked until the scheduler queues it with the tracker, and
-    /// whenever tracking is off.
+    /// whenever tracking is off. Absent without the `slo` feature.
+    #[cfg(feature = "slo")]
     pub(crate) slo: SloSlot,
 }
 
@@ -120,6 +125,7 @@ impl Entry {
             planned: 0,
             planned_step: 0,
             tenant: NO_SLOT,
+            #[cfg(feature = "slo")]
             slo: SloSlot::default(),
         }
     }
@@ -248,6 +254,7 @@ impl Slab {
     }
 }
 
+#[cfg(feature = "slo")]
 impl HeldRequest for Entry {
     fn id(&self) -> RequestId {
         self.spec.id
@@ -262,6 +269,7 @@ impl HeldRequest for Entry {
     }
 }
 
+#[cfg(feature = "slo")]
 impl HeldStates for Slab {
     type Request = Entry;
 

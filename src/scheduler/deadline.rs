@@ -159,7 +159,10 @@ impl Scheduler {
                 LateRule::Keep => {
                     self.wait.relegate(&mut self.slab, key, now);
                     self.counters.per_class[class].relegated += 1;
-                    self.step_counts[class].relegated += 1;
+                    #[cfg(feature = "metrics")]
+                    {
+                        self.step_counts[class].relegated += 1;
+                    }
                     tracing::debug!(
                         id = id.0,
                         class,

@@ -84,6 +84,7 @@ impl Scheduler {
         if new_output > 0 && e.first_token.is_none() {
             e.first_token = Some(now);
         }
+        #[cfg(feature = "slo")]
         if new_output > 0 {
             self.slo.tokens_held(e, now, new_output);
         }

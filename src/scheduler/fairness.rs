@@ -1,6 +1,7 @@
 //! The scheduler's side of fairness between tenants: giving drained requests their
 //! tenant's slot (or refusing one tenant too many), charging service to the fair counters,
-//! and the opt-in per-tenant metrics. The order itself lives in the wait queue.
+//! and tenant slots across reloads. The order itself lives in the wait queue; the opt-in
+//! per-tenant metrics are in `tenant_metrics.rs`.
 
 use super::Scheduler;
 use crate::counters::Outcome;
@@ -8,29 +9,13 @@ use crate::decision::{Decision, RejectReason};
 use crate::fair::tenants::Tenants;
 use crate::queue::slab::NO_SLOT;
 use crate::request::TenantId;
-use crate::telemetry::{TENANT_TOKENS, TENANT_WAITING};
 use crate::time::Timestamp;
-
-/// A tenant as a metric label: its id in decimal, or `none`.
-fn tenant_label(t: Option<TenantId>) -> String {
-    t.map_or_else(|| "none".to_string(), |t| t.0.to_string())
-}
 
 /// Which tokens a charge is for.
 #[derive(Clone, Copy)]
 pub(super) enum Tokens {
     Prompt = 0,
     Output = 1,
-}
-
-impl Tokens {
-    /// The `kind` label of `triage_tenant_tokens_total`.
-    fn label(self) -> &'static str {
-        match self {
-            Tokens::Prompt => "prompt",
-            Tokens::Output => "output",
-        }
-    }
 }
 
 /// Whether a drained request may be refused for the tenant limit.
@@ -72,6 +57,7 @@ impl Scheduler {
                         f.forget(slot);
                     }
                     // The slot's counters were labelled with its previous tenant.
+                    #[cfg(feature = "metrics")]
                     if let Some(handles) = self.tenant_tokens.get_mut(slot as usize) {
                         *handles = Default::default();
                     }
@@ -98,6 +84,7 @@ impl Scheduler {
                         max_tenants,
                         "refused: one tenant past the tenant limit"
                     );
+                    #[cfg(feature = "metrics")]
                     crate::telemetry::record_refused(
                         self.classes.name(class),
                         crate::telemetry::RefuseReason::TenantLimit,
@@ -146,7 +133,7 @@ impl Scheduler {
             return;
         }
         let e = &self.slab[key];
-        let (slot, class) = (e.tenant, e.run_class.index());
+        let slot = e.tenant;
         if slot == NO_SLOT {
             return;
         }
@@ -155,49 +142,9 @@ impl Scheduler {
         if let Some(f) = self.wait.fair_mut() {
             f.charge(usize::from(e.run_tier), slot, amount);
         }
+        #[cfg(feature = "metrics")]
         if cfg.tenant_metrics {
-            // The handle is kept per slot, class and kind: made here at the tenant's first
-            // charge of that kind in that class (registered with the recorder installed
-            // then, as `StepMetrics`' handles are), so a charge does not format two labels
-            // and look the series up in the registry every time.
-            let (s, i) = (slot as usize, 2 * class + kind as usize);
-            if self.tenant_tokens.len() <= s {
-                self.tenant_tokens.resize_with(s + 1, Default::default);
-            }
-            let (classes, run_class, tenant) = (&self.classes, e.run_class, e.spec.tenant);
-            self.tenant_tokens[s][i]
-                .get_or_insert_with(|| {
-                    metrics::counter!(
-                        TENANT_TOKENS,
-                        "class" => classes.name(run_class).to_string(),
-                        "tenant" => tenant_label(tenant),
-                        "kind" => kind.label(),
-                    )
-                })
-                .increment(u64::from(tokens));
-        }
-    }
-
-    /// Sets the per-tenant queue-depth gauges (with `tenant_metrics` on): one per held
-    /// tenant and class. O(tenants × classes); called with the compliance refresh.
-    pub(super) fn publish_tenant_depths(&mut self) {
-        if !(self.config.fairness.enabled && self.config.fairness.tenant_metrics) {
-            return;
-        }
-        for slot in 0..self.tenants.slots() {
-            if self.tenants.requests(slot) == 0 {
-                continue;
-            }
-            let tenant = self.tenants.tenant(slot);
-            for class in self.classes.iter() {
-                let n = self.wait.lane_len(class.index(), slot);
-                metrics::gauge!(
-                    TENANT_WAITING,
-                    "class" => self.classes.name(class).to_string(),
-                    "tenant" => tenant_label(tenant),
-                )
-                .set(n as f64);
-            }
+            self.count_tenant_tokens(key, kind, tokens);
         }
     }
 
@@ -221,6 +168,7 @@ impl Scheduler {
     /// held past a lowered limit stay until they drain.
     pub(super) fn reassign_tenants(&mut self, config: &crate::fair::FairnessConfig) {
         self.tenants = Tenants::new(config);
+        #[cfg(feature = "metrics")]
         self.tenant_tokens.clear();
         let enabled = config.enabled;
         let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();

@@ -124,6 +124,7 @@ impl Scheduler {
         self.set_deadline(key);
         let class = self.wait.insert_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
+        #[cfg(feature = "slo")]
         self.slo.queue_held(key, &mut self.slab[key], spec.class);
     }
 
@@ -138,7 +139,10 @@ impl Scheduler {
     fn count_aged_on_arrival(&mut self, base: Class, class: Class) {
         for c in class.index() + 1..=base.index() {
             self.counters.per_class[c].promoted += 1;
-            self.step_counts[c].promoted += 1;
+            #[cfg(feature = "metrics")]
+            {
+                self.step_counts[c].promoted += 1;
+            }
             self.promoted_on_arrival += 1;
         }
     }
@@ -155,6 +159,7 @@ impl Scheduler {
     pub(super) fn change_class(&mut self, key: u32, class: Class, now: Timestamp) {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
+        #[cfg(feature = "slo")]
         self.slo.reclassified_held(key, &mut self.slab[key], class);
         tracing::debug!(
             id = self.slab[key].spec.id.0,

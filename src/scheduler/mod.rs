@@ -12,6 +12,8 @@ mod ingest;
 mod pace;
 mod plan;
 mod reload;
+#[cfg(feature = "metrics")]
+mod tenant_metrics;
 
 pub use reload::ConfigHandle;
 
@@ -24,8 +26,10 @@ use crate::error::{BudgetError, ConfigError};
 use crate::ingress::{Drain, Shared, Submitter};
 use crate::queue::slab::{Place, Slab};
 use crate::queue::{Candidate, Tiers};
+#[cfg(feature = "slo")]
 use crate::slo::{SloTracker, Violation};
 use crate::sync::Arc;
+#[cfg(feature = "metrics")]
 use crate::telemetry::{ClassStep, StepMetrics, StepReport};
 use crate::time::{Clock, MonotonicClock, Timestamp};
 use std::time::Duration;
@@ -102,18 +106,23 @@ pub struct Scheduler {
     /// Reloads applied and refused.
     reloads: (u64, u64),
     /// SLO tracking, fed by every lifecycle event.
+    #[cfg(feature = "slo")]
     slo: SloTracker,
     /// Metric handles (registered with the recorder installed at construction).
+    #[cfg(feature = "metrics")]
     metrics: StepMetrics,
     /// Per class counts of the current step, for the metrics.
+    #[cfg(feature = "metrics")]
     step_counts: [ClassStep; MAX_CLASSES],
     /// Tenants held, with fairness on (`fairness.rs`).
     tenants: crate::fair::tenants::Tenants,
     /// With `fairness.tenant_metrics` on: each tenant slot's `triage_tenant_tokens_total`
     /// counters, by class and kind (`fairness.rs`), made at first use and dropped when the
     /// slot goes to another tenant.
+    #[cfg(feature = "metrics")]
     tenant_tokens: Vec<[Option<metrics::Counter>; 2 * MAX_CLASSES]>,
     /// When the per-tenant gauges were last set.
+    #[cfg(feature = "metrics")]
     tenant_metrics_at: Option<Timestamp>,
     /// The engine's measured pace (deadline order's estimates).
     pace: pace::Pace,
@@ -159,7 +168,9 @@ impl Scheduler {
         let shared = Arc::new(shared);
         let wait = reload::new_wait_queue(&config);
         let classes = config.class_set();
+        #[cfg(feature = "slo")]
         let slo = SloTracker::new(config.slo.clone(), &classes)?;
+        #[cfg(feature = "metrics")]
         let metrics = StepMetrics::new(&classes, Some(&config.slo));
         let config_fairness = config.fairness.clone();
         let config_initial_iteration = config.deadline.initial_iteration_ms;
@@ -187,11 +198,16 @@ impl Scheduler {
             epoch: 0,
             epoch_maps: Vec::new(),
             reloads: (0, 0),
+            #[cfg(feature = "slo")]
             slo,
+            #[cfg(feature = "metrics")]
             metrics,
+            #[cfg(feature = "metrics")]
             step_counts: [ClassStep::default(); MAX_CLASSES],
             tenants: crate::fair::tenants::Tenants::new(&config_fairness),
+            #[cfg(feature = "metrics")]
             tenant_tokens: Vec::new(),
+            #[cfg(feature = "metrics")]
             tenant_metrics_at: None,
             pace: pace::Pace::new(Duration::from_millis(config_initial_iteration)),
             overdue_credit: 0,
@@ -299,6 +315,7 @@ impl Scheduler {
                 previous: self.last_now.0,
             });
         }
+        #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
         self.pace.step(now, budget.max_batched_tokens);
         self.last_now = now;
@@ -313,7 +330,10 @@ impl Scheduler {
         out.summary.promoted = self.wait.promote(&mut self.slab, now, &mut promoted);
         for (c, &n) in promoted.iter().enumerate() {
             self.counters.per_class[c].promoted += n;
-            self.step_counts[c].promoted += n;
+            #[cfg(feature = "metrics")]
+            {
+                self.step_counts[c].promoted += n;
+            }
             if n > 0 {
                 tracing::debug!(class = c, promoted = n, "buckets aged into the class above");
             }
@@ -328,7 +348,9 @@ impl Scheduler {
         out.summary.waiting = self.wait.len();
         out.summary.running = self.running.len();
         self.pace.worked(out.summary.tokens);
+        #[cfg(feature = "slo")]
         self.slo.tick_held(now, &mut self.slab);
+        #[cfg(feature = "metrics")]
         self.publish_metrics(now, budget, started.elapsed());
         self.settle_ingress();
         tracing::debug!(
@@ -347,6 +369,7 @@ impl Scheduler {
         Ok(())
     }
 
+    #[cfg(feature = "metrics")]
     fn publish_metrics(&mut self, now: Timestamp, budget: &Budget, took: Duration) {
         let n = self.classes.len();
         for c in 0..n {
@@ -362,6 +385,7 @@ impl Scheduler {
             kv_free_blocks: budget.free_blocks,
             kv_total_blocks: self.config.engine.total_blocks,
         });
+        #[cfg(feature = "slo")]
         self.metrics.publish_slo(&mut self.slo, now);
         if self.tenant_metrics_at.is_none_or(|t| {
             now.saturating_since(t) >= crate::telemetry::DEFAULT_COMPLIANCE_INTERVAL
@@ -372,12 +396,14 @@ impl Scheduler {
         self.step_counts = [ClassStep::default(); MAX_CLASSES];
     }
 
+    #[cfg(feature = "slo")]
     /// The SLO tracker, read-only: compliance per class and window, percentiles,
     /// violation totals.
     pub fn slo(&self) -> &SloTracker {
         &self.slo
     }
 
+    #[cfg(feature = "slo")]
     /// A bounded channel of SLO violations as they happen (a queued request past its TTFT
     /// bound is reported while still queued). A slow consumer never blocks the step:
     /// reports that do not fit are dropped and counted.
@@ -388,6 +414,7 @@ impl Scheduler {
         self.slo.subscribe(capacity)
     }
 
+    #[cfg(feature = "metrics")]
     /// Re-registers the metric handles with the recorder installed now (the library never
     /// installs one; handles taken before a recorder exists are no-ops).
     pub fn refresh_metrics(&mut self) {
@@ -607,6 +634,7 @@ impl Scheduler {
     }
 
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
+        #[cfg_attr(not(feature = "slo"), allow(unused_mut))]
         let mut e = self.slab.take(key);
         self.release_tenant(e.tenant);
         let table = &self.shared.table;
@@ -621,6 +649,7 @@ impl Scheduler {
         }
         let class = e.spec.class.index();
         self.counters.outcome(class, outcome);
+        #[cfg(feature = "metrics")]
         match outcome {
             Outcome::Finished => {}
             Outcome::TimedOut => self.step_counts[class].timed_out += 1,
@@ -631,10 +660,13 @@ impl Scheduler {
         }
         // Anything but a finish is censored like a cancel (a hand-off too): no latency
         // sample, only the misses so far.
-        let finished = outcome == Outcome::Finished;
-        self.slo.ended_held(key, &mut e, now, finished);
-        // The handle is stale from here on; the slot returns to producers with the step's
-        // batch.
+        #[cfg(feature = "slo")]
+        self.slo
+            .ended_held(key, &mut e, now, outcome == Outcome::Finished);
+        #[cfg(not(feature = "slo"))]
+        let _ = now; // only the SLO tracker samples when a request ended
+                     // The handle is stale from here on; the slot returns to producers with the step's
+                     // batch.
         self.drain.free(&self.shared.table, e.token);
         outcome
     }

@@ -362,7 +362,10 @@ impl Scheduler {
             relegated: e.relegated,
         };
         self.counters.per_class[e.spec.class.index()].admitted += 1;
-        self.step_counts[e.spec.class.index()].admitted += 1;
+        #[cfg(feature = "metrics")]
+        {
+            self.step_counts[e.spec.class.index()].admitted += 1;
+        }
         let first_run = e.preemptions == 0;
         let prompt = e.spec.prompt_tokens;
         self.running.push(key);
@@ -371,7 +374,9 @@ impl Scheduler {
             // preemption is the scheduler's cost, not more service to the tenant.
             self.charge(key, super::fairness::Tokens::Prompt, prompt);
         }
+        #[cfg(feature = "slo")]
         self.slo.admitted_held(&mut self.slab[key], now);
+        #[cfg(feature = "metrics")]
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
             id = admitted.id.0,
@@ -388,7 +393,10 @@ impl Scheduler {
         if admitted.overdue && self.by_deadline() && !admitted.resumed {
             let class = admitted.class.index();
             self.counters.per_class[class].overdue += 1;
-            self.step_counts[class].max_wait_missed += 1;
+            #[cfg(feature = "metrics")]
+            {
+                self.step_counts[class].max_wait_missed += 1;
+            }
             tracing::warn!(
                 id = admitted.id.0,
                 class,
@@ -549,7 +557,11 @@ impl Scheduler {
         e.prefill_target = e.spec.prompt_tokens + e.generated;
         e.preemptions += 1;
         self.counters.per_class[e.spec.class.index()].preempted += 1;
-        self.step_counts[e.spec.class.index()].preempted += 1;
+        #[cfg(feature = "metrics")]
+        {
+            self.step_counts[e.spec.class.index()].preempted += 1;
+        }
+        #[cfg(feature = "slo")]
         self.slo.preempted_held(e);
         tracing::debug!(
             id = id.0,

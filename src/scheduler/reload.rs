@@ -114,6 +114,7 @@ impl Scheduler {
             Ok(_) => self.reloads.0 += 1,
             Err(_) => self.reloads.1 += 1,
         }
+        #[cfg(feature = "metrics")]
         crate::telemetry::record_reload(result.is_ok());
         *lock(&self.pending.last) = Some(result.clone());
         Some(result)
@@ -270,7 +271,10 @@ impl Scheduler {
         self.queue_timeout = config.queue_timeout_ms.map(Duration::from_millis);
         self.config = config;
         if slo_changed {
+            #[cfg(feature = "slo")]
             self.restart_slo_tracking();
+            #[cfg(feature = "metrics")]
+            self.restart_metrics();
         }
         // Publish last: every class position has its ingress queues from the start, the
         // capacities are the new ones, and API threads that load these limits check against
@@ -286,8 +290,8 @@ impl Scheduler {
     }
 
     /// Starts SLO tracking afresh under the configuration in force (windows restart; the
-    /// requests held are registered again so their latencies still count) and
-    /// re-registers the metric families for the new classes.
+    /// requests held are registered again so their latencies still count).
+    #[cfg(feature = "slo")]
     fn restart_slo_tracking(&mut self) {
         self.slo = crate::slo::SloTracker::new(self.config.slo.clone(), &self.classes)
             .expect("a validated configuration builds its tracker");
@@ -306,6 +310,11 @@ impl Scheduler {
                 self.slo.first_token_held(e, t);
             }
         }
+    }
+
+    /// Re-registers the metric families for the classes and SLO targets in force.
+    #[cfg(feature = "metrics")]
+    fn restart_metrics(&mut self) {
         self.metrics = crate::telemetry::StepMetrics::new(&self.classes, Some(&self.config.slo));
         self.step_counts = Default::default();
     }

@@ -181,6 +181,7 @@ impl Default for SloConfig {
 
 impl SloConfig {
     /// Every window queries accept: the sliding windows, shortest first, then cumulative.
+    #[cfg(feature = "slo")]
     pub fn windows(&self) -> Vec<crate::slo::SloWindow> {
         self.windows_s
             .iter()

@@ -8,17 +8,26 @@
 //! * [`StepMetrics`] holds a handle per family and label set, registered when it is built
 //!   (so build it after installing the recorder). The engine thread calls
 //!   [`StepMetrics::publish`] at the end of each step with what the step knows,
-//!   [`StepMetrics::queue_wait`] per first admission, and [`StepMetrics::publish_slo`] with
-//!   the [`SloTracker`] (violation counters every call, compliance gauges at most once per
-//!   [`StepMetrics::with_compliance_interval`]).
+//!   [`StepMetrics::queue_wait`] per first admission, and (with the `slo` feature)
+//!   `StepMetrics::publish_slo` with the `SloTracker` (violation counters every call,
+//!   compliance gauges at most once per `StepMetrics::with_compliance_interval`).
 //! * [`record_refused`] counts a refusal at submit, from any thread.
+//!
+//! The module exists with the `metrics` feature (on by default); the SLO families
+//! (violations, compliance, bounds) also need the `slo` feature, and are in `slo.rs`.
 
 use crate::class::{Class, ClassSet};
 use crate::error::SubmitError;
-use crate::slo::{SloConfig, SloTracker, SloWindow, ViolationKind};
+use crate::slo::SloConfig;
+#[cfg(feature = "slo")]
+use crate::slo::SloTracker;
+#[cfg(feature = "slo")]
 use crate::time::Timestamp;
 use ::metrics::{Counter, Gauge, Histogram, Unit};
 use std::time::Duration;
+
+#[cfg(feature = "slo")]
+mod slo;
 
 /// Gauge `{class}`: requests waiting in the queue, by base class.
 pub const QUEUE_DEPTH: &str = "triage_queue_depth";
@@ -71,16 +80,17 @@ pub const CONFIG_RELOADS: &str = "triage_config_reloads_total";
 pub const LABEL_CLASS: &str = "class";
 /// Label: why a request was refused ([`RefuseReason::as_str`]).
 pub const LABEL_REASON: &str = "reason";
-/// Label: which target was violated ([`ViolationKind::as_str`]).
+/// Label: which target was violated (`ViolationKind::as_str`).
 pub const LABEL_KIND: &str = "kind";
-/// Label: the window ([`SloWindow::label`]: `1m`, `5m`, `1h`, `cumulative`).
+/// Label: the window (`SloWindow::label`: `1m`, `5m`, `1h`, `cumulative`).
 pub const LABEL_WINDOW: &str = "window";
 /// Label: the target (`ttft`, `tpot`, `e2e`).
 pub const LABEL_TARGET: &str = "target";
 /// Label: how a configuration reload went.
 pub const LABEL_RESULT: &str = "result";
 
-/// Every family the scheduler always emits, for documentation checks. The opt-in
+/// Every family the scheduler always emits with the default features (the `SLO_*` ones
+/// need `slo`), for documentation checks. The opt-in
 /// per-tenant families are in [`TENANT_NAMES`].
 pub const ALL_NAMES: [&str; 22] = [
     QUEUE_DEPTH,
@@ -274,30 +284,8 @@ pub fn describe() {
         Unit::Count,
         "Requests cancelled by the client, by class."
     );
-    describe_counter!(
-        SLO_VIOLATIONS,
-        Unit::Count,
-        "SLO violations reported, by class and kind (ttft, tpot, e2e)."
-    );
-    describe_counter!(
-        SLO_REPORTS_DROPPED,
-        Unit::Count,
-        "SLO violation reports dropped because a subscriber's channel was full."
-    );
-    describe_gauge!(
-        SLO_COMPLIANCE,
-        "Fraction of samples meeting the target's bound, by class, window and target."
-    );
-    describe_gauge!(
-        SLO_MEASURED,
-        Unit::Seconds,
-        "Measured latency at the target's quantile, by class, window and target."
-    );
-    describe_gauge!(
-        SLO_BOUND,
-        Unit::Seconds,
-        "The target's latency bound, by class and target."
-    );
+    #[cfg(feature = "slo")]
+    slo::describe();
     describe_histogram!(
         STEP_DURATION,
         Unit::Seconds,
@@ -380,38 +368,24 @@ struct ClassHandles {
     shed: Counter,
     max_wait_missed: Counter,
     refused: [Counter; RefuseReason::COUNT],
-    violations: [Counter; 3],
-}
-
-/// The compliance gauges of one class, window and target.
-struct ComplianceHandles {
-    class: Class,
-    window: SloWindow,
-    kind: ViolationKind,
-    ratio: Gauge,
-    measured: Gauge,
 }
 
 /// Publishes a scheduler's metrics; owned by the engine thread. Handles are registered
 /// with the recorder installed when this is built.
 pub struct StepMetrics {
     classes: Vec<ClassHandles>,
-    compliance: Vec<ComplianceHandles>,
     step_duration: Histogram,
     vllm_waiting: Gauge,
     vllm_running: Gauge,
     vllm_kv: Gauge,
-    reports_dropped: Counter,
-    compliance_every: Duration,
-    last_compliance: Option<Timestamp>,
+    #[cfg(feature = "slo")]
+    slo: slo::SloMetrics,
 }
 
 impl std::fmt::Debug for StepMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepMetrics")
             .field("classes", &self.classes.len())
-            .field("compliance_every", &self.compliance_every)
-            .field("last_compliance", &self.last_compliance)
             .finish_non_exhaustive()
     }
 }
@@ -424,10 +398,10 @@ impl std::fmt::Debug for StepMetrics {
 pub const DEFAULT_COMPLIANCE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl StepMetrics {
-    /// Registers the handles for `classes` and, if given, the SLO targets and windows of
-    /// `slo` (whose bound gauges are set now). Compliance is published at most once per
-    /// [`DEFAULT_COMPLIANCE_INTERVAL`] unless [`StepMetrics::with_compliance_interval`]
-    /// says otherwise.
+    /// Registers the handles for `classes` and, with the `slo` feature, the SLO targets and
+    /// windows of `slo` if given (whose bound gauges are set now; without the feature `slo`
+    /// is not read). Compliance is published at most once per [`DEFAULT_COMPLIANCE_INTERVAL`]
+    /// unless `StepMetrics::with_compliance_interval` says otherwise.
     pub fn new(classes: &ClassSet, slo: Option<&SloConfig>) -> Self {
         let class_handles = classes
             .iter()
@@ -451,65 +425,26 @@ impl StepMetrics {
                     refused: RefuseReason::ALL.map(|r| {
                         ::metrics::counter!(REFUSED, LABEL_CLASS => name.clone(), LABEL_REASON => r.as_str())
                     }),
-                    violations: ViolationKind::ALL.map(|k| {
-                        ::metrics::counter!(SLO_VIOLATIONS, LABEL_CLASS => name.clone(), LABEL_KIND => k.as_str())
-                    }),
                 }
             })
             .collect();
-        let mut compliance = Vec::new();
-        if let Some(slo) = slo {
-            let windows = slo.windows();
-            for (c, targets) in classes.iter().zip(&slo.classes) {
-                let name = classes.name(c).to_string();
-                let targets: Vec<_> = [
-                    (ViolationKind::Ttft, targets.ttft),
-                    (ViolationKind::Tpot, targets.tpot),
-                    (ViolationKind::EndToEnd, targets.e2e),
-                ]
-                .into_iter()
-                .filter_map(|(kind, t)| t.map(|t| (kind, t)))
-                .collect();
-                for &(kind, target) in &targets {
-                    ::metrics::gauge!(SLO_BOUND, LABEL_CLASS => name.clone(), LABEL_TARGET => kind.as_str())
-                        .set(target.bound().as_secs_f64());
-                }
-                // Ordered by class, then window, so one compliance query serves the
-                // targets of a (class, window) pair.
-                for &window in &windows {
-                    for &(kind, _) in &targets {
-                        let labels = [
-                            (LABEL_CLASS, name.clone()),
-                            (LABEL_WINDOW, window.label()),
-                            (LABEL_TARGET, kind.as_str().to_string()),
-                        ];
-                        compliance.push(ComplianceHandles {
-                            class: c,
-                            window,
-                            kind,
-                            ratio: ::metrics::gauge!(SLO_COMPLIANCE, &labels),
-                            measured: ::metrics::gauge!(SLO_MEASURED, &labels),
-                        });
-                    }
-                }
-            }
-        }
+        #[cfg(not(feature = "slo"))]
+        let _ = slo;
         Self {
+            #[cfg(feature = "slo")]
+            slo: slo::SloMetrics::new(classes, slo),
             classes: class_handles,
-            compliance,
             step_duration: ::metrics::histogram!(STEP_DURATION),
             vllm_waiting: ::metrics::gauge!(VLLM_WAITING),
             vllm_running: ::metrics::gauge!(VLLM_RUNNING),
             vllm_kv: ::metrics::gauge!(VLLM_KV_USAGE),
-            reports_dropped: ::metrics::counter!(SLO_REPORTS_DROPPED),
-            compliance_every: DEFAULT_COMPLIANCE_INTERVAL,
-            last_compliance: None,
         }
     }
 
     /// Publishes compliance at most once per `every` of injected time (zero: every call).
+    #[cfg(feature = "slo")]
     pub fn with_compliance_interval(mut self, every: Duration) -> Self {
-        self.compliance_every = every;
+        self.slo.compliance_every = every;
         self
     }
 
@@ -562,38 +497,9 @@ impl StepMetrics {
     /// Publishes the tracker's violation counts (every call, cheap) and, when the
     /// compliance interval has passed since the last time, compliance for every class,
     /// window and target (a window with no samples publishes NaN).
+    #[cfg(feature = "slo")]
     pub fn publish_slo(&mut self, tracker: &mut SloTracker, now: Timestamp) {
-        for (ci, h) in self.classes.iter().enumerate() {
-            let class = Class::from_index(ci as u8);
-            for kind in ViolationKind::ALL {
-                h.violations[kind.index()].absolute(tracker.violations_total(class, kind));
-            }
-        }
-        self.reports_dropped.absolute(tracker.violations_dropped());
-        let due = self
-            .last_compliance
-            .is_none_or(|last| now.saturating_since(last) >= self.compliance_every);
-        if !due || self.compliance.is_empty() {
-            return;
-        }
-        self.last_compliance = Some(now);
-        // The queries below then read stored totals.
-        tracker.sync(now);
-        let mut cached: Option<crate::slo::ClassCompliance> = None;
-        for h in &self.compliance {
-            let fresh = cached.filter(|c| c.class == h.class && c.window == h.window);
-            let cc = match fresh {
-                Some(c) => Some(c),
-                None => tracker.compliance(h.class, h.window, now),
-            };
-            cached = cc;
-            let Some(t) = cc.as_ref().and_then(|c| c.target(h.kind)) else {
-                continue;
-            };
-            h.ratio.set(t.fraction_met.unwrap_or(f64::NAN));
-            h.measured
-                .set(t.measured.map_or(f64::NAN, |m| m.as_secs_f64()));
-        }
+        self.slo.publish(tracker, now);
     }
 }
 
