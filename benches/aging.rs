@@ -16,18 +16,16 @@
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
-mod common;
-
-use common::{Bench, ZERO};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::{Duration, Instant};
 use triage::{Class, QueueOrder, Timestamp};
+use triage_testkit::steady::{self, SteadyDepth, ZERO};
 
 const BUCKETS: u64 = 1000;
 const WIDTH_MS: u64 = 10;
 
 struct Aging {
-    b: Bench,
+    b: SteadyDepth,
     /// LOW's promotion threshold, ms.
     low_after: u64,
     /// Next bucket to cross.
@@ -35,7 +33,7 @@ struct Aging {
 }
 
 fn build(n: usize) -> Aging {
-    let mut cfg = common::config_in(QueueOrder::Ladder, n);
+    let mut cfg = steady::config_in(QueueOrder::Ladder, n);
     cfg.preemption.enabled = false;
     assert_eq!(cfg.bucket_width_ms, WIDTH_MS);
     let low_after = cfg.classes[Class::LOW.index()]
@@ -43,7 +41,7 @@ fn build(n: usize) -> Aging {
         .expect("LOW ages");
     // Every bucket is filled before the first one can cross.
     assert!(low_after >= BUCKETS * WIDTH_MS);
-    let mut b = Bench::new(cfg);
+    let mut b = SteadyDepth::new(cfg);
     let per = n as u64 / BUCKETS;
     for k in 0..BUCKETS {
         b.clock.set(Timestamp::from_millis(k * WIDTH_MS));

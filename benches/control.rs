@@ -14,29 +14,28 @@
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
-mod common;
-
-use common::{mixed_class, Bench, ZERO};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use triage::{Class, RequestHandle};
+use triage_testkit::steady::{self, mixed_class, SteadyDepth, FILL_CHUNK, ZERO};
+use triage_testkit::Rng;
 
 const QUEUED: usize = 100_000;
 const BATCH: usize = 256;
 
 struct State {
-    b: Bench,
+    b: SteadyDepth,
     /// Waiting requests' handles and their current class.
     ids: Vec<(RequestHandle, u8)>,
-    rng: u64,
+    rng: Rng,
 }
 
 impl State {
     fn new() -> Self {
-        let mut cfg = common::config(QUEUED);
+        let mut cfg = steady::config(QUEUED);
         cfg.preemption.enabled = false;
-        let mut b = Bench::new(cfg);
-        let handles = b.fill(QUEUED, Duration::from_secs(5), 4096, mixed_class);
+        let mut b = SteadyDepth::new(cfg);
+        let handles = b.fill(QUEUED, Duration::from_secs(5), FILL_CHUNK, mixed_class);
         let ids = (0..QUEUED as u64)
             .zip(handles)
             .map(|(i, h)| (h, mixed_class(i).index() as u8))
@@ -44,17 +43,12 @@ impl State {
         Self {
             b,
             ids,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: Rng::new(0x9E37_79B9_7F4A_7C15),
         }
     }
 
     fn pick(&mut self) -> usize {
-        // SplitMix64.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % self.ids.len() as u64) as usize
+        (self.rng.next_u64() % self.ids.len() as u64) as usize
     }
 
     /// Cancels 256 random waiting requests; returns the time of the calls.

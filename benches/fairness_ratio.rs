@@ -21,11 +21,12 @@
 
 mod common;
 
-use common::Bench;
+use common::timed_batch_step;
 use std::time::Duration;
+use triage_testkit::steady::{self, SteadyDepth};
 
-fn filled(on: bool, tenants: u64) -> Bench {
-    Bench::filled(common::fairness_config(on, tenants), 100_000, tenants)
+fn filled(on: bool, tenants: u64) -> SteadyDepth {
+    SteadyDepth::filled(steady::fairness_config(on, tenants), 100_000, tenants)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -45,13 +46,13 @@ fn main() {
     let tenants = numbers.next().unwrap_or(1_000).max(1) as u64;
     let (mut on, mut off) = (filled(true, tenants), filled(false, tenants));
     for _ in 0..warmup {
-        on.timed_batch_step();
-        off.timed_batch_step();
+        timed_batch_step(&mut on);
+        timed_batch_step(&mut off);
     }
     let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
     for _ in 0..steps {
-        t_on.push(on.timed_batch_step());
-        t_off.push(off.timed_batch_step());
+        t_on.push(timed_batch_step(&mut on));
+        t_off.push(timed_batch_step(&mut off));
     }
     assert!(on.sched.conservation().is_balanced() && off.sched.conservation().is_balanced());
     let (m_on, m_off) = (mean(&t_on), mean(&t_off));

@@ -3,7 +3,8 @@
 //!
 //! The queue is filled once per size with arrivals spread over the last 1.25 × LOW's
 //! promotion threshold (classes one third each), so in the ladder order buckets cross the
-//! aging thresholds as the clock moves (see `common::config_in` for deadline order). Each
+//! aging thresholds as the clock moves (see `triage_testkit::steady::config_in` for deadline
+//! order). Each
 //! measured iteration is one `step_into` on a [`triage::ManualClock`] that advances 10 ms
 //! per step: it drains the 256 requests submitted since the previous step, promotes aged
 //! buckets or judges deadlines, and admits 256 (budget: 256 seqs, 2048 tokens, 8-token
@@ -17,9 +18,10 @@
 
 mod common;
 
-use common::{Bench, BATCH};
+use common::timed_batch_step;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
+use triage_testkit::steady::{self, SteadyDepth, BATCH};
 
 /// Fills a scheduler with `n` queued requests under `cfg`, spread round robin over
 /// `tenants` tenants (0: no tenant), and measures `step_into` as described at the top of
@@ -31,12 +33,12 @@ fn bench_steps(
     n: usize,
     tenants: u64,
 ) {
-    let mut b = Bench::filled(cfg, n, tenants);
+    let mut b = SteadyDepth::filled(cfg, n, tenants);
     g.bench_function(id, |bch| {
         bch.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                total += b.timed_batch_step();
+                total += timed_batch_step(&mut b);
             }
             total
         })
@@ -69,7 +71,7 @@ fn step(c: &mut Criterion) {
         bench_steps(
             &mut g,
             BenchmarkId::from_parameter(n),
-            common::config(n),
+            steady::config(n),
             n,
             0,
         );
@@ -80,7 +82,7 @@ fn step(c: &mut Criterion) {
         bench_steps(
             &mut g,
             BenchmarkId::from_parameter(n),
-            common::config_in(triage::QueueOrder::Ladder, n),
+            steady::config_in(triage::QueueOrder::Ladder, n),
             n,
             0,
         );
@@ -93,7 +95,7 @@ fn step(c: &mut Criterion) {
 fn tracking(c: &mut Criterion) {
     let mut g = group(c, "step_slo_tracking_100k");
     for on in [true, false] {
-        let mut cfg = common::config(100_000);
+        let mut cfg = steady::config(100_000);
         cfg.slo.enabled = on;
         let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
         bench_steps(&mut g, id, cfg, 100_000, 0);
@@ -106,7 +108,7 @@ fn tracking(c: &mut Criterion) {
 fn fairness(c: &mut Criterion) {
     let mut g = group(c, "step_fairness_1000_tenants_100k");
     for on in [true, false] {
-        let cfg = common::fairness_config(on, 1_000);
+        let cfg = steady::fairness_config(on, 1_000);
         let id = BenchmarkId::from_parameter(if on { "on" } else { "off" });
         bench_steps(&mut g, id, cfg, 100_000, 1_000);
     }

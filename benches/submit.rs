@@ -11,18 +11,17 @@
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
-mod common;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use triage::{Class, RequestSpec, Scheduler};
+use triage_testkit::steady;
 
 const CHUNK: u64 = 1 << 16;
 
 fn run_chunk(producers: u64, n: u64) -> Duration {
     // Every class has room for the whole chunk.
-    let (sched, api) = Scheduler::new(common::config(CHUNK as usize)).expect("valid config");
+    let (sched, api) = Scheduler::new(steady::config(CHUNK as usize)).expect("valid config");
     let per = n.div_ceil(producers);
     let barrier = Barrier::new(producers as usize + 1);
     let elapsed = std::thread::scope(|s| {

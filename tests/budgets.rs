@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use triage::*;
+use triage_testkit::{FakeEngine, Goal, Rng};
 
 fn five_of_300(h: &mut Harness) {
     for id in 0..5 {
@@ -129,73 +130,48 @@ fn long_mixed_run(order: QueueOrder, total_blocks: u32) -> MixedRun {
     };
     cfg.engine.total_blocks = total_blocks;
     let mut h = Harness::new(cfg);
+    let mut engine = FakeEngine::new(total_blocks, 16, Goal::Never);
     let mut resumed = 0;
-    // Ordered maps: the run draws random numbers while iterating `held`, so its order must
-    // not depend on a hasher's seed for the run to repeat.
-    let mut held: std::collections::BTreeMap<RequestId, (u32, u32, u32, u32)> = Default::default(); // blocks, kv, target, generated
-    let mut max_new: std::collections::HashMap<RequestId, u32> = Default::default();
     let mut prompt: std::collections::HashMap<RequestId, u32> = Default::default();
-    let mut generated: std::collections::HashMap<RequestId, u32> = Default::default();
     let mut next = 0u64;
-    let mut seed = 0x2545F4914F6CDD1Du64;
-    let mut rand = move |n: u64| xorshift(&mut seed) % n;
+    let mut rng = Rng::new(0x2545F4914F6CDD1D);
+    let mut rand = move |n: u64| rng.next_u64() % n;
     for _ in 0..3000 {
         for _ in 0..rand(3) {
             let class = Class::from_index(rand(3) as u8);
             let (m, p) = (1 + rand(200) as u32, 1 + rand(900) as u32);
             h.submit(next, class, p, m);
-            max_new.insert(RequestId(next), m);
             prompt.insert(RequestId(next), p);
             next += 1;
         }
-        let used: u32 = held.values().map(|v| v.0).sum();
-        let b = budget(32, 512, total_blocks - used);
-        let d = h.step(b);
-        let seqs_before = held.len();
-        for p in &d.preempted {
-            held.remove(&p.id).expect("preempted a running request");
-        }
-        for a in &d.aborted {
-            held.remove(a);
-        }
+        let seqs_before = engine.running();
+        let d = h.step(engine.budget(32, 512));
         assert!(seqs_before - d.preempted.len() + d.admitted.len() <= 32);
         assert!(d.total_tokens() <= 512);
-        let mut blocks_now: u32 = held.values().map(|v| v.0).sum();
         for a in &d.admitted {
             resumed += u64::from(a.resumed);
-            held.insert(a.id, (a.blocks, 0, a.prefill_target, 0));
             // A resumed request recomputes its prompt and the output it had generated.
-            assert_eq!(
-                a.prefill_target,
-                prompt[&a.id] + generated.get(&a.id).copied().unwrap_or(0)
-            );
-            blocks_now += a.blocks;
+            let generated = engine.generated(a.id).unwrap_or(0);
+            assert_eq!(a.prefill_target, prompt[&a.id] + generated);
         }
         // Apply the iteration: prefill chunks and decode tokens.
-        for (id, handle, tokens) in work(&d) {
-            let v = held.get_mut(&id).unwrap();
-            v.1 += tokens;
-            let needed = v.1.div_ceil(16);
-            if needed > v.0 {
-                blocks_now += needed - v.0;
-                v.0 = needed;
-            }
-            let out = u32::from(v.1 >= v.2);
-            v.3 += out;
-            *generated.entry(id).or_default() += out;
-            h.sched
-                .on_progress(handle, h.clock.now(), tokens, out)
-                .unwrap();
-        }
-        assert!(blocks_now <= total_blocks, "KV over capacity: {blocks_now}");
-        let done: Vec<RequestId> = held
-            .iter()
-            .filter(|(id, v)| v.3 >= 1 && (generated[id] >= max_new[id] || rand(8) == 0))
-            .map(|(id, _)| *id)
+        engine.carry_out(&mut h.sched, &d, h.clock.now());
+        assert_eq!(engine.problems(), &[] as &[String]);
+        assert!(
+            engine.blocks_held() <= total_blocks,
+            "KV over capacity: {}",
+            engine.blocks_held()
+        );
+        // Those at their length finish, and some earlier (a stop token) once they have
+        // output.
+        let done = engine.done();
+        let early: Vec<RequestId> = engine
+            .running_ids()
+            .into_iter()
+            .filter(|&id| engine.generated(id) >= Some(1) && (done.contains(&id) || rand(8) == 0))
             .collect();
-        for id in done {
-            held.remove(&id);
-            h.finish(id);
+        for id in early {
+            engine.finish(&mut h.sched, id, h.clock.now());
         }
         h.advance(ms(25));
     }

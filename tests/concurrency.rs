@@ -1,12 +1,10 @@
 //! Many API threads and the engine thread at once: every request ends in exactly one
 //! outcome and the counters balance.
 
-mod common;
-
-use common::{work, xorshift};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use triage::*;
+use triage_testkit::{FakeEngine, Goal, Rng};
 
 const THREADS: u64 = 8;
 const PER_THREAD: u64 = 12_500; // 100,000 in all
@@ -32,14 +30,14 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
             let api = api.clone();
             let outcomes = Arc::clone(&outcomes);
             std::thread::spawn(move || {
-                let mut seed = 0x9E37_79B9 ^ (t + 1);
+                let mut rng = Rng::new(0x9E37_79B9 ^ (t + 1));
                 let (mut refused, mut cancels) = (0u64, 0u64);
                 // Our requests' handles by submit order (`None`: refused).
                 let mut handles: Vec<Option<RequestHandle>> =
                     Vec::with_capacity(PER_THREAD as usize);
                 for i in 0..PER_THREAD {
                     let id = t * PER_THREAD + i;
-                    let r = xorshift(&mut seed);
+                    let r = rng.next_u64();
                     let spec = RequestSpec::new(
                         id,
                         Class::from_index((r % 3) as u8),
@@ -82,51 +80,23 @@ fn eight_api_threads_100k_requests_each_end_exactly_once() {
         let producers_done = Arc::clone(&producers_done);
         std::thread::spawn(move || {
             let mut d = Decision::default();
-            let mut held: std::collections::HashMap<RequestId, (u32, u32, u32)> =
-                Default::default(); // blocks, target, kv
+            // Every running request completes its work and finishes at its first token.
+            let mut engine = FakeEngine::new(7450, 16, Goal::Output(1));
             let mut steps = 0u64;
             loop {
                 let done = producers_done.load(Ordering::Acquire);
-                let used: u32 = held.values().map(|v| v.0).sum();
                 clock.advance(std::time::Duration::from_millis(1)); // one iteration
                 let now = clock.now();
-                let budget = Budget {
-                    max_num_seqs: 256,
-                    max_batched_tokens: 8192,
-                    free_blocks: 7450 - used,
-                };
-                sched.step_into(now, &budget, &mut d).unwrap();
+                sched
+                    .step_into(now, &engine.budget(256, 8192), &mut d)
+                    .unwrap();
                 steps += 1;
-                for id in d.preempted.iter().map(|p| p.id) {
-                    held.remove(&id);
-                }
-                for id in d.aborted.iter().chain(&d.cancelled) {
-                    held.remove(id);
+                // A cancel that won the race with a finish counts as cancelled: still one
+                // outcome.
+                for (id, _) in engine.carry_out(&mut sched, &d, now).ended {
                     outcomes[id.0 as usize].fetch_add(1, Ordering::Relaxed);
                 }
-                for r in &d.rejected {
-                    outcomes[r.id.0 as usize].fetch_add(1, Ordering::Relaxed);
-                }
-                for a in &d.admitted {
-                    held.insert(a.id, (a.blocks, a.prefill_target, 0));
-                }
-                // Every running request completes its work; finish those past prefill.
-                for (id, handle, tokens) in work(&d) {
-                    let v = held.get_mut(&id).unwrap();
-                    v.2 += tokens;
-                    v.0 = v.0.max(v.2.div_ceil(16));
-                    let out = u32::from(v.2 >= v.1);
-                    sched.on_progress(handle, now, tokens, out).unwrap();
-                    if out == 1 {
-                        held.remove(&id);
-                        if sched.on_finished(handle, now, FinishReason::Stop).unwrap()
-                            != Outcome::Finished
-                        {
-                            // A cancel won the race: counted as cancelled, still one outcome.
-                        }
-                        outcomes[id.0 as usize].fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                assert_eq!(engine.problems(), &[] as &[String]);
                 assert!(sched.conservation().is_balanced());
                 let c = sched.conservation();
                 if done && c.in_ingress == 0 && c.waiting == 0 && c.running == 0 {

@@ -17,6 +17,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use triage::*;
+use triage_testkit::{FakeEngine, Goal, Rng};
 
 /// Deadline order, no aging, two shards.
 fn deadline() -> SchedulerConfig {
@@ -26,23 +27,18 @@ fn deadline() -> SchedulerConfig {
     }
 }
 
-/// A scheduler with a test engine that runs every decision to the letter: prefill chunks
-/// as scheduled, one output token per decode, nothing finishes unless told.
+/// A scheduler and the test kit's engine, which runs every decision to the letter:
+/// prefill chunks as scheduled, one output token per decode, nothing finishes unless told.
 struct Engine {
     h: Harness,
-    /// Running requests: `(prefill target, KV tokens, KV blocks)`.
-    running: BTreeMap<RequestId, (u32, u32, u32)>,
-    /// Output tokens generated so far (kept across preemptions) and `max_new_tokens`, of
-    /// every request submitted and not finished.
-    output: BTreeMap<RequestId, (u32, u32)>,
+    engine: FakeEngine,
 }
 
 impl Engine {
     fn new(config: SchedulerConfig) -> Self {
         Self {
             h: Harness::new(config),
-            running: BTreeMap::new(),
-            output: BTreeMap::new(),
+            engine: FakeEngine::new(u32::MAX, 16, Goal::Never),
         }
     }
 
@@ -53,54 +49,32 @@ impl Engine {
     fn submit(&mut self, spec: RequestSpec) {
         let handle = self.h.api.submit(spec).expect("submit accepted");
         self.h.handles.insert(spec.id, handle);
-        self.output.insert(spec.id, (0, spec.max_new_tokens));
     }
 
     /// Steps with `b` and runs the decision at the step's time.
     fn step(&mut self, b: Budget) -> Decision {
         let d = self.h.step(b);
-        for p in &d.preempted {
-            self.running.remove(&p.id);
-        }
-        for a in &d.aborted {
-            self.running.remove(a);
-        }
-        for a in &d.admitted {
-            self.running.insert(a.id, (a.prefill_target, 0, a.blocks));
-        }
         let now = self.now();
-        for (id, handle, tokens) in work(&d) {
-            let (target, kv, blocks) = self.running.get_mut(&id).expect("runs");
-            *kv += tokens;
-            *blocks = (*blocks).max(kv.div_ceil(16));
-            let out = u32::from(*kv >= *target);
-            self.output.get_mut(&id).expect("submitted").0 += out;
-            self.h
-                .sched
-                .on_progress(handle, now, tokens, out)
-                .expect("progress accepted");
-        }
+        self.engine.carry_out(&mut self.h.sched, &d, now);
+        assert_eq!(self.engine.problems(), &[] as &[String]);
         d
     }
 
     /// KV blocks free on an engine of `total`.
     fn free(&self, total: u32) -> u32 {
-        total - self.running.values().map(|r| r.2).sum::<u32>()
+        total - self.engine.blocks_held()
     }
 
     fn finish(&mut self, id: u64) {
-        self.running.remove(&RequestId(id));
-        self.output.remove(&RequestId(id));
-        self.h.finish(RequestId(id));
+        let now = self.now();
+        self.engine
+            .finish(&mut self.h.sched, RequestId(id), now)
+            .expect("a running request finishes");
     }
 
     /// Running requests that generated `max_new_tokens`: the engine must finish them.
     fn done(&self) -> Vec<u64> {
-        self.running
-            .keys()
-            .filter(|id| self.output[id].0 == self.output[id].1)
-            .map(|id| id.0)
-            .collect()
+        self.engine.done().into_iter().map(|id| id.0).collect()
     }
 }
 
@@ -507,7 +481,7 @@ fn a_decode_is_withheld_at_most_max_decode_delay_or_its_classs_tpot_bound() {
                     last_token.insert(id, e.now());
                 }
             }
-            assert!(e.running.contains_key(&RequestId(5)));
+            assert!(e.engine.run(RequestId(5)).is_some());
             e.h.advance(ms(50));
         }
         // Steps at 100 to 400 ms; the LOW decodes run exactly when their last token is
@@ -518,8 +492,11 @@ fn a_decode_is_withheld_at_most_max_decode_delay_or_its_classs_tpot_bound() {
             vec![350]
         };
         assert_eq!(low_steps, expect, "TPOT bound {tpot_ms:?}");
-        let (target, kv, _) = e.running[&RequestId(5)];
-        assert!(kv < target, "MEDIUM 5 was still prefilling throughout");
+        let run = e.engine.run(RequestId(5)).expect("MEDIUM 5 runs");
+        assert!(
+            run.kv < run.target,
+            "MEDIUM 5 was still prefilling throughout"
+        );
     }
 }
 
@@ -890,8 +867,8 @@ fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
     cfg.engine.total_blocks = 400;
     cfg.engine.watermark = 0.0;
     let mut e = Engine::new(cfg);
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rand = move |n: u64| xorshift(&mut seed) % n;
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
+    let mut rand = move |n: u64| rng.next_u64() % n;
     let mut next = 0u64;
     let (mut preempted, mut cancelled, mut shed) = (0, 0, 0);
     let mut max_waiting = 0;
@@ -931,22 +908,21 @@ fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
                 "{r:?}"
             );
             assert_eq!(r.class, Class::MEDIUM, "only MEDIUM sheds");
-            e.output.remove(&r.id);
             shed += 1;
         }
         for id in e.done() {
             e.finish(id);
         }
         // Some finish early (a stop token) once they have output.
-        let early: Vec<u64> = e
-            .running
-            .keys()
-            .filter(|id| e.output[id].0 > 0)
-            .map(|id| id.0)
+        let early: Vec<RequestId> = e
+            .engine
+            .running_ids()
+            .into_iter()
+            .filter(|&id| e.engine.generated(id) > Some(0))
             .collect();
         for id in early {
             if rand(10) == 0 {
-                e.finish(id);
+                e.finish(id.0);
             }
         }
         e.h.advance(ms(20));
@@ -960,8 +936,7 @@ fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
         .iter()
         .map(|&k| c(k).overdue)
         .sum();
-    // The run went where it was meant to (with this seed: 1,550 preempted, 70 cancelled,
-    // 433 shed, 20 relegated, 13 overdue, 1,268 waiting at most).
+    // The run went where it was meant to: every rule it exercises came into play.
     assert!(
         preempted > 10
             && cancelled > 10
@@ -980,14 +955,10 @@ fn conservation_and_invariants_hold_at_every_step_of_a_mixed_run() {
     // The load stops; everything ends.
     let mut guard = 0;
     while e.h.sched.waiting() + e.h.sched.running() > 0 {
-        let d = e.step(budget(32, 2048, e.free(400)));
-        for r in &d.rejected {
-            e.output.remove(&r.id);
-        }
-        let running: Vec<u64> = e.running.keys().map(|id| id.0).collect();
-        for id in running {
-            if e.output[&RequestId(id)].0 > 0 {
-                e.finish(id);
+        e.step(budget(32, 2048, e.free(400)));
+        for id in e.engine.running_ids() {
+            if e.engine.generated(id) > Some(0) {
+                e.finish(id.0);
             }
         }
         e.h.advance(ms(20));

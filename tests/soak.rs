@@ -9,14 +9,12 @@
 //! `TRIAGE_SOAK_MS` bounds the run time (default 2000 ms), `TRIAGE_SOAK_OPS` the API
 //! operations (default unbounded), `TRIAGE_SOAK_THREADS` the API threads (default 3).
 
-mod common;
-
-use common::xorshift;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use triage::*;
+use triage_testkit::{FakeEngine, Goal, Rng};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,33 +32,19 @@ struct ApiLog {
     ops: u64,
 }
 
-struct Run {
-    handle: RequestHandle,
-    kv: u32,
-    target: u32,
-    generated: u32,
-    blocks: u32,
-}
-
-/// The engine thread's side: the scheduler and the engine's copy of what runs.
+/// The engine thread's side: the scheduler, the test kit's engine (finishing each request
+/// at an output length drawn at its first start, up to its `max_new_tokens`) and the
+/// outcome of every request that ended.
 struct Engine {
     sched: Scheduler,
     clock: ManualClock,
-    /// Output tokens of every held request (kept across preemptions).
-    generated: HashMap<u64, u32>,
-    /// The handle of every request admitted and not ended: a resumed request keeps it.
-    handles: HashMap<u64, RequestHandle>,
-    running: HashMap<u64, Run>,
+    engine: FakeEngine,
     outcomes: HashMap<u64, Outcome>,
-    total_blocks: u32,
     steps: u64,
-    seed: u64,
 }
 
 impl Engine {
     fn end(&mut self, id: u64, o: Outcome) {
-        self.generated.remove(&id);
-        self.handles.remove(&id);
         let prev = self.outcomes.insert(id, o);
         assert!(prev.is_none(), "req#{id} ended twice: {prev:?} then {o:?}");
     }
@@ -68,90 +52,21 @@ impl Engine {
     fn step(&mut self, seqs: u32, tokens: u32) -> Decision {
         self.clock.advance(Duration::from_millis(1));
         let now = self.clock.now();
-        let held: u32 = self.running.values().map(|r| r.blocks).sum();
-        let b = Budget {
-            max_num_seqs: seqs,
-            max_batched_tokens: tokens,
-            free_blocks: self.total_blocks - held,
-        };
+        let b = self.engine.budget(seqs, tokens);
         let d = self.sched.step(now, &b).expect("valid budget");
         self.steps += 1;
         let c = self.sched.conservation();
         assert!(c.is_balanced(), "step {}: {c}", self.steps);
         assert!(d.total_tokens() <= tokens);
-        for id in d.cancelled.iter() {
-            self.end(id.0, Outcome::Cancelled);
-        }
-        for id in d.aborted.iter() {
-            assert!(self.running.remove(&id.0).is_some(), "abort of idle {id}");
-            self.end(id.0, Outcome::Cancelled);
-        }
-        for r in &d.rejected {
-            self.end(r.id.0, Outcome::TimedOut);
-        }
-        for p in &d.preempted {
-            let run = self.running.remove(&p.id.0).expect("victim was running");
-            assert!(p.freed_blocks >= run.blocks);
-        }
-        for a in &d.admitted {
-            assert!(
-                !self.running.contains_key(&a.id.0),
-                "{} started twice",
-                a.id
-            );
-            let generated = *self.generated.get(&a.id.0).unwrap_or(&0);
-            let first = *self.handles.entry(a.id.0).or_insert(a.handle);
-            assert_eq!(first, a.handle, "{} resumed under another handle", a.id);
-            self.running.insert(
-                a.id.0,
-                Run {
-                    handle: a.handle,
-                    kv: 0,
-                    target: a.prefill_target,
-                    generated,
-                    blocks: a.blocks,
-                },
-            );
-        }
-        let work: Vec<(u64, RequestHandle, u32)> = d
-            .scheduled
-            .iter()
-            .map(|s| (s.id.0, s.handle, s.tokens))
-            .chain(
-                d.admitted
-                    .iter()
-                    .map(|a| (a.id.0, a.handle, a.prefill_tokens)),
-            )
-            .collect();
-        let held: u32 = self.running.values().map(|r| r.blocks).sum::<u32>();
-        assert!(held <= self.total_blocks);
-        for (id, handle, tokens) in work {
-            let run = self
-                .running
-                .get_mut(&id)
-                .expect("work for a running request");
-            assert_eq!(run.handle, handle, "req#{id}: work under its handle");
-            run.kv += tokens;
-            run.blocks = run.blocks.max(run.kv.div_ceil(16));
-            let out = u32::from(run.kv >= run.target);
-            self.sched
-                .on_progress(handle, now, tokens, out)
-                .expect("progress");
-            run.generated += out;
-            self.generated.insert(id, run.generated);
-            // Finish at the request's length (encoded in its id) or, now and then, early.
-            let max_new = (id % 16 + 1) as u32;
-            let stop = xorshift(&mut self.seed) % 64 == 0 && run.generated > 0;
-            if run.generated == max_new || stop {
-                let reason = if stop {
-                    FinishReason::Stop
-                } else {
-                    FinishReason::Length
-                };
-                let o = self.sched.on_finished(handle, now, reason).expect("finish");
-                self.running.remove(&id);
-                self.end(id, o);
-            }
+        let carried = self.engine.carry_out(&mut self.sched, &d, now);
+        assert_eq!(
+            self.engine.problems(),
+            &[] as &[String],
+            "step {}",
+            self.steps
+        );
+        for (id, o) in carried.ended {
+            self.end(id.0, o);
         }
         d
     }
@@ -212,16 +127,16 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
             let (api, stop, ops, logs) = (api.clone(), stop.clone(), ops.clone(), logs.clone());
             std::thread::spawn(move || {
                 let mut log = ApiLog::default();
-                let mut seed = 0x2545_F491_4F6C_DD1D ^ (t + 1);
+                let mut rng = Rng::new(0x2545_F491_4F6C_DD1D ^ (t + 1));
                 let mut next = 0u64;
                 // Handles by counter (`None`: refused), for cancels and class changes.
                 let mut handles: Vec<Option<RequestHandle>> = Vec::new();
                 while !stop.load(Ordering::Relaxed) && ops.fetch_add(1, Ordering::Relaxed) < max_ops
                 {
                     log.ops += 1;
-                    let r = xorshift(&mut seed);
+                    let r = rng.next_u64();
                     // Ids are unique per thread: (thread << 40) | counter; the low 4 bits
-                    // of the counter set max_new so the engine knows when to stop.
+                    // of the counter set max_new.
                     match r % 10 {
                         0..=5 => {
                             let id = (t << 40) | next;
@@ -278,19 +193,15 @@ fn soak(fair: bool, order: QueueOrder, run_ms: u64) {
     let mut engine = Engine {
         sched,
         clock,
-        generated: HashMap::new(),
-        handles: HashMap::new(),
-        running: HashMap::new(),
+        engine: FakeEngine::new(total_blocks, 16, Goal::Drawn(0x9E37_79B9_7F4A_7C15)),
         outcomes: HashMap::new(),
-        total_blocks,
         steps: 0,
-        seed: 0x9E37_79B9_7F4A_7C15,
     };
-    let mut seed = 7u64;
+    let mut rng = Rng::new(7);
     while start.elapsed() < Duration::from_millis(run_ms)
         && !producers.iter().all(|p| p.is_finished())
     {
-        let r = xorshift(&mut seed);
+        let r = rng.next_u64();
         engine.step(1 + (r % 48) as u32, 64 + (r >> 8) as u32 % 2048);
     }
     stop.store(true, Ordering::Relaxed);

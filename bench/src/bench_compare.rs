@@ -21,7 +21,8 @@
 //!   the default, or ladder), ages by buckets or judges the requests it comes to against
 //!   their deadlines and relegates the late ones; the baselines only order and pop.
 //!   Figures are p50 and p99 of the per-step time over all runs. In deadline order triage
-//!   runs with relaxed prefills uncapped (see `filled::config`) so that it, too, takes
+//!   runs with relaxed prefills uncapped (see `triage_testkit::steady::config_in`) so that
+//!   it, too, takes
 //!   the full batch; and the fill leaves most HIGH and MEDIUM requests past their
 //!   deadlines, which full steps relegate as they come to them (at most 4,096 per step).
 //!   Those settling steps run before the timed ones (`filled::Settled`): the table is the
@@ -46,6 +47,7 @@ use serde::Serialize;
 use triage::{
     Class, Clock, MonotonicClock, QueueOrder, RequestSpec, Scheduler, SchedulerConfig, Timestamp,
 };
+use triage_testkit::steady;
 
 use crate::baselines::deque::DequeQueues;
 use crate::baselines::heap::HeapQueue;
@@ -79,8 +81,8 @@ pub struct CompareOptions {
     pub step_seconds: f64,
     /// Admissions per step.
     pub batch: usize,
-    /// Triage's queue order (see `filled::config` for the one tunable the step workload
-    /// changes in deadline order).
+    /// Triage's queue order (see `triage_testkit::steady::config_in` for the one tunable
+    /// the step workload changes in deadline order).
     pub order: QueueOrder,
     /// Producer counts of the contended workload ([`crate::contended`]; empty: skipped).
     pub contended_producers: Vec<usize>,
@@ -247,7 +249,7 @@ fn submit_once(
     let spec = |i: u64| RequestSpec::new(i, Class::from_index((i % 3) as u8), 100, 100);
     match name {
         TRIAGE => {
-            let (sched, api) = Scheduler::new(filled::config(ops, order)).expect("valid config");
+            let (sched, api) = Scheduler::new(steady::config_in(order, ops)).expect("valid config");
             let d = timed_producers(producers, ops, &|i| {
                 api.submit(spec(i)).expect("submit refused");
             });
@@ -364,7 +366,7 @@ struct TriageRun {
 
 /// Times up to `o.steps` steps of triage at depth `n`.
 fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
-    let mut f = Filled::new(filled::config(n, o.order), n, o.batch as u32);
+    let mut f = Filled::new(steady::config_in(o.order, n), n, o.batch as u32);
     let mut late = 0;
     let mut callbacks = Vec::with_capacity(o.steps);
     let mut out = Vec::with_capacity(o.steps);
@@ -372,15 +374,15 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
     let mut promoted = 0;
     let start = Instant::now();
     while out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds {
-        let before = f.judged_late();
+        let before = f.steady.judged_late();
         let took = f.timed_step(Meter::CpuAndWall);
-        late += f.judged_late() - before;
+        late += f.steady.judged_late() - before;
         out.push(took.wall.expect("metered").as_nanos() as f64);
         cpu.push(took.cpu.as_nanos() as f64);
         callbacks.push(took.callbacks.as_nanos() as f64);
-        promoted += f.d.summary.promoted;
+        promoted += f.steady.d.summary.promoted;
     }
-    assert!(f.sched.conservation().is_balanced());
+    assert!(f.steady.sched.conservation().is_balanced());
     TriageRun {
         wall: out,
         cpu,
@@ -393,13 +395,13 @@ fn step_triage(o: &CompareOptions, n: usize) -> TriageRun {
 
 /// Times up to `o.steps` steps of baseline `name` at depth `n`: wall and CPU ns per step.
 fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
-    let window = filled::fill_window(&filled::config(n, o.order));
+    let window = steady::fill_window(&steady::config_in(o.order, n));
     let b = baseline(name);
-    // The same requests as triage's side ([`filled::spec`] by id).
+    // The same requests as triage's side ([`steady::spec`] by id).
     let mut next_id = 0u64;
     let mut next_spec = || {
         next_id += 1;
-        filled::spec(next_id - 1)
+        steady::spec(next_id - 1)
     };
     let span = window.as_nanos() as u64;
     let item = |spec: RequestSpec, at: Timestamp| Item {
@@ -418,7 +420,7 @@ fn step_baseline(o: &CompareOptions, name: &str, n: usize) -> (Vec<f64>, Vec<f64
     let mut cpu = Vec::with_capacity(o.steps);
     let start = Instant::now();
     while out.len() < 5 || (out.len() < o.steps && start.elapsed().as_secs_f64() < o.step_seconds) {
-        now = now.saturating_add(filled::STEP_DT);
+        now = now.saturating_add(steady::STEP_DT);
         let c = ThreadTime::now();
         let t = Instant::now();
         b.step(now, o.batch, &mut popped);

@@ -18,10 +18,10 @@ use serde::Serialize;
 use triage::{
     Budget, Clock, Decision, FinishReason, MonotonicClock, QueueOrder, Scheduler, Timestamp,
 };
+use triage_testkit::steady::{self, FILL_CHUNK, PROMPT, ZERO};
 
 use crate::baselines::heap::HeapQueue;
 use crate::baselines::{Baseline, Item};
-use crate::filled::{self, PROMPT};
 use crate::timing::Summary;
 
 /// The engine's cadence: one step per iteration of this length.
@@ -186,18 +186,17 @@ fn stop_producers(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<Vec<f6
 }
 
 fn run_triage(o: &ContendedOptions, p: usize) -> Run {
-    let cfg = filled::config(o.queued, o.order);
+    let cfg = steady::config_in(o.order, o.queued);
     let clock = MonotonicClock::new();
     let (mut sched, api) = Scheduler::with_clock(cfg, clock).expect("valid config");
     let mut d = Decision::default();
-    let zero = filled::ZERO;
     for id in 0..o.queued as u64 {
-        api.submit(filled::spec(id)).expect("fill within capacity");
-        if id % 4096 == 4095 {
-            sched.step_into(clock.now(), &zero, &mut d).expect("valid");
+        api.submit(steady::spec(id)).expect("fill within capacity");
+        if (id as usize + 1) % FILL_CHUNK == 0 {
+            sched.step_into(clock.now(), &ZERO, &mut d).expect("valid");
         }
     }
-    sched.step_into(clock.now(), &zero, &mut d).expect("valid");
+    sched.step_into(clock.now(), &ZERO, &mut d).expect("valid");
     let budget = Budget {
         max_num_seqs: o.batch as u32,
         max_batched_tokens: o.batch as u32 * PROMPT,
@@ -211,7 +210,7 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
         move |id| {
             // A refusal (a full class: `queue_capacity` is twice the depth held) is timed
             // like an acceptance; the pacing keeps it from happening.
-            let _ = api.submit(filled::spec(id));
+            let _ = api.submit(steady::spec(id));
         }
     };
     let threads = producers(p, o.queued, &outstanding, &stop, &next_id, submit);
@@ -231,7 +230,7 @@ fn run_triage(o: &ContendedOptions, p: usize) -> Run {
         (took, d.admitted.len())
     });
     let submit = stop_producers(&stop, threads);
-    sched.step_into(clock.now(), &zero, &mut d).expect("valid");
+    sched.step_into(clock.now(), &ZERO, &mut d).expect("valid");
     assert!(sched.conservation().is_balanced());
     Run { step, submit }
 }
@@ -240,7 +239,7 @@ fn run_heap(o: &ContendedOptions, p: usize) -> Run {
     let clock = MonotonicClock::new();
     let heap = Arc::new(HeapQueue::new());
     let item = move |id: u64, at: Timestamp| {
-        let spec = filled::spec(id);
+        let spec = steady::spec(id);
         Item {
             id,
             class: spec.class.index() as u8,

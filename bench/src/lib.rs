@@ -10,9 +10,10 @@
 //! - [`slo_overhead`]: the step's CPU time with SLO tracking on over off
 //!   (`triage slo-overhead`).
 //!
-//! The crate-private `filled` module is the scheduler harness the last two step: filled
-//! to a depth on a manual clock, then stepped batch by batch. [`timing`] holds the
-//! latency summaries they all report.
+//! The crate-private `filled` module meters the testkit's steady-depth workload
+//! (`triage_testkit::steady`) for the last two: a scheduler filled to a depth on a manual
+//! clock, then stepped batch by batch. [`timing`] holds the latency summaries they all
+//! report; `triage stress` runs its requests on the testkit's `FakeEngine`.
 //!
 //! [`counting_allocator::CountingAllocator`] is the global allocator that feeds
 //! [`heap_counter`]; a binary that wants bytes per request measured declares it as its

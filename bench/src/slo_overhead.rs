@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use triage::QueueOrder;
+use triage_testkit::steady;
 
-use crate::filled::{self, Filled, Meter};
+use crate::filled::{Filled, Meter};
 
 /// What `slo-overhead` runs.
 #[derive(Clone, Debug, Serialize)]
@@ -102,7 +103,7 @@ impl OverheadReport {
 
 /// A scheduler of the pair: [`Filled`] with SLO tracking `on`, filled to `o.queued`.
 fn side(o: &OverheadOptions, on: bool) -> Filled {
-    let mut cfg = filled::config(o.queued, o.order);
+    let mut cfg = steady::config_in(o.order, o.queued);
     cfg.slo.enabled = on;
     Filled::new(cfg, o.queued, o.batch)
 }
@@ -141,7 +142,7 @@ pub fn slo_overhead(o: &OverheadOptions) -> Result<OverheadReport, String> {
         blocks.push((per_step(a), per_step(b)));
     }
     for side in [&on, &off] {
-        assert!(side.sched.conservation().is_balanced());
+        assert!(side.steady.sched.conservation().is_balanced());
     }
     let on_mean_ns = blocks.iter().map(|b| b.0).sum::<f64>() / blocks.len() as f64;
     let off_mean_ns = blocks.iter().map(|b| b.1).sum::<f64>() / blocks.len() as f64;

@@ -7,10 +7,10 @@
 //!    (paused while the queue is at or above its target depth, so it stays there), cancels
 //!    and reprioritizes of recent requests, any thread's, through the handles their submits
 //!    returned (published by id) — while the engine thread steps every `step_every` with a
-//!    real budget (`max_num_seqs`, token budget, free KV blocks as the simulated engine
-//!    holds them) and reports progress like an engine, by the handle each admission
-//!    carries: each admitted request prefills (in chunks if the budget says so), then
-//!    decodes a few tokens, then finishes.
+//!    real budget (`max_num_seqs`, token budget, free KV blocks as the simulated engine,
+//!    the testkit's `FakeEngine`, holds them) and reports progress like an engine, by the
+//!    handle each admission carries: each admitted request prefills (in chunks if the
+//!    budget says so), then decodes a few tokens, then finishes.
 //! 3. **Shutdown**: API threads stop, a last step applies their notices, the waiting
 //!    requests are handed off (`drain_waiting`, outcome `evicted`) and the engine runs the
 //!    running ones to completion.
@@ -21,7 +21,6 @@
 //!    iteration naming the handle its submit returned (kept across preemptions), and every
 //!    handle stale (cancel answers `NotFound`) once its request ended.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -30,14 +29,15 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use triage::{
-    Budget, CancelOutcome, Class, Clock, Conservation, ControlError, Decision, FinishReason,
+    Budget, CancelOutcome, Class, Clock, Conservation, ControlError, Decision, EngineLimits,
     MonotonicClock, Outcome, RequestHandle, RequestId, RequestSpec, Scheduler, SchedulerConfig,
     Submitter, Timestamp,
 };
+use triage_testkit::steady::{FILL_CHUNK, ZERO};
+use triage_testkit::{FakeEngine, Goal, Rng};
 
-use crate::filled::ZERO;
 use crate::heap_counter;
-use crate::timing::{fmt_ns, Rng, Summary};
+use crate::timing::{fmt_ns, Summary};
 
 /// What `triage stress` runs.
 #[derive(Clone, Debug)]
@@ -361,50 +361,40 @@ fn random_spec(rng: &mut Rng, id: u64, o: &StressOptions) -> RequestSpec {
     RequestSpec::new(id, class, prompt, max_new)
 }
 
-/// What the stress engine knows of a request it has seen admitted.
-#[derive(Clone, Copy, Debug)]
-struct Job {
-    /// Its handle, from its first admission (a resumed request must bring the same one).
-    handle: RequestHandle,
-    running: bool,
-    kv: u32,
-    target: u32,
-    held: u32,
-    generated: u32,
-    /// Output tokens after which it finishes.
-    goal: u32,
-    max_new: u32,
-}
-
-/// The simulated engine: KV blocks held by running requests and their progress.
+/// The stress engine: the testkit's [`FakeEngine`] runs the requests (KV blocks, chunked
+/// prefill, decode, a finish at a goal drawn from 1 to each request's `max_new_tokens` at
+/// its first admission) and checks what each decision asks of it; around it, what stress
+/// counts and checks on top: outcomes by kind and in the book, admissions, preemptions and
+/// promotions, and each admission's handle against the one its submit returned.
 struct Engine {
-    jobs: HashMap<u64, Job>,
-    held: u64,
-    total_blocks: u32,
-    block_size: u32,
-    rng: Rng,
+    /// Carries out each decision.
+    fake: FakeEngine,
+    /// How many of `fake.problems()` have been reported through [`Engine::fail`].
+    problems_reported: usize,
     seen: SeenOutcomes,
     failures: Vec<String>,
     admitted: u64,
     preempted: u64,
     promoted: u64,
-    /// Output-token goals, drawn at submit time by whoever submitted (by id).
-    specs: HashMap<u64, u32>,
 }
 
 impl Engine {
-    fn free_blocks(&self) -> u32 {
-        self.total_blocks
-            .saturating_sub(u32::try_from(self.held).unwrap_or(u32::MAX))
+    /// An engine with `limits`' KV blocks whose output goals are drawn from `seed`.
+    fn new(limits: &EngineLimits, seed: u64) -> Self {
+        Engine {
+            fake: FakeEngine::new(limits.total_blocks, limits.block_size, Goal::Drawn(seed)),
+            problems_reported: 0,
+            seen: SeenOutcomes::default(),
+            failures: Vec::new(),
+            admitted: 0,
+            preempted: 0,
+            promoted: 0,
+        }
     }
 
     /// The budget of the next iteration: the configured limits and the blocks not held.
     fn budget(&self, o: &StressOptions) -> Budget {
-        Budget {
-            max_num_seqs: o.max_num_seqs,
-            max_batched_tokens: o.max_batched_tokens,
-            free_blocks: self.free_blocks(),
-        }
+        self.fake.budget(o.max_num_seqs, o.max_batched_tokens)
     }
 
     /// One step at the clock's time, applied as an engine would.
@@ -436,13 +426,19 @@ impl Engine {
         }
     }
 
-    fn release(&mut self, id: u64) -> Option<Job> {
-        self.specs.remove(&id);
-        let j = self.jobs.remove(&id)?;
-        if j.running {
-            self.held -= u64::from(j.held);
+    /// Records the checks the fake engine found broken since the last call as failures.
+    fn report_problems(&mut self) {
+        while let Some(p) = self.fake.problems().get(self.problems_reported).cloned() {
+            self.problems_reported += 1;
+            self.fail(p);
         }
-        Some(j)
+    }
+
+    /// Records `id` handed off by `drain_waiting`: its outcome, and the engine forgets it.
+    fn evicted(&mut self, id: RequestId, shared: &Shared) {
+        self.fake.forget(id);
+        self.seen.evicted += 1;
+        shared.mark(id, OUTCOME);
     }
 
     /// Applies one decision as an engine would and reports the iteration's progress at
@@ -452,43 +448,10 @@ impl Engine {
         self.admitted += d.admitted.len() as u64;
         self.preempted += d.preempted.len() as u64;
         self.promoted += d.summary.promoted;
-        for &id in d.cancelled.iter().chain(&d.aborted) {
-            self.release(id.0);
-            self.seen.cancelled += 1;
-            shared.mark(id, OUTCOME);
-        }
-        for r in &d.rejected {
-            self.release(r.id.0);
-            self.seen.timed_out += 1;
-            shared.mark(r.id, OUTCOME);
-        }
-        for p in &d.preempted {
-            if let Some(j) = self.jobs.get_mut(&p.id.0) {
-                if j.running {
-                    self.held -= u64::from(j.held);
-                }
-                j.running = false;
-                j.kv = 0;
-                j.held = 0;
-            } else {
-                self.fail(format!("preempted {} was not running", p.id));
-            }
-        }
         for a in &d.admitted {
-            if self.jobs.get(&a.id.0).is_some_and(|j| j.running) {
-                self.fail(format!("{} admitted while running", a.id));
-                continue;
-            }
-            if let Some(j) = self.jobs.get(&a.id.0) {
-                if j.handle != a.handle {
-                    self.fail(format!(
-                        "{} resumed with {}, first admitted with {}",
-                        a.id, a.handle, j.handle
-                    ));
-                }
-            }
             // Published once the submit returned: a request that a step drained before
-            // its submit returned is not compared here (only with its later iterations).
+            // its submit returned is not compared here (the fake engine compares its later
+            // iterations and resumes with its first admission).
             if let Some(h) = shared.handle(a.id.0) {
                 if h != a.handle {
                     self.fail(format!(
@@ -497,93 +460,23 @@ impl Engine {
                     ));
                 }
             }
-            let goal_max = self.specs.remove(&a.id.0);
-            let job = self.jobs.entry(a.id.0).or_insert_with(|| Job {
-                handle: a.handle,
-                running: false,
-                kv: 0,
-                target: 0,
-                held: 0,
-                generated: 0,
-                goal: 1,
-                max_new: 1,
-            });
-            if let Some(max_new) = goal_max {
-                job.max_new = max_new;
-                job.goal = 1 + (self.rng.next_u64() % u64::from(max_new)) as u32;
-            }
-            job.running = true;
-            job.kv = 0;
-            job.target = a.prefill_target;
-            job.held = a.blocks;
-            self.held += u64::from(a.blocks);
-            self.progress(sched, a.id, a.handle, a.prefill_tokens, now, shared);
         }
-        for s in &d.scheduled {
-            self.progress(sched, s.id, s.handle, s.tokens, now, shared);
-        }
-    }
-
-    /// One iteration's work on a running request, reported by `handle` (the decision's):
-    /// `tokens` of prefill, or one decode.
-    fn progress(
-        &mut self,
-        sched: &mut Scheduler,
-        id: RequestId,
-        handle: RequestHandle,
-        tokens: u32,
-        now: Timestamp,
-        shared: &Shared,
-    ) {
-        let block_size = self.block_size;
-        let Some(j) = self.jobs.get_mut(&id.0) else {
-            self.fail(format!("{id} scheduled but unknown to the engine"));
-            return;
-        };
-        if j.handle != handle {
-            let admitted = j.handle;
-            self.fail(format!(
-                "{id} scheduled with {handle}, admitted with {admitted}"
-            ));
-            return;
-        }
-        let out = if j.kv < j.target {
-            j.kv += tokens;
-            u32::from(j.kv >= j.target)
-        } else {
-            j.kv += 1;
-            1
-        };
-        let held = j.kv.div_ceil(block_size);
-        if held > j.held {
-            self.held += u64::from(held - j.held);
-            j.held = held;
-        }
-        let computed = tokens;
-        j.generated += out;
-        let done = out > 0 && j.generated >= j.goal;
-        let reason = if j.generated >= j.max_new {
-            FinishReason::Length
-        } else {
-            FinishReason::Stop
-        };
-        if let Err(e) = sched.on_progress(handle, now, computed, out) {
-            self.fail(format!("on_progress({id}): {e}"));
-            return;
-        }
-        if done {
-            match sched.on_finished(handle, now, reason) {
-                Ok(Outcome::Finished) => self.seen.finished += 1,
-                Ok(Outcome::Cancelled) => self.seen.cancelled += 1,
-                Ok(o) => self.fail(format!("on_finished({id}) answered {o:?}")),
-                Err(e) => {
-                    self.fail(format!("on_finished({id}): {e}"));
-                    return;
-                }
+        let carried = self.fake.carry_out(sched, d, now);
+        for &(id, outcome) in &carried.ended {
+            match outcome {
+                // Reached its goal, or listed as cancelled or aborted (or cancelled while
+                // it ran, which `on_finished` answers).
+                Outcome::Finished => self.seen.finished += 1,
+                Outcome::Cancelled => self.seen.cancelled += 1,
+                // Listed as rejected, whatever the reason: the report counts them all as
+                // timed out (a rejection of another reason then shows as a mismatch with
+                // the scheduler's timed-out count).
+                _ if d.rejected.iter().any(|r| r.id == id) => self.seen.timed_out += 1,
+                o => self.fail(format!("on_finished({id}) answered {o:?}")),
             }
             shared.mark(id, OUTCOME);
-            self.release(id.0);
         }
+        self.report_problems();
     }
 }
 
@@ -622,19 +515,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         stop: AtomicBool::new(false),
         depth: AtomicUsize::new(0),
     };
-    let mut engine = Engine {
-        jobs: HashMap::with_capacity(4 * o.max_num_seqs as usize),
-        held: 0,
-        total_blocks: engine_limits.total_blocks,
-        block_size: engine_limits.block_size,
-        rng: Rng::new(o.seed ^ 0xE4),
-        seen: SeenOutcomes::default(),
-        failures: Vec::new(),
-        admitted: 0,
-        preempted: 0,
-        promoted: 0,
-        specs: HashMap::new(),
-    };
+    let mut engine = Engine::new(&engine_limits, o.seed ^ 0xE4);
     let mut d = Decision::default();
 
     let bar = if o.progress {
@@ -665,7 +546,6 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     bar.set_prefix("run");
     bar.set_length(o.duration.as_millis() as u64);
     bar.set_position(0);
-    let (goal_tx, goal_rx) = std::sync::mpsc::channel::<(u64, u32)>();
     let mut step_ns: Vec<f64> = Vec::with_capacity(
         (o.duration.as_secs_f64() / o.step_every.as_secs_f64().max(1e-6)) as usize + 16,
     );
@@ -681,20 +561,13 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
             .map(|t| {
                 let api = api.clone();
                 let shared = &shared;
-                let tx = goal_tx.clone();
-                s.spawn(move || api_thread(t, &api, shared, o, tx))
+                s.spawn(move || api_thread(t, &api, shared, o))
             })
             .collect();
-        drop(goal_tx);
 
         // The engine loop.
         let mut next = Instant::now();
         while run_start.elapsed() < o.duration {
-            // API threads send a request's goal before they submit it, so every request
-            // this step can drain has its goal in the channel already.
-            while let Ok((id, max_new)) = goal_rx.try_recv() {
-                engine.specs.insert(id, max_new);
-            }
             let budget = engine.budget(o);
             let now = clock.now();
             let t = Instant::now();
@@ -763,9 +636,6 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
         }
         (counts, lat)
     });
-    while let Ok((id, max_new)) = goal_rx.try_recv() {
-        engine.specs.insert(id, max_new);
-    }
     if api_counts.unexpected > 0 {
         engine.fail(format!(
             "{} cancels or reprioritizes by handle answered an error they never give",
@@ -786,9 +656,7 @@ pub fn stress(o: &StressOptions) -> Result<StressReport, String> {
     engine.step_and_apply(&mut sched, &mut d, &clock, &shared, o)?;
     let handed = sched.drain_waiting(clock.now());
     for h in &handed {
-        engine.release(h.spec.id.0);
-        engine.seen.evicted += 1;
-        shared.mark(h.spec.id, OUTCOME);
+        engine.evicted(h.spec.id, &shared);
     }
     let mut guard = 0;
     while sched.running() > 0 && guard < 100_000 {
@@ -861,7 +729,7 @@ fn fill(
                 shared.mark(spec.id, REFUSED);
             }
         }
-        if i % 4096 == 4095 {
+        if (i + 1) % FILL_CHUNK == 0 {
             sched
                 .step_into(clock.now(), &ZERO, d)
                 .map_err(|e| e.to_string())?;
@@ -878,10 +746,6 @@ fn fill(
     let filled = sched.waiting();
     let bytes_per_request =
         (heap_counter::installed() && filled > 0).then(|| (after - before) as f64 / filled as f64);
-    for spec in &fill_specs {
-        engine.specs.insert(spec.id.0, spec.max_new_tokens);
-    }
-    drop(fill_specs);
     if refused_fill > 0 {
         engine.fail(format!("{refused_fill} fill submits refused"));
     }
@@ -989,7 +853,6 @@ fn api_thread(
     api: &Submitter,
     shared: &Shared,
     o: &StressOptions,
-    goals: std::sync::mpsc::Sender<(u64, u32)>,
 ) -> (ApiCounts, Vec<u32>) {
     let mut rng = Rng::new(o.seed.wrapping_mul(31).wrapping_add(t as u64 + 1));
     let mut c = ApiCounts::default();
@@ -1058,10 +921,6 @@ fn api_thread(
                 continue;
             }
             let spec = random_spec(&mut rng, id, o);
-            // The engine learns the request's output length before it can be admitted:
-            // sent before the submit, so it is in the channel by the time the step that
-            // drains the request runs.
-            let _ = goals.send((id, spec.max_new_tokens));
             let t0 = Instant::now();
             let r = api.submit(spec);
             lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);

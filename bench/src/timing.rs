@@ -4,9 +4,6 @@ use serde::Serialize;
 
 use triage_sim::percentile::{nearest_rank, sort_samples};
 
-/// The seedable generator of workload choices: the simulator's SplitMix64.
-pub use triage_sim::rng::SplitMix64 as Rng;
-
 /// Percentiles of a set of nanosecond samples (nearest rank).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct Summary {

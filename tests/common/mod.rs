@@ -1,5 +1,6 @@
 //! A small harness for driving the scheduler with injected time, as an engine would, and
-//! the pieces several test engines share (a seeded PRNG, a decision's work list).
+//! a decision's work list. The fake engine and the seeded generator are the test kit's
+//! (`triage-testkit`).
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
@@ -122,15 +123,6 @@ pub fn foreign_handles() -> [RequestHandle; 2] {
 
 pub fn ids(admitted: &[Admitted]) -> Vec<u64> {
     admitted.iter().map(|a| a.id.0).collect()
-}
-
-/// Xorshift64 (13, 7, 17): a tiny seeded PRNG, so a run is repeatable from its seed.
-/// `seed` must not be 0.
-pub fn xorshift(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
 }
 
 /// The tokens a decision asks the engine to compute this iteration, as
