@@ -5,7 +5,7 @@
 //! Admissions of waiting requests must leave `watermark_blocks` free (vLLM's
 //! watermark); growth of running requests may use every free block.
 
-use super::policy::{EngineView, RunningView};
+use crate::policies::{EngineView, RunningView};
 
 /// Blocks needed to hold `tokens` tokens.
 pub fn blocks_for(tokens: u32, block_size: u32) -> u32 {

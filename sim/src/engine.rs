@@ -20,7 +20,7 @@ use std::fmt;
 
 use super::budget::blocks_for;
 use super::cost::{CostModel, IterationWork};
-use super::policy::{EngineView, Policy, ReqId, RunningView, SimRequest};
+use crate::policies::{EngineView, Policy, ReqId, RunningView, SimRequest};
 
 /// Engine limits (also written, as they are, into the report).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -6,8 +6,8 @@
 //! (`triage simulate`, `triage tenants`) is a front-end over it.
 //!
 //! Data flow: [`trace`] readers produce raw rows, [`workload`] turns them into a
-//! classed, time-scaled arrival stream of [`policy::SimRequest`]s, [`engine`]
-//! replays that stream against one [`policy::Policy`] using a [`cost::CostModel`]
+//! classed, time-scaled arrival stream of [`policies::SimRequest`]s, [`engine`]
+//! replays that stream against one [`policies::Policy`] using a [`cost::CostModel`]
 //! for iteration times, and [`metrics`] / [`report`] / [`plot`] summarise the
 //! per-request outcomes. Long replays report progress through the callback
 //! [`engine::run`] takes ([`engine::Progress`]); the crate itself prints nothing.
@@ -24,13 +24,11 @@ pub mod metrics;
 pub mod model;
 pub mod percentile;
 pub mod plot;
-pub mod policy;
-pub mod policy_fcfs;
-pub mod policy_triage;
-pub mod policy_vllm_priority;
+pub mod policies;
 pub mod profile;
 pub mod report;
 pub mod rng;
+pub mod run;
+pub mod tenants;
 pub mod trace;
-pub mod vllm_like;
 pub mod workload;

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::class::{HIGH, LOW, MEDIUM};
-use super::policy::SimRequest;
 use super::rng::uniform_at;
 use super::trace::{read_trace_file, TraceError};
+use crate::policies::SimRequest;
 
 /// Where requests come from.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,9 @@ use triage_sim::budget::blocks_for;
 use triage_sim::cost::{fit_cost_model, LinearCost};
 use triage_sim::engine::{run, EngineConfig};
 use triage_sim::model::model_by_name;
-use triage_sim::policy::{make_policy, policy_names, EngineView, Plan, Policy, ReqId, SimRequest};
+use triage_sim::policies::{
+    make_policy, policy_names, EngineView, Plan, Policy, ReqId, SimRequest,
+};
 use triage_sim::workload::{Source, Workload, WorkloadSpec};
 
 /// Wraps a policy and checks the engine's view before every plan.

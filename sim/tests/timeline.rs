@@ -5,7 +5,7 @@ mod common;
 use common::{ctx_for, req};
 use triage_sim::cost::LinearCost;
 use triage_sim::engine::{run, EngineConfig, Outcome};
-use triage_sim::policy::make_policy;
+use triage_sim::policies::make_policy;
 
 const STEP: LinearCost = LinearCost {
     fixed_s: 0.01,
@@ -46,7 +46,7 @@ fn cfg(budget: u32, total_blocks: u32, block_size: u32) -> EngineConfig {
 
 /// A (LOW, t=0, prompt 10, out 3), C (MEDIUM, t=4ms, prompt 6, out 1), B (HIGH, t=6ms, prompt 4, out 2);
 /// token budget 8 per iteration, plenty of KV.
-fn three() -> Vec<triage_sim::policy::SimRequest> {
+fn three() -> Vec<triage_sim::policies::SimRequest> {
     vec![
         req(0, 2, 0.0, 10, 3),
         req(2, 1, 0.004, 6, 1),

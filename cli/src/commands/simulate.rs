@@ -1,14 +1,15 @@
-//! `triage simulate`: its arguments and its run (the simulation is
-//! `triage_cli::simulate`).
+//! `triage simulate`: its arguments, its progress bar and its run (the simulation is
+//! `triage_sim::run`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use triage_cli::simulate::{simulate, SimulateOptions};
+use indicatif::{ProgressBar, ProgressStyle};
 use triage_sim::model::model_names;
-use triage_sim::policy::policy_names;
+use triage_sim::policies::policy_names;
+use triage_sim::run::{simulate_with_progress, SimulateOptions, UNITS_PER_RUN};
 
 /// `triage simulate`.
 #[derive(Args, Debug)]
@@ -86,7 +87,21 @@ pub fn run(a: SimulateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match simulate(&opts) {
+    let bar = if std::io::stderr().is_terminal() {
+        let runs = (opts.loads.len() * opts.policies.len()) as u64;
+        let b = ProgressBar::new(runs * UNITS_PER_RUN);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} simulating {wide_bar} {percent:>3}% ({elapsed})",
+        ) {
+            b.set_style(style);
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let result = simulate_with_progress(&opts, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    match result {
         Ok(report) if json => match report.json() {
             Ok(s) => {
                 println!("{s}");
@@ -148,7 +163,6 @@ fn options(a: SimulateArgs) -> Result<SimulateOptions, String> {
     if let Some(j) = a.jobs {
         o.jobs = j.max(1);
     }
-    o.progress = std::io::stderr().is_terminal();
     if let Some(p) = a.config {
         o.triage_config = Some(
             triage::SchedulerConfig::from_path(&p).map_err(|e| format!("{}: {e}", p.display()))?,

@@ -1,11 +1,11 @@
 //! `triage tenants`: its arguments and its run (the comparison is
-//! `triage_cli::tenants`).
+//! `triage_sim::tenants`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use triage_cli::tenants::{run_tenants, table, TenantRow, TenantsOptions};
+use triage_sim::tenants::{run_tenants, table, TenantRow, TenantsOptions};
 
 use super::print_and_save;
 

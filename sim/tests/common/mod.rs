@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use triage_sim::class::default_slos;
 use triage_sim::engine::EngineConfig;
-use triage_sim::policy::{PolicyContext, SimRequest};
+use triage_sim::policies::{PolicyContext, SimRequest};
 
 /// The repository's `data/` directory.
 pub fn data_dir() -> PathBuf {

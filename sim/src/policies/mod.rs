@@ -8,8 +8,13 @@
 //! waiting requests to refuse. The engine validates the plan against its own state
 //! and executes it.
 
-use super::class::SloTarget;
-use super::class::NUM_CLASSES;
+pub mod fcfs;
+pub mod triage_policy;
+pub mod vllm_like;
+pub mod vllm_priority;
+
+use crate::class::SloTarget;
+use crate::class::NUM_CLASSES;
 
 /// Request identifier (unique within a run).
 pub type ReqId = u64;
@@ -151,15 +156,13 @@ pub type PolicyFactory = fn(&PolicyContext) -> Box<dyn Policy>;
 
 /// Every selectable policy: `(name, constructor)`. Adding a policy is one line here.
 pub const REGISTRY: &[(&str, PolicyFactory)] = &[
-    ("fcfs", |ctx| Box::new(super::policy_fcfs::Fcfs::new(ctx))),
+    ("fcfs", |ctx| Box::new(fcfs::Fcfs::new(ctx))),
     ("vllm-priority", |ctx| {
-        Box::new(super::policy_vllm_priority::VllmPriority::new(ctx))
+        Box::new(vllm_priority::VllmPriority::new(ctx))
     }),
-    ("triage", |ctx| {
-        Box::new(super::policy_triage::Triage::new(ctx))
-    }),
+    ("triage", |ctx| Box::new(triage_policy::Triage::new(ctx))),
     ("triage-ladder", |ctx| {
-        Box::new(super::policy_triage::Triage::with_order(
+        Box::new(triage_policy::Triage::with_order(
             ctx,
             Some(triage::QueueOrder::Ladder),
         ))

@@ -1,4 +1,4 @@
-//! The `triage tenants` command: one heavy tenant and several light ones share one class;
+//! The experiment of `triage tenants`: one heavy tenant and several light ones share one class;
 //! the bundled conversation trace is replayed through the triage policy with fairness
 //! between tenants off and on, and each tenant's latency is reported side by side.
 //!
@@ -8,13 +8,13 @@
 
 use serde::Serialize;
 
-use triage_sim::engine::{self, Outcome};
-use triage_sim::percentile::{nearest_rank, sort_samples};
-use triage_sim::policy::SimRequest;
-use triage_sim::policy_triage::Triage;
-use triage_sim::rng::uniform_at;
+use crate::engine::{self, Outcome};
+use crate::percentile::{nearest_rank, sort_samples};
+use crate::policies::triage_policy::Triage;
+use crate::policies::SimRequest;
+use crate::rng::uniform_at;
 
-use crate::simulate::{prepare, SimulateError, SimulateOptions};
+use crate::run::{prepare, SimulateError, SimulateOptions};
 
 /// The heavy tenant's id; light tenants are `1..=light`.
 pub const HEAVY: u64 = 0;

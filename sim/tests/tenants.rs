@@ -7,11 +7,11 @@
 //! no longer meet their deadline are already relegated behind the rest, so the backlog a
 //! light tenant waits behind is shorter either way; fairness still shortens its wait.
 
-use triage_cli::tenants::{run_tenants, TenantsOptions, HEAVY};
+use triage_sim::tenants::{run_tenants, TenantsOptions, HEAVY};
 
 mod common;
 
-fn run(order: triage::QueueOrder) -> Vec<triage_cli::tenants::TenantRow> {
+fn run(order: triage::QueueOrder) -> Vec<triage_sim::tenants::TenantRow> {
     let mut o = TenantsOptions::defaults();
     o.sim.data_dir = common::data_dir();
     o.sim.duration_s = Some(1800.0);

@@ -1,7 +1,7 @@
 //! `fcfs`: vLLM's default scheduling policy (first come, first served).
 
-use super::policy::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 use super::vllm_like::{FifoQueue, VictimRule, VllmLike};
+use super::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 
 /// Arrival order; stop at the first waiting request that does not fit; when a
 /// running request needs a KV block and none is free, preempt the most recently

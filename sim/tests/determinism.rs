@@ -3,7 +3,7 @@
 mod common;
 
 use common::data_dir;
-use triage_cli::simulate::{simulate, SimulateError, SimulateOptions};
+use triage_sim::run::{simulate, SimulateError, SimulateOptions};
 
 fn opts(out: std::path::PathBuf, jobs: usize) -> SimulateOptions {
     let mut o = SimulateOptions::defaults();

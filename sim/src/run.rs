@@ -1,24 +1,22 @@
-//! The `triage simulate` command: build the workload, fit the cost model, replay
-//! every (load, policy) pair, and write the report and plots.
+//! A simulation run, as `triage simulate` makes it: build the workload, fit the cost model,
+//! replay every (load, policy) pair, and write the report and plots.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use triage_sim::class::{default_slos, NUM_CLASSES};
-use triage_sim::cost::{fit_cost_model, CostModel};
-use triage_sim::engine::{self, EngineConfig, SimError};
-use triage_sim::metrics::{summarize, RunSummary};
-use triage_sim::model::model_by_name;
-use triage_sim::plot;
-use triage_sim::policy::{check_policy_name, make_policy, PolicyContext, SimRequest};
-use triage_sim::profile::ProfileError;
-use triage_sim::report::{CostReport, Report, ReportConfig, WorkloadReport};
-use triage_sim::trace::TraceError;
-use triage_sim::workload::{Source, Workload, WorkloadSpec};
+use crate::class::{default_slos, NUM_CLASSES};
+use crate::cost::{fit_cost_model, CostModel};
+use crate::engine::{self, EngineConfig, SimError};
+use crate::metrics::{summarize, RunSummary};
+use crate::model::model_by_name;
+use crate::plot;
+use crate::policies::{check_policy_name, make_policy, PolicyContext, SimRequest};
+use crate::profile::ProfileError;
+use crate::report::{CostReport, Report, ReportConfig, WorkloadReport};
+use crate::trace::TraceError;
+use crate::workload::{Source, Workload, WorkloadSpec};
 
 /// Default load multipliers.
 pub const DEFAULT_LOADS: [f64; 3] = [0.15, 0.3, 0.5];
@@ -58,8 +56,6 @@ pub struct SimulateOptions {
     pub jobs: usize,
     /// Draw SVG plots.
     pub plots: bool,
-    /// Show a progress bar.
-    pub progress: bool,
     /// The `triage` policy's configuration (its engine limits are replaced by the simulated
     /// engine's); `None` for the library defaults.
     pub triage_config: Option<triage::SchedulerConfig>,
@@ -71,7 +67,7 @@ impl SimulateOptions {
         Self {
             trace: "azure-mixed".into(),
             model: "llama2-7b-a100".into(),
-            policies: triage_sim::policy::policy_names()
+            policies: crate::policies::policy_names()
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -85,7 +81,6 @@ impl SimulateOptions {
             data_dir: default_data_dir(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             plots: true,
-            progress: false,
             triage_config: None,
         }
     }
@@ -182,9 +177,21 @@ pub struct Matrix<'a> {
     pub cfg: &'a EngineConfig,
 }
 
-/// Replay every (load, policy) pair of `m`, in parallel on `jobs` threads; results
-/// in (load, policy) order whatever the thread count.
-pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunSummary>, SimError> {
+/// Progress units of one (load, policy) run: a run reports its share of simulated time
+/// done in thousandths, so a matrix of `n` runs reports `n × UNITS_PER_RUN` in all.
+pub const UNITS_PER_RUN: u64 = 1000;
+
+/// Called with the units of progress done since the last call (see [`UNITS_PER_RUN`]),
+/// from the worker threads.
+pub type OnProgress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Replay every (load, policy) pair of `m`, in parallel on `jobs` threads, reporting
+/// progress to `progress`; results in (load, policy) order whatever the thread count.
+pub fn run_matrix(
+    m: &Matrix,
+    jobs: usize,
+    progress: OnProgress<'_>,
+) -> Result<Vec<RunSummary>, SimError> {
     let Matrix {
         streams,
         loads,
@@ -208,9 +215,10 @@ pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunS
                 let horizon = reqs.last().map_or(1.0, |r| r.arrival).max(1e-9);
                 let mut shown = 0u64;
                 let mut tick = |now: f64| {
-                    let permille = ((now / horizon) * 1000.0).clamp(0.0, 1000.0) as u64;
+                    let permille = ((now / horizon) * UNITS_PER_RUN as f64)
+                        .clamp(0.0, UNITS_PER_RUN as f64) as u64;
                     if permille > shown {
-                        bar.inc(permille - shown);
+                        progress(permille - shown);
                         shown = permille;
                     }
                 };
@@ -221,7 +229,7 @@ pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunS
                     }
                     Err(e) => Err(SimError::Invariant(e)),
                 };
-                bar.inc(1000u64.saturating_sub(shown));
+                progress(UNITS_PER_RUN.saturating_sub(shown));
                 if let Ok(mut g) = results.lock() {
                     g[k] = Some(res);
                 }
@@ -241,13 +249,13 @@ pub fn run_matrix(m: &Matrix, jobs: usize, bar: &ProgressBar) -> Result<Vec<RunS
 /// the workload at load 1, the engine and the policies' context.
 pub struct Prepared {
     /// The model and GPU.
-    pub model: triage_sim::model::ModelSpec,
+    pub model: crate::model::ModelSpec,
     /// The trace sources.
     pub sources: Vec<Source>,
     /// The cost model fitted on the model's profile.
-    pub cost: triage_sim::cost::VidurCost,
+    pub cost: crate::cost::VidurCost,
     /// How well it fits.
-    pub fit: triage_sim::cost::FitReport,
+    pub fit: crate::cost::FitReport,
     /// The classed arrivals at load 1.
     pub workload: Workload,
     /// The simulated engine.
@@ -302,8 +310,17 @@ pub fn prepare(opts: &SimulateOptions) -> Result<Prepared, SimulateError> {
 }
 
 /// Run the simulation described by `opts` and return its report (files are written
-/// when `opts.out` is set).
+/// when `opts.out` is set). [`simulate_with_progress`] also reports progress.
 pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
+    simulate_with_progress(opts, &|_| {})
+}
+
+/// [`simulate`], reporting progress to `progress`: `loads × policies × UNITS_PER_RUN`
+/// units in all.
+pub fn simulate_with_progress(
+    opts: &SimulateOptions,
+    progress: OnProgress<'_>,
+) -> Result<Report, SimulateError> {
     let Prepared {
         model,
         sources,
@@ -315,18 +332,6 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
     } = prepare(opts)?;
     let slos = ctx.slos;
     let streams: Vec<Vec<SimRequest>> = opts.loads.iter().map(|&k| workload.scaled(k)).collect();
-    let n_runs = (opts.loads.len() * opts.policies.len()) as u64;
-    let bar = if opts.progress {
-        let b = ProgressBar::new(n_runs * 1000);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} simulating {wide_bar} {percent:>3}% ({elapsed})",
-        ) {
-            b.set_style(style);
-        }
-        b
-    } else {
-        ProgressBar::hidden()
-    };
     let matrix = Matrix {
         streams: &streams,
         loads: &opts.loads,
@@ -335,8 +340,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Report, SimulateError> {
         cost: &cost,
         cfg: &cfg,
     };
-    let runs = run_matrix(&matrix, opts.jobs, &bar).map_err(SimulateError::Sim)?;
-    bar.finish_and_clear();
+    let runs = run_matrix(&matrix, opts.jobs, progress).map_err(SimulateError::Sim)?;
 
     let mut per_class = vec![0usize; NUM_CLASSES];
     for r in &workload.requests {

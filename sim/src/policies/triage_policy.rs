@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::policy::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
+use super::{EngineView, Plan, Policy, PolicyContext, ReqId, SimRequest};
 use triage::{
     Budget, Class, Clock, Decision, FinishReason, ManualClock, RequestHandle, RequestSpec,
     Scheduler, SchedulerConfig, Submitter, TenantId, Timestamp,

@@ -3,8 +3,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::policy::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 use super::vllm_like::{VictimRule, VllmLike, Waiting, WaitingQueue};
+use super::{EngineView, Plan, Policy, PolicyContext, SimRequest};
 
 /// Heap entry ordered so that the *smallest* `(class, arrival, id)` is on top.
 #[derive(Debug)]

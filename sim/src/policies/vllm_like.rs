@@ -23,8 +23,8 @@
 
 use std::collections::VecDeque;
 
-use super::budget::{blocks_for, Budget};
-use super::policy::{EngineView, Plan, PolicyContext, ReqId, RunningView, SimRequest};
+use super::{EngineView, Plan, PolicyContext, ReqId, RunningView, SimRequest};
+use crate::budget::{blocks_for, Budget};
 
 /// A waiting request as a policy queues it.
 #[derive(Debug, Clone, PartialEq)]
