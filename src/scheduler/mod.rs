@@ -396,17 +396,45 @@ impl Scheduler {
         self.step_counts = [ClassStep::default(); MAX_CLASSES];
     }
 
-    #[cfg(feature = "slo")]
     /// The SLO tracker, read-only: compliance per class and window, percentiles,
-    /// violation totals.
+    /// violation totals. With the `slo` feature (on by default).
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let room = Budget { max_num_seqs: 8, max_batched_tokens: 2048, free_blocks: 1000 };
+    /// let h = api.submit(RequestSpec::new(1, Class::HIGH, 100, 1)).unwrap();
+    /// sched.step(clock.now(), &room).unwrap();
+    /// clock.advance(std::time::Duration::from_millis(120));
+    /// sched.on_progress(h, clock.now(), 100, 1).unwrap(); // first token after 120 ms
+    /// let c = sched.slo().compliance(Class::HIGH, SloWindow::Cumulative, clock.now()).unwrap();
+    /// let ttft = c.ttft.unwrap(); // HIGH's default target: p99 TTFT within 500 ms
+    /// assert_eq!((ttft.samples, ttft.is_met()), (1, Some(true)));
+    /// ```
+    #[cfg(feature = "slo")]
     pub fn slo(&self) -> &SloTracker {
         &self.slo
     }
 
-    #[cfg(feature = "slo")]
     /// A bounded channel of SLO violations as they happen (a queued request past its TTFT
     /// bound is reported while still queued). A slow consumer never blocks the step:
-    /// reports that do not fit are dropped and counted.
+    /// reports that do not fit are dropped and counted. With the `slo` feature.
+    ///
+    /// ```
+    /// use triage::*;
+    /// let clock = ManualClock::new(Timestamp::ZERO);
+    /// let (mut sched, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone()).unwrap();
+    /// let violations = sched.subscribe_violations(64);
+    /// api.submit(RequestSpec::new(1, Class::HIGH, 100, 1)).unwrap();
+    /// let full = Budget { max_num_seqs: 0, max_batched_tokens: 0, free_blocks: 0 };
+    /// sched.step(clock.now(), &full).unwrap(); // queued; nothing can start
+    /// clock.advance(std::time::Duration::from_millis(600));
+    /// sched.step(clock.now(), &full).unwrap(); // past HIGH's 500 ms TTFT bound, still queued
+    /// let v = violations.try_recv().unwrap();
+    /// assert_eq!((v.id, v.kind, v.while_queued), (RequestId(1), ViolationKind::Ttft, true));
+    /// ```
+    #[cfg(feature = "slo")]
     pub fn subscribe_violations(
         &mut self,
         capacity: usize,
