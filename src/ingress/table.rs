@@ -273,6 +273,14 @@ impl<P: Copy> Table<P> {
         Some(unsafe { &*ptr.add(off) })
     }
 
+    /// Starts loading slot `index` (see [`crate::prefetch`]); nothing if its chunk is not
+    /// installed.
+    pub(crate) fn prefetch(&self, index: u32) {
+        if let Some(slot) = self.slot(index) {
+            crate::prefetch::prefetch(slot);
+        }
+    }
+
     /// The slot at `index`, which the caller knows is allocated (it holds a token for it or
     /// found it in a link).
     fn slot_held(&self, index: u32) -> &Slot<P> {

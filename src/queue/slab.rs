@@ -154,6 +154,11 @@ const CHUNK: usize = 1024;
 #[derive(Default)]
 pub(crate) struct Slab {
     chunks: Vec<Box<[Option<Entry>]>>,
+    /// The request table the scheduler keys this slab by (`insert_at`), so that
+    /// [`Slab::prefetch`] also loads the request's slot there: admitting a request CASes
+    /// its slot's state word, a cache miss at depth otherwise. `None` for the standalone
+    /// queue's slab.
+    table: Option<crate::sync::Arc<table::Table<crate::ingress::Payload>>>,
     /// Slots ever handed out; slots below this are live or on the free list.
     used: u32,
     free: Vec<u32>,
@@ -193,22 +198,39 @@ impl Slab {
         self.len += 1;
     }
 
-    /// Removes entry `key` placed by `insert_at` (its key is the table's to reuse).
-    pub(crate) fn take(&mut self, key: u32) -> Entry {
-        let entry = self
-            .slot(key)
-            .take()
-            .expect("slab key refers to a live entry");
+    /// Drops entry `key` where it lies (nothing else of it is copied) and gives back the
+    /// token of its table slot.
+    pub(crate) fn remove_in_place(&mut self, key: u32) -> table::Entry {
+        let entry = self.slot(key);
+        let token = std::mem::replace(
+            &mut entry
+                .as_mut()
+                .expect("slab key refers to a live entry")
+                .token,
+            table::Entry::detached(),
+        );
+        *entry = None;
         self.len -= 1;
-        entry
+        token
     }
 
-    /// Starts loading entry `key`, about to be read (see [`crate::prefetch`]); nothing for
-    /// a key past the slab.
+    /// A slab keyed by the slots of `table` (see [`Slab::prefetch`]).
+    pub(crate) fn keyed_by(table: crate::sync::Arc<table::Table<crate::ingress::Payload>>) -> Self {
+        Self {
+            table: Some(table),
+            ..Self::default()
+        }
+    }
+
+    /// Starts loading entry `key`, about to be read (see [`crate::prefetch`]), and its
+    /// request table slot if the slab is keyed by one; nothing for a key past the slab.
     pub(crate) fn prefetch(&self, key: u32) {
         let slot = self.chunks.get(key as usize / CHUNK);
         if let Some(e) = slot.and_then(|c| c.get(key as usize % CHUNK)) {
             crate::prefetch::prefetch(e);
+            if let Some(t) = &self.table {
+                t.prefetch(key);
+            }
         }
     }
 

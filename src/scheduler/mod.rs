@@ -180,7 +180,7 @@ impl Scheduler {
             max_wait: config.max_wait(),
             queue_timeout: config.queue_timeout_ms.map(Duration::from_millis),
             config,
-            slab: Slab::default(),
+            slab: Slab::keyed_by(Arc::clone(&shared.table)),
             wait,
             running: Vec::new(),
             running_ended: 0,
@@ -662,20 +662,20 @@ impl Scheduler {
     }
 
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
-        #[cfg_attr(not(feature = "slo"), allow(unused_mut))]
-        let mut e = self.slab.take(key);
-        self.release_tenant(e.tenant);
+        // Read in place, then dropped in place: moving the entry out would copy all of it.
+        let e = &self.slab[key];
+        let (tenant, id, handle, class) = (e.tenant, e.spec.id, e.handle(), e.spec.class.index());
+        self.release_tenant(tenant);
         let table = &self.shared.table;
-        let outcome = match table.finish(&e.token) {
+        let outcome = match table.finish(&self.slab[key].token) {
             crate::ingress::table::CANCEL_QUEUED | crate::ingress::table::CANCEL_RUNNING => {
                 Outcome::Cancelled
             }
             _ => outcome,
         };
         if let Some(index) = &self.shared.index {
-            index.remove(e.spec.id, e.handle());
+            index.remove(id, handle);
         }
-        let class = e.spec.class.index();
         self.counters.outcome(class, outcome);
         #[cfg(feature = "metrics")]
         match outcome {
@@ -690,12 +690,14 @@ impl Scheduler {
         // sample, only the misses so far.
         #[cfg(feature = "slo")]
         self.slo
-            .ended_held(key, &mut e, now, outcome == Outcome::Finished);
+            .ended_held(key, &mut self.slab[key], now, outcome == Outcome::Finished);
         #[cfg(not(feature = "slo"))]
         let _ = now; // only the SLO tracker samples when a request ended
-                     // The handle is stale from here on; the slot returns to producers with the step's
-                     // batch.
-        self.drain.free(&self.shared.table, e.token);
+
+        // The handle is stale from here on; the slot returns to producers with the step's
+        // batch.
+        let token = self.slab.remove_in_place(key);
+        self.drain.free(&self.shared.table, token);
         outcome
     }
 }
