@@ -8,8 +8,7 @@ same vLLM Request objects, at 100k queued:
 
 Rounds alternate between the queues; each figure is the median over the rounds, and
 each ratio the median of the per-round ratios vLLM / triage. triage
-runs with aging off and one class per priority (the configuration in which its order is
-exactly vLLM's), and also with aging on (default thresholds) for information.
+runs in the vLLM-exact mode (aging off), and with aging on (default thresholds).
 
 Usage: python bench/bench_vllm_queue.py [--queued 100000] [--batch 1000] [--rounds 7]
 Exits 0 with a message when vLLM is not importable (scripts/vllm-check.sh makes an
@@ -42,7 +41,8 @@ from triage.vllm import TriageRequestQueue
 
 
 def exact_config(priorities: list) -> "triage.Config":
-    """One class per priority: triage's order with aging off is exactly vLLM's."""
+    """One class per priority (the vLLM-exact mode orders by priority whatever the
+    classes; kept so the two triage lines differ only in aging)."""
     return triage.Config.from_toml(
         "max_wait_ms = 60000\n"
         + "".join(f'[[classes]]\nname = "P{p}"\nvllm_priority = [{p}, {p}]\n' for p in priorities)

@@ -129,7 +129,7 @@ pub(crate) fn boolean(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
 
 /// vLLM's integer priority `v` as an `i64`; an int beyond 64 bits counts as `i64`'s
 /// minimum or maximum (so a range open to `i64::MAX` holds it).
-fn saturating_i64(v: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+pub(crate) fn saturating_i64(v: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
     if v.is_instance_of::<PyBool>() {
         return Err(wrong_type(name, "an int", v));
     }

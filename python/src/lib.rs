@@ -19,6 +19,7 @@
 mod convert;
 mod errors;
 mod scheduler;
+mod vllm_order;
 mod vllm_queue;
 
 use convert::{ARGUMENT_ERROR, ARGUMENT_TYPE_ERROR};

@@ -1,67 +1,21 @@
 //! The vLLM request queue: `TriageRequestQueue`, vLLM's `RequestQueue` interface over
-//! triage's `WaitingQueue`, with vLLM's orderings of requests that tie.
+//! triage's `WaitingQueue` (classes, aging, max wait), with vLLM's orderings of requests
+//! that tie; or, in the vLLM-exact mode (`aging=False`), over [`ExactQueue`]: vLLM's own
+//! order for any integer priorities.
 
 use crate::convert::{
-    boolean, out_of_range, short_repr, string, type_name, vllm_class, wrong_type, OutOfRange,
-    ARGUMENT_ERROR, ARGUMENT_TYPE_ERROR,
+    boolean, out_of_range, saturating_i64, short_repr, string, type_name, vllm_class, wrong_type,
+    OutOfRange, ARGUMENT_ERROR, ARGUMENT_TYPE_ERROR,
 };
 use crate::errors::{raise, ClassError, ConfigError, ALREADY_QUEUED, NOT_QUEUED, QUEUE_EMPTY};
 use crate::scheduler::config_arg;
+use crate::vllm_order::{ExactQueue, PyItem};
 use pyo3::exceptions::PyOverflowError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyString};
-use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use triage::{Class, ClassSet, Timestamp, WaitingError, WaitingOptions, WaitingQueue};
-
-/// A queued Python request: its exact `arrival_time` and the object. Orders requests that
-/// arrive in the same nanosecond as vLLM's `Request.__lt__` does after the priority:
-/// arrival time, then `request_id`, then `id()`.
-struct PyItem {
-    arrival: f64,
-    obj: Py<PyAny>,
-}
-
-impl PartialEq for PyItem {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for PyItem {}
-impl PartialOrd for PyItem {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for PyItem {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let by_arrival = self
-            .arrival
-            .partial_cmp(&other.arrival)
-            .unwrap_or(Ordering::Equal);
-        by_arrival
-            .then_with(|| {
-                Python::attach(|py| {
-                    let key = intern!(py, "request_id");
-                    let (a, b) = (self.obj.bind(py), other.obj.bind(py));
-                    match (a.getattr(key), b.getattr(key)) {
-                        (Ok(a), Ok(b)) => {
-                            if a.lt(&b).unwrap_or(false) {
-                                Ordering::Less
-                            } else if b.lt(&a).unwrap_or(false) {
-                                Ordering::Greater
-                            } else {
-                                Ordering::Equal
-                            }
-                        }
-                        _ => Ordering::Equal,
-                    }
-                })
-            })
-            .then_with(|| (self.obj.as_ptr() as usize).cmp(&(other.obj.as_ptr() as usize)))
-    }
-}
 
 /// What the queue says when an `arrival_time` is outside a `Timestamp`'s range.
 const ARRIVAL_RANGE: &str =
@@ -81,6 +35,9 @@ const FCFS_BUCKET_NS: u64 = 1024;
 #[pyclass(module = "triage._triage", subclass)]
 pub(crate) struct VllmQueue {
     queue: WaitingQueue<PyItem>,
+    /// The vLLM-exact mode's queue (`policy="priority"`, `aging=False`), which then holds
+    /// every request instead of `queue`.
+    exact: Option<ExactQueue>,
     policy: Policy,
     aging: bool,
     clock: Option<Py<PyAny>>,
@@ -218,15 +175,21 @@ impl VllmQueue {
                     }
                 };
                 let priority_v = attr(intern!(py, "priority"))?;
-                let (class, clamped) = vllm_class(
-                    &self.classes,
-                    &priority_v,
-                    "request.priority",
-                    self.out_of_range,
-                )?;
-                if clamped {
-                    clamped_priority = Some((short_repr(&priority_v), class));
-                }
+                // The exact mode orders by the priority itself: no class, nothing clamped.
+                let class = if self.exact.is_some() {
+                    Class::HIGH
+                } else {
+                    let (class, clamped) = vllm_class(
+                        &self.classes,
+                        &priority_v,
+                        "request.priority",
+                        self.out_of_range,
+                    )?;
+                    if clamped {
+                        clamped_priority = Some((short_repr(&priority_v), class));
+                    }
+                    class
+                };
                 let (arrival_secs, arrival) = match arrival_secs
                     .and_then(|s| Timestamp::checked_from_secs_f64(s).map(|t| (s, t)))
                 {
@@ -244,11 +207,19 @@ impl VllmQueue {
                         ))
                     }
                 };
-                let now = self.now(py)?;
-                if front {
+                if let Some(exact) = &mut self.exact {
+                    let priority = saturating_i64(&priority_v, "request.priority")?;
+                    if exact.insert(id, priority, arrival_secs, request) {
+                        Ok(())
+                    } else {
+                        Err(WaitingError::Duplicate { id })
+                    }
+                } else if front {
+                    let now = self.now(py)?;
                     self.queue
                         .requeue(id, item(arrival_secs), class, arrival, now)
                 } else {
+                    let now = self.now(py)?;
                     self.queue
                         .insert(id, item(arrival_secs), class, arrival, now)
                 }
@@ -381,6 +352,7 @@ impl VllmQueue {
         let queue = WaitingQueue::new(options).map_err(raise::<ConfigError>)?;
         Ok(VllmQueue {
             queue,
+            exact: (policy == Policy::Priority && !aging).then(ExactQueue::default),
             policy,
             aging: aging && policy == Policy::Priority,
             clock,
@@ -400,21 +372,27 @@ impl VllmQueue {
 
     /// Takes the next request; raises `QueueEmpty` (an `IndexError`) if the queue is empty.
     fn pop_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let now = self.now(py)?;
-        match self.queue.pop(now) {
-            Some((_, item)) => Ok(item.obj),
-            None => Err(QUEUE_EMPTY.err(py, "pop_request: the queue is empty")),
-        }
+        let popped = match &mut self.exact {
+            Some(exact) => exact.pop(),
+            None => {
+                let now = self.now(py)?;
+                self.queue.pop(now).map(|(_, item)| item.obj)
+            }
+        };
+        popped.ok_or_else(|| QUEUE_EMPTY.err(py, "pop_request: the queue is empty"))
     }
 
     /// The next request, left in place; raises `QueueEmpty` (an `IndexError`) if the queue
     /// is empty.
     fn peek_request(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let now = self.now(py)?;
-        match self.queue.peek(now) {
-            Some((_, item)) => Ok(item.obj.clone_ref(py)),
-            None => Err(QUEUE_EMPTY.err(py, "peek_request: the queue is empty")),
-        }
+        let peeked = match &self.exact {
+            Some(exact) => exact.peek().map(|o| o.clone_ref(py)),
+            None => {
+                let now = self.now(py)?;
+                self.queue.peek(now).map(|(_, item)| item.obj.clone_ref(py))
+            }
+        };
+        peeked.ok_or_else(|| QUEUE_EMPTY.err(py, "peek_request: the queue is empty"))
     }
 
     /// Puts a request back (preempted, or skipped this step). priority: at its original
@@ -437,9 +415,14 @@ impl VllmQueue {
 
     /// Removes a request; raises `NotQueued` (a `ValueError`) if it is not in the queue.
     fn remove_request(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
-        match self.queue.remove(request.as_ptr() as u64) {
-            Some(_) => Ok(()),
-            None => Err(NOT_QUEUED.err(
+        // The caller holds `request`: dropping our reference to it runs no Python code.
+        let removed = match &mut self.exact {
+            Some(exact) => exact.remove(request.as_ptr() as u64).is_some(),
+            None => self.queue.remove(request.as_ptr() as u64).is_some(),
+        };
+        match removed {
+            true => Ok(()),
+            false => Err(NOT_QUEUED.err(
                 py,
                 format!(
                     "remove_request: request {} is not in the queue",
@@ -458,33 +441,81 @@ impl VllmQueue {
             .map_err(|_| wrong_type("requests", "an iterable of requests", requests))?
             .map(|r| r.map(|r| r.as_ptr() as u64))
             .collect::<PyResult<Vec<u64>>>()?;
-        let removed = slf.borrow_mut().queue.remove_many(ids);
+        let mut me = slf.borrow_mut();
+        // Dropped once the queue is no longer borrowed: dropping may run Python code.
+        let removed: Vec<Py<PyAny>> = match &mut me.exact {
+            Some(exact) => ids.into_iter().filter_map(|id| exact.remove(id)).collect(),
+            None => me
+                .queue
+                .remove_many(ids)
+                .into_iter()
+                .map(|(_, item)| item.obj)
+                .collect(),
+        };
+        drop(me);
         drop(removed);
         Ok(())
     }
 
     fn __len__(&self) -> usize {
-        self.queue.len()
+        match &self.exact {
+            Some(exact) => exact.len(),
+            None => self.queue.len(),
+        }
     }
 
     fn __bool__(&self) -> bool {
-        !self.queue.is_empty()
+        self.__len__() > 0
+    }
+
+    /// The request at `index` of the order `pop_request` would take them in now (negative
+    /// from the end), as `deque` and `list` index: O(n), a snapshot's element. Raises
+    /// `IndexError` past either end.
+    fn __getitem__(&mut self, py: Python<'_>, index: isize) -> PyResult<Py<PyAny>> {
+        let n = self.__len__();
+        let i = if index < 0 { index + n as isize } else { index };
+        if i < 0 || i >= n as isize {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "TriageRequestQueue index {index} out of range ({n} queued)"
+            )));
+        }
+        let i = i as usize;
+        match &self.exact {
+            Some(exact) => Ok(exact.iter().nth(i).expect("i < len").clone_ref(py)),
+            None => {
+                let now = self.now(py)?;
+                Ok(self
+                    .queue
+                    .iter_at(now)
+                    .nth(i)
+                    .map(|(_, item)| item.obj.clone_ref(py))
+                    .expect("i < len"))
+            }
+        }
     }
 
     /// The requests in the order `pop_request` would return them now (a snapshot).
     fn __iter__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
-        let now = self.now(py)?;
-        let items: Vec<Py<PyAny>> = self
-            .queue
-            .iter_at(now)
-            .map(|(_, item)| item.obj.clone_ref(py))
-            .collect();
+        let items: Vec<Py<PyAny>> = match &self.exact {
+            Some(exact) => exact.iter().map(|o| o.clone_ref(py)).collect(),
+            None => {
+                let now = self.now(py)?;
+                self.queue
+                    .iter_at(now)
+                    .map(|(_, item)| item.obj.clone_ref(py))
+                    .collect()
+            }
+        };
         PyList::new(py, items)?.try_iter()
     }
 
     /// Whether `request` is in the queue (by identity).
     fn __contains__(&self, request: &Bound<'_, PyAny>) -> bool {
-        self.queue.contains(request.as_ptr() as u64)
+        let id = request.as_ptr() as u64;
+        match &self.exact {
+            Some(exact) => exact.contains(id),
+            None => self.queue.contains(id),
+        }
     }
 
     /// The class index vLLM's `priority` maps to under this queue's configuration (and
@@ -501,6 +532,20 @@ impl VllmQueue {
         py: Python<'_>,
         request: &Bound<'_, PyAny>,
     ) -> PyResult<Option<String>> {
+        if let Some(exact) = &self.exact {
+            // No aging: the class its priority maps to.
+            if !exact.contains(request.as_ptr() as u64) {
+                return Ok(None);
+            }
+            let priority = request_attr(py, request, intern!(py, "priority"))?;
+            let (class, _) = vllm_class(
+                &self.classes,
+                &priority,
+                "request.priority",
+                OutOfRange::Clamp,
+            )?;
+            return Ok(Some(self.classes.name(class).to_string()));
+        }
         let now = self.now(py)?;
         Ok(self
             .queue

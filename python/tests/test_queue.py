@@ -52,27 +52,45 @@ class ReferencePriorityQueue:
 
 
 PRIORITIES = [-2, 0, 1, 3, 7, 50, 99, 100]
+#: More distinct priorities than a configuration has classes (8 at most), some outside
+#: every default range, one past 64 bits: the vLLM-exact mode orders them all as vLLM does.
+MANY_PRIORITIES = [-(2**40), -3, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 200, 2**63 - 1]
 
 
-def random_request(rng, n):
+def random_request(rng, n, priorities=PRIORITIES):
     # Few arrival values and short ids, so equal arrivals (and equal ids) are common.
     return FakeRequest(
         request_id=rng.choice("abc") + str(rng.randrange(3)),
-        priority=rng.choice(PRIORITIES),
+        priority=rng.choice(priorities),
         arrival_time=rng.choice([0.5, 1.0, 1.0, 2.0, 1e9 + 0.25, 1.0000000001]),
     )
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_aging_off_matches_priority_reference(seed):
-    rng = random.Random(seed)
-    q = TriageRequestQueue(one_class_per_priority(PRIORITIES), aging=False)
+    run_against_reference(
+        random.Random(seed), TriageRequestQueue(one_class_per_priority(PRIORITIES), aging=False)
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_exact_mode_matches_vllm_for_any_integer_priorities(seed):
+    # The default configuration (3 classes) with 17 distinct priorities: the order does not
+    # depend on the classes.
+    run_against_reference(
+        random.Random(seed), TriageRequestQueue(aging=False), MANY_PRIORITIES
+    )
+
+
+def run_against_reference(rng, q, priorities=PRIORITIES):
+    """400 random operations on `q` and on the reference; every answer, length and the
+    whole order compared after each."""
     ref = ReferencePriorityQueue()
     popped = []
     for step in range(400):
         op = rng.random()
         if op < 0.4:
-            r = random_request(rng, step)
+            r = random_request(rng, step, priorities)
             q.add_request(r)
             ref.add(r)
         elif op < 0.55:
@@ -102,7 +120,7 @@ def test_aging_off_matches_priority_reference(seed):
             with pytest.raises(triage.NotQueued):
                 q.remove_request(r)
         elif op < 0.88:
-            pool = ref.items + popped + [random_request(rng, step)]
+            pool = ref.items + popped + [random_request(rng, step, priorities)]
             rs = rng.sample(pool, min(len(pool), rng.randrange(4)))
             q.remove_requests(rs)
             ref.remove_many(rs)
@@ -113,7 +131,24 @@ def test_aging_off_matches_priority_reference(seed):
             except IndexError:
                 assert not ref.items
         assert len(q) == len(ref.items) and bool(q) == bool(ref.items)
-        assert list(q) == ref.order()
+        order = ref.order()
+        assert list(q) == order
+        if order:
+            assert q[0] is order[0] and q[-1] is order[-1]
+
+
+@pytest.mark.parametrize("policy,aging", [("fcfs", False), ("priority", True), ("priority", False)])
+def test_queues_index_like_a_deque(policy, aging):
+    q = TriageRequestQueue(policy=policy, aging=aging, clock=lambda: 10.0)
+    rs = [FakeRequest(f"r{i}", i % 3, 1.0 + i) for i in range(5)]
+    for r in rs:
+        q.add_request(r)
+    order = list(q)
+    assert [q[i] for i in range(5)] == order and [q[i - 5] for i in range(5)] == order
+    assert q[0] is q.peek_request()
+    for bad in (5, -6):
+        with pytest.raises(IndexError, match="out of range"):
+            q[bad]
 
 
 def test_equal_arrivals_tie_break_by_request_id():
@@ -216,12 +251,13 @@ def test_max_wait_with_injected_clock():
 
 
 def test_out_of_range_priorities_clamp_or_raise(aging_config):
-    q = TriageRequestQueue(aging_config, aging=False)
+    # Classes (aging on): a priority maps to a class by the configured ranges.
+    q = TriageRequestQueue(aging_config)
     # Ranges: HIGH [0,0], MEDIUM [1,9], LOW [10,100].
     assert q.class_for_priority(-5) == 0
     assert q.class_for_priority(101) == 2
     assert q.class_for_priority(10**12) == 2
-    strict = TriageRequestQueue(aging_config, aging=False, out_of_range="error")
+    strict = TriageRequestQueue(aging_config, out_of_range="error")
     with pytest.raises(triage.ClassError, match="priority -5 is in no class's range"):
         strict.add_request(FakeRequest("x", -5, 1.0))
     assert len(strict) == 0
@@ -340,7 +376,7 @@ def test_arrival_times_out_of_range_raise_with_out_of_range_error():
 
 
 def test_a_refused_add_counts_no_clamp():
-    q = TriageRequestQueue(aging=False, clock=lambda: 5.0)
+    q = TriageRequestQueue(clock=lambda: 5.0)
     r = FakeRequest("r", -7, math.nan)
     q.add_request(r)
     assert (q.clamped_arrivals, q.clamped_priorities) == (1, 1)
@@ -350,7 +386,7 @@ def test_a_refused_add_counts_no_clamp():
 
 
 def test_out_of_range_priorities_are_counted_and_logged(aging_config, caplog):
-    q = TriageRequestQueue(aging_config, aging=False, clock=lambda: 1.0)
+    q = TriageRequestQueue(aging_config, clock=lambda: 1.0)
     with caplog.at_level(logging.WARNING, logger="triage.vllm"):
         q.add_request(FakeRequest("in", 5, 1.0))
         q.add_request(FakeRequest("neg", -5, 1.0))

@@ -141,23 +141,37 @@ def test_is_a_vllm_request_queue():
     assert isinstance(TriageRequestQueue(CONFIG, aging=False), RequestQueue)
 
 
-def test_scheduler_class_resolves_and_replaces_both_queues(monkeypatch):
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_scheduler_class_is_the_engines_kind_and_replaces_both_queues(
+    monkeypatch, async_scheduling
+):
+    from types import SimpleNamespace
+
+    import triage.vllm as tv
     from vllm.utils.import_utils import resolve_obj_by_qualname
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+    from vllm.v1.core.sched.scheduler import Scheduler
 
     cls = resolve_obj_by_qualname("triage.vllm.TriageScheduler")
-    assert issubclass(cls, AsyncScheduler)
 
-    # Building a real AsyncScheduler needs a model configuration; stand in for its
-    # __init__ with what TriageScheduler relies on: the policy and the two queues.
+    # Building a real scheduler needs a model configuration; stand in for vLLM's
+    # __init__ with what the queue replacement relies on: the policy and the two queues.
     def fake_init(self, *args, **kwargs):
         self.policy = SchedulingPolicy.PRIORITY
         self.waiting = PriorityRequestQueue()
         self.kv_holding_waiting = PriorityRequestQueue()
 
+    monkeypatch.setattr(Scheduler, "__init__", fake_init)
     monkeypatch.setattr(AsyncScheduler, "__init__", fake_init)
     monkeypatch.setenv("TRIAGE_AGING", "0")
-    s = cls()
-    assert isinstance(s.waiting, TriageRequestQueue) and s.waiting.policy == "priority"
-    assert isinstance(s.kv_holding_waiting, TriageRequestQueue)
-    assert s.waiting is not s.kv_holding_waiting and not s.waiting.aging
+    vllm_config = SimpleNamespace(
+        scheduler_config=SimpleNamespace(async_scheduling=async_scheduling)
+    )
+    explicit = tv.TriageAsyncScheduler if async_scheduling else tv.TriageSyncScheduler
+    for s in (cls(vllm_config), cls(vllm_config=vllm_config), explicit(vllm_config)):
+        assert isinstance(s, Scheduler)
+        assert isinstance(s, AsyncScheduler) == async_scheduling
+        assert isinstance(s.waiting, TriageRequestQueue) and s.waiting.policy == "priority"
+        assert isinstance(s.kv_holding_waiting, TriageRequestQueue)
+        assert s.waiting is not s.kv_holding_waiting and not s.waiting.aging
+    assert isinstance(cls(vllm_config), cls)

@@ -4,13 +4,12 @@
 (``vllm/v1/core/sched/request_queue.py``) with vLLM's semantics, on triage's wait queue
 (Rust), holding the Python request objects:
 
-* ``policy="priority"`` (vLLM ``--scheduling-policy priority``): vLLM's integer
+* ``policy="priority"`` (vLLM ``--scheduling-policy priority``). With ``aging=False``,
+  the vLLM-exact mode, the order is exactly vLLM's ``PriorityRequestQueue`` --
+  ``(priority, arrival_time, request_id)``, then ``id()`` -- for any integer priorities,
+  whatever the configuration's classes. With ``aging=True`` (the default) vLLM's integer
   ``request.priority`` maps to a triage class through the configuration's
-  ``vllm_priority`` ranges. With ``aging=False`` the order is exactly vLLM's
-  ``PriorityRequestQueue`` -- ``(priority, arrival_time, request_id)`` -- **provided each
-  priority value in use has a class of its own** (a range ``[p, p]``; at most 8 classes):
-  inside one class triage is FIFO by ``(arrival_time, request_id)`` and does not look at
-  the priority. With ``aging=True`` (the default) the order is triage's contract: waiting
+  ``vllm_priority`` ranges and the order is triage's contract: waiting
   requests move up a class as they age (by whole arrival buckets, ``promote_after_ms``),
   and a request older than ``max_wait_ms`` goes before every other: the order of
   ``triage.Scheduler`` with ``order = "ladder"``. The queue keeps it whatever the
@@ -21,11 +20,14 @@
 * ``policy="fcfs"``: exactly vLLM's ``FCFSRequestQueue`` (append, prepend at the front,
   ``prepend_requests`` as ``deque.extendleft``); priorities and aging do not apply.
 
+Both index as vLLM's code and tests index its queues: ``queue[i]`` is the ``i``-th request
+of the order ``pop_request`` would give (negative from the end; O(n)).
+
 Out-of-range values, with ``out_of_range="clamp"`` (the default: raising inside vLLM's
 engine core would stop the engine):
 
-* a priority outside every configured range maps to the class of the nearest range (the
-  more urgent one on a tie);
+* with aging on, a priority outside every configured range maps to the class of the
+  nearest range (the more urgent one on a tie);
 * an ``arrival_time`` that a triage ``Timestamp`` cannot hold (NaN, infinite, negative, or
   past 18,446,744,073.7 s, about the year 2554) is replaced by the queue's current time
   (its clock's, whatever the aging), so it queues as if it had just arrived.
@@ -42,8 +44,10 @@ misuse: adding a request that is already queued raises ``AlreadyQueued`` (a
 ``ValueError``; vLLM's heap would hold it twice); requests are identified by identity, as
 vLLM's (which define no ``__eq__``) are in its sets.
 
-``TriageScheduler`` is vLLM's ``AsyncScheduler`` with both waiting queues (``waiting``
-and ``kv_holding_waiting``) replaced by ``TriageRequestQueue``::
+``TriageScheduler`` is vLLM's scheduler with both waiting queues (``waiting`` and
+``kv_holding_waiting``) replaced by ``TriageRequestQueue``: built as its synchronous
+``Scheduler`` or, on an engine with ``--async-scheduling``, as its ``AsyncScheduler``
+(``TriageSyncScheduler`` and ``TriageAsyncScheduler`` are the two kinds by name)::
 
     TRIAGE_CONFIG=triage.toml vllm serve MODEL --scheduling-policy priority \\
         --scheduler-cls triage.vllm.TriageScheduler
@@ -60,7 +64,14 @@ from typing import Any, Callable, Optional
 
 from ._triage import Config, VllmQueue
 
-__all__ = ["TriageRequestQueue", "TriageScheduler", "config_from_env", "register"]
+__all__ = [
+    "TriageAsyncScheduler",
+    "TriageRequestQueue",
+    "TriageScheduler",
+    "TriageSyncScheduler",
+    "config_from_env",
+    "register",
+]
 
 logger = logging.getLogger("triage.vllm")
 
@@ -99,7 +110,8 @@ class TriageRequestQueue(VllmQueue):
     requests of the same arrival bucket that sort after it); ``remove_request``
     O(log n + C); ``pop_request``, ``peek_request`` O(C² + log n); ``remove_requests``
     O(k (log n + C)) for k requests given (vLLM's is O(n) plus a re-heapify); iteration
-    O(n log n). See ``docs/python.md``.
+    O(n log n); ``queue[i]`` O(n). In the vLLM-exact mode (``aging=False``) every add,
+    pop and removal is O(log n). See ``docs/python.md``.
     """
 
     def __init__(
@@ -122,6 +134,7 @@ try:  # vLLM is optional.
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler as _AsyncScheduler
     from vllm.v1.core.sched.request_queue import RequestQueue as _RequestQueue
     from vllm.v1.core.sched.request_queue import SchedulingPolicy as _SchedulingPolicy
+    from vllm.v1.core.sched.scheduler import Scheduler as _Scheduler
 
     _VLLM_IMPORT_ERROR: Optional[BaseException] = None
 except Exception as exc:  # ImportError, or a vLLM that fails to import on this machine
@@ -133,53 +146,83 @@ if _AsyncScheduler is not None:
     # isinstance(queue, RequestQueue) holds for vLLM's own checks.
     _RequestQueue.register(TriageRequestQueue)
 
-    class TriageScheduler(_AsyncScheduler):  # type: ignore[misc, valid-type]
-        """vLLM's ``AsyncScheduler`` with triage's queue for ``waiting`` and
-        ``kv_holding_waiting``. Select it with
-        ``--scheduler-cls triage.vllm.TriageScheduler`` (and
-        ``--scheduling-policy priority`` for triage's classes; with ``fcfs`` the queues
-        keep vLLM's FCFS order).
-        """
+    def _replace_queues(scheduler: Any) -> None:
+        """Replaces ``waiting`` and ``kv_holding_waiting`` of a freshly built vLLM
+        scheduler by ``TriageRequestQueue`` (``$TRIAGE_CONFIG``, ``$TRIAGE_AGING``)."""
+        config = config_from_env()
+        aging = aging_from_env()
+        if scheduler.policy == _SchedulingPolicy.PRIORITY:
+            policy = "priority"
+        elif scheduler.policy == _SchedulingPolicy.FCFS:
+            policy = "fcfs"
+            logger.warning(
+                "triage: --scheduling-policy fcfs keeps vLLM's FCFS order; use "
+                "--scheduling-policy priority for triage's classes and aging"
+            )
+        else:  # a policy this module does not know (a vLLM other than 0.33.0)
+            logger.warning(
+                "triage: scheduling policy %s is not supported; vLLM's queues kept",
+                scheduler.policy,
+            )
+            return
+        for name in ("waiting", "kv_holding_waiting"):
+            old = getattr(scheduler, name, None)
+            if old is None:  # not in this vLLM version
+                continue
+            queue = TriageRequestQueue(config, policy=policy, aging=aging)
+            for request in old:  # empty at start; kept if not
+                queue.add_request(request)
+            setattr(scheduler, name, queue)
+        logger.info(
+            "triage: waiting queues replaced (policy=%s, %s, scheduler %s)",
+            policy,
+            f"aging with classes {config.class_names}" if aging else "vLLM-exact order",
+            type(scheduler).__name__,
+        )
+
+    class _TriageQueues:
+        """Mixin: the vLLM scheduler it precedes, with triage's waiting queues."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            config = config_from_env()
-            aging = aging_from_env()
-            if self.policy == _SchedulingPolicy.PRIORITY:
-                policy = "priority"
-            elif self.policy == _SchedulingPolicy.FCFS:
-                policy = "fcfs"
-                logger.warning(
-                    "triage: --scheduling-policy fcfs keeps vLLM's FCFS order; use "
-                    "--scheduling-policy priority for triage's classes and aging"
-                )
-            else:  # a policy this module does not know (a vLLM other than 0.33.0)
-                logger.warning(
-                    "triage: scheduling policy %s is not supported; vLLM's queues kept",
-                    self.policy,
-                )
-                return
-            for name in ("waiting", "kv_holding_waiting"):
-                old = getattr(self, name, None)
-                if old is None:  # not in this vLLM version
-                    continue
-                queue = TriageRequestQueue(config, policy=policy, aging=aging)
-                for request in old:  # empty at start; kept if not
-                    queue.add_request(request)
-                setattr(self, name, queue)
-            logger.info(
-                "triage: waiting queues replaced (policy=%s, aging=%s, classes=%s)",
-                policy,
-                aging,
-                config.class_names,
-            )
+            _replace_queues(self)
+
+    class TriageSyncScheduler(_TriageQueues, _Scheduler):  # type: ignore[misc, valid-type]
+        """vLLM's synchronous ``Scheduler`` (its default) with triage's queue for
+        ``waiting`` and ``kv_holding_waiting``."""
+
+    class TriageAsyncScheduler(_TriageQueues, _AsyncScheduler):  # type: ignore[misc, valid-type]
+        """vLLM's ``AsyncScheduler`` (``--async-scheduling``) with triage's queue for
+        ``waiting`` and ``kv_holding_waiting``."""
+
+    def _async_scheduling(args: tuple, kwargs: dict) -> bool:
+        vllm_config = kwargs.get("vllm_config", args[0] if args else None)
+        scheduler_config = getattr(vllm_config, "scheduler_config", None)
+        return bool(getattr(scheduler_config, "async_scheduling", False))
+
+    class TriageScheduler(TriageSyncScheduler):  # type: ignore[misc, valid-type]
+        """The one name for ``--scheduler-cls``: built as vLLM's synchronous ``Scheduler``
+        or, when the engine runs ``--async-scheduling``, as its ``AsyncScheduler``, each
+        with triage's queue for ``waiting`` and ``kv_holding_waiting``. Select it with
+        ``--scheduler-cls triage.vllm.TriageScheduler`` (and ``--scheduling-policy
+        priority`` for triage's order; with ``fcfs`` the queues keep vLLM's FCFS order).
+        """
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> "TriageScheduler":
+            if cls is TriageScheduler and _async_scheduling(args, kwargs):
+                return super().__new__(_TriageSchedulerAsync)
+            return super().__new__(cls)
+
+    class _TriageSchedulerAsync(TriageScheduler, _AsyncScheduler):  # type: ignore[misc, valid-type]
+        """``TriageScheduler`` on an engine with async scheduling (MRO: the queues mixin,
+        then ``AsyncScheduler``, then ``Scheduler``)."""
 
 else:
 
     def __getattr__(name: str) -> Any:
-        if name == "TriageScheduler":
+        if name in ("TriageScheduler", "TriageSyncScheduler", "TriageAsyncScheduler"):
             raise ImportError(
-                f"triage.vllm.TriageScheduler needs vLLM {VLLM_VERSION} "
+                f"triage.vllm.{name} needs vLLM {VLLM_VERSION} "
                 f"(pip install vllm=={VLLM_VERSION}); importing it failed: "
                 f"{_VLLM_IMPORT_ERROR!r}"
             ) from _VLLM_IMPORT_ERROR
