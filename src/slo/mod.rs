@@ -9,6 +9,8 @@
 #[cfg(feature = "slo")]
 mod compliance;
 #[cfg(feature = "slo")]
+mod deadlines;
+#[cfg(feature = "slo")]
 mod requests;
 mod targets;
 #[cfg(feature = "slo")]
