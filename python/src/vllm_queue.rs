@@ -52,7 +52,14 @@ pub(crate) struct VllmQueue {
     /// Adds and prepends whose `arrival_time` a `Timestamp` cannot hold, queued at the
     /// queue's current time instead (`out_of_range="clamp"`).
     clamped_arrivals: u64,
+    /// Adds and prepends whose client-named class (`vllm_xargs`) was not a class, queued
+    /// by their priority instead (`out_of_range="clamp"`).
+    clamped_classes: u64,
 }
+
+/// The key of `vllm_xargs` (vLLM's `SamplingParams.extra_args`) by which a client names
+/// its request's class.
+pub(crate) const CLIENT_CLASS: &str = "triage_class";
 
 /// Logs `message` on the `triage.vllm` logger at warning level when `count` (the clamps so
 /// far, this one included) is a power of two: the first clamp is always seen, and a client
@@ -149,6 +156,58 @@ impl VllmQueue {
         Ok(self.clock_now(py)?.1)
     }
 
+    /// The class a client named for `request`: `request.sampling_params.extra_args
+    /// ["triage_class"]`, which vLLM's OpenAI server fills from the request body's
+    /// `vllm_xargs`. `None` when it names none. A name that is not a configured class is
+    /// refused with `ClassError` under `out_of_range="error"`; under `"clamp"` it is
+    /// counted, logged, and the priority decides.
+    fn class_from_client(
+        &mut self,
+        py: Python<'_>,
+        request: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Class>> {
+        let Ok(params) = request.getattr(intern!(py, "sampling_params")) else {
+            return Ok(None);
+        };
+        let Ok(extra) = params.getattr(intern!(py, "extra_args")) else {
+            return Ok(None);
+        };
+        if extra.is_none() {
+            return Ok(None);
+        }
+        // A missing key (or extra_args that is not a mapping) names no class.
+        let Ok(v) = extra.get_item(intern!(py, CLIENT_CLASS)) else {
+            return Ok(None);
+        };
+        let found = v
+            .extract::<String>()
+            .ok()
+            .and_then(|name| self.classes.parse_name(&name).ok());
+        match found {
+            Some(class) => Ok(Some(class)),
+            None if self.out_of_range == OutOfRange::Error => Err(ClassError::new_err(format!(
+                "request {}: vllm_xargs {CLIENT_CLASS} {} is not a class; classes: {}",
+                request_label(py, request),
+                short_repr(&v),
+                self.classes.names().join(", ")
+            ))),
+            None => {
+                self.clamped_classes += 1;
+                warn_clamped(
+                    py,
+                    self.clamped_classes,
+                    format!(
+                        "triage: request {}: vllm_xargs {CLIENT_CLASS} {} is not a class (classes: {}); its priority decides",
+                        request_label(py, request),
+                        short_repr(&v),
+                        self.classes.names().join(", ")
+                    ),
+                );
+                Ok(None)
+            }
+        }
+    }
+
     fn push(&mut self, py: Python<'_>, request: &Bound<'_, PyAny>, front: bool) -> PyResult<()> {
         let id = request.as_ptr() as u64;
         let item = |arrival: f64| PyItem {
@@ -178,6 +237,8 @@ impl VllmQueue {
                 // The exact mode orders by the priority itself: no class, nothing clamped.
                 let class = if self.exact.is_some() {
                     Class::HIGH
+                } else if let Some(class) = self.class_from_client(py, request)? {
+                    class
                 } else {
                     let (class, clamped) = vllm_class(
                         &self.classes,
@@ -362,6 +423,7 @@ impl VllmQueue {
             front: FCFS_ORIGIN,
             clamped_priorities: 0,
             clamped_arrivals: 0,
+            clamped_classes: 0,
         })
     }
 
@@ -581,5 +643,12 @@ impl VllmQueue {
     #[getter]
     fn clamped_arrivals(&self) -> u64 {
         self.clamped_arrivals
+    }
+
+    /// Adds and prepends whose `vllm_xargs` `triage_class` was not a configured class and
+    /// was ignored for the priority (`out_of_range="clamp"`).
+    #[getter]
+    fn clamped_classes(&self) -> u64 {
+        self.clamped_classes
     }
 }

@@ -423,3 +423,38 @@ def test_a_failure_to_log_a_clamp_does_not_fail_the_add(monkeypatch):
         logger.removeFilter(boom)
     assert r in q and q.clamped_arrivals == 1
     assert len(seen) == 1 and str(seen[0]) == "broken log filter"
+
+
+def test_a_client_names_the_class_through_vllm_xargs(aging_config, caplog):
+    """vLLM's OpenAI server puts a body's ``vllm_xargs`` in ``sampling_params.extra_args``:
+    ``triage_class`` there names the class, before the priority's range does."""
+    from types import SimpleNamespace
+
+    def req(rid, priority, xargs):
+        r = FakeRequest(rid, priority, 1.0)
+        r.sampling_params = SimpleNamespace(extra_args=xargs)
+        return r
+
+    q = TriageRequestQueue(aging_config, clock=lambda: 1.0)
+    named = req("named", 50, {"triage_class": "HIGH", "other": 1})  # LOW by its priority
+    plain = req("plain", 0, None)  # HIGH by its priority, earlier id
+    no_key = req("no-key", 5, {"other": 1})  # MEDIUM
+    with caplog.at_level(logging.WARNING, logger="triage.vllm"):
+        bad = req("bad", 5, {"triage_class": "URGENT"})  # not a class: the priority decides
+        for r in (named, plain, no_key, bad):
+            q.add_request(r)
+    assert [q.effective_class(r) for r in (named, plain, no_key, bad)] == [
+        "HIGH", "HIGH", "MEDIUM", "MEDIUM"
+    ]
+    assert [r.request_id for r in q] == ["named", "plain", "bad", "no-key"]
+    assert q.clamped_classes == 1 and q.clamped_priorities == 0
+    assert any("vllm_xargs triage_class 'URGENT' is not a class" in r.getMessage() for r in caplog.records)
+    strict = TriageRequestQueue(aging_config, out_of_range="error")
+    with pytest.raises(triage.ClassError, match="triage_class 'URGENT' is not a class; classes: HIGH, MEDIUM, LOW"):
+        strict.add_request(req("bad2", 5, {"triage_class": "URGENT"}))
+    assert len(strict) == 0
+    # The vLLM-exact mode orders by priority alone: the name changes nothing there.
+    exact = TriageRequestQueue(aging_config, aging=False)
+    exact.add_request(req("named", 50, {"triage_class": "HIGH"}))
+    exact.add_request(req("plain", 7, None))
+    assert [r.request_id for r in exact] == ["plain", "named"]

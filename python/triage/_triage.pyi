@@ -381,3 +381,7 @@ class VllmQueue:
     def clamped_arrivals(self) -> int:
         """Adds and prepends whose arrival_time was non-finite, negative or past the largest
         Timestamp (queued at the current time instead; out_of_range="clamp")."""
+    @property
+    def clamped_classes(self) -> int:
+        """Adds and prepends whose vllm_xargs triage_class was not a configured class (the
+        priority decided instead; out_of_range="clamp")."""
