@@ -615,6 +615,42 @@ impl VllmQueue {
             .map(|c| self.classes.name(c).to_string()))
     }
 
+    /// Takes `config` (a reload): its classes, `vllm_priority` ranges, aging thresholds and
+    /// max wait from now on. Every queued request is queued again under it, by its
+    /// priority (or client-named class) and original arrival, so it keeps its place in
+    /// line; O(n log n). A request whose priority or class name the new configuration has
+    /// no room for is clamped, whatever `out_of_range` says: a reload loses no request. The
+    /// fcfs policy and the vLLM-exact mode read nothing of the configuration, so there it
+    /// only records the classes.
+    fn reconfigure(slf: &Bound<'_, Self>, config: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let config = config_arg(Some(config), "config")?;
+        let mut me = slf.borrow_mut();
+        me.classes = config.class_set();
+        if me.policy != Policy::Priority || me.exact.is_some() {
+            return Ok(());
+        }
+        let options = WaitingOptions::from_config(&config);
+        let fresh = WaitingQueue::new(options).map_err(raise::<ConfigError>)?;
+        let now = me.now(py)?;
+        let old = std::mem::replace(&mut me.queue, fresh);
+        let mut old = old;
+        let items = old.drain_at(now);
+        // Back in under the new classes; each keeps the arrival it was queued with. None may
+        // be lost: a priority or class name the new configuration has no room for is
+        // clamped (counted and logged) even under out_of_range="error".
+        let rule = std::mem::replace(&mut me.out_of_range, OutOfRange::Clamp);
+        let mut result = Ok(());
+        for (_, item) in items {
+            let request = item.obj.bind(py).clone();
+            if let Err(e) = me.push(py, &request, true) {
+                result = result.and(Err(e));
+            }
+        }
+        me.out_of_range = rule;
+        result
+    }
+
     /// `"priority"` or `"fcfs"`.
     #[getter]
     fn policy(&self) -> &'static str {

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
+import signal
 
 import pytest
 from conftest import FakeRequest, one_class_per_priority, toml_config
@@ -458,3 +460,58 @@ def test_a_client_names_the_class_through_vllm_xargs(aging_config, caplog):
     exact.add_request(req("named", 50, {"triage_class": "HIGH"}))
     exact.add_request(req("plain", 7, None))
     assert [r.request_id for r in exact] == ["plain", "named"]
+
+
+def test_reconfigure_requeues_every_request_under_the_new_classes(aging_config):
+    q = TriageRequestQueue(aging_config, clock=lambda: 1.0, out_of_range="error")
+    rs = [FakeRequest(f"r{p}", p, 1.0 + p / 100) for p in (0, 5, 50)]
+    for r in rs:
+        q.add_request(r)
+    assert [q.effective_class(r) for r in rs] == ["HIGH", "MEDIUM", "LOW"]
+    # Two classes now; 50 is in no range any more: clamped, not lost, even under "error".
+    two = triage.Config.from_toml(
+        toml_config([("FAST", (0, 5), None), ("SLOW", (6, 10), 300)], max_wait_ms=1000)
+    )
+    q.reconfigure(two)
+    assert len(q) == 3 and all(r in q for r in rs)
+    assert [q.effective_class(r) for r in rs] == ["FAST", "FAST", "SLOW"]
+    assert list(q) == rs  # r0 and r5 in FAST by arrival, then r50
+    assert q.clamped_priorities == 1
+    with pytest.raises(triage.ClassError):  # the rule is back for new requests
+        q.add_request(FakeRequest("late", 99, 2.0))
+
+
+def test_config_watch_rereads_a_changed_file_and_keeps_the_old_on_errors(tmp_path, caplog):
+    from triage.vllm import ConfigWatch
+
+    path = tmp_path / "triage.toml"
+    path.write_text(toml_config([("A", (0, 0), None), ("B", (1, 9), 300)]))
+    watch = ConfigWatch(str(path), every=0.0, hangup=False)
+    assert watch.poll() is None  # unchanged since it was built
+    path.write_text(toml_config([("X", (0, 9), None)]))
+    os.utime(path, ns=(1, 10**18))  # a modification time that differs for sure
+    config = watch.poll()
+    assert config is not None and config.class_names == ["X"]
+    assert watch.poll() is None
+    with caplog.at_level(logging.ERROR, logger="triage.vllm"):
+        path.write_text("max_wait_ms = -1\n")
+        os.utime(path, ns=(1, 2 * 10**18))
+        assert watch.poll() is None
+    assert any("max_wait_ms" in r.getMessage() and "unchanged" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_config_watch_rereads_on_sighup(tmp_path):
+    from triage.vllm import ConfigWatch
+
+    path = tmp_path / "triage.toml"
+    path.write_text(toml_config([("A", (0, 9), None)]))
+    watch = ConfigWatch(str(path), every=3600.0)
+    try:
+        assert watch.poll() is None
+        os.kill(os.getpid(), signal.SIGHUP)  # handled in this (the main) thread
+        config = watch.poll()  # the signal skips the wait and the modification time
+        assert config is not None and config.class_names == ["A"]
+        assert watch.poll() is None
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)

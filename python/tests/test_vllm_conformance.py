@@ -175,3 +175,36 @@ def test_scheduler_class_is_the_engines_kind_and_replaces_both_queues(
         assert isinstance(s.kv_holding_waiting, TriageRequestQueue)
         assert s.waiting is not s.kv_holding_waiting and not s.waiting.aging
     assert isinstance(cls(vllm_config), cls)
+
+
+def test_the_scheduler_reloads_triage_config_when_it_changes(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import FakeRequest, toml_config
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    path = tmp_path / "triage.toml"
+    path.write_text(toml_config([("A", (0, 4), None), ("B", (5, 9), 300)]))
+
+    def fake_init(self, *args, **kwargs):
+        self.policy = SchedulingPolicy.PRIORITY
+        self.waiting = PriorityRequestQueue()
+        self.kv_holding_waiting = PriorityRequestQueue()
+
+    monkeypatch.setattr(Scheduler, "__init__", fake_init)
+    monkeypatch.setenv("TRIAGE_CONFIG", str(path))
+    monkeypatch.delenv("TRIAGE_AGING", raising=False)
+    config = SimpleNamespace(scheduler_config=SimpleNamespace(async_scheduling=False))
+    from vllm.utils.import_utils import resolve_obj_by_qualname
+
+    s = resolve_obj_by_qualname("triage.vllm.TriageScheduler")(config)
+    s._triage_watch.every = 0.0
+    import time
+
+    r = FakeRequest("r", 5, time.time())  # just arrived: not aged into A
+    s.waiting.add_request(r)
+    assert s.waiting.effective_class(r) == "B"
+    path.write_text(toml_config([("X", (0, 9), None)]))
+    os.utime(path, ns=(1, 10**18))
+    s._triage_reload()  # what each schedule() does first
+    assert s.waiting.effective_class(r) == "X" and s.kv_holding_waiting.policy == "priority"

@@ -52,7 +52,8 @@ vLLM's (which define no ``__eq__``) are in its sets.
     TRIAGE_CONFIG=triage.toml vllm serve MODEL --scheduling-policy priority \\
         --scheduler-cls triage.vllm.TriageScheduler
 
-Environment: ``TRIAGE_CONFIG`` (a TOML path; default configuration otherwise) and
+Environment: ``TRIAGE_CONFIG`` (a TOML path; default configuration otherwise; re-read
+when the file changes or the engine process gets ``SIGHUP``, see ``ConfigWatch``) and
 ``TRIAGE_AGING`` (``0`` for vLLM's exact priority order, default ``1``).
 """
 
@@ -60,11 +61,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from typing import Any, Callable, Optional
 
 from ._triage import Config, VllmQueue
 
 __all__ = [
+    "ConfigWatch",
     "TriageAsyncScheduler",
     "TriageRequestQueue",
     "TriageScheduler",
@@ -86,6 +90,65 @@ def config_from_env() -> Config:
     """
     path = os.environ.get("TRIAGE_CONFIG")
     return Config.from_path(path) if path else Config()
+
+
+class ConfigWatch:
+    """Watches a configuration file: :meth:`poll` re-reads it when its modification time
+    changed since the last read, or after the process got ``SIGHUP`` (installed when built
+    in the main thread; elsewhere only the modification time is watched). A file that no
+    longer loads is logged with its located error, and the configuration in force stays.
+
+    Args:
+        path: the TOML file.
+        every: the least time between two looks at the file, in seconds (``poll`` is called
+            once per engine iteration).
+        hangup: whether to reload on ``SIGHUP`` (the previous Python handler, if any, still
+            runs).
+    """
+
+    def __init__(self, path: str, *, every: float = 1.0, hangup: bool = True) -> None:
+        self.path = path
+        self.every = every
+        self._seen = self._mtime()
+        self._looked = time.monotonic()
+        self._hup = False
+        self._previous: Any = None
+        if hangup and hasattr(signal, "SIGHUP"):
+            try:
+                self._previous = signal.signal(signal.SIGHUP, self._on_hup)
+            except ValueError:  # not the main thread: the file's time only
+                logger.info("triage: %s is watched by its modification time only", path)
+
+    def _mtime(self) -> Optional[int]:
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return None
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self._hup = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def poll(self) -> Optional[Config]:
+        """The re-read configuration if the file changed or ``SIGHUP`` came since the last
+        read and it loads; ``None`` otherwise."""
+        now = time.monotonic()
+        if not self._hup and now - self._looked < self.every:
+            return None
+        self._looked = now
+        mtime = self._mtime()
+        if not self._hup and (mtime is None or mtime == self._seen):
+            return None
+        self._hup = False
+        self._seen = mtime
+        try:
+            config = Config.from_path(self.path)
+        except Exception as exc:  # triage.ConfigError, or the file vanished
+            logger.error("triage: %s: %s; the configuration in force is unchanged", self.path, exc)
+            return None
+        logger.info("triage: %s re-read (classes %s)", self.path, config.class_names)
+        return config
 
 
 def aging_from_env() -> bool:
@@ -181,11 +244,29 @@ if _AsyncScheduler is not None:
         )
 
     class _TriageQueues:
-        """Mixin: the vLLM scheduler it precedes, with triage's waiting queues."""
+        """Mixin: the vLLM scheduler it precedes, with triage's waiting queues, and
+        ``$TRIAGE_CONFIG`` reloaded when it changes or on ``SIGHUP`` (see
+        :class:`ConfigWatch`), at the start of a ``schedule()``."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             _replace_queues(self)
+            path = os.environ.get("TRIAGE_CONFIG")
+            self._triage_watch = ConfigWatch(path) if path else None
+
+        def _triage_reload(self) -> None:
+            """Takes a changed ``$TRIAGE_CONFIG`` into both queues."""
+            config = self._triage_watch.poll() if self._triage_watch else None
+            if config is None:
+                return
+            for name in ("waiting", "kv_holding_waiting"):
+                queue = getattr(self, name, None)
+                if isinstance(queue, TriageRequestQueue):
+                    queue.reconfigure(config)
+
+        def schedule(self, *args: Any, **kwargs: Any) -> Any:
+            self._triage_reload()
+            return super().schedule(*args, **kwargs)
 
     class TriageSyncScheduler(_TriageQueues, _Scheduler):  # type: ignore[misc, valid-type]
         """vLLM's synchronous ``Scheduler`` (its default) with triage's queue for
