@@ -633,9 +633,7 @@ impl VllmQueue {
         let options = WaitingOptions::from_config(&config);
         let fresh = WaitingQueue::new(options).map_err(raise::<ConfigError>)?;
         let now = me.now(py)?;
-        let old = std::mem::replace(&mut me.queue, fresh);
-        let mut old = old;
-        let items = old.drain_at(now);
+        let items = std::mem::replace(&mut me.queue, fresh).drain_at(now);
         // Back in under the new classes; each keeps the arrival it was queued with. None may
         // be lost: a priority or class name the new configuration has no room for is
         // clamped (counted and logged) even under out_of_range="error".
