@@ -1,6 +1,5 @@
-//! A small harness for driving the scheduler with injected time, as an engine would, and
-//! a decision's work list. The fake engine and the seeded generator are the test kit's
-//! (`triage-testkit`).
+//! A small harness for driving the scheduler with injected time, as an engine would. The
+//! fake engine and the seeded generator are the test kit's (`triage-testkit`).
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
@@ -123,15 +122,4 @@ pub fn foreign_handles() -> [RequestHandle; 2] {
 
 pub fn ids(admitted: &[Admitted]) -> Vec<u64> {
     admitted.iter().map(|a| a.id.0).collect()
-}
-
-/// The tokens a decision asks the engine to compute this iteration, as
-/// `(id, handle, tokens)`: the admitted requests' prefill chunks, then the running
-/// requests' scheduled work (the order `Decision::total_tokens` sums them in).
-pub fn work(d: &Decision) -> Vec<(RequestId, RequestHandle, u32)> {
-    d.admitted
-        .iter()
-        .map(|a| (a.id, a.handle, a.prefill_tokens))
-        .chain(d.scheduled.iter().map(|s| (s.id, s.handle, s.tokens)))
-        .collect()
 }
