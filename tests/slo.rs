@@ -1,9 +1,14 @@
-//! SLO tracker and metrics, with injected time: percentiles and compliance against an exact
-//! nearest-rank computation on the same samples, violations reported the moment they
-//! happen (while still queued), a full violation channel that drops and counts, windows
-//! that forget, and the metric families emitted through the `metrics` facade.
+//! SLO tracking and metrics, through the scheduler with injected time: percentiles and
+//! compliance against an exact nearest-rank computation on the same samples, violations
+//! reported the moment they happen (while still queued), a full violation channel that
+//! drops and counts, windows that forget, and the metric families emitted through the
+//! `metrics` facade.
+//!
+//! Every test drives a real [`Scheduler`] as a scripted engine would: it submits at the
+//! clock's time, admits with a step that has room, reports tokens with `on_progress`, and
+//! lets steps with no room stand for the iterations in between.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use triage::telemetry::{self, ClassStep, RefuseReason, StepMetrics, StepReport};
 use triage::*;
@@ -16,12 +21,129 @@ fn us(v: u64) -> Timestamp {
     Timestamp(v * 1_000)
 }
 
-fn tracker() -> SloTracker {
-    SloTracker::new(
-        SloConfig::default(),
-        &SchedulerConfig::default().class_set(),
-    )
-    .unwrap()
+/// Prompt tokens of every scripted request (one prefill chunk, one KV block).
+const PROMPT: u32 = 16;
+/// KV blocks of the scripted engine: room for every request the tests run at once.
+const BLOCKS: u32 = 1_000_000;
+
+/// A scheduler driven by a script, in time order.
+struct Script {
+    sched: Scheduler,
+    api: Submitter,
+    clock: ManualClock,
+    handles: HashMap<u64, RequestHandle>,
+}
+
+impl Script {
+    fn new() -> Self {
+        Self::with_config(SchedulerConfig::default())
+    }
+
+    fn with_config(mut config: SchedulerConfig) -> Self {
+        config.engine.total_blocks = BLOCKS;
+        // Preemption only where a test asks for it (a step that allows no sequence).
+        config.preemption.enabled = false;
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(config, clock.clone()).unwrap();
+        Self {
+            sched,
+            api,
+            clock,
+            handles: HashMap::new(),
+        }
+    }
+
+    fn at(&self, t: Timestamp) {
+        self.clock
+            .try_set(t)
+            .expect("the script runs in time order");
+    }
+
+    fn handle(&self, id: u64) -> RequestHandle {
+        self.handles[&id]
+    }
+
+    /// `spec` arrives at `t`; nothing runs yet.
+    fn arrive_spec(&mut self, spec: RequestSpec, t: Timestamp) {
+        self.at(t);
+        let id = spec.id.0;
+        let h = self.api.submit(spec).unwrap();
+        self.handles.insert(id, h);
+    }
+
+    /// Request `id` arrives in `class` at `t`; nothing runs yet.
+    fn arrive(&mut self, id: u64, class: Class, t: Timestamp) {
+        self.arrive_spec(RequestSpec::new(id, class, PROMPT, 1_000), t);
+    }
+
+    /// A step at `t` allowing `seqs` running sequences.
+    fn step_with(&mut self, t: Timestamp, seqs: u32) -> Decision {
+        self.at(t);
+        // Generous: each scripted request holds a handful of blocks at most.
+        let held = self.sched.running() as u32 * 64;
+        let budget = Budget {
+            max_num_seqs: seqs,
+            max_batched_tokens: 1 << 30,
+            free_blocks: BLOCKS - held,
+        };
+        self.sched.step(t, &budget).unwrap()
+    }
+
+    /// A step at `t` that admits every waiting request.
+    fn admit(&mut self, t: Timestamp) -> Decision {
+        self.step_with(t, 1 << 20)
+    }
+
+    /// A step at `t` that admits and preempts nothing: it reports the deadlines passed.
+    fn tick(&mut self, t: Timestamp) -> Decision {
+        let running = self.sched.running() as u32;
+        self.step_with(t, running)
+    }
+
+    /// The running request `id` computed its prompt and sampled its first token at `t`.
+    fn first_token(&mut self, id: u64, t: Timestamp) {
+        self.at(t);
+        self.sched
+            .on_progress(self.handle(id), t, PROMPT, 1)
+            .unwrap();
+    }
+
+    /// The running request `id` decoded `n` more tokens at `t`.
+    fn tokens(&mut self, id: u64, t: Timestamp, n: u32) {
+        self.at(t);
+        self.sched.on_progress(self.handle(id), t, n, n).unwrap();
+    }
+
+    /// The running request `id` finished at `t`.
+    fn finish(&mut self, id: u64, t: Timestamp) {
+        self.at(t);
+        let outcome = self
+            .sched
+            .on_finished(self.handle(id), t, FinishReason::Stop)
+            .unwrap();
+        assert_eq!(outcome, Outcome::Finished);
+    }
+
+    /// The client cancels request `id` at `t`; the step at `t` applies it.
+    fn cancel(&mut self, id: u64, t: Timestamp) -> Decision {
+        self.at(t);
+        self.api.cancel(self.handle(id)).unwrap();
+        self.tick(t)
+    }
+
+    /// Request `id` arrives at `arrival`, is admitted at `admitted` and has its first token
+    /// at `first`.
+    fn start(&mut self, id: u64, class: Class, times: [Timestamp; 3]) {
+        let [arrival, admitted, first] = times;
+        self.arrive(id, class, arrival);
+        let d = self.admit(admitted);
+        assert!(d.admitted.iter().any(|a| a.id == RequestId(id)));
+        self.first_token(id, first);
+    }
+
+    fn slo(&self) -> &SloTracker {
+        self.sched.slo()
+    }
 }
 
 /// A small deterministic generator (64-bit LCG, high bits).
@@ -59,25 +181,28 @@ fn assert_within_precision(measured: Duration, exact_us: u64, what: &str) {
     );
 }
 
-/// Records `n` HIGH requests with the given TTFTs (µs), arriving 1 ms apart from `start`,
-/// each finishing `e2e_extra` after its first token with 4 tokens 2 ms apart.
-fn run_requests(slo: &mut SloTracker, start_ms: u64, ttfts_us: &[u64], id0: u64) -> Vec<u64> {
+/// Runs HIGH requests one after another with the given TTFTs (µs): each arrives 1 ms
+/// after the one before finished, is admitted at half its TTFT, and finishes 8 ms after
+/// its first token with 4 tokens 2 ms apart. Returns the end-to-end latencies (µs) and
+/// the time the last one finished.
+fn run_requests(s: &mut Script, ttfts_us: &[u64]) -> (Vec<u64>, Timestamp) {
     let mut e2es = Vec::new();
+    let mut t = ms(0);
     for (i, &ttft) in ttfts_us.iter().enumerate() {
-        let id = RequestId(id0 + i as u64);
-        let arrival = ms(start_ms + i as u64);
-        slo.queued(id, Class::HIGH, arrival);
-        slo.admitted(id, Timestamp(arrival.0 + ttft * 1_000 / 2));
+        let id = i as u64;
+        let arrival = Timestamp(t.0 + 1_000_000);
         let first = Timestamp(arrival.0 + ttft * 1_000);
-        slo.first_token(id, first);
+        let admitted = Timestamp(arrival.0 + ttft * 1_000 / 2);
+        s.start(id, Class::HIGH, [arrival, admitted, first]);
         for k in 1..=4u64 {
-            slo.tokens(id, Timestamp(first.0 + k * 2_000_000), 1);
+            s.tokens(id, Timestamp(first.0 + k * 2_000_000), 1);
         }
         let end = Timestamp(first.0 + 8_000_000);
-        slo.finished(id, end);
+        s.finish(id, end);
         e2es.push((end.0 - arrival.0) / 1_000);
+        t = end;
     }
-    e2es
+    (e2es, t)
 }
 
 #[test]
@@ -86,10 +211,8 @@ fn percentiles_and_compliance_equal_exact_nearest_rank() {
         let mut rng = Lcg(seed);
         let n = 500 + (seed as usize * 37) % 700;
         let ttfts: Vec<u64> = (0..n).map(|_| rng.latency_us(50, 3_000_000)).collect();
-        let mut slo = tracker();
-        let e2es = run_requests(&mut slo, 0, &ttfts, 0);
-        // Everything happened within the first ~5 s; query at 8 s: every window holds it all.
-        let now = ms(8_000);
+        let mut s = Script::new();
+        let (e2es, now) = run_requests(&mut s, &ttfts);
         let mut sorted = ttfts.clone();
         sorted.sort_unstable();
         let mut e2e_sorted = e2es.clone();
@@ -101,7 +224,19 @@ fn percentiles_and_compliance_equal_exact_nearest_rank() {
             .iter()
             .filter(|&&v| v > bound_us && v <= bound_us + bound_us / 1000)
             .count();
-        for window in slo.windows() {
+        let slo = s.slo();
+        // The windows that still hold every sample: a sliding window counts a sample
+        // while it is younger than 5/6 of its span.
+        let holds_all = |w: &SloWindow| match *w {
+            SloWindow::Cumulative => true,
+            SloWindow::Sliding(span_s) => now.0 < span_s * 1_000_000_000 * 5 / 6,
+        };
+        let windows: Vec<SloWindow> = slo.windows().into_iter().filter(holds_all).collect();
+        assert!(
+            windows.len() >= 2,
+            "{windows:?}: the 1 h window and cumulative"
+        );
+        for window in windows {
             let c = slo.compliance(Class::HIGH, window, now).unwrap();
             let t = c.ttft.expect("HIGH has a TTFT target");
             assert_eq!(t.samples, n as u64, "{window}");
@@ -147,19 +282,43 @@ fn percentiles_and_compliance_equal_exact_nearest_rank() {
                 "queue wait",
             );
         }
+        // Each TTFT over the bound was reported once, at its first token.
+        let over = sorted.iter().filter(|&&v| v > bound_us).count() as u64;
+        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), over);
+        assert_eq!(slo.tracked(), 0);
     }
+}
+
+/// A scripted event, ordered after its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// Request `.0` arrives and is admitted.
+    Arrive(u64),
+    /// Request `.0` has its first token.
+    First(u64),
 }
 
 #[test]
 fn compliance_fraction_is_exact_away_from_the_bound() {
-    // MEDIUM: p95 TTFT <= 2 s. 100 requests: 93 at 1.5 s, 7 at 2.5 s.
-    let mut slo = tracker();
+    // MEDIUM: p95 TTFT <= 2 s. 100 requests arriving 1 ms apart: 93 at 1.5 s, 7 at 2.5 s.
+    let mut s = Script::new();
+    let mut events: Vec<(u64, Ev)> = Vec::new();
     for i in 0..100u64 {
-        let id = RequestId(i);
-        slo.queued(id, Class::MEDIUM, ms(i));
-        let ttft = if i % 15 == 0 && i < 100 { 2_500 } else { 1_500 };
-        slo.first_token(id, ms(i + ttft));
+        let ttft = if i % 15 == 0 { 2_500 } else { 1_500 };
+        events.push((i, Ev::Arrive(i)));
+        events.push((i + ttft, Ev::First(i)));
     }
+    events.sort();
+    for (t, e) in events {
+        match e {
+            Ev::Arrive(i) => {
+                s.arrive(i, Class::MEDIUM, ms(t));
+                s.admit(ms(t));
+            }
+            Ev::First(i) => s.first_token(i, ms(t)),
+        }
+    }
+    let slo = s.slo();
     let c = slo
         .compliance(Class::MEDIUM, SloWindow::Sliding(60), ms(5_000))
         .unwrap();
@@ -190,19 +349,25 @@ fn compliance_fraction_is_exact_away_from_the_bound() {
 
 #[test]
 fn a_queued_request_past_its_ttft_bound_is_reported_while_queued_and_once() {
-    let mut slo = tracker();
-    let rx = slo.subscribe(16);
-    slo.queued(RequestId(1), Class::HIGH, ms(0));
-    slo.queued(RequestId(2), Class::HIGH, ms(100)); // admitted in time
-    slo.tick(ms(100));
-    slo.admitted(RequestId(2), ms(200));
-    slo.first_token(RequestId(2), ms(300));
-    slo.tick(ms(500)); // exactly at the bound: not a miss
+    let mut s = Script::new();
+    let rx = s.sched.subscribe_violations(16);
+    s.arrive(1, Class::HIGH, ms(0));
+    // Request 2's own 300 ms TTFT target puts it first in line (deadline 400 ms, before
+    // request 1's 500 ms): the one sequence the step at 200 ms allows is request 2's.
+    s.arrive_spec(
+        RequestSpec::new(2, Class::HIGH, PROMPT, 100).with_ttft_ms(300),
+        ms(100),
+    );
+    let d = s.step_with(ms(200), 1);
+    assert_eq!(d.admitted.len(), 1);
+    assert_eq!(d.admitted[0].id, RequestId(2));
+    s.first_token(2, ms(300));
+    s.tick(ms(500)); // exactly at the bound: not a miss
     assert!(rx.try_recv().is_err());
-    slo.tick(us(500_001));
+    s.tick(us(500_001));
     let v = rx
         .try_recv()
-        .expect("reported at the first tick past the bound");
+        .expect("reported at the first step past the bound");
     assert_eq!(
         v,
         Violation {
@@ -216,15 +381,16 @@ fn a_queued_request_past_its_ttft_bound_is_reported_while_queued_and_once() {
         }
     );
     assert!(rx.try_recv().is_err());
-    // Later ticks, the admission and the first token do not report it again.
-    slo.tick(ms(900));
-    slo.admitted(RequestId(1), ms(1_000));
-    slo.tick(ms(1_100));
-    slo.first_token(RequestId(1), ms(1_200));
-    slo.tokens(RequestId(1), ms(1_300), 3);
-    slo.finished(RequestId(1), ms(1_400));
-    slo.tick(ms(5_000));
+    // Later steps, the admission and the first token do not report it again.
+    s.tick(ms(900));
+    s.step_with(ms(1_000), 2);
+    s.tick(ms(1_100));
+    s.first_token(1, ms(1_200));
+    s.tokens(1, ms(1_300), 3);
+    s.finish(1, ms(1_400));
+    s.tick(ms(5_000));
     assert!(rx.try_recv().is_err());
+    let slo = s.slo();
     assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 1);
     // It still counts as a TTFT sample over the bound.
     let c = slo
@@ -236,34 +402,38 @@ fn a_queued_request_past_its_ttft_bound_is_reported_while_queued_and_once() {
 
 #[test]
 fn ttft_misses_reported_at_first_token_running_preempted_and_reclassified() {
-    let mut slo = tracker();
-    let rx = slo.subscribe(16);
-    // Admitted in time but its first token comes late, between two ticks.
-    slo.queued(RequestId(1), Class::HIGH, ms(0));
-    slo.admitted(RequestId(1), ms(10));
-    slo.tick(ms(400));
-    slo.first_token(RequestId(1), ms(450));
-    // Running (admitted, no token yet) past its bound: reported at tick, not while queued.
-    slo.queued(RequestId(2), Class::HIGH, ms(1_000));
-    slo.admitted(RequestId(2), ms(1_100));
-    slo.tick(ms(1_600));
+    let mut s = Script::new();
+    let rx = s.sched.subscribe_violations(16);
+    // Admitted in time, first token in time.
+    s.start(1, Class::HIGH, [ms(0), ms(10), ms(450)]);
+    s.tick(ms(460));
+    s.finish(1, ms(470));
+    // Running (admitted, no token yet) past its bound: reported at the step, not while
+    // queued.
+    s.arrive(2, Class::HIGH, ms(1_000));
+    s.admit(ms(1_100));
+    s.tick(ms(1_600));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.while_queued), (RequestId(2), false));
-    slo.first_token(RequestId(2), ms(1_700)); // already reported
+    s.first_token(2, ms(1_700)); // already reported
+    s.finish(2, ms(1_700));
     assert!(rx.try_recv().is_err());
-    // Admitted, preempted before its first token, past its bound while waiting again.
-    slo.queued(RequestId(3), Class::HIGH, ms(2_000));
-    slo.admitted(RequestId(3), ms(2_100));
-    slo.preempted(RequestId(3), ms(2_200));
-    slo.tick(ms(2_600));
+    // Admitted, preempted before its first token (a step allowing no sequence), past its
+    // bound while waiting again.
+    s.arrive(3, Class::HIGH, ms(2_000));
+    s.admit(ms(2_100));
+    let d = s.step_with(ms(2_200), 0);
+    assert_eq!(d.preempted.len(), 1);
+    assert_eq!(d.preempted[0].id, RequestId(3));
+    s.tick(ms(2_600));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.while_queued), (RequestId(3), true));
-    // A MEDIUM request (2 s bound) reprioritized to HIGH at 1 s: reported at the next tick
-    // against HIGH's 500 ms bound.
-    slo.queued(RequestId(4), Class::MEDIUM, ms(3_000));
-    slo.tick(ms(3_900));
-    slo.reclassified(RequestId(4), Class::HIGH);
-    slo.tick(ms(4_000));
+    // A MEDIUM request (2 s bound) reprioritized to HIGH at 1 s: reported at the step that
+    // applies it, against HIGH's 500 ms bound...
+    s.arrive(4, Class::MEDIUM, ms(3_000));
+    s.tick(ms(3_900));
+    s.api.reprioritize(s.handle(4), Class::HIGH).unwrap();
+    s.tick(ms(4_000));
     let v = rx.try_recv().unwrap();
     assert_eq!(
         (v.id, v.class, v.bound, v.observed),
@@ -275,40 +445,44 @@ fn ttft_misses_reported_at_first_token_running_preempted_and_reclassified() {
         )
     );
     // ...and not again when MEDIUM's own deadline passes.
-    slo.tick(ms(6_000));
+    s.tick(ms(6_000));
     assert!(rx.try_recv().is_err());
-    // A first token after the bound, with no tick in between, is reported at first token.
-    slo.queued(RequestId(5), Class::HIGH, ms(7_000));
-    slo.first_token(RequestId(5), ms(7_600));
+    // A first token after the bound, with no step in between, is reported at first token.
+    s.arrive(5, Class::HIGH, ms(7_000));
+    s.admit(ms(7_000));
+    s.first_token(5, ms(7_600));
     let v = rx.try_recv().unwrap();
     assert_eq!(
         (v.id, v.while_queued, v.at),
         (RequestId(5), false, ms(7_600))
     );
-    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 4);
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        s.slo().violations_total(Class::HIGH, ViolationKind::Ttft),
+        4
+    );
 }
 
 #[test]
 fn end_to_end_and_tpot_misses() {
-    let mut cfg = SloConfig::default();
-    cfg.classes[2].tpot = Some(SloTarget::new(50, 0.9));
-    let mut slo = SloTracker::new(cfg, &SchedulerConfig::default().class_set()).unwrap();
-    let rx = slo.subscribe(16);
-    // LOW: e2e 60 s. Running past it: reported at tick while running, once.
-    slo.queued(RequestId(1), Class::LOW, ms(0));
-    slo.admitted(RequestId(1), ms(1_000));
-    slo.first_token(RequestId(1), ms(2_000));
-    slo.tick(ms(60_000));
+    let mut config = SchedulerConfig::default();
+    config.slo.classes[2].tpot = Some(SloTarget::new(50, 0.9));
+    config.queue_timeout_ms = Some(70_000);
+    let mut s = Script::with_config(config);
+    let rx = s.sched.subscribe_violations(16);
+    // LOW: e2e 60 s. Running past it: reported at the step while running, once.
+    s.start(1, Class::LOW, [ms(0), ms(1_000), ms(2_000)]);
+    s.tick(ms(60_000));
     assert!(rx.try_recv().is_err());
-    slo.tick(ms(61_000));
+    s.tick(ms(61_000));
     let v = rx.try_recv().unwrap();
     assert_eq!(
         (v.kind, v.while_queued, v.observed),
         (ViolationKind::EndToEnd, false, Duration::from_secs(61))
     );
-    // 10 tokens over 1 s after the first: mean 100 ms > 50 ms, reported at finish.
-    slo.tokens(RequestId(1), ms(62_000), 10);
-    slo.finished(RequestId(1), ms(62_500));
+    // 10 tokens over 60 s after the first: mean 6 s > 50 ms, reported at finish.
+    s.tokens(1, ms(62_000), 10);
+    s.finish(1, ms(62_500));
     let v = rx.try_recv().unwrap();
     assert_eq!(
         (v.kind, v.observed, v.bound),
@@ -319,100 +493,110 @@ fn end_to_end_and_tpot_misses() {
         )
     );
     assert!(rx.try_recv().is_err(), "e2e is not reported twice");
-    // A finish past the bound with no tick in between is reported at finish.
-    slo.queued(RequestId(2), Class::LOW, ms(100_000));
-    slo.first_token(RequestId(2), ms(100_500));
-    slo.tokens(RequestId(2), ms(100_520), 1);
-    slo.tokens(RequestId(2), ms(100_540), 1);
-    slo.finished(RequestId(2), ms(170_000));
+    // A finish past the bound with no step in between is reported at finish.
+    s.start(2, Class::LOW, [ms(100_000), ms(100_000), ms(100_500)]);
+    s.tokens(2, ms(100_520), 1);
+    s.tokens(2, ms(100_540), 1);
+    s.finish(2, ms(170_000));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.kind), (RequestId(2), ViolationKind::EndToEnd));
     assert!(rx.try_recv().is_err(), "mean 20 ms TPOT is within 50 ms");
-    // Queued past the bound, then timed out: reported while queued at tick.
-    slo.queued(RequestId(3), Class::LOW, ms(200_000));
-    slo.tick(ms(260_001));
+    // Queued past the bound, then timed out: reported while queued at the step.
+    s.arrive(3, Class::LOW, ms(200_000));
+    s.tick(ms(260_001));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.while_queued), (RequestId(3), true));
-    slo.timed_out(RequestId(3), ms(270_000));
+    let d = s.tick(ms(270_001));
+    assert_eq!(d.rejected.len(), 1, "timed out after 70 s in the queue");
+    assert_eq!(d.rejected[0].id, RequestId(3));
     assert!(rx.try_recv().is_err());
-    // Cancelled past its bound with no tick since: reported at the cancel.
-    slo.queued(RequestId(4), Class::LOW, ms(300_000));
-    slo.cancelled(RequestId(4), ms(361_000));
+    // Cancelled past its bound with no step since it passed: reported at the cancel.
+    s.arrive(4, Class::LOW, ms(300_000));
+    s.tick(ms(300_000));
+    s.cancel(4, ms(361_000));
     let v = rx.try_recv().unwrap();
     assert_eq!((v.id, v.while_queued), (RequestId(4), true));
-    // Cancelled in time: nothing, and a later tick finds nothing either.
-    slo.queued(RequestId(5), Class::LOW, ms(400_000));
-    slo.cancelled(RequestId(5), ms(401_000));
-    slo.tick(ms(500_000));
+    // Cancelled in time: nothing, and a later step finds nothing either.
+    s.arrive(5, Class::LOW, ms(400_000));
+    s.cancel(5, ms(401_000));
+    s.tick(ms(500_000));
     assert!(rx.try_recv().is_err());
+    let slo = s.slo();
     assert_eq!(slo.tracked(), 0);
     assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 4);
     assert_eq!(slo.violations_total(Class::LOW, ViolationKind::Tpot), 1);
+    assert!(s.sched.conservation().is_balanced());
 }
 
 #[test]
-fn a_reused_id_is_a_new_request() {
-    let mut slo = tracker();
-    let rx = slo.subscribe(4);
-    slo.queued(RequestId(9), Class::HIGH, ms(0));
-    slo.first_token(RequestId(9), ms(100));
-    slo.finished(RequestId(9), ms(200));
-    // Same id again, later: the first one's deadline (500 ms) must not report it.
-    slo.queued(RequestId(9), Class::HIGH, ms(300));
-    slo.tick(ms(600));
+fn a_reused_id_and_slot_is_a_new_request() {
+    let mut s = Script::new();
+    let rx = s.sched.subscribe_violations(4);
+    s.start(9, Class::HIGH, [ms(0), ms(0), ms(100)]);
+    s.finish(9, ms(200));
+    // Same id again, later (and the slot the first one freed): the first one's deadline
+    // (500 ms) must not report it.
+    s.arrive(9, Class::HIGH, ms(300));
+    s.tick(ms(600));
     assert!(rx.try_recv().is_err());
-    slo.tick(ms(801));
+    s.tick(ms(801));
     assert_eq!(rx.try_recv().unwrap().observed, Duration::from_millis(501));
 }
 
 #[test]
 fn a_full_violation_channel_drops_and_counts_without_blocking() {
-    let mut slo = tracker();
-    let slow = slo.subscribe(2);
-    let fast = slo.subscribe(100);
+    let mut s = Script::new();
+    let slow = s.sched.subscribe_violations(2);
+    let fast = s.sched.subscribe_violations(100);
     for i in 0..5 {
-        slo.queued(RequestId(i), Class::HIGH, ms(0));
+        s.arrive(i, Class::HIGH, ms(0));
     }
-    slo.tick(ms(1_000)); // would block forever if a full channel blocked
-    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 5);
-    assert_eq!(slo.violations_dropped(), 3);
+    s.tick(ms(1_000)); // would block forever if a full channel blocked
+    assert_eq!(
+        s.slo().violations_total(Class::HIGH, ViolationKind::Ttft),
+        5
+    );
+    assert_eq!(s.slo().violations_dropped(), 3);
     assert_eq!(slow.try_iter().count(), 2);
     assert_eq!(fast.try_iter().count(), 5);
     // A dropped receiver unsubscribes at the next report; nothing more is dropped for it.
     drop(slow);
-    slo.queued(RequestId(10), Class::HIGH, ms(2_000));
-    slo.tick(ms(3_000));
-    assert_eq!(slo.subscribers(), 1);
-    assert_eq!(slo.violations_dropped(), 3);
+    s.arrive(10, Class::HIGH, ms(2_000));
+    s.tick(ms(3_000));
+    assert_eq!(s.slo().subscribers(), 1);
+    assert_eq!(s.slo().violations_dropped(), 3);
     assert_eq!(fast.try_iter().count(), 1);
     // With no subscriber at all, reports are still logged and counted.
     drop(fast);
-    slo.queued(RequestId(11), Class::HIGH, ms(4_000));
-    slo.tick(ms(5_000));
-    assert_eq!(slo.subscribers(), 0);
-    assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 7);
+    s.arrive(11, Class::HIGH, ms(4_000));
+    s.tick(ms(5_000));
+    assert_eq!(s.slo().subscribers(), 0);
+    assert_eq!(
+        s.slo().violations_total(Class::HIGH, ViolationKind::Ttft),
+        7
+    );
 }
 
 #[test]
 fn a_consumer_on_another_thread_receives_reports() {
-    let mut slo = tracker();
-    let rx = slo.subscribe(1024);
+    let mut s = Script::new();
+    let rx = s.sched.subscribe_violations(1024);
     let consumer = std::thread::spawn(move || rx.iter().count());
     for i in 0..100 {
-        slo.queued(RequestId(i), Class::HIGH, ms(i));
+        s.arrive(i, Class::HIGH, ms(i));
     }
-    slo.tick(ms(10_000));
-    drop(slo); // closes the channel
+    s.tick(ms(10_000));
+    drop(s); // the scheduler, and with it the channel's sender
     assert_eq!(consumer.join().unwrap(), 100);
 }
 
 #[test]
 fn windows_forget_samples_older_than_their_span() {
-    let mut slo = tracker();
+    let mut s = Script::new();
     // One HIGH request with a 600 ms TTFT (a miss) at t = 1 s, then a good one much later.
-    slo.queued(RequestId(1), Class::HIGH, ms(400));
-    slo.first_token(RequestId(1), ms(1_000));
-    let count = |slo: &mut SloTracker, w, t| slo.samples(Class::HIGH, SloMetric::Ttft, w, ms(t));
+    s.start(1, Class::HIGH, [ms(400), ms(400), ms(1_000)]);
+    s.finish(1, ms(1_000));
+    let count = |s: &Script, w, t| s.slo().samples(Class::HIGH, SloMetric::Ttft, w, ms(t));
     let (m1, m5, h1) = (
         SloWindow::Sliding(60),
         SloWindow::Sliding(300),
@@ -420,25 +604,30 @@ fn windows_forget_samples_older_than_their_span() {
     );
     // 6 sub-windows: a sample is counted while younger than 5/6 of the span, and never
     // once older than the span.
-    assert_eq!(count(&mut slo, m1, 50_999), 1);
-    assert_eq!(count(&mut slo, m1, 61_000), 0);
-    assert_eq!(count(&mut slo, m5, 61_000), 1);
-    assert_eq!(count(&mut slo, m5, 250_999), 1);
-    assert_eq!(count(&mut slo, m5, 301_000), 0);
-    assert_eq!(count(&mut slo, h1, 301_000), 1);
-    assert_eq!(count(&mut slo, h1, 3_001_000), 1);
-    assert_eq!(count(&mut slo, h1, 3_601_000), 0);
-    assert_eq!(count(&mut slo, SloWindow::Cumulative, 3_601_000), 1);
+    assert_eq!(count(&s, m1, 50_999), 1);
+    assert_eq!(count(&s, m1, 61_000), 0);
+    assert_eq!(count(&s, m5, 61_000), 1);
+    assert_eq!(count(&s, m5, 250_999), 1);
+    assert_eq!(count(&s, m5, 301_000), 0);
+    assert_eq!(count(&s, h1, 301_000), 1);
+    assert_eq!(count(&s, h1, 3_001_000), 1);
+    assert_eq!(count(&s, h1, 3_601_000), 0);
+    assert_eq!(count(&s, SloWindow::Cumulative, 3_601_000), 1);
     // Compliance follows: the old miss no longer weighs on the 1 min window.
-    slo.queued(RequestId(2), Class::HIGH, ms(3_700_000));
-    slo.first_token(RequestId(2), ms(3_700_100));
-    let c = slo
+    s.start(
+        2,
+        Class::HIGH,
+        [ms(3_700_000), ms(3_700_000), ms(3_700_100)],
+    );
+    let c = s
+        .slo()
         .compliance(Class::HIGH, m1, ms(3_700_100))
         .unwrap()
         .ttft
         .unwrap();
     assert_eq!((c.samples, c.fraction_met), (1, Some(1.0)));
-    let c = slo
+    let c = s
+        .slo()
         .compliance(Class::HIGH, SloWindow::Cumulative, ms(3_700_100))
         .unwrap()
         .ttft
@@ -450,15 +639,15 @@ fn windows_forget_samples_older_than_their_span() {
 fn a_sample_is_never_counted_past_its_window() {
     // Samples every 700 ms over 10 minutes; at each query time, the 1 min window holds
     // exactly the samples younger than 60 s, give or take the oldest sub-window.
-    let mut slo = tracker();
+    let mut s = Script::new();
     let mut times = Vec::new();
     for i in 0..900u64 {
         let t = i * 700;
-        slo.queued(RequestId(i), Class::HIGH, ms(t));
-        slo.first_token(RequestId(i), ms(t + 10));
+        s.start(i, Class::HIGH, [ms(t), ms(t), ms(t + 10)]);
+        s.finish(i, ms(t + 10));
         times.push(t + 10);
         let now = t + 10;
-        let n = slo.samples(
+        let n = s.slo().samples(
             Class::HIGH,
             SloMetric::Ttft,
             SloWindow::Sliding(60),
@@ -517,13 +706,19 @@ fn config_parses_from_toml_and_rejects_bad_values() {
     assert!(toml::from_str::<SloConfig>("window_s = [60]").is_err());
     assert!(toml::from_str::<SloConfig>("[[classes]]\nttft = { bound_ms = 1, q = 0.5 }").is_err());
 
-    let classes = SchedulerConfig::default().class_set();
+    // A scheduler refuses a bad SLO configuration, naming the field.
+    let with_slo = |slo: SloConfig| {
+        Scheduler::new(SchedulerConfig {
+            slo,
+            ..SchedulerConfig::default()
+        })
+        .map(|_| ())
+        .unwrap_err()
+    };
     let mut cfg = SloConfig::default();
     cfg.classes[0].ttft = Some(SloTarget::new(0, 0.99));
-    let e = SloTracker::new(cfg, &classes).unwrap_err();
-    assert_eq!(e.field, "slo.classes[0].ttft.bound_ms");
-    let e = SloTracker::new(SloConfig::for_classes(2), &classes).unwrap_err();
-    assert_eq!(e.field, "slo.classes");
+    assert_eq!(with_slo(cfg).field, "slo.classes[0].ttft.bound_ms");
+    assert_eq!(with_slo(SloConfig::for_classes(2)).field, "slo.classes");
 }
 
 /// Every `(name, labels)` a snapshot holds, labels sorted, with its value as f64 (counters
@@ -563,22 +758,14 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[test]
-fn metric_families_are_emitted_with_their_labels() {
+fn step_report_families_carry_their_values() {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let classes = SchedulerConfig::default().class_set();
     ::metrics::with_local_recorder(&recorder, || {
         telemetry::describe();
-        let mut slo = SloTracker::new(SloConfig::default(), &classes).unwrap();
-        let mut m =
-            StepMetrics::new(&classes, Some(slo.config())).with_compliance_interval(Duration::ZERO);
-        // A scripted run: HIGH request 1 misses TTFT while queued; request 2 is fine.
-        slo.queued(RequestId(1), Class::HIGH, ms(0));
-        slo.queued(RequestId(2), Class::HIGH, ms(0));
-        slo.admitted(RequestId(2), ms(100));
+        let m = StepMetrics::new(&classes, None);
         m.queue_wait(Class::HIGH, Duration::from_millis(100));
-        slo.first_token(RequestId(2), ms(200));
-        slo.tick(ms(600));
         let mut per_class = [ClassStep::default(); 3];
         per_class[0] = ClassStep {
             waiting: 1,
@@ -602,7 +789,6 @@ fn metric_families_are_emitted_with_their_labels() {
             kv_free_blocks: 750,
             kv_total_blocks: 1000,
         });
-        m.publish_slo(&mut slo, ms(600));
         telemetry::record_refused(
             "MEDIUM",
             RefuseReason::of(&SubmitError::ZeroPromptTokens(RequestId(3))),
@@ -615,13 +801,6 @@ fn metric_families_are_emitted_with_their_labels() {
             .get(&(name.to_string(), labels(l)))
             .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
     };
-    // Every family is there.
-    for name in telemetry::ALL_NAMES {
-        assert!(
-            snap.keys().any(|(n, _)| n == name),
-            "family {name} not emitted"
-        );
-    }
     // Per class families, every class labelled.
     for class in ["HIGH", "MEDIUM", "LOW"] {
         for name in [
@@ -635,12 +814,6 @@ fn metric_families_are_emitted_with_their_labels() {
             telemetry::CANCELLED,
         ] {
             get(name, &[("class", class)]);
-        }
-        for kind in ["ttft", "tpot", "e2e"] {
-            get(
-                telemetry::SLO_VIOLATIONS,
-                &[("class", class), ("kind", kind)],
-            );
         }
         for r in RefuseReason::ALL {
             get(
@@ -671,6 +844,66 @@ fn metric_families_are_emitted_with_their_labels() {
         ),
         1.0
     );
+    assert_eq!(get(telemetry::STEP_DURATION, &[]), 1.0);
+    // The three names routers scrape, unlabelled.
+    assert_eq!(get(telemetry::VLLM_WAITING, &[]), 6.0);
+    assert_eq!(get(telemetry::VLLM_RUNNING, &[]), 3.0);
+    assert_eq!(get(telemetry::VLLM_KV_USAGE, &[]), 0.25);
+}
+
+#[test]
+fn a_scheduler_emits_every_family_and_its_slo_figures() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    ::metrics::with_local_recorder(&recorder, || {
+        telemetry::describe();
+        // Built under the recorder: its handles register with it.
+        let mut s = Script::new();
+        // Two HIGH requests; the one sequence allowed goes to one of them, which has its
+        // first token at 200 ms; the other misses its TTFT bound while queued.
+        s.arrive(1, Class::HIGH, ms(0));
+        s.arrive(2, Class::HIGH, ms(0));
+        s.tick(ms(0));
+        let d = s.step_with(ms(100), 1);
+        assert_eq!(d.admitted.len(), 1);
+        s.first_token(d.admitted[0].id.0, ms(200));
+        s.tick(ms(600));
+        // Compliance is published at the first step, then at most once every
+        // `DEFAULT_COMPLIANCE_INTERVAL` (10 s) of injected time.
+        s.tick(Timestamp::from_duration(
+            telemetry::DEFAULT_COMPLIANCE_INTERVAL,
+        ));
+        telemetry::record_refused(
+            "MEDIUM",
+            RefuseReason::of(&SubmitError::ZeroPromptTokens(RequestId(3))),
+        );
+        telemetry::record_reload(false);
+    });
+    let snap = snapshot_map(&snapshotter);
+    let get = |name: &str, l: &[(&str, &str)]| {
+        *snap
+            .get(&(name.to_string(), labels(l)))
+            .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
+    };
+    // Every family is there.
+    for name in telemetry::ALL_NAMES {
+        assert!(
+            snap.keys().any(|(n, _)| n == name),
+            "family {name} not emitted"
+        );
+    }
+    for class in ["HIGH", "MEDIUM", "LOW"] {
+        for kind in ["ttft", "tpot", "e2e"] {
+            get(
+                telemetry::SLO_VIOLATIONS,
+                &[("class", class), ("kind", kind)],
+            );
+        }
+    }
+    assert_eq!(get(telemetry::QUEUE_DEPTH, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(telemetry::RUNNING, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(telemetry::ADMITTED, &[("class", "HIGH")]), 1.0);
+    assert_eq!(get(telemetry::QUEUE_WAIT, &[("class", "HIGH")]), 1.0);
     assert_eq!(
         get(
             telemetry::SLO_VIOLATIONS,
@@ -679,11 +912,9 @@ fn metric_families_are_emitted_with_their_labels() {
         1.0
     );
     assert_eq!(get(telemetry::SLO_REPORTS_DROPPED, &[]), 0.0);
-    assert_eq!(get(telemetry::STEP_DURATION, &[]), 1.0);
-    // The three names routers scrape, unlabelled.
-    assert_eq!(get(telemetry::VLLM_WAITING, &[]), 6.0);
-    assert_eq!(get(telemetry::VLLM_RUNNING, &[]), 3.0);
-    assert_eq!(get(telemetry::VLLM_KV_USAGE, &[]), 0.25);
+    assert_eq!(get(telemetry::STEP_DURATION, &[]), 4.0, "one per step");
+    assert_eq!(get(telemetry::VLLM_WAITING, &[]), 1.0);
+    assert_eq!(get(telemetry::VLLM_RUNNING, &[]), 1.0);
     // Compliance per window and target, for the targets each class has.
     for window in ["1m", "5m", "1h", "cumulative"] {
         let l = [("class", "HIGH"), ("window", window), ("target", "ttft")];
@@ -746,19 +977,44 @@ mod window_model {
             steps in prop::collection::vec((0u64..20_000, 0u64..3_000_000, any::<bool>()), 1..80),
             q in 0.01f64..1.0,
         ) {
-            let mut slo = tracker();
+            // Request i arrives (and is admitted) at t_i - ttft_i and has its first token
+            // at t_i; the script runs every event in time order.
+            let mut times = Vec::new();
             let mut t_ms = 5_000u64;
-            let mut samples: Vec<(u64, u64)> = Vec::new(); // (time ms, ttft us)
-            for (i, &(dt, ttft_us, query)) in steps.iter().enumerate() {
+            for &(dt, ttft_us, _) in &steps {
                 t_ms += dt;
-                let id = RequestId(i as u64);
-                let now = ms(t_ms);
-                slo.queued(id, Class::HIGH, Timestamp(now.0 - ttft_us * 1_000));
-                slo.first_token(id, now);
-                samples.push((t_ms, ttft_us));
-                if !query {
-                    continue;
+                times.push((t_ms, ttft_us));
+            }
+            // (time ns, 0 for an arrival or 1, request, 0 for its first token or 1 for
+            // the query after it): at equal times arrivals first, then in request order.
+            let mut events: Vec<(u64, u8, usize, u8)> = Vec::new();
+            for (i, &(t, ttft_us)) in times.iter().enumerate() {
+                events.push((t * 1_000_000 - ttft_us * 1_000, 0, i, 0));
+                events.push((t * 1_000_000, 1, i, 0));
+                events.push((t * 1_000_000, 1, i, 1));
+            }
+            events.sort_unstable();
+            let mut s = Script::new();
+            let mut samples: Vec<(u64, u64)> = Vec::new(); // (time ms, ttft us)
+            for (at, kind, i, query) in events {
+                let (t_ms, ttft_us) = times[i];
+                let (id, now) = (i as u64, Timestamp(at));
+                match (kind, query) {
+                    (0, _) => {
+                        s.arrive(id, Class::HIGH, now);
+                        s.admit(now);
+                        continue;
+                    }
+                    (_, 0) => {
+                        s.first_token(id, now);
+                        s.finish(id, now);
+                        samples.push((t_ms, ttft_us));
+                        continue;
+                    }
+                    _ if !steps[i].2 => continue,
+                    _ => {}
                 }
+                let slo = s.slo();
                 let slice = |t: u64| t / 10_000;
                 let mut live: Vec<u64> = samples
                     .iter()

@@ -86,7 +86,7 @@ impl Scheduler {
         }
         #[cfg(feature = "slo")]
         if new_output > 0 {
-            self.slo.tokens_held(e, now, new_output);
+            self.slo.tokens(e, now, new_output);
         }
         // The engine may have grown the KV further than this scheduler planned.
         e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));

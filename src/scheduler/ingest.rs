@@ -125,7 +125,7 @@ impl Scheduler {
         let class = self.wait.insert_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
         #[cfg(feature = "slo")]
-        self.slo.queue_held(key, &mut self.slab[key], spec.class);
+        self.slo.queue(key, &mut self.slab[key], spec.class);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
@@ -160,7 +160,7 @@ impl Scheduler {
         let from = self.slab[key].spec.class;
         self.count_reprioritize(from, class);
         #[cfg(feature = "slo")]
-        self.slo.reclassified_held(key, &mut self.slab[key], class);
+        self.slo.reclassified(key, &mut self.slab[key], class);
         tracing::debug!(
             id = self.slab[key].spec.id.0,
             from = from.index(),

@@ -349,7 +349,7 @@ impl Scheduler {
         out.summary.running = self.running.len();
         self.pace.worked(out.summary.tokens);
         #[cfg(feature = "slo")]
-        self.slo.tick_held(now, &mut self.slab);
+        self.slo.tick(now, &mut self.slab);
         #[cfg(feature = "metrics")]
         self.publish_metrics(now, budget, started.elapsed());
         self.settle_ingress();
@@ -690,7 +690,7 @@ impl Scheduler {
         // sample, only the misses so far.
         #[cfg(feature = "slo")]
         self.slo
-            .ended_held(key, &mut self.slab[key], now, outcome == Outcome::Finished);
+            .ended(key, &mut self.slab[key], now, outcome == Outcome::Finished);
         #[cfg(not(feature = "slo"))]
         let _ = now; // only the SLO tracker samples when a request ended
 

@@ -375,7 +375,7 @@ impl Scheduler {
             self.charge(key, super::fairness::Tokens::Prompt, prompt);
         }
         #[cfg(feature = "slo")]
-        self.slo.admitted_held(&mut self.slab[key], now);
+        self.slo.admitted(&mut self.slab[key], now);
         #[cfg(feature = "metrics")]
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
@@ -562,7 +562,7 @@ impl Scheduler {
             self.step_counts[e.spec.class.index()].preempted += 1;
         }
         #[cfg(feature = "slo")]
-        self.slo.preempted_held(e);
+        self.slo.preempted(e);
         tracing::debug!(
             id = id.0,
             class = preempted.class.index(),

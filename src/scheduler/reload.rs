@@ -301,13 +301,13 @@ impl Scheduler {
             // The slot's state belonged to the tracker just replaced.
             e.slo = crate::slo::SloSlot::default();
             let class = e.spec.class;
-            self.slo.queue_held(key, e, class);
+            self.slo.queue(key, e, class);
             if e.place == Place::Running || e.first_token.is_some() {
                 let started = e.started;
-                self.slo.admitted_held(e, started);
+                self.slo.admitted(e, started);
             }
             if let Some(t) = e.first_token {
-                self.slo.first_token_held(e, t);
+                self.slo.first_token(e, t);
             }
         }
     }

@@ -49,7 +49,7 @@ impl SloMetric {
 /// Which samples a query covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SloWindow {
-    /// The sliding window of this many seconds (one of [`SloConfig::windows_s`]).
+    /// The sliding window of this many seconds (one of [`crate::SloConfig::windows_s`]).
     Sliding(u64),
     /// Every sample since the tracker was created.
     Cumulative,

@@ -12,15 +12,14 @@ use std::collections::{BinaryHeap, VecDeque};
 pub(super) struct Deadline<W> {
     /// When the bound passes: the request's arrival plus its class's bound.
     pub(super) at: Timestamp,
-    /// The request: a [`crate::RequestId`] on the id path, a [`SlotRef`] on the held path. The
-    /// deadline is that request's if it is still in the queue's class and its arrival
-    /// plus the class's bound is `at`; otherwise the request ended or moved and the
-    /// deadline is skipped. (A later request under the same id, same class and same
-    /// arrival has this very deadline too, so checking it is the same.)
+    /// The request ([`SlotRef`]; tests use plain numbers). The deadline is that request's
+    /// if its slot still has the generation it carries, the request is still in the
+    /// queue's class and its arrival plus the class's bound is `at`; otherwise the
+    /// request ended or moved and the deadline is skipped.
     pub(super) who: W,
 }
 
-/// Where a held request's deadline points: a slot of the scheduler's slab, as it was when
+/// Where a tracked request's deadline points: a slot of the scheduler's slab, as it was when
 /// the deadline was pushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SlotRef {

@@ -1,11 +1,8 @@
 //! What the SLO tracker knows about each live request: [`Started`], its full state, kept
-//! by id in [`Requests`] for the tracker's public id-keyed methods, or in the request's
-//! slab entry ([`SloSlot`], packed) for the scheduler, whose hot path so has no map
-//! insert, look-up or removal per request at all.
+//! packed in the request's slab entry ([`SloSlot`]), so that the scheduler's hot path has
+//! no map insert, look-up or removal per request at all.
 
 use crate::class::Class;
-use crate::hash::FastMap;
-use crate::request::RequestId;
 use crate::time::Timestamp;
 
 use super::violation::ViolationKind;
@@ -134,7 +131,7 @@ impl Default for SloSlot {
 }
 
 impl SloSlot {
-    /// The tracker tracks the request: set from `queue_held` with tracking on and a known
+    /// The tracker tracks the request: set from `SloTracker::queue` with tracking on and a known
     /// class until the request ends; clear before, after, and always with tracking off.
     const TRACKED: u8 = 1;
     /// [`Started::admitted_once`].
@@ -209,43 +206,6 @@ impl SloSlot {
         let was = self.is_tracked();
         self.flags = 0;
         was
-    }
-}
-
-/// Every live request the tracker holds by id (queued with [`crate::SloTracker::queued`]).
-#[derive(Debug, Default)]
-pub(crate) struct Requests(FastMap<RequestId, Started>);
-
-impl Requests {
-    /// How many requests are held.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Starts a new request `id` in `class`, arrived at `arrival`, replacing any request
-    /// held under that id.
-    pub(crate) fn queue(&mut self, id: RequestId, class: Class, arrival: Timestamp) {
-        self.0.insert(id, Started::new(class, arrival));
-    }
-
-    /// The full state of `id`; `None` if not held.
-    pub(crate) fn state_mut(&mut self, id: RequestId) -> Option<&mut Started> {
-        self.0.get_mut(&id)
-    }
-
-    /// What deadline checks and reclassification need of `id`; `None` if not held.
-    pub(crate) fn get_mut(&mut self, id: RequestId) -> Option<StateMut<'_>> {
-        self.0.get_mut(&id).map(|s| StateMut {
-            arrival: s.arrival,
-            waiting: s.waiting,
-            has_first_token: s.first_token.is_some(),
-            tag: &mut s.tag,
-        })
-    }
-
-    /// Forgets `id` and returns its state; `None` if not held.
-    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Started> {
-        self.0.remove(&id)
     }
 }
 

@@ -1,10 +1,14 @@
 //! The SLO tracker: fed by the scheduler's lifecycle events on the engine thread, it keeps
 //! per class latency histograms over sliding windows and reports each missed target the
 //! moment it is missed.
+//!
+//! Each request's state lives with the request, in its slab entry's [`SloSlot`]: the
+//! tracker keeps no map by id, so an event costs no look-up. The scheduler is its only
+//! feed; a user reads it through [`crate::Scheduler::slo`].
 
 use super::compliance::{ClassCompliance, SloMetric, SloWindow, TargetCompliance};
 use super::deadlines::{Deadline, DeadlineQueue, SlotRef};
-use super::requests::{Requests, SloSlot, Started, StateMut, Tag};
+use super::requests::{SloSlot, Started, StateMut, Tag};
 use super::targets::{ClassSlo, SloConfig, SloTarget};
 use super::violation::{Reporter, Violation, ViolationKind};
 use super::window::Windowed;
@@ -14,37 +18,6 @@ use crate::request::RequestId;
 use crate::time::Timestamp;
 use crossbeam_channel::Receiver;
 use std::time::Duration;
-
-/// How a deadline names its request: the id path's [`RequestId`] or the held path's
-/// [`SlotRef`]. Each has its own deadline queues in [`ClassState`].
-trait Who: Copy {
-    /// `cs`'s TTFT and end-to-end deadline queues of this kind.
-    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>);
-}
-
-impl Who for RequestId {
-    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>) {
-        (&mut cs.ttft_deadlines, &mut cs.e2e_deadlines)
-    }
-}
-
-impl Who for SlotRef {
-    fn queues(cs: &mut ClassState) -> (&mut DeadlineQueue<Self>, &mut DeadlineQueue<Self>) {
-        (&mut cs.held_ttft_deadlines, &mut cs.held_e2e_deadlines)
-    }
-}
-
-/// Finds the request a deadline names, if it is still held.
-trait Lookup<W> {
-    /// The request `who` names and its state; `None` if it ended.
-    fn find(&mut self, who: W) -> Option<(RequestId, StateMut<'_>)>;
-}
-
-impl Lookup<RequestId> for Requests {
-    fn find(&mut self, id: RequestId) -> Option<(RequestId, StateMut<'_>)> {
-        self.get_mut(id).map(|s| (id, s))
-    }
-}
 
 /// A request whose holder keeps its [`SloSlot`]: the scheduler's slab entry.
 pub(crate) trait HeldRequest {
@@ -64,14 +37,16 @@ pub(crate) trait HeldStates {
     fn held(&mut self, key: u32) -> Option<&mut Self::Request>;
 }
 
-/// The held path's [`Lookup`]: a tracked slot whose key's generation is the deadline's.
+/// Finds the request a deadline names, if it is still tracked: a tracked slot whose key's
+/// generation is the deadline's.
 struct Held<'a, S> {
     states: &'a mut S,
     /// [`SloTracker::live`].
     live: &'a [u32],
 }
 
-impl<S: HeldStates> Lookup<SlotRef> for Held<'_, S> {
+impl<S: HeldStates> Held<'_, S> {
+    /// The request `r` names and its state; `None` if it ended.
     fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
         // The generation first: most expired deadlines belong to requests that already
         // ended, and this skips them without loading their (cold) entries.
@@ -102,18 +77,14 @@ struct ClassState {
     slo: ClassSlo,
     /// `[metric]` histograms, indexed by [`SloMetric::index`].
     hists: [Windowed; 4],
-    /// One deadline per request queued by id in the class, and per request moved into it
-    /// with no first token and no TTFT miss reported, at arrival plus the TTFT bound; empty
-    /// if the class has no TTFT target. Deadlines of ended or moved requests stay until
-    /// they expire and are skipped then.
-    ttft_deadlines: DeadlineQueue<RequestId>,
+    /// One deadline per request queued in the class, and per request moved into it with
+    /// no first token and no TTFT miss reported, at arrival plus the TTFT bound; empty if
+    /// the class has no TTFT target. Deadlines of ended or moved requests stay until they
+    /// expire and are skipped then.
+    ttft_deadlines: DeadlineQueue<SlotRef>,
     /// As `ttft_deadlines`, for the end-to-end bound (a moved request's deadline is
     /// pushed if it has no end-to-end miss reported).
-    e2e_deadlines: DeadlineQueue<RequestId>,
-    /// As `ttft_deadlines`, for held requests (queued with [`SloTracker::queue_held`]).
-    held_ttft_deadlines: DeadlineQueue<SlotRef>,
-    /// As `e2e_deadlines`, for held requests.
-    held_e2e_deadlines: DeadlineQueue<SlotRef>,
+    e2e_deadlines: DeadlineQueue<SlotRef>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -124,40 +95,37 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Tracks SLOs per class from the scheduler's lifecycle events. Owned by the engine thread:
-/// plain data, no locks; every method takes the current time, so it is exact under an
-/// injected clock.
+/// Tracks SLOs per class from the scheduler's lifecycle events. Owned by the engine thread
+/// (plain data, no locks) and fed only by the [`crate::Scheduler`], at the times its
+/// `step` and callbacks are given, so it is exact under an injected clock. Read it with
+/// [`crate::Scheduler::slo`]; subscribe to violations with
+/// [`crate::Scheduler::subscribe_violations`].
 ///
-/// Events for a request id the tracker does not hold (never queued, or already ended) are
-/// ignored, so the tracker never fails the engine.
-///
-/// Violations are reported the moment they are known: [`SloTracker::tick`] (once per step)
-/// reports requests still without a first token past their TTFT bound (while queued, too)
-/// and requests still unfinished past their end-to-end bound, popping only expired
-/// deadlines; [`SloTracker::first_token`] and [`SloTracker::finished`] report the misses
-/// they observe; [`SloTracker::cancelled`] and [`SloTracker::timed_out`] report a bound
+/// Violations are reported the moment they are known: each step reports requests still
+/// without a first token past their TTFT bound (while queued, too) and requests still
+/// unfinished past their end-to-end bound, popping only expired deadlines; the first token
+/// and the finish report the misses they observe; a cancel or a time-out reports a bound
 /// already passed. A request is reported at most once per kind.
-///
-/// The public methods name requests by id, and the tracker keeps their state in its own
-/// maps. The [`crate::Scheduler`] instead keeps each request's state in the request's slab
-/// entry and calls the crate-internal `*_held` methods with it, so that its events cost no
-/// look-up by id; requests tracked that way are counted by [`SloTracker::tracked`] and
-/// reported alike, but the id methods do not see them.
 ///
 /// ```
 /// use std::time::Duration;
-/// use triage::{Class, RequestId, SchedulerConfig, SloConfig, SloTracker, Timestamp, ViolationKind};
+/// use triage::{Budget, Class, ManualClock, RequestSpec, Scheduler, SchedulerConfig,
+///              SloMetric, SloWindow, Timestamp, ViolationKind};
 ///
-/// let classes = SchedulerConfig::default().class_set();
-/// let mut slo = SloTracker::new(SloConfig::default(), &classes)?;
-/// let reports = slo.subscribe(64);
-/// slo.queued(RequestId(1), Class::HIGH, Timestamp::from_millis(0));
-/// slo.tick(Timestamp::from_millis(400));
+/// let clock = ManualClock::new(Timestamp::ZERO);
+/// let (mut scheduler, api) = Scheduler::with_clock(SchedulerConfig::default(), clock.clone())?;
+/// let reports = scheduler.subscribe_violations(64);
+/// let budget = Budget { max_num_seqs: 0, max_batched_tokens: 512, free_blocks: 1_000 };
+/// api.submit(RequestSpec::new(1, Class::HIGH, 100, 8))?;
+/// scheduler.step(Timestamp::from_millis(400), &budget)?; // nothing may run
 /// assert!(reports.try_recv().is_err()); // within HIGH's 500 ms TTFT bound
-/// slo.tick(Timestamp::from_millis(501));
+/// scheduler.step(Timestamp::from_millis(501), &budget)?;
 /// let v = reports.try_recv()?; // still queued past it: reported now
 /// assert_eq!((v.kind, v.while_queued), (ViolationKind::Ttft, true));
 /// assert_eq!(v.observed, Duration::from_millis(501));
+/// assert_eq!(scheduler.slo().violations_total(Class::HIGH, ViolationKind::Ttft), 1);
+/// let now = Timestamp::from_millis(501);
+/// assert_eq!(scheduler.slo().samples(Class::HIGH, SloMetric::Ttft, SloWindow::Cumulative, now), 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -166,15 +134,13 @@ pub struct SloTracker {
     config: SloConfig,
     /// One per class of `config.classes`, same index.
     classes: Vec<ClassState>,
-    /// Every request queued by id and not yet ended (empty while tracking is off).
-    requests: Requests,
-    /// Requests queued with [`SloTracker::queue_held`] and not yet ended (0 while
-    /// tracking is off).
+    /// Requests queued with [`SloTracker::queue`] and not yet ended (0 while tracking is
+    /// off).
     held: usize,
-    /// The generation the next [`SloTracker::queue_held`] gives its slot (wrapping).
+    /// The generation the next [`SloTracker::queue`] gives its slot (wrapping).
     next_gen: u32,
     /// `live[key]`: the generation of the request tracked at slab key `key` (a wrapping
-    /// count of `queue_held` calls); after it ends, a generation not yet issued, which no
+    /// count of `queue` calls); after it ends, a generation not yet issued, which no
     /// deadline carries. Keys past the end track nothing. A deadline applies while its
     /// key's generation is the one it carries. Kept here rather than in each [`SloSlot`],
     /// in 4 bytes per key, so that an expired deadline of a request that already ended
@@ -187,7 +153,7 @@ pub struct SloTracker {
 
 impl SloTracker {
     /// A tracker for `classes` with `config`'s targets (one entry per class) and windows.
-    pub fn new(config: SloConfig, classes: &ClassSet) -> Result<Self, ConfigError> {
+    pub(crate) fn new(config: SloConfig, classes: &ClassSet) -> Result<Self, ConfigError> {
         config.validate_for(classes.len())?;
         let class_states = config
             .classes
@@ -199,8 +165,6 @@ impl SloTracker {
                 }),
                 ttft_deadlines: DeadlineQueue::default(),
                 e2e_deadlines: DeadlineQueue::default(),
-                held_ttft_deadlines: DeadlineQueue::default(),
-                held_e2e_deadlines: DeadlineQueue::default(),
             })
             .collect();
         Ok(Self {
@@ -211,7 +175,6 @@ impl SloTracker {
                     .collect(),
             ),
             classes: class_states,
-            requests: Requests::default(),
             held: 0,
             next_gen: 0,
             live: Vec::new(),
@@ -233,7 +196,7 @@ impl SloTracker {
     /// channel never blocks the tracker: the report is dropped for that subscriber and
     /// counted ([`SloTracker::violations_dropped`]). Dropping the receiver unsubscribes
     /// (at the next report). Clones of the receiver share one queue.
-    pub fn subscribe(&mut self, capacity: usize) -> Receiver<Violation> {
+    pub(crate) fn subscribe(&mut self, capacity: usize) -> Receiver<Violation> {
         self.reporter.subscribe(capacity)
     }
 
@@ -254,142 +217,13 @@ impl SloTracker {
 
     /// Requests the tracker holds (queued, running or preempted).
     pub fn tracked(&self) -> usize {
-        self.requests.len() + self.held
+        self.held
     }
 
-    /// A request entered the scheduler's queue with class `class` at `arrival`. Queuing an
-    /// id the tracker already holds starts a new request under that id. An unknown class
-    /// is ignored.
-    pub fn queued(&mut self, id: RequestId, class: Class, arrival: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        let Some(cs) = self.classes.get_mut(class.index()) else {
-            return;
-        };
-        self.requests.queue(id, class, arrival);
-        push_deadlines(cs, id, arrival, true, true);
-    }
-
-    /// The request started running. Its first admission records its queue wait; a
-    /// re-admission after preemption records nothing.
-    pub fn admitted(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        if let Some(st) = self.requests.state_mut(id) {
-            on_admitted(&mut self.classes, st, now);
-        }
-    }
-
-    /// The request produced its first output token. Records TTFT and reports a TTFT miss
-    /// not reported yet. A second call is ignored.
-    pub fn first_token(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        if let Some(st) = self.requests.state_mut(id) {
-            on_first_token(&mut self.classes, &mut self.reporter, id, st, now);
-        }
-    }
-
-    /// The request produced `n` more output tokens at `now`: records `n` TPOT samples of
-    /// (gap since its previous token) / `n`. If it had no first token yet, the first of
-    /// these is its first token (as [`SloTracker::first_token`]) and the others are
-    /// counted with no gap measured.
-    pub fn tokens(&mut self, id: RequestId, now: Timestamp, n: u32) {
-        if !self.config.enabled || n == 0 {
-            return;
-        }
-        if let Some(st) = self.requests.state_mut(id) {
-            on_tokens(&mut self.classes, &mut self.reporter, id, st, now, n);
-        }
-    }
-
-    /// The engine finished the request. Records end to end, reports an end-to-end miss
-    /// and a TPOT miss (mean gap between its output tokens over the bound) not reported yet,
-    /// and a TTFT miss if it never produced a token, and forgets it.
-    pub fn finished(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        if let Some(mut st) = self.requests.remove(id) {
-            on_finished(&mut self.classes, &mut self.reporter, id, &mut st, now);
-        }
-    }
-
-    /// The request was preempted and is waiting again. Its later reports say
-    /// `while_queued` until it is admitted again.
-    pub fn preempted(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        // Nothing is measured at a preemption; `now` keeps the event API uniform.
-        let _ = now;
-        // A request never admitted is waiting already; setting it again changes nothing.
-        if let Some(st) = self.requests.state_mut(id) {
-            st.waiting = true;
-        }
-    }
-
-    /// The client cancelled the request: reports a TTFT or end-to-end bound it had
-    /// already passed (and that no tick had reported yet), and forgets it.
-    pub fn cancelled(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        self.ended_early(id, now);
-    }
-
-    /// The request timed out in the queue: as [`SloTracker::cancelled`].
-    pub fn timed_out(&mut self, id: RequestId, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        self.ended_early(id, now);
-    }
-
-    fn ended_early(&mut self, id: RequestId, now: Timestamp) {
-        if let Some(mut st) = self.requests.remove(id) {
-            on_ended_early(&self.classes, &mut self.reporter, id, &mut st, now);
-        }
-    }
-
-    /// The request's class changed (reprioritized). Its targets are now `class`'s,
-    /// measured from its original arrival; samples recorded from now on go to `class`. A
-    /// deadline the new class's bound has already passed is reported at the next tick.
-    pub fn reclassified(&mut self, id: RequestId, class: Class) {
-        if !self.config.enabled {
-            return;
-        }
-        if let Some(st) = self.requests.get_mut(id) {
-            on_reclassified(&mut self.classes, id, st, class);
-        }
-    }
-
-    /// Reports every request whose TTFT bound passed before `now` without a first token,
-    /// and every one whose end-to-end bound passed before `now` unfinished. Call once per
-    /// step. Costs O(classes + deadlines that expired): it never scans the queued requests.
-    ///
-    /// This checks the requests queued by id; the scheduler's own requests are checked by
-    /// its step.
-    pub fn tick(&mut self, now: Timestamp) {
-        if !self.config.enabled {
-            return;
-        }
-        expire::<RequestId>(
-            &mut self.classes,
-            &mut self.reporter,
-            &mut self.requests,
-            now,
-        );
-    }
-
-    /// Starts tracking `req`, held in the scheduler's slab at `key`, in `class`: as
-    /// [`SloTracker::queued`], with its state in its [`SloSlot`] instead of the tracker's
-    /// maps. With tracking off or an unknown class the slot is left untracked, and every
-    /// later `*_held` call for it does nothing.
-    pub(crate) fn queue_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+    /// Starts tracking `req`, held in the scheduler's slab at `key`, in `class`, from its
+    /// arrival. With tracking off or an unknown class the slot is left untracked, and
+    /// every later event for it does nothing.
+    pub(crate) fn queue(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
         let arrival = req.arrival();
         let slot = req.slot();
         if slot.untrack() {
@@ -414,20 +248,25 @@ impl SloTracker {
         push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
     }
 
-    /// As [`SloTracker::admitted`] for a held request.
-    pub(crate) fn admitted_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+    /// The request started running. Its first admission records its queue wait; a
+    /// re-admission after preemption records nothing.
+    pub(crate) fn admitted(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
         with_state(req, |st| on_admitted(&mut self.classes, st, now));
     }
 
-    /// As [`SloTracker::first_token`] for a held request.
-    pub(crate) fn first_token_held(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
+    /// The request produced its first output token. Records TTFT and reports a TTFT miss
+    /// not reported yet. A second call is ignored.
+    pub(crate) fn first_token(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
         let id = req.id();
         let (classes, reporter) = (&mut self.classes, &mut self.reporter);
         with_state(req, |st| on_first_token(classes, reporter, id, st, now));
     }
 
-    /// As [`SloTracker::tokens`] for a held request.
-    pub(crate) fn tokens_held(&mut self, req: &mut impl HeldRequest, now: Timestamp, n: u32) {
+    /// The request produced `n` more output tokens at `now`: records `n` TPOT samples of
+    /// (gap since its previous token) / `n`. If it had no first token yet, the first of
+    /// these is its first token (as [`SloTracker::first_token`]) and the others are
+    /// counted with no gap measured.
+    pub(crate) fn tokens(&mut self, req: &mut impl HeldRequest, now: Timestamp, n: u32) {
         if n == 0 {
             return;
         }
@@ -436,14 +275,18 @@ impl SloTracker {
         with_state(req, |st| on_tokens(classes, reporter, id, st, now, n));
     }
 
-    /// As [`SloTracker::preempted`] for a held request.
-    pub(crate) fn preempted_held(&mut self, req: &mut impl HeldRequest) {
+    /// The request was preempted and is waiting again. Its later reports say
+    /// `while_queued` until it is admitted again.
+    pub(crate) fn preempted(&mut self, req: &mut impl HeldRequest) {
         // A request never admitted is waiting already; setting it again changes nothing.
         req.slot().set_waiting();
     }
 
-    /// As [`SloTracker::reclassified`] for `req`, held at `key`.
-    pub(crate) fn reclassified_held(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+    /// The request held at `key` changed class (reprioritized). Its targets are now
+    /// `class`'s, measured from its original arrival; samples recorded from now on go to
+    /// `class`. A deadline the new class's bound has already passed is reported at the
+    /// next tick.
+    pub(crate) fn reclassified(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
         let arrival = req.arrival();
         let (Some(st), Some(&gen)) = (req.slot().view(arrival), self.live.get(key as usize)) else {
             return;
@@ -451,9 +294,12 @@ impl SloTracker {
         on_reclassified(&mut self.classes, SlotRef { key, gen }, st, class);
     }
 
-    /// The held request at `key` ended: as [`SloTracker::finished`] if `finished`, else
-    /// as [`SloTracker::cancelled`]. Leaves its slot untracked.
-    pub(crate) fn ended_held(
+    /// The request held at `key` ended. If `finished` (the engine finished it): records
+    /// end to end, reports an end-to-end miss and a TPOT miss (mean gap between its output
+    /// tokens over the bound) not reported yet, and a TTFT miss if it never produced a
+    /// token. Otherwise (cancelled, timed out, shed): reports a TTFT or end-to-end bound
+    /// it had already passed and no tick had reported yet. Leaves its slot untracked.
+    pub(crate) fn ended(
         &mut self,
         key: u32,
         req: &mut impl HeldRequest,
@@ -466,7 +312,7 @@ impl SloTracker {
             return;
         };
         if let Some(g) = self.live.get_mut(key as usize) {
-            // Issued to no request yet (the next `queue_held`, at any key, takes it): no
+            // Issued to no request yet (the next `queue`, at any key, takes it): no
             // deadline of this key carries it, so all of them skip.
             *g = self.next_gen;
         }
@@ -479,22 +325,19 @@ impl SloTracker {
         }
     }
 
-    /// [`SloTracker::tick`] for both the requests queued by id and the held ones, whose
-    /// slots `states` finds by key.
-    pub(crate) fn tick_held(&mut self, now: Timestamp, states: &mut impl HeldStates) {
+    /// Reports every request whose TTFT bound passed before `now` without a first token,
+    /// and every one whose end-to-end bound passed before `now` unfinished; `states` finds
+    /// their slots by key. Called once per step. Costs O(classes + deadlines that
+    /// expired): it never scans the queued requests.
+    pub(crate) fn tick(&mut self, now: Timestamp, states: &mut impl HeldStates) {
         if !self.config.enabled {
             return;
         }
-        self.tick(now);
-        expire::<SlotRef>(
-            &mut self.classes,
-            &mut self.reporter,
-            &mut Held {
-                states,
-                live: &self.live,
-            },
-            now,
-        );
+        let mut found = Held {
+            states,
+            live: &self.live,
+        };
+        expire(&mut self.classes, &mut self.reporter, &mut found, now);
     }
 
     /// How `class` fares against its targets over `window` as of `now`; `None` if the
@@ -638,10 +481,12 @@ fn report(reporter: &mut Reporter, id: RequestId, tag: &mut Tag, waiting: bool, 
 
 /// Pushes `who`'s TTFT deadline (if `ttft`) and end-to-end deadline (if `e2e`) into `cs`,
 /// for the targets the class has.
-fn push_deadlines<W: Who>(cs: &mut ClassState, who: W, arrival: Timestamp, ttft: bool, e2e: bool) {
-    let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
-    let (ttft_q, e2e_q) = W::queues(cs);
-    for (target, q, wanted) in [(ttft_t, ttft_q, ttft), (e2e_t, e2e_q, e2e)] {
+fn push_deadlines(cs: &mut ClassState, who: SlotRef, arrival: Timestamp, ttft: bool, e2e: bool) {
+    let targets = [
+        (cs.slo.ttft, &mut cs.ttft_deadlines, ttft),
+        (cs.slo.e2e, &mut cs.e2e_deadlines, e2e),
+    ];
+    for (target, q, wanted) in targets {
         if let (Some(t), true) = (target, wanted) {
             q.push(Deadline {
                 at: arrival.saturating_add(t.bound()),
@@ -779,7 +624,7 @@ fn on_ended_early(
 
 /// Moves `st` (named `who` in deadlines) to `class` and pushes the deadlines of the new
 /// class it can still miss. An unknown class or the same class changes nothing.
-fn on_reclassified<W: Who>(classes: &mut [ClassState], who: W, st: StateMut<'_>, class: Class) {
+fn on_reclassified(classes: &mut [ClassState], who: SlotRef, st: StateMut<'_>, class: Class) {
     if st.tag.class() == class {
         return;
     }
@@ -792,18 +637,18 @@ fn on_reclassified<W: Who>(classes: &mut [ClassState], who: W, st: StateMut<'_>,
     push_deadlines(cs, who, st.arrival, ttft, e2e);
 }
 
-/// Pops every deadline of kind `W` that expired before `now` and reports the requests
-/// `found` still holds that missed it.
-fn expire<W: Who>(
+/// Pops every deadline that expired before `now` and reports the requests `found` still
+/// holds that missed it.
+fn expire<S: HeldStates>(
     classes: &mut [ClassState],
     reporter: &mut Reporter,
-    found: &mut impl Lookup<W>,
+    found: &mut Held<'_, S>,
     now: Timestamp,
 ) {
     for (ci, cs) in classes.iter_mut().enumerate() {
         let class = Class::from_index(ci as u8);
         let (ttft_t, e2e_t) = (cs.slo.ttft, cs.slo.e2e);
-        let (ttft_q, e2e_q) = W::queues(cs);
+        let (ttft_q, e2e_q) = (&mut cs.ttft_deadlines, &mut cs.e2e_deadlines);
         // TTFT first, then end-to-end, as the reports have always come.
         for (target, q, kind) in [
             (ttft_t, ttft_q, ViolationKind::Ttft),
@@ -846,102 +691,6 @@ mod tests {
 
     fn ms(v: u64) -> Timestamp {
         Timestamp::from_millis(v)
-    }
-
-    #[test]
-    fn out_of_order_arrivals_are_reported_by_deadline() {
-        let mut slo = tracker();
-        let rx = slo.subscribe(8);
-        // Drained out of arrival order (two shards): 2 arrived before 1.
-        slo.queued(RequestId(1), Class::HIGH, ms(100));
-        slo.queued(RequestId(2), Class::HIGH, ms(0));
-        slo.queued(RequestId(3), Class::HIGH, ms(50));
-        slo.tick(ms(501));
-        assert_eq!(rx.try_recv().unwrap().id, RequestId(2));
-        assert!(rx.try_recv().is_err());
-        slo.tick(ms(551));
-        assert_eq!(rx.try_recv().unwrap().id, RequestId(3));
-        slo.tick(ms(601));
-        assert_eq!(rx.try_recv().unwrap().id, RequestId(1));
-    }
-
-    #[test]
-    fn deadline_queue_pops_in_deadline_then_push_order() {
-        let mut q = DeadlineQueue::<u32>::default();
-        // In order, then out of order (late), with ties on both sides.
-        for (at, who) in [
-            (10, 0),
-            (20, 1),
-            (30, 2),
-            (15, 3),
-            (20, 4),
-            (5, 5),
-            (15, 6),
-            (30, 7),
-        ] {
-            q.push(Deadline {
-                at: Timestamp(at),
-                who,
-            });
-        }
-        assert_eq!(q.len(), 8);
-        assert!(q.pop_expired(Timestamp(5)).is_none(), "nothing before 5");
-        let mut popped = Vec::new();
-        while let Some(d) = q.pop_expired(Timestamp(100)) {
-            popped.push((d.at.0, d.who));
-        }
-        assert_eq!(
-            popped,
-            [
-                (5, 5),
-                (10, 0),
-                (15, 3),
-                (15, 6),
-                (20, 1),
-                (20, 4),
-                (30, 2),
-                (30, 7)
-            ]
-        );
-    }
-
-    #[test]
-    fn tick_pops_only_expired_deadlines() {
-        let mut slo = tracker();
-        for i in 0..1_000 {
-            slo.queued(RequestId(i), Class::HIGH, ms(i));
-        }
-        let pending = |slo: &SloTracker| slo.classes[0].ttft_deadlines.len();
-        slo.tick(ms(500));
-        assert_eq!(pending(&slo), 1_000);
-        // Deadlines 500..=509 ms have passed at 509.5 ms: exactly those are popped.
-        slo.tick(Timestamp(509_500_000));
-        assert_eq!(pending(&slo), 990);
-        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 10);
-        // Requests that ended leave their deadlines behind; ticks skip them.
-        for i in 10..1_000 {
-            slo.first_token(RequestId(i), ms(i + 100));
-        }
-        slo.tick(ms(10_000));
-        assert_eq!(pending(&slo), 0);
-        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 10);
-    }
-
-    #[test]
-    fn unknown_ids_and_classes_are_ignored() {
-        let mut slo = tracker();
-        slo.admitted(RequestId(1), ms(1));
-        slo.first_token(RequestId(1), ms(1));
-        slo.tokens(RequestId(1), ms(1), 3);
-        slo.finished(RequestId(1), ms(1));
-        slo.cancelled(RequestId(1), ms(1));
-        slo.reclassified(RequestId(1), Class::LOW);
-        slo.queued(RequestId(2), Class::from_index(7), ms(0));
-        slo.queued(RequestId(3), Class::LOW, ms(0));
-        slo.reclassified(RequestId(3), Class::from_index(7));
-        assert_eq!(slo.tracked(), 1);
-        slo.tick(ms(100_000));
-        assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 1);
     }
 
     /// A held request, standing in for the scheduler's slab entry.
@@ -996,34 +745,145 @@ mod tests {
         fn take(&mut self, key: u32) -> Req {
             self.0[key as usize].take().unwrap()
         }
+
+        /// Inserts request `id` and queues it with `slo` in `class`; returns its key.
+        fn queue(
+            &mut self,
+            slo: &mut SloTracker,
+            id: u64,
+            class: Class,
+            arrival: Timestamp,
+        ) -> u32 {
+            let k = self.insert(RequestId(id), arrival);
+            slo.queue(k, self.req(k), class);
+            k
+        }
+    }
+
+    #[test]
+    fn out_of_order_arrivals_are_reported_by_deadline() {
+        let (mut slo, mut slots) = (tracker(), Slots::default());
+        let rx = slo.subscribe(8);
+        // Drained out of arrival order (two shards): 2 arrived before 1.
+        slots.queue(&mut slo, 1, Class::HIGH, ms(100));
+        slots.queue(&mut slo, 2, Class::HIGH, ms(0));
+        slots.queue(&mut slo, 3, Class::HIGH, ms(50));
+        slo.tick(ms(501), &mut slots);
+        assert_eq!(rx.try_recv().unwrap().id, RequestId(2));
+        assert!(rx.try_recv().is_err());
+        slo.tick(ms(551), &mut slots);
+        assert_eq!(rx.try_recv().unwrap().id, RequestId(3));
+        slo.tick(ms(601), &mut slots);
+        assert_eq!(rx.try_recv().unwrap().id, RequestId(1));
+    }
+
+    #[test]
+    fn deadline_queue_pops_in_deadline_then_push_order() {
+        let mut q = DeadlineQueue::<u32>::default();
+        // In order, then out of order (late), with ties on both sides.
+        for (at, who) in [
+            (10, 0),
+            (20, 1),
+            (30, 2),
+            (15, 3),
+            (20, 4),
+            (5, 5),
+            (15, 6),
+            (30, 7),
+        ] {
+            q.push(Deadline {
+                at: Timestamp(at),
+                who,
+            });
+        }
+        assert_eq!(q.len(), 8);
+        assert!(q.pop_expired(Timestamp(5)).is_none(), "nothing before 5");
+        let mut popped = Vec::new();
+        while let Some(d) = q.pop_expired(Timestamp(100)) {
+            popped.push((d.at.0, d.who));
+        }
+        assert_eq!(
+            popped,
+            [
+                (5, 5),
+                (10, 0),
+                (15, 3),
+                (15, 6),
+                (20, 1),
+                (20, 4),
+                (30, 2),
+                (30, 7)
+            ]
+        );
+    }
+
+    #[test]
+    fn tick_pops_only_expired_deadlines() {
+        let (mut slo, mut slots) = (tracker(), Slots::default());
+        let keys: Vec<u32> = (0..1_000)
+            .map(|i| slots.queue(&mut slo, i, Class::HIGH, ms(i)))
+            .collect();
+        let pending = |slo: &SloTracker| slo.classes[0].ttft_deadlines.len();
+        slo.tick(ms(500), &mut slots);
+        assert_eq!(pending(&slo), 1_000);
+        // Deadlines 500..=509 ms have passed at 509.5 ms: exactly those are popped.
+        slo.tick(Timestamp(509_500_000), &mut slots);
+        assert_eq!(pending(&slo), 990);
+        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 10);
+        // Requests that ended leave their deadlines behind; ticks skip them.
+        for (i, &k) in keys.iter().enumerate().skip(10) {
+            slo.first_token(slots.req(k), ms(i as u64 + 100));
+        }
+        slo.tick(ms(10_000), &mut slots);
+        assert_eq!(pending(&slo), 0);
+        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 10);
+    }
+
+    #[test]
+    fn untracked_slots_and_unknown_classes_are_ignored() {
+        let (mut slo, mut slots) = (tracker(), Slots::default());
+        // Never queued: every event leaves it untracked and reports nothing.
+        let k = slots.insert(RequestId(1), ms(0));
+        slo.admitted(slots.req(k), ms(1));
+        slo.first_token(slots.req(k), ms(1));
+        slo.tokens(slots.req(k), ms(1), 3);
+        slo.reclassified(k, slots.req(k), Class::LOW);
+        slo.ended(k, &mut slots.take(k), ms(100_000), true);
+        // A class the tracker does not have is not tracked; moving a tracked request to one
+        // changes nothing.
+        let k2 = slots.queue(&mut slo, 2, Class::from_index(7), ms(0));
+        assert!(!slots.req(k2).slot.is_tracked());
+        let k3 = slots.queue(&mut slo, 3, Class::LOW, ms(0));
+        slo.reclassified(k3, slots.req(k3), Class::from_index(7));
+        assert_eq!(slo.tracked(), 1);
+        slo.tick(ms(100_000), &mut slots);
+        assert_eq!(slo.violations_total(Class::LOW, ViolationKind::EndToEnd), 1);
+        assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 0);
     }
 
     #[test]
     fn a_reused_slot_ignores_its_previous_requests_deadlines() {
-        let mut slo = tracker();
+        let (mut slo, mut slots) = (tracker(), Slots::default());
         let rx = slo.subscribe(8);
-        let mut slots = Slots::default();
-        let k = slots.insert(RequestId(1), ms(0));
-        slo.queue_held(k, slots.req(k), Class::HIGH);
-        slo.admitted_held(slots.req(k), ms(10));
-        slo.tokens_held(slots.req(k), ms(20), 1);
+        let k = slots.queue(&mut slo, 1, Class::HIGH, ms(0));
+        slo.admitted(slots.req(k), ms(10));
+        slo.tokens(slots.req(k), ms(20), 1);
         let mut req = slots.take(k);
-        slo.ended_held(k, &mut req, ms(30), true);
+        slo.ended(k, &mut req, ms(30), true);
         assert!(!req.slot.is_tracked());
         // The key is reused by a request of the same class that arrived later.
-        assert_eq!(slots.insert(RequestId(2), ms(100)), k);
-        slo.queue_held(k, slots.req(k), Class::HIGH);
+        assert_eq!(slots.queue(&mut slo, 2, Class::HIGH, ms(100)), k);
         assert_eq!(slo.tracked(), 1);
-        slo.tick_held(ms(501), &mut slots);
+        slo.tick(ms(501), &mut slots);
         assert!(
             rx.try_recv().is_err(),
             "request 1's deadline is not request 2's"
         );
-        slo.tick_held(ms(601), &mut slots);
+        slo.tick(ms(601), &mut slots);
         let v = rx.try_recv().unwrap();
         assert_eq!((v.id, v.while_queued, v.at), (RequestId(2), true, ms(601)));
         // Reported once: its end reports no second TTFT miss.
-        slo.ended_held(k, &mut slots.take(k), ms(700), false);
+        slo.ended(k, &mut slots.take(k), ms(700), false);
         assert!(rx.try_recv().is_err());
         assert_eq!(slo.tracked(), 0);
     }
@@ -1036,112 +896,11 @@ mod tests {
         };
         let mut slo = SloTracker::new(cfg, &SchedulerConfig::default().class_set()).unwrap();
         let mut slots = Slots::default();
-        let k = slots.insert(RequestId(1), ms(0));
-        slo.queue_held(k, slots.req(k), Class::HIGH);
+        let k = slots.queue(&mut slo, 1, Class::HIGH, ms(0));
         assert!(!slots.req(k).slot.is_tracked());
         assert_eq!(slo.tracked(), 0);
-        slo.tick_held(ms(10_000), &mut slots);
+        slo.tick(ms(10_000), &mut slots);
         assert_eq!(slo.violations_total(Class::HIGH, ViolationKind::Ttft), 0);
-    }
-
-    #[derive(Clone, Debug)]
-    enum Ev {
-        Queue(u8),
-        Admit(usize),
-        Tokens(usize, u32),
-        Preempt(usize),
-        Reclass(usize, u8),
-        End(usize, bool),
-        Advance(u64),
-    }
-
-    fn ev() -> impl Strategy<Value = Ev> {
-        let i = 0usize..8;
-        prop_oneof![
-            3 => (0u8..4).prop_map(Ev::Queue),
-            2 => i.clone().prop_map(Ev::Admit),
-            2 => (i.clone(), 0u32..4).prop_map(|(i, n)| Ev::Tokens(i, n)),
-            1 => i.clone().prop_map(Ev::Preempt),
-            1 => (i.clone(), 0u8..4).prop_map(|(i, c)| Ev::Reclass(i, c)),
-            2 => (i, any::<bool>()).prop_map(|(i, f)| Ev::End(i, f)),
-            3 => prop_oneof![0u64..700, 0u64..70_000].prop_map(Ev::Advance),
-        ]
-    }
-
-    use proptest::prelude::*;
-
-    proptest! {
-        // Each case builds two trackers (histograms for every class, metric and window).
-        // Failures saved next to this file, as for the integration tests' proptests.
-        #![proptest_config(ProptestConfig {
-            cases: 48,
-            failure_persistence: Some(Box::new(
-                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-            )),
-            ..ProptestConfig::default()
-        })]
-
-        /// The scheduler's path (state in slots, deadlines by key and generation) reports
-        /// and records exactly what the id path does for the same events.
-        #[test]
-        fn held_slots_behave_as_the_id_maps(evs in prop::collection::vec(ev(), 1..150)) {
-            let (mut by_id, mut held) = (tracker(), tracker());
-            let (rx_id, rx_held) = (by_id.subscribe(1 << 12), held.subscribe(1 << 12));
-            let mut slots = Slots::default();
-            // Live requests: (id, key).
-            let mut live: Vec<(RequestId, u32)> = Vec::new();
-            let (mut now, mut next) = (0u64, 0u64);
-            for e in evs {
-                let t = Timestamp::from_millis(now);
-                let pick = |i: usize| (!live.is_empty()).then(|| live[i % live.len()]);
-                match e {
-                    Ev::Queue(c) => {
-                        let (id, class) = (RequestId(next), Class::from_index(c));
-                        next += 1;
-                        by_id.queued(id, class, t);
-                        let k = slots.insert(id, t);
-                        held.queue_held(k, slots.req(k), class);
-                        live.push((id, k));
-                    }
-                    Ev::Admit(i) => if let Some((id, k)) = pick(i) {
-                        by_id.admitted(id, t);
-                        held.admitted_held(slots.req(k), t);
-                    },
-                    Ev::Tokens(i, n) => if let Some((id, k)) = pick(i) {
-                        by_id.tokens(id, t, n);
-                        held.tokens_held(slots.req(k), t, n);
-                    },
-                    Ev::Preempt(i) => if let Some((id, k)) = pick(i) {
-                        by_id.preempted(id, t);
-                        held.preempted_held(slots.req(k));
-                    },
-                    Ev::Reclass(i, c) => if let Some((id, k)) = pick(i) {
-                        by_id.reclassified(id, Class::from_index(c));
-                        held.reclassified_held(k, slots.req(k), Class::from_index(c));
-                    },
-                    Ev::End(i, finished) => if let Some((id, k)) = pick(i) {
-                        live.retain(|&(l, _)| l != id);
-                        if finished { by_id.finished(id, t) } else { by_id.cancelled(id, t) }
-                        held.ended_held(k, &mut slots.take(k), t, finished);
-                    },
-                    Ev::Advance(d) => {
-                        now += d;
-                        let t = Timestamp::from_millis(now);
-                        by_id.tick(t);
-                        held.tick_held(t, &mut slots);
-                    }
-                }
-                prop_assert_eq!(by_id.tracked(), held.tracked());
-                prop_assert_eq!(rx_id.try_iter().collect::<Vec<_>>(), rx_held.try_iter().collect::<Vec<_>>());
-            }
-            let end = Timestamp::from_millis(now);
-            for c in 0..3u8 {
-                for m in SloMetric::ALL {
-                    let (c, w) = (Class::from_index(c), SloWindow::Cumulative);
-                    prop_assert_eq!(by_id.samples(c, m, w, end), held.samples(c, m, w, end));
-                }
-            }
-        }
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! * [`StepMetrics`] holds a handle per family and label set, registered when it is built
 //!   (so build it after installing the recorder). The engine thread calls
 //!   [`StepMetrics::publish`] at the end of each step with what the step knows,
-//!   [`StepMetrics::queue_wait`] per first admission, and (with the `slo` feature)
-//!   `StepMetrics::publish_slo` with the `SloTracker` (violation counters every call,
+//!   [`StepMetrics::queue_wait`] per first admission. With the `slo` feature the
+//!   scheduler also publishes its `SloTracker`'s figures (violation counters every step,
 //!   compliance gauges at most once per `StepMetrics::with_compliance_interval`).
 //! * [`record_refused`] counts a refusal at submit, from any thread.
 //!
@@ -498,7 +498,7 @@ impl StepMetrics {
     /// compliance interval has passed since the last time, compliance for every class,
     /// window and target (a window with no samples publishes NaN).
     #[cfg(feature = "slo")]
-    pub fn publish_slo(&mut self, tracker: &mut SloTracker, now: Timestamp) {
+    pub(crate) fn publish_slo(&mut self, tracker: &mut SloTracker, now: Timestamp) {
         self.slo.publish(tracker, now);
     }
 }
