@@ -1,7 +1,7 @@
 //! Fairness on / off at 100k queued from 1,000 tenants (or `TENANTS`), interleaved in one
 //! process.
 //!
-//! `cargo bench -p triage --bench fairness_ratio [-- STEPS [WARMUP [TENANTS]]]`
+//! `cargo bench -p triage --bench fairness_ratio [-- STEPS [WARMUP [TENANTS [MAX_WAIT_MS]]]]`
 //!
 //! Criterion measures the two configurations one after the other, and on a shared machine
 //! their ratio swings with whatever else runs meanwhile. Here two schedulers are filled
@@ -18,6 +18,11 @@
 //!
 //! `TENANTS` (default 1,000) spreads the same requests over that many tenants: the ratio
 //! grows with the tenants a step touches (`docs/benchmarks.md` has 1 to 1,000).
+//!
+//! `MAX_WAIT_MS` (default: the configuration's 60 s) sets `max_wait_ms`. The queue holds
+//! about 4 s of arrivals, so with a lower value every step finds requests past their max
+//! wait and gives them the overdue share: that path looks up the oldest request of a class
+//! each time it admits one.
 
 mod common;
 
@@ -25,8 +30,24 @@ use common::timed_batch_step;
 use std::time::Duration;
 use triage_testkit::steady::{self, SteadyDepth};
 
-fn filled(on: bool, tenants: u64) -> SteadyDepth {
-    SteadyDepth::filled(steady::fairness_config(on, tenants), 100_000, tenants)
+fn filled(on: bool, tenants: u64, max_wait_ms: Option<u64>) -> SteadyDepth {
+    let mut config = steady::fairness_config(on, tenants);
+    if let Some(ms) = max_wait_ms {
+        config.max_wait_ms = ms;
+        // The configuration wants max wait above every promotion threshold (which only
+        // the ladder order uses): scale them below it, keeping their order.
+        let top = config
+            .classes
+            .iter()
+            .filter_map(|c| c.promote_after_ms)
+            .max();
+        if let Some(top) = top.filter(|&t| t >= ms) {
+            for c in &mut config.classes {
+                c.promote_after_ms = c.promote_after_ms.map(|p| p * (ms - 1) / top);
+            }
+        }
+    }
+    SteadyDepth::filled(config, 100_000, tenants)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -44,7 +65,11 @@ fn main() {
     let steps = numbers.next().unwrap_or(2_000);
     let warmup = numbers.next().unwrap_or(1_000);
     let tenants = numbers.next().unwrap_or(1_000).max(1) as u64;
-    let (mut on, mut off) = (filled(true, tenants), filled(false, tenants));
+    let max_wait_ms = numbers.next().map(|ms| ms as u64);
+    let (mut on, mut off) = (
+        filled(true, tenants, max_wait_ms),
+        filled(false, tenants, max_wait_ms),
+    );
     for _ in 0..warmup {
         timed_batch_step(&mut on);
         timed_batch_step(&mut off);
@@ -59,6 +84,9 @@ fn main() {
     let (p_on, p_off) = (median(&mut t_on), median(&mut t_off));
     println!("fairness on : median {p_on:?}, mean {m_on:?} per step ({steps} steps after {warmup} untimed, {tenants} tenants)");
     println!("fairness off: median {p_off:?}, mean {m_off:?} per step");
+    if let Some(ms) = max_wait_ms {
+        println!("max_wait_ms = {ms}");
+    }
     println!(
         "on / off: median {:.2}x, mean {:.2}x",
         p_on.as_secs_f64() / p_off.as_secs_f64(),
