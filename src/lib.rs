@@ -80,6 +80,7 @@ mod sync;
 #[cfg(feature = "metrics")]
 pub mod telemetry;
 mod time;
+mod tsc;
 mod waiting;
 
 pub use budget::{Budget, Short};

@@ -637,12 +637,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Ends a held entry: frees it everywhere and counts it. The outcome is `outcome`
-    /// unless a client's cancel reached the ticket first, in which case it is `Cancelled`:
-    /// the ticket's single atomic word decides, so the cancel that was acknowledged is the
-    /// one that counts. Returns the outcome counted.
     /// Ends `key` as `outcome` (a refusal or a timeout) and reports it in `out.rejected`
-    /// with `reason`, unless a cancel won the race to the ticket: then it ended
+    /// with `reason`, unless a cancel won the race to the table slot: then it ended
     /// `Cancelled` and is reported in `out.cancelled`. Whether it was rejected.
     fn end_rejected(
         &mut self,
@@ -661,6 +657,10 @@ impl Scheduler {
         true
     }
 
+    /// Ends a held entry: frees it everywhere and counts it. The outcome is `outcome`
+    /// unless a client's cancel reached the table slot first, in which case it is `Cancelled`:
+    /// the table slot's single atomic word decides, so the cancel that was acknowledged is the
+    /// one that counts. Returns the outcome counted.
     fn end(&mut self, key: u32, outcome: Outcome, now: Timestamp) -> Outcome {
         // Read in place, then dropped in place: moving the entry out would copy all of it.
         let e = &self.slab[key];
