@@ -182,21 +182,16 @@ pub(super) struct ClassQueue {
 }
 
 impl ClassQueue {
-    /// A request of the class's oldest bucket: the head of a lane that holds it. With one
-    /// lane (fairness off) that is the class's oldest request; with a lane per tenant it is
-    /// one of the oldest bucket's requests, which all arrived (or are due) within one
-    /// bucket's width of each other, not necessarily the very oldest: the queue ages by
-    /// buckets. Amortized O(1): a lane the index still names but that left the bucket is
-    /// dropped from the index when met, and is met once.
-    pub(super) fn oldest(&mut self, slab: &Slab) -> Option<u32> {
-        let (b, index) = self.buckets.front_mut()?;
-        while let Some(&s) = index.slots.last() {
-            if let Some((k, _)) = self.lanes[s as usize].get(*b).and_then(|bk| bk.head(slab)) {
-                return Some(k);
-            }
-            index.slots.pop();
-        }
-        None
+    /// The oldest request of the class: the oldest head among the lanes of its oldest
+    /// bucket. O(tenants in that bucket).
+    pub(super) fn oldest(&self, slab: &Slab) -> Option<u32> {
+        let (b, lanes) = self.buckets.front()?;
+        lanes
+            .slots
+            .iter()
+            .filter_map(|&s| self.lanes[s as usize].get(*b)?.head(slab))
+            .map(|(k, _)| k)
+            .min_by_key(|&k| slab[k].order_key())
     }
 
     /// The bucket `b` of lane `slot`, made (and indexed) if absent.

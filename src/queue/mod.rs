@@ -551,7 +551,7 @@ impl Tiers {
         }
         self.arrival_floor = floor;
         self.classes
-            .iter_mut()
+            .iter()
             .enumerate()
             .filter(|&(c, _)| qualify[c])
             .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
