@@ -43,6 +43,11 @@ impl Tiers {
                 {
                     return Err(format!("class {c} lane {slot}: head copy stale"));
                 }
+                if let Some(head) = cq.oldest_heads_miss(slab, slot) {
+                    return Err(format!(
+                        "class {c} lane {slot}: head {head} missing from the oldest heads"
+                    ));
+                }
                 if lane_total != lane.len {
                     return Err(format!(
                         "class {c} lane {slot}: len {} but {lane_total} entries",

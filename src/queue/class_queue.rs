@@ -5,7 +5,28 @@
 
 use super::bucket::Bucket;
 use super::slab::{Slab, NIL};
-use std::collections::VecDeque;
+use crate::time::Timestamp;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// A lane head as [`OldestHeads`] holds it: its order key, its lane, its key.
+type HeadAt = Reverse<((Timestamp, u64), u32, u32)>;
+
+/// The lanes' heads of one class by order key, so that the class's oldest request (which
+/// max wait and the queue timeout ask for once per admission while requests are overdue)
+/// is found without reading every lane: with a lane per tenant, taking the minimum over
+/// the lanes read a thousand lanes per admission with 1,000 tenants.
+///
+/// Kept only while asked for (fairness on, and a step found the class's oldest old enough
+/// to look at); built from [`ClassQueue::heads`] then, and fed every new head while live.
+/// Entries whose lane has another head by now (or whose request's order key changed) are
+/// stale: dropped when they reach the top, or all at once when they outnumber the lanes.
+#[derive(Default)]
+pub(super) struct OldestHeads {
+    /// Whether the heap is kept (else empty).
+    live: bool,
+    heap: BinaryHeap<HeadAt>,
+}
 
 /// The position of key `b` in `d` (sorted by key, strictly increasing), or where it would
 /// go. `ends` are the first and last keys (`None` when `d` is empty), which a caller may
@@ -179,19 +200,80 @@ pub(super) struct ClassQueue {
     /// its head through the lane cost two dependent cache misses (the lane, then its front
     /// bucket) before the entry itself could be loaded.
     pub(super) heads: Vec<u32>,
+    /// The heads by order key, while max wait or the queue timeout look for the class's
+    /// oldest request (fairness on only).
+    pub(super) oldest_heads: OldestHeads,
 }
 
 impl ClassQueue {
-    /// The oldest request of the class: the oldest head among the lanes of its oldest
-    /// bucket. O(tenants in that bucket).
-    pub(super) fn oldest(&self, slab: &Slab) -> Option<u32> {
-        let (b, lanes) = self.buckets.front()?;
-        lanes
-            .slots
-            .iter()
-            .filter_map(|&s| self.lanes[s as usize].get(*b)?.head(slab))
-            .map(|(k, _)| k)
-            .min_by_key(|&k| slab[k].order_key())
+    /// The oldest request of the class: with fairness off (`fair` false: one lane) its
+    /// head; with a lane per tenant the oldest of the lanes' heads, from [`OldestHeads`]
+    /// (built on the first call, O(lanes); then amortized O(log lanes) per call and per
+    /// head change).
+    pub(super) fn oldest(&mut self, slab: &Slab, fair: bool) -> Option<u32> {
+        if !fair {
+            return self.lanes.first()?.head(slab);
+        }
+        if !self.oldest_heads.live {
+            self.build_oldest_heads(slab);
+        }
+        let heads = &self.heads;
+        let heap = &mut self.oldest_heads.heap;
+        while let Some(&Reverse((order, slot, key))) = heap.peek() {
+            if heads[slot as usize] == key && slab[key].order_key() == order {
+                return Some(key);
+            }
+            heap.pop();
+        }
+        None
+    }
+
+    /// Makes [`ClassQueue::oldest_heads`] live, holding every lane's head.
+    fn build_oldest_heads(&mut self, slab: &Slab) {
+        let heap = &mut self.oldest_heads.heap;
+        heap.clear();
+        heap.extend(
+            self.heads
+                .iter()
+                .enumerate()
+                .filter(|&(_, &k)| k != NIL)
+                .map(|(slot, &k)| Reverse((slab[k].order_key(), slot as u32, k))),
+        );
+        self.oldest_heads.live = true;
+    }
+
+    /// Stops keeping [`ClassQueue::oldest_heads`] (nobody asks for the oldest now).
+    pub(super) fn drop_oldest_heads(&mut self) {
+        if self.oldest_heads.live {
+            self.oldest_heads.live = false;
+            self.oldest_heads.heap.clear();
+        }
+    }
+
+    /// For the invariant checks: lane `slot`'s head if [`ClassQueue::oldest_heads`] is live
+    /// and lacks it (with its current order key).
+    pub(super) fn oldest_heads_miss(&self, slab: &Slab, slot: usize) -> Option<u32> {
+        let head = *self.heads.get(slot)?;
+        if !self.oldest_heads.live || head == NIL {
+            return None;
+        }
+        let want = Reverse((slab[head].order_key(), slot as u32, head));
+        (!self.oldest_heads.heap.iter().any(|e| *e == want)).then_some(head)
+    }
+
+    /// Lane `slot`'s head is now `head` ([`NIL`]: empty): records it in
+    /// [`ClassQueue::heads`] and, while live, in [`ClassQueue::oldest_heads`].
+    pub(super) fn set_head(&mut self, slab: &Slab, slot: u32, head: u32) {
+        self.heads[slot as usize] = head;
+        if self.oldest_heads.live && head != NIL {
+            if self.oldest_heads.heap.len() > 2 * self.heads.len() + 64 {
+                // Mostly stale: start again from the heads as they are.
+                self.build_oldest_heads(slab);
+            } else {
+                let order = slab[head].order_key();
+                self.oldest_heads.heap.push(Reverse((order, slot, head)));
+            }
+        }
     }
 
     /// The bucket `b` of lane `slot`, made (and indexed) if absent.

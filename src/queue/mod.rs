@@ -250,7 +250,8 @@ impl Tiers {
     fn sync_head(&mut self, slab: &Slab, c: usize, slot: u32) {
         if self.fair.is_some() {
             let cq = &mut self.classes[c];
-            cq.heads[slot as usize] = cq.lanes[slot as usize].head(slab).unwrap_or(NIL);
+            let head = cq.lanes[slot as usize].head(slab).unwrap_or(NIL);
+            cq.set_head(slab, slot, head);
         }
     }
 
@@ -538,23 +539,30 @@ impl Tiers {
     ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
         if now.0 < self.arrival_floor.saturating_add(age_ns) {
+            for cq in &mut self.classes {
+                cq.drop_oldest_heads();
+            }
             return None;
         }
         let mut floor = u64::MAX;
         let mut qualify = [false; 2 * MAX_CLASSES];
-        for (c, cq) in self.classes.iter().enumerate() {
-            if let Some(&(b, _)) = cq.buckets.front() {
+        for c in 0..self.classes.len() {
+            if let Some(&(b, _)) = self.classes[c].buckets.front() {
                 let bound = self.arrival_bound(c, b);
                 floor = floor.min(bound);
                 qualify[c] = now.0 >= bound.saturating_add(age_ns);
             }
+            if !qualify[c] {
+                self.classes[c].drop_oldest_heads();
+            }
         }
         self.arrival_floor = floor;
+        let fair = self.fair.is_some();
         self.classes
-            .iter()
+            .iter_mut()
             .enumerate()
             .filter(|&(c, _)| qualify[c])
-            .filter_map(|(c, cq)| cq.oldest(slab).map(|k| (c, k)))
+            .filter_map(|(c, cq)| cq.oldest(slab, fair).map(|k| (c, k)))
             .filter(|&(_, k)| now.saturating_since(slab[k].arrival) >= age)
             // By arrival: in deadline order `order_key` is the deadline.
             .min_by_key(|&(_, k)| (slab[k].arrival, slab[k].spec.id.0))
