@@ -546,13 +546,13 @@ impl Tiers {
         }
         let mut floor = u64::MAX;
         let mut qualify = [false; 2 * MAX_CLASSES];
-        for c in 0..self.classes.len() {
+        for (c, q) in qualify.iter_mut().enumerate().take(self.classes.len()) {
             if let Some(&(b, _)) = self.classes[c].buckets.front() {
                 let bound = self.arrival_bound(c, b);
                 floor = floor.min(bound);
-                qualify[c] = now.0 >= bound.saturating_add(age_ns);
+                *q = now.0 >= bound.saturating_add(age_ns);
             }
-            if !qualify[c] {
+            if !*q {
                 self.classes[c].drop_oldest_heads();
             }
         }
