@@ -28,9 +28,10 @@
 //! the FIFO above. With fairness on, the next request of a class is the head of the lane
 //! of the backlogged tenant with the least service ([`FairShare::pick`]). A class also
 //! indexes which lanes hold each bucket, so promotion moves a bucket lane by lane
-//! (O(tenants in the bucket), no request visited) and the class's oldest request, which
-//! max wait and the queue timeout look at, is the oldest head among the lanes of its
-//! oldest bucket.
+//! (O(tenants in the bucket), no request visited). The class's oldest request, which max
+//! wait and the queue timeout look at, is the oldest of the lanes' heads: while a step asks
+//! for it, the class keeps those heads in a heap by order key (fed each new head), so an
+//! admission past max wait costs O(log tenants), not a read of every lane.
 
 mod bucket;
 mod check;
