@@ -283,6 +283,13 @@ impl Gauges {
     }
 }
 
+/// Sets `triage_serve_queue_capacity{class}` from the configuration in force.
+fn publish_capacities(sched: &Scheduler) {
+    for c in &sched.config().classes {
+        metrics::gauge!(m::QUEUE_CAPACITY, "class" => c.name.clone()).set(c.queue_capacity as f64);
+    }
+}
+
 /// The engine thread's state.
 struct Loop {
     sched: Scheduler,
@@ -321,6 +328,7 @@ impl Loop {
         gauges
             .kv_total
             .set(f64::from(sched.config().engine.total_blocks));
+        publish_capacities(&sched);
         let now = Instant::now();
         Self {
             sched,
@@ -527,6 +535,9 @@ impl Loop {
             work.push((s.id.0, s.tokens));
         }
         if let Some(result) = d.reload.take() {
+            if result.is_ok() {
+                publish_capacities(&self.sched);
+            }
             if let Some(reply) = self.pending_reload.take() {
                 let _ = reply.send(
                     result

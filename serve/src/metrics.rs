@@ -33,11 +33,16 @@ pub const VLLM_PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
 /// Counter `{model_name}`: vLLM's generation tokens.
 pub const VLLM_GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
 
+/// Gauge `{class}`: the class's `queue_capacity` in force (for "queue near capacity"
+/// alerts: `triage_queue_depth / triage_serve_queue_capacity`).
+pub const QUEUE_CAPACITY: &str = "triage_serve_queue_capacity";
+
 /// Label of the vLLM families: the served model.
 pub const LABEL_MODEL: &str = "model_name";
 
 /// Every family the server adds, for the docs check and the tests.
-pub const SERVE_NAMES: [&str; 12] = [
+pub const SERVE_NAMES: [&str; 13] = [
+    QUEUE_CAPACITY,
     ENGINE_KV_USED,
     ENGINE_KV_TOTAL,
     ENGINE_KV_USAGE,
@@ -100,6 +105,7 @@ pub fn describe() {
         HTTP_RESPONSES,
         "Responses of the generation routes, by route and status."
     );
+    metrics::describe_gauge!(QUEUE_CAPACITY, "The class's queue_capacity in force.");
     metrics::describe_gauge!(OPEN_STREAMS, "Generation requests open (streamed or not).");
     metrics::describe_histogram!(
         VLLM_TTFT,
