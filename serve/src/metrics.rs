@@ -118,3 +118,16 @@ pub fn describe() {
     );
     metrics::describe_counter!(VLLM_GENERATION_TOKENS, "Generation tokens (vLLM's family).");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_documented() {
+        let doc = include_str!("../../docs/serve.md");
+        for name in SERVE_NAMES {
+            assert!(doc.contains(&format!("`{name}`")), "{name} is not in docs/serve.md");
+        }
+    }
+}

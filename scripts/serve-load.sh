@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Load test of `triage serve` (not run in CI; see docs/serve.md, "Load test").
+#
+# 1. Validates deploy/prometheus/alerts.yml with `promtool check rules` (Debian package
+#    `prometheus`; skipped with a note if not installed).
+# 2. Starts the release server in real time, and a real Prometheus scraping it every 2 s
+#    with the alert rules loaded (if `prometheus` is installed).
+# 3. Sends streamed requests at mixed priorities (HIGH 15 %, MEDIUM 35 %, LOW 50 % by
+#    default), Poisson arrivals at RATE per second for DURATION seconds, past the engine's
+#    capacity, then waits for every request in flight (scripts/serve-load.py). Fails if a
+#    request got no complete answer, or if HIGH's TTFT p99 is above 500 ms.
+# 4. Halfway through, headless Chromium (Debian `chromium`, if installed) loads the
+#    dashboard twice, 5 s apart: screenshots and DOM dumps, and checks that the queue
+#    numbers changed between the two.
+# 5. Asks Prometheus's query API for the server's series and rules.
+# 6. Stops the server with SIGTERM and checks it exits 0.
+#
+# Outputs in target/serve-load/. Environment: RATE (40), DURATION (60), PORT (18000),
+# PROM_PORT (19090), TRIAGE_BIN (default target/release/triage, built if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-40}
+DURATION=${DURATION:-60}
+PORT=${PORT:-18000}
+PROM_PORT=${PROM_PORT:-19090}
+OUT=target/serve-load
+mkdir -p "$OUT"
+BIN=${TRIAGE_BIN:-target/release/triage}
+if [[ -z "${TRIAGE_BIN:-}" ]]; then
+    cargo build --release -q -p triage-cli
+fi
+VENV=target/serve-venv
+if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check httpx
+
+echo "== promtool check rules"
+if command -v promtool >/dev/null; then
+    promtool check rules deploy/prometheus/alerts.yml
+else
+    echo "promtool not installed (apt-get install prometheus): alert rules not validated"
+fi
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+echo "== triage serve on 127.0.0.1:$PORT"
+"$BIN" serve --port "$PORT" --shutdown-grace 30s 2> "$OUT/server.log" &
+server=$!
+pids+=("$server")
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
+    sleep 0.1
+done
+curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$OUT/server.log"; exit 1; }
+
+prom=""
+if command -v prometheus >/dev/null; then
+    cat > "$OUT/prometheus.yml" <<YML
+global:
+  scrape_interval: 2s
+  evaluation_interval: 2s
+rule_files:
+  - $PWD/deploy/prometheus/alerts.yml
+scrape_configs:
+  - job_name: triage-serve
+    static_configs:
+      - targets: ["127.0.0.1:$PORT"]
+YML
+    rm -rf "$OUT/prom-data"
+    prometheus --config.file="$OUT/prometheus.yml" --storage.tsdb.path="$OUT/prom-data" \
+        --web.listen-address="127.0.0.1:$PROM_PORT" > "$OUT/prometheus.log" 2>&1 &
+    prom=$!
+    pids+=("$prom")
+else
+    echo "prometheus not installed (apt-get install prometheus): no scrape check"
+fi
+
+chrome=$(command -v chromium || command -v chromium-browser || true)
+dashboard() {
+    local n=$1
+    "$chrome" --headless --no-sandbox --disable-gpu --virtual-time-budget=3000 \
+        --window-size=1280,1100 --screenshot="$OUT/dashboard-$n.png" \
+        "http://127.0.0.1:$PORT/" >/dev/null 2>&1 || true
+    "$chrome" --headless --no-sandbox --disable-gpu --virtual-time-budget=3000 \
+        --dump-dom "http://127.0.0.1:$PORT/" > "$OUT/dashboard-$n.html" 2>/dev/null || true
+}
+if [[ -n "$chrome" ]]; then
+    ( sleep "$(( DURATION / 2 ))"; dashboard 1; sleep 5; dashboard 2 ) &
+    shots=$!
+else
+    echo "chromium not installed (apt-get install chromium): no dashboard check"
+fi
+
+echo "== load: $RATE requests/s for $DURATION s"
+status=0
+"$VENV/bin/python" scripts/serve-load.py --url "http://127.0.0.1:$PORT" --rate "$RATE" \
+    --duration "$DURATION" --json "$OUT/summary.json" || status=$?
+curl -sf "http://127.0.0.1:$PORT/admin/queue" > "$OUT/queue.json"
+python3 -c "
+import json; c = json.load(open('$OUT/queue.json'))['conservation']
+print('conservation:', c)
+assert c['balanced'], 'the scheduler counters do not balance'
+"
+
+if [[ -n "$chrome" ]]; then
+    wait "$shots" || true
+    python3 - "$OUT" <<'PY'
+import re, sys
+out = sys.argv[1]
+def queue(n):
+    dom = open(f"{out}/dashboard-{n}.html").read()
+    m = re.search(r'<tbody id="classes">(.*?)</tbody>', dom, re.S)
+    return re.sub(r"<[^>]+>", " ", m.group(1)).split() if m else []
+a, b = queue(1), queue(2)
+print("dashboard 1:", " ".join(a))
+print("dashboard 2:", " ".join(b))
+if not a or not b:
+    sys.exit("FAIL: the dashboard's queue table is empty in a DOM dump")
+if a == b:
+    sys.exit("FAIL: the dashboard's queue numbers did not change in 5 s")
+print("dashboard: queue numbers changed; screenshots in", out)
+PY
+fi
+
+if [[ -n "$prom" ]]; then
+    sleep 3
+    for q in triage_queue_depth vllm:num_requests_running triage_slo_compliance_ratio; do
+        n=$(curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$q" \
+            | python3 -c "import json,sys; print(len(json.load(sys.stdin)['data']['result']))")
+        echo "prometheus: $q has $n series"
+        [[ "$n" -gt 0 ]] || { echo "FAIL: prometheus has no $q"; status=1; }
+    done
+    curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/rules" \
+        | python3 -c "import json,sys; g=json.load(sys.stdin)['data']['groups']; print('prometheus: rule groups', [x['name'] for x in g])"
+fi
+
+echo "== SIGTERM"
+kill -TERM "$server"
+rc=0
+wait "$server" || rc=$?
+echo "server exited with $rc"; tail -2 "$OUT/server.log"
+[[ $rc -eq 0 ]] || status=1
+exit "$status"
