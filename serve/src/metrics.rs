@@ -127,7 +127,10 @@ mod tests {
     fn every_family_is_documented() {
         let doc = include_str!("../../docs/serve.md");
         for name in SERVE_NAMES {
-            assert!(doc.contains(&format!("`{name}`")), "{name} is not in docs/serve.md");
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/serve.md"
+            );
         }
     }
 }
