@@ -303,6 +303,8 @@ struct Loop {
     violations: Receiver<Violation>,
     recent: VecDeque<(Violation, Instant)>,
     pending_reload: Option<oneshot::Sender<Result<ReloadOutcome, String>>>,
+    /// Queries to answer at the end of this step.
+    queries: Vec<oneshot::Sender<Snapshot>>,
     /// When the running requests must be done by, once the shutdown began.
     shutdown: Option<Instant>,
     started: Instant,
@@ -342,6 +344,7 @@ impl Loop {
             violations,
             recent: VecDeque::new(),
             pending_reload: None,
+            queries: Vec::new(),
             shutdown: None,
             started: now,
             iterations: 0,
@@ -381,6 +384,7 @@ impl Loop {
                 self.end_waiting();
             }
             self.after_step();
+            self.answer_queries();
             if work.is_empty() {
                 if self.shutdown.is_some() && self.sched.running() == 0 {
                     break;
@@ -403,7 +407,20 @@ impl Loop {
             r.send(Event::Ended(Ended::ShuttingDown));
         }
         self.after_step();
+        self.commands();
+        self.answer_queries();
         self.sched.conservation()
+    }
+
+    /// Answers the queries received this step, as of its end (its metrics published).
+    fn answer_queries(&mut self) {
+        if self.queries.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        for reply in self.queries.drain(..) {
+            let _ = reply.send(snapshot.clone());
+        }
     }
 
     fn held_blocks(&self) -> u32 {
@@ -421,9 +438,8 @@ impl Loop {
                 Command::Forget(id) => {
                     self.reqs.remove(&id.0);
                 }
-                Command::Query(reply) => {
-                    let _ = reply.send(self.snapshot());
-                }
+                // Answered after the step, so that what it says the metrics say too.
+                Command::Query(reply) => self.queries.push(reply),
                 Command::Reload(config, reply) => {
                     let config = self.spec.apply_limits(*config);
                     match self.sched.reload(config) {

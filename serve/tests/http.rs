@@ -240,7 +240,7 @@ async fn priorities_are_honoured() {
     let blocker = s
         .post(
             "/v1/completions",
-            json!({"prompt": "x", "max_tokens": 400, "stream": true, "priority": 50}),
+            json!({"prompt": "x", "max_tokens": 3000, "stream": true, "priority": 50}),
         )
         .await;
     let mut blocker = blocker.bytes_stream();
