@@ -794,3 +794,85 @@ async fn shutdown_ends_every_request_explicitly() {
     assert!(c.is_balanced(), "{c}");
     assert_eq!((c.finished, c.evicted), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shed_is_503_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("triage-serve-shed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shed.toml");
+    std::fs::write(
+        &path,
+        "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\non_late = \"shed\"\n\n\
+         [[classes]]\nname = \"MEDIUM\"\nvllm_priority = [1, 9]\npromote_after_ms = 40000\n\n\
+         [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\npromote_after_ms = 20000\n",
+    )
+    .unwrap();
+    let s = up(ServeOptions {
+        max_num_seqs: 1,
+        speed: 1.0,
+        config: Some(path),
+        ..opts()
+    })
+    .await;
+    // A HIGH request holds the only seat; the next HIGH one cannot start within its 500 ms
+    // TTFT target (same class: no preemption) and its class sheds late requests.
+    let running = s
+        .post(
+            "/v1/completions",
+            json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
+        )
+        .await;
+    let mut running = running.bytes_stream();
+    running.next().await.expect("first token").unwrap();
+    let r = s
+        .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
+        .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "ServiceUnavailableError");
+    assert!(v["message"].as_str().unwrap().starts_with("shed:"), "{v}");
+    drop(running);
+    let c = s.stop().await;
+    assert_eq!((c.shed, c.cancelled), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_are_bounded() {
+    let s = up(ServeOptions {
+        max_open_streams: 1,
+        speed: 1.0,
+        ..opts()
+    })
+    .await;
+    let open = s
+        .post(
+            "/v1/completions",
+            json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
+        )
+        .await;
+    let mut open = open.bytes_stream();
+    open.next().await.expect("first token").unwrap();
+    let r = s
+        .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
+        .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 1 (--max-open-streams)"),
+        "{v}"
+    );
+    drop(open);
+    // The place is free again once the stream is gone (its cancel counted).
+    s.until("the stream cancelled", |q| {
+        q["conservation"]["cancelled"] == 1
+    })
+    .await;
+    let r = s
+        .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
+        .await;
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}

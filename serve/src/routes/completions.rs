@@ -65,15 +65,18 @@ async fn generate(
 }
 
 /// Cancels the request in the scheduler when dropped before its end (the client went
-/// away), and counts it out of the open requests either way.
+/// away), and gives its open-request place back either way, first: once the cancel is
+/// seen, the place is free.
 struct CancelOnDrop {
     st: Shared,
     handle: RequestHandle,
     ended: bool,
+    slot: Option<OpenSlot>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        drop(self.slot.take());
         if !self.ended {
             // Not found: it ended meanwhile; nothing to cancel.
             let _ = self.st.engine.submitter().cancel(self.handle);
@@ -278,6 +281,7 @@ async fn run(
         st: Arc::clone(st),
         handle,
         ended: false,
+        slot: Some(slot),
     };
     let writer = Writer::new(kind, n, &st.model, prompt, max_tokens);
     let class_name = st.engine.submitter().classes().name(class).to_string();
@@ -305,15 +309,7 @@ async fn run(
     };
     let mut response = if req.stream {
         let include_usage = req.include_usage || st.force_include_usage;
-        Sse::new(stream(
-            rx,
-            guard,
-            slot,
-            writer.clone(),
-            first,
-            include_usage,
-        ))
-        .into_response()
+        Sse::new(stream(rx, guard, writer.clone(), first, include_usage)).into_response()
     } else {
         let mut tokens = first + 1;
         let finish = loop {
@@ -334,7 +330,7 @@ async fn run(
             }
         };
         guard.ended = true;
-        drop(slot);
+        drop(guard);
         axum::Json(writer.full(tokens, finish)).into_response()
     };
     let h = response.headers_mut();
@@ -352,7 +348,6 @@ async fn run(
 fn stream(
     rx: mpsc::UnboundedReceiver<Event>,
     guard: CancelOnDrop,
-    slot: OpenSlot,
     writer: Writer,
     first: u32,
     include_usage: bool,
@@ -360,7 +355,6 @@ fn stream(
     struct S {
         rx: mpsc::UnboundedReceiver<Event>,
         guard: CancelOnDrop,
-        _slot: OpenSlot,
         writer: Writer,
         out: VecDeque<String>,
         tokens: u32,
@@ -373,7 +367,6 @@ fn stream(
     let s = S {
         rx,
         guard,
-        _slot: slot,
         writer,
         out,
         tokens: first + 1,
