@@ -373,7 +373,9 @@ impl Loop {
                 free_blocks: total.saturating_sub(self.held_blocks()),
             };
             if let Err(e) = self.sched.step_into(now, &budget, &mut decision) {
+                // Nothing was decided: apply nothing (the last decision is not replayed).
                 tracing::error!(error = %e, "step refused");
+                decision = Decision::default();
             }
             // Registrations sent before a submit this step drained.
             self.commands();
