@@ -229,6 +229,7 @@ struct Req {
     events: mpsc::UnboundedSender<Event>,
     class: Class,
     arrival: Instant,
+    prompt: u32,
     handle: Option<RequestHandle>,
     run: Option<Run>,
     generated: u32,
@@ -479,6 +480,7 @@ impl Loop {
                 events: r.events,
                 class: r.class,
                 arrival: r.arrival,
+                prompt: r.prompt_tokens,
                 handle: None,
                 run: None,
                 generated: 0,
@@ -517,6 +519,7 @@ impl Loop {
                     events: mpsc::unbounded_channel().0,
                     class: a.class,
                     arrival: Instant::now(),
+                    prompt: 0,
                     handle: None,
                     run: None,
                     generated: 0,
@@ -533,6 +536,7 @@ impl Loop {
             });
             if !a.resumed {
                 self.first_admissions += 1;
+                self.gauges.prompt_tokens.increment(u64::from(r.prompt));
             }
             work.push((a.id.0, a.prefill_tokens));
             iw.batched_tokens += a.prefill_tokens;

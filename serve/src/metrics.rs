@@ -28,7 +28,7 @@ pub const HTTP_RESPONSES: &str = "triage_serve_http_responses_total";
 pub const OPEN_STREAMS: &str = "triage_serve_open_streams";
 /// Histogram `{model_name}`, seconds: vLLM's time-to-first-token family.
 pub const VLLM_TTFT: &str = "vllm:time_to_first_token_seconds";
-/// Counter `{model_name}`: vLLM's prompt tokens processed (first admissions).
+/// Counter `{model_name}`: vLLM's prompt tokens, counted at each request's first admission.
 pub const VLLM_PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
 /// Counter `{model_name}`: vLLM's generation tokens.
 pub const VLLM_GENERATION_TOKENS: &str = "vllm:generation_tokens_total";

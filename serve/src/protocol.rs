@@ -16,7 +16,7 @@ pub struct Registration {
     pub class: Class,
     /// When the handler took it (for the oldest wait and the TTFT clients see).
     pub arrival: std::time::Instant,
-    /// Prompt tokens (for `vllm:prompt_tokens_total`).
+    /// Prompt tokens (for `vllm:prompt_tokens_total`, at its first admission).
     pub prompt_tokens: u32,
     /// Where its events go.
     pub events: mpsc::UnboundedSender<Event>,
