@@ -1,11 +1,16 @@
-//! `triage serve` over real HTTP on loopback: a server on port 0 in this process, a reqwest
-//! client. Every wait is bounded: waits for a state go through `GET /admin/queue`, which the
-//! engine answers at its next step boundary, at most `POLLS` times; no sleep stands in for
-//! synchronisation.
+//! `triage serve` over real HTTP on loopback: a server on port 0 in this process, a small
+//! HTTP/1 client on hyper (one connection per request; dropping the response closes it, as
+//! a client that goes away does). Every wait is bounded: waits for a state go through
+//! `GET /admin/queue`, which the engine answers at the end of its next step, at most
+//! `POLLS` times; no sleep stands in for synchronisation.
 
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{HeaderMap, Request};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use triage_serve::{start, ServeOptions, Server};
 
@@ -24,42 +29,128 @@ fn opts() -> ServeOptions {
     }
 }
 
+/// A response whose body is read as it comes; dropping it closes the connection.
+struct Resp {
+    status: u16,
+    headers: HeaderMap,
+    body: Incoming,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Resp {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    /// The next piece of the body (`None` at its end).
+    async fn chunk(&mut self) -> Option<Bytes> {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.body.frame())
+                .await
+                .expect("body within the timeout")?
+                .expect("body readable");
+            if let Ok(data) = frame.into_data() {
+                return Some(data);
+            }
+        }
+    }
+
+    async fn text(mut self) -> String {
+        let mut all = Vec::new();
+        while let Some(c) = self.chunk().await {
+            all.extend_from_slice(&c);
+        }
+        String::from_utf8(all).unwrap()
+    }
+
+    async fn json(self) -> Value {
+        let text = self.text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+/// Sends one request on a new connection; `None` if no answer came within `wait`.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    wait: Duration,
+) -> Option<Resp> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    match tokio::time::timeout(wait, sender.send_request(req)).await {
+        Ok(r) => {
+            let (parts, body) = r.expect("a response").into_parts();
+            Some(Resp {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+                conn,
+            })
+        }
+        Err(_) => {
+            // The client gives up: the connection closes.
+            conn.abort();
+            None
+        }
+    }
+}
+
 struct Running {
     server: Server,
-    base: String,
-    http: reqwest::Client,
+    addr: SocketAddr,
 }
 
 async fn up(o: ServeOptions) -> Running {
     let server = start(o).await.expect("server starts");
-    let base = format!("http://{}", server.local_addr());
-    let http = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap();
-    Running { server, base, http }
+    let addr = server.local_addr();
+    Running { server, addr }
 }
 
 impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        send(self.addr, method, path, headers, body.to_vec(), TIMEOUT)
+            .await
+            .expect("an answer within the timeout")
     }
 
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(&body)
-            .send()
+    async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, &[], b"").await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        let json = [("content-type", "application/json")];
+        self.req("POST", path, &json, body.to_string().as_bytes())
             .await
-            .unwrap()
     }
 
     async fn queue(&self) -> Value {
-        self.http
-            .get(self.url("/admin/queue"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get("/admin/queue").await.json().await
     }
 
     /// Polls `/admin/queue` until `pred` holds (at most `POLLS` engine steps).
@@ -96,6 +187,26 @@ fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// A copy of the server's address, for tasks.
+fn spawn_post(s: &Running, body: Value) -> tokio::task::JoinHandle<(u16, String)> {
+    let addr = s.addr;
+    tokio::spawn(async move {
+        let json = [("content-type", "application/json")];
+        let r = send(
+            addr,
+            "POST",
+            "/v1/completions",
+            &json,
+            body.to_string().into_bytes(),
+            TIMEOUT,
+        )
+        .await
+        .expect("an answer");
+        let status = r.status;
+        (status, r.text().await)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_and_chat_not_streamed() {
     let s = up(opts()).await;
@@ -105,9 +216,9 @@ async fn completions_and_chat_not_streamed() {
             json!({"prompt": "Hello, world!", "max_tokens": 5, "priority": 10}),
         )
         .await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-triage-class"], "LOW");
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-triage-class"), "LOW");
+    let v = r.json().await;
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], "tok1 tok2 tok3 tok4 tok5 ");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
@@ -120,9 +231,8 @@ async fn completions_and_chat_not_streamed() {
             json!({"prompt": [1, 2, 3, 4, 5, 6, 7], "max_tokens": 2}),
         )
         .await;
-    assert_eq!(r.headers()["x-triage-class"], "HIGH"); // vLLM's default priority 0
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["usage"]["prompt_tokens"], 7);
+    assert_eq!(r.header("x-triage-class"), "HIGH"); // vLLM's default priority 0
+    assert_eq!(r.json().await["usage"]["prompt_tokens"], 7);
 
     let r = s
         .post(
@@ -130,47 +240,18 @@ async fn completions_and_chat_not_streamed() {
             json!({"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 3, "triage_class": "medium"}),
         )
         .await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-triage-class"], "MEDIUM");
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-triage-class"), "MEDIUM");
+    let v = r.json().await;
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert_eq!(v["choices"][0]["message"]["content"], "tok1 tok2 tok3 ");
 
-    let models: Value = s
-        .http
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = s.get("/v1/models").await.json().await;
     assert_eq!(models["data"][0]["id"], "llama2-7b-a100");
-    assert_eq!(
-        s.http.get(s.url("/health")).send().await.unwrap().status(),
-        200
-    );
-    let v: Value = s
-        .http
-        .get(s.url("/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(v["version"].is_string());
-    let page = s
-        .http
-        .get(s.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(page.contains("/dashboard/state"));
+    assert_eq!(s.get("/health").await.status, 200);
+    assert!(s.get("/version").await.json().await["version"].is_string());
+    assert!(s.get("/").await.text().await.contains("/dashboard/state"));
     let c = s.stop().await;
     assert_eq!(c.finished, 3);
 }
@@ -185,12 +266,9 @@ async fn streams_with_usage_and_done() {
                    "stream_options": {"include_usage": true}, "priority": 5}),
         )
         .await;
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").starts_with("text/event-stream"));
+    let data = sse_data(&r.text().await);
     assert_eq!(data.len(), 1 + 4 + 1 + 1, "{data:?}"); // role, tokens, usage, [DONE]
     let chunks: Vec<Value> = data[..6]
         .iter()
@@ -218,7 +296,7 @@ async fn streams_with_usage_and_done() {
             json!({"prompt": "a b c", "max_tokens": 3, "stream": true}),
         )
         .await;
-    let data = sse_data(&r.text().await.unwrap());
+    let data = sse_data(&r.text().await);
     assert_eq!(data.len(), 4, "{data:?}");
     let last: Value = serde_json::from_str(&data[2]).unwrap();
     assert_eq!(last["choices"][0]["text"], "tok3 ");
@@ -237,36 +315,35 @@ async fn priorities_are_honoured() {
     })
     .await;
     // A LOW request that holds the engine while the others queue.
-    let blocker = s
+    let mut blocker = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 3000, "stream": true, "priority": 50}),
         )
         .await;
-    let mut blocker = blocker.bytes_stream();
-    blocker.next().await.expect("first token").unwrap();
+    blocker.chunk().await.expect("first token");
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    let send = |name: &'static str, priority: i64| {
-        let (http, url, order) = (s.http.clone(), s.url("/v1/completions"), order.clone());
+    let send_one = |name: &'static str, priority: i64| {
+        let (task, order) = (
+            spawn_post(
+                &s,
+                json!({"prompt": "y", "max_tokens": 3, "priority": priority}),
+            ),
+            order.clone(),
+        );
         tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .json(&json!({"prompt": "y", "max_tokens": 3, "priority": priority}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
+            let (status, _) = task.await.unwrap();
+            assert_eq!(status, 200);
             order.lock().unwrap().push(name);
         })
     };
     for name in ["low1", "low2", "low3"] {
-        tasks.push(send(name, 20));
+        tasks.push(send_one(name, 20));
     }
     s.until("three LOW requests waiting", |q| waiting(q, 2) == 3)
         .await;
-    tasks.push(send("high", 0));
+    tasks.push(send_one("high", 0));
     s.until("the HIGH request queued or running", |q| {
         q["classes"][0]["counters"]["submitted"].as_u64() == Some(1)
     })
@@ -300,22 +377,14 @@ async fn queue_full_is_429_with_retry_after() {
         ..opts()
     })
     .await;
-    let blocker = s
+    let mut blocker = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 2000, "stream": true, "priority": 50}),
         )
         .await;
-    let mut blocker = blocker.bytes_stream();
-    blocker.next().await.expect("first token").unwrap();
-    let (http, url) = (s.http.clone(), s.url("/v1/completions"));
-    let queued = tokio::spawn(async move {
-        http.post(url)
-            .json(&json!({"prompt": "y", "max_tokens": 2, "priority": 50}))
-            .send()
-            .await
-            .map(|r| r.status())
-    });
+    blocker.chunk().await.expect("first token");
+    let queued = spawn_post(&s, json!({"prompt": "y", "max_tokens": 2, "priority": 50}));
     s.until("one LOW request waiting", |q| waiting(q, 2) == 1)
         .await;
     let r = s
@@ -324,14 +393,10 @@ async fn queue_full_is_429_with_retry_after() {
             json!({"prompt": "z", "max_tokens": 2, "priority": 50}),
         )
         .await;
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    let v: Value = r.json().await.unwrap();
+    let v = r.json().await;
     assert_eq!(v["object"], "error");
     assert_eq!(v["code"], 429);
     assert!(
@@ -339,7 +404,7 @@ async fn queue_full_is_429_with_retry_after() {
         "{v}"
     );
     drop(blocker);
-    assert_eq!(queued.await.unwrap().unwrap(), 200);
+    assert_eq!(queued.await.unwrap().0, 200);
     let c = s.stop().await;
     assert_eq!((c.refused, c.finished, c.cancelled), (1, 1, 1));
 }
@@ -367,8 +432,8 @@ async fn bad_requests_name_the_field() {
     ];
     for (body, field) in cases {
         let r = s.post("/v1/completions", body.clone()).await;
-        assert_eq!(r.status(), 400, "{body}");
-        let v: Value = r.json().await.unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        let v = r.json().await;
         assert_eq!(v["param"], field, "{body}: {v}");
         assert!(
             v["message"]
@@ -383,36 +448,34 @@ async fn bad_requests_name_the_field() {
         );
     }
     let r = s
-        .http
-        .post(s.url("/v1/chat/completions"))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().contains("not valid JSON"));
+        .req("POST", "/v1/chat/completions", &[], b"{not json")
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json().await["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     let r = s
         .post(
             "/v1/chat/completions",
             json!({"messages": [{"content": "hi"}]}),
         )
         .await;
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["param"], "messages[0].role");
+    assert_eq!(r.json().await["param"], "messages[0].role");
     let r = s
         .post("/v1/completions", json!({"prompt": "x", "model": "gpt-9"}))
         .await;
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status, 404);
     let r = s
-        .http
-        .post(s.url("/v1/completions"))
-        .header("x-triage-ttft-ms", "soon")
-        .json(&json!({"prompt": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+        .req(
+            "POST",
+            "/v1/completions",
+            &[("x-triage-ttft-ms", "soon")],
+            br#"{"prompt": "x"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json().await["param"], "x-triage-ttft-ms");
     let c = s.stop().await;
     assert_eq!(c.finished, 0);
 }
@@ -426,79 +489,39 @@ async fn keys_tokens_and_body_limit() {
         ..opts()
     })
     .await;
-    let body = json!({"prompt": "x", "max_tokens": 1});
-    let r = s.post("/v1/completions", body.clone()).await;
-    assert_eq!(r.status(), 401);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["code"], 401);
-    let with_key = |b: reqwest::RequestBuilder| b.bearer_auth("sk-test");
-    let r = with_key(s.http.post(s.url("/v1/completions")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let body = json!({"prompt": "x", "max_tokens": 1}).to_string();
+    let r = s.req("POST", "/v1/completions", &[], body.as_bytes()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json().await["code"], 401);
+    let key = [("authorization", "Bearer sk-test")];
     let r = s
-        .http
-        .get(s.url("/v1/models"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+        .req("POST", "/v1/completions", &key, body.as_bytes())
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .req(
+            "GET",
+            "/v1/models",
+            &[("authorization", "Bearer wrong")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 401);
     // 413 names the limit.
-    let big = json!({"prompt": "word ".repeat(400), "max_tokens": 1});
-    let r = with_key(s.http.post(s.url("/v1/completions")))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let v: Value = r.json().await.unwrap();
+    let big = json!({"prompt": "word ".repeat(400), "max_tokens": 1}).to_string();
+    let r = s.req("POST", "/v1/completions", &key, big.as_bytes()).await;
+    assert_eq!(r.status, 413);
+    let v = r.json().await;
     assert!(v["message"].as_str().unwrap().contains("1024 bytes"), "{v}");
     // Admin: 401 without or with a wrong token.
-    assert_eq!(
-        s.http
-            .get(s.url("/admin/queue"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let r = s
-        .http
-        .get(s.url("/admin/queue"))
-        .bearer_auth("sk-test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = s
-        .http
-        .post(s.url("/admin/config"))
-        .body("")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = s
-        .http
-        .get(s.url("/admin/queue"))
-        .bearer_auth("admin-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.get("/admin/queue").await.status, 401);
+    assert_eq!(s.req("GET", "/admin/queue", &key, b"").await.status, 401);
+    assert_eq!(s.req("POST", "/admin/config", &[], b"").await.status, 401);
+    let admin = [("authorization", "Bearer admin-secret")];
+    assert_eq!(s.req("GET", "/admin/queue", &admin, b"").await.status, 200);
     // The open routes stay open.
-    assert_eq!(
-        s.http.get(s.url("/metrics")).send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(
-        s.http.get(s.url("/health")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(s.get("/metrics").await.status, 200);
+    assert_eq!(s.get("/health").await.status, 200);
     // Listening beyond loopback without an admin token is refused.
     let e = start(ServeOptions {
         host: "0.0.0.0".into(),
@@ -519,15 +542,14 @@ async fn a_disconnect_becomes_a_cancel() {
     })
     .await;
     // Streamed: read the first chunk, then hang up.
-    let r = s
+    let mut r = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
         )
         .await;
-    let mut body = r.bytes_stream();
-    body.next().await.expect("a first chunk").unwrap();
-    drop(body);
+    r.chunk().await.expect("a first chunk");
+    drop(r);
     let q = s
         .until("the streamed request cancelled", |q| {
             q["conservation"]["cancelled"].as_u64() == Some(1)
@@ -535,19 +557,19 @@ async fn a_disconnect_becomes_a_cancel() {
         .await;
     assert_eq!(q["conservation"]["balanced"], true);
     // Not streamed: the client gives up before the answer.
-    let quick = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let e = quick
-        .post(s.url("/v1/completions"))
-        .json(&json!({"prompt": "x", "max_tokens": 3000}))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(e.is_timeout(), "{e}");
-    assert!(started.elapsed() < TIMEOUT);
+    let body = json!({"prompt": "x", "max_tokens": 3000})
+        .to_string()
+        .into_bytes();
+    let gave_up = send(
+        s.addr,
+        "POST",
+        "/v1/completions",
+        &[],
+        body,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(gave_up.is_none(), "answered within 300 ms");
     let q = s
         .until("the unstreamed request cancelled", |q| {
             q["conservation"]["cancelled"].as_u64() == Some(2) && q["engine"]["running"] == 0
@@ -555,15 +577,7 @@ async fn a_disconnect_becomes_a_cancel() {
         .await;
     assert_eq!(q["conservation"]["balanced"], true);
     assert_eq!(q["classes"][0]["counters"]["cancelled"], 2);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get("/metrics").await.text().await;
     assert!(
         metrics.contains("triage_cancelled_total{class=\"HIGH\"} 2"),
         "{metrics}"
@@ -577,28 +591,25 @@ async fn admin_reload_good_and_bad() {
     let s = up(opts()).await;
     // Unknown key: 400 with field, line and column; the old configuration stays.
     let r = s
-        .http
-        .post(s.url("/admin/config"))
-        .body("order = \"deadline\"\n\n[engine]\nwatermrk = 0.5\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
+        .req(
+            "POST",
+            "/admin/config",
+            &[],
+            b"order = \"deadline\"\n\n[engine]\nwatermrk = 0.5\n",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let v = r.json().await;
     assert_eq!(v["line"], 4, "{v}");
     assert_eq!(v["column"], 1, "{v}");
     assert_eq!(v["param"], "engine.watermrk");
     assert_eq!(v["applied"], false);
     // A value out of range.
     let r = s
-        .http
-        .post(s.url("/admin/config"))
-        .body("max_wait_ms = 0\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
+        .req("POST", "/admin/config", &[], b"max_wait_ms = 0\n")
+        .await;
+    assert_eq!(r.status, 400);
+    let v = r.json().await;
     assert_eq!(
         (v["param"].as_str(), v["line"].as_u64()),
         (Some("max_wait_ms"), Some(1))
@@ -608,15 +619,9 @@ async fn admin_reload_good_and_bad() {
                 [[classes]]\nname = \"MEDIUM\"\nvllm_priority = [1, 9]\npromote_after_ms = 40000\n\n\
                 [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\npromote_after_ms = 20000\n\n\
                 [[classes]]\nname = \"BATCH\"\nvllm_priority = [101, 1000]\npromote_after_ms = 10000\n";
-    let r = s
-        .http
-        .post(s.url("/admin/config"))
-        .body(good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let r = s.req("POST", "/admin/config", &[], good.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let v = r.json().await;
     assert_eq!(v["applied"], true);
     assert_eq!(v["reload"]["epoch"], 1);
     assert_eq!(v["reload"]["classes_added"], json!(["BATCH"]));
@@ -628,7 +633,8 @@ async fn admin_reload_good_and_bad() {
             json!({"prompt": "x", "max_tokens": 1, "priority": 500}),
         )
         .await;
-    assert_eq!(r.headers()["x-triage-class"], "BATCH");
+    assert_eq!(r.header("x-triage-class"), "BATCH");
+    drop(r);
     s.stop().await;
 }
 
@@ -698,17 +704,15 @@ async fn metrics_parse_as_prometheus_text() {
             json!({"prompt": "x y z", "max_tokens": 3}),
         )
         .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status, 200);
+    r.text().await;
     s.until("a step after the request", |q| {
         q["conservation"]["finished"] == 1
     })
     .await;
-    let r = s.http.get(s.url("/metrics")).send().await.unwrap();
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = r.text().await.unwrap();
+    let r = s.get("/metrics").await;
+    assert!(r.header("content-type").starts_with("text/plain"));
+    let text = r.text().await;
     let names = parse_prometheus(&text);
     let has = |family: &str| {
         names.iter().any(|n| {
@@ -721,7 +725,7 @@ async fn metrics_parse_as_prometheus_text() {
         .iter()
         .chain(&triage_serve::metrics::SERVE_NAMES)
     {
-        // Reloads and refusals appear once one happens; SLO compliance once published.
+        // Reloads and dropped reports appear once one happens.
         if [
             triage::telemetry::CONFIG_RELOADS,
             triage::telemetry::SLO_REPORTS_DROPPED,
@@ -755,35 +759,21 @@ async fn shutdown_ends_every_request_explicitly() {
         ..opts()
     })
     .await;
-    let running = s
+    let mut running = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
         )
         .await;
-    let mut running = running.bytes_stream();
-    running.next().await.expect("first token").unwrap();
-    let (http, url) = (s.http.clone(), s.url("/v1/completions"));
-    let queued = tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .json(&json!({"prompt": "y", "max_tokens": 5}))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    });
+    running.chunk().await.expect("first token");
+    let queued = spawn_post(&s, json!({"prompt": "y", "max_tokens": 5}));
     s.until("one waiting", |q| waiting(q, 0) == 1).await;
     s.server.shutdown();
     let (status, body) = queued.await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
     // The running stream ends with finish_reason "abort" when the grace expires.
-    let mut rest = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(TIMEOUT, running.next()).await.unwrap() {
-        rest.extend_from_slice(&chunk.unwrap());
-    }
-    let data = sse_data(&String::from_utf8(rest).unwrap());
+    let data = sse_data(&running.text().await);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     let abort: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(abort["choices"][0]["finish_reason"], "abort");
@@ -816,19 +806,18 @@ async fn shed_is_503_with_the_reason() {
     .await;
     // A HIGH request holds the only seat; the next HIGH one cannot start within its 500 ms
     // TTFT target (same class: no preemption) and its class sheds late requests.
-    let running = s
+    let mut running = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
         )
         .await;
-    let mut running = running.bytes_stream();
-    running.next().await.expect("first token").unwrap();
+    running.chunk().await.expect("first token");
     let r = s
         .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
         .await;
-    assert_eq!(r.status(), 503);
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(r.status, 503);
+    let v = r.json().await;
     assert_eq!(v["type"], "ServiceUnavailableError");
     assert!(v["message"].as_str().unwrap().starts_with("shed:"), "{v}");
     drop(running);
@@ -844,19 +833,18 @@ async fn open_streams_are_bounded() {
         ..opts()
     })
     .await;
-    let open = s
+    let mut open = s
         .post(
             "/v1/completions",
             json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
         )
         .await;
-    let mut open = open.bytes_stream();
-    open.next().await.expect("first token").unwrap();
+    open.chunk().await.expect("first token");
     let r = s
         .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
         .await;
-    assert_eq!(r.status(), 503);
-    let v: Value = r.json().await.unwrap();
+    assert_eq!(r.status, 503);
+    let v = r.json().await;
     assert!(
         v["message"]
             .as_str()
@@ -873,6 +861,7 @@ async fn open_streams_are_bounded() {
     let r = s
         .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
         .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status, 200);
+    r.text().await;
     s.stop().await;
 }
