@@ -3,7 +3,7 @@
 //! collect them (one JSON response).
 //!
 //! A request that goes away (the client disconnects, so axum drops the response future or
-//! the stream) is cancelled in the scheduler by [`CancelOnDrop`].
+//! the stream) is cancelled in the scheduler by a guard the response owns.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
