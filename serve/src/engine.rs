@@ -267,21 +267,21 @@ impl Gauges {
             running: metrics::gauge!(m::ENGINE_RUNNING),
             waiting: metrics::gauge!(m::ENGINE_WAITING),
             iteration: metrics::histogram!(m::ENGINE_ITERATION),
-            ttft: (0..MAX_CLASSES)
-                .map(|i| {
-                    let name = classes
-                        .names()
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("class{i}"));
-                    metrics::histogram!(m::TTFT, "class" => name)
-                })
-                .collect(),
+            ttft: ttft_handles(classes),
             vllm_ttft: metrics::histogram!(m::VLLM_TTFT, m::LABEL_MODEL => model.clone()),
             prompt_tokens: metrics::counter!(m::VLLM_PROMPT_TOKENS, m::LABEL_MODEL => model.clone()),
             generation_tokens: metrics::counter!(m::VLLM_GENERATION_TOKENS, m::LABEL_MODEL => model),
         }
     }
+}
+
+/// `triage_serve_time_to_first_token_seconds{class}`, one per class in force.
+fn ttft_handles(classes: &triage::ClassSet) -> Vec<Histogram> {
+    classes
+        .names()
+        .iter()
+        .map(|name| metrics::histogram!(m::TTFT, "class" => name.clone()))
+        .collect()
 }
 
 /// Sets `triage_serve_queue_capacity{class}` from the configuration in force.
@@ -559,6 +559,7 @@ impl Loop {
         if let Some(result) = d.reload.take() {
             if result.is_ok() {
                 publish_capacities(&self.sched);
+                self.gauges.ttft = ttft_handles(self.sched.classes());
             }
             if let Some(reply) = self.pending_reload.take() {
                 let _ = reply.send(

@@ -24,7 +24,7 @@ use triage::{Class, RequestHandle, RequestId, RequestSpec, SubmitError};
 use super::error::{read_body, ApiError};
 use super::request::{self, GenRequest, Kind};
 use super::response::{finish_reason, Writer};
-use super::Shared;
+use super::{AppState, Shared};
 use crate::metrics as m;
 use crate::protocol::{Command, Ended, Event, Finish, Registration};
 
@@ -115,7 +115,7 @@ impl Drop for OpenSlot {
 }
 
 /// The class of a request: its class name, else its priority, else the default priority.
-fn class_of(st: &AppStateRef, req: &GenRequest) -> Result<Class, ApiError> {
+fn class_of(st: &AppState, req: &GenRequest) -> Result<Class, ApiError> {
     let classes = st.engine.submitter().classes();
     if let Some(name) = &req.class {
         return classes
@@ -128,10 +128,8 @@ fn class_of(st: &AppStateRef, req: &GenRequest) -> Result<Class, ApiError> {
         .map_err(|e| ApiError::field("priority", e))
 }
 
-type AppStateRef = super::AppState;
-
 /// 400 in vLLM's words when the prompt and `max_tokens` do not fit the context.
-fn context_error(st: &AppStateRef, kind: Kind, prompt: u32, max_tokens: u32) -> ApiError {
+fn context_error(st: &AppState, kind: Kind, prompt: u32, max_tokens: u32) -> ApiError {
     let what = if kind == Kind::Chat {
         "messages"
     } else {
@@ -150,7 +148,7 @@ fn context_error(st: &AppStateRef, kind: Kind, prompt: u32, max_tokens: u32) -> 
 }
 
 /// What a refusal at submit means for the client.
-fn refused(st: &AppStateRef, class: Class, e: SubmitError) -> ApiError {
+fn refused(st: &AppState, class: Class, e: SubmitError) -> ApiError {
     match e {
         SubmitError::QueueFull {
             class: name,
