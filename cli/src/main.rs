@@ -3,7 +3,7 @@
 //! `triage simulate` with no arguments replays the bundled Azure 2023 conv + code
 //! traces on a simulated Llama-2-7B / A100 engine through every registered policy
 //! at several loads, prints a per-class table and writes JSON, CSV and SVG plots. The
-//! other subcommands: `tenants`, `stress`, `bench-compare`, `slo-overhead`.
+//! other subcommands: `serve`, `tenants`, `stress`, `bench-compare`, `slo-overhead`.
 //!
 //! This file holds the list of subcommands and the dispatch; each subcommand's
 //! arguments and run are in `commands/<name>.rs`.
@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-use commands::{bench_compare, simulate, slo_overhead, stress, tenants};
+use commands::{bench_compare, serve, simulate, slo_overhead, stress, tenants};
 
 // Feeds `triage_bench::heap_counter`, which `triage stress` reads for bytes per request.
 #[global_allocator]
@@ -43,6 +43,9 @@ enum Command {
     /// The step's CPU time with SLO tracking on over the same step with it off, measured
     /// interleaved in one process.
     SloOverhead(slo_overhead::SloOverheadArgs),
+    /// A vLLM-compatible HTTP server on the scheduler and the simulated engine, in real
+    /// time, with Prometheus metrics, admin routes and a live dashboard (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// One heavy tenant and several light ones in one class: latency per tenant with
     /// fairness between tenants off and on.
     Tenants(tenants::TenantsArgs),
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::BenchCompare(args) => bench_compare::run(args),
         Command::SloOverhead(args) => slo_overhead::run(args),
         Command::Tenants(args) => tenants::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use triage::QueueOrder;
 
 pub mod bench_compare;
+pub mod serve;
 pub mod simulate;
 pub mod slo_overhead;
 pub mod stress;
