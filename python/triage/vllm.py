@@ -69,6 +69,10 @@ from ._triage import Config, VllmQueue
 
 __all__ = [
     "ConfigWatch",
+    "GateQueue",
+    "TriagePolicyAsyncScheduler",
+    "TriagePolicyScheduler",
+    "TriagePolicySyncScheduler",
     "TriageAsyncScheduler",
     "TriageRequestQueue",
     "TriageScheduler",
@@ -298,10 +302,26 @@ if _AsyncScheduler is not None:
         """``TriageScheduler`` on an engine with async scheduling (MRO: the queues mixin,
         then ``AsyncScheduler``, then ``Scheduler``)."""
 
+    # triage's whole policy (admission, preemption, shedding), vLLM's mechanics.
+    from ._vllm_policy import (  # noqa: E402
+        GateQueue,
+        TriagePolicyAsyncScheduler,
+        TriagePolicyScheduler,
+        TriagePolicySyncScheduler,
+    )
+
 else:
 
     def __getattr__(name: str) -> Any:
-        if name in ("TriageScheduler", "TriageSyncScheduler", "TriageAsyncScheduler"):
+        if name in (
+            "TriageScheduler",
+            "TriageSyncScheduler",
+            "TriageAsyncScheduler",
+            "TriagePolicyScheduler",
+            "TriagePolicySyncScheduler",
+            "TriagePolicyAsyncScheduler",
+            "GateQueue",
+        ):
             raise ImportError(
                 f"triage.vllm.{name} needs vLLM {VLLM_VERSION} "
                 f"(pip install vllm=={VLLM_VERSION}); importing it failed: "
