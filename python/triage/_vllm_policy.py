@@ -41,6 +41,13 @@ TTFT_ARG = "triage_ttft_ms"
 #: refused); the request finishes with vLLM's ``FinishReason.ABORT``.
 STOP_REASON_PREFIX = "triage:"
 
+#: The token budget given to triage's step: no limit in practice. The tokens of each
+#: iteration are vLLM's to count (its chunking, prefix-cache hits, encoder budget and
+#: ``long_prefill_token_threshold`` make its chunks smaller than triage would plan);
+#: vLLM's ``max_num_scheduled_tokens`` bounds what it schedules, and a request triage
+#: admitted beyond it starts at the next step, first.
+TOKEN_BUDGET = 2**31 - 1
+
 #: How many waiting requests (oldest first) are looked up in the prefix cache per step to
 #: count the KV blocks a hit saves.
 PREFIX_LOOKUPS = 8
@@ -79,8 +86,10 @@ class GateQueue:
 
     * ``len``, iteration and ``in``: every waiting request (admitted ones first, in
       triage's order, then the others by arrival).
-    * ``bool``, ``peek_request``, ``pop_request``: the admitted ones only, in triage's
-      order; ``bool`` is false when none is admitted, which ends vLLM's waiting loop.
+    * ``peek_request``, ``pop_request``: the admitted ones only, in triage's order.
+    * ``bool``: whether any request waits; inside vLLM's ``schedule()`` (between
+      :meth:`gate` calls), whether an admitted one waits, which ends vLLM's waiting loop
+      when none is left.
     * ``add_request`` / ``prepend_request``: a request triage counts as running (vLLM
       preempted it itself, or skipped it) is admitted again at once, at the front;
       any other waits for triage.
@@ -90,6 +99,11 @@ class GateQueue:
         self._is_admitted = is_admitted
         self._open: list[Request] = []  # admitted, in triage's order
         self._closed: dict[int, Request] = {}  # id() -> request, insertion order
+        self._gated = False
+
+    def gate(self, on: bool) -> None:
+        """Inside vLLM's ``schedule()``: ``bool`` counts admitted requests only."""
+        self._gated = on
 
     # -- triage's side ---------------------------------------------------------------
     def open(self, request: Request) -> bool:
@@ -161,7 +175,7 @@ class GateQueue:
             self._open = [r for r in self._open if id(r) not in gone]
 
     def __bool__(self) -> bool:
-        return bool(self._open)
+        return bool(self._open) or (not self._gated and bool(self._closed))
 
     def __len__(self) -> int:
         return len(self._open) + len(self._closed)
@@ -306,8 +320,11 @@ class _TriagePolicy:
 
     # -- requests in -----------------------------------------------------------------
     def _triage_admitted(self, request: Request) -> bool:
+        """Whether vLLM may take ``request`` from the gate: triage counts it as running,
+        or triage does not know it (a request that did not come through
+        ``add_request``; vLLM's own order applies to it)."""
         t = self._triage_tracks.get(request.request_id)
-        return t is not None and t.running
+        return t is None or t.running
 
     def _triage_class(self, request: Request) -> str:
         names = self._triage_config.class_names
@@ -334,15 +351,23 @@ class _TriagePolicy:
         return int(v)
 
     def add_request(self, request: Request) -> None:
-        new = request.request_id not in self.requests
+        if getattr(self, "_triage", None) is None:  # built without __init__ (a test)
+            return super().add_request(request)
+        # Submitted first, so that vLLM's enqueue finds it waiting for triage.
+        refused = None
+        if request.request_id not in self.requests:
+            refused = self._triage_submit(request)
         super().add_request(request)
-        if new and request.request_id in self.requests:
-            self._triage_submit(request)
+        if refused is not None and request.request_id in self.requests:
+            self._triage_end_in_vllm(request, f"refused ({refused})")
 
-    def _triage_submit(self, request: Request) -> None:
+    def _triage_submit(self, request: Request) -> Optional[str]:
+        """Submits ``request`` to triage; returns why triage refused it, if it did."""
         engine = self._triage_config.engine
         cap = min(engine["max_model_len"], engine["total_blocks"] * engine["block_size"])
-        prompt = max(1, int(request.num_prompt_tokens))
+        # triage needs room for one output token: a prompt of the whole context (a pooling
+        # request at max_model_len) is counted one token short.
+        prompt = max(1, min(int(request.num_prompt_tokens), cap - 1))
         max_new = max(1, min(int(request.max_tokens), cap - prompt))
         cls = self._triage_class(request)
         ttft = self._triage_ttft(request)
@@ -352,10 +377,10 @@ class _TriagePolicy:
             handle = self._triage.submit(rid, prompt, max_new, cls=cls, ttft_ms=ttft)
         except SubmitError as exc:
             logger.warning("triage: request %s refused: %s", request.request_id, exc)
-            self._triage_end_in_vllm(request, f"refused ({exc})")
-            return
+            return str(exc)
         self._triage_tracks[request.request_id] = _Track(rid, handle, cls, prompt, max_new, ttft)
         self._triage_by_id[rid] = request
+        return None
 
     # -- the step --------------------------------------------------------------------
     def _triage_free_blocks(self) -> int:
@@ -380,9 +405,7 @@ class _TriagePolicy:
 
     def _triage_step(self) -> None:
         d = self._triage.step(
-            int(self.max_num_running_reqs),
-            int(self.max_num_scheduled_tokens),
-            self._triage_free_blocks(),
+            int(self.max_num_running_reqs), TOKEN_BUDGET, self._triage_free_blocks()
         )
         now = time.monotonic()
         for p in d.preempted:
@@ -444,9 +467,15 @@ class _TriagePolicy:
             )
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_triage", None) is None:  # built without __init__ (a test)
+            return super().schedule(*args, **kwargs)
         self._triage_reload()
         self._triage_step()
-        out = super().schedule(*args, **kwargs)
+        self.waiting.gate(True)
+        try:
+            out = super().schedule(*args, **kwargs)
+        finally:
+            self.waiting.gate(False)
         self._triage_publish()
         return out
 
@@ -489,6 +518,8 @@ class _TriagePolicy:
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
+        if getattr(self, "_triage", None) is None:  # built without __init__ (a test)
+            return outputs
         for req_id in scheduler_output.num_scheduled_tokens:
             t = self._triage_tracks.get(req_id)
             request = self.requests.get(req_id)
@@ -505,7 +536,8 @@ class _TriagePolicy:
         return outputs
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
-        t = self._triage_tracks.pop(request.request_id, None)
+        tracks = getattr(self, "_triage_tracks", None)
+        t = tracks.pop(request.request_id, None) if tracks is not None else None
         if t is not None:
             self._triage_finished(t, request)
         return super()._free_request(request, *args, **kwargs)
