@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+# The model is a local config.json: never ask the Hugging Face hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 try:
     import torch
     from vllm.config import (

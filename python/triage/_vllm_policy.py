@@ -85,7 +85,7 @@ class GateQueue:
     scheduling loop sees only the ones triage admitted.
 
     * ``len``, iteration and ``in``: every waiting request (admitted ones first, in
-      triage's order, then the others by arrival).
+      triage's order, then the others by ``rank``, or in the order they came).
     * ``peek_request``, ``pop_request``: the admitted ones only, in triage's order.
     * ``bool``: whether any request waits; inside vLLM's ``schedule()`` (between
       :meth:`gate` calls), whether an admitted one waits, which ends vLLM's waiting loop
@@ -95,8 +95,10 @@ class GateQueue:
       any other waits for triage.
     """
 
-    def __init__(self, is_admitted: Callable[[Request], bool]) -> None:
+    def __init__(self, is_admitted: Callable[[Request], bool],
+                 rank: Optional[Callable[[Request], Any]] = None) -> None:
         self._is_admitted = is_admitted
+        self._rank = rank
         self._open: list[Request] = []  # admitted, in triage's order
         self._closed: dict[int, Request] = {}  # id() -> request, insertion order
         self._gated = False
@@ -181,7 +183,10 @@ class GateQueue:
         return len(self._open) + len(self._closed)
 
     def __iter__(self) -> Iterator[Request]:
-        return iter([*self._open, *self._closed.values()])
+        closed = list(self._closed.values())
+        if self._rank is not None:
+            closed.sort(key=self._rank)
+        return iter([*self._open, *closed])
 
     def __contains__(self, request: object) -> bool:
         return id(request) in self._closed or any(r is request for r in self._open)
@@ -270,11 +275,12 @@ class _TriagePolicy:
         self._triage_tracks: dict[str, _Track] = {}
         self._triage_by_id: dict[int, Request] = {}
         self._triage_next_id = 0
+        self._triage_new: list[tuple[Request, _Track]] = []
         self._triage_outputs: dict[int, list[EngineCoreOutput]] = defaultdict(list)
         #: on_progress / on_finished calls triage refused (logged; should stay 0).
         self.triage_progress_errors = 0
         old = self.waiting
-        self.waiting = GateQueue(self._triage_admitted)
+        self.waiting = GateQueue(self._triage_admitted, self._triage_rank)
         for request in old:  # empty at start
             self.waiting.add_request(request)
         self._triage_slo = self._triage_slo_bounds()
@@ -326,6 +332,16 @@ class _TriagePolicy:
         t = self._triage_tracks.get(request.request_id)
         return t is None or t.running
 
+    def _triage_rank(self, request: Request) -> tuple:
+        """Where a waiting request not admitted yet is listed: by class, then arrival
+        (triage's ladder order without aging; deadline order may start them otherwise)."""
+        t = self._triage_tracks.get(request.request_id)
+        if t is None:
+            return (-1, 0.0, 0)
+        names = self._triage_config.class_names
+        cls = names.index(t.cls) if t.cls in names else len(names)
+        return (cls, self._arrival(request), t.id)
+
     def _triage_class(self, request: Request) -> str:
         names = self._triage_config.class_names
         extra = getattr(request.sampling_params, "extra_args", None) or {}
@@ -353,34 +369,49 @@ class _TriagePolicy:
     def add_request(self, request: Request) -> None:
         if getattr(self, "_triage", None) is None:  # built without __init__ (a test)
             return super().add_request(request)
-        # Submitted first, so that vLLM's enqueue finds it waiting for triage.
-        refused = None
         if request.request_id not in self.requests:
-            refused = self._triage_submit(request)
+            # Tracked now (so that vLLM's enqueue finds it waiting for triage), submitted
+            # at the next schedule(), with the others that came since, by arrival_time.
+            t = self._triage_track(request)
+            self._triage_tracks[request.request_id] = t
+            self._triage_new.append((request, t))
         super().add_request(request)
-        if refused is not None and request.request_id in self.requests:
-            self._triage_end_in_vllm(request, f"refused ({refused})")
 
-    def _triage_submit(self, request: Request) -> Optional[str]:
-        """Submits ``request`` to triage; returns why triage refused it, if it did."""
+    def _triage_track(self, request: Request) -> _Track:
         engine = self._triage_config.engine
         cap = min(engine["max_model_len"], engine["total_blocks"] * engine["block_size"])
         # triage needs room for one output token: a prompt of the whole context (a pooling
         # request at max_model_len) is counted one token short.
         prompt = max(1, min(int(request.num_prompt_tokens), cap - 1))
         max_new = max(1, min(int(request.max_tokens), cap - prompt))
-        cls = self._triage_class(request)
-        ttft = self._triage_ttft(request)
-        rid = self._triage_next_id
-        self._triage_next_id += 1
-        try:
-            handle = self._triage.submit(rid, prompt, max_new, cls=cls, ttft_ms=ttft)
-        except SubmitError as exc:
-            logger.warning("triage: request %s refused: %s", request.request_id, exc)
-            return str(exc)
-        self._triage_tracks[request.request_id] = _Track(rid, handle, cls, prompt, max_new, ttft)
-        self._triage_by_id[rid] = request
-        return None
+        return _Track(-1, None, self._triage_class(request), prompt, max_new,
+                      self._triage_ttft(request))
+
+    @staticmethod
+    def _arrival(request: Request) -> float:
+        a = getattr(request, "arrival_time", None)
+        return a if isinstance(a, (int, float)) and a == a else float("inf")
+
+    def _triage_submit_new(self) -> None:
+        """Submits the requests added since the last step, by ``arrival_time`` (then in
+        the order they came), so that triage's arrival order is vLLM's. A request triage
+        refuses ends in vLLM (``"triage: refused (...)"``)."""
+        new, self._triage_new = self._triage_new, []
+        new = [(r, t) for r, t in new if self._triage_tracks.get(r.request_id) is t]
+        new.sort(key=lambda rt: self._arrival(rt[0]))
+        for request, t in new:
+            rid = self._triage_next_id
+            self._triage_next_id += 1
+            try:
+                t.handle = self._triage.submit(rid, t.prompt, t.max_new, cls=t.cls,
+                                               ttft_ms=t.ttft_ms)
+            except SubmitError as exc:
+                logger.warning("triage: request %s refused: %s", request.request_id, exc)
+                del self._triage_tracks[request.request_id]
+                self._triage_end_in_vllm(request, f"refused ({exc})")
+                continue
+            t.id = rid
+            self._triage_by_id[rid] = request
 
     # -- the step --------------------------------------------------------------------
     def _triage_free_blocks(self) -> int:
@@ -404,6 +435,7 @@ class _TriagePolicy:
         return min(free, int(self._triage_config.engine["total_blocks"]))
 
     def _triage_step(self) -> None:
+        self._triage_submit_new()
         d = self._triage.step(
             int(self.max_num_running_reqs), TOKEN_BUDGET, self._triage_free_blocks()
         )
@@ -544,6 +576,8 @@ class _TriagePolicy:
 
     def _triage_finished(self, t: _Track, request: Request) -> None:
         """vLLM ended ``request``: its one outcome in triage."""
+        if t.handle is None:  # not submitted yet: triage never had it
+            return
         status = request.status
         try:
             if t.running and status != RequestStatus.FINISHED_ABORTED:
