@@ -146,8 +146,10 @@ class GateQueue:
             self._closed[id(request)] = request
 
     def prepend_requests(self, requests: Any) -> None:
-        # As vLLM's queues: ``requests`` ends up in front, in its own order.
-        for request in reversed(list(requests)):
+        # As vLLM's FCFS queue (``deque.extendleft``): each in turn goes to the front, so
+        # they end up in front in reverse order (vLLM's scheduler hands its skipped
+        # requests over reversed for that).
+        for request in list(requests):
             self.prepend_request(request)
 
     def peek_request(self) -> Request:
@@ -395,11 +397,17 @@ class _TriagePolicy:
     def _triage_submit_new(self) -> None:
         """Submits the requests added since the last step, by ``arrival_time`` (then in
         the order they came), so that triage's arrival order is vLLM's. A request triage
-        refuses ends in vLLM (``"triage: refused (...)"``)."""
+        refuses ends in vLLM (``"triage: refused (...)"``). One that vLLM moved out of the
+        waiting queue meanwhile (to ``kv_holding_waiting``) is left to vLLM."""
         new, self._triage_new = self._triage_new, []
         new = [(r, t) for r, t in new if self._triage_tracks.get(r.request_id) is t]
         new.sort(key=lambda rt: self._arrival(rt[0]))
         for request, t in new:
+            if request not in self.waiting:
+                # Moved to kv_holding_waiting (it holds KV blocks: a connector's load)
+                # before triage saw it: vLLM's own, as that queue is.
+                del self._triage_tracks[request.request_id]
+                continue
             rid = self._triage_next_id
             self._triage_next_id += 1
             try:
