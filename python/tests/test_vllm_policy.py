@@ -328,3 +328,21 @@ def test_one_name_picks_the_kind() -> None:
     assert isinstance(s, AsyncScheduler) and isinstance(s, TriagePolicyScheduler)
     s = make_scheduler(TriagePolicyScheduler, num_blocks=10)
     assert not isinstance(s, AsyncScheduler)
+
+
+def test_metrics_in_prometheus_registry() -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("triage_admitted_total", **{"class": "HIGH"})
+    submitted = value("triage_submitted_total", **{"class": "HIGH"})
+    sched = make_scheduler(TriagePolicySyncScheduler, num_blocks=40, max_num_seqs=1)
+    for i in range(3):
+        sched.add_request(make_request(f"m{i}", priority=0, prompt=16, max_tokens=2))
+    run_step(sched)
+    assert value("triage_admitted_total", **{"class": "HIGH"}) == before + 1
+    assert value("triage_submitted_total", **{"class": "HIGH"}) == submitted + 3
+    assert value("triage_queue_depth", **{"class": "HIGH"}) == 2
+    assert value("triage_running", **{"class": "HIGH"}) == 1
