@@ -52,6 +52,14 @@ vLLM's (which define no ``__eq__``) are in its sets.
     TRIAGE_CONFIG=triage.toml vllm serve MODEL --scheduling-policy priority \\
         --scheduler-cls triage.vllm.TriageScheduler
 
+``TriagePolicyScheduler`` (and its two kinds by name, ``TriagePolicySyncScheduler`` and
+``TriagePolicyAsyncScheduler``) goes further: triage's ``Scheduler`` decides admission,
+preemption and shedding, and vLLM does the mechanics (``triage/_vllm_policy.py``;
+``docs/python.md``, "The whole policy in vLLM")::
+
+    TRIAGE_CONFIG=triage.toml vllm serve MODEL \\
+        --scheduler-cls triage.vllm.TriagePolicyScheduler
+
 Environment: ``TRIAGE_CONFIG`` (a TOML path; default configuration otherwise; re-read
 when the file changes or the engine process gets ``SIGHUP``, see ``ConfigWatch``) and
 ``TRIAGE_AGING`` (``0`` for vLLM's exact priority order, default ``1``).
