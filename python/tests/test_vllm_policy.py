@@ -346,3 +346,27 @@ def test_metrics_in_prometheus_registry() -> None:
     assert value("triage_submitted_total", **{"class": "HIGH"}) == submitted + 3
     assert value("triage_queue_depth", **{"class": "HIGH"}) == 2
     assert value("triage_running", **{"class": "HIGH"}) == 1
+
+
+def test_config_reload_keeps_vllm_engine_limits(tmp_path) -> None:
+    path = tmp_path / "triage.toml"
+    path.write_text('order = "deadline"\n')
+    old = os.environ.get("TRIAGE_CONFIG")
+    os.environ["TRIAGE_CONFIG"] = str(path)
+    try:
+        sched = make_scheduler(TriagePolicySyncScheduler, num_blocks=40)
+    finally:
+        if old is None:
+            del os.environ["TRIAGE_CONFIG"]
+        else:
+            os.environ["TRIAGE_CONFIG"] = old
+    assert sched.triage_scheduler.config.order == "deadline"
+    sched._triage_watch.every = 0.0  # look at the file at every schedule()
+    path.write_text('order = "ladder"\n')
+    os.utime(path, ns=(1, 1))  # a modification time surely different from the first
+    sched.add_request(make_request("r", priority=0, prompt=16, max_tokens=2))
+    run_step(sched)  # the reload is proposed here, applied at the next step
+    run_step(sched)
+    config = sched.triage_scheduler.config
+    assert config.order == "ladder"
+    assert config.engine["total_blocks"] == 40 and config.engine["block_size"] == BLOCK
