@@ -62,7 +62,7 @@ URGENT = {"triage_ttft_ms": 250}
 
 def make_scheduler(cls, *, num_blocks: int, max_num_seqs: int = 16,
                    max_num_batched_tokens: int = 4096, async_scheduling: bool = False,
-                   policy: str = "priority"):
+                   policy: str = "priority", prefix_caching: bool = False):
     """A vLLM scheduler of class ``cls``, as vLLM's ``create_scheduler`` builds one."""
     model_config = ModelConfig(model=str(MODEL), dtype="float16", seed=42,
                                skip_tokenizer_init=True, max_model_len=2048)
@@ -77,7 +77,7 @@ def make_scheduler(cls, *, num_blocks: int, max_num_seqs: int = 16,
         policy=policy,
     )
     cache_config = CacheConfig(block_size=BLOCK, gpu_memory_utilization=0.9,
-                               cache_dtype="auto", enable_prefix_caching=False)
+                               cache_dtype="auto", enable_prefix_caching=prefix_caching)
     vllm_config = VllmConfig(scheduler_config=scheduler_config, model_config=model_config,
                              cache_config=cache_config, parallel_config=ParallelConfig())
     # vLLM turns async scheduling off on a CPU platform; the flag is what
@@ -370,3 +370,34 @@ def test_config_reload_keeps_vllm_engine_limits(tmp_path) -> None:
     config = sched.triage_scheduler.config
     assert config.order == "ladder"
     assert config.engine["total_blocks"] == 40 and config.engine["block_size"] == BLOCK
+
+
+def test_free_blocks_count_what_a_prefix_hit_saves() -> None:
+    from vllm.utils.hashing import sha256
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+
+    init_none_hash(sha256)
+    hasher = get_request_block_hasher(BLOCK, sha256)
+
+    def req(rid: str, max_tokens: int) -> Request:
+        params = SamplingParams(ignore_eos=True, max_tokens=max_tokens)
+        params.update_from_generation_config({}, EOS)
+        return Request(request_id=rid, prompt_token_ids=[3] * 64, sampling_params=params,
+                       pooling_params=None, block_hasher=hasher)
+
+    sched = make_scheduler(TriagePolicySyncScheduler, num_blocks=40, prefix_caching=True)
+    sched.add_request(req("first", 20))
+    run_step(sched)
+    assert "first" in {r.request_id for r in sched.running}
+    pool = sched.kv_cache_manager.block_pool.get_num_free_blocks()
+    assert sched._triage_free_blocks() == pool, "nothing waits: no saving"
+    # The same 64-token prompt: 3 full blocks hit (the last token is always computed),
+    # held by the running request: 3 blocks that need not be free.
+    sched.add_request(req("second", 2))
+    assert sched._triage_free_blocks() == pool + 3
+    for _ in range(30):
+        run_step(sched)
+    assert not sched.requests
+    # Both finished: their blocks are cached but free; a hit on them saves nothing.
+    sched.add_request(req("third", 2))
+    assert sched._triage_free_blocks() == sched.kv_cache_manager.block_pool.get_num_free_blocks()

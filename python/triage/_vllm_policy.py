@@ -424,7 +424,9 @@ class _TriagePolicy:
     # -- the step --------------------------------------------------------------------
     def _triage_free_blocks(self) -> int:
         """Free KV blocks as vLLM's block pool counts them, plus the blocks a prefix-cache
-        hit saves for the oldest waiting requests (up to ``PREFIX_LOOKUPS``)."""
+        hit saves (hits on blocks that running requests hold, in the first KV cache group)
+        for the first ``PREFIX_LOOKUPS`` waiting requests triage has not admitted, at most
+        the cache's total."""
         kv = self.kv_cache_manager
         free = int(kv.block_pool.get_num_free_blocks())
         if getattr(kv, "enable_caching", False):
@@ -435,10 +437,13 @@ class _TriagePolicy:
                 if request.num_computed_tokens:
                     continue
                 try:
-                    _, hit, *_ = kv.get_computed_blocks(request)
+                    blocks, *_ = kv.get_computed_blocks(request)
+                    groups = blocks.blocks
                 except Exception:  # a manager this adapter does not know
                     break
-                saved += int(hit) // int(self.block_size)
+                # A hit on a block a running request holds saves a free block; a hit on a
+                # cached block in the free pool takes that block as a new one would.
+                saved += sum(1 for b in (groups[0] if groups else ()) if b.ref_cnt > 0)
             free += saved
         return min(free, int(self._triage_config.engine["total_blocks"]))
 
