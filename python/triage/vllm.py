@@ -346,6 +346,8 @@ def register() -> None:
     config = config_from_env()
     logger.info(
         "triage plugin loaded (classes %s); select it with "
-        "--scheduler-cls triage.vllm.TriageScheduler --scheduling-policy priority",
+        "--scheduler-cls triage.vllm.TriageScheduler --scheduling-policy priority "
+        "(triage's order) or --scheduler-cls triage.vllm.TriagePolicyScheduler "
+        "(triage's whole policy)",
         config.class_names,
     )
