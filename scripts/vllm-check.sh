@@ -2,10 +2,11 @@
 # The vLLM checks, by hand (not in CI): makes a throwaway virtualenv, installs vllm==0.33.0
 # (about 9 GB with torch and the CUDA libraries; minutes), builds the bindings into it,
 # and runs the whole pytest suite there -- the conformance tests against vLLM's own
-# PriorityRequestQueue / FCFSRequestQueue must run, not skip -- then the benchmark against
-# vLLM's PriorityRequestQueue, then vLLM's own scheduler tests stock, with triage's queues
-# and with triage's scheduler classes (scripts/vllm-tests.sh, its work files in
-# $VENV/vllm-tests). No GPU is needed.
+# PriorityRequestQueue / FCFSRequestQueue and the whole-policy scheduler tests
+# (tests/test_vllm_policy.py) must run, not skip -- then the benchmark against vLLM's
+# PriorityRequestQueue, then vLLM's own scheduler tests stock, with triage's queues, with
+# triage's queue-only scheduler classes and with the whole-policy ones
+# (scripts/vllm-tests.sh, its work files in $VENV/vllm-tests). No GPU is needed.
 #
 #   scripts/vllm-check.sh                  # fresh virtualenv, removed afterwards
 #   VENV=/var/tmp/vllm-venv scripts/vllm-check.sh   # keep and reuse one
@@ -21,5 +22,5 @@ echo "== pytest (conformance tests required)"
 (cd python && TRIAGE_REQUIRE_VLLM=1 "$VENV/bin/python" -m pytest -q tests)
 echo "== benchmark: TriageRequestQueue vs vLLM's PriorityRequestQueue"
 (cd python && "$VENV/bin/python" bench/bench_vllm_queue.py)
-echo "== vLLM's scheduler tests: stock, with triage's queues, with triage's schedulers"
+echo "== vLLM's scheduler tests: stock, with triage's queues, schedulers and whole policy"
 BUILD=0 VENV="$VENV" scripts/vllm-tests.sh "$VENV/vllm-tests"

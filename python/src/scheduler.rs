@@ -146,6 +146,54 @@ impl Config {
         Ok(out)
     }
 
+    /// The `[engine]` table: `{"block_size", "total_blocks", "max_model_len",
+    /// "watermark"}` (a copy).
+    #[getter]
+    fn engine<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let e = &self.inner.engine;
+        let out = PyDict::new(py);
+        out.set_item("block_size", e.block_size)?;
+        out.set_item("total_blocks", e.total_blocks)?;
+        out.set_item("max_model_len", e.max_model_len)?;
+        out.set_item("watermark", e.watermark)?;
+        Ok(out)
+    }
+
+    /// A copy of this configuration with the `[engine]` limits given replaced (the others
+    /// kept), validated: how an engine adapter states the limits it has (vLLM's block
+    /// size, its KV cache's block count, its context length). Raises `ConfigError` naming
+    /// the field if the result breaks a rule (`block_size` 1 to 4096, `total_blocks` and
+    /// `max_model_len` at least 1, `watermark` in [0, 0.5)).
+    #[pyo3(signature = (*, block_size = None, total_blocks = None, max_model_len = None, watermark = None))]
+    fn with_engine(
+        &self,
+        block_size: Option<&Bound<'_, PyAny>>,
+        total_blocks: Option<&Bound<'_, PyAny>>,
+        max_model_len: Option<&Bound<'_, PyAny>>,
+        watermark: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut inner = self.inner.clone();
+        if let Some(v) = opt_int::<u32>(block_size, "block_size")? {
+            inner.engine.block_size = v;
+        }
+        if let Some(v) = opt_int::<u32>(total_blocks, "total_blocks")? {
+            inner.engine.total_blocks = v;
+        }
+        if let Some(v) = opt_int::<u32>(max_model_len, "max_model_len")? {
+            inner.engine.max_model_len = v;
+        }
+        if let Some(w) = watermark {
+            if w.is_instance_of::<pyo3::types::PyBool>() {
+                return Err(wrong_type("watermark", "a float", w));
+            }
+            inner.engine.watermark = w
+                .extract::<f64>()
+                .map_err(|_| wrong_type("watermark", "a float", w))?;
+        }
+        inner.validate().map_err(raise::<ConfigError>)?;
+        Ok(Config { inner })
+    }
+
     /// The class index whose range holds vLLM's `priority`; raises `ClassError` if none.
     fn class_for_priority(&self, priority: &Bound<'_, PyAny>) -> PyResult<usize> {
         let (class, _) = vllm_class(

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
+
+# The vLLM tests (where vLLM is installed) build vLLM configs but run no model: vLLM's CPU
+# platform, so that a machine without a GPU can. Set before any test module imports vLLM,
+# which picks its platform once.
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 import triage
 

@@ -678,3 +678,23 @@ def test_config_exposes_the_order_and_the_deadline_settings():
     }
     with pytest.raises(triage.ConfigError, match="order"):
         triage.Config.from_toml('order = "edf"\n')
+
+
+def test_config_with_engine_replaces_the_engine_limits():
+    base = triage.Config()
+    assert base.engine == {"block_size": 16, "total_blocks": 7450, "max_model_len": 4096, "watermark": 0.01}
+    c = base.with_engine(block_size=32, total_blocks=100, max_model_len=2048, watermark=0.0)
+    assert c.engine == {"block_size": 32, "total_blocks": 100, "max_model_len": 2048, "watermark": 0.0}
+    assert base.engine["total_blocks"] == 7450, "a copy: the original is unchanged"
+    assert c.class_names == base.class_names
+    assert base.with_engine(total_blocks=5).engine["block_size"] == 16, "the others kept"
+    # The scheduler takes them: a request longer than the KV cache is refused.
+    s = triage.Scheduler(c.with_engine(total_blocks=4))
+    with pytest.raises(triage.SubmitError):
+        s.submit(1, 200, 1, cls="low")
+    with pytest.raises(triage.ConfigError, match="engine.block_size"):
+        base.with_engine(block_size=0)
+    with pytest.raises(triage.ConfigError, match="engine.watermark"):
+        base.with_engine(watermark=0.5)
+    with pytest.raises(triage.ArgumentTypeError):
+        base.with_engine(watermark="0.1")

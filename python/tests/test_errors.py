@@ -311,6 +311,7 @@ def _surface():
         ("Config.from_toml", triage.Config.from_toml, ["max_wait_ms = 90000"], {}),
         ("Config.from_path", triage.Config.from_path, ["/nonexistent"], {}),
         ("Config.class_for_priority", cfg.class_for_priority, [0], {}),
+        ("Config.with_engine", cfg.with_engine, [], {"block_size": 16, "total_blocks": 100, "max_model_len": 2048, "watermark": 0.0}),
         ("ManualClock", triage.ManualClock, [5], {}),
         ("ManualClock.set_ns", clock.set_ns, [clock.now_ns()], {}),
         ("ManualClock.advance_ms", clock.advance_ms, [0], {}),

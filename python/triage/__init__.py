@@ -12,8 +12,9 @@ The scheduler itself is Rust (the ``triage`` crate); this package binds it:
   request's handle by id when the configuration sets ``id_index = true``.
 * :class:`Config` -- a validated configuration, ``Config.from_path("triage.toml")``.
 * :class:`ManualClock` -- injected time for tests and simulators.
-* :mod:`triage.vllm` -- ``TriageRequestQueue`` and ``TriageScheduler`` for vLLM 0.33.0
-  (vLLM is optional: importing ``triage`` never needs it).
+* :mod:`triage.vllm` -- ``TriageRequestQueue`` and ``TriageScheduler`` (triage's order),
+  and ``TriagePolicyScheduler`` (triage's whole policy), for vLLM 0.33.0 (vLLM is
+  optional: importing ``triage`` never needs it).
 
 Every error is a :class:`TriageError` subclass whose message names what is wrong (the
 argument, field or request); see ``docs/python.md`` for the hierarchy. Where Python or

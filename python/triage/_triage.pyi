@@ -107,6 +107,20 @@ class Config:
         """The [deadline] table (a copy): urgent_slack_ms, max_decode_delay_ms,
         relaxed_slack_ms, relaxed_chunk_tokens, overdue_share (a float),
         initial_iteration_ms."""
+    @property
+    def engine(self) -> dict[str, Union[int, float]]:
+        """The [engine] table (a copy): block_size, total_blocks, max_model_len, watermark
+        (a float)."""
+    def with_engine(
+        self,
+        *,
+        block_size: Optional[int] = None,
+        total_blocks: Optional[int] = None,
+        max_model_len: Optional[int] = None,
+        watermark: Optional[float] = None,
+    ) -> "Config":
+        """A validated copy with the [engine] limits given replaced; raises ConfigError
+        naming the field if the result breaks a rule."""
     def class_for_priority(self, priority: int) -> int:
         """The class index whose range holds vLLM's priority; raises ClassError if none."""
 

@@ -52,6 +52,14 @@ vLLM's (which define no ``__eq__``) are in its sets.
     TRIAGE_CONFIG=triage.toml vllm serve MODEL --scheduling-policy priority \\
         --scheduler-cls triage.vllm.TriageScheduler
 
+``TriagePolicyScheduler`` (and its two kinds by name, ``TriagePolicySyncScheduler`` and
+``TriagePolicyAsyncScheduler``) goes further: triage's ``Scheduler`` decides admission,
+preemption and shedding, and vLLM does the mechanics (``triage/_vllm_policy.py``;
+``docs/python.md``, "The whole policy in vLLM")::
+
+    TRIAGE_CONFIG=triage.toml vllm serve MODEL \\
+        --scheduler-cls triage.vllm.TriagePolicyScheduler
+
 Environment: ``TRIAGE_CONFIG`` (a TOML path; default configuration otherwise; re-read
 when the file changes or the engine process gets ``SIGHUP``, see ``ConfigWatch``) and
 ``TRIAGE_AGING`` (``0`` for vLLM's exact priority order, default ``1``).
@@ -69,6 +77,10 @@ from ._triage import Config, VllmQueue
 
 __all__ = [
     "ConfigWatch",
+    "GateQueue",
+    "TriagePolicyAsyncScheduler",
+    "TriagePolicyScheduler",
+    "TriagePolicySyncScheduler",
     "TriageAsyncScheduler",
     "TriageRequestQueue",
     "TriageScheduler",
@@ -298,10 +310,26 @@ if _AsyncScheduler is not None:
         """``TriageScheduler`` on an engine with async scheduling (MRO: the queues mixin,
         then ``AsyncScheduler``, then ``Scheduler``)."""
 
+    # triage's whole policy (admission, preemption, shedding), vLLM's mechanics.
+    from ._vllm_policy import (  # noqa: E402
+        GateQueue,
+        TriagePolicyAsyncScheduler,
+        TriagePolicyScheduler,
+        TriagePolicySyncScheduler,
+    )
+
 else:
 
     def __getattr__(name: str) -> Any:
-        if name in ("TriageScheduler", "TriageSyncScheduler", "TriageAsyncScheduler"):
+        if name in (
+            "TriageScheduler",
+            "TriageSyncScheduler",
+            "TriageAsyncScheduler",
+            "TriagePolicyScheduler",
+            "TriagePolicySyncScheduler",
+            "TriagePolicyAsyncScheduler",
+            "GateQueue",
+        ):
             raise ImportError(
                 f"triage.vllm.{name} needs vLLM {VLLM_VERSION} "
                 f"(pip install vllm=={VLLM_VERSION}); importing it failed: "
@@ -318,6 +346,8 @@ def register() -> None:
     config = config_from_env()
     logger.info(
         "triage plugin loaded (classes %s); select it with "
-        "--scheduler-cls triage.vllm.TriageScheduler --scheduling-policy priority",
+        "--scheduler-cls triage.vllm.TriageScheduler --scheduling-policy priority "
+        "(triage's order) or --scheduler-cls triage.vllm.TriagePolicyScheduler "
+        "(triage's whole policy)",
         config.class_names,
     )

@@ -19,6 +19,10 @@ triage's drop-ins: in every ``tests.v1.core`` module loaded (the helper
 ``Scheduler`` by ``async_scheduling``, and the test files), the names ``Scheduler`` and
 ``AsyncScheduler`` are pointed at ``TriageSyncScheduler`` and ``TriageAsyncScheduler``.
 
+With ``TRIAGE_SWAP_SCHEDULERS=policy`` they are pointed at triage's whole-policy
+schedulers instead, ``TriagePolicySyncScheduler`` and ``TriagePolicyAsyncScheduler``
+(triage decides admission and preemption; vLLM does the mechanics).
+
 The terminal summary counts the queues made per policy, so a run shows that the swap
 was in effect.
 """
@@ -55,11 +59,15 @@ def _install() -> None:
     sched.create_request_queue = create_request_queue
 
 
-def _swap_schedulers() -> None:
+def _swap_schedulers(policy: bool) -> None:
     """Points the names ``Scheduler`` and ``AsyncScheduler`` of vLLM's core test modules
     (the test helper and the test files, which build schedulers themselves too) at
-    triage's drop-ins."""
-    from triage.vllm import TriageAsyncScheduler, TriageSyncScheduler
+    triage's drop-ins: the queue-only ones, or with ``policy`` the whole-policy ones."""
+    if policy:
+        from triage.vllm import TriagePolicyAsyncScheduler as TriageAsyncScheduler
+        from triage.vllm import TriagePolicySyncScheduler as TriageSyncScheduler
+    else:
+        from triage.vllm import TriageAsyncScheduler, TriageSyncScheduler
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
 
@@ -82,8 +90,9 @@ def pytest_configure(config):
 
 def pytest_collection_finish(session):
     # After collection: the test modules have imported tests.v1.core.utils by then.
-    if os.environ.get("TRIAGE_SWAP_SCHEDULERS") == "1":
-        _swap_schedulers()
+    mode = os.environ.get("TRIAGE_SWAP_SCHEDULERS")
+    if mode in ("1", "policy"):
+        _swap_schedulers(policy=mode == "policy")
 
 
 def pytest_report_header(config):
@@ -93,5 +102,8 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter):
+    mode = os.environ.get("TRIAGE_SWAP_SCHEDULERS")
+    if mode:
+        terminalreporter.write_line(f"triage_swap: TRIAGE_SWAP_SCHEDULERS={mode}")
     made = ", ".join(f"{n} {p}" for p, n in sorted(_made.items())) or "none"
     terminalreporter.write_line(f"triage_swap: TriageRequestQueue instances made: {made}")
