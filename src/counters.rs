@@ -79,8 +79,9 @@ pub struct ClassCounters {
 }
 
 /// The conservation law at one instant: `submitted = refused + in_ingress + waiting +
-/// running + finished + cancelled + timed_out + evicted + shed`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// running + finished + cancelled + timed_out + evicted + shed`. Serializes as an object
+/// with those ten fields (servers report it as JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Conservation {
     /// Submit calls.
     pub submitted: u64,

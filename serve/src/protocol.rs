@@ -231,29 +231,13 @@ pub struct EngineSnapshot {
     pub speed: f64,
 }
 
-/// The conservation law in a [`Snapshot`].
+/// The conservation law in a [`Snapshot`]: the scheduler's counts and whether they balance.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConservationSnapshot {
-    /// Submitted.
-    pub submitted: u64,
-    /// Refused.
-    pub refused: u64,
-    /// Accepted, not drained by a step yet.
-    pub in_ingress: u64,
-    /// Waiting.
-    pub waiting: u64,
-    /// Running.
-    pub running: u64,
-    /// Finished.
-    pub finished: u64,
-    /// Cancelled.
-    pub cancelled: u64,
-    /// Timed out.
-    pub timed_out: u64,
-    /// Handed off (shutdown).
-    pub evicted: u64,
-    /// Shed.
-    pub shed: u64,
+    /// The counts (`submitted`, `refused`, `in_ingress`, `waiting`, `running`, `finished`,
+    /// `cancelled`, `timed_out`, `evicted`, `shed`), inline in the JSON object.
+    #[serde(flatten)]
+    pub counts: triage::Conservation,
     /// Whether every submitted request is accounted for exactly once.
     pub balanced: bool,
 }

@@ -109,16 +109,7 @@ impl Loop {
                 speed: self.spec.speed,
             },
             conservation: ConservationSnapshot {
-                submitted: cons.submitted,
-                refused: cons.refused,
-                in_ingress: cons.in_ingress,
-                waiting: cons.waiting,
-                running: cons.running,
-                finished: cons.finished,
-                cancelled: cons.cancelled,
-                timed_out: cons.timed_out,
-                evicted: cons.evicted,
-                shed: cons.shed,
+                counts: cons,
                 balanced: cons.is_balanced(),
             },
             violations: self
