@@ -748,6 +748,18 @@ fn snapshot_map(
         .collect()
 }
 
+/// The value of family `name` with labels `l` in `snap`; panics, listing what is there, if
+/// it is missing.
+fn value(
+    snap: &BTreeMap<(String, Vec<(String, String)>), f64>,
+    name: &str,
+    l: &[(&str, &str)],
+) -> f64 {
+    *snap
+        .get(&(name.to_string(), labels(l)))
+        .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<_> = pairs
         .iter()
@@ -796,11 +808,7 @@ fn step_report_families_carry_their_values() {
         telemetry::record_reload(false);
     });
     let snap = snapshot_map(&snapshotter);
-    let get = |name: &str, l: &[(&str, &str)]| {
-        *snap
-            .get(&(name.to_string(), labels(l)))
-            .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
-    };
+    let get = |name: &str, l: &[(&str, &str)]| value(&snap, name, l);
     // Per class families, every class labelled.
     for class in ["HIGH", "MEDIUM", "LOW"] {
         for name in [
@@ -880,11 +888,7 @@ fn a_scheduler_emits_every_family_and_its_slo_figures() {
         telemetry::record_reload(false);
     });
     let snap = snapshot_map(&snapshotter);
-    let get = |name: &str, l: &[(&str, &str)]| {
-        *snap
-            .get(&(name.to_string(), labels(l)))
-            .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
-    };
+    let get = |name: &str, l: &[(&str, &str)]| value(&snap, name, l);
     // Every family is there.
     for name in telemetry::ALL_NAMES {
         assert!(
