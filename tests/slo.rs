@@ -721,11 +721,12 @@ fn config_parses_from_toml_and_rejects_bad_values() {
     assert_eq!(with_slo(SloConfig::for_classes(2)).field, "slo.classes");
 }
 
+/// Metric families by `(name, sorted labels)`, with their values.
+type Families = BTreeMap<(String, Vec<(String, String)>), f64>;
+
 /// Every `(name, labels)` a snapshot holds, labels sorted, with its value as f64 (counters
 /// and gauges) or sample count (histograms).
-fn snapshot_map(
-    snapshotter: &metrics_util::debugging::Snapshotter,
-) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+fn snapshot_map(snapshotter: &metrics_util::debugging::Snapshotter) -> Families {
     use metrics_util::debugging::DebugValue;
     snapshotter
         .snapshot()
@@ -750,11 +751,7 @@ fn snapshot_map(
 
 /// The value of family `name` with labels `l` in `snap`; panics, listing what is there, if
 /// it is missing.
-fn value(
-    snap: &BTreeMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    l: &[(&str, &str)],
-) -> f64 {
+fn value(snap: &Families, name: &str, l: &[(&str, &str)]) -> f64 {
     *snap
         .get(&(name.to_string(), labels(l)))
         .unwrap_or_else(|| panic!("{name} {l:?} missing; have {:#?}", snap.keys()))
