@@ -865,3 +865,64 @@ async fn open_streams_are_bounded() {
     r.text().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_come_from_the_header_never_the_body() {
+    let dir = std::env::temp_dir().join(format!("triage-serve-tenants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fair.toml");
+    // Fairness on, room for one tenant: a second tenant's request is refused, which shows
+    // which tenant a request was counted under.
+    std::fs::write(&path, "[fairness]\nenabled = true\nmax_tenants = 1\n").unwrap();
+    let s = up(ServeOptions {
+        config: Some(path),
+        ..opts()
+    })
+    .await;
+    let post = |tenant: Option<&'static str>, body: Value| {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(t) = tenant {
+            headers.push(("x-triage-tenant", t));
+        }
+        let body = body.to_string();
+        let s = &s;
+        async move {
+            s.req("POST", "/v1/completions", &headers, body.as_bytes())
+                .await
+        }
+    };
+    // Tenant "a" holds the one tenant place while its long stream runs.
+    let mut holder = post(
+        Some("a"),
+        json!({"prompt": "x", "max_tokens": 3000, "stream": true}),
+    )
+    .await;
+    assert_eq!(holder.status, 200);
+    holder.chunk().await.expect("first token");
+    // Tenant "b" by header: refused, naming the limit.
+    let r = post(Some("b"), json!({"prompt": "y", "max_tokens": 2})).await;
+    assert_eq!(r.status, 503);
+    let v = r.json().await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("fairness.max_tenants"),
+        "{v}"
+    );
+    // The header wins over a `tenant` in the body: counted as "a", served.
+    let r = post(
+        Some("a"),
+        json!({"prompt": "y", "max_tokens": 2, "tenant": "b"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().await["usage"]["completion_tokens"], 2);
+    // A `tenant` in the body alone names nobody: the request has no tenant, which is
+    // another tenant than "a", so it is refused.
+    let r = post(None, json!({"prompt": "y", "max_tokens": 2, "tenant": "a"})).await;
+    assert_eq!(r.status, 503);
+    drop(holder);
+    let c = s.stop().await;
+    assert_eq!(c.refused, 2);
+}
