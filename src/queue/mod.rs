@@ -81,6 +81,9 @@ pub(crate) struct Tiers {
     len: usize,
     /// Fairness between tenants; `None` when off (every entry is in lane 0).
     fair: Option<FairShare>,
+    /// Whether some class may keep its `oldest_heads` (see [`Tiers::oldest_past`]), so
+    /// that the common answer, nobody overdue, visits no class to drop them.
+    oldest_heads_kept: bool,
 }
 
 /// A request taken off the queue for the current step to consider.
@@ -127,6 +130,7 @@ impl Tiers {
             by_base: [0; MAX_CLASSES],
             len: 0,
             fair: fair.then(FairShare::default),
+            oldest_heads_kept: false,
         }
     }
 
@@ -540,8 +544,10 @@ impl Tiers {
     ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
         if now.0 < self.arrival_floor.saturating_add(age_ns) {
-            for cq in &mut self.classes {
-                cq.drop_oldest_heads();
+            if std::mem::take(&mut self.oldest_heads_kept) {
+                for cq in &mut self.classes {
+                    cq.drop_oldest_heads();
+                }
             }
             return None;
         }
@@ -559,6 +565,8 @@ impl Tiers {
         }
         self.arrival_floor = floor;
         let fair = self.fair.is_some();
+        // A class asked below builds its heads' heap (fairness on) and keeps it.
+        self.oldest_heads_kept |= fair && qualify.contains(&true);
         self.classes
             .iter_mut()
             .enumerate()
