@@ -175,6 +175,16 @@ impl Running {
     }
 }
 
+/// Writes `toml` to a file named `name` in a directory of this test process, for
+/// `--config`.
+fn config_file(name: &str, toml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("triage-serve-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 fn waiting(q: &Value, class: usize) -> u64 {
     q["classes"][class]["waiting"].as_u64().unwrap()
 }
@@ -360,16 +370,9 @@ async fn priorities_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_full_is_429_with_retry_after() {
-    let dir = std::env::temp_dir().join(format!("triage-serve-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("small-queue.toml");
-    std::fs::write(
-        &path,
-        "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n\n\
+    let path = config_file("small-queue.toml", "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n\n\
          [[classes]]\nname = \"MEDIUM\"\nvllm_priority = [1, 9]\npromote_after_ms = 40000\n\n\
-         [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\npromote_after_ms = 20000\nqueue_capacity = 1\n",
-    )
-    .unwrap();
+         [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\npromote_after_ms = 20000\nqueue_capacity = 1\n");
     let s = up(ServeOptions {
         max_num_seqs: 1,
         speed: 5.0,
@@ -787,16 +790,12 @@ async fn shutdown_ends_every_request_explicitly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shed_is_503_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("triage-serve-shed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shed.toml");
-    std::fs::write(
-        &path,
+    let path = config_file(
+        "shed.toml",
         "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\non_late = \"shed\"\n\n\
          [[classes]]\nname = \"MEDIUM\"\nvllm_priority = [1, 9]\npromote_after_ms = 40000\n\n\
          [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\npromote_after_ms = 20000\n",
-    )
-    .unwrap();
+    );
     let s = up(ServeOptions {
         max_num_seqs: 1,
         speed: 1.0,
@@ -868,12 +867,9 @@ async fn open_streams_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_come_from_the_header_never_the_body() {
-    let dir = std::env::temp_dir().join(format!("triage-serve-tenants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("fair.toml");
     // Fairness on, room for one tenant: a second tenant's request is refused, which shows
     // which tenant a request was counted under.
-    std::fs::write(&path, "[fairness]\nenabled = true\nmax_tenants = 1\n").unwrap();
+    let path = config_file("fair.toml", "[fairness]\nenabled = true\nmax_tenants = 1\n");
     let s = up(ServeOptions {
         config: Some(path),
         ..opts()

@@ -210,6 +210,11 @@ fn ended_error(e: Ended) -> ApiError {
     })
 }
 
+/// The error of a request whose channel closed without an end: the engine thread is gone.
+fn engine_stopped() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped")
+}
+
 async fn run(
     st: &Shared,
     kind: Kind,
@@ -287,22 +292,15 @@ async fn run(
     // Nothing is answered before the first event: an error can still get its status.
     let first = match rx.recv().await {
         Some(Event::Token { index }) => index,
-        Some(Event::Finished(_)) => {
+        other => {
             guard.ended = true;
-            return Err(ApiError::unavailable(
-                "the server shut down before the request produced a token",
-            ));
-        }
-        Some(Event::Ended(e)) => {
-            guard.ended = true;
-            return Err(ended_error(e));
-        }
-        None => {
-            guard.ended = true;
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the engine stopped",
-            ));
+            return Err(match other {
+                Some(Event::Finished(_)) => ApiError::unavailable(
+                    "the server shut down before the request produced a token",
+                ),
+                Some(Event::Ended(e)) => ended_error(e),
+                _ => engine_stopped(),
+            });
         }
     };
     let mut response = if req.stream {
@@ -320,10 +318,7 @@ async fn run(
                 }
                 None => {
                     guard.ended = true;
-                    return Err(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "the engine stopped",
-                    ));
+                    return Err(engine_stopped());
                 }
             }
         };
@@ -393,10 +388,7 @@ fn stream(
                     None
                 }
                 Some(Event::Ended(e)) => Some(ended_error(e)),
-                None => Some(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the engine stopped",
-                )),
+                None => Some(engine_stopped()),
             };
             s.guard.ended = true;
             s.done = true;
