@@ -128,6 +128,28 @@ def finished_reasons(outputs) -> dict:
     return got
 
 
+def run_until_finished(sched, n: int, *, steps: int) -> tuple:
+    """Steps ``sched`` until ``n`` requests finished (at most ``steps`` steps). Returns, by
+    request id: the first step it ran, the first step it was preempted, the first step it
+    ran after that, and its finish (``finished_reasons``)."""
+    first_run: dict[str, int] = {}
+    preempted_at: dict[str, int] = {}
+    resumed_at: dict[str, int] = {}
+    finished: dict = {}
+    for step in range(steps):
+        out, outputs = run_step(sched)
+        for rid in out.preempted_req_ids:
+            preempted_at.setdefault(rid, step)
+        for rid in out.num_scheduled_tokens:
+            first_run.setdefault(rid, step)
+            if rid in preempted_at and preempted_at[rid] < step:
+                resumed_at.setdefault(rid, step)
+        finished.update(finished_reasons(outputs))
+        if len(finished) == n:
+            break
+    return first_run, preempted_at, resumed_at, finished
+
+
 @pytest.mark.parametrize("cls", [TriagePolicySyncScheduler, TriagePolicyAsyncScheduler])
 def test_high_preempts_low_and_low_resumes_in_place(cls) -> None:
     # 8 LOW requests of 64 prompt tokens (4 blocks) + 48 output tokens fill the running
@@ -155,21 +177,7 @@ def test_high_preempts_low_and_low_resumes_in_place(cls) -> None:
     for r in late_low:
         sched.add_request(r)
 
-    first_run: dict[str, int] = {}  # request -> first step it ran after HIGH arrived
-    preempted_at: dict[str, int] = {}  # request -> first step it was preempted
-    resumed_at: dict[str, int] = {}  # request -> first step it ran after that
-    finished: dict = {}
-    for step in range(400):
-        out, outputs = run_step(sched)
-        for rid in out.preempted_req_ids:
-            preempted_at.setdefault(rid, step)
-        for rid in out.num_scheduled_tokens:
-            first_run.setdefault(rid, step)
-            if rid in preempted_at and preempted_at[rid] < step:
-                resumed_at.setdefault(rid, step)
-        finished.update(finished_reasons(outputs))
-        if len(finished) == 12:
-            break
+    first_run, preempted_at, resumed_at, finished = run_until_finished(sched, 12, steps=400)
     preempted = set(preempted_at)
 
     # HIGH preempted LOW: LOW requests were preempted, both HIGH started before any later
@@ -213,21 +221,7 @@ def test_preempted_low_resumes_before_later_low(cls) -> None:
     sched.add_request(h)
     later = make_request("lowC", priority=50, prompt=64, max_tokens=4)
     sched.add_request(later)
-    first_run: dict[str, int] = {}
-    preempted_at: dict[str, int] = {}
-    resumed_at: dict[str, int] = {}
-    finished: dict = {}
-    for step in range(300):
-        out, outputs = run_step(sched)
-        for rid in out.preempted_req_ids:
-            preempted_at.setdefault(rid, step)
-        for rid in out.num_scheduled_tokens:
-            first_run.setdefault(rid, step)
-            if rid in preempted_at and preempted_at[rid] < step:
-                resumed_at.setdefault(rid, step)
-        finished.update(finished_reasons(outputs))
-        if len(finished) == 4:
-            break
+    first_run, preempted_at, resumed_at, finished = run_until_finished(sched, 4, steps=300)
     assert len(preempted_at) == 1 and set(preempted_at) <= {"lowA", "lowB"}, preempted_at
     assert preempted_at == {"lowB": 0} or preempted_at == {"lowA": 0}, preempted_at
     assert first_run["high"] == 0 and first_run["high"] < first_run["lowC"], first_run

@@ -454,8 +454,7 @@ class _TriagePolicy:
         )
         now = time.monotonic()
         for p in d.preempted:
-            request = self._triage_by_id.get(p.id)
-            t = self._triage_tracks.get(request.request_id) if request is not None else None
+            request, t = self._triage_held(p.id)
             if t is None:
                 continue
             t.running = False
@@ -475,8 +474,7 @@ class _TriagePolicy:
         for rid, cls, tenant in d.tenant_limited:
             self._triage_end(rid, f"tenant_limited (class {cls}, tenant {tenant})")
         for a in d.admitted:
-            request = self._triage_by_id.get(a.id)
-            t = self._triage_tracks.get(request.request_id) if request is not None else None
+            request, t = self._triage_held(a.id)
             if t is None:
                 continue
             t.running = True
@@ -486,6 +484,14 @@ class _TriagePolicy:
             if not self.waiting.open(request):
                 logger.warning("triage: admitted request %s is not waiting in vLLM (%s)",
                                request.request_id, request.status)
+
+    def _triage_held(self, rid: int) -> tuple:
+        """The vLLM request triage's id ``rid`` names and its track; ``(request, None)``
+        or ``(None, None)`` if vLLM no longer holds it."""
+        request = self._triage_by_id.get(rid)
+        if request is None:
+            return None, None
+        return request, self._triage_tracks.get(request.request_id)
 
     def _triage_end(self, rid: int, why: str) -> None:
         """Ends in vLLM a waiting request triage ended (its outcome is recorded there)."""
