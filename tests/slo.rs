@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use triage::telemetry::{self, ClassStep, RefuseReason, StepMetrics, StepReport};
 use triage::*;
+use triage_testkit::Rng;
 
 fn ms(v: u64) -> Timestamp {
     Timestamp::from_millis(v)
@@ -146,22 +147,10 @@ impl Script {
     }
 }
 
-/// A small deterministic generator (64-bit LCG, high bits).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-    /// Roughly log-uniform in [lo, hi) microseconds.
-    fn latency_us(&mut self, lo: u64, hi: u64) -> u64 {
-        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
-        let u = (self.next() % 1_000_000) as f64 / 1e6;
-        (a + (b - a) * u).exp() as u64
-    }
+/// Roughly log-uniform in [lo, hi) microseconds.
+fn latency_us(rng: &mut Rng, lo: u64, hi: u64) -> u64 {
+    let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+    (a + (b - a) * rng.next_f64()).exp() as u64
 }
 
 /// Nearest rank: the smallest sample with at least `q * n` samples at or below it (the
@@ -208,9 +197,11 @@ fn run_requests(s: &mut Script, ttfts_us: &[u64]) -> (Vec<u64>, Timestamp) {
 #[test]
 fn percentiles_and_compliance_equal_exact_nearest_rank() {
     for seed in [1u64, 7, 42, 1234] {
-        let mut rng = Lcg(seed);
+        let mut rng = Rng::new(seed);
         let n = 500 + (seed as usize * 37) % 700;
-        let ttfts: Vec<u64> = (0..n).map(|_| rng.latency_us(50, 3_000_000)).collect();
+        let ttfts: Vec<u64> = (0..n)
+            .map(|_| latency_us(&mut rng, 50, 3_000_000))
+            .collect();
         let mut s = Script::new();
         let (e2es, now) = run_requests(&mut s, &ttfts);
         let mut sorted = ttfts.clone();
