@@ -42,7 +42,7 @@ async def one(client, url, cls, rng, results):
         "priority": CLASSES[cls],
     }
     t0 = time.monotonic()
-    rec = {"class": cls, "outcome": None, "ttft": None, "tokens": 0}
+    rec = {"class": cls, "outcome": None, "ttft": None, "tokens": 0, "sent_at": t0}
     try:
         async with client.stream("POST", url, json=body) as r:
             if r.status_code != 200:
@@ -122,6 +122,9 @@ async def main():
             "tokens": sum(r["tokens"] for r in rs),
         }
     summary["completed_per_s"] = ok_total / total_s
+    # Every request, by send time (s since the first), for a look at when the misses were.
+    summary["requests"] = sorted(
+        ({**r, "sent_at": r["sent_at"] - start} for r in results), key=lambda r: r["sent_at"])
     summary["lost"] = sum(1 for r in results if r["outcome"] == "lost")
     print(f"sent {summary['sent']} in {sent_s:.1f} s ({summary['offered_per_s']:.1f}/s offered); "
           f"all answered after {total_s:.1f} s; completed {summary['completed_per_s']:.1f}/s; lost {summary['lost']}")

@@ -39,15 +39,27 @@ pub struct ClassConfig {
 
 /// What happens to a waiting request that can no longer meet its deadline
 /// ([`QueueOrder::Deadline`]).
+///
+/// A [`ClassConfig`] read from a file without `on_late` gets [`LateRule::Keep`];
+/// [`SchedulerConfig::default`] gives its top class (HIGH) [`LateRule::Serve`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LateRule {
     /// Relegated: it is served after every request that can still meet its deadline, by
-    /// class, then arrival.
+    /// class, then arrival. Best for the share of requests within SLO under overload; the
+    /// relegated ones wait until the overload passes (or past `max_wait_ms`, on the
+    /// overdue share).
     #[default]
     Keep,
     /// Shed: it ends at once with the outcome [`crate::Outcome::Shed`].
     Shed,
+    /// Served anyway: it keeps its place, first in its class (the earliest deadline), and
+    /// stays urgent, so it takes the budget share and may preempt lower classes. The
+    /// class is latency-critical: when the cheapest victims would not make room for one of
+    /// its requests, it preempts the lower-class requests that do, fewest KV blocks to
+    /// spare first (see `docs/design.md`). Bounds the class's time to first token under
+    /// overload, at some cost to lower classes; meant for a small interactive class.
+    Serve,
 }
 
 /// How the wait queue orders requests across classes and over time.
@@ -261,13 +273,13 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        let class = |name: &str, lo, hi, promote: Option<u64>| ClassConfig {
+        let class = |name: &str, lo, hi, promote: Option<u64>, on_late| ClassConfig {
             name: name.to_string(),
             vllm_priority: [lo, hi],
             promote_after_ms: promote,
             ring_capacity: default_ring_capacity(),
             queue_capacity: default_queue_capacity(),
-            on_late: LateRule::Keep,
+            on_late,
         };
         Self {
             // Ages form a ladder: any request 20 s old is at least MEDIUM, any request 40 s
@@ -275,10 +287,13 @@ impl Default for SchedulerConfig {
             // above the interactive TTFT targets (0.5 s, 2 s) keep aging from spending
             // HIGH's latency on short bursts of batch work, while a sustained overload still
             // cannot starve anyone past a minute. `triage simulate` shows the trade-off.
+            // HIGH's late requests are served anyway (its TTFT tail stays bounded under
+            // overload); the others are relegated, which keeps the most requests within
+            // SLO (`docs/design.md`, "Deadline order").
             classes: vec![
-                class("HIGH", 0, 0, None),
-                class("MEDIUM", 1, 9, Some(40_000)),
-                class("LOW", 10, 100, Some(20_000)),
+                class("HIGH", 0, 0, None, LateRule::Serve),
+                class("MEDIUM", 1, 9, Some(40_000), LateRule::Keep),
+                class("LOW", 10, 100, Some(20_000), LateRule::Keep),
             ],
             order: QueueOrder::Deadline,
             deadline: DeadlineConfig::default(),

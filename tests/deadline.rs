@@ -19,12 +19,17 @@ use std::time::Duration;
 use triage::*;
 use triage_testkit::{FakeEngine, Goal, Rng};
 
-/// Deadline order, no aging, two shards.
+/// Deadline order, no aging, two shards, and every class's late requests relegated
+/// (`on_late = "keep"`; the default gives HIGH `serve`, which its own tests set).
 fn deadline() -> SchedulerConfig {
-    SchedulerConfig {
+    let mut cfg = SchedulerConfig {
         order: QueueOrder::Deadline,
         ..no_aging()
+    };
+    for class in &mut cfg.classes {
+        class.on_late = LateRule::Keep;
     }
+    cfg
 }
 
 /// A scheduler and the test kit's engine, which runs every decision to the letter:
@@ -784,6 +789,112 @@ fn a_relegated_request_never_preempts() {
     let d = e.step(budget(16, 4096, e.free(100)));
     assert!(d.preempted.is_empty() && d.admitted.is_empty());
     assert_eq!(e.h.sched.relegated_in(Class::HIGH), 1);
+}
+
+/// A late request of a class whose rule is `serve` (the default's HIGH) is not relegated:
+/// it keeps its place, first in its class, ahead of every lower class, and stays urgent.
+#[test]
+fn a_late_request_of_a_serve_class_keeps_its_place_ahead_of_lower_classes() {
+    let mut cfg = deadline();
+    cfg.classes[0].on_late = LateRule::Serve;
+    let mut e = Engine::new(cfg);
+    e.submit(spec(1, Class::HIGH, 16)); // t = 0, due by 500 ms
+    e.h.clock.set(Timestamp::from_millis(2_500));
+    e.submit(spec(2, Class::MEDIUM, 16)); // live: due by 4.5 s
+    e.submit(spec(3, Class::LOW, 16));
+    e.submit(spec(4, Class::HIGH, 16)); // live: due by 3 s
+
+    // HIGH 1 is 2 s past its deadline. Live HIGH 4 would go first by deadline only if 1
+    // were relegated; under `serve` 1 keeps the earliest deadline of its class.
+    assert_eq!(one_at_a_time(&mut e, 4), vec![1, 4, 2, 3]);
+    assert_eq!(e.h.sched.class_counters(Class::HIGH).relegated, 0);
+    assert_eq!(e.h.sched.relegated_in(Class::HIGH), 0);
+    // Under `keep` the same arrivals put HIGH 1 behind every live request.
+    let mut e = Engine::new(deadline());
+    e.submit(spec(1, Class::HIGH, 16));
+    e.h.clock.set(Timestamp::from_millis(2_500));
+    e.submit(spec(2, Class::MEDIUM, 16));
+    e.submit(spec(3, Class::LOW, 16));
+    e.submit(spec(4, Class::HIGH, 16));
+    assert_eq!(one_at_a_time(&mut e, 4), vec![4, 2, 3, 1]);
+    assert_eq!(e.h.sched.class_counters(Class::HIGH).relegated, 1);
+}
+
+/// The default configuration serves HIGH's late requests and relegates the others'.
+#[test]
+fn the_default_serves_highs_late_requests_and_relegates_the_rest() {
+    let cfg = SchedulerConfig::default();
+    let rules: Vec<LateRule> = cfg.classes.iter().map(|c| c.on_late).collect();
+    assert_eq!(rules, vec![LateRule::Serve, LateRule::Keep, LateRule::Keep]);
+    // A class read from a file without `on_late` keeps, HIGH too.
+    let file = "[[classes]]\nname = \"HIGH\"\nvllm_priority = [0, 0]\n\n\
+                [[classes]]\nname = \"MEDIUM\"\nvllm_priority = [1, 9]\n\n\
+                [[classes]]\nname = \"LOW\"\nvllm_priority = [10, 100]\n";
+    let cfg = SchedulerConfig::from_toml_str(file).expect("a valid file");
+    assert!(cfg.classes.iter().all(|c| c.on_late == LateRule::Keep));
+}
+
+/// A late request of a `serve` class stays urgent: it preempts a lower class for room.
+/// Under `keep` the same request is relegated and waits (`a_relegated_request_never_preempts`).
+#[test]
+fn a_late_request_of_a_serve_class_preempts_for_room() {
+    let mut cfg = small_engine();
+    cfg.classes[0].on_late = LateRule::Serve;
+    let mut e = Engine::new(cfg);
+    start_each(&mut e, &[(1, Class::LOW, 1200)]); // 75 blocks
+    e.submit(RequestSpec::new(2, Class::HIGH, 800, 10)); // 50 blocks: needs LOW 1's
+    e.h.advance(ms(600)); // past its deadline before any step saw it
+    let d = e.step(budget(16, 4096, e.free(100)));
+    assert_eq!(
+        d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(ids(&d.admitted), vec![2]);
+    assert!(!d.admitted[0].relegated);
+    assert_eq!(e.h.sched.relegated_in(Class::HIGH), 0);
+}
+
+/// A `serve` class's urgent request whose cheapest victims (least KV) would not make room
+/// within `max_victims_per_step` preempts the ones that do, fewest blocks to spare first;
+/// a `keep` class's preempts nobody.
+#[test]
+fn a_serve_class_preempts_the_victims_that_make_room_not_only_the_cheapest() {
+    for rule in [LateRule::Keep, LateRule::Serve] {
+        let mut cfg = small_engine();
+        cfg.classes[0].on_late = rule;
+        let mut e = Engine::new(cfg);
+        // LOW 1 and 2: 150 tokens, 10 blocks each; LOW 3: 600 tokens, 38 blocks; LOW 4:
+        // 470 tokens, 30 blocks (their few decoded tokens fit in those blocks). 12 blocks
+        // are free (the engine has 100).
+        start_each(
+            &mut e,
+            &[
+                (1, Class::LOW, 150),
+                (2, Class::LOW, 150),
+                (3, Class::LOW, 600),
+                (4, Class::LOW, 470),
+            ],
+        );
+        assert_eq!(e.free(100), 12);
+        // HIGH 5 needs 44 blocks: 32 more than are free. The two cheapest give 20.
+        e.submit(RequestSpec::new(5, Class::HIGH, 700, 10).with_ttft_ms(350)); // urgent at once
+        let d = e.step(budget(16, 4096, e.free(100)));
+        let victims: Vec<u64> = d.preempted.iter().map(|p| p.id.0).collect();
+        match rule {
+            LateRule::Keep => {
+                assert!(
+                    victims.is_empty(),
+                    "two least-KV victims would not make room"
+                );
+                assert!(d.admitted.is_empty());
+            }
+            _ => {
+                // LOW 3 alone covers 32 (LOW 4's 30 would not): one victim, not three.
+                assert_eq!(victims, vec![3]);
+                assert_eq!(ids(&d.admitted), vec![5]);
+            }
+        }
+    }
 }
 
 /// The ladder's `promoted` counter (issue 16's counter fix): a request that aged past one

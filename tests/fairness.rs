@@ -789,6 +789,11 @@ fn random_traffic_from_many_tenants(order: QueueOrder) {
     c.classes[1].promote_after_ms = Some(120);
     c.classes[2].promote_after_ms = Some(60);
     c.max_wait_ms = 300;
+    // Every class relegates (the default serves HIGH's late requests, which would keep
+    // HIGH's backlog ahead of everyone and leave the relegated tiers unexercised).
+    for class in &mut c.classes {
+        class.on_late = LateRule::Keep;
+    }
     c.fairness.enabled = true;
     c.fairness.tenants = (0..TENANTS)
         .step_by(3)

@@ -136,6 +136,7 @@ fn deadline_order_families_count_relegated_shed_and_max_wait_missed() {
     ::metrics::with_local_recorder(&recorder, || {
         let mut cfg = no_aging();
         cfg.order = QueueOrder::Deadline;
+        cfg.classes[0].on_late = LateRule::Keep; // the default serves HIGH's late requests
         cfg.classes[1].on_late = LateRule::Shed;
         cfg.max_wait_ms = 3_000;
         let mut h = Harness::new(cfg);

@@ -275,11 +275,17 @@ fn reloads_under_concurrent_submit_and_step_load_keep_every_request() {
 /// (which has no relegation), and after a switch back it is judged again when it comes up.
 #[test]
 fn switching_the_order_by_reload_requeues_relegated_requests() {
+    // Deadline order with HIGH's late requests relegated (the default serves them).
+    let deadline = || {
+        let mut cfg = no_aging();
+        cfg.classes[0].on_late = LateRule::Keep;
+        cfg
+    };
     let ladder = SchedulerConfig {
         order: QueueOrder::Ladder,
-        ..no_aging()
+        ..deadline()
     };
-    let mut h = Harness::new(no_aging()); // deadline order
+    let mut h = Harness::new(deadline());
     h.submit(1, Class::HIGH, 16, 4);
     h.submit(2, Class::MEDIUM, 16, 4);
     h.advance(ms(600)); // HIGH 1 is past its 500 ms TTFT bound
@@ -301,7 +307,7 @@ fn switching_the_order_by_reload_requeues_relegated_requests() {
     // up and relegated; a fresh MEDIUM 4 starts instead.
     h.clock.set(Timestamp::from_millis(2_500));
     h.submit(4, Class::MEDIUM, 16, 4);
-    h.sched.reload(no_aging()).unwrap();
+    h.sched.reload(deadline()).unwrap();
     let d = h.step(budget(3, 4096, 7000));
     assert!(matches!(d.reload, Some(Ok(_))), "{:?}", d.reload);
     assert_eq!(ids(&d.admitted), vec![4]);

@@ -108,8 +108,9 @@ impl Config {
     }
 
     /// Each class's rule for a waiting request that can no longer meet its deadline, by
-    /// class index: `"keep"` (relegated: served after those that can) or `"shed"` (ended
-    /// with the outcome `"shed"`). Deadline order only.
+    /// class index: `"keep"` (relegated: served after those that can), `"shed"` (ended
+    /// with the outcome `"shed"`) or `"serve"` (served anyway, first in its class).
+    /// Deadline order only.
     #[getter]
     fn on_late(&self) -> Vec<&'static str> {
         self.inner
@@ -118,6 +119,7 @@ impl Config {
             .map(|c| match c.on_late {
                 LateRule::Keep => "keep",
                 LateRule::Shed => "shed",
+                LateRule::Serve => "serve",
             })
             .collect()
     }

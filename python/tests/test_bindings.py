@@ -612,9 +612,17 @@ def test_late_requests_are_shed_or_relegated_by_their_class_rule():
         s.cancel(h2)  # it has ended: its handle is stale
 
 
+# Every class relegates its late requests (a class without `on_late` keeps).
+KEEP_ALL = (
+    '[[classes]]\nname = "HIGH"\nvllm_priority = [0, 0]\n'
+    '[[classes]]\nname = "MEDIUM"\nvllm_priority = [1, 9]\n'
+    '[[classes]]\nname = "LOW"\nvllm_priority = [10, 100]\n'
+)
+
+
 def test_a_relegated_request_waits_behind_those_that_can_meet_their_deadline():
     clock = triage.ManualClock()
-    s = triage.Scheduler(clock=clock)
+    s = triage.Scheduler(triage.Config.from_toml(KEEP_ALL), clock=clock)
     s.submit(1, 10, 5, cls="high")
     clock.advance_ms(3000)  # six times HIGH's 500 ms TTFT bound
     h2 = s.submit(2, 10, 5, cls="low")
@@ -630,6 +638,18 @@ def test_a_relegated_request_waits_behind_those_that_can_meet_their_deadline():
     assert admitted_ids(d) == [1] and d.admitted[0].relegated
     assert s.relegated_in("high") == 0
     assert s.metrics()["classes"]["HIGH"]["relegated"] == 1
+
+
+def test_by_default_a_late_high_request_is_served_first_not_relegated():
+    clock = triage.ManualClock()
+    s = triage.Scheduler(clock=clock)  # HIGH's on_late is "serve"
+    s.submit(1, 10, 5, cls="high")
+    clock.advance_ms(3000)  # six times HIGH's 500 ms TTFT bound
+    s.submit(2, 10, 5, cls="low")
+    d = s.step(**dict(BUDGET, max_num_seqs=1))
+    assert admitted_ids(d) == [1] and not d.admitted[0].relegated
+    assert s.relegated_in("high") == 0
+    assert s.metrics()["classes"]["HIGH"]["relegated"] == 0
 
 
 def test_iteration_estimate_starts_at_the_configured_value_and_follows_the_engine():
@@ -651,7 +671,7 @@ def test_iteration_estimate_starts_at_the_configured_value_and_follows_the_engin
 def test_config_exposes_the_order_and_the_deadline_settings():
     default = triage.Config()
     assert default.order == "deadline"
-    assert default.on_late == ["keep", "keep", "keep"]
+    assert default.on_late == ["serve", "keep", "keep"]
     assert set(default.deadline) == {
         "urgent_slack_ms",
         "max_decode_delay_ms",

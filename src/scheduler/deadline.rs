@@ -20,11 +20,14 @@
 //!    iteration's budget) covers its prefill. An urgent candidate that does not fit may
 //!    preempt running requests that are relegated or of a class at least
 //!    `preemption.min_class_gap` lower, relegated first, then lowest class, then least
-//!    recompute; nobody else preempts.
+//!    recompute; if those would not make room within `preemption.max_victims_per_step`
+//!    and the candidate's class is latency-critical ([`LateRule::Serve`]), the victims
+//!    that do, by a best fit on KV blocks. Nobody else preempts.
 //!
 //! A waiting request is judged when it comes up as its tier's next: if its first token (for
 //! a TTFT deadline) or its start (otherwise) cannot come before its deadline at the engine's
-//! measured pace ([`super::pace::Pace`]), it is relegated or shed by its class's rule. A
+//! measured pace ([`super::pace::Pace`]), it is relegated or shed by its class's rule, or,
+//! under [`LateRule::Serve`], left where it is: first in its class, and urgent. A
 //! preempted request is judged like any other when it comes up again, except that one whose
 //! first token is out has no TTFT deadline left to miss: it keeps its place.
 //!
@@ -142,10 +145,18 @@ impl Scheduler {
             if !cand.late {
                 return Some(cand);
             }
-            self.late_left -= 1;
             let key = cand.key;
             let e = &self.slab[key];
             let class = e.spec.class.index();
+            let rule = self.config.classes[class].on_late;
+            if rule == LateRule::Serve {
+                // Late, and served anyway: it keeps its place (see the module docs).
+                return Some(Candidate {
+                    late: false,
+                    ..cand
+                });
+            }
+            self.late_left -= 1;
             let waited = now.saturating_since(e.arrival);
             let late_by = now
                 .saturating_add(if e.first_token_due {
@@ -155,7 +166,8 @@ impl Scheduler {
                 })
                 .saturating_since(e.deadline);
             let id = e.spec.id;
-            match self.config.classes[class].on_late {
+            match rule {
+                LateRule::Serve => unreachable!("served above"),
                 LateRule::Keep => {
                     self.wait.relegate(&mut self.slab, key, now);
                     self.counters.per_class[class].relegated += 1;

@@ -6,6 +6,7 @@
 
 use super::Scheduler;
 use crate::budget::{Budget, Short};
+use crate::config::LateRule;
 use crate::counters::Outcome;
 use crate::decision::{Admitted, Decision, PreemptReason, Preempted, Scheduled};
 use crate::ingress::table::{QUEUED, RUNNING};
@@ -14,6 +15,14 @@ use crate::queue::Candidate;
 use crate::time::Timestamp;
 
 /// What is left of the budget as the step goes.
+/// What a preemption must free: sequence slots, KV blocks and this step's tokens.
+#[derive(Clone, Copy)]
+struct Need {
+    seqs: u32,
+    blocks: u32,
+    tokens: u32,
+}
+
 pub(super) struct Left {
     pub(super) seqs: u32,
     pub(super) tokens: u32,
@@ -449,32 +458,18 @@ impl Scheduler {
         } else {
             order.sort_by_key(|&i| std::cmp::Reverse((self.slab[self.running[i]].run_class, i)));
         }
-        let (mut seqs, mut blocks, mut tokens, mut n) = (0u32, 0u32, 0u32, 0usize);
-        for &i in &order {
-            if seqs >= need_seqs && blocks >= need_blocks && tokens >= need_tokens {
-                break;
-            }
-            let e = &self.slab[self.running[i]];
-            seqs += 1;
-            blocks += e.blocks;
-            tokens += if e.planned_step == self.step_no {
-                e.planned
-            } else {
-                0
-            };
-            n += 1;
-        }
-        if n == 0
-            || seqs < need_seqs
-            || blocks < need_blocks
-            || tokens < need_tokens
-            || n > left.victims
-        {
+        let need = Need {
+            seqs: need_seqs,
+            blocks: need_blocks,
+            tokens: need_tokens,
+        };
+        let best_fit = self.by_deadline()
+            && self.config.classes[cand.class.index()].on_late == LateRule::Serve;
+        let Some(mut chosen) = self.choose_victims(&order, need, left.victims, best_fit) else {
             return false;
-        }
+        };
         let by = self.slab[cand.key].spec.id;
         // Remove from the highest index down so earlier indexes stay valid.
-        let mut chosen: Vec<usize> = order[..n].to_vec();
         chosen.sort_unstable_by(|a, b| b.cmp(a));
         for i in chosen {
             left.victims -= 1;
@@ -491,6 +486,89 @@ impl Scheduler {
             );
         }
         true
+    }
+
+    /// What running request `running[i]` gives back if preempted: (blocks, tokens planned
+    /// for it in this step).
+    fn yield_of(&self, i: usize) -> (u32, u32) {
+        let e = &self.slab[self.running[i]];
+        let tokens = if e.planned_step == self.step_no {
+            e.planned
+        } else {
+            0
+        };
+        (e.blocks, tokens)
+    }
+
+    /// At most `max` victims from `order` (indexes in `running`, most preferred first) that
+    /// together cover `need`: the shortest prefix of `order` if it is short enough; else,
+    /// if `best_fit` (the candidate's class is latency-critical, [`LateRule::Serve`]),
+    /// widening the pool along `order` one preference group (relegated, class) at a time,
+    /// a best fit on blocks — the victim whose blocks alone cover what is still needed
+    /// with the least to spare, else the one with the most — so that a large prompt is not
+    /// refused because the cheapest victims are small. Freeing a number of blocks costs
+    /// about that much recompute whoever gives them, so the best fit mostly saves victims.
+    fn choose_victims(
+        &self,
+        order: &[usize],
+        need: Need,
+        max: usize,
+        best_fit: bool,
+    ) -> Option<Vec<usize>> {
+        let covers = |set: &[usize]| {
+            let (mut blocks, mut tokens) = (0u32, 0u32);
+            for &i in set {
+                let (b, t) = self.yield_of(i);
+                blocks += b;
+                tokens += t;
+            }
+            set.len() as u32 >= need.seqs && blocks >= need.blocks && tokens >= need.tokens
+        };
+        let mut n = 0;
+        while n < order.len() && n <= max && !covers(&order[..n]) {
+            n += 1;
+        }
+        if n > 0 && n <= max && covers(&order[..n]) {
+            return Some(order[..n].to_vec());
+        }
+        if !best_fit {
+            return None;
+        }
+        let group = |i: usize| {
+            let e = &self.slab[self.running[i]];
+            (!e.relegated, std::cmp::Reverse(e.run_class))
+        };
+        let mut end = 0;
+        while end < order.len() {
+            let g = group(order[end]);
+            while end < order.len() && group(order[end]) == g {
+                end += 1;
+            }
+            let mut pool: Vec<usize> = order[..end].to_vec();
+            let mut chosen = Vec::new();
+            let mut blocks = 0u32;
+            while chosen.len() < max && !pool.is_empty() && !covers(&chosen) {
+                let rest = need.blocks.saturating_sub(blocks);
+                let fit = pool
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &i)| self.yield_of(i).0 >= rest)
+                    .min_by_key(|&(_, &i)| self.yield_of(i).0)
+                    .or_else(|| {
+                        pool.iter()
+                            .enumerate()
+                            .max_by_key(|&(_, &i)| self.yield_of(i).0)
+                    })
+                    .map(|(p, _)| p)?;
+                let i = pool.swap_remove(fit);
+                blocks += self.yield_of(i).0;
+                chosen.push(i);
+            }
+            if !chosen.is_empty() && covers(&chosen) {
+                return Some(chosen);
+            }
+        }
+        None
     }
 
     /// Whether `running[i]` may be preempted: not started in this step, and of class
