@@ -160,9 +160,8 @@ struct Dl {
     relaxed_chunk_tokens: u32,
     overdue_share: f64,
     initial_iteration_ms: u64,
-    /// Each class's rule for a request that can no longer meet its deadline: shed if
-    /// true, else keep (relegate).
-    shed: [bool; 3],
+    /// Each class's rule for a request that can no longer meet its deadline.
+    late: [LateRule; 3],
     /// Each class's SLO targets: their bounds (often far below the defaults, so that
     /// requests go late within a short case) set the deadlines.
     slo: [ClassSlo; 3],
@@ -179,7 +178,7 @@ impl Dl {
             relaxed_chunk_tokens: d.relaxed_chunk_tokens,
             overdue_share: d.overdue_share,
             initial_iteration_ms: d.initial_iteration_ms,
-            shed: [false; 3],
+            late: [LateRule::Keep; 3],
             slo: [0, 1, 2].map(|c| ClassSlo::default_for(c, 3)),
         }
     }
@@ -279,8 +278,8 @@ impl Cfg {
             overdue_share: dl.overdue_share,
             initial_iteration_ms: dl.initial_iteration_ms,
         };
-        for (class, &shed) in c.classes.iter_mut().zip(&dl.shed) {
-            class.on_late = if shed { LateRule::Shed } else { LateRule::Keep };
+        for (class, &rule) in c.classes.iter_mut().zip(&dl.late) {
+            class.on_late = rule;
         }
         c.slo.classes = dl.slo.to_vec();
         match self.aging {
@@ -455,18 +454,22 @@ fn dl_strategy() -> impl Strategy<Value = Dl> {
         prop_oneof![1 => Just(0u32), 1 => 16u32..64, 1 => 64u32..600, 1 => Just(512u32)],
         prop::sample::select(vec![0.0f64, 0.02, 0.3, 1.0]),
         1u64..60,
-        prop::array::uniform3(any::<bool>()),
+        prop::array::uniform3(prop::sample::select(vec![
+            LateRule::Keep,
+            LateRule::Shed,
+            LateRule::Serve,
+        ])),
         (slo_strategy(0), slo_strategy(1), slo_strategy(2)),
     )
         .prop_map(
-            |(urgent, delay, relaxed, chunk, share, iteration, shed, (s0, s1, s2))| Dl {
+            |(urgent, delay, relaxed, chunk, share, iteration, late, (s0, s1, s2))| Dl {
                 urgent_slack_ms: urgent,
                 max_decode_delay_ms: delay,
                 relaxed_slack_ms: relaxed,
                 relaxed_chunk_tokens: chunk,
                 overdue_share: share,
                 initial_iteration_ms: iteration,
-                shed,
+                late,
                 slo: [s0, s1, s2],
             },
         )
@@ -515,10 +518,15 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
             )| {
                 // With several tenants, fairness (on, or turned on by a reload) leaves the
                 // order among them open, and a relegation the model could not place would
-                // leave it unsure of every later step's order: every class sheds instead,
-                // which the decision reports by request.
+                // leave it unsure of every later step's order: every class that would
+                // relegate sheds instead, which the decision reports by request (serving
+                // relegates nobody).
                 if tenancy.tenants > 1 {
-                    dl.shed = [true; 3];
+                    for rule in &mut dl.late {
+                        if *rule == LateRule::Keep {
+                            *rule = LateRule::Shed;
+                        }
+                    }
                 }
                 // max_wait must exceed every aging threshold.
                 let max_wait_ms = match aging {
@@ -1077,7 +1085,8 @@ impl World {
         }
         let tier = w.tiers.iter().position(|q| !q.is_empty())?;
         let id = w.tiers[tier].remove(0);
-        if tier < 3 && self.late(&self.held[&id], now) {
+        let r = &self.held[&id];
+        if tier < 3 && !self.serves(r.class) && self.late(r, now) {
             return Some(Pop::Late(id));
         }
         Some(Pop::Cand {
@@ -1097,6 +1106,12 @@ impl World {
 
     fn sheds(&self, class: Class) -> bool {
         self.cfg.classes[class.index()].on_late == LateRule::Shed
+    }
+
+    /// Whether `class` serves its late requests (`on_late = "serve"`): never judged late,
+    /// and its preemptions may take the victims that make room instead of the least KV.
+    fn serves(&self, class: Class) -> bool {
+        self.cfg.classes[class.index()].on_late == LateRule::Serve
     }
 
     fn now(&self) -> Timestamp {
@@ -2328,10 +2343,18 @@ impl World {
                             "{p:?}: the victim is neither relegated nor {} classes below",
                             cfg.preemption.min_class_gap
                         );
+                        // A class that serves its late requests takes the victims that make
+                        // room (a best fit on blocks) when the least-KV ones would not:
+                        // eligibility and the count are checked for it, the choice itself
+                        // by the contract tests (tests/deadline.rs).
+                        let best_fit = self.serves(by_class);
                         for &other in &plan_running {
                             let o = &self.held[&other];
                             let o_class = o.run.as_ref().unwrap().run_class.index();
-                            if preempted.contains(&other) || !(o.relegated || o_class >= min) {
+                            if best_fit
+                                || preempted.contains(&other)
+                                || !(o.relegated || o_class >= min)
+                            {
                                 continue;
                             }
                             check!(
@@ -2939,7 +2962,7 @@ impl World {
                         let credit_could = now.saturating_since(r.arrival) >= max_wait
                             && u64::from(r.target()) <= credit.1;
                         check!(
-                            ke.0 >= 3 || !self.late(r, now) || credit_could,
+                            ke.0 >= 3 || self.serves(r.class) || !self.late(r, now) || credit_could,
                             "req#{e} can no longer meet its deadline and came up before req#{id}, yet it was not shed"
                         );
                         check!(
@@ -3650,7 +3673,7 @@ fn model_accepts_a_scripted_run_in_deadline_order() {
             urgent_slack_ms: 2_000,
             max_decode_delay_ms: 300,
             initial_iteration_ms: 10,
-            shed: [false, false, true],
+            late: [LateRule::Keep, LateRule::Keep, LateRule::Shed],
             ..Dl::defaults()
         },
         ..Cfg::fixed()
