@@ -140,7 +140,7 @@ impl Scheduler {
         // Whole units per token, so the counter adds exactly (`crate::fair::share::Pricing`).
         let amount = u128::from(tokens) * u128::from(self.tenants.cost(slot, kind as usize));
         if let Some(f) = self.wait.fair_mut() {
-            f.charge(usize::from(e.run_tier), slot, amount);
+            f.charge(usize::from(self.slab.run(key).run_tier), slot, amount);
         }
         #[cfg(feature = "metrics")]
         if cfg.tenant_metrics {
