@@ -528,7 +528,7 @@ impl<T: Ord> WaitingQueue<T> {
         self.peeked = None;
         let key = self.slab.insert(Entry::new(
             crate::ingress::table::Entry::detached(),
-            RequestSpec::new(MID_LABEL, class, 0, 0),
+            RequestSpec::new(MID_LABEL, class, 0, 0).into(),
             arrival,
         ));
         self.slab[key].tenant = 0; // the one lane

@@ -675,7 +675,7 @@ mod tests {
         let spec = RequestSpec::new(id, Class::LOW, 8, 1);
         let mut e = slab::Entry::new(
             table::Entry::detached(),
-            spec,
+            spec.into(),
             Timestamp::from_millis(arrival_ms),
         );
         e.tenant = 0;
@@ -724,7 +724,11 @@ mod tests {
         relegated: bool,
     ) -> u32 {
         let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
-        let mut e = slab::Entry::new(table::Entry::detached(), spec, Timestamp(arrival_ms * MS));
+        let mut e = slab::Entry::new(
+            table::Entry::detached(),
+            spec.into(),
+            Timestamp(arrival_ms * MS),
+        );
         e.due = Timestamp(due_ms * MS);
         e.deadline = e.due;
         e.relegated = relegated;

@@ -8,7 +8,7 @@
 use crate::class::Class;
 use crate::ingress::table;
 use crate::request::RequestHandle;
-use crate::request::RequestSpec;
+use crate::request::Spec;
 use crate::time::Timestamp;
 #[cfg(feature = "slo")]
 use crate::{
@@ -38,7 +38,7 @@ pub(crate) struct Entry {
     /// Ownership of the request's table slot (freed when the request ends).
     pub(crate) token: table::Entry,
     /// As submitted; `spec.class` is the base class, updated by reprioritize.
-    pub(crate) spec: RequestSpec,
+    pub(crate) spec: Spec,
     /// When it first arrived (kept across preemptions and class changes).
     pub(crate) arrival: Timestamp,
     /// The time the wait queue orders and buckets it by: its deadline in deadline order,
@@ -72,7 +72,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn new(token: table::Entry, spec: RequestSpec, arrival: Timestamp) -> Self {
+    pub(crate) fn new(token: table::Entry, spec: Spec, arrival: Timestamp) -> Self {
         Self {
             token,
             spec,

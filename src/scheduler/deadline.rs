@@ -462,7 +462,7 @@ pub(super) fn set_deadline(config: &SchedulerConfig, pace: &Pace, e: &mut Entry)
     let targets = config.slo.classes.get(class);
     let ttft_ms = e
         .spec
-        .ttft_ms
+        .ttft_ms()
         .map(u64::from)
         .or_else(|| targets.and_then(|t| t.ttft).map(|t| t.bound_ms));
     let (bound, first_token_due) = match ttft_ms {

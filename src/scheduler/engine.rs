@@ -205,7 +205,7 @@ impl Scheduler {
             self.wait.remove(&mut self.slab, key);
             let e = &self.slab[key];
             let hand = HandOff {
-                spec: e.spec,
+                spec: e.spec.unpack(),
                 arrival: e.arrival,
                 generated_tokens: self.slab.run_state(key).generated,
             };

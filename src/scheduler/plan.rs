@@ -383,7 +383,7 @@ impl Scheduler {
             id = admitted.id.0,
             class = admitted.class.index(),
             effective_class = admitted.effective_class.index(),
-            tenant = ?self.slab[key].spec.tenant.map(|t| t.0),
+            tenant = ?self.slab[key].spec.tenant().map(|t| t.0),
             waited_ms = admitted.waited.as_millis() as u64,
             overdue = admitted.overdue,
             resumed = admitted.resumed,

@@ -34,7 +34,7 @@ impl Scheduler {
         if self.tenant_tokens.len() <= s {
             self.tenant_tokens.resize_with(s + 1, Default::default);
         }
-        let (classes, tenant) = (&self.classes, e.spec.tenant);
+        let (classes, tenant) = (&self.classes, e.spec.tenant());
         self.tenant_tokens[s][i]
             .get_or_insert_with(|| {
                 metrics::counter!(
