@@ -4,6 +4,11 @@
 //! the standalone queue lets the slab pick keys from its free list (`insert`). Entries
 //! carry the intrusive links of the wait-queue lists, so moving a request between lists
 //! allocates nothing.
+//!
+//! An entry holds what a waiting request needs (88 bytes); what only a request that has
+//! run needs is in its [`Run`], a record the slab makes at its first admission and keeps
+//! until it ends, in a pool reused as requests end. A deep queue is nearly all requests
+//! that never ran, so this keeps its cost per request to the entry.
 
 use crate::class::Class;
 use crate::ingress::table;
@@ -13,7 +18,7 @@ use crate::time::Timestamp;
 #[cfg(feature = "slo")]
 use crate::{
     request::RequestId,
-    slo::{HeldRequest, HeldStates, SloSlot},
+    slo::{HeldRequest, HeldSlot, HeldStates, SloSlot, SloTokens},
 };
 
 /// The null key (end of a list).
@@ -66,7 +71,9 @@ pub(crate) struct Entry {
     pub(crate) tenant: u32,
     /// Its SLO tracking state, kept here so that the tracker's events for it need no
     /// look-up by id: untracked until the scheduler queues it with the tracker, and
-    /// whenever tracking is off. Absent without the `slo` feature.
+    /// whenever tracking is off. Its output-token times are in its run record
+    /// ([`Run::slo_tokens`]), since only a request that ran has any. Absent without the
+    /// `slo` feature.
     #[cfg(feature = "slo")]
     pub(crate) slo: SloSlot,
 }
@@ -140,6 +147,10 @@ pub(crate) struct Run {
     pub(crate) planned: u32,
     /// The step `planned` belongs to.
     pub(crate) planned_step: u32,
+    /// Its output-token times for the SLO tracker (see [`SloTokens`]; meaningful once its
+    /// entry's `slo` has a first token). Absent without the `slo` feature.
+    #[cfg(feature = "slo")]
+    pub(crate) slo_tokens: SloTokens,
 }
 
 impl Run {
@@ -161,6 +172,8 @@ impl Run {
             run_step: 0,
             planned: 0,
             planned_step: 0,
+            #[cfg(feature = "slo")]
+            slo_tokens: SloTokens::default(),
         }
     }
 
@@ -371,8 +384,58 @@ impl Slab {
     }
 }
 
+/// An entry with its run record, if it has one: what the SLO tracker's events read and
+/// change ([`Slab::tracked`]).
 #[cfg(feature = "slo")]
-impl HeldRequest for Entry {
+pub(crate) struct Tracked<'a> {
+    /// The entry.
+    pub(crate) entry: &'a mut Entry,
+    /// Its run record; `None` while it was never admitted.
+    pub(crate) run: Option<&'a mut Run>,
+}
+
+#[cfg(feature = "slo")]
+impl Slab {
+    /// Entry `key` and its run record, for the SLO tracker.
+    pub(crate) fn tracked(&mut self, key: u32) -> Tracked<'_> {
+        let entry = self.chunks[key as usize / CHUNK][key as usize % CHUNK]
+            .as_mut()
+            .expect("slab key refers to a live entry");
+        let run = match entry.run {
+            NIL => None,
+            run => Some(&mut self.runs[run as usize]),
+        };
+        Tracked { entry, run }
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldSlot for Tracked<'_> {
+    fn id(&self) -> RequestId {
+        self.entry.spec.id
+    }
+
+    fn arrival(&self) -> Timestamp {
+        self.entry.arrival
+    }
+
+    fn slot(&mut self) -> &mut SloSlot {
+        &mut self.entry.slo
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldRequest for Tracked<'_> {
+    fn state(&mut self) -> (&mut SloSlot, Option<&mut SloTokens>) {
+        (
+            &mut self.entry.slo,
+            self.run.as_deref_mut().map(|r| &mut r.slo_tokens),
+        )
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldSlot for Entry {
     fn id(&self) -> RequestId {
         self.spec.id
     }
@@ -412,5 +475,18 @@ impl std::ops::IndexMut<u32> for Slab {
         self.slot(key)
             .as_mut()
             .expect("slab key refers to a live entry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_small() {
+        // One per queued request: what a deep queue costs (with the request table's
+        // 64-byte slot). A request's run state is in its `Run`, made when it first runs.
+        assert_eq!(std::mem::size_of::<Spec>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 88);
     }
 }

@@ -88,7 +88,11 @@ impl Scheduler {
         run.blocks = run.blocks.max(run.kv_tokens.div_ceil(block_size));
         #[cfg(feature = "slo")]
         if new_output > 0 {
-            self.slo.tokens(e, now, new_output);
+            let mut tracked = crate::queue::slab::Tracked {
+                entry: e,
+                run: Some(run),
+            };
+            self.slo.tokens(&mut tracked, now, new_output);
         }
         self.charge(key, super::fairness::Tokens::Output, new_output);
         Ok(())

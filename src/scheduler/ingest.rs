@@ -125,7 +125,7 @@ impl Scheduler {
         let class = self.wait.insert_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
         #[cfg(feature = "slo")]
-        self.slo.queue(key, &mut self.slab[key], spec.class);
+        self.slo.queue(key, &mut self.slab.tracked(key), spec.class);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;

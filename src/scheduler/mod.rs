@@ -702,8 +702,12 @@ impl Scheduler {
         // Anything but a finish is censored like a cancel (a hand-off too): no latency
         // sample, only the misses so far.
         #[cfg(feature = "slo")]
-        self.slo
-            .ended(key, &mut self.slab[key], now, outcome == Outcome::Finished);
+        self.slo.ended(
+            key,
+            &mut self.slab.tracked(key),
+            now,
+            outcome == Outcome::Finished,
+        );
         #[cfg(not(feature = "slo"))]
         let _ = now; // only the SLO tracker samples when a request ended
 

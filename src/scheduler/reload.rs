@@ -301,16 +301,16 @@ impl Scheduler {
         let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
         for key in keys {
             let run = self.slab.run_state(key);
-            let e = &mut self.slab[key];
+            let mut t = self.slab.tracked(key);
             // The slot's state belonged to the tracker just replaced.
-            e.slo = crate::slo::SloSlot::default();
-            let class = e.spec.class;
-            self.slo.queue(key, e, class);
-            if e.place == Place::Running || run.first_token.is_some() {
-                self.slo.admitted(e, run.started);
+            t.entry.slo = crate::slo::SloSlot::default();
+            let class = t.entry.spec.class;
+            self.slo.queue(key, &mut t, class);
+            if t.entry.place == Place::Running || run.first_token.is_some() {
+                self.slo.admitted(&mut t, run.started);
             }
-            if let Some(t) = run.first_token {
-                self.slo.first_token(e, t);
+            if let Some(first) = run.first_token {
+                self.slo.first_token(&mut t, first);
             }
         }
     }
