@@ -93,6 +93,71 @@ impl RequestSpec {
     }
 }
 
+/// A [`RequestSpec`] as the scheduler stores it, in the request table's payload and in
+/// the slab's entry: the same values in 32 bytes instead of 48, the two options' tags in
+/// one byte of flags. [`Spec::unpack`] gives back exactly the spec it was made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Spec {
+    /// [`RequestSpec::id`].
+    pub(crate) id: RequestId,
+    /// The tenant's id if [`Spec::TENANT`] is set, else 0.
+    tenant: u64,
+    /// [`RequestSpec::prompt_tokens`].
+    pub(crate) prompt_tokens: u32,
+    /// [`RequestSpec::max_new_tokens`].
+    pub(crate) max_new_tokens: u32,
+    /// The TTFT target if [`Spec::TTFT`] is set, else 0.
+    ttft_ms: u32,
+    /// [`RequestSpec::class`] (the scheduler updates it on reprioritize and reload).
+    pub(crate) class: Class,
+    /// [`Spec::TENANT`] and [`Spec::TTFT`]: which options are `Some`.
+    flags: u8,
+}
+
+impl Spec {
+    /// `tenant` holds a tenant.
+    const TENANT: u8 = 1;
+    /// `ttft_ms` holds a target.
+    const TTFT: u8 = 2;
+
+    /// The request's tenant, if any.
+    pub(crate) fn tenant(&self) -> Option<TenantId> {
+        (self.flags & Self::TENANT != 0).then_some(TenantId(self.tenant))
+    }
+
+    /// Its own TTFT target, if any.
+    pub(crate) fn ttft_ms(&self) -> Option<u32> {
+        (self.flags & Self::TTFT != 0).then_some(self.ttft_ms)
+    }
+
+    /// The spec it was made from (with the class as last updated).
+    pub(crate) fn unpack(&self) -> RequestSpec {
+        RequestSpec {
+            id: self.id,
+            class: self.class,
+            prompt_tokens: self.prompt_tokens,
+            max_new_tokens: self.max_new_tokens,
+            tenant: self.tenant(),
+            ttft_ms: self.ttft_ms(),
+        }
+    }
+}
+
+impl From<RequestSpec> for Spec {
+    fn from(s: RequestSpec) -> Self {
+        Self {
+            id: s.id,
+            tenant: s.tenant.map_or(0, |t| t.0),
+            prompt_tokens: s.prompt_tokens,
+            max_new_tokens: s.max_new_tokens,
+            ttft_ms: s.ttft_ms.unwrap_or(0),
+            class: s.class,
+            flags: if s.tenant.is_some() { Self::TENANT } else { 0 }
+                | if s.ttft_ms.is_some() { Self::TTFT } else { 0 },
+        }
+    }
+}
+
 /// A waiting request handed back by [`crate::Scheduler::drain_waiting`], with what another
 /// replica needs to queue it in the same place: its class and original arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

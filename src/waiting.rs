@@ -336,7 +336,7 @@ impl<T: Ord> WaitingQueue<T> {
                     self.now,
                     self.max_wait,
                     0,
-                    &mut |_| false,
+                    &mut |_, _| false,
                 )?;
                 self.queue.restore(&mut self.slab, cand);
                 self.peeked = Some(cand);
@@ -357,7 +357,9 @@ impl<T: Ord> WaitingQueue<T> {
         }
         let cand =
             self.queue
-                .pop_candidate(&mut self.slab, self.now, self.max_wait, 0, &mut |_| false)?;
+                .pop_candidate(&mut self.slab, self.now, self.max_wait, 0, &mut |_, _| {
+                    false
+                })?;
         Some(self.forget(cand.key))
     }
 
@@ -526,7 +528,7 @@ impl<T: Ord> WaitingQueue<T> {
         self.peeked = None;
         let key = self.slab.insert(Entry::new(
             crate::ingress::table::Entry::detached(),
-            RequestSpec::new(MID_LABEL, class, 0, 0),
+            RequestSpec::new(MID_LABEL, class, 0, 0).into(),
             arrival,
         ));
         self.slab[key].tenant = 0; // the one lane

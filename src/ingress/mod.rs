@@ -17,7 +17,7 @@ pub(crate) mod table;
 use crate::class::{Class, ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::error::{ControlError, SubmitError};
-use crate::request::{RequestId, RequestSpec};
+use crate::request::{RequestId, RequestSpec, Spec};
 use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, SwapCell};
 use crate::time::{Clock, Timestamp};
 use capacity::ClassCount;
@@ -32,7 +32,8 @@ use table::{FreeBatch, Table, TicketError, RUNNING};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Payload {
     /// `spec.class` is a class index of configuration epoch `epoch`.
-    pub(crate) spec: RequestSpec,
+    pub(crate) spec: Spec,
+    /// When it was submitted (the scheduler's clock at submit).
     pub(crate) arrival: Timestamp,
     /// The configuration epoch the request was checked against (see `SubmitLimits`).
     pub(crate) epoch: u32,
@@ -470,7 +471,7 @@ impl Submitter {
             return refuse(full(capacity));
         }
         let payload = Payload {
-            spec,
+            spec: spec.into(),
             arrival: shared.clock.now(),
             epoch: limits.epoch,
         };

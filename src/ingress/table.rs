@@ -691,8 +691,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
         // State word, link (padded to 8) and payload.
         assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
-        // The scheduler's payload (spec, arrival, epoch): 80 bytes a slot.
-        assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 80);
+        // The scheduler's payload (packed spec, arrival, epoch): 64 bytes a slot.
+        assert_eq!(std::mem::size_of::<crate::ingress::Payload>(), 48);
+        assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 64);
     }
 
     #[test]

@@ -490,7 +490,7 @@ impl Tiers {
         now: Timestamp,
         max_wait: Duration,
         overdue_credit: u64,
-        late: &mut dyn FnMut(&slab::Entry) -> bool,
+        late: &mut dyn FnMut(&Slab, u32) -> bool,
     ) -> Option<Candidate> {
         if !self.by_deadline {
             let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
@@ -504,7 +504,7 @@ impl Tiers {
             return Some(self.candidate(key, class, overdue, false));
         }
         if let Some((tier, key)) = self.oldest_past(slab, now, max_wait) {
-            if u64::from(slab[key].prefill_target) <= overdue_credit {
+            if u64::from(slab.run_state(key).prefill_target) <= overdue_credit {
                 self.take(slab, key, tier);
                 let mut cand = self.candidate(key, tier, true, false);
                 cand.on_credit = true;
@@ -513,7 +513,7 @@ impl Tiers {
         }
         let tier = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
         let key = self.next_of(slab, tier)?;
-        let is_late = tier < self.live && late(&slab[key]);
+        let is_late = tier < self.live && late(slab, key);
         self.take(slab, key, tier);
         let overdue = now.saturating_since(slab[key].arrival) >= max_wait;
         Some(self.candidate(key, tier, overdue, is_late))
@@ -675,7 +675,7 @@ mod tests {
         let spec = RequestSpec::new(id, Class::LOW, 8, 1);
         let mut e = slab::Entry::new(
             table::Entry::detached(),
-            spec,
+            spec.into(),
             Timestamp::from_millis(arrival_ms),
         );
         e.tenant = 0;
@@ -698,7 +698,9 @@ mod tests {
         slab[newer].relegated = true;
         q.insert_new(&mut slab, newer, Timestamp::ZERO);
         let cand = q
-            .pop_candidate(&mut slab, Timestamp::ZERO, Duration::MAX, 0, &mut |_| false)
+            .pop_candidate(&mut slab, Timestamp::ZERO, Duration::MAX, 0, &mut |_, _| {
+                false
+            })
             .expect("the relegated request");
         assert_eq!(cand.key, newer);
         // An older request of the class is relegated into the same bucket meanwhile.
@@ -722,7 +724,11 @@ mod tests {
         relegated: bool,
     ) -> u32 {
         let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
-        let mut e = slab::Entry::new(table::Entry::detached(), spec, Timestamp(arrival_ms * MS));
+        let mut e = slab::Entry::new(
+            table::Entry::detached(),
+            spec.into(),
+            Timestamp(arrival_ms * MS),
+        );
         e.due = Timestamp(due_ms * MS);
         e.deadline = e.due;
         e.relegated = relegated;

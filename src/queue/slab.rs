@@ -4,16 +4,21 @@
 //! the standalone queue lets the slab pick keys from its free list (`insert`). Entries
 //! carry the intrusive links of the wait-queue lists, so moving a request between lists
 //! allocates nothing.
+//!
+//! An entry holds what a waiting request needs (88 bytes); what only a request that has
+//! run needs is in its [`Run`], a record the slab makes at its first admission and keeps
+//! until it ends, in a pool reused as requests end. A deep queue is nearly all requests
+//! that never ran, so this keeps its cost per request to the entry.
 
 use crate::class::Class;
 use crate::ingress::table;
 use crate::request::RequestHandle;
-use crate::request::RequestSpec;
+use crate::request::Spec;
 use crate::time::Timestamp;
 #[cfg(feature = "slo")]
 use crate::{
     request::RequestId,
-    slo::{HeldRequest, HeldStates, SloSlot},
+    slo::{HeldRequest, HeldSlot, HeldStates, SloSlot, SloTokens},
 };
 
 /// The null key (end of a list).
@@ -38,7 +43,8 @@ pub(crate) struct Entry {
     /// Ownership of the request's table slot (freed when the request ends).
     pub(crate) token: table::Entry,
     /// As submitted; `spec.class` is the base class, updated by reprioritize.
-    pub(crate) spec: RequestSpec,
+    pub(crate) spec: Spec,
+    /// When it first arrived (kept across preemptions and class changes).
     pub(crate) arrival: Timestamp,
     /// The time the wait queue orders and buckets it by: its deadline in deadline order,
     /// its arrival in the ladder order and once relegated.
@@ -51,53 +57,29 @@ pub(crate) struct Entry {
     /// Relegated: it could not meet its deadline and waits after every request that can.
     pub(crate) relegated: bool,
     pub(crate) place: Place,
-    /// Intrusive list links (valid while `Waiting`).
+    /// The previous entry of its wait-queue list, or [`NIL`] (valid while `Waiting`).
     pub(crate) prev: u32,
+    /// The next entry of its wait-queue list, or [`NIL`] (valid while `Waiting`).
     pub(crate) next: u32,
-    /// Output tokens generated so far, kept across preemptions.
-    pub(crate) generated: u32,
-    /// Tokens to prefill in the current run: the prompt plus, after a preemption by
-    /// recompute, the output generated before it.
-    pub(crate) prefill_target: u32,
-    /// Tokens whose KV the engine holds for the current run.
-    pub(crate) kv_tokens: u32,
-    /// KV blocks the scheduler has granted the current run.
-    pub(crate) blocks: u32,
-    /// Effective class when the current run started (ranks it as a preemption victim).
-    pub(crate) run_class: Class,
-    /// The wait-queue tier the current run was admitted from (its fair counters).
-    pub(crate) run_tier: u8,
-    /// When it was last given work (a decode token's delay is measured from here).
-    pub(crate) last_work: Timestamp,
-    /// When the current run started.
-    pub(crate) started: Timestamp,
-    /// When the first output token was reported.
-    pub(crate) first_token: Option<Timestamp>,
-    /// The latest event time seen for this request.
-    pub(crate) last_event: Timestamp,
-    /// How many times it was preempted.
-    pub(crate) preemptions: u32,
     /// Queued in its bucket's run of re-queued requests (see `queue::bucket::RUNS`).
     pub(crate) late: bool,
-    /// The step that started the current run (the scheduler's wrapping `u32` step count:
-    /// only compared for equality with the current step).
-    pub(crate) run_step: u32,
-    /// Tokens scheduled for it in step `planned_step`.
-    pub(crate) planned: u32,
-    /// The step `planned` belongs to.
-    pub(crate) planned_step: u32,
+    /// Its [`Run`] in the slab's run records ([`Slab::run`]) once it was first admitted,
+    /// kept until it ends (preempted, it waits with it); [`NIL`] before.
+    pub(crate) run: u32,
     /// The tenant's slot (`crate::fair::tenants`); 0 with fairness off, [`NO_SLOT`]
     /// until the scheduler assigns it.
     pub(crate) tenant: u32,
     /// Its SLO tracking state, kept here so that the tracker's events for it need no
     /// look-up by id: untracked until the scheduler queues it with the tracker, and
-    /// whenever tracking is off. Absent without the `slo` feature.
+    /// whenever tracking is off. Its output-token times are in its run record
+    /// ([`Run::slo_tokens`]), since only a request that ran has any. Absent without the
+    /// `slo` feature.
     #[cfg(feature = "slo")]
     pub(crate) slo: SloSlot,
 }
 
 impl Entry {
-    pub(crate) fn new(token: table::Entry, spec: RequestSpec, arrival: Timestamp) -> Self {
+    pub(crate) fn new(token: table::Entry, spec: Spec, arrival: Timestamp) -> Self {
         Self {
             token,
             spec,
@@ -109,21 +91,8 @@ impl Entry {
             place: Place::InHand,
             prev: NIL,
             next: NIL,
-            generated: 0,
-            prefill_target: spec.prompt_tokens,
-            kv_tokens: 0,
-            blocks: 0,
-            run_class: spec.class,
-            run_tier: spec.class.index() as u8,
-            last_work: arrival,
-            started: arrival,
-            first_token: None,
-            last_event: arrival,
-            preemptions: 0,
             late: false,
-            run_step: 0,
-            planned: 0,
-            planned_step: 0,
+            run: NIL,
             tenant: NO_SLOT,
             #[cfg(feature = "slo")]
             slo: SloSlot::default(),
@@ -138,6 +107,74 @@ impl Entry {
     /// The request's handle.
     pub(crate) fn handle(&self) -> RequestHandle {
         self.token.handle()
+    }
+}
+
+/// What a request holds once it was first admitted, kept apart from its [`Entry`] so that a
+/// request that never ran (nearly all of a deep queue) carries none of it: the slab keeps
+/// one per request admitted at least once and not yet ended (the running ones and the
+/// preempted ones waiting again), in a pool reused as requests end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Run {
+    /// Output tokens generated so far, kept across preemptions.
+    pub(crate) generated: u32,
+    /// Tokens to prefill in the current run: the prompt plus, after a preemption by
+    /// recompute, the output generated before it.
+    pub(crate) prefill_target: u32,
+    /// Tokens whose KV the engine holds for the current run (0 while preempted).
+    pub(crate) kv_tokens: u32,
+    /// KV blocks the scheduler has granted the current run (0 while preempted).
+    pub(crate) blocks: u32,
+    /// Effective class when the current run started (ranks it as a preemption victim).
+    pub(crate) run_class: Class,
+    /// The wait-queue tier the current run was admitted from (its fair counters).
+    pub(crate) run_tier: u8,
+    /// When it was last given work (a decode token's delay is measured from here).
+    pub(crate) last_work: Timestamp,
+    /// When the current run started.
+    pub(crate) started: Timestamp,
+    /// When the first output token was reported.
+    pub(crate) first_token: Option<Timestamp>,
+    /// The latest event time seen for this request (at least its arrival or its first
+    /// admission's step time, whichever is earlier).
+    pub(crate) last_event: Timestamp,
+    /// How many times it was preempted.
+    pub(crate) preemptions: u32,
+    /// The step that started the current run (the scheduler's wrapping `u32` step count:
+    /// only compared for equality with the current step).
+    pub(crate) run_step: u32,
+    /// Tokens scheduled for it in step `planned_step`.
+    pub(crate) planned: u32,
+    /// The step `planned` belongs to.
+    pub(crate) planned_step: u32,
+    /// Its output-token times for the SLO tracker (see [`SloTokens`]; meaningful once its
+    /// entry's `slo` has a first token). Absent without the `slo` feature.
+    #[cfg(feature = "slo")]
+    pub(crate) slo_tokens: SloTokens,
+}
+
+impl Run {
+    /// The state of a request that has never run: what its record starts as at its first
+    /// admission, and what the slab answers for it before ([`Slab::run_state`]).
+    fn fresh(e: &Entry) -> Self {
+        Self {
+            generated: 0,
+            prefill_target: e.spec.prompt_tokens,
+            kv_tokens: 0,
+            blocks: 0,
+            run_class: e.spec.class,
+            run_tier: e.spec.class.index() as u8,
+            last_work: e.arrival,
+            started: e.arrival,
+            first_token: None,
+            last_event: e.arrival,
+            preemptions: 0,
+            run_step: 0,
+            planned: 0,
+            planned_step: 0,
+            #[cfg(feature = "slo")]
+            slo_tokens: SloTokens::default(),
+        }
     }
 
     /// Whether the current run still has prompt tokens to prefill.
@@ -163,6 +200,11 @@ pub(crate) struct Slab {
     used: u32,
     free: Vec<u32>,
     len: usize,
+    /// The [`Run`] records: `runs[i]` belongs to the live entry whose `run` is `i`, unless
+    /// `i` is in `free_runs`.
+    runs: Vec<Run>,
+    /// Indices of `runs` no entry holds.
+    free_runs: Vec<u32>,
 }
 
 impl Slab {
@@ -201,15 +243,14 @@ impl Slab {
     /// Drops entry `key` where it lies (nothing else of it is copied) and gives back the
     /// token of its table slot.
     pub(crate) fn remove_in_place(&mut self, key: u32) -> table::Entry {
-        let entry = self.slot(key);
-        let token = std::mem::replace(
-            &mut entry
-                .as_mut()
-                .expect("slab key refers to a live entry")
-                .token,
-            table::Entry::detached(),
-        );
-        *entry = None;
+        let entry = self
+            .slot(key)
+            .as_mut()
+            .expect("slab key refers to a live entry");
+        let token = std::mem::replace(&mut entry.token, table::Entry::detached());
+        let run = entry.run;
+        *self.slot(key) = None;
+        self.free_run(run);
         self.len -= 1;
         token
     }
@@ -244,8 +285,75 @@ impl Slab {
             .take()
             .expect("slab key refers to a live entry");
         self.free.push(key);
+        self.free_run(entry.run);
         self.len -= 1;
         entry
+    }
+
+    /// Gives back run record `run` of an entry that ended ([`NIL`]: none).
+    fn free_run(&mut self, run: u32) {
+        if run != NIL {
+            self.free_runs.push(run);
+        }
+    }
+
+    /// The run record of entry `key`, which was admitted at least once (running, or
+    /// preempted and waiting again).
+    pub(crate) fn run(&self, key: u32) -> &Run {
+        let run = self[key].run;
+        &self.runs[run as usize]
+    }
+
+    /// [`Slab::run`], to change.
+    pub(crate) fn run_mut(&mut self, key: u32) -> &mut Run {
+        let run = self[key].run;
+        &mut self.runs[run as usize]
+    }
+
+    /// Entry `key` and its run record (it was admitted at least once).
+    pub(crate) fn entry_and_run(&mut self, key: u32) -> (&mut Entry, &mut Run) {
+        let e = self.chunks[key as usize / CHUNK][key as usize % CHUNK]
+            .as_mut()
+            .expect("slab key refers to a live entry");
+        let run = &mut self.runs[e.run as usize];
+        (e, run)
+    }
+
+    /// The run state of entry `key`: its record if it was admitted, else what a request
+    /// that never ran has ([`Run::fresh`]).
+    pub(crate) fn run_state(&self, key: u32) -> Run {
+        let e = &self[key];
+        match e.run {
+            NIL => Run::fresh(e),
+            run => self.runs[run as usize],
+        }
+    }
+
+    /// Entry `key`'s run record, made at its first admission; the same record (kept across
+    /// preemptions) at later ones.
+    pub(crate) fn begin_run(&mut self, key: u32) -> &mut Run {
+        let e = self.chunks[key as usize / CHUNK][key as usize % CHUNK]
+            .as_mut()
+            .expect("slab key refers to a live entry");
+        if e.run == NIL {
+            let fresh = Run::fresh(e);
+            e.run = match self.free_runs.pop() {
+                Some(run) => {
+                    self.runs[run as usize] = fresh;
+                    run
+                }
+                None => {
+                    self.runs.push(fresh);
+                    u32::try_from(self.runs.len() - 1).expect("fewer runs than u32::MAX")
+                }
+            };
+        }
+        &mut self.runs[e.run as usize]
+    }
+
+    /// Run records held: requests admitted at least once and not yet ended.
+    pub(crate) fn runs_held(&self) -> usize {
+        self.runs.len() - self.free_runs.len()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -276,8 +384,58 @@ impl Slab {
     }
 }
 
+/// An entry with its run record, if it has one: what the SLO tracker's events read and
+/// change ([`Slab::tracked`]).
 #[cfg(feature = "slo")]
-impl HeldRequest for Entry {
+pub(crate) struct Tracked<'a> {
+    /// The entry.
+    pub(crate) entry: &'a mut Entry,
+    /// Its run record; `None` while it was never admitted.
+    pub(crate) run: Option<&'a mut Run>,
+}
+
+#[cfg(feature = "slo")]
+impl Slab {
+    /// Entry `key` and its run record, for the SLO tracker.
+    pub(crate) fn tracked(&mut self, key: u32) -> Tracked<'_> {
+        let entry = self.chunks[key as usize / CHUNK][key as usize % CHUNK]
+            .as_mut()
+            .expect("slab key refers to a live entry");
+        let run = match entry.run {
+            NIL => None,
+            run => Some(&mut self.runs[run as usize]),
+        };
+        Tracked { entry, run }
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldSlot for Tracked<'_> {
+    fn id(&self) -> RequestId {
+        self.entry.spec.id
+    }
+
+    fn arrival(&self) -> Timestamp {
+        self.entry.arrival
+    }
+
+    fn slot(&mut self) -> &mut SloSlot {
+        &mut self.entry.slo
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldRequest for Tracked<'_> {
+    fn state(&mut self) -> (&mut SloSlot, Option<&mut SloTokens>) {
+        (
+            &mut self.entry.slo,
+            self.run.as_deref_mut().map(|r| &mut r.slo_tokens),
+        )
+    }
+}
+
+#[cfg(feature = "slo")]
+impl HeldSlot for Entry {
     fn id(&self) -> RequestId {
         self.spec.id
     }
@@ -317,5 +475,18 @@ impl std::ops::IndexMut<u32> for Slab {
         self.slot(key)
             .as_mut()
             .expect("slab key refers to a live entry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_small() {
+        // One per queued request: what a deep queue costs (with the request table's
+        // 64-byte slot). A request's run state is in its `Run`, made when it first runs.
+        assert_eq!(std::mem::size_of::<Spec>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 88);
     }
 }

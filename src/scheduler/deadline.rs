@@ -43,7 +43,7 @@ use crate::budget::{Budget, Short};
 use crate::config::{LateRule, QueueOrder, SchedulerConfig};
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
-use crate::queue::slab::Entry;
+use crate::queue::slab::{Entry, Slab};
 use crate::queue::Candidate;
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -81,11 +81,15 @@ impl Scheduler {
     }
 
     /// How long a request may still wait and meet its deadline (negative: it cannot).
-    pub(super) fn slack(&self, e: &Entry, now: Timestamp) -> i128 {
+    pub(super) fn slack(&self, key: u32, now: Timestamp) -> i128 {
+        let e = &self.slab[key];
         let mut slack = i128::from(e.deadline.0) - i128::from(now.0);
-        if e.first_token_due && e.first_token.is_none() {
-            let rest = e.prefill_target.saturating_sub(e.kv_tokens);
-            slack -= i128::from(self.pace.prefill_ns(rest));
+        if e.first_token_due {
+            let run = self.slab.run_state(key);
+            if run.first_token.is_none() {
+                let rest = run.prefill_target.saturating_sub(run.kv_tokens);
+                slack -= i128::from(self.pace.prefill_ns(rest));
+            }
         }
         slack
     }
@@ -95,9 +99,9 @@ impl Scheduler {
         rank(&self.slab[c.key], c.class.index(), c.on_credit)
     }
 
-    /// The rank of a running request: by the class it runs as.
-    fn rank_of_running(&self, e: &Entry) -> Rank {
-        rank(e, e.run_class.index(), false)
+    /// The rank of running request `key`: by the class it runs as.
+    fn rank_of_running(&self, key: u32) -> Rank {
+        rank(&self.slab[key], self.slab.run(key).run_class.index(), false)
     }
 
     /// Whether a request's prefill is relaxed: relegated, or far from its deadline (its
@@ -112,13 +116,15 @@ impl Scheduler {
         loop {
             let judge = self.late_left > 0;
             let pace = &self.pace;
-            let mut late = |e: &Entry| {
+            let mut late = |slab: &Slab, key: u32| {
+                let e = &slab[key];
                 let slack = i128::from(e.deadline.0) - i128::from(now.0);
                 judge
                     && if e.first_token_due {
                         // After its first token a TTFT deadline has nothing left to miss.
-                        e.first_token.is_none()
-                            && slack < i128::from(pace.prefill_ns(e.prefill_target))
+                        let run = slab.run_state(key);
+                        run.first_token.is_none()
+                            && slack < i128::from(pace.prefill_ns(run.prefill_target))
                     } else {
                         slack < 0
                     }
@@ -136,7 +142,7 @@ impl Scheduler {
                 // starting.
                 let e = &self.slab[cand.key];
                 let waited = now.saturating_since(e.arrival);
-                if e.preemptions == 0 && waited >= timeout {
+                if self.slab.run_state(cand.key).preemptions == 0 && waited >= timeout {
                     let reason = RejectReason::TimedOut { waited };
                     self.end_rejected(cand.key, Outcome::TimedOut, reason, now, out);
                     continue;
@@ -160,7 +166,7 @@ impl Scheduler {
             let waited = now.saturating_since(e.arrival);
             let late_by = now
                 .saturating_add(if e.first_token_due {
-                    self.pace.prefill(e.prefill_target)
+                    self.pace.prefill(self.slab.run_state(key).prefill_target)
                 } else {
                     Duration::ZERO
                 })
@@ -224,8 +230,9 @@ impl Scheduler {
             if left.tokens == 0 {
                 break;
             }
-            let e = &self.slab[key];
-            if e.place != crate::queue::slab::Place::Running || e.planned_step == self.step_no {
+            if self.slab[key].place != crate::queue::slab::Place::Running
+                || self.slab.run(key).planned_step == self.step_no
+            {
                 continue;
             }
             if let Some(mut i) = self.running.iter().position(|&k| k == key) {
@@ -245,21 +252,21 @@ impl Scheduler {
         let urgent = nanos(self.config.deadline.urgent_slack());
         let mut best: Option<(Rank, u32, usize, i128)> = None;
         for &key in &self.running {
-            let e = &self.slab[key];
-            if !e.prefilling() {
+            let run = self.slab.run(key);
+            if !run.prefilling() {
                 continue;
             }
-            let r = self.rank_of_running(e);
+            let r = self.rank_of_running(key);
             if best.is_none_or(|b| r < b.0) {
-                let rest = e.prefill_target - e.kv_tokens;
-                best = Some((r, rest, e.run_class.index(), self.slack(e, now)));
+                let rest = run.prefill_target - run.kv_tokens;
+                best = Some((r, rest, run.run_class.index(), self.slack(key, now)));
             }
         }
         if let Some(cand) = self.next_candidate(now, out) {
-            let e = &self.slab[cand.key];
             let r = self.rank_of_candidate(&cand);
             if best.is_none_or(|b| r < b.0) {
-                best = Some((r, e.prefill_target, cand.class.index(), self.slack(e, now)));
+                let target = self.slab.run_state(cand.key).prefill_target;
+                best = Some((r, target, cand.class.index(), self.slack(cand.key, now)));
             }
             self.wait.restore(&mut self.slab, cand);
         }
@@ -286,8 +293,8 @@ impl Scheduler {
                 break;
             }
             let key = self.running[i];
-            let e = &self.slab[key];
-            if e.prefilling() {
+            let (e, run) = (&self.slab[key], self.slab.run(key));
+            if run.prefilling() {
                 i += 1;
                 continue;
             }
@@ -299,9 +306,9 @@ impl Scheduler {
                     .get(e.spec.class.index())
                     .and_then(|t| t.tpot);
                 let cap = delay.map_or(max_delay, |t| t.bound().min(max_delay));
-                if e.run_class.index() > class
+                if run.run_class.index() > class
                     && left.tokens <= reserve
-                    && now.saturating_since(e.last_work) < cap
+                    && now.saturating_since(run.last_work) < cap
                 {
                     withheld.push(key); // held back for the urgent prefill
                     i += 1;
@@ -324,8 +331,11 @@ impl Scheduler {
         let mut pending: Vec<(Rank, u32)> = self
             .running
             .iter()
-            .filter(|&&k| self.slab[k].prefilling() && self.slab[k].planned_step != self.step_no)
-            .map(|&k| (self.rank_of_running(&self.slab[k]), k))
+            .filter(|&&k| {
+                let run = self.slab.run(k);
+                run.prefilling() && run.planned_step != self.step_no
+            })
+            .map(|&k| (self.rank_of_running(k), k))
             .collect();
         pending.sort_unstable();
         let mut next_running = 0;
@@ -366,9 +376,9 @@ impl Scheduler {
                 if left.tokens == 0 || self.slab[key].place != crate::queue::slab::Place::Running {
                     continue; // preempted meanwhile, or no tokens left
                 }
-                let e = &self.slab[key];
-                let relaxed = self.relaxed(e, self.slack(e, now));
-                let mut chunk = (e.prefill_target - e.kv_tokens).min(left.tokens);
+                let relaxed = self.relaxed(&self.slab[key], self.slack(key, now));
+                let run = self.slab.run(key);
+                let mut chunk = (run.prefill_target - run.kv_tokens).min(left.tokens);
                 if relaxed {
                     chunk = chunk.min(relaxed_left);
                 }
@@ -384,11 +394,11 @@ impl Scheduler {
                 continue;
             }
             let c = cand.take().expect("a candidate");
-            let e = &self.slab[c.key];
-            let target = e.prefill_target;
+            let target = self.slab.run_state(c.key).prefill_target;
             let blocks =
                 u32::try_from(self.config.engine.blocks_for(u64::from(target))).unwrap_or(u32::MAX);
-            let slack = self.slack(e, now);
+            let slack = self.slack(c.key, now);
+            let e = &self.slab[c.key];
             let relaxed = self.relaxed(e, slack);
             let may_preempt = !relaxed && !e.relegated && slack < urgent;
             let mut short = self.shortfall(left, target, blocks, watermark);
@@ -464,7 +474,7 @@ pub(super) fn set_deadline(config: &SchedulerConfig, pace: &Pace, e: &mut Entry)
     let targets = config.slo.classes.get(class);
     let ttft_ms = e
         .spec
-        .ttft_ms
+        .ttft_ms()
         .map(u64::from)
         .or_else(|| targets.and_then(|t| t.ttft).map(|t| t.bound_ms));
     let (bound, first_token_due) = match ttft_ms {

@@ -18,7 +18,7 @@ impl Scheduler {
             .by_handle(h)
             .filter(|e| e.place == Place::Running)
             .ok_or(ProgressError::NotRunning(h))?;
-        if now < e.last_event {
+        if now < self.slab.run(h.index()).last_event {
             return Err(ProgressError::TimeWentBackwards(e.spec.id));
         }
         Ok(h.index())
@@ -55,22 +55,22 @@ impl Scheduler {
     ) -> Result<(), ProgressError> {
         let key = self.running_key(handle, now)?;
         let block_size = self.config.engine.block_size;
-        let e = &mut self.slab[key];
+        let (e, run) = self.slab.entry_and_run(key);
         let id = e.spec.id;
-        let kv = u64::from(e.kv_tokens) + u64::from(computed);
-        let generated = u64::from(e.generated) + u64::from(new_output);
+        let kv = u64::from(run.kv_tokens) + u64::from(computed);
+        let generated = u64::from(run.generated) + u64::from(new_output);
         // KV can hold at most the prompt plus the output sampled so far.
         let held_max = u64::from(e.spec.prompt_tokens) + generated;
         if kv > held_max {
             return Err(ProgressError::PrefillOverrun {
                 id,
                 reported: computed,
-                remaining: u32::try_from(held_max.saturating_sub(u64::from(e.kv_tokens)))
+                remaining: u32::try_from(held_max.saturating_sub(u64::from(run.kv_tokens)))
                     .unwrap_or(u32::MAX),
             });
         }
         if generated > u64::from(e.spec.max_new_tokens)
-            || (new_output > 0 && kv < u64::from(e.prefill_target))
+            || (new_output > 0 && kv < u64::from(run.prefill_target))
         {
             return Err(ProgressError::OutputOverrun {
                 id,
@@ -78,18 +78,22 @@ impl Scheduler {
                 max_new_tokens: e.spec.max_new_tokens,
             });
         }
-        e.kv_tokens = kv as u32; // <= prompt + max_new <= max_model_len (u32)
-        e.generated = generated as u32;
-        e.last_event = now;
-        if new_output > 0 && e.first_token.is_none() {
-            e.first_token = Some(now);
-        }
-        #[cfg(feature = "slo")]
-        if new_output > 0 {
-            self.slo.tokens(e, now, new_output);
+        run.kv_tokens = kv as u32; // <= prompt + max_new <= max_model_len (u32)
+        run.generated = generated as u32;
+        run.last_event = now;
+        if new_output > 0 && run.first_token.is_none() {
+            run.first_token = Some(now);
         }
         // The engine may have grown the KV further than this scheduler planned.
-        e.blocks = e.blocks.max(e.kv_tokens.div_ceil(block_size));
+        run.blocks = run.blocks.max(run.kv_tokens.div_ceil(block_size));
+        #[cfg(feature = "slo")]
+        if new_output > 0 {
+            let mut tracked = crate::queue::slab::Tracked {
+                entry: e,
+                run: Some(run),
+            };
+            self.slo.tokens(&mut tracked, now, new_output);
+        }
         self.charge(key, super::fairness::Tokens::Output, new_output);
         Ok(())
     }
@@ -122,7 +126,7 @@ impl Scheduler {
         // Left in `running` until the next step compacts it: O(1) here.
         self.running_ended += 1;
         let class = self.slab[key].spec.class.index();
-        self.pace.finished(class, self.slab[key].generated);
+        self.pace.finished(class, self.slab.run(key).generated);
         let outcome = self.end(key, Outcome::Finished, now);
         tracing::debug!(id = id.0, class, reason = ?reason, outcome = ?outcome, "finished");
         Ok(outcome)
@@ -130,7 +134,9 @@ impl Scheduler {
 
     /// The first-token time recorded for a held request, if it has one.
     pub fn first_token_at(&self, handle: RequestHandle) -> Option<Timestamp> {
-        self.slab.by_handle(handle).and_then(|e| e.first_token)
+        self.slab
+            .by_handle(handle)
+            .and_then(|_| self.slab.run_state(handle.index()).first_token)
     }
 
     /// Closes ingress and hands back every waiting request, most urgent class first and
@@ -203,9 +209,9 @@ impl Scheduler {
             self.wait.remove(&mut self.slab, key);
             let e = &self.slab[key];
             let hand = HandOff {
-                spec: e.spec,
+                spec: e.spec.unpack(),
                 arrival: e.arrival,
-                generated_tokens: e.generated,
+                generated_tokens: self.slab.run_state(key).generated,
             };
             if self.end(key, Outcome::Evicted, now) == Outcome::Evicted {
                 out.push(hand);

@@ -45,7 +45,7 @@ impl Scheduler {
             self.slab[key].tenant = 0;
             return true;
         }
-        let tenant = self.slab[key].spec.tenant;
+        let tenant = self.slab[key].spec.tenant();
         let acquired = match limit {
             TenantLimit::Apply => self.tenants.acquire(tenant, hint),
             TenantLimit::Lift => Ok(self.tenants.acquire_past_limit(tenant)),
@@ -111,7 +111,10 @@ impl Scheduler {
         }
         for (payload, _) in batch {
             let class = payload.spec.class.index();
-            let slot = self.tenants.slot_of(payload.spec.tenant).unwrap_or(NO_SLOT);
+            let slot = self
+                .tenants
+                .slot_of(payload.spec.tenant())
+                .unwrap_or(NO_SLOT);
             self.wait.prefetch_lane(class, slot);
             ahead.push((class, slot));
         }
@@ -140,7 +143,7 @@ impl Scheduler {
         // Whole units per token, so the counter adds exactly (`crate::fair::share::Pricing`).
         let amount = u128::from(tokens) * u128::from(self.tenants.cost(slot, kind as usize));
         if let Some(f) = self.wait.fair_mut() {
-            f.charge(usize::from(e.run_tier), slot, amount);
+            f.charge(usize::from(self.slab.run(key).run_tier), slot, amount);
         }
         #[cfg(feature = "metrics")]
         if cfg.tenant_metrics {
@@ -174,7 +177,7 @@ impl Scheduler {
         let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.slab[k].tenant = if enabled {
-                self.tenants.acquire_held(self.slab[k].spec.tenant)
+                self.tenants.acquire_held(self.slab[k].spec.tenant())
             } else {
                 0
             };

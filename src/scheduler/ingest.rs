@@ -125,7 +125,7 @@ impl Scheduler {
         let class = self.wait.insert_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
         #[cfg(feature = "slo")]
-        self.slo.queue(key, &mut self.slab[key], spec.class);
+        self.slo.queue(key, &mut self.slab.tracked(key), spec.class);
     }
 
     /// A class requested by `reprioritize` is checked against the classes of the moment;
@@ -177,11 +177,11 @@ impl Scheduler {
             }
             Place::Running => {
                 let live = self.classes.len();
-                let e = &mut self.slab[key];
+                let (e, run) = self.slab.entry_and_run(key);
                 e.spec.class = class;
-                e.run_class = class;
+                run.run_class = class;
                 // Its service is charged in its new class (or that class's relegated tier).
-                e.run_tier = (class.index() + if e.relegated { live } else { 0 }) as u8;
+                run.run_tier = (class.index() + if e.relegated { live } else { 0 }) as u8;
             }
             Place::InHand => unreachable!("no entry is in hand between steps"),
         }
@@ -197,7 +197,7 @@ impl Scheduler {
         let mut spared = std::mem::take(&mut self.skipped);
         while let Some(cand) = self.wait.pop_expired(&mut self.slab, now, timeout) {
             let key = cand.key;
-            if self.slab[key].preemptions > 0 {
+            if self.slab.run_state(key).preemptions > 0 {
                 spared.push(cand);
                 continue;
             }

@@ -624,15 +624,28 @@ impl Scheduler {
                 self.running_keys().count()
             ));
         }
+        let mut started = 0;
         for (k, e) in self.slab.iter() {
             let h = e.handle();
             if h.index() != k {
                 return Err(format!("{} held at slab key {k}", e.spec.id));
             }
+            // Every running request has its run record (made at its first admission).
+            if e.run != crate::queue::slab::NIL {
+                started += 1;
+            } else if e.place == crate::queue::slab::Place::Running {
+                return Err(format!("{} is running without a run record", e.spec.id));
+            }
             // A held request's slot is live under its handle: never freed while held.
             if self.shared.table.phase(h).is_err() {
                 return Err(format!("{} is held but its {h} is stale", e.spec.id));
             }
+        }
+        if started != self.slab.runs_held() {
+            return Err(format!(
+                "{started} held requests have run records, {} records are held",
+                self.slab.runs_held()
+            ));
         }
         Ok(())
     }
@@ -689,8 +702,12 @@ impl Scheduler {
         // Anything but a finish is censored like a cancel (a hand-off too): no latency
         // sample, only the misses so far.
         #[cfg(feature = "slo")]
-        self.slo
-            .ended(key, &mut self.slab[key], now, outcome == Outcome::Finished);
+        self.slo.ended(
+            key,
+            &mut self.slab.tracked(key),
+            now,
+            outcome == Outcome::Finished,
+        );
         #[cfg(not(feature = "slo"))]
         let _ = now; // only the SLO tracker samples when a request ended
 

@@ -105,9 +105,9 @@ impl Scheduler {
             if left.tokens == 0 {
                 break;
             }
-            let e = &self.slab[self.running[i]];
-            let tokens = if e.prefilling() {
-                (e.prefill_target - e.kv_tokens).min(left.tokens)
+            let run = self.slab.run(self.running[i]);
+            let tokens = if run.prefilling() {
+                (run.prefill_target - run.kv_tokens).min(left.tokens)
             } else {
                 1
             };
@@ -165,12 +165,12 @@ impl Scheduler {
 
     /// KV blocks running request `key` needs beyond what it holds to compute `tokens` more.
     fn blocks_needed(&self, key: u32, tokens: u32) -> u32 {
-        let e = &self.slab[key];
+        let run = self.slab.run(key);
         let want = self
             .config
             .engine
-            .blocks_for(u64::from(e.kv_tokens) + u64::from(tokens));
-        u32::try_from(want.saturating_sub(u64::from(e.blocks))).unwrap_or(u32::MAX)
+            .blocks_for(u64::from(run.kv_tokens) + u64::from(tokens));
+        u32::try_from(want.saturating_sub(u64::from(run.blocks))).unwrap_or(u32::MAX)
     }
 
     /// Takes `tokens` and their KV blocks from the budget for running request `key`, if
@@ -188,12 +188,12 @@ impl Scheduler {
             return false;
         }
         let step = self.step_no;
-        let e = &mut self.slab[key];
-        let prefill = e.prefilling();
-        e.blocks += need;
-        e.planned = tokens;
-        e.planned_step = step;
-        e.last_work = now;
+        let (e, run) = self.slab.entry_and_run(key);
+        let prefill = run.prefilling();
+        run.blocks += need;
+        run.planned = tokens;
+        run.planned_step = step;
+        run.last_work = now;
         left.free_blocks -= need;
         left.tokens -= tokens;
         out.scheduled.push(Scheduled {
@@ -227,11 +227,11 @@ impl Scheduler {
             }
             let Some(cand) =
                 self.wait
-                    .pop_candidate(&mut self.slab, now, self.max_wait, 0, &mut |_| false)
+                    .pop_candidate(&mut self.slab, now, self.max_wait, 0, &mut |_, _| false)
             else {
                 break;
             };
-            let target = self.slab[cand.key].prefill_target;
+            let target = self.slab.run_state(cand.key).prefill_target;
             let blocks =
                 u32::try_from(self.config.engine.blocks_for(u64::from(target))).unwrap_or(u32::MAX);
             let mut short = self.shortfall(left, target, blocks, watermark);
@@ -342,19 +342,21 @@ impl Scheduler {
         left.tokens -= chunk;
         left.free_blocks -= blocks;
         let step = self.step_no;
-        let e = &mut self.slab[key];
-        e.place = Place::Running;
-        e.blocks = blocks;
-        e.run_class = cand.class;
-        e.run_tier = cand.tier;
-        e.last_work = now;
-        e.started = now;
+        let run = self.slab.begin_run(key);
+        run.blocks = blocks;
+        run.run_class = cand.class;
+        run.run_tier = cand.tier;
+        run.last_work = now;
+        run.started = now;
         // Progress for this run may be reported at the step's time, even for a request
         // stamped a moment after the engine read `now`.
-        e.last_event = e.last_event.min(now);
-        e.run_step = step;
-        e.planned = chunk;
-        e.planned_step = step;
+        run.last_event = run.last_event.min(now);
+        run.run_step = step;
+        run.planned = chunk;
+        run.planned_step = step;
+        let first_run = run.preemptions == 0;
+        let e = &mut self.slab[key];
+        e.place = Place::Running;
         let admitted = Admitted {
             id: e.spec.id,
             handle: e.handle(),
@@ -367,7 +369,7 @@ impl Scheduler {
             max_new_tokens: e.spec.max_new_tokens,
             waited: now.saturating_since(e.arrival),
             overdue: cand.overdue,
-            resumed: e.preemptions > 0,
+            resumed: !first_run,
             relegated: e.relegated,
         };
         self.counters.per_class[e.spec.class.index()].admitted += 1;
@@ -375,7 +377,6 @@ impl Scheduler {
         {
             self.step_counts[e.spec.class.index()].admitted += 1;
         }
-        let first_run = e.preemptions == 0;
         let prompt = e.spec.prompt_tokens;
         self.running.push(key);
         if first_run {
@@ -384,14 +385,14 @@ impl Scheduler {
             self.charge(key, super::fairness::Tokens::Prompt, prompt);
         }
         #[cfg(feature = "slo")]
-        self.slo.admitted(&mut self.slab[key], now);
+        self.slo.admitted(&mut self.slab.tracked(key), now);
         #[cfg(feature = "metrics")]
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(
             id = admitted.id.0,
             class = admitted.class.index(),
             effective_class = admitted.effective_class.index(),
-            tenant = ?self.slab[key].spec.tenant.map(|t| t.0),
+            tenant = ?self.slab[key].spec.tenant().map(|t| t.0),
             waited_ms = admitted.waited.as_millis() as u64,
             overdue = admitted.overdue,
             resumed = admitted.resumed,
@@ -452,11 +453,18 @@ impl Scheduler {
         }
         if self.by_deadline() {
             order.sort_by_key(|&i| {
-                let e = &self.slab[self.running[i]];
-                (!e.relegated, std::cmp::Reverse(e.run_class), e.kv_tokens, i)
+                let key = self.running[i];
+                let run = self.slab.run(key);
+                (
+                    !self.slab[key].relegated,
+                    std::cmp::Reverse(run.run_class),
+                    run.kv_tokens,
+                    i,
+                )
             });
         } else {
-            order.sort_by_key(|&i| std::cmp::Reverse((self.slab[self.running[i]].run_class, i)));
+            order
+                .sort_by_key(|&i| std::cmp::Reverse((self.slab.run(self.running[i]).run_class, i)));
         }
         let need = Need {
             seqs: need_seqs,
@@ -491,13 +499,13 @@ impl Scheduler {
     /// What running request `running[i]` gives back if preempted: (blocks, tokens planned
     /// for it in this step).
     fn yield_of(&self, i: usize) -> (u32, u32) {
-        let e = &self.slab[self.running[i]];
-        let tokens = if e.planned_step == self.step_no {
-            e.planned
+        let run = self.slab.run(self.running[i]);
+        let tokens = if run.planned_step == self.step_no {
+            run.planned
         } else {
             0
         };
-        (e.blocks, tokens)
+        (run.blocks, tokens)
     }
 
     /// At most `max` victims from `order` (indexes in `running`, most preferred first) that
@@ -535,8 +543,11 @@ impl Scheduler {
             return None;
         }
         let group = |i: usize| {
-            let e = &self.slab[self.running[i]];
-            (!e.relegated, std::cmp::Reverse(e.run_class))
+            let key = self.running[i];
+            (
+                !self.slab[key].relegated,
+                std::cmp::Reverse(self.slab.run(key).run_class),
+            )
         };
         let mut end = 0;
         while end < order.len() {
@@ -574,9 +585,10 @@ impl Scheduler {
     /// Whether `running[i]` may be preempted: not started in this step, and of class
     /// `min_class` or lower when a minimum is given (or, in deadline order, relegated).
     fn is_victim(&self, i: usize, min_class: Option<usize>) -> bool {
-        let e = &self.slab[self.running[i]];
-        e.run_step != self.step_no
-            && (min_class.is_none_or(|m| e.run_class.index() >= m) || e.relegated)
+        let key = self.running[i];
+        let run = self.slab.run(key);
+        run.run_step != self.step_no
+            && (min_class.is_none_or(|m| run.run_class.index() >= m) || self.slab[key].relegated)
     }
 
     /// The index in `running` of the lowest-class, most recently started request that may
@@ -585,8 +597,8 @@ impl Scheduler {
         (0..self.running.len())
             .filter(|&i| self.is_victim(i, min_class))
             .max_by_key(|&i| {
-                let e = &self.slab[self.running[i]];
-                (e.relegated, e.run_class, i)
+                let key = self.running[i];
+                (self.slab[key].relegated, self.slab.run(key).run_class, i)
             })
     }
 
@@ -603,14 +615,14 @@ impl Scheduler {
     ) {
         let key = self.running.remove(i);
         let step = self.step_no;
-        let e = &mut self.slab[key];
+        let (e, run) = self.slab.entry_and_run(key);
         let id = e.spec.id;
-        left.free_blocks += e.blocks;
-        *freed += e.blocks;
+        left.free_blocks += run.blocks;
+        *freed += run.blocks;
         left.seqs += 1;
-        if e.planned_step == step {
-            left.tokens += e.planned;
-            e.planned = 0;
+        if run.planned_step == step {
+            left.tokens += run.planned;
+            run.planned = 0;
             out.scheduled.retain(|s| s.id != id);
         }
         if self
@@ -626,14 +638,14 @@ impl Scheduler {
         }
         let preempted = Preempted {
             id,
-            class: e.run_class,
-            freed_blocks: e.blocks,
+            class: run.run_class,
+            freed_blocks: run.blocks,
             reason,
         };
-        e.kv_tokens = 0;
-        e.blocks = 0;
-        e.prefill_target = e.spec.prompt_tokens + e.generated;
-        e.preemptions += 1;
+        run.kv_tokens = 0;
+        run.blocks = 0;
+        run.prefill_target = e.spec.prompt_tokens + run.generated;
+        run.preemptions += 1;
         self.counters.per_class[e.spec.class.index()].preempted += 1;
         #[cfg(feature = "metrics")]
         {

@@ -165,8 +165,8 @@ impl Scheduler {
                 .running
                 .iter()
                 .filter(|&&k| {
-                    let e = &self.slab[k];
-                    e.spec.class.index() == old || e.run_class.index() == old
+                    self.slab[k].spec.class.index() == old
+                        || self.slab.run(k).run_class.index() == old
                 })
                 .count();
             if waiting + running > 0 {
@@ -218,9 +218,11 @@ impl Scheduler {
         let remap = |c: crate::Class| crate::Class::from_index(step_map[c.index()]);
         let tiers = config.classes.len();
         for &k in &self.running {
+            let run = self.slab.run_mut(k);
+            run.run_class = remap(run.run_class);
+            let run_class = run.run_class;
             let e = &mut self.slab[k];
             e.spec.class = remap(e.spec.class);
-            e.run_class = remap(e.run_class);
             // Its deadline and queue time under the new targets and order, for when it is
             // preempted and queued again; a relegated one stays relegated in deadline order.
             let relegated = e.relegated && config.order == crate::config::QueueOrder::Deadline;
@@ -229,11 +231,12 @@ impl Scheduler {
                 e.relegated = true;
                 e.due = e.arrival;
             }
-            e.run_tier = if e.relegated {
+            let run_tier = if e.relegated {
                 (tiers + e.spec.class.index()) as u8
             } else {
-                e.run_class.index() as u8
+                run_class.index() as u8
             };
+            self.slab.run_mut(k).run_tier = run_tier;
         }
         let mut wait = new_wait_queue(&config);
         self.reassign_tenants(&config.fairness);
@@ -297,17 +300,17 @@ impl Scheduler {
             .expect("a validated configuration builds its tracker");
         let keys: Vec<u32> = self.slab.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let e = &mut self.slab[key];
+            let run = self.slab.run_state(key);
+            let mut t = self.slab.tracked(key);
             // The slot's state belonged to the tracker just replaced.
-            e.slo = crate::slo::SloSlot::default();
-            let class = e.spec.class;
-            self.slo.queue(key, e, class);
-            if e.place == Place::Running || e.first_token.is_some() {
-                let started = e.started;
-                self.slo.admitted(e, started);
+            t.entry.slo = crate::slo::SloSlot::default();
+            let class = t.entry.spec.class;
+            self.slo.queue(key, &mut t, class);
+            if t.entry.place == Place::Running || run.first_token.is_some() {
+                self.slo.admitted(&mut t, run.started);
             }
-            if let Some(t) = e.first_token {
-                self.slo.first_token(e, t);
+            if let Some(first) = run.first_token {
+                self.slo.first_token(&mut t, first);
             }
         }
     }

@@ -29,12 +29,12 @@ impl Scheduler {
     /// then, as `StepMetrics`' handles are), so a charge does not format two labels and
     /// look the series up in the registry every time.
     pub(super) fn count_tenant_tokens(&mut self, key: u32, kind: Tokens, tokens: u32) {
-        let e = &self.slab[key];
-        let (s, i) = (e.tenant as usize, 2 * e.run_class.index() + kind as usize);
+        let (e, run_class) = (&self.slab[key], self.slab.run(key).run_class);
+        let (s, i) = (e.tenant as usize, 2 * run_class.index() + kind as usize);
         if self.tenant_tokens.len() <= s {
             self.tenant_tokens.resize_with(s + 1, Default::default);
         }
-        let (classes, run_class, tenant) = (&self.classes, e.run_class, e.spec.tenant);
+        let (classes, tenant) = (&self.classes, e.spec.tenant());
         self.tenant_tokens[s][i]
             .get_or_insert_with(|| {
                 metrics::counter!(

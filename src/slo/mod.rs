@@ -31,6 +31,6 @@ pub use tracker::SloTracker;
 pub use violation::{Violation, ViolationKind};
 
 #[cfg(feature = "slo")]
-pub(crate) use requests::SloSlot;
+pub(crate) use requests::{SloSlot, SloTokens};
 #[cfg(feature = "slo")]
-pub(crate) use tracker::{HeldRequest, HeldStates};
+pub(crate) use tracker::{HeldRequest, HeldSlot, HeldStates};

@@ -96,20 +96,15 @@ pub(crate) struct StateMut<'a> {
 /// each slab entry), so that the tracker's events for it need no look-up by id.
 ///
 /// It holds what [`Started`] does but the arrival, which the holder keeps anyway
-/// ([`SloSlot::load`] takes it), in 24 bytes: the scheduler holds one per queued request.
+/// ([`SloSlot::load`] takes it), and the output-token times, which only a request that
+/// has run has: those are in its [`SloTokens`], kept with its run state. 3 bytes: the
+/// scheduler holds one per queued request.
 ///
 /// The scheduler addresses its requests by slab key, and keys are reused: the tracker
 /// keeps the generation of the request tracked at each key itself (`SloTracker::live`),
 /// and a deadline applies only while its key's generation is still the one it carries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SloSlot {
-    /// The first output token's time; meaningful only with [`SloSlot::FIRST`] set.
-    first_token: Timestamp,
-    /// [`Started::last_token`] (the arrival before the first token).
-    last_token: Timestamp,
-    /// [`Started::later_tokens`], saturating at `u32::MAX` (a scheduler's request has at
-    /// most `max_new_tokens`, a `u32`, of them).
-    later_tokens: u32,
     /// Its class and reported misses. Meaningless while untracked.
     tag: Tag,
     /// [`SloSlot::TRACKED`], [`SloSlot::ADMITTED`], [`SloSlot::WAITING`] and
@@ -117,13 +112,24 @@ pub(crate) struct SloSlot {
     flags: u8,
 }
 
+/// A tracked request's output-token times, meaningful only once it has a first token
+/// ([`SloSlot`]'s `FIRST` bit): before that, [`Started::last_token`] is its arrival and
+/// [`Started::later_tokens`] 0, so a request that never ran needs none.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SloTokens {
+    /// [`Started::first_token`].
+    first_token: Timestamp,
+    /// [`Started::last_token`].
+    last_token: Timestamp,
+    /// [`Started::later_tokens`], saturating at `u32::MAX` (a scheduler's request has at
+    /// most `max_new_tokens`, a `u32`, of them).
+    later_tokens: u32,
+}
+
 impl Default for SloSlot {
     /// Untracked.
     fn default() -> Self {
         Self {
-            first_token: Timestamp::ZERO,
-            last_token: Timestamp::ZERO,
-            later_tokens: 0,
             tag: Tag::new(Class::from_index(0)),
             flags: 0,
         }
@@ -138,14 +144,14 @@ impl SloSlot {
     const ADMITTED: u8 = 2;
     /// [`Started::waiting`].
     const WAITING: u8 = 4;
-    /// It has a first token (`first_token` is its time).
+    /// It has a first token (its [`SloTokens`] hold its token times).
     const FIRST: u8 = 8;
 
     /// A tracked request in `class`, before any admission or token; `arrival` is its
     /// arrival.
     pub(crate) fn start(class: Class, arrival: Timestamp) -> Self {
         let mut slot = Self::default();
-        slot.store(&Started::new(class, arrival));
+        slot.store(None, &Started::new(class, arrival));
         slot
     }
 
@@ -154,30 +160,54 @@ impl SloSlot {
         self.flags & Self::TRACKED != 0
     }
 
-    /// The full state of a tracked request that arrived at `arrival`; `None` if untracked.
-    pub(crate) fn load(&self, arrival: Timestamp) -> Option<Started> {
-        self.is_tracked().then(|| Started {
-            arrival,
-            tag: self.tag,
-            admitted_once: self.flags & Self::ADMITTED != 0,
-            waiting: self.flags & Self::WAITING != 0,
-            first_token: (self.flags & Self::FIRST != 0).then_some(self.first_token),
-            last_token: self.last_token,
-            later_tokens: u64::from(self.later_tokens),
+    /// The full state of a tracked request that arrived at `arrival`, whose token times
+    /// are `tokens` (`None` for a request that never ran); `None` if untracked.
+    ///
+    /// # Panics
+    ///
+    /// If it has a first token and `tokens` is `None`.
+    pub(crate) fn load(&self, tokens: Option<&SloTokens>, arrival: Timestamp) -> Option<Started> {
+        self.is_tracked().then(|| {
+            let t = (self.flags & Self::FIRST != 0)
+                .then(|| tokens.expect("a request with a first token has run"));
+            Started {
+                arrival,
+                tag: self.tag,
+                admitted_once: self.flags & Self::ADMITTED != 0,
+                waiting: self.flags & Self::WAITING != 0,
+                first_token: t.map(|t| t.first_token),
+                last_token: t.map_or(arrival, |t| t.last_token),
+                later_tokens: t.map_or(0, |t| u64::from(t.later_tokens)),
+            }
         })
     }
 
-    /// Makes `st` the state of the tracked request (its arrival is not kept).
-    pub(crate) fn store(&mut self, st: &Started) {
+    /// Makes `st` the state of the tracked request (its arrival is not kept; its token
+    /// times go to `tokens` once it has a first token).
+    ///
+    /// # Panics
+    ///
+    /// If `st` has a first token and `tokens` is `None`.
+    pub(crate) fn store(&mut self, tokens: Option<&mut SloTokens>, st: &Started) {
         let bit = |on: bool, b: u8| if on { b } else { 0 };
         self.flags = Self::TRACKED
             | bit(st.admitted_once, Self::ADMITTED)
             | bit(st.waiting, Self::WAITING)
             | bit(st.first_token.is_some(), Self::FIRST);
-        self.first_token = st.first_token.unwrap_or(Timestamp::ZERO);
-        self.last_token = st.last_token;
-        self.later_tokens = u32::try_from(st.later_tokens).unwrap_or(u32::MAX);
         self.tag = st.tag;
+        match st.first_token {
+            Some(first_token) => {
+                *tokens.expect("a request with a first token has run") = SloTokens {
+                    first_token,
+                    last_token: st.last_token,
+                    later_tokens: u32::try_from(st.later_tokens).unwrap_or(u32::MAX),
+                };
+            }
+            None => debug_assert!(
+                st.last_token == st.arrival && st.later_tokens == 0,
+                "token times before the first token"
+            ),
+        }
     }
 
     /// What deadline checks and reclassification need of a tracked request that arrived
@@ -228,14 +258,15 @@ mod tests {
 
     #[test]
     fn slots_are_small_and_keep_every_field_but_the_arrival() {
-        assert_eq!(std::mem::size_of::<SloSlot>(), 24);
+        assert_eq!(std::mem::size_of::<SloSlot>(), 3);
         let arrival = Timestamp(7);
         let mut slot = SloSlot::start(Class::from_index(2), arrival);
         assert!(slot.is_tracked());
         assert_eq!(
-            slot.load(arrival),
+            slot.load(None, arrival),
             Some(Started::new(Class::from_index(2), arrival))
         );
+        let mut tokens = SloTokens::default();
         let mut tag = Tag::new(Class::from_index(1));
         tag.set_reported(ViolationKind::EndToEnd);
         for (admitted_once, waiting, first_token) in [
@@ -249,11 +280,16 @@ mod tests {
                 admitted_once,
                 waiting,
                 first_token,
-                last_token: Timestamp(100),
-                later_tokens: 12,
+                // Before the first token: the arrival, and no later tokens.
+                last_token: first_token.map_or(arrival, |_| Timestamp(100)),
+                later_tokens: first_token.map_or(0, |_| 12),
             };
-            slot.store(&st);
-            assert_eq!(slot.load(arrival), Some(st));
+            slot.store(Some(&mut tokens), &st);
+            assert_eq!(slot.load(Some(&tokens), arrival), Some(st));
+            if first_token.is_none() {
+                // A request that never ran needs no token times.
+                assert_eq!(slot.load(None, arrival), Some(st));
+            }
             let v = slot.view(arrival).unwrap();
             assert_eq!(
                 (v.waiting, v.has_first_token),
@@ -261,10 +297,10 @@ mod tests {
             );
         }
         slot.set_waiting();
-        assert!(slot.load(arrival).unwrap().waiting);
+        assert!(slot.load(Some(&tokens), arrival).unwrap().waiting);
         assert!(slot.untrack());
         assert!(!slot.untrack());
-        assert!(slot.load(arrival).is_none() && slot.view(arrival).is_none());
+        assert!(slot.load(None, arrival).is_none() && slot.view(arrival).is_none());
         slot.set_waiting();
         assert!(!slot.is_tracked());
         assert!(!SloSlot::default().is_tracked());

@@ -2,13 +2,14 @@
 //! per class latency histograms over sliding windows and reports each missed target the
 //! moment it is missed.
 //!
-//! Each request's state lives with the request, in its slab entry's [`SloSlot`]: the
-//! tracker keeps no map by id, so an event costs no look-up. The scheduler is its only
+//! Each request's state lives with the request, in its slab entry's [`SloSlot`] (and, once
+//! it has run, its run record's [`SloTokens`]): the tracker keeps no map by id, so an
+//! event costs no look-up. The scheduler is its only
 //! feed; a user reads it through [`crate::Scheduler::slo`].
 
 use super::compliance::{ClassCompliance, SloMetric, SloWindow, TargetCompliance};
 use super::deadlines::{Deadline, DeadlineQueue, SlotRef};
-use super::requests::{SloSlot, Started, StateMut, Tag};
+use super::requests::{SloSlot, SloTokens, Started, StateMut, Tag};
 use super::targets::{ClassSlo, SloConfig, SloTarget};
 use super::violation::{Reporter, Violation, ViolationKind};
 use super::window::Windowed;
@@ -20,19 +21,27 @@ use crossbeam_channel::Receiver;
 use std::time::Duration;
 
 /// A request whose holder keeps its [`SloSlot`]: the scheduler's slab entry.
-pub(crate) trait HeldRequest {
+pub(crate) trait HeldSlot {
     /// Its id (what violations name).
     fn id(&self) -> RequestId;
     /// Its arrival; never changes while it is held.
     fn arrival(&self) -> Timestamp;
-    /// Its SLO state.
+    /// Its SLO state but the token times.
     fn slot(&mut self) -> &mut SloSlot;
+}
+
+/// A request whose holder keeps its whole SLO state: the scheduler's slab entry with its
+/// run record.
+pub(crate) trait HeldRequest: HeldSlot {
+    /// Its slot, and its token times once it has run (`None` while it never ran: it has
+    /// no token yet).
+    fn state(&mut self) -> (&mut SloSlot, Option<&mut SloTokens>);
 }
 
 /// Storage of held requests by key: the scheduler's slab.
 pub(crate) trait HeldStates {
-    /// What it holds.
-    type Request: HeldRequest;
+    /// What it holds (deadline checks read only the slot).
+    type Request: HeldSlot;
     /// The request at `key`; `None` if no request is there.
     fn held(&mut self, key: u32) -> Option<&mut Self::Request>;
 }
@@ -63,10 +72,10 @@ impl<S: HeldStates> Held<'_, S> {
 /// Runs `f` on the state of `req` if it is tracked, and stores the result back.
 fn with_state(req: &mut impl HeldRequest, f: impl FnOnce(&mut Started)) {
     let arrival = req.arrival();
-    let slot = req.slot();
-    if let Some(mut st) = slot.load(arrival) {
+    let (slot, tokens) = req.state();
+    if let Some(mut st) = slot.load(tokens.as_deref(), arrival) {
         f(&mut st);
-        slot.store(&st);
+        slot.store(tokens, &st);
     }
 }
 
@@ -277,7 +286,7 @@ impl SloTracker {
 
     /// The request was preempted and is waiting again. Its later reports say
     /// `while_queued` until it is admitted again.
-    pub(crate) fn preempted(&mut self, req: &mut impl HeldRequest) {
+    pub(crate) fn preempted(&mut self, req: &mut impl HeldSlot) {
         // A request never admitted is waiting already; setting it again changes nothing.
         req.slot().set_waiting();
     }
@@ -286,7 +295,7 @@ impl SloTracker {
     /// `class`'s, measured from its original arrival; samples recorded from now on go to
     /// `class`. A deadline the new class's bound has already passed is reported at the
     /// next tick.
-    pub(crate) fn reclassified(&mut self, key: u32, req: &mut impl HeldRequest, class: Class) {
+    pub(crate) fn reclassified(&mut self, key: u32, req: &mut impl HeldSlot, class: Class) {
         let arrival = req.arrival();
         let (Some(st), Some(&gen)) = (req.slot().view(arrival), self.live.get(key as usize)) else {
             return;
@@ -307,8 +316,8 @@ impl SloTracker {
         finished: bool,
     ) {
         let (id, arrival) = (req.id(), req.arrival());
-        let slot = req.slot();
-        let Some(mut st) = slot.load(arrival) else {
+        let (slot, tokens) = req.state();
+        let Some(mut st) = slot.load(tokens.as_deref(), arrival) else {
             return;
         };
         if let Some(g) = self.live.get_mut(key as usize) {
@@ -693,14 +702,15 @@ mod tests {
         Timestamp::from_millis(v)
     }
 
-    /// A held request, standing in for the scheduler's slab entry.
+    /// A held request, standing in for the scheduler's slab entry and run record.
     struct Req {
         id: RequestId,
         arrival: Timestamp,
         slot: SloSlot,
+        tokens: SloTokens,
     }
 
-    impl HeldRequest for Req {
+    impl HeldSlot for Req {
         fn id(&self) -> RequestId {
             self.id
         }
@@ -709,6 +719,12 @@ mod tests {
         }
         fn slot(&mut self) -> &mut SloSlot {
             &mut self.slot
+        }
+    }
+
+    impl HeldRequest for Req {
+        fn state(&mut self) -> (&mut SloSlot, Option<&mut SloTokens>) {
+            (&mut self.slot, Some(&mut self.tokens))
         }
     }
 
@@ -734,7 +750,13 @@ mod tests {
                 }
             };
             let slot = SloSlot::default();
-            self.0[key] = Some(Req { id, arrival, slot });
+            let tokens = SloTokens::default();
+            self.0[key] = Some(Req {
+                id,
+                arrival,
+                slot,
+                tokens,
+            });
             key as u32
         }
 
