@@ -16,14 +16,16 @@
 # 5. Asks Prometheus's query API for the server's series and rules.
 # 6. Stops the server with SIGTERM and checks it exits 0.
 #
-# Outputs in target/serve-load/. Environment: RATE (13: about 1.5 times what the simulated
-# A100 finishes with this mix), DURATION (60), PORT (18000), PROM_PORT (19090), CONFIG (a
-# scheduler TOML for --config), SERVE_ARGS (more `triage serve` flags, e.g.
-# "--max-num-batched-tokens 512"), TRIAGE_BIN (default target/release/triage, built).
+# Outputs in target/serve-load/. Environment: SEED (7: the arrivals and prompts), RATE (13:
+# about 1.5 times what the simulated A100 finishes with this mix), DURATION (60), PORT
+# (18000), PROM_PORT (19090), CONFIG (a scheduler TOML for --config), SERVE_ARGS (more
+# `triage serve` flags, e.g. "--max-num-batched-tokens 512"), TRIAGE_BIN (default
+# target/release/triage, built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-13}
 DURATION=${DURATION:-60}
+SEED=${SEED:-7}
 PORT=${PORT:-18000}
 PROM_PORT=${PROM_PORT:-19090}
 config=()
@@ -104,7 +106,7 @@ fi
 echo "== load: $RATE requests/s for $DURATION s"
 status=0
 "$VENV/bin/python" scripts/serve-load.py --url "http://127.0.0.1:$PORT" --rate "$RATE" \
-    --duration "$DURATION" --json "$OUT/summary.json" || status=$?
+    --duration "$DURATION" --seed "$SEED" --json "$OUT/summary.json" || status=$?
 curl -sf "http://127.0.0.1:$PORT/admin/queue" > "$OUT/queue.json"
 python3 -c "
 import json, sys
