@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 use triage::{
-    Budget, Class, Clock, Decision, FinishReason, ManualClock, QueueOrder, RequestHandle,
+    Budget, Class, Clock, Decision, FinishReason, LateRule, ManualClock, QueueOrder, RequestHandle,
     RequestSpec, Scheduler, SchedulerConfig, Submitter, TenantId, Timestamp,
 };
 
@@ -39,12 +39,20 @@ pub fn config(queued: usize) -> SchedulerConfig {
 /// least 2 × `queued` (it counts the requests waiting as of the last step plus those
 /// submitted since).
 ///
-/// In deadline order one default is changed: `deadline.relaxed_chunk_tokens` is 0 (no
-/// cap). The workload's LOW requests are all *relaxed* (their end-to-end deadline is 35 s
-/// or more away), and relaxed prefills share 512 tokens per iteration by default: 64 of
-/// these 8-token prompts, so a step would admit about 235 rather than [`BATCH`] (which the
-/// ladder order admits). Without the cap the step does the same work per candidate (its
-/// slack is still computed and checked) and admits the batch.
+/// In deadline order two defaults are changed:
+/// * `deadline.relaxed_chunk_tokens` is 0 (no cap). The workload's LOW requests are all
+///   *relaxed* (their end-to-end deadline is 35 s or more away), and relaxed prefills
+///   share 512 tokens per iteration by default: 64 of these 8-token prompts, so a step
+///   would admit about 235 rather than [`BATCH`] (which the ladder order admits). Without
+///   the cap the step does the same work per candidate (its slack is still computed and
+///   checked) and admits the batch.
+/// * HIGH's `on_late` is `keep`, as every other class's. The fill leaves most of its HIGH
+///   requests (a third of the depth) past their 500 ms TTFT deadline; HIGH's default,
+///   `serve`, keeps them first in line, so the timed steps would admit only that backlog
+///   while every fresh MEDIUM request went late behind it and was relegated in bursts of
+///   up to 4,096 a step: an engine overloaded by HIGH alone, not the steady depth the
+///   benches measure. Relegated, the backlog waits behind the fresh arrivals, which the
+///   steps admit.
 pub fn config_in(order: QueueOrder, queued: usize) -> SchedulerConfig {
     let mut c = SchedulerConfig {
         order,
@@ -52,6 +60,7 @@ pub fn config_in(order: QueueOrder, queued: usize) -> SchedulerConfig {
     };
     if order == QueueOrder::Deadline {
         c.deadline.relaxed_chunk_tokens = 0;
+        c.classes[Class::HIGH.index()].on_late = LateRule::Keep;
     }
     for class in &mut c.classes {
         class.queue_capacity = class.queue_capacity.max(2 * queued);
