@@ -53,12 +53,14 @@ pub enum LateRule {
     Keep,
     /// Shed: it ends at once with the outcome [`crate::Outcome::Shed`].
     Shed,
-    /// Served anyway: it keeps its place, first in its class (the earliest deadline), and
-    /// stays urgent, so it takes the budget share and may preempt lower classes. The
-    /// class is latency-critical: when the cheapest victims would not make room for one of
-    /// its requests, it preempts the lower-class requests that do, fewest KV blocks to
-    /// spare first (see `docs/design.md`). Bounds the class's time to first token under
-    /// overload, at some cost to lower classes; meant for a small interactive class.
+    /// Relegated within its class: it is served after its own class's requests that can
+    /// still meet their deadlines, before any less urgent class, by arrival; it stays
+    /// urgent (the budget share, preemption of lower classes) and keeps its class among
+    /// victims. The class is latency-critical: when the cheapest victims would not make
+    /// room for one of its requests, it preempts the lower-class requests that do, fewest
+    /// KV blocks to spare first (see `docs/design.md`). Bounds the class's time to first
+    /// token under overload as long as the class alone does not overload the engine, at
+    /// some cost to lower classes; meant for a small interactive class.
     Serve,
 }
 

@@ -791,10 +791,10 @@ fn a_relegated_request_never_preempts() {
     assert_eq!(e.h.sched.relegated_in(Class::HIGH), 1);
 }
 
-/// A late request of a class whose rule is `serve` (the default's HIGH) is not relegated:
-/// it keeps its place, first in its class, ahead of every lower class, and stays urgent.
+/// A late request of a class whose rule is `serve` (the default's HIGH) is relegated within
+/// its class: after its class's live requests, ahead of every lower class.
 #[test]
-fn a_late_request_of_a_serve_class_keeps_its_place_ahead_of_lower_classes() {
+fn a_late_request_of_a_serve_class_waits_behind_its_class_only() {
     let mut cfg = deadline();
     cfg.classes[0].on_late = LateRule::Serve;
     let mut e = Engine::new(cfg);
@@ -804,11 +804,9 @@ fn a_late_request_of_a_serve_class_keeps_its_place_ahead_of_lower_classes() {
     e.submit(spec(3, Class::LOW, 16));
     e.submit(spec(4, Class::HIGH, 16)); // live: due by 3 s
 
-    // HIGH 1 is 2 s past its deadline. Live HIGH 4 would go first by deadline only if 1
-    // were relegated; under `serve` 1 keeps the earliest deadline of its class.
-    assert_eq!(one_at_a_time(&mut e, 4), vec![1, 4, 2, 3]);
-    assert_eq!(e.h.sched.class_counters(Class::HIGH).relegated, 0);
-    assert_eq!(e.h.sched.relegated_in(Class::HIGH), 0);
+    // HIGH 1 is 2 s past its deadline: relegated, behind live HIGH 4 only.
+    assert_eq!(one_at_a_time(&mut e, 4), vec![4, 1, 2, 3]);
+    assert_eq!(e.h.sched.class_counters(Class::HIGH).relegated, 1);
     // Under `keep` the same arrivals put HIGH 1 behind every live request.
     let mut e = Engine::new(deadline());
     e.submit(spec(1, Class::HIGH, 16));
@@ -834,8 +832,9 @@ fn the_default_serves_highs_late_requests_and_relegates_the_rest() {
     assert!(cfg.classes.iter().all(|c| c.on_late == LateRule::Keep));
 }
 
-/// A late request of a `serve` class stays urgent: it preempts a lower class for room.
-/// Under `keep` the same request is relegated and waits (`a_relegated_request_never_preempts`).
+/// A late request of a `serve` class stays urgent: relegated within its class, it preempts
+/// a lower class for room. Under `keep` the same request waits
+/// (`a_relegated_request_never_preempts`).
 #[test]
 fn a_late_request_of_a_serve_class_preempts_for_room() {
     let mut cfg = small_engine();
@@ -850,8 +849,33 @@ fn a_late_request_of_a_serve_class_preempts_for_room() {
         vec![1]
     );
     assert_eq!(ids(&d.admitted), vec![2]);
-    assert!(!d.admitted[0].relegated);
+    assert!(d.admitted[0].relegated);
     assert_eq!(e.h.sched.relegated_in(Class::HIGH), 0);
+}
+
+/// A running request relegated within its class (`serve`) is not the first victim for
+/// everyone, as one relegated behind every class is: a MEDIUM request preempts a LOW one,
+/// not the late HIGH one.
+#[test]
+fn a_running_request_relegated_within_its_class_keeps_its_class_among_victims() {
+    let mut cfg = small_engine();
+    cfg.classes[0].on_late = LateRule::Serve;
+    let mut e = Engine::new(cfg);
+    e.submit(RequestSpec::new(7, Class::HIGH, 400, 10)); // 25 blocks
+    e.h.clock.set(Timestamp::from_millis(600)); // past its 500 ms deadline
+    let d = e.step(budget(16, 4096, 100));
+    assert_eq!(ids(&d.admitted), vec![7]);
+    assert!(d.admitted[0].relegated);
+    e.h.advance(ms(50));
+    start_each(&mut e, &[(8, Class::LOW, 400)]); // 25 blocks
+                                                 // MEDIUM 9 needs 63 blocks, about 49 are free: one victim will do; urgent at once.
+    e.submit(RequestSpec::new(9, Class::MEDIUM, 1000, 10).with_ttft_ms(350));
+    let d = e.step(budget(16, 4096, e.free(100)));
+    assert_eq!(
+        d.preempted.iter().map(|p| p.id.0).collect::<Vec<_>>(),
+        vec![8]
+    );
+    assert_eq!(ids(&d.admitted), vec![9]);
 }
 
 /// A `serve` class's urgent request whose cheapest victims (least KV) would not make room

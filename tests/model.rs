@@ -518,15 +518,10 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
             )| {
                 // With several tenants, fairness (on, or turned on by a reload) leaves the
                 // order among them open, and a relegation the model could not place would
-                // leave it unsure of every later step's order: every class that would
-                // relegate sheds instead, which the decision reports by request (serving
-                // relegates nobody).
+                // leave it unsure of every later step's order: every class sheds instead
+                // (keep and serve both relegate), which the decision reports by request.
                 if tenancy.tenants > 1 {
-                    for rule in &mut dl.late {
-                        if *rule == LateRule::Keep {
-                            *rule = LateRule::Shed;
-                        }
-                    }
+                    dl.late = [LateRule::Shed; 3];
                 }
                 // max_wait must exceed every aging threshold.
                 let max_wait_ms = match aging {
@@ -788,9 +783,10 @@ fn nanos(d: Duration) -> i128 {
 }
 
 /// The order of prefill work in a deadline-order step, smaller first: `(group, class,
-/// time)`, group 0 for a candidate taken on credit, 1 for live requests (by deadline), 2
-/// for relegated ones (by arrival).
-type Rank = (u8, usize, Timestamp);
+/// within, time)`, group 0 for a candidate taken on credit, 1 for live requests (by
+/// deadline) and, right after each class's, its relegated ones if the class serves its
+/// late requests (within 1, by arrival), 2 for the other relegated ones (by arrival).
+type Rank = (u8, usize, u8, Timestamp);
 
 /// Deadline order's urgent prefill demand in a step: its tokens and class.
 type Demand = (u32, usize);
@@ -1017,7 +1013,7 @@ impl World {
     /// Whether a request's prefill is relaxed (shares `relaxed_chunk_tokens`): relegated,
     /// or with more slack than `relaxed_slack_ms`.
     fn relaxed(&self, r: &Req, relegated: bool, target: u32, kv: u32, now: Timestamp) -> bool {
-        relegated
+        (relegated && !self.serves(r.class))
             || self.slack(r, target, kv, now)
                 > nanos(Duration::from_millis(self.cfg.deadline.relaxed_slack_ms))
     }
@@ -1028,10 +1024,46 @@ impl World {
         let r = &self.held[&id];
         let run = r.run.as_ref().unwrap();
         if r.relegated {
-            (2, r.class.index(), r.arrival)
+            self.relegated_rank(r.class, r.arrival)
         } else {
-            (1, run.run_class.index(), r.deadline)
+            (1, run.run_class.index(), 0, r.deadline)
         }
+    }
+
+    /// The rank of a relegated request of `class` that arrived at `arrival`: right after
+    /// its class's live requests if the class serves its late requests, else after every
+    /// live request.
+    fn relegated_rank(&self, class: Class, arrival: Timestamp) -> Rank {
+        if self.serves(class) {
+            (1, class.index(), 1, arrival)
+        } else {
+            (2, class.index(), 0, arrival)
+        }
+    }
+
+    /// Whether request `r` is relegated behind every live request (a class that keeps):
+    /// the first victim for anyone. One relegated within its class keeps its class.
+    fn demoted(&self, r: &Req) -> bool {
+        r.relegated && !self.serves(r.class)
+    }
+
+    /// Deadline order's tiers in the order a pick reads them: each class's live tier, then
+    /// its relegated tier if the class serves its late requests; then the other relegated
+    /// tiers by class.
+    fn pick_order(&self) -> Vec<usize> {
+        let mut order = Vec::with_capacity(TIERS);
+        for c in 0..3 {
+            order.push(c);
+            if self.serves(Class::from_index(c as u8)) {
+                order.push(3 + c);
+            }
+        }
+        for c in 0..3 {
+            if !order.contains(&(3 + c)) {
+                order.push(3 + c);
+            }
+        }
+        order
     }
 
     /// Deadline order's queue holding `waiting`, with `credit`.
@@ -1083,10 +1115,13 @@ impl World {
                 });
             }
         }
-        let tier = w.tiers.iter().position(|q| !q.is_empty())?;
+        let tier = self
+            .pick_order()
+            .into_iter()
+            .find(|&t| !w.tiers[t].is_empty())?;
         let id = w.tiers[tier].remove(0);
         let r = &self.held[&id];
-        if tier < 3 && !self.serves(r.class) && self.late(r, now) {
+        if tier < 3 && self.late(r, now) {
             return Some(Pop::Late(id));
         }
         Some(Pop::Cand {
@@ -2286,7 +2321,7 @@ impl World {
         let rank = |id: u64| {
             let r = &self.held[&id];
             let run = r.run.as_ref().unwrap();
-            (by_deadline && r.relegated, run.run_class, run.start_seq)
+            (by_deadline && self.demoted(r), run.run_class, run.start_seq)
         };
         // Deadline order's victims for a waiting request go lowest key first: relegated,
         // then lowest class, then least KV to recompute, then oldest start.
@@ -2294,7 +2329,7 @@ impl World {
             let r = &self.held[&id];
             let run = r.run.as_ref().unwrap();
             (
-                !r.relegated,
+                !self.demoted(r),
                 std::cmp::Reverse(run.run_class),
                 run.kv,
                 run.start_seq,
@@ -2330,7 +2365,7 @@ impl World {
                         let br = &self.held[&by.0];
                         let slack = self.waiting_slack(br, now);
                         check!(
-                            !br.relegated
+                            (!br.relegated || self.serves(br.class))
                                 && slack < urgent
                                 && !self.relaxed(br, false, br.target(), 0, now),
                             "{p:?}: req#{} is not urgent and live (slack {slack} ns, relegated {})",
@@ -2339,7 +2374,7 @@ impl World {
                         );
                         stats::add(26, 1);
                         check!(
-                            self.held[&id].relegated || p.class.index() >= min,
+                            self.demoted(&self.held[&id]) || p.class.index() >= min,
                             "{p:?}: the victim is neither relegated nor {} classes below",
                             cfg.preemption.min_class_gap
                         );
@@ -2353,7 +2388,7 @@ impl World {
                             let o_class = o.run.as_ref().unwrap().run_class.index();
                             if best_fit
                                 || preempted.contains(&other)
-                                || !(o.relegated || o_class >= min)
+                                || !(self.demoted(o) || o_class >= min)
                             {
                                 continue;
                             }
@@ -2875,11 +2910,11 @@ impl World {
         if let Some((id, tier, on_credit)) = first {
             let r = &self.held[&id];
             let rank = if on_credit {
-                (0, 0, Timestamp::ZERO)
+                (0, 0, 0, Timestamp::ZERO)
             } else if tier >= 3 {
-                (2, tier - 3, r.arrival)
+                self.relegated_rank(Class::from_index((tier - 3) as u8), r.arrival)
             } else {
-                (1, tier, r.deadline)
+                (1, tier, 0, r.deadline)
             };
             if best.is_none_or(|x| rank < x.0) {
                 best = Some((rank, r.target(), tier % 3, self.waiting_slack(r, now)));
@@ -3021,11 +3056,11 @@ impl World {
                 let r = &self.held[&a.id.0];
                 let credited = on_credit.map_or(a.overdue, |s| s.contains(&a.id.0));
                 let rank = if on_credit.is_some_and(|s| s.contains(&a.id.0)) {
-                    (0, 0, Timestamp::ZERO)
+                    (0, 0, 0, Timestamp::ZERO)
                 } else if r.relegated {
-                    (2, r.class.index(), r.arrival)
+                    self.relegated_rank(r.class, r.arrival)
                 } else {
-                    (1, r.class.index(), r.deadline)
+                    (1, r.class.index(), 0, r.deadline)
                 };
                 let relaxed = capped && self.relaxed(r, r.relegated, r.target(), 0, now);
                 let cut = a.prefill_tokens < a.prefill_target && !relaxed;

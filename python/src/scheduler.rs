@@ -109,7 +109,7 @@ impl Config {
 
     /// Each class's rule for a waiting request that can no longer meet its deadline, by
     /// class index: `"keep"` (relegated: served after those that can), `"shed"` (ended
-    /// with the outcome `"shed"`) or `"serve"` (served anyway, first in its class).
+    /// with the outcome `"shed"`) or `"serve"` (relegated within its class only).
     /// Deadline order only.
     #[getter]
     fn on_late(&self) -> Vec<&'static str> {

@@ -55,7 +55,8 @@ use std::time::Duration;
 /// Its *tiers* are the classes, most urgent first, and then, in deadline order, one tier per
 /// class for relegated requests (those that can no longer meet their deadline): tier `c`
 /// holds class `c`'s requests that can still meet theirs, tier `live + c` its relegated
-/// ones, served after every live tier, by class, then arrival.
+/// ones, by arrival. A class's relegated tier is picked after every live tier, or, for a
+/// class set by [`Tiers::relegate_within`], right after its own live tier (see `pick`).
 pub(crate) struct Tiers {
     classes: Vec<ClassQueue>,
     /// The number of classes: tiers below it are live, the rest relegated.
@@ -84,6 +85,10 @@ pub(crate) struct Tiers {
     /// Whether some class may keep its `oldest_heads` (see [`Tiers::oldest_past`]), so
     /// that the common answer, nobody overdue, visits no class to drop them.
     oldest_heads_kept: bool,
+    /// Every tier once, in the order deadline order picks from them: each live tier,
+    /// followed at once by its class's relegated tier if the class relegates within itself,
+    /// then the other relegated tiers by class.
+    pick: Vec<u8>,
 }
 
 /// A request taken off the queue for the current step to consider.
@@ -131,11 +136,32 @@ impl Tiers {
             len: 0,
             fair: fair.then(FairShare::default),
             oldest_heads_kept: false,
+            pick: (0..2 * classes as u8).collect(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Deadline order: the classes (by index, `within[c]`) whose relegated requests are
+    /// picked right after their own live ones, before any less urgent class; the others'
+    /// after every live tier.
+    pub(crate) fn relegate_within(&mut self, within: &[bool]) {
+        let live = self.live as u8;
+        let mut pick = Vec::with_capacity(2 * self.live);
+        for c in 0..live {
+            pick.push(c);
+            if within.get(usize::from(c)).copied().unwrap_or(false) {
+                pick.push(live + c);
+            }
+        }
+        for c in 0..live {
+            if !pick.contains(&(live + c)) {
+                pick.push(live + c);
+            }
+        }
+        self.pick = pick;
     }
 
     /// Requests waiting in effective class `c`, relegated ones included.
@@ -511,7 +537,11 @@ impl Tiers {
                 return Some(cand);
             }
         }
-        let tier = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
+        let tier = self
+            .pick
+            .iter()
+            .map(|&t| usize::from(t))
+            .find(|&t| !self.classes[t].buckets.is_empty())?;
         let key = self.next_of(slab, tier)?;
         let is_late = tier < self.live && late(slab, key);
         self.take(slab, key, tier);

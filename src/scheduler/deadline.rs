@@ -11,25 +11,27 @@
 //!    urgent demand needs the tokens, a request of a lower class than the urgent one whose
 //!    last token came less than `deadline.max_decode_delay_ms` ago (or its class's TPOT
 //!    bound) waits an iteration: the budget share. A decode that needs a KV block that is
-//!    not free preempts, relegated requests first, then the lowest class, newest first.
+//!    not free preempts, demoted requests first (relegated behind every class:
+//!    [`LateRule::Keep`]), then the lowest class, newest first.
 //! 3. **Prefill** in rank order, running chunks and admissions merged: requests that can
-//!    still meet their deadline by class, then deadline; relegated ones after them, by
-//!    class, then arrival. Relaxed requests (relegated, or with more slack than
-//!    `deadline.relaxed_slack_ms`) share `deadline.relaxed_chunk_tokens` per iteration. A
-//!    waiting request past `max_wait` goes first while the overdue credit (a share of each
-//!    iteration's budget) covers its prefill. An urgent candidate that does not fit may
-//!    preempt running requests that are relegated or of a class at least
-//!    `preemption.min_class_gap` lower, relegated first, then lowest class, then least
-//!    recompute; if those would not make room within `preemption.max_victims_per_step`
-//!    and the candidate's class is latency-critical ([`LateRule::Serve`]), the victims
-//!    that do, by a best fit on KV blocks. Nobody else preempts.
+//!    still meet their deadline by class, then deadline, each class's followed by its
+//!    relegated ones if it serves its late requests ([`LateRule::Serve`]); the other
+//!    relegated ones after them, by class, then arrival. Relaxed requests (demoted, or with
+//!    more slack than `deadline.relaxed_slack_ms`) share `deadline.relaxed_chunk_tokens`
+//!    per iteration. A waiting request past `max_wait` goes first while the overdue credit
+//!    (a share of each iteration's budget) covers its prefill. An urgent candidate that
+//!    does not fit (live, or relegated within a serving class) may preempt running
+//!    requests that are demoted or of a class at least `preemption.min_class_gap` lower,
+//!    demoted first, then lowest class, then least recompute; if those would not make room
+//!    within `preemption.max_victims_per_step` and the candidate's class serves its late
+//!    requests, the victims that do, by a best fit on KV blocks. Nobody else preempts.
 //!
 //! A waiting request is judged when it comes up as its tier's next: if its first token (for
 //! a TTFT deadline) or its start (otherwise) cannot come before its deadline at the engine's
-//! measured pace ([`super::pace::Pace`]), it is relegated or shed by its class's rule, or,
-//! under [`LateRule::Serve`], left where it is: first in its class, and urgent. A
-//! preempted request is judged like any other when it comes up again, except that one whose
-//! first token is out has no TTFT deadline left to miss: it keeps its place.
+//! measured pace ([`super::pace::Pace`]), it is relegated or shed by its class's rule
+//! (relegated within its class under [`LateRule::Serve`]). A preempted request is judged
+//! like any other when it comes up again, except that one whose first token is out has no
+//! TTFT deadline left to miss: it keeps its place.
 //!
 //! Overdue requests (waiting past `max_wait`) are found by looking at each tier's first
 //! request: inside a class the first is the earliest deadline, so an overdue request behind
@@ -52,19 +54,23 @@ use std::time::Duration;
 /// steps. Bounds a step's work when a backlog becomes hopeless all at once.
 const MAX_JUDGED_LATE_PER_STEP: u32 = 4096;
 
-/// The order of prefill work in a step: smaller goes first. `(tier group, class, time)`:
-/// overdue requests taken on credit first, then live requests by class and deadline, then
-/// relegated ones by class and arrival.
-type Rank = (u8, usize, Timestamp);
+/// The order of prefill work in a step: smaller goes first. `(tier group, class, within,
+/// time)`: overdue requests taken on credit first, then live requests by class and
+/// deadline, each class's followed by its relegated ones by arrival if it serves its late
+/// requests ([`LateRule::Serve`]), then the other relegated ones by class and arrival.
+type Rank = (u8, usize, u8, Timestamp);
 
-/// The rank of a request of class `class` (see [`Rank`]).
-fn rank(e: &Entry, class: usize, on_credit: bool) -> Rank {
+/// The rank of a request of class `class` (see [`Rank`]); `serves`: its class's rule is
+/// [`LateRule::Serve`].
+fn rank(e: &Entry, class: usize, on_credit: bool, serves: bool) -> Rank {
     if on_credit {
-        (0, 0, Timestamp::ZERO)
+        (0, 0, 0, Timestamp::ZERO)
+    } else if e.relegated && serves {
+        (1, class, 1, e.arrival)
     } else if e.relegated {
-        (2, class, e.arrival)
+        (2, class, 0, e.arrival)
     } else {
-        (1, class, e.deadline)
+        (1, class, 0, e.deadline)
     }
 }
 
@@ -96,18 +102,31 @@ impl Scheduler {
 
     /// The rank of a waiting candidate: by the class it was queued in.
     fn rank_of_candidate(&self, c: &Candidate) -> Rank {
-        rank(&self.slab[c.key], c.class.index(), c.on_credit)
+        let e = &self.slab[c.key];
+        rank(e, c.class.index(), c.on_credit, self.serves(e))
     }
 
     /// The rank of running request `key`: by the class it runs as.
     fn rank_of_running(&self, key: u32) -> Rank {
-        rank(&self.slab[key], self.slab.run(key).run_class.index(), false)
+        let e = &self.slab[key];
+        rank(
+            e,
+            self.slab.run(key).run_class.index(),
+            false,
+            self.serves(e),
+        )
     }
 
-    /// Whether a request's prefill is relaxed: relegated, or far from its deadline (its
-    /// [`Scheduler::slack`] is `slack`).
+    /// Whether `e`'s class serves its late requests ([`LateRule::Serve`]): relegated, it
+    /// waits only behind its own class's live requests, stays urgent and is not relaxed.
+    pub(super) fn serves(&self, e: &Entry) -> bool {
+        self.config.classes[e.spec.class.index()].on_late == LateRule::Serve
+    }
+
+    /// Whether a request's prefill is relaxed: relegated (unless its class serves its late
+    /// requests), or far from its deadline (its [`Scheduler::slack`] is `slack`).
     fn relaxed(&self, e: &Entry, slack: i128) -> bool {
-        e.relegated || slack > nanos(self.config.deadline.relaxed_slack())
+        (e.relegated && !self.serves(e)) || slack > nanos(self.config.deadline.relaxed_slack())
     }
 
     /// The next waiting request to consider, relegating or shedding (by their class's rule)
@@ -155,13 +174,6 @@ impl Scheduler {
             let e = &self.slab[key];
             let class = e.spec.class.index();
             let rule = self.config.classes[class].on_late;
-            if rule == LateRule::Serve {
-                // Late, and served anyway: it keeps its place (see the module docs).
-                return Some(Candidate {
-                    late: false,
-                    ..cand
-                });
-            }
             self.late_left -= 1;
             let waited = now.saturating_since(e.arrival);
             let late_by = now
@@ -173,8 +185,8 @@ impl Scheduler {
                 .saturating_since(e.deadline);
             let id = e.spec.id;
             match rule {
-                LateRule::Serve => unreachable!("served above"),
-                LateRule::Keep => {
+                // Relegated; under `serve` within its class (see `Tiers::relegate_within`).
+                LateRule::Keep | LateRule::Serve => {
                     self.wait.relegate(&mut self.slab, key, now);
                     self.counters.per_class[class].relegated += 1;
                     #[cfg(feature = "metrics")]
@@ -400,7 +412,7 @@ impl Scheduler {
             let slack = self.slack(c.key, now);
             let e = &self.slab[c.key];
             let relaxed = self.relaxed(e, slack);
-            let may_preempt = !relaxed && !e.relegated && slack < urgent;
+            let may_preempt = !relaxed && (!e.relegated || self.serves(e)) && slack < urgent;
             let mut short = self.shortfall(left, target, blocks, watermark);
             if short.is_none() && relaxed && relaxed_left == 0 {
                 short = Some(Short::Tokens);

@@ -456,7 +456,7 @@ impl Scheduler {
                 let key = self.running[i];
                 let run = self.slab.run(key);
                 (
-                    !self.slab[key].relegated,
+                    !self.demoted(key),
                     std::cmp::Reverse(run.run_class),
                     run.kv_tokens,
                     i,
@@ -545,7 +545,7 @@ impl Scheduler {
         let group = |i: usize| {
             let key = self.running[i];
             (
-                !self.slab[key].relegated,
+                !self.demoted(key),
                 std::cmp::Reverse(self.slab.run(key).run_class),
             )
         };
@@ -582,13 +582,21 @@ impl Scheduler {
         None
     }
 
+    /// Whether request `key` is relegated behind every live request (deadline order,
+    /// `on_late = "keep"`): the first victim for anyone. One relegated within its class
+    /// (`serve`) keeps its class's place among victims.
+    fn demoted(&self, key: u32) -> bool {
+        let e = &self.slab[key];
+        e.relegated && !self.serves(e)
+    }
+
     /// Whether `running[i]` may be preempted: not started in this step, and of class
     /// `min_class` or lower when a minimum is given (or, in deadline order, relegated).
     fn is_victim(&self, i: usize, min_class: Option<usize>) -> bool {
         let key = self.running[i];
         let run = self.slab.run(key);
         run.run_step != self.step_no
-            && (min_class.is_none_or(|m| run.run_class.index() >= m) || self.slab[key].relegated)
+            && (min_class.is_none_or(|m| run.run_class.index() >= m) || self.demoted(key))
     }
 
     /// The index in `running` of the lowest-class, most recently started request that may
@@ -598,7 +606,7 @@ impl Scheduler {
             .filter(|&i| self.is_victim(i, min_class))
             .max_by_key(|&i| {
                 let key = self.running[i];
-                (self.slab[key].relegated, self.slab.run(key).run_class, i)
+                (self.demoted(key), self.slab.run(key).run_class, i)
             })
     }
 

@@ -341,12 +341,20 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> Tiers {
     } else {
         config.promote_after()
     };
-    Tiers::new(
+    let mut tiers = Tiers::new(
         config.classes.len(),
         config.bucket_width(),
         promote_after,
         config.fairness.enabled,
         // Every deadline is at most `max_wait` after its arrival (see `set_deadline`).
         by_deadline.then(|| config.max_wait()),
-    )
+    );
+    // A class that serves its late requests relegates them within itself.
+    let within: Vec<bool> = config
+        .classes
+        .iter()
+        .map(|c| c.on_late == crate::config::LateRule::Serve)
+        .collect();
+    tiers.relegate_within(&within);
+    tiers
 }
