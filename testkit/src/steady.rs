@@ -48,11 +48,11 @@ pub fn config(queued: usize) -> SchedulerConfig {
 ///   checked) and admits the batch.
 /// * HIGH's `on_late` is `keep`, as every other class's. The fill leaves most of its HIGH
 ///   requests (a third of the depth) past their 500 ms TTFT deadline; HIGH's default,
-///   `serve`, keeps them first in line, so the timed steps would admit only that backlog
-///   while every fresh MEDIUM request went late behind it and was relegated in bursts of
-///   up to 4,096 a step: an engine overloaded by HIGH alone, not the steady depth the
-///   benches measure. Relegated, the backlog waits behind the fresh arrivals, which the
-///   steps admit.
+///   `serve`, relegates them within HIGH, ahead of every MEDIUM and LOW request, so the
+///   timed steps would admit that backlog while every fresh MEDIUM request went late
+///   behind it and was relegated in bursts of up to 4,096 a step: an engine overloaded by
+///   HIGH alone, not the steady depth the benches measure. Relegated behind every class,
+///   the backlog waits behind the fresh arrivals, which the steps admit.
 pub fn config_in(order: QueueOrder, queued: usize) -> SchedulerConfig {
     let mut c = SchedulerConfig {
         order,
