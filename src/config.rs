@@ -289,9 +289,9 @@ impl Default for SchedulerConfig {
             // above the interactive TTFT targets (0.5 s, 2 s) keep aging from spending
             // HIGH's latency on short bursts of batch work, while a sustained overload still
             // cannot starve anyone past a minute. `triage simulate` shows the trade-off.
-            // HIGH's late requests are served anyway (its TTFT tail stays bounded under
-            // overload); the others are relegated, which keeps the most requests within
-            // SLO (`docs/design.md`, "Deadline order").
+            // HIGH's late requests wait behind live HIGH only (its TTFT tail stays bounded
+            // under overload); the others' behind every live request, which keeps the most
+            // requests within SLO (`docs/design.md`, "Deadline order").
             classes: vec![
                 class("HIGH", 0, 0, None, LateRule::Serve),
                 class("MEDIUM", 1, 9, Some(40_000), LateRule::Keep),

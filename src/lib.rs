@@ -20,8 +20,9 @@
 //!    order is the alternative: higher effective class first, FIFO by arrival inside a class.
 //!    Either way a preempted request keeps its arrival and so its place.
 //! 3. **Overload control** (deadline order): a request that can no longer meet its deadline
-//!    at the engine's measured pace is relegated behind every request that can, or shed
-//!    ([`Outcome::Shed`]), by its class's [`LateRule`]. Deadlines are kept in timestamp
+//!    at the engine's measured pace is relegated behind every request that can, relegated
+//!    behind its own class only (HIGH by default), or shed ([`Outcome::Shed`]), by its
+//!    class's [`LateRule`]. Deadlines are kept in timestamp
 //!    buckets; no step scans the queue. (The ladder ages whole buckets up a class instead.)
 //! 4. **Max wait**: deadline order gives requests past `max_wait` a bounded share of each
 //!    iteration ahead of class order, and counts every start past it; the ladder serves an
