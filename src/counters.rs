@@ -63,7 +63,8 @@ pub struct ClassCounters {
     /// Shed: could no longer meet their deadline (deadline order, rule `shed`).
     pub shed: u64,
     /// Relegated: could no longer meet their deadline and waited after those that could
-    /// (deadline order, rule `keep`). Not an outcome: they are still served.
+    /// (deadline order, rule `keep`; rule `serve`: after those of their own class). Not an
+    /// outcome: they are still served.
     pub relegated: u64,
     /// Started after waiting past `max_wait` (deadline order keeps max wait only while the
     /// engine can; each of these is a promise it could not keep).

@@ -40,7 +40,8 @@ pub struct Admitted {
     /// It is resuming after a preemption.
     pub resumed: bool,
     /// It was relegated (deadline order): it could no longer meet its deadline and starts
-    /// now because nothing that can meet one is waiting.
+    /// now because nothing that can meet one is waiting (of its own class and those above
+    /// it, if its class's rule is [`crate::LateRule::Serve`]; of any class otherwise).
     pub relegated: bool,
 }
 

@@ -464,7 +464,8 @@ impl Scheduler {
     }
 
     /// Relegated requests of `class` waiting now (deadline order: they could no longer
-    /// meet their deadline and wait after every request that can).
+    /// meet their deadline and wait after every request that can, or, under
+    /// [`crate::LateRule::Serve`], after those of their own class).
     pub fn relegated_in(&self, class: crate::Class) -> usize {
         if self.classes.contains(class) {
             self.wait.relegated_len(class.index())
