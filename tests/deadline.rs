@@ -868,7 +868,8 @@ fn a_running_request_relegated_within_its_class_keeps_its_class_among_victims() 
     assert!(d.admitted[0].relegated);
     e.h.advance(ms(50));
     start_each(&mut e, &[(8, Class::LOW, 400)]); // 25 blocks
-                                                 // MEDIUM 9 needs 63 blocks, about 49 are free: one victim will do; urgent at once.
+
+    // MEDIUM 9 needs 63 blocks, about 49 are free: one victim will do; urgent at once.
     e.submit(RequestSpec::new(9, Class::MEDIUM, 1000, 10).with_ttft_ms(350));
     let d = e.step(budget(16, 4096, e.free(100)));
     assert_eq!(
