@@ -89,9 +89,11 @@
 //!   comes up, as above. In every step, whatever the model knows of the order: no request
 //!   starts past the queue timeout unless it was preempted before, and every timeout is of
 //!   a request that waited that long and was never preempted;
-//! * preemption: only an urgent live request preempts, only relegated requests or requests
-//!   `min_class_gap` below it, relegated first, then lowest class, then least KV; for KV
-//!   growth relegated first, then lowest class, newest;
+//! * preemption: only an urgent live request (or one relegated within a `serve` class)
+//!   preempts, only requests relegated behind every class (`keep`) or `min_class_gap`
+//!   below it, those first, then lowest class, then least KV (for a `serve` class, whose
+//!   best fit may choose others, eligibility and count only); for KV growth `keep`-
+//!   relegated first, then lowest class, newest;
 //! * the budget share: running chunks and admissions in rank order (a cut-short prefill
 //!   leaves nothing for a later rank), relaxed prefills within `relaxed_chunk_tokens`
 //!   with chunked prefill on (without it every prompt starts whole), no
@@ -2360,8 +2362,9 @@ impl World {
                     check!(a.effective_class == by_class, "{p:?} vs {a:?}");
                     let min = by_class.index() + usize::from(cfg.preemption.min_class_gap);
                     if by_deadline {
-                        // Only an urgent live request preempts, and only relegated requests
-                        // or requests `min_class_gap` classes below it.
+                        // Only an urgent live request (or one relegated within a class
+                        // that serves its late requests) preempts, and only requests
+                        // relegated behind every class or `min_class_gap` classes below it.
                         let br = &self.held[&by.0];
                         let slack = self.waiting_slack(br, now);
                         check!(
