@@ -77,6 +77,18 @@ impl Resp {
         let text = self.text().await;
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
+
+    /// Asserts an error answer: `status`, and an error body whose message contains
+    /// `names` (what the answer must say went wrong). Returns the body.
+    async fn error(self, status: u16, names: &str) -> Value {
+        assert_eq!(self.status, status, "expected {status} naming {names:?}");
+        let v = self.json().await;
+        let message = v["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {v}"));
+        assert!(message.contains(names), "{names:?} not in {v}");
+        v
+    }
 }
 
 /// Sends one request on a new connection; `None` if no answer came within `wait`.
@@ -399,13 +411,9 @@ async fn queue_full_is_429_with_retry_after() {
     assert_eq!(r.status, 429);
     let retry: u64 = r.header("retry-after").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    let v = r.json().await;
+    let v = r.error(429, "queue_capacity 1").await;
     assert_eq!(v["object"], "error");
     assert_eq!(v["code"], 429);
-    assert!(
-        v["message"].as_str().unwrap().contains("queue_capacity 1"),
-        "{v}"
-    );
     drop(blocker);
     assert_eq!(queued.await.unwrap().0, 200);
     let c = s.stop().await;
@@ -435,16 +443,8 @@ async fn bad_requests_name_the_field() {
     ];
     for (body, field) in cases {
         let r = s.post("/v1/completions", body.clone()).await;
-        assert_eq!(r.status, 400, "{body}");
-        let v = r.json().await;
+        let v = r.error(400, &format!("`{field}`")).await;
         assert_eq!(v["param"], field, "{body}: {v}");
-        assert!(
-            v["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("`{field}`")),
-            "{v}"
-        );
         assert_eq!(
             (v["object"].as_str(), v["code"].as_u64()),
             (Some("error"), Some(400))
@@ -453,11 +453,7 @@ async fn bad_requests_name_the_field() {
     let r = s
         .req("POST", "/v1/chat/completions", &[], b"{not json")
         .await;
-    assert_eq!(r.status, 400);
-    assert!(r.json().await["message"]
-        .as_str()
-        .unwrap()
-        .contains("not valid JSON"));
+    r.error(400, "not valid JSON").await;
     let r = s
         .post(
             "/v1/chat/completions",
@@ -513,9 +509,7 @@ async fn keys_tokens_and_body_limit() {
     // 413 names the limit.
     let big = json!({"prompt": "word ".repeat(400), "max_tokens": 1}).to_string();
     let r = s.req("POST", "/v1/completions", &key, big.as_bytes()).await;
-    assert_eq!(r.status, 413);
-    let v = r.json().await;
-    assert!(v["message"].as_str().unwrap().contains("1024 bytes"), "{v}");
+    r.error(413, "1024 bytes").await;
     // Admin: 401 without or with a wrong token.
     assert_eq!(s.get("/admin/queue").await.status, 401);
     assert_eq!(s.req("GET", "/admin/queue", &key, b"").await.status, 401);
@@ -842,15 +836,7 @@ async fn open_streams_are_bounded() {
     let r = s
         .post("/v1/completions", json!({"prompt": "y", "max_tokens": 2}))
         .await;
-    assert_eq!(r.status, 503);
-    let v = r.json().await;
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("the limit is 1 (--max-open-streams)"),
-        "{v}"
-    );
+    r.error(503, "the limit is 1 (--max-open-streams)").await;
     drop(open);
     // The place is free again once the stream is gone (its cancel counted).
     s.until("the stream cancelled", |q| {
@@ -897,15 +883,7 @@ async fn tenants_come_from_the_header_never_the_body() {
     holder.chunk().await.expect("first token");
     // Tenant "b" by header: refused, naming the limit.
     let r = post(Some("b"), json!({"prompt": "y", "max_tokens": 2})).await;
-    assert_eq!(r.status, 503);
-    let v = r.json().await;
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("fairness.max_tenants"),
-        "{v}"
-    );
+    r.error(503, "fairness.max_tenants").await;
     // The header wins over a `tenant` in the body: counted as "a", served.
     let r = post(
         Some("a"),
