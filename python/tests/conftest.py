@@ -15,6 +15,18 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 import triage
 
 
+def skip_without_vllm(exc: Exception, also: str = "") -> None:
+    """What a vLLM test module does when importing vLLM failed with ``exc``: re-raise it
+    when ``TRIAGE_REQUIRE_VLLM`` is set (``scripts/vllm-check.sh``: a skip is a failure),
+    else skip the whole module with the reason (and ``also``)."""
+    if os.environ.get("TRIAGE_REQUIRE_VLLM"):
+        raise exc
+    pytest.skip(
+        f"vLLM is not importable ({type(exc).__name__}: {exc}); run scripts/vllm-check.sh{also}",
+        allow_module_level=True,
+    )
+
+
 class FakeRequest:
     """The three attributes of vLLM's ``Request`` that a waiting queue reads."""
 

@@ -14,7 +14,7 @@ import os
 import random
 
 import pytest
-from conftest import one_class_per_priority
+from conftest import one_class_per_priority, skip_without_vllm
 
 try:
     from vllm.sampling_params import SamplingParams
@@ -26,13 +26,7 @@ try:
     )
     from vllm.v1.request import Request
 except Exception as exc:  # not installed, or fails to import on this machine
-    if os.environ.get("TRIAGE_REQUIRE_VLLM"):  # scripts/vllm-check.sh: a skip is a failure
-        raise
-    pytest.skip(
-        f"vLLM is not importable ({type(exc).__name__}: {exc}); run scripts/vllm-check.sh "
-        "to run the conformance tests against vllm==0.33.0",
-        allow_module_level=True,
-    )
+    skip_without_vllm(exc, " to run the conformance tests against vllm==0.33.0")
 
 import triage
 from triage.vllm import TriageRequestQueue

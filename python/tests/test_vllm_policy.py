@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import skip_without_vllm
 
 # The model is a local config.json: never ask the Hugging Face hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,12 +47,7 @@ try:
         TriagePolicySyncScheduler,
     )
 except Exception as exc:  # not installed, or fails to import on this machine
-    if os.environ.get("TRIAGE_REQUIRE_VLLM"):  # scripts/vllm-check.sh: a skip is a failure
-        raise
-    pytest.skip(
-        f"vLLM is not importable ({type(exc).__name__}: {exc}); run scripts/vllm-check.sh",
-        allow_module_level=True,
-    )
+    skip_without_vllm(exc)
 
 MODEL = Path(__file__).resolve().parents[1] / "vllm_tests" / "models" / "facebook" / "opt-125m"
 BLOCK = 16
