@@ -419,10 +419,11 @@ impl Scheduler {
         chunk
     }
 
-    /// Preempts the fewest running requests of a low enough class to let `cand` start,
-    /// lowest class first and newest first (deadline order: relegated ones first, then
-    /// lowest class, then least KV to recompute). Preempts nobody if even all eligible
-    /// victims would not make room. Returns whether it preempted.
+    /// Preempts running requests of a low enough class to let `cand` start, lowest class
+    /// first and newest first (deadline order: demoted ones first, then lowest class, then
+    /// least KV to recompute; for a class that serves its late requests, a best fit when
+    /// those would not do: [`Scheduler::choose_victims`]). Preempts nobody if no choice of
+    /// at most `preemption.max_victims_per_step` makes room. Returns whether it preempted.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn preempt_for(
         &mut self,
@@ -511,7 +512,7 @@ impl Scheduler {
     /// At most `max` victims from `order` (indexes in `running`, most preferred first) that
     /// together cover `need`: the shortest prefix of `order` if it is short enough; else,
     /// if `best_fit` (the candidate's class is latency-critical, [`LateRule::Serve`]),
-    /// widening the pool along `order` one preference group (relegated, class) at a time,
+    /// widening the pool along `order` one preference group (demoted, class) at a time,
     /// a best fit on blocks — the victim whose blocks alone cover what is still needed
     /// with the least to spare, else the one with the most — so that a large prompt is not
     /// refused because the cheapest victims are small. Freeing a number of blocks costs
@@ -591,7 +592,7 @@ impl Scheduler {
     }
 
     /// Whether `running[i]` may be preempted: not started in this step, and of class
-    /// `min_class` or lower when a minimum is given (or, in deadline order, relegated).
+    /// `min_class` or lower when a minimum is given (or, in deadline order, demoted).
     fn is_victim(&self, i: usize, min_class: Option<usize>) -> bool {
         let key = self.running[i];
         let run = self.slab.run(key);
@@ -600,7 +601,7 @@ impl Scheduler {
     }
 
     /// The index in `running` of the lowest-class, most recently started request that may
-    /// be preempted (deadline order: relegated ones first).
+    /// be preempted (deadline order: demoted ones first).
     fn pick_victim(&self, min_class: Option<usize>) -> Option<usize> {
         (0..self.running.len())
             .filter(|&i| self.is_victim(i, min_class))
