@@ -4,7 +4,7 @@
 
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Nanoseconds since the clock's epoch. Only differences between timestamps of one clock
 /// are meaningful.
@@ -106,7 +106,8 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
-/// Wall-clock monotonic time, with its epoch at construction: [`Instant`]'s, read cheaply.
+/// Wall-clock monotonic time, with its epoch at construction: [`std::time::Instant`]'s,
+/// read cheaply.
 ///
 /// Every submit stamps its arrival with the scheduler's clock, so reading it is on the API
 /// threads' hot path. On x86_64 Linux, where the kernel keeps time with the CPU's
@@ -124,14 +125,14 @@ pub trait Clock: Send + Sync + 'static {
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct MonotonicClock {
-    epoch: Instant,
+    epoch: crate::tsc::Epoch,
 }
 
 impl MonotonicClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: crate::tsc::Epoch::now(),
         }
     }
 }
@@ -144,7 +145,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_duration(crate::tsc::since(self.epoch))
+        Timestamp(crate::tsc::since_nanos(&self.epoch))
     }
 }
 

@@ -6,11 +6,14 @@
 //! `Instant::now()` cost about 29 ns, a third of a submit, where `rdtsc` costs 11 ns. The
 //! scheme:
 //!
-//! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it.
-//!   A stamp is the anchor's `Instant` plus the ticks since, converted at the process-wide
-//!   rate [`NS_PER_TICK`]. Once the ticks since the anchor amount to [`WINDOW_NS`] (or the
-//!   TSC reads lower than the anchor: another core), the thread re-anchors: it reads
-//!   `Instant` again, and uses the two anchors to measure the rate.
+//! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it,
+//!   held as nanoseconds from a process-wide base instant (so a reading is integer
+//!   arithmetic, no `Instant` or `Duration` maths). A stamp is the anchor plus the ticks
+//!   since, converted at the process-wide rate [`NS_PER_TICK`], less the clock's epoch
+//!   (an [`Epoch`] keeps its own distance from the base). Once the ticks since the
+//!   anchor amount to [`WINDOW_NS`] (or the TSC reads lower than the anchor: another
+//!   core), the thread re-anchors: it reads `Instant` again, and uses the two anchors to
+//!   measure the rate.
 //! * The error against `Instant` is so bounded by the rate's error over one window: the
 //!   rate comes from anchors at least [`MIN_SAMPLE_NS`] apart, each read within tens of
 //!   nanoseconds, so it is off by well under 1 %, and a stamp by well under a
@@ -22,7 +25,7 @@
 //!   agrees across cores. Anywhere else (other systems, other architectures, Miri, loom)
 //!   every stamp reads `Instant`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How long (as estimated) a thread extrapolates from one anchor: a quarter millisecond,
 /// so that even a rate off by a tenth would misplace a stamp by 25 µs at most.
@@ -32,11 +35,48 @@ const WINDOW_NS: u64 = 250_000;
 /// two `Instant` reads' own jitter (tens of ns) is a small fraction of it.
 const MIN_SAMPLE_NS: u64 = 50_000;
 
+/// What [`since`] measures from: an `Instant`, and (where the TSC is used) its distance
+/// from the process's base instant, so a reading is one subtraction of integers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epoch {
+    #[cfg_attr(
+        all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)),
+        allow(dead_code)
+    )]
+    instant: Instant,
+    /// Nanoseconds from the base to `instant`.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
+    from_base: u64,
+}
+
+impl Epoch {
+    /// An epoch at the current instant.
+    pub(crate) fn now() -> Self {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
+        {
+            // The base first, so the epoch is never before it.
+            let base = imp::base();
+            let instant = Instant::now();
+            Epoch {
+                instant,
+                from_base: imp::nanos(instant.saturating_duration_since(base)),
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
+        {
+            Epoch {
+                instant: Instant::now(),
+            }
+        }
+    }
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
 mod imp {
     use super::{MIN_SAMPLE_NS, WINDOW_NS};
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+    use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
     /// Nanoseconds per TSC tick in 32.32 fixed point, as last measured by any thread; 0
@@ -52,15 +92,28 @@ mod imp {
     const USE: u8 = 1;
     const AVOID: u8 = 2;
 
-    /// One thread's anchor.
+    /// The instant readings count from: set by the first [`super::Epoch`], so no epoch is
+    /// before it.
+    static BASE: OnceLock<Instant> = OnceLock::new();
+
+    pub(super) fn base() -> Instant {
+        *BASE.get_or_init(Instant::now)
+    }
+
+    /// `d` in nanoseconds, saturating (u64 nanoseconds last 584 years).
+    pub(super) fn nanos(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// One thread's anchor, in nanoseconds from [`BASE`].
     #[derive(Clone, Copy)]
     struct Anchor {
         /// The TSC reading.
         tsc: u64,
         /// `Instant::now()` read right after it.
-        at: Instant,
-        /// The thread's latest stamp (never earlier than `at`).
-        last: Instant,
+        at: u64,
+        /// The thread's latest reading (never earlier than `at`).
+        last: u64,
     }
 
     thread_local! {
@@ -91,35 +144,40 @@ mod imp {
         }
     }
 
-    pub(super) fn now() -> Instant {
+    /// Nanoseconds from the base to now, never less than this thread's previous reading.
+    /// Only called after an [`super::Epoch`] was made, so the base is set.
+    pub(super) fn now(base: Instant) -> u64 {
         if !tsc_usable() {
-            return Instant::now();
+            return nanos(base.elapsed());
         }
         let tsc = rdtsc();
         let rate = NS_PER_TICK.load(Ordering::Relaxed);
         let anchor = ANCHOR.with(Cell::get);
         if let Some(a) = anchor.filter(|a| rate != 0 && tsc >= a.tsc) {
-            let ns = (u128::from(tsc - a.tsc) * u128::from(rate)) >> 32;
-            if ns < u128::from(WINDOW_NS) {
-                let t = (a.at + Duration::from_nanos(ns as u64)).max(a.last);
-                ANCHOR.with(|c| c.set(Some(Anchor { last: t, ..a })));
-                return t;
+            // Within a window the product stays far below 2^64 (a quarter millisecond is
+            // about a million ticks, the rate below 2^32); past it, re-anchor.
+            if let Some(ns) = (tsc - a.tsc).checked_mul(rate).map(|p| p >> 32) {
+                if ns < WINDOW_NS {
+                    let t = (a.at + ns).max(a.last);
+                    ANCHOR.with(|c| c.set(Some(Anchor { last: t, ..a })));
+                    return t;
+                }
             }
         }
-        reanchor(tsc, anchor)
+        reanchor(base, tsc, anchor)
     }
 
     /// Reads `Instant` as the thread's new anchor for `tsc`, measuring the rate from the
     /// previous anchor if they are far enough apart.
     #[cold]
-    fn reanchor(tsc: u64, previous: Option<Anchor>) -> Instant {
-        let at = Instant::now();
+    fn reanchor(base: Instant, tsc: u64, previous: Option<Anchor>) -> u64 {
+        let at = nanos(base.elapsed());
         let last = previous.map_or(at, |p| at.max(p.last));
         let mut anchor = Anchor { tsc, at, last };
         if let Some(p) = previous.filter(|p| tsc > p.tsc) {
-            let ns = at.saturating_duration_since(p.at).as_nanos();
-            if ns >= u128::from(MIN_SAMPLE_NS) {
-                let rate = (ns << 32) / u128::from(tsc - p.tsc);
+            let ns = at.saturating_sub(p.at);
+            if ns >= MIN_SAMPLE_NS {
+                let rate = (u128::from(ns) << 32) / u128::from(tsc - p.tsc);
                 NS_PER_TICK.store(u64::try_from(rate).unwrap_or(u64::MAX), Ordering::Relaxed);
             } else if NS_PER_TICK.load(Ordering::Relaxed) == 0 {
                 // Too close to measure the first rate from: keep the older anchor, so a
@@ -132,24 +190,24 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
-mod imp {
-    use std::time::Instant;
-
-    pub(super) fn now() -> Instant {
-        Instant::now()
+/// Nanoseconds since `epoch` (saturating), within a microsecond or so of
+/// `epoch.instant.elapsed()` (module docs), never less than the previous value this thread
+/// got for the same `epoch`.
+pub(crate) fn since_nanos(epoch: &Epoch) -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
+    {
+        imp::now(imp::base()).saturating_sub(epoch.from_base)
     }
-}
-
-/// The time since `epoch`, within a microsecond or so of `epoch.elapsed()` (module docs),
-/// never less than the previous value this thread got for the same `epoch`.
-pub(crate) fn since(epoch: Instant) -> Duration {
-    imp::now().saturating_duration_since(epoch)
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
+    {
+        u64::try_from(epoch.instant.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Every stamp lies between `Instant` reads taken just before and just after it, give
     /// or take the documented error (asserted at 1 ms, the contract's bound), and a
@@ -157,7 +215,7 @@ mod tests {
     /// windows.
     #[test]
     fn stamps_follow_instant_and_never_go_backwards() {
-        let epoch = Instant::now();
+        let epoch = Epoch::now();
         let threads: Vec<_> = (0..3)
             .map(|_| {
                 std::thread::spawn(move || {
@@ -169,9 +227,9 @@ mod tests {
                     while (started.elapsed() < Duration::from_millis(20) || n < 1_000)
                         && n < 20_000_000
                     {
-                        let before = epoch.elapsed();
-                        let t = since(epoch);
-                        let after = epoch.elapsed();
+                        let before = epoch.instant.elapsed();
+                        let t = Duration::from_nanos(since_nanos(&epoch));
+                        let after = epoch.instant.elapsed();
                         assert!(t >= prev, "went backwards: {t:?} after {prev:?}");
                         assert!(
                             t + bound >= before && t <= after + bound,
