@@ -378,8 +378,7 @@ fn propose_racing_the_step_that_takes_it() {
 }
 
 /// A refusal racing a read of the counters: `conservation` never shows more refused than
-/// submitted (it reads `refused` first, with Acquire, which pairs with the refusal's
-/// Release increment, sequenced after its `submitted` increment).
+/// submitted (submitted is counted as refused plus accepted, from one read of `refused`).
 #[test]
 fn a_refusal_racing_a_conservation_read() {
     model(|| {
@@ -393,5 +392,30 @@ fn a_refusal_racing_a_conservation_read() {
         ));
         let c = sched.conservation();
         assert_eq!((c.submitted, c.refused), (1, 1));
+    });
+}
+
+/// An accepted submit racing a read of the counters: `conservation` counts it in ingress
+/// or not at all, never half (submitted is its queue's push count, which the same read
+/// turns into what the queue holds), and a step then drains it.
+#[test]
+fn an_accepted_submit_racing_a_conservation_read() {
+    model(|| {
+        let (mut sched, api, clock) = new();
+        let t = thread::spawn(move || api.submit(RequestSpec::new(1, Class::LOW, 4, 4)));
+        let c = sched.conservation();
+        assert!(c.is_balanced(), "{c}");
+        assert!(c.submitted == c.in_ingress && c.submitted <= 1, "{c}");
+        t.join().unwrap().unwrap();
+        let c = sched.conservation();
+        assert_eq!((c.submitted, c.in_ingress), (1, 1));
+        let room = Budget {
+            max_num_seqs: 0,
+            max_batched_tokens: 0,
+            free_blocks: 0,
+        };
+        sched.step(clock.now(), &room).unwrap();
+        let c = sched.conservation();
+        assert_eq!((c.submitted, c.in_ingress, c.waiting), (1, 0, 1));
     });
 }

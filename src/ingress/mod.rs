@@ -10,6 +10,7 @@
 
 pub(crate) mod capacity;
 pub(crate) mod index;
+mod local;
 pub(crate) mod mpsc;
 pub(crate) mod notice;
 pub(crate) mod table;
@@ -18,7 +19,7 @@ use crate::class::{Class, ClassSet, MAX_CLASSES};
 use crate::config::SchedulerConfig;
 use crate::error::{ControlError, SubmitError};
 use crate::request::{RequestId, RequestSpec, Spec};
-use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, SwapCell};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
 use crate::time::{Clock, Timestamp};
 use capacity::ClassCount;
 use crossbeam_utils::CachePadded;
@@ -42,21 +43,18 @@ pub(crate) struct Payload {
 /// A request drained from ingress: its payload and the token that owns its slot.
 pub(crate) type Drained = (Payload, table::Entry);
 
-/// Per-shard ingress counters, by class index at submit time. Index `MAX_CLASSES` counts
-/// requests whose class was invalid.
-pub(crate) struct ShardCounters {
-    /// Submit calls, counted before anything can refuse them.
-    pub(crate) submitted: [AtomicU64; MAX_CLASSES + 1],
-    /// Submit calls refused at ingress (invalid, duplicate, full, closed).
-    pub(crate) refused: [AtomicU64; MAX_CLASSES + 1],
-}
-
-/// One ingress shard: the producer side of a queue per class position, and its counters.
+/// One ingress shard: the producer side of a queue per class position, and its refusals.
+///
+/// Accepted submits need no counter of their own: each ingress queue counts its pushes in
+/// the word its push swings anyway, and the scheduler counts what it drained (see
+/// [`Drain::totals`]).
 pub(crate) struct Shard {
     /// `MAX_CLASSES` queues, all made at construction (a queue is two words and a stub), so
     /// a reload that adds a class needs none made.
     queues: Box<[Producer<Payload>]>,
-    pub(crate) counters: CachePadded<ShardCounters>,
+    /// Submit calls refused at ingress (invalid, duplicate, full, closed), by class index
+    /// at submit time; index `MAX_CLASSES` counts requests whose class was invalid.
+    refused: CachePadded<[AtomicU64; MAX_CLASSES + 1]>,
 }
 
 /// What submit checks a request against. Replaced as a whole on a configuration reload.
@@ -97,7 +95,7 @@ pub(crate) struct Shared {
     /// state loom needs to model (a `ManualClock`'s own atomic comes from the facade).
     pub(crate) clock: std::sync::Arc<dyn Clock>,
     /// The limits in force; swapped by a reload at a step boundary.
-    pub(crate) limits: SwapCell<SubmitLimits>,
+    pub(crate) limits: local::Limits,
 }
 
 impl SubmitLimits {
@@ -155,10 +153,7 @@ impl Shared {
                         p
                     })
                     .collect(),
-                counters: CachePadded::new(ShardCounters {
-                    submitted: std::array::from_fn(|_| AtomicU64::new(0)),
-                    refused: std::array::from_fn(|_| AtomicU64::new(0)),
-                }),
+                refused: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             })
             .collect();
         let capacity: Box<[ClassCount]> = (0..MAX_CLASSES).map(|_| ClassCount::new(0)).collect();
@@ -171,7 +166,7 @@ impl Shared {
             notices: NoticeQueue::new(),
             status: AtomicU32::new(OPEN),
             clock,
-            limits: SwapCell::new(std::sync::Arc::new(SubmitLimits::new(config, 0))),
+            limits: local::Limits::new(SubmitLimits::new(config, 0)),
         };
         let drain = Drain {
             consumers: consumers.into_boxed_slice(),
@@ -209,28 +204,6 @@ impl Shared {
         } else {
             SubmitError::Closed
         }
-    }
-
-    /// Total submitted and refused so far, over all shards.
-    pub(crate) fn ingress_totals(&self) -> ([u64; MAX_CLASSES + 1], [u64; MAX_CLASSES + 1]) {
-        let mut submitted = [0; MAX_CLASSES + 1];
-        let mut refused = [0; MAX_CLASSES + 1];
-        for shard in self.shards.iter() {
-            for (sum, n) in refused.iter_mut().zip(&shard.counters.refused) {
-                // Acquire on `refused`, read first: pairs with the Release increment in
-                // `refuse`, so every refusal we count has its earlier `submitted`
-                // increment visible to the loads below (refused never exceeds submitted).
-                *sum += n.load(Ordering::Acquire);
-            }
-        }
-        for shard in self.shards.iter() {
-            for (sum, n) in submitted.iter_mut().zip(&shard.counters.submitted) {
-                // Relaxed: see above; drained requests' increments are visible through the
-                // ingress queue's Release/Acquire on the slot's link.
-                *sum += n.load(Ordering::Relaxed);
-            }
-        }
-        (submitted, refused)
     }
 }
 
@@ -294,6 +267,31 @@ impl Drain {
                 take(table, &mut self.units, e, out);
             }
         }
+    }
+
+    /// Requests submitted and refused so far by class position at submit time (index
+    /// `MAX_CLASSES`: an invalid class), over all shards. Submitted = refused + accepted,
+    /// and accepted = what each queue's consumer popped + what it holds now, so the two
+    /// can never disagree (a refusal racing this read is counted in both or in neither).
+    pub(crate) fn totals(
+        &self,
+        shared: &Shared,
+    ) -> ([u64; MAX_CLASSES + 1], [u64; MAX_CLASSES + 1]) {
+        let mut submitted = [0; MAX_CLASSES + 1];
+        let mut refused = [0; MAX_CLASSES + 1];
+        for shard in shared.shards.iter() {
+            for (sum, n) in refused.iter_mut().zip(shard.refused.iter()) {
+                // Relaxed: a count; no data rides on it.
+                *sum += n.load(Ordering::Relaxed);
+            }
+        }
+        for (i, q) in self.consumers.iter().enumerate() {
+            submitted[i % MAX_CLASSES] += q.popped() + q.len();
+        }
+        for (s, r) in submitted.iter_mut().zip(&refused) {
+            *s += r;
+        }
+        (submitted, refused)
     }
 
     /// Whether every queue is empty (ended requests aside); for the invariant check after a
@@ -368,31 +366,6 @@ pub enum CancelOutcome {
     WasRunning,
 }
 
-fn shard_index(n: usize) -> usize {
-    #[cfg(loom)]
-    {
-        let _ = n;
-        0
-    }
-    #[cfg(not(loom))]
-    {
-        use std::cell::Cell;
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        thread_local! {
-            /// This thread's shard seed, assigned round-robin on first use and kept for the
-            /// thread's life so producers rarely share a ring.
-            static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
-        }
-        MINE.with(|m| {
-            if m.get() == usize::MAX {
-                // Relaxed: only uniqueness-ish spreading matters, no data is published.
-                m.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-            }
-            m.get() & (n - 1)
-        })
-    }
-}
-
 impl Submitter {
     /// Queues a request and returns its [`RequestHandle`]; its arrival is stamped now by the
     /// scheduler's clock. Never blocks, takes no lock and allocates nothing per request
@@ -418,31 +391,29 @@ impl Submitter {
     /// assert_eq!(d.admitted[0].arrival, Timestamp::ZERO); // stamped with the scheduler's clock
     /// ```
     pub fn submit(&self, spec: RequestSpec) -> Result<RequestHandle, SubmitError> {
-        self.shared
-            .limits
-            .with(|limits| self.submit_with(limits, spec))
+        let n_shards = self.shared.shards.len();
+        self.shared.limits.with_local(n_shards, |shard, limits| {
+            self.submit_with(shard, limits, spec)
+        })
     }
 
     fn submit_with(
         &self,
+        shard_i: usize,
         limits: &SubmitLimits,
         spec: RequestSpec,
     ) -> Result<RequestHandle, SubmitError> {
         let shared = &*self.shared;
-        let shard_i = shard_index(shared.shards.len());
         let shard = &shared.shards[shard_i];
         let slot = if limits.classes.contains(spec.class) {
             spec.class.index()
         } else {
             MAX_CLASSES
         };
-        // Relaxed: a statistic; its visibility to the scheduler rides on the ingress
-        // queue's Release/Acquire (for drained requests) or on the Release of `refused`.
-        shard.counters.submitted[slot].fetch_add(1, Ordering::Relaxed);
         let refuse = |e: SubmitError| {
-            // Release: pairs with the Acquire in `ingress_totals`, which reads `refused`
-            // before `submitted` and must see this thread's `submitted` increment.
-            shard.counters.refused[slot].fetch_add(1, Ordering::Release);
+            // Relaxed: a count; no data rides on it (an accepted submit is counted by its
+            // queue's push instead: see `Drain::totals`).
+            shard.refused[slot].fetch_add(1, Ordering::Relaxed);
             // The error path only: a labelled counter through the `metrics` facade.
             let class = limits
                 .classes

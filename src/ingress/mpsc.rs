@@ -3,9 +3,14 @@
 //! indices for pointers and a close bit. No allocation per request; unbounded up to the
 //! table.
 //!
-//! * `tail` is the last slot pushed (or the stub), with bit 31 the closed flag. A push sets
-//!   its slot's `next` to NIL, swings `tail` to its slot by CAS (refusing if the closed bit
-//!   is set), then links the previous tail's `next` to its slot.
+//! * `tail` is one 64-bit word: its low half is the last slot pushed (or the stub), with
+//!   bit 31 the closed flag; its high half counts the producers' pushes (wrapping). A push
+//!   sets its slot's `next` to NIL, swings `tail` to its slot and adds one to the count in
+//!   one CAS (refusing if the closed bit is set), then links the previous tail's `next` to
+//!   its slot.
+//! * The count is how ingress knows what it holds without a counter of its own: the
+//!   consumer counts its pops, and pushes less pops (mod 2^32) is what is in the queue,
+//!   exact because a queue never holds 2^31 requests (each is a table slot).
 //! * The consumer owns `head` (in its [`Consumer`], not shared) and follows `next` links. A
 //!   stub node (outside the table, index [`STUB`]) keeps the queue non-empty so a producer
 //!   always has a previous node to link.
@@ -24,11 +29,18 @@
 //! single-consumer rule is the type's, not a convention.
 
 use super::table::{Entry, RequestHandle, Reserved, Table, NIL};
-use crate::sync::{Arc, AtomicU32, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
 
 /// The stub node's index (above every slot index, see [`super::table::MAX_CAPACITY`]).
 pub(crate) const STUB: u32 = (1 << 31) - 1;
 const CLOSED: u32 = 1 << 31;
+/// One push in `tail`'s count half.
+const PUSH: u64 = 1 << 32;
+
+/// The slot index and closed bit of a `tail` word.
+fn low(tail: u64) -> u32 {
+    tail as u32
+}
 
 /// A push refused because the queue was closed; the reserved slot comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,8 +60,9 @@ pub enum Pop {
 
 struct Inner<P> {
     table: Arc<Table<P>>,
-    /// Last node pushed, `| CLOSED` once closed.
-    tail: AtomicU32,
+    /// Low half: last node pushed, `| CLOSED` once closed. High half: producers' pushes
+    /// so far, mod 2^32.
+    tail: AtomicU64,
     /// The stub node's `next`.
     stub_next: AtomicU32,
 }
@@ -74,13 +87,17 @@ impl<P: Copy> Inner<P> {
         self.next_of(index).store(NIL, Ordering::Relaxed);
         // Relaxed: a first guess; the CAS decides.
         let mut tail = self.tail.load(Ordering::Relaxed);
+        // The consumer's stub re-insertion is not a request: it leaves the count alone.
+        let count = if force { 0 } else { PUSH };
         let prev = loop {
-            if tail & CLOSED != 0 && !force {
+            if low(tail) & CLOSED != 0 && !force {
                 return Err(());
             }
+            let swung = (tail & !u64::from(u32::MAX)).wrapping_add(count)
+                | u64::from(index | (low(tail) & CLOSED));
             match self.tail.compare_exchange_weak(
                 tail,
-                index | (tail & CLOSED),
+                swung,
                 // AcqRel: Release pairs with the Acquire of the next pusher's CAS (which then
                 // writes our `next`): our NIL store above is ordered before its link, so the
                 // link is not overwritten by the NIL. Acquire is the same pairing with the
@@ -89,7 +106,7 @@ impl<P: Copy> Inner<P> {
                 // Relaxed on failure: retried; nothing read through it.
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break tail & !CLOSED,
+                Ok(_) => break low(tail) & !CLOSED,
                 Err(actual) => tail = actual,
             }
         };
@@ -119,20 +136,26 @@ pub struct Consumer<P> {
     inner: Arc<Inner<P>>,
     /// The oldest node still in the chain (the stub or the last one popped's successor).
     head: u32,
+    /// Requests popped so far.
+    popped: u64,
 }
 
 /// A new open queue over `table`'s slots.
 pub fn queue<P: Copy>(table: Arc<Table<P>>) -> (Producer<P>, Consumer<P>) {
     let inner = Arc::new(Inner {
         table,
-        tail: AtomicU32::new(STUB),
+        tail: AtomicU64::new(STUB as u64),
         stub_next: AtomicU32::new(NIL),
     });
     (
         Producer {
             inner: Arc::clone(&inner),
         },
-        Consumer { inner, head: STUB },
+        Consumer {
+            inner,
+            head: STUB,
+            popped: 0,
+        },
     )
 }
 
@@ -163,7 +186,7 @@ fn close<P>(inner: &Inner<P>) {
     // which is all the close guarantee needs (a push ordered after it sees the bit and
     // fails); the consumer's drain reads the chain through `next`'s Release/Acquire, not
     // through this.
-    inner.tail.fetch_or(CLOSED, Ordering::Relaxed);
+    inner.tail.fetch_or(u64::from(CLOSED), Ordering::Relaxed);
 }
 
 impl<P: Copy> Consumer<P> {
@@ -179,7 +202,7 @@ impl<P: Copy> Consumer<P> {
         if head == STUB {
             if next == NIL {
                 // Relaxed: a state check; nothing is read through it.
-                let tail = inner.tail.load(Ordering::Relaxed) & !CLOSED;
+                let tail = low(inner.tail.load(Ordering::Relaxed)) & !CLOSED;
                 return if tail == STUB { Pop::Empty } else { Pop::Busy };
             }
             // Skip the stub.
@@ -192,13 +215,13 @@ impl<P: Copy> Consumer<P> {
         }
         if next != NIL {
             self.head = next;
-            return Pop::Item(self.entry(head));
+            return Pop::Item(self.take(head));
         }
         // `head` is the last linked node. If it is not the tail, a producer has swung the
         // tail past it and not linked yet.
         // Relaxed: a state check; a stale tail only makes us re-insert the stub, which is
         // correct at any moment (Vyukov's algorithm).
-        let tail = inner.tail.load(Ordering::Relaxed) & !CLOSED;
+        let tail = low(inner.tail.load(Ordering::Relaxed)) & !CLOSED;
         if head != tail {
             return Pop::Busy;
         }
@@ -210,7 +233,7 @@ impl<P: Copy> Consumer<P> {
         next = inner.next_of(head).load(Ordering::Relaxed);
         if next != NIL {
             self.head = next;
-            return Pop::Item(self.entry(head));
+            return Pop::Item(self.take(head));
         }
         // A producer swung the tail between our check and the stub push, and has not
         // linked yet.
@@ -238,7 +261,23 @@ impl<P: Copy> Consumer<P> {
         // between steps; a push racing it may or may not be counted, as with any snapshot.
         self.head == STUB
             && inner.stub_next.load(Ordering::Relaxed) == NIL
-            && inner.tail.load(Ordering::Relaxed) & !CLOSED == STUB
+            && low(inner.tail.load(Ordering::Relaxed)) & !CLOSED == STUB
+    }
+
+    /// Requests in the queue: pushed (their tail swung) and not yet popped, including any
+    /// between their swing and their link.
+    pub fn len(&self) -> u64 {
+        // Relaxed: a count. Every request we popped was acquired through its link, which
+        // its push's CAS happens before, so this load reads a count that includes it
+        // (coherence): pushes less pops never goes below zero. Pushes racing the load
+        // may or may not be counted, as with any snapshot.
+        let pushed = (self.inner.tail.load(Ordering::Relaxed) >> 32) as u32;
+        u64::from(pushed.wrapping_sub(self.popped as u32))
+    }
+
+    /// Requests popped so far.
+    pub fn popped(&self) -> u64 {
+        self.popped
     }
 
     /// Closes the queue (as [`Producer::close`]).
@@ -249,12 +288,18 @@ impl<P: Copy> Consumer<P> {
     /// Whether the queue is closed.
     pub fn is_closed(&self) -> bool {
         // Relaxed: a flag only; `pop_closed` reads the chain through `next`.
-        self.inner.tail.load(Ordering::Relaxed) & CLOSED != 0
+        low(self.inner.tail.load(Ordering::Relaxed)) & CLOSED != 0
     }
 
     /// The table this queue links.
     pub fn table(&self) -> &Table<P> {
         &self.inner.table
+    }
+
+    /// The popped request at `index`, counted.
+    fn take(&mut self, index: u32) -> Entry {
+        self.popped += 1;
+        self.entry(index)
     }
 
     fn entry(&self, index: u32) -> Entry {
@@ -329,7 +374,13 @@ mod tests {
         let inner = &*p.inner;
         inner.next_of(idx).store(NIL, Ordering::Relaxed);
         // Relaxed here and below: a single-threaded test standing in for a producer.
-        let prev = inner.tail.swap(idx, Ordering::Relaxed);
+        let old = inner.tail.load(Ordering::Relaxed);
+        inner.tail.store(
+            (old & !u64::from(u32::MAX)) + PUSH + u64::from(idx),
+            Ordering::Relaxed,
+        );
+        let prev = low(old);
+        assert_eq!(c.len(), 2, "counted at its swing, before its link");
         // Slot 0 is the last linked node and the tail has moved past it: it cannot leave
         // the chain until the link lands (Vyukov's queue holds back that one node).
         assert_eq!(c.pop(), Pop::Busy);
@@ -337,6 +388,38 @@ mod tests {
         inner.next_of(prev).store(idx, Ordering::Relaxed);
         assert_eq!(items(&mut c), vec![1, 2]);
         assert_eq!(c.pop(), Pop::Empty);
+        assert_eq!((c.len(), c.popped()), (0, 2));
+    }
+
+    #[test]
+    fn len_counts_pushes_less_pops_across_the_count_wrapping() {
+        let t = Arc::new(Table::new(4, 1));
+        let (p, mut c) = queue(Arc::clone(&t));
+        // Start the push count just below 2^32 (the consumer's pops start at 0: pretend
+        // it popped as many, mod 2^32).
+        let start = u32::MAX - 1;
+        p.inner.tail.store(
+            (u64::from(start) << 32) | u64::from(STUB),
+            Ordering::Relaxed,
+        );
+        c.popped = u64::from(start);
+        let mut batch = FreeBatch::new();
+        for i in 0..3 {
+            p.push(t.reserve(0, i).unwrap()).unwrap();
+            assert_eq!(c.len(), 1, "one in the queue, push {i}");
+            let Pop::Item(e) = c.pop() else {
+                panic!("item")
+            };
+            assert_eq!(c.len(), 0);
+            t.free(&mut batch, e);
+            t.release(0, &mut batch);
+        }
+        p.push(t.reserve(0, 9).unwrap()).unwrap();
+        p.push(t.reserve(0, 9).unwrap()).unwrap();
+        assert_eq!(c.len(), 2);
+        p.close();
+        assert!(p.push(t.reserve(0, 9).unwrap()).is_err());
+        assert_eq!(c.len(), 2, "a refused push is not counted");
     }
 
     #[test]

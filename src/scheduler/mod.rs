@@ -516,7 +516,7 @@ impl Scheduler {
 
     /// Counters of one class, ingress included.
     pub fn class_counters(&self, class: crate::Class) -> ClassCounters {
-        let (submitted, refused) = self.shared.ingress_totals();
+        let (submitted, refused) = self.drain.totals(&self.shared);
         let i = class.index().min(MAX_CLASSES - 1);
         let mut c = self.counters.per_class[i];
         c.submitted = submitted[i];
@@ -547,7 +547,7 @@ impl Scheduler {
     /// assert!(c.is_balanced());
     /// ```
     pub fn conservation(&self) -> Conservation {
-        let (submitted, refused) = self.shared.ingress_totals();
+        let (submitted, refused) = self.drain.totals(&self.shared);
         let submitted: u64 = submitted.iter().sum();
         let refused: u64 = refused.iter().sum();
         let mut c = Conservation {
