@@ -186,11 +186,20 @@ impl Run {
 /// Entries per chunk of the slab (a power of two).
 const CHUNK: usize = 1024;
 
+/// An empty chunk, made on the heap (it is 88 KiB: never on the stack).
+fn new_chunk() -> Box<[Option<Entry>; CHUNK]> {
+    let chunk: Box<[Option<Entry>]> = (0..CHUNK).map(|_| None).collect();
+    chunk
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("CHUNK entries"))
+}
+
 /// The slab: fixed-size chunks, so growing never copies entries and never leaves more than
 /// one chunk of spare room (a doubling `Vec` can leave half its capacity unused).
 #[derive(Default)]
 pub(crate) struct Slab {
-    chunks: Vec<Box<[Option<Entry>]>>,
+    /// Arrays of exactly [`CHUNK`] entries: an index within a chunk needs no bounds check.
+    chunks: Vec<Box<[Option<Entry>; CHUNK]>>,
     /// The request table the scheduler keys this slab by (`insert_at`), so that
     /// [`Slab::prefetch`] also loads the request's slot there: admitting a request CASes
     /// its slot's state word, a cache miss at depth otherwise. `None` for the standalone
@@ -218,7 +227,7 @@ impl Slab {
                     .checked_add(1)
                     .expect("more than u32::MAX requests held");
                 if key as usize / CHUNK == self.chunks.len() {
-                    self.chunks.push((0..CHUNK).map(|_| None).collect());
+                    self.chunks.push(new_chunk());
                 }
                 key
             }
@@ -232,7 +241,7 @@ impl Slab {
     pub(crate) fn insert_at(&mut self, key: u32, entry: Entry) {
         let chunk = key as usize / CHUNK;
         while self.chunks.len() <= chunk {
-            self.chunks.push((0..CHUNK).map(|_| None).collect());
+            self.chunks.push(new_chunk());
         }
         let slot = self.slot(key);
         assert!(slot.is_none(), "slab key {key} is already held");
