@@ -96,12 +96,24 @@ struct ClassState {
     e2e_deadlines: DeadlineQueue<SlotRef>,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `now - earlier` in ns, 0 if `earlier` is later: what `now.saturating_since(earlier)`
+/// holds, without making a `Duration` (the hooks run for every request).
+fn ns_since(now: Timestamp, earlier: Timestamp) -> u64 {
+    now.0.saturating_sub(earlier.0)
+}
+
+/// `micros(Duration::from_nanos(ns))`: whole µs.
+fn micros_of_ns(ns: u64) -> u64 {
+    ns / 1_000
+}
+
+/// Whether a latency of `ns` is over `t`'s bound (`Duration::from_nanos(ns) > t.bound()`).
+fn over(t: SloTarget, ns: u64) -> bool {
+    u128::from(ns) > u128::from(t.bound_ms) * 1_000_000
 }
 
 /// Tracks SLOs per class from the scheduler's lifecycle events. Owned by the engine thread
@@ -510,9 +522,9 @@ fn on_admitted(classes: &mut [ClassState], st: &mut Started, now: Timestamp) {
     st.waiting = false;
     if !st.admitted_once {
         st.admitted_once = true;
-        let wait = now.saturating_since(st.arrival);
+        let wait = micros_of_ns(ns_since(now, st.arrival));
         if let Some(cs) = classes.get_mut(st.tag.class().index()) {
-            cs.hists[SloMetric::QueueWait.index()].record(now.0, micros(wait), 1);
+            cs.hists[SloMetric::QueueWait.index()].record(now.0, wait, 1);
         }
     }
 }
@@ -531,14 +543,14 @@ fn on_first_token(
     st.first_token = Some(now);
     st.last_token = now;
     st.waiting = false;
-    let ttft = now.saturating_since(st.arrival);
+    let ttft = ns_since(now, st.arrival);
     let Some(cs) = classes.get_mut(st.tag.class().index()) else {
         return;
     };
-    cs.hists[SloMetric::Ttft.index()].record(now.0, micros(ttft), 1);
+    cs.hists[SloMetric::Ttft.index()].record(now.0, micros_of_ns(ttft), 1);
     if let Some(t) = cs.slo.ttft {
-        if ttft > t.bound() {
-            let miss = Miss::new(ViolationKind::Ttft, t, ttft, now);
+        if over(t, ttft) {
+            let miss = Miss::new(ViolationKind::Ttft, t, Duration::from_nanos(ttft), now);
             report(reporter, id, &mut st.tag, st.waiting, miss);
         }
     }
@@ -555,12 +567,18 @@ fn on_tokens(
 ) {
     if st.first_token.is_some() {
         st.waiting = false;
-        let gap = now.saturating_since(st.last_token);
+        let gap = ns_since(now, st.last_token);
         st.last_token = st.last_token.max(now);
         st.later_tokens += u64::from(n);
-        let per_token = gap / n;
+        // One token (a decode step's): the gap itself. `Duration / n` rounds each part
+        // apart, so more are divided as it does.
+        let per_token = if n == 1 {
+            micros_of_ns(gap)
+        } else {
+            micros(Duration::from_nanos(gap) / n)
+        };
         if let Some(cs) = classes.get_mut(st.tag.class().index()) {
-            cs.hists[SloMetric::Tpot.index()].record(now.0, micros(per_token), u64::from(n));
+            cs.hists[SloMetric::Tpot.index()].record(now.0, per_token, u64::from(n));
         }
         return;
     }
@@ -576,30 +594,28 @@ fn on_finished(
     st: &mut Started,
     now: Timestamp,
 ) {
-    let e2e = now.saturating_since(st.arrival);
+    let e2e = ns_since(now, st.arrival);
     let Some(cs) = classes.get_mut(st.tag.class().index()) else {
         return;
     };
-    cs.hists[SloMetric::EndToEnd.index()].record(now.0, micros(e2e), 1);
+    cs.hists[SloMetric::EndToEnd.index()].record(now.0, micros_of_ns(e2e), 1);
     if let Some(t) = cs.slo.e2e {
-        if e2e > t.bound() {
-            let miss = Miss::new(ViolationKind::EndToEnd, t, e2e, now);
+        if over(t, e2e) {
+            let miss = Miss::new(ViolationKind::EndToEnd, t, Duration::from_nanos(e2e), now);
             report(reporter, id, &mut st.tag, false, miss);
         }
     }
     if let (Some(t), Some(first)) = (cs.slo.tpot, st.first_token) {
-        let span = st.last_token.saturating_since(first);
-        if let Some(mean) = nanos(span).checked_div(st.later_tokens) {
-            let mean = Duration::from_nanos(mean);
-            if mean > t.bound() {
-                let miss = Miss::new(ViolationKind::Tpot, t, mean, now);
+        if let Some(mean) = ns_since(st.last_token, first).checked_div(st.later_tokens) {
+            if over(t, mean) {
+                let miss = Miss::new(ViolationKind::Tpot, t, Duration::from_nanos(mean), now);
                 report(reporter, id, &mut st.tag, false, miss);
             }
         }
     }
     if let (Some(t), None) = (cs.slo.ttft, st.first_token) {
-        if e2e > t.bound() {
-            let miss = Miss::new(ViolationKind::Ttft, t, e2e, now);
+        if over(t, e2e) {
+            let miss = Miss::new(ViolationKind::Ttft, t, Duration::from_nanos(e2e), now);
             report(reporter, id, &mut st.tag, false, miss);
         }
     }
