@@ -33,17 +33,37 @@ pub(crate) struct Pace {
     output: [f64; MAX_CLASSES],
     /// Prefill tokens one iteration is assumed to run (from the current step's budget).
     per_iteration: f64,
+    /// The most prompt tokens that take one iteration's prefill: `per_iteration`, whole.
+    one_chunk_tokens: u32,
+    /// [`Pace::prefill_ns`] of 1 to `one_chunk_tokens` tokens: two iterations, the one in
+    /// flight and its own. Kept with `iteration` and `per_iteration`, so that the estimate
+    /// a step makes for nearly every candidate is a comparison, not a chain of floating
+    /// point operations.
+    one_chunk_ns: u64,
 }
 
 impl Pace {
     /// A pace that assumes `iteration` per iteration until it has measured one.
     pub(crate) fn new(iteration: Duration) -> Self {
-        Self {
+        let mut pace = Self {
             iteration: iteration.as_nanos() as f64,
             last: None,
             output: [INITIAL_OUTPUT; MAX_CLASSES],
             per_iteration: MIN_PREFILL_PER_ITERATION,
-        }
+            one_chunk_tokens: 0,
+            one_chunk_ns: 0,
+        };
+        pace.one_chunk();
+        pace
+    }
+
+    /// Sets `one_chunk_tokens` and `one_chunk_ns` from `iteration` and `per_iteration`.
+    fn one_chunk(&mut self) {
+        // `as` truncates: a whole number of tokens is at most `per_iteration` exactly when
+        // it is at most this (`per_iteration` is at least 256 and below `u32::MAX`).
+        self.one_chunk_tokens = self.per_iteration as u32;
+        // What `prefill_ns` computes for them: `ceil(tokens / per_iteration)` is 1.
+        self.one_chunk_ns = to_ns((1.0 + 1.0) * self.iteration);
     }
 
     /// A step begins at `now` with a budget of `max_batched_tokens`: the time since the
@@ -58,6 +78,7 @@ impl Pace {
         self.last = Some((now, false));
         self.per_iteration =
             (f64::from(max_batched_tokens) * PREFILL_SHARE).max(MIN_PREFILL_PER_ITERATION);
+        self.one_chunk();
     }
 
     /// The step that began last gave the engine `tokens` tokens of work.
@@ -87,6 +108,9 @@ impl Pace {
 
     /// [`Pace::prefill`] in ns, for the comparisons a step makes per candidate.
     pub(crate) fn prefill_ns(&self, tokens: u32) -> u64 {
+        if (1..=self.one_chunk_tokens).contains(&tokens) {
+            return self.one_chunk_ns;
+        }
         let iterations = ceil(f64::from(tokens) / self.per_iteration) + 1.0;
         to_ns(iterations * self.iteration)
     }
@@ -140,6 +164,26 @@ mod tests {
         assert_eq!(to_ns(1e30), u64::MAX);
     }
 
+    /// The one-chunk shortcut answers what the arithmetic does, at every budget and pace.
+    #[test]
+    fn one_chunk_prefills_take_what_the_arithmetic_gives() {
+        let slow = |p: &Pace, tokens: u32| {
+            to_ns((ceil(f64::from(tokens) / p.per_iteration) + 1.0) * p.iteration)
+        };
+        for (iteration_ns, budget) in [(1u64, 0u32), (33_333_333, 2048), (7, 1000), (1, 4097)] {
+            let mut p = Pace::new(Duration::from_nanos(iteration_ns));
+            p.step(Timestamp::ZERO, budget);
+            let max = p.one_chunk_tokens;
+            for tokens in [0, 1, 2, max / 2, max - 1, max, max + 1, 3 * max, u32::MAX] {
+                assert_eq!(
+                    p.prefill_ns(tokens),
+                    slow(&p, tokens),
+                    "{tokens} at {budget}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn learns_the_iteration_time_from_steps_that_worked() {
         let mut p = Pace::new(Duration::from_millis(50));
@@ -164,6 +208,8 @@ mod tests {
         p.step(Timestamp::ZERO, 1000); // 800 prefill tokens per iteration
         assert_eq!(p.prefill(800), Duration::from_millis(200));
         assert_eq!(p.prefill(801), Duration::from_millis(300));
+        assert_eq!(p.prefill(1), Duration::from_millis(200));
+        assert_eq!(p.prefill(0), Duration::from_millis(100));
         // The run adds one iteration per expected output token, at most max_new.
         assert_eq!(p.run_ns(0, 800, 3), 500_000_000);
         p.finished(0, 0);
