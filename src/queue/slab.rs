@@ -79,6 +79,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    #[inline]
     pub(crate) fn new(token: table::Entry, spec: Spec, arrival: Timestamp) -> Self {
         Self {
             token,
@@ -237,7 +238,10 @@ impl Slab {
     }
 
     /// Inserts `entry` at `key` (its request table slot), which must be vacant; keys so
-    /// placed never go through the free list.
+    /// placed never go through the free list. Inlined, so that the caller builds the entry
+    /// in its slot (a call takes it by copy, and the copy read back wide what had just been
+    /// stored field by field: a stall per request drained).
+    #[inline]
     pub(crate) fn insert_at(&mut self, key: u32, entry: Entry) {
         let chunk = key as usize / CHUNK;
         while self.chunks.len() <= chunk {
