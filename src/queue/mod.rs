@@ -479,10 +479,15 @@ impl Tiers {
         slab[key].place = Place::InHand;
     }
 
-    /// Takes the waiting entry `key` of tier `class` off the queue.
+    /// Takes the waiting entry `key` of tier `class` off the queue. It must head its lane,
+    /// as every candidate does (a lane's head, or the oldest of the lanes' heads): its
+    /// bucket is then the lane's first, whose index the lane keeps, and the division that
+    /// finds a bucket from a time is not needed.
     fn take(&mut self, slab: &mut Slab, key: u32, class: usize) {
-        let b = self.bucket_of(slab[key].due);
-        let run = run_of(&slab[key]);
+        let e = &slab[key];
+        let (run, slot) = (run_of(e), e.tenant);
+        let b = self.classes[class].lanes[slot as usize].first;
+        debug_assert_eq!(b, self.bucket_of(e.due), "a candidate heads its lane");
         self.unlink_from(slab, key, class, b, run);
     }
 
@@ -550,7 +555,9 @@ impl Tiers {
         let key = self.next_of(slab, tier)?;
         let is_late = tier < self.live && late(slab, key);
         self.take(slab, key, tier);
-        let overdue = now.saturating_since(slab[key].arrival) >= max_wait;
+        // In ns: `now.saturating_since(arrival) >= max_wait` without making a Duration.
+        let waited = now.0.saturating_sub(slab[key].arrival.0);
+        let overdue = u128::from(waited) >= max_wait.as_nanos();
         Some(self.candidate(key, tier, overdue, is_late))
     }
 
