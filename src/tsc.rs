@@ -2,9 +2,9 @@
 //! extrapolated from a per-thread anchor that is re-read from [`Instant`] at least every
 //! [`WINDOW_NS`].
 //!
-//! Every submit stamps its arrival, and on the machines this was measured on reading
-//! `Instant::now()` cost about 29 ns, a third of a submit, where `rdtsc` costs 11 ns. The
-//! scheme:
+//! Every submit stamps its arrival, and on the machine `docs/benchmarks.md` measures
+//! reading `Instant::now()` costs about 24 ns, half a submit, where `rdtsc` costs 9 ns and
+//! a reading of this clock 10 (`cargo bench -p triage --bench clock`). The scheme:
 //!
 //! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it,
 //!   held as nanoseconds from a process-wide base instant (so a reading is integer
