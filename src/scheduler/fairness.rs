@@ -143,7 +143,6 @@ impl Scheduler {
 
     /// [`Scheduler::charge`] with fairness on, of at least one token.
     fn charge_tenant(&mut self, key: u32, kind: Tokens, tokens: u32) {
-        let cfg = &self.config.fairness;
         let e = &self.slab[key];
         let slot = e.tenant;
         if slot == NO_SLOT {
@@ -155,7 +154,7 @@ impl Scheduler {
             f.charge(usize::from(self.slab.run(key).run_tier), slot, amount);
         }
         #[cfg(feature = "metrics")]
-        if cfg.tenant_metrics {
+        if self.config.fairness.tenant_metrics {
             self.count_tenant_tokens(key, kind, tokens);
         }
     }
