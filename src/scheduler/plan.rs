@@ -385,7 +385,7 @@ impl Scheduler {
             self.charge(key, super::fairness::Tokens::Prompt, prompt);
         }
         #[cfg(feature = "slo")]
-        self.slo.admitted(&mut self.slab.tracked(key), now);
+        self.slo.admitted(&mut self.slab[key], now);
         #[cfg(feature = "metrics")]
         self.metrics.queue_wait(admitted.class, admitted.waited);
         tracing::debug!(

@@ -112,6 +112,20 @@ pub(crate) struct SloSlot {
     flags: u8,
 }
 
+/// What [`SloSlot::tokens`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tokens {
+    /// The request is not tracked: nothing changed.
+    Untracked,
+    /// The first of the tokens is its first token.
+    First,
+    /// It had a first token; `gap_ns` passed since its previous token.
+    Later {
+        /// ns from its previous token to these.
+        gap_ns: u64,
+    },
+}
+
 /// A tracked request's output-token times, meaningful only once it has a first token
 /// ([`SloSlot`]'s `FIRST` bit): before that, [`Started::last_token`] is its arrival and
 /// [`Started::later_tokens`] 0, so a request that never ran needs none.
@@ -222,6 +236,62 @@ impl SloSlot {
             has_first_token: self.flags & Self::FIRST != 0,
             tag: &mut self.tag,
         })
+    }
+
+    /// Marks a tracked request admitted (not waiting): what [`Started`] goes through at an
+    /// admission, without unpacking it. `Some(class)` at its first admission (its queue
+    /// wait is then recorded in `class`); `None` at a later one, or if untracked.
+    pub(crate) fn admit(&mut self) -> Option<Class> {
+        if !self.is_tracked() {
+            return None;
+        }
+        self.flags &= !Self::WAITING;
+        if self.flags & Self::ADMITTED != 0 {
+            return None;
+        }
+        self.flags |= Self::ADMITTED;
+        Some(self.tag.class)
+    }
+
+    /// `n` (at least 1) output tokens of a tracked request at `now`, whose token times are
+    /// `tokens`, applied in place as [`Started`] would take them: it is no longer waiting;
+    /// with a first token already, its latest token time rises to `now` and `n` more come
+    /// after the first ([`Tokens::Later`], with the gap since its previous token); else
+    /// `now` is its first token and the other `n - 1` come after it ([`Tokens::First`]).
+    /// [`Tokens::Untracked`] (nothing changed) if untracked.
+    ///
+    /// # Panics
+    ///
+    /// If it is tracked and `tokens` is `None`.
+    pub(crate) fn tokens(
+        &mut self,
+        tokens: Option<&mut SloTokens>,
+        now: Timestamp,
+        n: u32,
+    ) -> Tokens {
+        if !self.is_tracked() {
+            return Tokens::Untracked;
+        }
+        let t = tokens.expect("a request with a first token has run");
+        self.flags &= !Self::WAITING;
+        if self.flags & Self::FIRST != 0 {
+            let gap_ns = now.0.saturating_sub(t.last_token.0);
+            t.last_token = t.last_token.max(now);
+            t.later_tokens = t.later_tokens.saturating_add(n);
+            return Tokens::Later { gap_ns };
+        }
+        self.flags |= Self::FIRST;
+        *t = SloTokens {
+            first_token: now,
+            last_token: now,
+            later_tokens: n - 1,
+        };
+        Tokens::First
+    }
+
+    /// Its class and reported misses (meaningless while untracked).
+    pub(crate) fn tag_mut(&mut self) -> &mut Tag {
+        &mut self.tag
     }
 
     /// Marks a tracked request waiting (preempted).

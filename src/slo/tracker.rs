@@ -9,7 +9,7 @@
 
 use super::compliance::{ClassCompliance, SloMetric, SloWindow, TargetCompliance};
 use super::deadlines::{Deadline, DeadlineQueue, SlotRef};
-use super::requests::{SloSlot, SloTokens, Started, StateMut, Tag};
+use super::requests::{SloSlot, SloTokens, Started, StateMut, Tag, Tokens};
 use super::targets::{ClassSlo, SloConfig, SloTarget};
 use super::violation::{Reporter, Violation, ViolationKind};
 use super::window::Windowed;
@@ -109,6 +109,17 @@ fn ns_since(now: Timestamp, earlier: Timestamp) -> u64 {
 /// `micros(Duration::from_nanos(ns))`: whole µs.
 fn micros_of_ns(ns: u64) -> u64 {
     ns / 1_000
+}
+
+/// When `t`'s bound passes for a request that arrived at `arrival`:
+/// `arrival.saturating_add(t.bound())`, in ns without making a `Duration` (a deadline is
+/// pushed for every request queued and compared for every one that expires).
+fn deadline_of(arrival: Timestamp, t: SloTarget) -> Timestamp {
+    Timestamp(
+        arrival
+            .0
+            .saturating_add(t.bound_ms.saturating_mul(1_000_000)),
+    )
 }
 
 /// Whether a latency of `ns` is over `t`'s bound (`Duration::from_nanos(ns) > t.bound()`).
@@ -271,8 +282,16 @@ impl SloTracker {
 
     /// The request started running. Its first admission records its queue wait; a
     /// re-admission after preemption records nothing.
-    pub(crate) fn admitted(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
-        with_state(req, |st| on_admitted(&mut self.classes, st, now));
+    pub(crate) fn admitted(&mut self, req: &mut impl HeldSlot, now: Timestamp) {
+        let arrival = req.arrival();
+        // In place: one admission per request started, so no round trip through `Started`.
+        let Some(class) = req.slot().admit() else {
+            return;
+        };
+        if let Some(cs) = self.classes.get_mut(class.index()) {
+            let wait = micros_of_ns(ns_since(now, arrival));
+            cs.hists[SloMetric::QueueWait.index()].record(now.0, wait, 1);
+        }
     }
 
     /// The request produced its first output token. Records TTFT and reports a TTFT miss
@@ -291,9 +310,29 @@ impl SloTracker {
         if n == 0 {
             return;
         }
-        let id = req.id();
-        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
-        with_state(req, |st| on_tokens(classes, reporter, id, st, now, n));
+        // In place, without a round trip through `Started`: every output token reported
+        // comes here.
+        let (id, arrival) = (req.id(), req.arrival());
+        let (slot, tokens) = req.state();
+        let gap_ns = match slot.tokens(tokens, now, n) {
+            Tokens::Untracked => return,
+            Tokens::First => {
+                let tag = slot.tag_mut();
+                first_token_sampled(&mut self.classes, &mut self.reporter, id, tag, arrival, now);
+                return;
+            }
+            Tokens::Later { gap_ns } => gap_ns,
+        };
+        // One token (a decode step's): the gap itself. `Duration / n` rounds each part
+        // apart, so more are divided as it does.
+        let per_token = if n == 1 {
+            micros_of_ns(gap_ns)
+        } else {
+            micros(Duration::from_nanos(gap_ns) / n)
+        };
+        if let Some(cs) = self.classes.get_mut(slot.tag_mut().class().index()) {
+            cs.hists[SloMetric::Tpot.index()].record(now.0, per_token, u64::from(n));
+        }
     }
 
     /// The request was preempted and is waiting again. Its later reports say
@@ -510,21 +549,9 @@ fn push_deadlines(cs: &mut ClassState, who: SlotRef, arrival: Timestamp, ttft: b
     for (target, q, wanted) in targets {
         if let (Some(t), true) = (target, wanted) {
             q.push(Deadline {
-                at: arrival.saturating_add(t.bound()),
+                at: deadline_of(arrival, t),
                 who,
             });
-        }
-    }
-}
-
-/// An admission of `st`: records the queue wait at the first one.
-fn on_admitted(classes: &mut [ClassState], st: &mut Started, now: Timestamp) {
-    st.waiting = false;
-    if !st.admitted_once {
-        st.admitted_once = true;
-        let wait = micros_of_ns(ns_since(now, st.arrival));
-        if let Some(cs) = classes.get_mut(st.tag.class().index()) {
-            cs.hists[SloMetric::QueueWait.index()].record(now.0, wait, 1);
         }
     }
 }
@@ -543,47 +570,30 @@ fn on_first_token(
     st.first_token = Some(now);
     st.last_token = now;
     st.waiting = false;
-    let ttft = ns_since(now, st.arrival);
-    let Some(cs) = classes.get_mut(st.tag.class().index()) else {
+    first_token_sampled(classes, reporter, id, &mut st.tag, st.arrival, now);
+}
+
+/// The first output token, at `now`, of a request (`id`, `tag`) that arrived at `arrival`
+/// and is no longer waiting: records TTFT in its class and reports a miss.
+fn first_token_sampled(
+    classes: &mut [ClassState],
+    reporter: &mut Reporter,
+    id: RequestId,
+    tag: &mut Tag,
+    arrival: Timestamp,
+    now: Timestamp,
+) {
+    let ttft = ns_since(now, arrival);
+    let Some(cs) = classes.get_mut(tag.class().index()) else {
         return;
     };
     cs.hists[SloMetric::Ttft.index()].record(now.0, micros_of_ns(ttft), 1);
     if let Some(t) = cs.slo.ttft {
         if over(t, ttft) {
             let miss = Miss::new(ViolationKind::Ttft, t, Duration::from_nanos(ttft), now);
-            report(reporter, id, &mut st.tag, st.waiting, miss);
+            report(reporter, id, tag, false, miss);
         }
     }
-}
-
-/// `n` (at least 1) output tokens of `st` at `now`.
-fn on_tokens(
-    classes: &mut [ClassState],
-    reporter: &mut Reporter,
-    id: RequestId,
-    st: &mut Started,
-    now: Timestamp,
-    n: u32,
-) {
-    if st.first_token.is_some() {
-        st.waiting = false;
-        let gap = ns_since(now, st.last_token);
-        st.last_token = st.last_token.max(now);
-        st.later_tokens += u64::from(n);
-        // One token (a decode step's): the gap itself. `Duration / n` rounds each part
-        // apart, so more are divided as it does.
-        let per_token = if n == 1 {
-            micros_of_ns(gap)
-        } else {
-            micros(Duration::from_nanos(gap) / n)
-        };
-        if let Some(cs) = classes.get_mut(st.tag.class().index()) {
-            cs.hists[SloMetric::Tpot.index()].record(now.0, per_token, u64::from(n));
-        }
-        return;
-    }
-    on_first_token(classes, reporter, id, st, now);
-    st.later_tokens += u64::from(n - 1);
 }
 
 /// `st` finished: records end to end and reports the misses it shows.
@@ -686,7 +696,7 @@ fn expire<S: HeldStates>(
                 let Some((id, st)) = found.find(d.who) else {
                     continue;
                 };
-                let current = st.arrival.saturating_add(t.bound()) == d.at;
+                let current = deadline_of(st.arrival, t) == d.at;
                 // A TTFT deadline counts only while no token came; end-to-end until the end.
                 let pending = kind != ViolationKind::Ttft || !st.has_first_token;
                 if current && st.tag.class() == class && pending {
