@@ -3,8 +3,8 @@
 //! [`WINDOW_NS`].
 //!
 //! Every submit stamps its arrival, and on the machine `docs/benchmarks.md` measures
-//! reading `Instant::now()` costs about 24 ns, half a submit, where `rdtsc` costs 9 ns and
-//! a reading of this clock 10 (`cargo bench -p triage --bench clock`). The scheme:
+//! reading `Instant::now()` costs about 22 ns, half a submit, where `rdtsc` costs 9 ns and
+//! a reading of this clock about as much (`cargo bench -p triage --bench clock`). The scheme:
 //!
 //! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it,
 //!   held as nanoseconds from a process-wide base instant (so a reading is integer
