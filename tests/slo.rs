@@ -1031,3 +1031,61 @@ mod window_model {
         }
     }
 }
+
+/// A reload that changes the SLO section restarts tracking, and the requests held are
+/// registered again: a running request with a first token counts its TTFT (once) and its
+/// queue wait in the new windows, and its next tokens are TPOT samples from that first
+/// token, not a second first token.
+#[test]
+fn a_slo_reload_registers_a_running_request_with_its_first_token_once() {
+    let mut s = Script::new();
+    s.arrive(1, Class::HIGH, ms(0));
+    s.admit(ms(10));
+    s.first_token(1, ms(120));
+    s.tokens(1, ms(130), 1);
+    let mut config = s.sched.config().clone();
+    config.slo.windows_s = vec![60, 600];
+    s.sched.config_handle().propose(config).unwrap();
+    let d = s.tick(ms(140));
+    assert!(matches!(d.reload, Some(Ok(_))), "{:?}", d.reload);
+    let slo = s.sched.slo();
+    let now = ms(140);
+    let samples = |m| slo.samples(Class::HIGH, m, SloWindow::Cumulative, now);
+    assert_eq!(samples(SloMetric::Ttft), 1);
+    assert_eq!(samples(SloMetric::QueueWait), 1);
+    assert_eq!(
+        samples(SloMetric::Tpot),
+        0,
+        "the token before the reload is not re-counted"
+    );
+    let ttft = slo.percentile(
+        Class::HIGH,
+        SloMetric::Ttft,
+        SloWindow::Cumulative,
+        1.0,
+        now,
+    );
+    assert_within_precision(ttft.unwrap(), 120_000, "ttft");
+    // The next token is 30 ms after the first token the new tracker knows.
+    s.tokens(1, ms(150), 1);
+    let slo = s.sched.slo();
+    let now = ms(150);
+    let samples = |m| slo.samples(Class::HIGH, m, SloWindow::Cumulative, now);
+    assert_eq!((samples(SloMetric::Ttft), samples(SloMetric::Tpot)), (1, 1));
+    let tpot = slo.percentile(
+        Class::HIGH,
+        SloMetric::Tpot,
+        SloWindow::Cumulative,
+        1.0,
+        now,
+    );
+    assert_within_precision(tpot.unwrap(), 30_000, "tpot");
+    s.finish(1, ms(200));
+    let samples = s.sched.slo().samples(
+        Class::HIGH,
+        SloMetric::EndToEnd,
+        SloWindow::Cumulative,
+        ms(200),
+    );
+    assert_eq!(samples, 1);
+}
