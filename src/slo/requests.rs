@@ -289,6 +289,11 @@ impl SloSlot {
         Tokens::First
     }
 
+    /// Whether it is tracked and has its first token.
+    pub(crate) fn has_first_token(&self) -> bool {
+        self.flags & Self::FIRST != 0
+    }
+
     /// Its class and reported misses (meaningless while untracked).
     pub(crate) fn tag_mut(&mut self) -> &mut Tag {
         &mut self.tag

@@ -69,16 +69,6 @@ impl<S: HeldStates> Held<'_, S> {
     }
 }
 
-/// Runs `f` on the state of `req` if it is tracked, and stores the result back.
-fn with_state(req: &mut impl HeldRequest, f: impl FnOnce(&mut Started)) {
-    let arrival = req.arrival();
-    let (slot, tokens) = req.state();
-    if let Some(mut st) = slot.load(tokens.as_deref(), arrival) {
-        f(&mut st);
-        slot.store(tokens, &st);
-    }
-}
-
 /// Per class state.
 #[derive(Debug)]
 struct ClassState {
@@ -297,9 +287,13 @@ impl SloTracker {
     /// The request produced its first output token. Records TTFT and reports a TTFT miss
     /// not reported yet. A second call is ignored.
     pub(crate) fn first_token(&mut self, req: &mut impl HeldRequest, now: Timestamp) {
-        let id = req.id();
-        let (classes, reporter) = (&mut self.classes, &mut self.reporter);
-        with_state(req, |st| on_first_token(classes, reporter, id, st, now));
+        let (id, arrival) = (req.id(), req.arrival());
+        let (slot, tokens) = req.state();
+        // One token, if it has none yet: the same change as the first of `tokens`.
+        if !slot.has_first_token() && slot.tokens(tokens, now, 1) == Tokens::First {
+            let tag = slot.tag_mut();
+            first_token_sampled(&mut self.classes, &mut self.reporter, id, tag, arrival, now);
+        }
     }
 
     /// The request produced `n` more output tokens at `now`: records `n` TPOT samples of
@@ -554,23 +548,6 @@ fn push_deadlines(cs: &mut ClassState, who: SlotRef, arrival: Timestamp, ttft: b
             });
         }
     }
-}
-
-/// The first output token of `st` (ignored if it has one): records TTFT, reports a miss.
-fn on_first_token(
-    classes: &mut [ClassState],
-    reporter: &mut Reporter,
-    id: RequestId,
-    st: &mut Started,
-    now: Timestamp,
-) {
-    if st.first_token.is_some() {
-        return;
-    }
-    st.first_token = Some(now);
-    st.last_token = now;
-    st.waiting = false;
-    first_token_sampled(classes, reporter, id, &mut st.tag, st.arrival, now);
 }
 
 /// The first output token, at `now`, of a request (`id`, `tag`) that arrived at `arrival`
