@@ -3,7 +3,7 @@
 //! new ones.
 //!
 //! The limits live in a [`SwapCell`] (arc-swap), whose load costs a few atomic operations
-//! of its own; a submit is otherwise four. So each thread caches the `Arc` it last loaded
+//! of its own; a submit is otherwise three. So each thread caches the `Arc` it last loaded
 //! and, per submit, only compares the cell's published epoch (a Relaxed load of a line no
 //! producer writes) with the epoch *inside* the cached value:
 //!
@@ -91,13 +91,8 @@ impl Limits {
                 (shard, cached)
             });
             match local {
-                Ok((shard, Some((id, limits)))) => {
-                    let r = f(shard, &limits);
-                    let _ = LOCAL.try_with(|local| local.limits.set(Some((id, limits))));
-                    r
-                }
-                Ok((shard, None)) => {
-                    let limits = self.cell.with(Arc::clone);
+                Ok((shard, cached)) => {
+                    let limits = cached.map_or_else(|| self.cell.with(Arc::clone), |(_, l)| l);
                     let r = f(shard, &limits);
                     let _ = LOCAL.try_with(|local| local.limits.set(Some((self.id, limits))));
                     r
