@@ -148,7 +148,11 @@ pub struct TableFull {
     pub capacity: u32,
 }
 
-/// One slot.
+/// One slot. Aligned to a cache line: the scheduler's slot (state, link, home and its
+/// 48-byte payload) is exactly one line, so a request's hand-off between a producer's core
+/// and the consumer's moves one line each way instead of the two a misaligned slot
+/// straddles.
+#[repr(align(64))]
 pub(crate) struct Slot<P> {
     /// Generation and ticket bits (module docs).
     state: AtomicU64,
@@ -689,11 +693,12 @@ mod tests {
     #[test]
     fn handle_is_eight_bytes_and_slot_is_small() {
         assert_eq!(std::mem::size_of::<RequestHandle>(), 8);
-        // State word, link (padded to 8) and payload.
-        assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 16 + 40);
-        // The scheduler's payload (packed spec, arrival, epoch): 64 bytes a slot.
+        // State word, link, home and payload, padded to a line.
+        assert_eq!(std::mem::size_of::<Slot<[u64; 5]>>(), 64);
+        // The scheduler's payload (packed spec, arrival, epoch) fills a slot's line exactly.
         assert_eq!(std::mem::size_of::<crate::ingress::Payload>(), 48);
         assert_eq!(std::mem::size_of::<Slot<crate::ingress::Payload>>(), 64);
+        assert_eq!(std::mem::align_of::<Slot<crate::ingress::Payload>>(), 64);
     }
 
     #[test]
