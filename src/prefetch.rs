@@ -1,8 +1,9 @@
 //! Cache prefetch hints. A hint changes no result: it asks the CPU to start loading the
 //! cache lines of a value that is about to be read, so that their misses overlap other
-//! work instead of each stalling the read that needs it. Used where the scheduler knows
-//! ahead which scattered per-tenant state it will touch (see `Scheduler::look_ahead` and
-//! `Tiers::next_of`).
+//! work instead of each stalling the read that needs it. Used where a thread knows ahead
+//! which scattered state it will touch: the scheduler its per-tenant state (see
+//! `Scheduler::look_ahead` and `Tiers::next_of`) and the wait queue's next entries, a
+//! producer the free slot it will take next (`Table::pop_free`).
 
 /// Below this many tenants held, their state stays in cache between uses: there is no miss
 /// to hide, and looking ahead (a map look-up per drained request, a heap scan per pick)
@@ -17,15 +18,19 @@ const LINE: usize = 64;
 /// nothing.
 #[inline(always)]
 pub(crate) fn prefetch<T>(p: *const T) {
-    // A hint every LINE bytes from `p`, then one at its last byte, covers every line the
-    // value spans. The count is a constant, so the loop unrolls with no branch to
-    // mispredict (a data-dependent count, by `p`'s alignment, cost more than it saved).
+    // A hint every LINE bytes from `p`, then one at its last byte unless the type is whole
+    // lines at a line's alignment, covers every line the value spans. The counts are
+    // constants, so the loop unrolls with no branch to mispredict (a data-dependent count,
+    // by `p`'s alignment, cost more than it saved).
     let size = std::mem::size_of::<T>().max(1);
+    let whole_lines = std::mem::align_of::<T>() % LINE == 0 && size % LINE == 0;
     let p = p.cast::<u8>();
     for k in 0..size.div_ceil(LINE) {
         hint(p.wrapping_add(k * LINE));
     }
-    hint(p.wrapping_add(size - 1));
+    if !whole_lines {
+        hint(p.wrapping_add(size - 1));
+    }
 }
 
 #[inline(always)]

@@ -277,12 +277,24 @@ impl<P: Copy> Table<P> {
         Some(unsafe { &*ptr.add(off) })
     }
 
-    /// Starts loading slot `index` (see [`crate::prefetch`]); nothing if its chunk is not
-    /// installed.
+    /// Starts loading slot `index` (see [`crate::prefetch`]); nothing for `NIL`, an index
+    /// past the capacity or in a chunk not installed. Nothing under loom: a hint orders
+    /// nothing, and the load would only widen the models.
+    #[inline(always)]
     pub(crate) fn prefetch(&self, index: u32) {
-        if let Some(slot) = self.slot(index) {
-            crate::prefetch::prefetch(slot);
+        #[cfg(not(loom))]
+        {
+            let (c, off) = chunk_of(index);
+            if let Some(chunk) = self.chunks.get(c) {
+                // Relaxed: only an address for a hint; nothing is read through it.
+                let ptr = chunk.load(Ordering::Relaxed);
+                if !ptr.is_null() {
+                    crate::prefetch::prefetch(ptr.wrapping_add(off));
+                }
+            }
         }
+        #[cfg(loom)]
+        let _ = index;
     }
 
     /// The slot at `index`, which the caller knows is allocated (it holds a token for it or
@@ -404,7 +416,13 @@ impl<P: Copy> Table<P> {
                 // for the first load.
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(index),
+                Ok(_) => {
+                    // The slot the next reserve from this stack takes: the consumer freed
+                    // it last, so its line is in the consumer's cache; start the transfer
+                    // a submit ahead.
+                    self.prefetch(next);
+                    return Some(index);
+                }
                 Err(actual) => head = actual,
             }
         }
