@@ -29,6 +29,10 @@
 //!   steady state, and the settling steps are summarised apart (CPU per step and per
 //!   request judged).
 //!
+//! The C allocator keeps the memory freed during the run
+//! ([`crate::allocator_state::keep_freed_memory`]), so no run's figure includes page faults
+//! caused by what an earlier run of another structure freed.
+//!
 //! Every figure is taken twice: wall time, and the CPU time of the measuring threads
 //! (`CLOCK_THREAD_CPUTIME_ID`). On a shared or oversubscribed machine wall time mostly
 //! measures how often the thread was descheduled; CPU time is the cost of the work itself.
@@ -512,6 +516,9 @@ pub fn bench_compare(o: &CompareOptions) -> Result<CompareReport, String> {
             o.batch
         ));
     }
+    // Every run builds its structures fresh: keep what one run frees from turning into the
+    // next run's page faults (see `allocator_state`).
+    crate::allocator_state::keep_freed_memory();
     let total = (o.producers.len() * o.submit_runs
         + o.queued.len() * o.step_runs
         + o.contended_producers.len() * o.contended_runs) as u64;

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod allocator_state;
 pub mod baselines;
 pub mod bench_compare;
 pub mod config_watch;
