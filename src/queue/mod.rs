@@ -307,7 +307,11 @@ impl Tiers {
 
     /// The class a request of base class `base` that arrived at `arrival` is in at `now`.
     pub(crate) fn effective_class(&self, base: Class, arrival: Timestamp, now: Timestamp) -> Class {
-        let b = self.bucket_of(arrival);
+        self.effective_class_in(base, self.bucket_of(arrival), now)
+    }
+
+    /// [`Tiers::effective_class`] of a request in bucket `b`.
+    fn effective_class_in(&self, base: Class, b: u64, now: Timestamp) -> Class {
         let mut c = base.index();
         while self.aged_out(b, c, now) {
             c -= 1;
@@ -315,21 +319,22 @@ impl Tiers {
         Class::from_index(c as u8)
     }
 
-    /// The tier an entry goes to at `now`: its effective class (after aging), or its class's
-    /// relegated tier.
-    fn tier_of(&self, e: &slab::Entry, now: Timestamp) -> usize {
+    /// The tier an entry in bucket `b` (its `due`'s) goes to at `now`: its effective class
+    /// (after aging), or its class's relegated tier.
+    fn tier_of(&self, e: &slab::Entry, b: u64, now: Timestamp) -> usize {
         if e.relegated {
             self.live + e.spec.class.index()
         } else {
-            self.effective_class(e.spec.class, e.due, now).index()
+            self.effective_class_in(e.spec.class, b, now).index()
         }
     }
 
     /// Queues the entry at its place by tier, then `due` (deadline or arrival). Returns its
     /// effective class.
     fn insert(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
-        let tier = self.tier_of(&slab[key], now);
+        // One division for the bucket, shared with the aging test.
         let b = self.bucket_of(slab[key].due);
+        let tier = self.tier_of(&slab[key], b, now);
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
         let bucket = self.classes[tier].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
