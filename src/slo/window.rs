@@ -1,6 +1,6 @@
-//! Latency histograms over sliding windows: HDR histograms (3 significant digits, values in
-//! microseconds) in a ring of sub-windows rotated by the injected time, plus one cumulative
-//! histogram.
+//! Latency histograms over sliding windows: log-linear histograms (3 significant digits,
+//! values in microseconds; [`super::histogram`]) in a ring of sub-windows rotated by the
+//! injected time, plus one cumulative histogram.
 //!
 //! A window of span `W` with `k` sub-windows keeps `k` histograms, one per slice of
 //! `W / k`, and a running total of the live slices. Samples are recorded once into a
@@ -14,16 +14,13 @@
 //! sub-window, 32-bit counts) or 8 KiB (cumulative, 64-bit counts) for each power of two of
 //! microseconds covered; a histogram whose samples reach one minute holds about 17 of them.
 
-use hdrhistogram::{Counter, Histogram};
-
-/// Significant decimal digits kept by every histogram.
-pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
+use super::histogram::{Count, Histogram};
 
 /// Largest value recorded (7 days in µs); larger ones are clamped.
 pub(crate) const MAX_VALUE_US: u64 = 7 * 24 * 3600 * 1_000_000;
 
-fn new_histogram<T: Counter>() -> Histogram<T> {
-    Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is a valid precision")
+fn new_histogram<C: Count>() -> Histogram<C> {
+    Histogram::new()
 }
 
 /// What a query reads off a histogram.
@@ -37,7 +34,7 @@ pub(crate) struct Stats {
     pub at_most_bound: u64,
 }
 
-fn stats<T: Counter>(h: &Histogram<T>, quantile: f64, bound_us: Option<u64>) -> Stats {
+fn stats<C: Count>(h: &Histogram<C>, quantile: f64, bound_us: Option<u64>) -> Stats {
     let count = h.len();
     if count == 0 {
         return Stats {
@@ -49,7 +46,7 @@ fn stats<T: Counter>(h: &Histogram<T>, quantile: f64, bound_us: Option<u64>) -> 
     Stats {
         count,
         at_quantile: Some(h.value_at_quantile(quantile)),
-        at_most_bound: bound_us.map_or(0, |b| h.count_between(0, b)),
+        at_most_bound: bound_us.map_or(0, |b| h.count_at_most(b)),
     }
 }
 
@@ -110,7 +107,7 @@ impl Ring {
                 self.total.reset();
                 for s in &self.slices {
                     // The total has grown to every value any slice holds.
-                    let _ = self.total.add(s);
+                    self.total.add(s);
                 }
             }
         }
@@ -134,11 +131,11 @@ impl Ring {
         let mut h = new_histogram::<u32>();
         for epoch in first..=self.newest {
             // Grows to the slice's largest value; counts saturate.
-            let _ = h.add(&self.slices[(epoch % k) as usize]);
+            h.add(&self.slices[(epoch % k) as usize]);
         }
         if first <= self.newest {
             // The pending samples belong to the newest slice, live with it.
-            let _ = h.add(pending);
+            h.add(pending);
         }
         Some(h)
     }
@@ -147,8 +144,8 @@ impl Ring {
     fn add_to_newest(&mut self, pending: &Histogram<u32>) {
         let k = self.slices.len() as u64;
         // Both grow to `pending`'s largest value; counts saturate.
-        let _ = self.slices[(self.newest % k) as usize].add(pending);
-        let _ = self.total.add(pending);
+        self.slices[(self.newest % k) as usize].add(pending);
+        self.total.add(pending);
     }
 }
 
@@ -200,10 +197,9 @@ impl Windowed {
             self.flush();
             self.advance(now_ns);
         }
-        // `record_n` grows the histogram to the value (the `saturating_` variants would
-        // clamp it to the current range instead); counts saturate either way.
+        // `record_n` grows the histogram to the value; counts saturate.
         let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-        let _ = self.pending.record_n(value_us.min(MAX_VALUE_US), n32);
+        self.pending.record_n(value_us.min(MAX_VALUE_US), n32);
     }
 
     /// Adds the pending samples to every ring's newest slice and to the cumulative
@@ -215,11 +211,7 @@ impl Windowed {
         for r in &mut self.rings {
             r.add_to_newest(&self.pending);
         }
-        for v in self.pending.iter_recorded() {
-            let _ = self
-                .cumulative
-                .record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
-        }
+        self.cumulative.add(&self.pending);
         self.pending.reset();
     }
 
@@ -258,9 +250,7 @@ impl Windowed {
             None if self.pending.is_empty() => Some(stats(&self.cumulative, quantile, bound_us)),
             None => {
                 let mut h = self.cumulative.clone();
-                for v in self.pending.iter_recorded() {
-                    let _ = h.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
-                }
+                h.add(&self.pending);
                 Some(stats(&h, quantile, bound_us))
             }
             Some(i) => {
