@@ -29,18 +29,18 @@ const HALF: usize = 1 << 10;
 /// Additions saturate.
 pub(crate) trait Count: Copy + Default + Into<u64> {
     /// `self + n`, saturating.
-    fn add(self, n: Self) -> Self;
+    fn plus(self, n: Self) -> Self;
     /// `self - n`, or `None` if `n` is larger.
-    fn sub(self, n: Self) -> Option<Self>;
+    fn minus(self, n: Self) -> Option<Self>;
     /// `n`, saturating to this type.
     fn from_u64(n: u64) -> Self;
 }
 
 impl Count for u32 {
-    fn add(self, n: Self) -> Self {
+    fn plus(self, n: Self) -> Self {
         self.saturating_add(n)
     }
-    fn sub(self, n: Self) -> Option<Self> {
+    fn minus(self, n: Self) -> Option<Self> {
         self.checked_sub(n)
     }
     fn from_u64(n: u64) -> Self {
@@ -49,10 +49,10 @@ impl Count for u32 {
 }
 
 impl Count for u64 {
-    fn add(self, n: Self) -> Self {
+    fn plus(self, n: Self) -> Self {
         self.saturating_add(n)
     }
-    fn sub(self, n: Self) -> Option<Self> {
+    fn minus(self, n: Self) -> Option<Self> {
         self.checked_sub(n)
     }
     fn from_u64(n: u64) -> Self {
@@ -120,7 +120,7 @@ impl<C: Count> Histogram<C> {
         if i >= self.counts.len() {
             self.grow(i + 1);
         }
-        self.counts[i] = self.counts[i].add(n);
+        self.counts[i] = self.counts[i].plus(n);
         self.total = self.total.saturating_add(n.into());
     }
 
@@ -131,10 +131,8 @@ impl<C: Count> Histogram<C> {
 
     /// Forgets every sample, keeping the counters' room.
     pub(crate) fn reset(&mut self) {
-        if self.total != 0 {
-            self.counts.fill(C::default());
-            self.total = 0;
-        }
+        self.counts.fill(C::default());
+        self.total = 0;
     }
 
     /// Adds every sample of `other` (its counters may be of another width), growing to its
@@ -147,7 +145,7 @@ impl<C: Count> Histogram<C> {
             self.grow(other.counts.len());
         }
         for (c, &o) in self.counts.iter_mut().zip(&other.counts) {
-            *c = c.add(C::from_u64(o.into()));
+            *c = c.plus(C::from_u64(o.into()));
         }
         self.total = self.total.saturating_add(other.total);
     }
@@ -161,7 +159,7 @@ impl<C: Count> Histogram<C> {
         }
         let mut exact = true;
         for (c, &o) in self.counts.iter_mut().zip(&other.counts) {
-            *c = c.sub(o).unwrap_or_else(|| {
+            *c = c.minus(o).unwrap_or_else(|| {
                 exact = false;
                 C::default()
             });
