@@ -263,18 +263,24 @@ impl<P: Copy> Table<P> {
             .count()
     }
 
+    /// Where slot `index` lives, if its chunk is installed, its chunk pointer loaded with
+    /// `order` (the caller says why that order).
+    fn slot_ptr(&self, index: u32, order: Ordering) -> Option<*mut Slot<P>> {
+        let (c, off) = chunk_of(index);
+        let ptr = self.chunks.get(c)?.load(order);
+        // `off < CHUNK`: within the chunk's allocation.
+        (!ptr.is_null()).then(|| ptr.wrapping_add(off))
+    }
+
     /// The slot at `index`, if its chunk is installed.
     pub(crate) fn slot(&self, index: u32) -> Option<&Slot<P>> {
-        let (c, off) = chunk_of(index);
         // Acquire: pairs with the Release CAS in `install`: the chunk's slots are
         // initialised before we touch them.
-        let ptr = self.chunks.get(c)?.load(Ordering::Acquire);
-        if ptr.is_null() {
-            return None;
-        }
+        let ptr = self.slot_ptr(index, Ordering::Acquire)?;
         // SAFETY: a non-null chunk pointer points at `CHUNK` initialised slots that stay
-        // allocated until the table is dropped (which needs `&mut self`), and `off < CHUNK`.
-        Some(unsafe { &*ptr.add(off) })
+        // allocated until the table is dropped (which needs `&mut self`), and `slot_ptr`
+        // stepped less than `CHUNK` slots into it.
+        Some(unsafe { &*ptr })
     }
 
     /// Starts loading slot `index` (see [`crate::prefetch`]); nothing for `NIL`, an index
@@ -282,16 +288,10 @@ impl<P: Copy> Table<P> {
     /// nothing, and the load would only widen the models.
     #[inline(always)]
     pub(crate) fn prefetch(&self, index: u32) {
+        // Relaxed: only an address for a hint; nothing is read through it.
         #[cfg(not(loom))]
-        {
-            let (c, off) = chunk_of(index);
-            if let Some(chunk) = self.chunks.get(c) {
-                // Relaxed: only an address for a hint; nothing is read through it.
-                let ptr = chunk.load(Ordering::Relaxed);
-                if !ptr.is_null() {
-                    crate::prefetch::prefetch(ptr.wrapping_add(off));
-                }
-            }
+        if let Some(ptr) = self.slot_ptr(index, Ordering::Relaxed) {
+            crate::prefetch::prefetch(ptr);
         }
         #[cfg(loom)]
         let _ = index;

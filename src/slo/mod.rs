@@ -3,8 +3,9 @@
 //! deadline order its deadlines. With the `slo` feature (on by default): a tracker fed by
 //! the scheduler's lifecycle events that keeps histograms (HDR layout) over sliding
 //! windows and reports each missed target the moment it is missed ([`SloTracker`],
-//! [`Violation`]), and compliance per class and window ([`ClassCompliance`]). Without it none of that is
-//! compiled: the scheduler keeps no per-request SLO state and no histograms.
+//! [`Violation`]), and compliance per class and window ([`ClassCompliance`]). Without it
+//! none of that is compiled: the scheduler keeps no per-request SLO state and no
+//! histograms.
 
 #[cfg(feature = "slo")]
 mod compliance;

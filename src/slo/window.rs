@@ -19,10 +19,6 @@ use super::histogram::{Count, Histogram};
 /// Largest value recorded (7 days in µs); larger ones are clamped.
 pub(crate) const MAX_VALUE_US: u64 = 7 * 24 * 3600 * 1_000_000;
 
-fn new_histogram<C: Count>() -> Histogram<C> {
-    Histogram::new()
-}
-
 /// What a query reads off a histogram.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Stats {
@@ -71,8 +67,8 @@ impl Ring {
             slice_ns,
             newest: 0,
             newest_end_ns: slice_ns,
-            slices: (0..k).map(|_| new_histogram()).collect(),
-            total: new_histogram(),
+            slices: (0..k).map(|_| Histogram::new()).collect(),
+            total: Histogram::new(),
         }
     }
 
@@ -128,7 +124,7 @@ impl Ring {
         let first = (e + 1)
             .saturating_sub(k)
             .max((self.newest + 1).saturating_sub(k));
-        let mut h = new_histogram::<u32>();
+        let mut h = Histogram::<u32>::new();
         for epoch in first..=self.newest {
             // Grows to the slice's largest value; counts saturate.
             h.add(&self.slices[(epoch % k) as usize]);
@@ -182,8 +178,8 @@ impl Windowed {
                 .min()
                 .unwrap_or(u64::MAX),
             rings,
-            cumulative: new_histogram(),
-            pending: new_histogram(),
+            cumulative: Histogram::new(),
+            pending: Histogram::new(),
         }
     }
 
