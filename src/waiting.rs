@@ -418,7 +418,7 @@ impl<T: Ord> WaitingQueue<T> {
     /// Every queued request in the order [`WaitingQueue::pop`] would take them at `now`.
     pub fn iter_at(&mut self, now: Timestamp) -> impl Iterator<Item = (u64, &T)> + '_ {
         self.advance(now);
-        let mut keys = self.queue.keys_in_order(&self.slab);
+        let mut keys = self.queue.keys_in_order(&mut self.slab);
         if self.options.max_wait.is_some() {
             // Overdue requests come first, oldest first, whatever their class.
             let (now, max_wait, slab) = (self.now, self.max_wait, &self.slab);
@@ -497,7 +497,7 @@ impl<T: Ord> WaitingQueue<T> {
                     || (!p.overdue
                         && self
                             .queue
-                            .oldest_past(&self.slab, now, self.max_wait)
+                            .oldest_past(&mut self.slab, now, self.max_wait)
                             .is_some())
             });
             if stale {

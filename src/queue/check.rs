@@ -4,12 +4,16 @@
 use super::*;
 
 impl Tiers {
-    /// Checks the structure's invariants (tests and debug builds): lengths agree, lists are
+    /// Checks the structure's invariants (tests and debug builds): nothing is pending (see
+    /// [`Tiers::append_new`]), lengths agree, lists are
     /// sorted and linked both ways, every entry's place names its bucket and lane, the
     /// bucket index names exactly the lanes holding each bucket, the fair order holds
     /// exactly the non-empty lanes, and no entry is due more than its tier's lead after its
     /// arrival or arrived before the arrival floor.
     pub(crate) fn check(&self, slab: &Slab) -> Result<(), String> {
+        if self.pending_tiers != 0 || self.classes.iter().any(|cq| !cq.pending.is_empty()) {
+            return Err("requests pending outside the lanes between steps".into());
+        }
         let mut total = 0;
         let mut by_base = [0usize; MAX_CLASSES];
         for (c, cq) in self.classes.iter().enumerate() {

@@ -203,6 +203,42 @@ pub(super) struct ClassQueue {
     /// The heads by order key, while max wait or the queue timeout look for the class's
     /// oldest request (fairness on only).
     pub(super) oldest_heads: OldestHeads,
+    /// Requests drained in this step and not yet linked into a lane (fairness off only;
+    /// see [`Pending`]).
+    pub(super) pending: Pending,
+}
+
+/// The requests a step drained into one tier, in the order they came, before they are
+/// linked into its lane: most are admitted by the same step, and one taken from here
+/// costs an index bump instead of a bucket look-up, a sorted insertion and an unlink.
+///
+/// Counted in the tier's (and the queue's) lengths from the moment they come, but in no
+/// lane or bucket; `Tiers::flush` links them before anything reads the lanes. A request is
+/// taken from here only while the tier's lanes are empty and these are in order.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Keys in the order they came; those before `taken` were taken off.
+    pub(super) keys: Vec<u32>,
+    /// How many of `keys` were taken off the front.
+    pub(super) taken: usize,
+    /// Whether some key came with an order key at or below the one before it: ties and
+    /// falls are ordered by the lanes (runs and buckets), so such a tier is linked before
+    /// anything is taken from it.
+    pub(super) unordered: bool,
+}
+
+impl Pending {
+    /// Whether no request is pending.
+    pub(super) fn is_empty(&self) -> bool {
+        self.taken == self.keys.len()
+    }
+
+    /// Forgets every key (taken or linked), keeping the room.
+    pub(super) fn clear(&mut self) {
+        self.keys.clear();
+        self.taken = 0;
+        self.unordered = false;
+    }
 }
 
 impl ClassQueue {

@@ -21,6 +21,14 @@
 //! (arrival, id) across runs. A request is promoted no earlier than its threshold and at
 //! most one bucket width (plus one step) after it.
 //!
+//! # Arrivals pending
+//!
+//! With fairness off, the requests a step drains are noted in their tier's pending vector
+//! ([`class_queue::Pending`]) instead of being linked: the step takes most of them back at
+//! once, and taking one from the vector's front (while the vector is in order and its front
+//! comes before the lanes' head) is an index bump. [`Tiers::flush`] links the rest when the
+//! step ends, and before anything else reads the lanes, so the order is the lanes' order.
+//!
 //! # Tenants
 //!
 //! Inside a class, requests are held in one *lane* per tenant (see [`crate::fair`]), each
@@ -89,6 +97,9 @@ pub(crate) struct Tiers {
     /// followed at once by its class's relegated tier if the class relegates within itself,
     /// then the other relegated tiers by class.
     pick: Vec<u8>,
+    /// Bit `t` set: tier `t` has [`class_queue::Pending`] requests (see
+    /// [`Tiers::append_new`]).
+    pending_tiers: u32,
 }
 
 /// A request taken off the queue for the current step to consider.
@@ -137,6 +148,7 @@ impl Tiers {
             fair: fair.then(FairShare::default),
             oldest_heads_kept: false,
             pick: (0..2 * classes as u8).collect(),
+            pending_tiers: 0,
         }
     }
 
@@ -335,13 +347,59 @@ impl Tiers {
         // One division for the bucket, shared with the aging test.
         let b = self.bucket_of(slab[key].due);
         let tier = self.tier_of(&slab[key], b, now);
+        self.link(slab, key, tier, b);
+        self.note_added(slab, key, tier, b, false);
+        self.class_of_tier(tier)
+    }
+
+    /// Links the entry into its run of bucket `b` of its tenant's lane in `tier`.
+    fn link(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64) {
         let (run, slot) = (run_of(&slab[key]), slab[key].tenant);
         let bucket = self.classes[tier].bucket_mut(slot, b);
         bucket.run_mut(run).insert_sorted(slab, key);
         bucket.len += 1;
         self.sync_head_if_first(slab, tier, slot, b);
-        self.note_added(slab, key, tier, b, false);
+    }
+
+    /// Queues a newly drained entry, as [`Tiers::insert_new`] does; with fairness off it
+    /// is only noted in its tier's [`class_queue::Pending`], and linked into its lane by
+    /// [`Tiers::flush`] unless a step takes it first. Returns its effective class.
+    pub(crate) fn append_new(&mut self, slab: &mut Slab, key: u32, now: Timestamp) -> Class {
+        if self.fair.is_some() {
+            return self.insert_new(slab, key, now);
+        }
+        slab[key].late = false;
+        let b = self.bucket_of(slab[key].due);
+        let tier = self.tier_of(&slab[key], b, now);
+        let pending = &mut self.classes[tier].pending;
+        // The last key is never a taken one: taking the last clears the keys.
+        if let Some(&last) = pending.keys.last() {
+            pending.unordered |= slab[last].order_key() >= slab[key].order_key();
+        }
+        pending.keys.push(key);
+        self.pending_tiers |= 1 << tier;
+        self.count_queued(slab, key, tier, b);
         self.class_of_tier(tier)
+    }
+
+    /// Links every pending entry (see [`Tiers::append_new`]) into its lane. Run before
+    /// anything looks a request up in the lanes or walks them (removal, promotion, the
+    /// oldest-request search, listing), and by the scheduler when a step is done: between
+    /// steps nothing is pending. Linking another request into a tier needs no flush:
+    /// [`Tiers::next_in`] weighs the lanes' head against the pending front.
+    pub(crate) fn flush(&mut self, slab: &mut Slab) {
+        while self.pending_tiers != 0 {
+            let tier = self.pending_tiers.trailing_zeros() as usize;
+            self.pending_tiers &= self.pending_tiers - 1;
+            let mut pending = std::mem::take(&mut self.classes[tier].pending);
+            for &key in &pending.keys[pending.taken..] {
+                let b = self.bucket_of(slab[key].due);
+                self.link(slab, key, tier, b);
+                self.note_in_lane(tier, slab[key].tenant, false);
+            }
+            pending.clear();
+            self.classes[tier].pending = pending;
+        }
     }
 
     /// Moves a live candidate taken by [`Tiers::pop_candidate`] to its class's
@@ -396,12 +454,24 @@ impl Tiers {
     /// new arrival, a promotion, a re-queue) or, for a candidate `restored` unstarted in the
     /// step that took it, at its own counter.
     fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64, restored: bool) {
+        self.count_queued(slab, key, tier, b);
+        self.note_in_lane(tier, slab[key].tenant, restored);
+    }
+
+    /// Counts an entry queued in bucket `b` of `tier` (linked or pending) in the tier's and
+    /// the queue's lengths, lowers the arrival floor to it and marks it waiting.
+    fn count_queued(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64) {
         let bound = self.arrival_bound(tier, b);
         self.arrival_floor = self.arrival_floor.min(bound);
-        let slot = slab[key].tenant;
-        let cq = &mut self.classes[tier];
-        cq.len += 1;
-        let lane = &mut cq.lanes[slot as usize];
+        self.classes[tier].len += 1;
+        self.by_base[slab[key].spec.class.index()] += 1;
+        self.len += 1;
+        slab[key].place = Place::Waiting;
+    }
+
+    /// Counts an entry just linked into lane `slot` of `tier`; see [`Tiers::note_added`].
+    fn note_in_lane(&mut self, tier: usize, slot: u32, restored: bool) {
+        let lane = &mut self.classes[tier].lanes[slot as usize];
         lane.len += 1;
         if lane.len == 1 {
             if let Some(f) = &mut self.fair {
@@ -412,13 +482,11 @@ impl Tiers {
                 }
             }
         }
-        self.by_base[slab[key].spec.class.index()] += 1;
-        self.len += 1;
-        slab[key].place = Place::Waiting;
     }
 
     /// Takes a waiting entry out of the queue (cancel, reprioritize, timeout).
     pub(crate) fn remove(&mut self, slab: &mut Slab, key: u32) {
+        self.flush(slab);
         assert_eq!(
             slab[key].place,
             Place::Waiting,
@@ -510,6 +578,60 @@ impl Tiers {
         Some(head)
     }
 
+    /// The next request of tier `t` when none is overdue, and whether it is pending: the
+    /// earlier by order key of its first pending request (while its pending requests are
+    /// in order) and the head of its lanes ([`Tiers::next_of`]). A tie, or pending
+    /// requests out of order, are left to the lanes: they are linked first.
+    fn next_in(&mut self, slab: &mut Slab, t: usize) -> Option<(u32, bool)> {
+        let pending = &self.classes[t].pending;
+        if !pending.is_empty() {
+            let front = pending.keys[pending.taken];
+            if !pending.unordered {
+                let Some(head) = self.next_of(slab, t) else {
+                    return Some((front, true));
+                };
+                match slab[front].order_key().cmp(&slab[head].order_key()) {
+                    std::cmp::Ordering::Less => return Some((front, true)),
+                    std::cmp::Ordering::Greater => return Some((head, false)),
+                    std::cmp::Ordering::Equal => {}
+                }
+            }
+            self.flush(slab);
+        }
+        self.next_of(slab, t).map(|k| (k, false))
+    }
+
+    /// Takes `key`, the first pending request of tier `t` ([`Tiers::next_in`]), off the
+    /// queue.
+    fn take_pending(&mut self, slab: &mut Slab, key: u32, t: usize) {
+        let cq = &mut self.classes[t];
+        debug_assert_eq!(cq.pending.keys[cq.pending.taken], key);
+        cq.pending.taken += 1;
+        if cq.pending.is_empty() {
+            cq.pending.clear();
+            self.pending_tiers &= !(1 << t);
+        }
+        cq.len -= 1;
+        self.by_base[slab[key].spec.class.index()] -= 1;
+        self.len -= 1;
+        slab[key].place = Place::InHand;
+    }
+
+    /// Takes `key` from tier `t`: the pending request [`Tiers::next_in`] named, or a linked
+    /// one.
+    fn take_from(&mut self, slab: &mut Slab, key: u32, t: usize, pending: bool) {
+        if pending {
+            self.take_pending(slab, key, t);
+        } else {
+            self.take(slab, key, t);
+        }
+    }
+
+    /// Whether tier `t` holds nothing, linked or pending.
+    fn tier_is_empty(&self, t: usize) -> bool {
+        self.classes[t].buckets.is_empty() && self.classes[t].pending.is_empty()
+    }
+
     /// Takes the next request to consider.
     ///
     /// In the ladder order: the oldest overdue request of any class if there is one, else
@@ -537,8 +659,10 @@ impl Tiers {
             let (class, key, overdue) = match self.oldest_past(slab, now, max_wait) {
                 Some((c, k)) => (c, k, true),
                 None => {
-                    let c = self.classes.iter().position(|cq| !cq.buckets.is_empty())?;
-                    (c, self.next_of(slab, c)?, false)
+                    let c = (0..self.classes.len()).find(|&c| !self.tier_is_empty(c))?;
+                    let (key, pending) = self.next_in(slab, c)?;
+                    self.take_from(slab, key, c, pending);
+                    return Some(self.candidate(key, c, false, false));
                 }
             };
             self.take(slab, key, class);
@@ -556,10 +680,10 @@ impl Tiers {
             .pick
             .iter()
             .map(|&t| usize::from(t))
-            .find(|&t| !self.classes[t].buckets.is_empty())?;
-        let key = self.next_of(slab, tier)?;
+            .find(|&t| !self.tier_is_empty(t))?;
+        let (key, pending) = self.next_in(slab, tier)?;
         let is_late = tier < self.live && late(slab, key);
-        self.take(slab, key, tier);
+        self.take_from(slab, key, tier, pending);
         // In ns: `now.saturating_since(arrival) >= max_wait` without making a Duration.
         let waited = now.0.saturating_sub(slab[key].arrival.0);
         let overdue = u128::from(waited) >= max_wait.as_nanos();
@@ -585,7 +709,7 @@ impl Tiers {
     /// `due_lead` after it arrived, `age - due_lead` ago or more.
     pub(crate) fn oldest_past(
         &mut self,
-        slab: &Slab,
+        slab: &mut Slab,
         now: Timestamp,
         age: Duration,
     ) -> Option<(usize, u32)> {
@@ -598,6 +722,9 @@ impl Tiers {
             }
             return None;
         }
+        // The lanes are read below.
+        self.flush(slab);
+        let slab = &*slab;
         let mut floor = u64::MAX;
         let mut qualify = [false; 2 * MAX_CLASSES];
         for (c, q) in qualify.iter_mut().enumerate().take(self.classes.len()) {
@@ -641,6 +768,7 @@ impl Tiers {
     /// backlogged in the class above. Adds the number of requests promoted out of each
     /// class to `promoted`.
     pub(crate) fn promote(&mut self, slab: &mut Slab, now: Timestamp, promoted: &mut [u64]) -> u64 {
+        self.flush(slab);
         let mut total = 0;
         for c in (1..self.live).rev() {
             while let Some(&(b, _)) = self.classes[c].buckets.front() {
@@ -691,7 +819,9 @@ impl Tiers {
     }
 
     /// Every waiting key, most urgent class first, oldest first inside a class.
-    pub(crate) fn keys_in_order(&self, slab: &Slab) -> Vec<u32> {
+    pub(crate) fn keys_in_order(&mut self, slab: &mut Slab) -> Vec<u32> {
+        self.flush(slab);
+        let slab = &*slab;
         let mut out = Vec::with_capacity(self.len);
         for cq in &self.classes {
             for (b, lanes) in cq.buckets.iter().filter(|(_, l)| l.live > 0) {
@@ -755,7 +885,7 @@ mod tests {
         q.relegate(&mut slab, older, Timestamp::ZERO);
         q.restore(&mut slab, cand);
         q.check(&slab).expect("the run stays sorted");
-        assert_eq!(q.keys_in_order(&slab), vec![older, newer]);
+        assert_eq!(q.keys_in_order(&mut slab), vec![older, newer]);
     }
 
     const MS: u64 = 1_000_000;
@@ -802,24 +932,97 @@ mod tests {
         // A live HIGH request that arrived at 200 s, due at 200.5 s. Until its deadline
         // nobody can have waited 60 s (the floor is 140.5 s): no tier is read.
         let fresh = queue(&mut q, &mut slab, 1, 0, (200_000, 200_500), false);
-        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        assert_eq!(q.oldest_past(&mut slab, at(200_200), max_wait), None);
         // A relegated LOW request that arrived at 10 s lowers the floor, and is found.
         let old = queue(&mut q, &mut slab, 2, 2, (10_000, 10_000), true);
-        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((5, old)));
+        assert_eq!(
+            q.oldest_past(&mut slab, at(200_200), max_wait),
+            Some((5, old))
+        );
         q.take(&mut slab, old, 5);
-        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), None);
+        assert_eq!(q.oldest_past(&mut slab, at(200_200), max_wait), None);
         // A live MEDIUM request whose deadline passed long ago: found in its live tier once
         // it has waited 60 s.
         let late = queue(&mut q, &mut slab, 3, 1, (100_000, 102_000), false);
-        assert_eq!(q.oldest_past(&slab, at(200_200), max_wait), Some((1, late)));
-        assert_eq!(q.oldest_past(&slab, at(159_999), max_wait), None);
-        assert_eq!(q.oldest_past(&slab, at(160_000), max_wait), Some((1, late)));
-        q.take(&mut slab, late, 1);
-        assert_eq!(q.oldest_past(&slab, at(259_999), max_wait), None);
         assert_eq!(
-            q.oldest_past(&slab, at(260_000), max_wait),
+            q.oldest_past(&mut slab, at(200_200), max_wait),
+            Some((1, late))
+        );
+        assert_eq!(q.oldest_past(&mut slab, at(159_999), max_wait), None);
+        assert_eq!(
+            q.oldest_past(&mut slab, at(160_000), max_wait),
+            Some((1, late))
+        );
+        q.take(&mut slab, late, 1);
+        assert_eq!(q.oldest_past(&mut slab, at(259_999), max_wait), None);
+        assert_eq!(
+            q.oldest_past(&mut slab, at(260_000), max_wait),
             Some((0, fresh))
         );
         q.check(&slab).expect("queue invariants");
+    }
+
+    /// Requests appended as a step's arrivals ([`Tiers::append_new`]) come off the queue
+    /// in exactly the order they would had they been linked at once, whether their order
+    /// rises or not and whether the lanes hold earlier or later ones; removing one links
+    /// them, and a flush leaves the queue checked.
+    #[test]
+    fn pending_arrivals_come_off_in_the_lanes_order() {
+        // (id, class, due ms); the first is linked before the rest arrive.
+        let cases: [&[(u64, u8, u64)]; 3] = [
+            &[
+                (1, 0, 150),
+                (2, 0, 100),
+                (3, 0, 200),
+                (4, 1, 50),
+                (5, 0, 300),
+            ],
+            &[(1, 0, 150), (2, 0, 300), (3, 0, 200), (4, 0, 100)],
+            &[(1, 1, 10), (2, 0, 100), (3, 0, 100), (4, 0, 90)],
+        ];
+        for (n, case) in cases.iter().enumerate() {
+            let order = |pending: bool, remove: Option<u64>| {
+                let mut q = Tiers::new(
+                    3,
+                    Duration::from_millis(10),
+                    vec![None; 3],
+                    false,
+                    Some(Duration::from_secs(60)),
+                );
+                let mut slab = Slab::default();
+                let mut keys = Vec::new();
+                for (i, &(id, class, due)) in case.iter().enumerate() {
+                    let spec = RequestSpec::new(id, Class::from_index(class), 8, 8);
+                    let mut e =
+                        slab::Entry::new(table::Entry::detached(), spec.into(), Timestamp(0));
+                    e.due = Timestamp(due * MS);
+                    e.tenant = 0;
+                    let key = slab.insert(e);
+                    if pending && i > 0 {
+                        q.append_new(&mut slab, key, Timestamp(0));
+                    } else {
+                        q.insert_new(&mut slab, key, Timestamp(0));
+                    }
+                    keys.push((id, key));
+                }
+                if let Some(id) = remove {
+                    let key = keys.iter().find(|k| k.0 == id).expect("queued").1;
+                    q.remove(&mut slab, key);
+                    q.check(&slab).expect("linked by the removal");
+                }
+                let mut out = Vec::new();
+                while let Some(c) =
+                    q.pop_candidate(&mut slab, Timestamp(0), Duration::MAX, 0, &mut |_, _| false)
+                {
+                    out.push(slab[c.key].spec.id.0);
+                }
+                q.flush(&mut slab);
+                q.check(&slab).expect("queue invariants");
+                assert_eq!(q.len(), 0);
+                out
+            };
+            assert_eq!(order(true, None), order(false, None), "case {n}");
+            assert_eq!(order(true, Some(3)), order(false, Some(3)), "case {n}");
+        }
     }
 }

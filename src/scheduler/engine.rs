@@ -196,14 +196,14 @@ impl Scheduler {
         }
         // Acknowledged class changes not yet applied by a step are applied now, so they
         // decide both the hand-off's class and its order.
-        for key in self.wait.keys_in_order(&self.slab) {
+        for key in self.wait.keys_in_order(&mut self.slab) {
             let (_, requested) = shared.table.take_notice(&self.slab[key].token);
             if let Some(class) = requested {
                 let class = self.clamp_class(class);
                 self.change_class(key, class, now);
             }
         }
-        let keys = self.wait.keys_in_order(&self.slab);
+        let keys = self.wait.keys_in_order(&mut self.slab);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             self.wait.remove(&mut self.slab, key);

@@ -122,7 +122,7 @@ impl Scheduler {
             return;
         }
         self.set_deadline(key);
-        let class = self.wait.insert_new(&mut self.slab, key, now);
+        let class = self.wait.append_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
         #[cfg(feature = "slo")]
         self.slo.queue(key, &mut self.slab.tracked(key), spec.class);

@@ -344,6 +344,8 @@ impl Scheduler {
         out.reload = self.apply_pending_reload(now);
         self.expire(now, out);
         self.plan(now, budget, out);
+        // What the plan left of this step's arrivals joins its lanes.
+        self.wait.flush(&mut self.slab);
 
         out.summary.waiting = self.wait.len();
         out.summary.running = self.running.len();

@@ -214,7 +214,7 @@ impl Scheduler {
         };
 
         // Re-key every held request and rebuild the queue in its old order.
-        let waiting = self.wait.keys_in_order(&self.slab);
+        let waiting = self.wait.keys_in_order(&mut self.slab);
         let remap = |c: crate::Class| crate::Class::from_index(step_map[c.index()]);
         let tiers = config.classes.len();
         for &k in &self.running {
