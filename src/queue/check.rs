@@ -145,6 +145,7 @@ fn check_bucket(
                 return Err(format!("class {c} bucket {b}: run out of order at {k}"));
             }
             if e.place != Place::Waiting
+                || e.pending
                 || q.bucket_of(e.due) != b
                 || run_of(e) != r
                 || e.tenant as usize != slot

@@ -63,6 +63,9 @@ pub(crate) struct Entry {
     pub(crate) next: u32,
     /// Queued in its bucket's run of re-queued requests (see `queue::bucket::RUNS`).
     pub(crate) late: bool,
+    /// Waiting in its tier's vector of a step's arrivals, in no lane yet (see
+    /// `Tiers::append_new`).
+    pub(crate) pending: bool,
     /// Its [`Run`] in the slab's run records ([`Slab::run`]) once it was first admitted,
     /// kept until it ends (preempted, it waits with it); [`NIL`] before.
     pub(crate) run: u32,
@@ -93,6 +96,7 @@ impl Entry {
             prev: NIL,
             next: NIL,
             late: false,
+            pending: false,
             run: NIL,
             tenant: NO_SLOT,
             #[cfg(feature = "slo")]
