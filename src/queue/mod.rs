@@ -395,14 +395,40 @@ impl Tiers {
             let tier = self.pending_tiers.trailing_zeros() as usize;
             self.pending_tiers &= self.pending_tiers - 1;
             let mut pending = std::mem::take(&mut self.classes[tier].pending);
-            for &key in &pending.keys[pending.taken..] {
-                slab[key].pending = false;
-                let b = self.bucket_of(slab[key].due);
-                self.link(slab, key, tier, b);
-                self.note_in_lane(tier, slab[key].tenant, false);
-            }
+            self.link_pending(slab, tier, &pending.keys[pending.taken..]);
             pending.clear();
             self.classes[tier].pending = pending;
+        }
+    }
+
+    /// Links `keys`, pending entries of `tier`, into their buckets of lane 0 (pending
+    /// entries exist with fairness off only). Arrivals of a step mostly share a bucket: it
+    /// is looked up once for each stretch of keys in it, and each key is then a sorted
+    /// insertion at its run's tail. They were counted when they came, but in no lane.
+    fn link_pending(&mut self, slab: &mut Slab, tier: usize, keys: &[u32]) {
+        debug_assert!(self.fair.is_none());
+        let width = self.width;
+        let cq = &mut self.classes[tier];
+        let mut i = 0;
+        while let Some(&first) = keys.get(i) {
+            let b = slab[first].due.0 / width;
+            // Bucket `b` holds dues from `start` on, fewer than `width` past it.
+            let start = b * width;
+            let bucket = cq.bucket_mut(0, b);
+            let before = i;
+            while let Some(&key) = keys.get(i) {
+                let e = &mut slab[key];
+                if e.due.0 < start || e.due.0 - start >= width {
+                    break;
+                }
+                debug_assert_eq!(e.tenant, 0, "fairness off: lane 0");
+                e.pending = false;
+                let run = run_of(e);
+                bucket.run_mut(run).insert_sorted(slab, key);
+                bucket.len += 1;
+                i += 1;
+            }
+            cq.lanes[0].len += i - before;
         }
     }
 
