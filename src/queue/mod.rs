@@ -98,9 +98,6 @@ pub(crate) struct Tiers {
     /// followed at once by its class's relegated tier if the class relegates within itself,
     /// then the other relegated tiers by class.
     pick: Vec<u8>,
-    /// Bit `t` set: tier `t` has [`class_queue::Pending`] requests (see
-    /// [`Tiers::append_new`]).
-    pending_tiers: u32,
 }
 
 /// A request taken off the queue for the current step to consider.
@@ -149,7 +146,6 @@ impl Tiers {
             fair: fair.then(FairShare::default),
             oldest_heads_kept: false,
             pick: (0..2 * classes as u8).collect(),
-            pending_tiers: 0,
         }
     }
 
@@ -379,7 +375,6 @@ impl Tiers {
         }
         pending.keys.push(key);
         slab[key].pending = true;
-        self.pending_tiers |= 1 << tier;
         self.count_queued(slab, key, tier, b);
         self.class_of_tier(tier)
     }
@@ -391,9 +386,10 @@ impl Tiers {
     /// one that is linked, needs no flush: [`Tiers::next_in`] weighs the lanes' head
     /// against the pending front.
     pub(crate) fn flush(&mut self, slab: &mut Slab) {
-        while self.pending_tiers != 0 {
-            let tier = self.pending_tiers.trailing_zeros() as usize;
-            self.pending_tiers &= self.pending_tiers - 1;
+        for tier in 0..self.classes.len() {
+            if self.classes[tier].pending.is_empty() {
+                continue;
+            }
             let mut pending = std::mem::take(&mut self.classes[tier].pending);
             self.link_pending(slab, tier, &pending.keys[pending.taken..]);
             pending.clear();
@@ -579,8 +575,14 @@ impl Tiers {
                 f.leave(class, slot);
             }
         }
-        cq.len -= 1;
-        self.by_base[run % MAX_CLASSES] -= 1;
+        self.count_taken(slab, key, class);
+    }
+
+    /// Takes an entry of `tier` off the tier's and the queue's lengths and marks it in hand:
+    /// the reverse of [`Tiers::count_queued`].
+    fn count_taken(&mut self, slab: &mut Slab, key: u32, tier: usize) {
+        self.classes[tier].len -= 1;
+        self.by_base[slab[key].spec.class.index()] -= 1;
         self.len -= 1;
         slab[key].place = Place::InHand;
     }
@@ -642,14 +644,9 @@ impl Tiers {
         cq.pending.taken += 1;
         if cq.pending.is_empty() {
             cq.pending.clear();
-            self.pending_tiers &= !(1 << t);
         }
-        cq.len -= 1;
-        self.by_base[slab[key].spec.class.index()] -= 1;
-        self.len -= 1;
-        let e = &mut slab[key];
-        e.pending = false;
-        e.place = Place::InHand;
+        slab[key].pending = false;
+        self.count_taken(slab, key, t);
     }
 
     /// Takes `key` from tier `t`: the pending request [`Tiers::next_in`] named, or a linked
