@@ -145,6 +145,14 @@ impl Spec {
 
 impl From<RequestSpec> for Spec {
     fn from(s: RequestSpec) -> Self {
+        Self::from(&s)
+    }
+}
+
+/// Field by field from the caller's spec: the submit path converts through a reference, so
+/// the spec is never copied whole (see `Submitter::submit`).
+impl From<&RequestSpec> for Spec {
+    fn from(s: &RequestSpec) -> Self {
         Self {
             id: s.id,
             tenant: s.tenant.map_or(0, |t| t.0),

@@ -392,16 +392,17 @@ impl Submitter {
     /// ```
     pub fn submit(&self, spec: RequestSpec) -> Result<RequestHandle, SubmitError> {
         let n_shards = self.shared.shards.len();
-        self.shared.limits.with_local(n_shards, |shard, limits| {
-            self.submit_with(shard, limits, spec)
-        })
+        let local = self.shared.limits.local(n_shards);
+        // By reference from here on: a copy of the spec, read with 16-byte loads over the
+        // caller's narrower stores, missed store forwarding (about 10 ns a submit here).
+        self.submit_with(local.shard, &local, &spec)
     }
 
     fn submit_with(
         &self,
         shard_i: usize,
         limits: &SubmitLimits,
-        spec: RequestSpec,
+        spec: &RequestSpec,
     ) -> Result<RequestHandle, SubmitError> {
         let shared = &*self.shared;
         let shard = &shared.shards[shard_i];
@@ -425,7 +426,7 @@ impl Submitter {
             tracing::debug!(id = spec.id.0, class, error = %e, "refused at submit");
             Err(e)
         };
-        if let Err(e) = check(limits, &spec) {
+        if let Err(e) = check(limits, spec) {
             return refuse(e);
         }
         if shared.is_closed() {
