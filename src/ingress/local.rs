@@ -18,16 +18,32 @@
 //!   alone; the scheduler re-checks requests of an old epoch when it drains them.
 //!
 //! The cache is keyed by the cell's process-unique id, so a thread that submits to two
-//! schedulers alternately reloads on each switch and never mixes their limits. Under loom
-//! the cache is bypassed (one shard, the cell's load every time): it adds no ordering to
-//! model.
+//! schedulers alternately reloads on each switch and never mixes their limits.
+//!
+//! Next to the limits the thread keeps its pending capacity units ([`Units`]: the units it
+//! took from each class and has not yet added to the shared counts; see
+//! `super::capacity`). They are added when they fill a batch, when the thread turns to
+//! another scheduler (its cached entry is replaced) and when it exits (the thread-local's
+//! destructor): dropping a [`Units`] adds what it holds.
+//!
+//! Under loom the cache is bypassed (one shard, the cell's load every time, units added at
+//! the end of each submit): it adds no ordering to model.
 
+use super::capacity::{ClassCount, Pending};
 use super::SubmitLimits;
+use crate::class::MAX_CLASSES;
 use crate::sync::SwapCell;
+#[cfg(not(loom))]
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-/// The shared limits with their published epoch.
+/// Every class position's capacity count, shared by the scheduler and the threads holding
+/// units of it.
+pub(crate) type Counts = Arc<[ClassCount; MAX_CLASSES]>;
+
+/// The shared limits with their published epoch, and the capacity counts submits take
+/// units of.
 pub(crate) struct Limits {
     cell: SwapCell<SubmitLimits>,
     /// The epoch of the value last stored in `cell`; written after it.
@@ -35,16 +51,18 @@ pub(crate) struct Limits {
     /// Unique per `Limits` in this process: the key of the threads' cached copies.
     #[cfg_attr(loom, allow(dead_code))]
     id: u64,
+    counts: Counts,
 }
 
 impl Limits {
-    pub(crate) fn new(limits: SubmitLimits) -> Self {
+    pub(crate) fn new(limits: SubmitLimits, counts: Counts) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             epoch: AtomicU32::new(limits.epoch),
             cell: SwapCell::new(Arc::new(limits)),
             // Relaxed: only uniqueness matters; the RMW gives it.
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            counts,
         }
     }
 
@@ -63,77 +81,146 @@ impl Limits {
         self.cell.with(|l| f(l))
     }
 
-    /// This thread's shard among `n_shards` (a power of two) and the limits in force, from
-    /// this thread's cached copy when it is current. The copy is taken out of the thread's
-    /// cache for the submit and put back when the returned value drops, so no reference
-    /// into the thread-local is held meanwhile (a re-entrant submit, say from a `tracing`
-    /// subscriber, finds no copy and loads the cell).
+    /// This thread's shard among `n_shards` (a power of two), the limits in force and the
+    /// thread's pending units of this scheduler, from the thread's cache when it holds this
+    /// scheduler's entry. The limits and units are taken out of the cache for the submit and
+    /// put back when the returned value drops, so no reference into the thread-local is held
+    /// meanwhile; a re-entrant submit (say from a `tracing` subscriber) finds the cache busy
+    /// and uses the cell and units of its own, added to the shared counts when it ends.
     ///
     /// A value rather than a closure: a submit's result is then written once, where its
     /// caller wants it. Passed back through a closure, the 48-byte result was copied with
     /// 16-byte loads over the narrower stores that wrote it, which the CPU cannot forward
-    /// (perf annotate put a fifth of a submit's time on those loads).
+    /// (perf annotate put a fifth of a submit's time on those loads). For the same reason
+    /// the cache's fields are separate cells of at most eight bytes.
     pub(crate) fn local(&self, n_shards: usize) -> ThreadLimits<'_> {
-        #[cfg(loom)]
-        {
-            let _ = n_shards;
-            ThreadLimits {
-                owner: self,
-                shard: 0,
-                limits: Some(self.cell.with(Arc::clone)),
-            }
-        }
         #[cfg(not(loom))]
         {
             // Relaxed: see `store`.
             let published = self.epoch.load(Ordering::Relaxed);
             let local = LOCAL.try_with(|local| {
                 let shard = local.shard() & (n_shards - 1);
-                let cached = local
+                if local.busy.replace(true) {
+                    return (shard, None);
+                }
+                if local.id.get() != self.id {
+                    local.switch_to(self);
+                }
+                let limits = local
                     .limits
                     .take()
-                    .filter(|(id, l)| *id == self.id && l.epoch == published);
-                (shard, cached)
+                    .filter(|l| l.epoch == published)
+                    .unwrap_or_else(|| self.cell.with(Arc::clone));
+                (shard, Some((limits, local.pending.get())))
             });
-            // With this thread's locals gone (a submit from another thread-local's
-            // destructor): shard 0 and the cell.
-            let (shard, cached) = local.unwrap_or((0, None));
-            let limits = cached.map_or_else(|| self.cell.with(Arc::clone), |(_, l)| l);
-            ThreadLimits {
-                owner: self,
-                shard,
-                limits: Some(limits),
+            if let Ok((shard, Some((limits, pending)))) = local {
+                return ThreadLimits {
+                    shard,
+                    limits: Some(limits),
+                    units: Units {
+                        counts: &self.counts,
+                        pending,
+                    },
+                    cached: true,
+                };
             }
+            // The cache busy (a re-entrant submit) or this thread's locals gone (a submit
+            // from another thread-local's destructor): the shard if known, units of its own.
+            let shard = local.map_or(0, |(shard, _)| shard);
+            self.uncached(shard)
+        }
+        #[cfg(loom)]
+        {
+            let _ = n_shards;
+            self.uncached(0)
+        }
+    }
+
+    /// A submit's view without the thread's cache: the cell's limits, and units of its own
+    /// that are added to the shared counts when it ends.
+    fn uncached(&self, shard: usize) -> ThreadLimits<'_> {
+        ThreadLimits {
+            shard,
+            limits: Some(self.cell.with(Arc::clone)),
+            units: Units {
+                counts: &self.counts,
+                pending: [0; MAX_CLASSES],
+            },
+            cached: false,
         }
     }
 }
 
-/// One submit's view of its thread: the shard it pushes to and the limits it checks
-/// against ([`Limits::local`]). Dropping it puts the limits back in the thread's cache.
+/// A submit's capacity units: its thread's pending units of one scheduler, taken by its
+/// submits and not yet added to the shared counts.
+pub(crate) struct Units<'a> {
+    counts: &'a [ClassCount; MAX_CLASSES],
+    pending: Pending,
+}
+
+impl Units<'_> {
+    /// Takes a unit of class position `class`, or returns its capacity if it is full
+    /// ([`ClassCount::try_acquire`]).
+    pub(crate) fn take(&mut self, class: usize) -> Result<(), usize> {
+        self.counts[class].try_acquire(&mut self.pending[class])
+    }
+
+    /// Gives back the unit of `class` just taken.
+    pub(crate) fn undo(&mut self, class: usize) {
+        self.counts[class].undo(&mut self.pending[class]);
+    }
+
+    /// Adds the pending units to the shared counts.
+    fn add_all(&mut self) {
+        add_all(self.counts, std::mem::take(&mut self.pending));
+    }
+}
+
+/// Adds `pending` to `counts`.
+fn add_all(counts: &[ClassCount; MAX_CLASSES], pending: Pending) {
+    for (count, pending) in counts.iter().zip(pending) {
+        count.add(pending);
+    }
+}
+
+/// One submit's view of its thread: the shard it pushes to, the limits it checks against
+/// and the thread's units ([`Limits::local`]). Dropping it puts the limits and units back
+/// in the thread's cache (or, for a submit that could not use the cache, adds its units
+/// to the shared counts).
 pub(crate) struct ThreadLimits<'a> {
-    #[cfg_attr(loom, allow(dead_code))]
-    owner: &'a Limits,
     /// This thread's shard.
     pub(crate) shard: usize,
     /// `Some` until dropped.
     limits: Option<Arc<SubmitLimits>>,
+    units: Units<'a>,
+    /// Whether `limits` and `units` came from the thread's cache and go back to it.
+    #[cfg_attr(loom, allow(dead_code))]
+    cached: bool,
 }
 
-impl std::ops::Deref for ThreadLimits<'_> {
-    type Target = SubmitLimits;
-
-    fn deref(&self) -> &SubmitLimits {
-        self.limits.as_deref().expect("taken only by drop")
+impl<'a> ThreadLimits<'a> {
+    /// The limits in force and the units.
+    pub(crate) fn parts(&mut self) -> (&SubmitLimits, &mut Units<'a>) {
+        let limits = self.limits.as_deref().expect("taken only by drop");
+        (limits, &mut self.units)
     }
 }
 
 impl Drop for ThreadLimits<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        if let Some(limits) = self.limits.take() {
-            let id = self.owner.id;
-            let _ = LOCAL.try_with(|local| local.limits.set(Some((id, limits))));
+        if self.cached {
+            let (limits, pending) = (self.limits.take(), self.units.pending);
+            let back = LOCAL.try_with(|local| {
+                local.limits.set(limits);
+                local.pending.set(pending);
+                local.busy.set(false);
+            });
+            if back.is_ok() {
+                return;
+            }
         }
+        self.units.add_all();
     }
 }
 
@@ -141,9 +228,18 @@ impl Drop for ThreadLimits<'_> {
 struct Local {
     /// This thread's shard seed, assigned round-robin on first use and kept for the
     /// thread's life so producers rarely share a queue; `usize::MAX` until then.
-    shard: std::cell::Cell<usize>,
-    /// The limits this thread last used, with the id of the [`Limits`] they came from.
-    limits: std::cell::Cell<Option<(u64, Arc<SubmitLimits>)>>,
+    shard: Cell<usize>,
+    /// Whether a submit has the cache's limits and units out.
+    busy: Cell<bool>,
+    /// The [`Limits`] the fields below belong to (`u64::MAX`: none yet).
+    id: Cell<u64>,
+    /// The limits this thread last used (`None` while a submit has them out).
+    limits: Cell<Option<Arc<SubmitLimits>>>,
+    /// This thread's pending units of that scheduler.
+    pending: Cell<Pending>,
+    /// That scheduler's counts, to add the pending units to when the thread turns to
+    /// another scheduler or exits.
+    counts: Cell<Option<Counts>>,
 }
 
 #[cfg(not(loom))]
@@ -156,14 +252,42 @@ impl Local {
         }
         self.shard.get()
     }
+
+    /// Makes the cache `limits`' scheduler's, adding the units held for the previous one.
+    fn switch_to(&self, limits: &Limits) {
+        self.add_pending();
+        self.id.set(limits.id);
+        self.limits.set(None);
+        self.counts.set(Some(Arc::clone(&limits.counts)));
+    }
+
+    /// Adds the pending units to their scheduler's counts.
+    fn add_pending(&self) {
+        let pending = self.pending.take();
+        if let Some(counts) = self.counts.take() {
+            add_all(&counts, pending);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The thread exits: its units count from now on.
+        self.add_pending();
+    }
 }
 
 #[cfg(not(loom))]
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            shard: std::cell::Cell::new(usize::MAX),
-            limits: std::cell::Cell::new(None),
+            shard: Cell::new(usize::MAX),
+            busy: Cell::new(false),
+            id: Cell::new(u64::MAX),
+            limits: Cell::new(None),
+            pending: Cell::new([0; MAX_CLASSES]),
+            counts: Cell::new(None),
         }
     };
 }

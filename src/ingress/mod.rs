@@ -80,8 +80,9 @@ pub(crate) struct Shared {
     /// Every request's slot, from submit until the scheduler frees it.
     pub(crate) table: Arc<Table<Payload>>,
     pub(crate) shards: Box<[Shard]>,
-    /// Per class position: requests waiting or in ingress, against `queue_capacity`.
-    pub(crate) capacity: Box<[ClassCount]>,
+    /// Per class position: requests waiting or in ingress, against `queue_capacity` (the
+    /// threads' pending units aside: see `capacity`). The same counts as `limits`'.
+    pub(crate) capacity: local::Counts,
     /// With `id_index` on: id → handle, for duplicate refusal and [`Submitter::lookup`].
     pub(crate) index: Option<IdIndex>,
     pub(crate) notices: NoticeQueue,
@@ -156,8 +157,13 @@ impl Shared {
                 refused: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             })
             .collect();
-        let capacity: Box<[ClassCount]> = (0..MAX_CLASSES).map(|_| ClassCount::new(0)).collect();
-        set_capacities(&capacity, config);
+        let capacity: local::Counts =
+            std::sync::Arc::new(std::array::from_fn(|_| ClassCount::new(0)));
+        set_capacities(&capacity[..], config);
+        let limits = local::Limits::new(
+            SubmitLimits::new(config, 0),
+            std::sync::Arc::clone(&capacity),
+        );
         let shared = Self {
             table,
             shards,
@@ -166,7 +172,7 @@ impl Shared {
             notices: NoticeQueue::new(),
             status: AtomicU32::new(OPEN),
             clock,
-            limits: local::Limits::new(SubmitLimits::new(config, 0)),
+            limits,
         };
         let drain = Drain {
             consumers: consumers.into_boxed_slice(),
@@ -392,16 +398,19 @@ impl Submitter {
     /// ```
     pub fn submit(&self, spec: RequestSpec) -> Result<RequestHandle, SubmitError> {
         let n_shards = self.shared.shards.len();
-        let local = self.shared.limits.local(n_shards);
+        let mut local = self.shared.limits.local(n_shards);
+        let shard = local.shard;
+        let (limits, units) = local.parts();
         // By reference from here on: a copy of the spec, read with 16-byte loads over the
         // caller's narrower stores, missed store forwarding (about 10 ns a submit here).
-        self.submit_with(local.shard, &local, &spec)
+        self.submit_with(shard, limits, units, &spec)
     }
 
     fn submit_with(
         &self,
         shard_i: usize,
         limits: &SubmitLimits,
+        units: &mut local::Units,
         spec: &RequestSpec,
     ) -> Result<RequestHandle, SubmitError> {
         let shared = &*self.shared;
@@ -438,8 +447,7 @@ impl Submitter {
             class: limits.classes.name(spec.class).to_string(),
             capacity,
         };
-        let units = &shared.capacity[class];
-        if let Err(capacity) = units.try_acquire() {
+        if let Err(capacity) = units.take(class) {
             return refuse(full(capacity));
         }
         let payload = Payload {
@@ -451,7 +459,7 @@ impl Submitter {
             Ok(r) => r,
             Err(t) => {
                 // Only past the documented slack (reloads that raised capacities far).
-                units.release(1);
+                units.undo(class);
                 return refuse(full(t.capacity as usize));
             }
         };
@@ -459,7 +467,7 @@ impl Submitter {
         if let Some(index) = &shared.index {
             if !index.insert(spec.id, handle) {
                 shared.table.unreserve(shard_i, reserved);
-                units.release(1);
+                units.undo(class);
                 return refuse(SubmitError::DuplicateId(spec.id));
             }
         }
@@ -472,7 +480,7 @@ impl Submitter {
                     index.remove(spec.id, handle);
                 }
                 shared.table.unreserve(shard_i, reserved);
-                units.release(1);
+                units.undo(class);
                 refuse(shared.closed_error())
             }
         }

@@ -23,9 +23,10 @@ impl Scheduler {
     /// ingress (its push mid-link) is skipped, and the drain that later takes it reads its
     /// slot's latest state instead.
     ///
-    /// A step takes at most what its class's capacity counted when the step began (each
-    /// queue is drained up to then, and the notice queue's length is read once): API
-    /// threads that keep pushing cannot hold the step forever. The drained requests are
+    /// A step takes at most its class's count plus its capacity as they stood when the
+    /// step began (`ClassCount::drain_limit`: at least everything in ingress then), and
+    /// reads the notice queue's length once: API threads that keep pushing cannot hold the
+    /// step forever. The drained requests are
     /// sorted by arrival first, so they join the queue at its tail instead of each one
     /// scanning back past the other shards' arrivals of the same moments. A batch whose
     /// arrivals already rise within each class (one shard, or shards that took turns) is
@@ -33,7 +34,7 @@ impl Scheduler {
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
         let mut batch = std::mem::take(&mut self.batch);
-        let limit = std::array::from_fn(|c| shared.capacity[c].used());
+        let limit = std::array::from_fn(|c| shared.capacity[c].drain_limit());
         self.drain.drain(&shared.table, limit, &mut batch);
         if !arrivals_in_order_per_class(&batch) {
             batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));
