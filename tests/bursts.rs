@@ -430,3 +430,53 @@ fn drain_waiting_strands_nothing_with_submitters_racing_it() {
     assert_eq!(c.refused, full.iter().sum::<u64>() + 2, "{c}");
     assert!(c.is_balanced(), "{c}");
 }
+
+/// From 4,096 on, a thread counts its submits locally and adds them 16 at a time; what it
+/// holds still counts once it exits or turns to another scheduler, so the class then
+/// refuses at exactly its capacity. (Were the units lost, the class would take more.)
+#[test]
+fn a_threads_pending_units_count_once_it_exits_or_turns_away() {
+    const CAPACITY: usize = 4096;
+    for turn_away in [false, true] {
+        let clock = ManualClock::new(Timestamp::ZERO);
+        let (sched, api) = Scheduler::with_clock(config(2, CAPACITY), clock.clone()).unwrap();
+        let (_other_sched, other) =
+            Scheduler::with_clock(config(2, CAPACITY), clock.clone()).unwrap();
+        let api2 = api.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (turned_tx, turned) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // 5 units: fewer than a batch, all pending.
+            for id in 0..5 {
+                api2.submit(high(id)).unwrap();
+            }
+            if turn_away {
+                other.submit(high(0)).unwrap();
+                turned_tx.send(()).unwrap();
+                // Stay alive: only the turn may have added the units.
+                rx.recv().unwrap();
+            }
+        });
+        let mut t = Some(t);
+        if turn_away {
+            turned.recv().unwrap();
+        } else {
+            t.take().unwrap().join().unwrap();
+        }
+        // This thread alone now: exact.
+        for id in 5..CAPACITY as u64 {
+            api.submit(high(id)).expect("within the capacity");
+        }
+        assert_eq!(
+            api.submit(high(CAPACITY as u64)),
+            full("HIGH", CAPACITY),
+            "turn away: {turn_away}"
+        );
+        let c = balanced(&sched);
+        assert_eq!((c.submitted, c.refused), (CAPACITY as u64 + 1, 1), "{c}");
+        if let Some(t) = t {
+            tx.send(()).unwrap();
+            t.join().unwrap();
+        }
+    }
+}
