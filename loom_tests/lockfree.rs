@@ -1,7 +1,8 @@
 //! Loom models of the lock-free request table and intrusive ingress queue
 //! (`src/ingress/table.rs`, `src/ingress/mpsc.rs`): chunk installation, pushes racing pops
 //! through the unlinked-next window, close racing a push, freed slots returned while
-//! producers take them (the tagged stack's ABA case), and a cancel by a stale handle racing
+//! producers take them (the tagged stack's ABA case), a producer's range of never-used slots
+//! given back while another producer takes slots, and a cancel by a stale handle racing
 //! the slot's reuse. Chunks are two slots under loom, so small tables span several chunks.
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_lockfree`
@@ -151,6 +152,45 @@ fn freed_slots_return_to_a_racing_producer() {
         for h in got {
             assert_eq!(t.phase(h), Ok(QUEUED));
         }
+    });
+}
+
+/// One producer takes a range of never-used slots (two under loom), uses one and gives the
+/// other back to the free stack while a second producer reserves the plain way (free stack,
+/// then the bump counter): every slot of the table is handed out exactly once, the given
+/// back one included, and a payload written into it is the one read.
+#[test]
+fn a_fresh_range_given_back_is_handed_out_once() {
+    loom::model(|| {
+        let t = Arc::new(Table::<u32>::new(4, 1));
+        let t2 = Arc::clone(&t);
+        let ranged = thread::spawn(move || {
+            let mut fresh = FreshRange::default();
+            let r = t2.reserve_from(0, 1, &mut fresh).unwrap();
+            assert_eq!(fresh.len(), FRESH_BATCH - 1);
+            t2.give_back(0, &mut fresh);
+            assert!(fresh.is_empty());
+            r.handle()
+        });
+        let (p, mut c) = queue(Arc::clone(&t));
+        let mut handles = vec![];
+        for v in [2, 3] {
+            let r = t.reserve(0, v).unwrap();
+            handles.push(r.handle());
+            p.push(r).unwrap();
+        }
+        handles.push(ranged.join().unwrap());
+        // The one slot left, given back or never used: then the table is full.
+        let last = t.reserve(0, 4).unwrap();
+        handles.push(last.handle());
+        p.push(last).unwrap();
+        assert!(t.reserve(0, 5).is_err(), "four slots, all handed out");
+        let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, [0, 1, 2, 3]);
+        let mut seen = vec![];
+        drain(&mut c, &mut seen);
+        assert_eq!(seen, [2, 3, 4]);
     });
 }
 

@@ -126,8 +126,9 @@ pub mod lockfree {
     pub use crate::ingress::capacity::ClassCount;
     pub use crate::ingress::mpsc::{queue, Closed, Consumer, Pop, Producer};
     pub use crate::ingress::table::{
-        Changed, Entry, FreeBatch, RequestHandle, Reserved, Table, TableFull, TicketError,
-        CANCEL_QUEUED, CANCEL_RUNNING, CHUNK, DONE, FREE, MAX_CAPACITY, QUEUED, RUNNING,
+        Changed, Entry, FreeBatch, FreshRange, RequestHandle, Reserved, Table, TableFull,
+        TicketError, CANCEL_QUEUED, CANCEL_RUNNING, CHUNK, DONE, FREE, FRESH_BATCH, MAX_CAPACITY,
+        QUEUED, RUNNING,
     };
 }
 

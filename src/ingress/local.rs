@@ -26,11 +26,18 @@
 //! another scheduler (its cached entry is replaced) and when it exits (the thread-local's
 //! destructor): dropping a [`Units`] adds what it holds.
 //!
+//! The thread also keeps the never-used table slots it took at once
+//! ([`FreshRange`], `super::table`), so that a table growing under many producers is not
+//! one shared counter bumped per submit; it gives them back to the table's free slots when
+//! it turns to another scheduler or exits (through a weak reference: a table already
+//! dropped needs nothing back).
+//!
 //! Under loom the cache is bypassed (one shard, the cell's load every time, units added at
 //! the end of each submit): it adds no ordering to model.
 
 use super::capacity::{ClassCount, Pending};
-use super::SubmitLimits;
+use super::table::{FreshRange, Table};
+use super::{Payload, SubmitLimits};
 use crate::class::MAX_CLASSES;
 use crate::sync::SwapCell;
 #[cfg(not(loom))]
@@ -52,10 +59,17 @@ pub(crate) struct Limits {
     #[cfg_attr(loom, allow(dead_code))]
     id: u64,
     counts: Counts,
+    /// The request table, for the fresh slots a thread gives back.
+    #[cfg_attr(loom, allow(dead_code))]
+    table: std::sync::Weak<Table<Payload>>,
 }
 
 impl Limits {
-    pub(crate) fn new(limits: SubmitLimits, counts: Counts) -> Self {
+    pub(crate) fn new(
+        limits: SubmitLimits,
+        counts: Counts,
+        table: std::sync::Weak<Table<Payload>>,
+    ) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             epoch: AtomicU32::new(limits.epoch),
@@ -63,6 +77,7 @@ impl Limits {
             // Relaxed: only uniqueness matters; the RMW gives it.
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             counts,
+            table,
         }
     }
 
@@ -111,9 +126,12 @@ impl Limits {
                     .take()
                     .filter(|l| l.epoch == published)
                     .unwrap_or_else(|| self.cell.with(Arc::clone));
-                (shard, Some((limits, local.pending.get())))
+                (
+                    shard,
+                    Some((limits, local.pending.get(), local.fresh.get())),
+                )
             });
-            if let Ok((shard, Some((limits, pending)))) = local {
+            if let Ok((shard, Some((limits, pending, fresh)))) = local {
                 return ThreadLimits {
                     shard,
                     limits: Some(limits),
@@ -121,7 +139,7 @@ impl Limits {
                         counts: &self.counts,
                         pending,
                     },
-                    cached: true,
+                    fresh: Some(fresh),
                 };
             }
             // The cache busy (a re-entrant submit) or this thread's locals gone (a submit
@@ -146,7 +164,7 @@ impl Limits {
                 counts: &self.counts,
                 pending: [0; MAX_CLASSES],
             },
-            cached: false,
+            fresh: None,
         }
     }
 }
@@ -193,27 +211,29 @@ pub(crate) struct ThreadLimits<'a> {
     /// `Some` until dropped.
     limits: Option<Arc<SubmitLimits>>,
     units: Units<'a>,
-    /// Whether `limits` and `units` came from the thread's cache and go back to it.
-    #[cfg_attr(loom, allow(dead_code))]
-    cached: bool,
+    /// The thread's fresh slots, if `limits`, `units` and these came from the thread's
+    /// cache and go back to it (`None`: a submit that could not use the cache, which
+    /// reserves its slot without a range).
+    fresh: Option<FreshRange>,
 }
 
 impl<'a> ThreadLimits<'a> {
-    /// The limits in force and the units.
-    pub(crate) fn parts(&mut self) -> (&SubmitLimits, &mut Units<'a>) {
+    /// The limits in force, the units and the thread's fresh slots (if cached).
+    pub(crate) fn parts(&mut self) -> (&SubmitLimits, &mut Units<'a>, Option<&mut FreshRange>) {
         let limits = self.limits.as_deref().expect("taken only by drop");
-        (limits, &mut self.units)
+        (limits, &mut self.units, self.fresh.as_mut())
     }
 }
 
 impl Drop for ThreadLimits<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        if self.cached {
+        if let Some(fresh) = self.fresh {
             let (limits, pending) = (self.limits.take(), self.units.pending);
             let back = LOCAL.try_with(|local| {
                 local.limits.set(limits);
                 local.pending.set(pending);
+                local.fresh.set(fresh);
                 local.busy.set(false);
             });
             if back.is_ok() {
@@ -240,6 +260,10 @@ struct Local {
     /// That scheduler's counts, to add the pending units to when the thread turns to
     /// another scheduler or exits.
     counts: Cell<Option<Counts>>,
+    /// Never-used slots of that scheduler's table this thread holds.
+    fresh: Cell<FreshRange>,
+    /// That table, to give them back to.
+    table: Cell<Option<std::sync::Weak<Table<Payload>>>>,
 }
 
 #[cfg(not(loom))]
@@ -253,19 +277,25 @@ impl Local {
         self.shard.get()
     }
 
-    /// Makes the cache `limits`' scheduler's, adding the units held for the previous one.
+    /// Makes the cache `limits`' scheduler's, settling what it held for the previous one.
     fn switch_to(&self, limits: &Limits) {
-        self.add_pending();
+        self.settle();
         self.id.set(limits.id);
         self.limits.set(None);
         self.counts.set(Some(Arc::clone(&limits.counts)));
+        self.table.set(Some(limits.table.clone()));
     }
 
-    /// Adds the pending units to their scheduler's counts.
-    fn add_pending(&self) {
+    /// Adds the pending units to their scheduler's counts and gives the fresh slots back
+    /// to its table (if it is still there).
+    fn settle(&self) {
         let pending = self.pending.take();
         if let Some(counts) = self.counts.take() {
             add_all(&counts, pending);
+        }
+        let mut fresh = self.fresh.take();
+        if let Some(table) = self.table.take().and_then(|t| t.upgrade()) {
+            table.give_back(self.shard(), &mut fresh);
         }
     }
 }
@@ -273,8 +303,8 @@ impl Local {
 #[cfg(not(loom))]
 impl Drop for Local {
     fn drop(&mut self) {
-        // The thread exits: its units count from now on.
-        self.add_pending();
+        // The thread exits: its units count from now on, its fresh slots go back.
+        self.settle();
     }
 }
 
@@ -288,6 +318,8 @@ thread_local! {
             limits: Cell::new(None),
             pending: Cell::new([0; MAX_CLASSES]),
             counts: Cell::new(None),
+            fresh: Cell::new(FreshRange::EMPTY),
+            table: Cell::new(None),
         }
     };
 }

@@ -129,6 +129,20 @@ pub(crate) fn table_capacity(config: &SchedulerConfig) -> u32 {
     need.saturating_mul(2).min(u64::from(table::MAX_CAPACITY)) as u32
 }
 
+/// A weak reference to `table` for the API threads' caches, which give their fresh slots
+/// back through it (`local`). Empty under loom, whose models bypass those caches.
+fn weak(table: &Arc<Table<Payload>>) -> std::sync::Weak<Table<Payload>> {
+    #[cfg(not(loom))]
+    {
+        Arc::downgrade(table)
+    }
+    #[cfg(loom)]
+    {
+        let _ = table;
+        std::sync::Weak::new()
+    }
+}
+
 /// Sets each configured class position's capacity from `config`. Positions past its
 /// classes keep theirs: a submit checked against the limits of before a reload that
 /// dropped a position still counts against the capacity of the class it named then (the
@@ -163,6 +177,7 @@ impl Shared {
         let limits = local::Limits::new(
             SubmitLimits::new(config, 0),
             std::sync::Arc::clone(&capacity),
+            weak(&table),
         );
         let shared = Self {
             table,
@@ -400,10 +415,10 @@ impl Submitter {
         let n_shards = self.shared.shards.len();
         let mut local = self.shared.limits.local(n_shards);
         let shard = local.shard;
-        let (limits, units) = local.parts();
+        let (limits, units, fresh) = local.parts();
         // By reference from here on: a copy of the spec, read with 16-byte loads over the
         // caller's narrower stores, missed store forwarding (about 10 ns a submit here).
-        self.submit_with(shard, limits, units, &spec)
+        self.submit_with(shard, limits, units, fresh, &spec)
     }
 
     fn submit_with(
@@ -411,6 +426,7 @@ impl Submitter {
         shard_i: usize,
         limits: &SubmitLimits,
         units: &mut local::Units,
+        fresh: Option<&mut table::FreshRange>,
         spec: &RequestSpec,
     ) -> Result<RequestHandle, SubmitError> {
         let shared = &*self.shared;
@@ -455,7 +471,11 @@ impl Submitter {
             arrival: shared.clock.now(),
             epoch: limits.epoch,
         };
-        let reserved = match shared.table.reserve(shard_i, payload) {
+        let reserved = match fresh {
+            Some(fresh) => shared.table.reserve_from(shard_i, payload, fresh),
+            None => shared.table.reserve(shard_i, payload),
+        };
+        let reserved = match reserved {
             Ok(r) => r,
             Err(t) => {
                 // Only past the documented slack (reloads that raised capacities far).
@@ -694,6 +714,27 @@ mod tests {
         }
         // 12,800 requests, at most 192 slots live at once (64 in ingress, 64 ended in the
         // step's batch, 64 returned): one chunk of 1,024.
+        assert_eq!(sched.table_chunks(), 1);
+    }
+
+    /// Each API thread takes `FRESH_BATCH` never-used slots at once; those it leaves go back
+    /// to the table when it exits, so threads that come and go do not grow the table.
+    #[test]
+    #[cfg_attr(miri, ignore = "100 threads and a scheduler: slow under Miri")]
+    fn exiting_threads_give_their_fresh_slots_back() {
+        let config = SchedulerConfig {
+            shards: 1,
+            ..SchedulerConfig::default()
+        };
+        let (sched, api) = Scheduler::new(config).unwrap();
+        for t in 0..100 {
+            let api = api.clone();
+            std::thread::spawn(move || api.submit(RequestSpec::new(t, Class::LOW, 16, 1)))
+                .join()
+                .unwrap()
+                .unwrap();
+        }
+        // 100 slots in use; without the give-backs, 100 × 32 slots taken: four chunks.
         assert_eq!(sched.table_chunks(), 1);
     }
 }

@@ -31,8 +31,12 @@
 //! shard so producers of different shards stay off one cache line. A stack head is a tagged
 //! word: slot index in the low 32 bits, a tag bumped by every push and pop in the high 32
 //! (the ABA guard: a pop that read a head, slept while it was popped and pushed back, fails
-//! its CAS because the tag moved). A producer takes a slot from its shard's stack, else a
-//! never-used slot (a bump counter), else another shard's stack, else the table is full.
+//! its CAS because the tag moved). A producer takes a slot from its shard's stack, else
+//! another shard's stack, else a never-used slot (a bump counter), else the table is full.
+//! A producer thread that keeps a [`FreshRange`] ([`Table::reserve_from`]) takes its
+//! never-used slots [`FRESH_BATCH`] at a time, so a growing table is not one counter every
+//! producer bumps per submit; it uses them right after its own stack, and gives back what
+//! it leaves ([`Table::give_back`]).
 //!
 //! # Ownership tokens
 //!
@@ -52,6 +56,40 @@ pub const CHUNK: usize = if cfg!(loom) { 2 } else { 1024 };
 
 /// "No slot": the end of a link or an empty stack.
 pub(crate) const NIL: u32 = u32::MAX;
+
+/// The most never-used slots a producer thread takes at once ([`Table::reserve_from`]).
+pub const FRESH_BATCH: u32 = if cfg!(loom) { 2 } else { 32 };
+
+/// Never-used slot indices `next..end` that one producer thread took from the table at
+/// once and holds alone ([`Table::reserve_from`]); empty by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreshRange {
+    next: u32,
+    end: u32,
+}
+
+impl FreshRange {
+    /// No slots.
+    pub const EMPTY: Self = Self { next: 0, end: 0 };
+
+    /// The next index, if any is left.
+    fn take(&mut self) -> Option<u32> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    /// Slots left.
+    pub fn len(&self) -> u32 {
+        self.end.saturating_sub(self.next)
+    }
+
+    /// Whether none is left.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The largest capacity a table accepts: indices stay below `2^31 - 2` so the ingress queue
 /// can keep a closed bit and a stub index above them.
@@ -337,12 +375,42 @@ impl<P: Copy> Table<P> {
     /// steady state it holds about as many slots as requests are live. Never blocks;
     /// lock-free.
     pub fn reserve(&self, shard: usize, payload: P) -> Result<Reserved, TableFull> {
+        self.reserve_in(shard, payload, None)
+    }
+
+    /// Producer: [`reserve`](Self::reserve) for a thread that keeps never-used slots of its
+    /// own in `fresh`: after shard `shard`'s free stack it takes from `fresh`, and when the
+    /// table must grow it refills `fresh` with up to [`FRESH_BATCH`] slots at once (one RMW
+    /// on the shared bump counter for all of them). The thread gives what it leaves back
+    /// with [`give_back`](Self::give_back).
+    pub fn reserve_from(
+        &self,
+        shard: usize,
+        payload: P,
+        fresh: &mut FreshRange,
+    ) -> Result<Reserved, TableFull> {
+        self.reserve_in(shard, payload, Some(fresh))
+    }
+
+    fn reserve_in(
+        &self,
+        shard: usize,
+        payload: P,
+        mut fresh: Option<&mut FreshRange>,
+    ) -> Result<Reserved, TableFull> {
         let n = self.free.len();
         let home = shard % n;
         let index = self
             .pop_free(home)
+            .or_else(|| fresh.as_deref_mut().and_then(|r| self.take_fresh(r)))
             .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
-            .or_else(|| self.bump())
+            .or_else(|| match fresh {
+                Some(r) => {
+                    *r = self.bump_range(FRESH_BATCH)?;
+                    self.take_fresh(r)
+                }
+                None => self.bump(),
+            })
             .ok_or(TableFull {
                 capacity: self.capacity,
             })?;
@@ -372,6 +440,46 @@ impl<P: Copy> Table<P> {
                 generation: gen,
             },
         })
+    }
+
+    /// Takes the next slot of `fresh`, installing its chunk if needed.
+    fn take_fresh(&self, fresh: &mut FreshRange) -> Option<u32> {
+        let index = fresh.take()?;
+        self.install(chunk_of(index).0);
+        Some(index)
+    }
+
+    /// Up to `n` never-used slots (at least one), or `None` if there are none left. Their
+    /// chunks are installed as they are taken.
+    fn bump_range(&self, n: u32) -> Option<FreshRange> {
+        let cap = self.capacity;
+        // Relaxed: as in `bump`; the range is ours alone once the RMW hands it out.
+        let start = self
+            .bump
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b < cap).then(|| b + n.min(cap - b))
+            })
+            .ok()?;
+        Some(FreshRange {
+            next: start,
+            end: start + n.min(cap - start),
+        })
+    }
+
+    /// Producer: gives back the never-used slots a thread kept in `fresh` (it turns to
+    /// another scheduler or exits), onto free stack `shard`. Empties `fresh`.
+    pub fn give_back(&self, shard: usize, fresh: &mut FreshRange) {
+        let FreshRange { next, end } = std::mem::take(fresh);
+        if next >= end {
+            return;
+        }
+        for index in next..end {
+            self.install(chunk_of(index).0);
+            let link = if index + 1 < end { index + 1 } else { NIL };
+            // Relaxed: published by the Release CAS in `push_free`.
+            self.slot_held(index).next.store(link, Ordering::Relaxed);
+        }
+        self.push_free(shard % self.free.len(), next, end - 1);
     }
 
     /// A never-used slot, installing its chunk if needed.
@@ -706,6 +814,47 @@ mod tests {
 
     fn entry(r: Reserved) -> Entry {
         Entry { handle: r.handle }
+    }
+
+    /// A thread's range: the own free stack first, then the range (one bump for
+    /// `FRESH_BATCH` slots), refilled when empty, cut short at the capacity; what is left
+    /// goes back to the free stack and is handed out from there.
+    #[test]
+    fn fresh_ranges_are_taken_at_once_and_given_back() {
+        let cap = FRESH_BATCH + 3;
+        let t = Table::<u32>::new(cap, 1);
+        let mut fresh = FreshRange::EMPTY;
+        let a = t.reserve_from(0, 1, &mut fresh).unwrap();
+        assert_eq!(a.handle().index(), 0);
+        assert_eq!(fresh.len(), FRESH_BATCH - 1, "one bump took the batch");
+        // A plain reserve goes past the range: the bump counter is already beyond it.
+        let b = t.reserve(0, 2).unwrap();
+        assert_eq!(b.handle().index(), FRESH_BATCH);
+        // A freed slot on the own stack is taken before the range.
+        t.unreserve(0, a);
+        let c = t.reserve_from(0, 3, &mut fresh).unwrap();
+        assert_eq!(c.handle().index(), 0);
+        assert_eq!(fresh.len(), FRESH_BATCH - 1);
+        for i in 1..FRESH_BATCH {
+            let r = t.reserve_from(0, 0, &mut fresh).unwrap();
+            assert_eq!(r.handle().index(), i);
+        }
+        // Refilled, cut at the capacity: two slots left.
+        let d = t.reserve_from(0, 4, &mut fresh).unwrap();
+        assert_eq!((d.handle().index(), fresh.len()), (FRESH_BATCH + 1, 1));
+        t.give_back(0, &mut fresh);
+        assert!(fresh.is_empty());
+        let e = t.reserve(0, 5).unwrap();
+        assert_eq!(
+            e.handle().index(),
+            FRESH_BATCH + 2,
+            "given back, handed out again"
+        );
+        assert_eq!(t.reserve(0, 6), Err(TableFull { capacity: cap }));
+        assert_eq!(
+            t.reserve_from(0, 6, &mut fresh),
+            Err(TableFull { capacity: cap })
+        );
     }
 
     #[test]
