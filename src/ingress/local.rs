@@ -1,6 +1,7 @@
-//! What an API thread keeps between submits: the ingress shard it pushes to, and its own
-//! copy of the submit limits, re-read from the shared cell only after a reload published
-//! new ones.
+//! What an API thread keeps between submits, for the scheduler it last submitted to: the
+//! ingress shard it pushes to, its own copy of the submit limits (re-read from the shared
+//! cell only after a reload published new ones), its pending capacity units and the
+//! never-used table slots it holds.
 //!
 //! The limits live in a [`SwapCell`] (arc-swap), whose load costs a few atomic operations
 //! of its own; a submit is otherwise three. So each thread caches the `Arc` it last loaded
@@ -23,8 +24,9 @@
 //! Next to the limits the thread keeps its pending capacity units ([`Units`]: the units it
 //! took from each class and has not yet added to the shared counts; see
 //! `super::capacity`). They are added when they fill a batch, when the thread turns to
-//! another scheduler (its cached entry is replaced) and when it exits (the thread-local's
-//! destructor): dropping a [`Units`] adds what it holds.
+//! another scheduler and when it exits (the thread-local's destructor). A submit that
+//! cannot use the cache (re-entrant, or this thread's locals gone) takes units of its own
+//! and adds them when it ends.
 //!
 //! The thread also keeps the never-used table slots it took at once
 //! ([`FreshRange`], `super::table`), so that a table growing under many producers is not
@@ -49,8 +51,8 @@ use std::sync::Arc;
 /// units of it.
 pub(crate) type Counts = Arc<[ClassCount; MAX_CLASSES]>;
 
-/// The shared limits with their published epoch, and the capacity counts submits take
-/// units of.
+/// What every submit to one scheduler shares: the limits with their published epoch, the
+/// capacity counts submits take units of, and the table threads give fresh slots back to.
 pub(crate) struct Limits {
     cell: SwapCell<SubmitLimits>,
     /// The epoch of the value last stored in `cell`; written after it.
@@ -108,7 +110,7 @@ impl Limits {
     /// 16-byte loads over the narrower stores that wrote it, which the CPU cannot forward
     /// (perf annotate put a fifth of a submit's time on those loads). For the same reason
     /// the cache's fields are separate cells of at most eight bytes.
-    pub(crate) fn local(&self, n_shards: usize) -> ThreadLimits<'_> {
+    pub(crate) fn local(&self, n_shards: usize) -> ThreadView<'_> {
         #[cfg(not(loom))]
         {
             // Relaxed: see `store`.
@@ -132,7 +134,7 @@ impl Limits {
                 )
             });
             if let Ok((shard, Some((limits, pending, fresh)))) = local {
-                return ThreadLimits {
+                return ThreadView {
                     shard,
                     limits: Some(limits),
                     units: Units {
@@ -156,8 +158,8 @@ impl Limits {
 
     /// A submit's view without the thread's cache: the cell's limits, and units of its own
     /// that are added to the shared counts when it ends.
-    fn uncached(&self, shard: usize) -> ThreadLimits<'_> {
-        ThreadLimits {
+    fn uncached(&self, shard: usize) -> ThreadView<'_> {
+        ThreadView {
             shard,
             limits: Some(self.cell.with(Arc::clone)),
             units: Units {
@@ -205,7 +207,7 @@ fn add_all(counts: &[ClassCount; MAX_CLASSES], pending: Pending) {
 /// and the thread's units ([`Limits::local`]). Dropping it puts the limits and units back
 /// in the thread's cache (or, for a submit that could not use the cache, adds its units
 /// to the shared counts).
-pub(crate) struct ThreadLimits<'a> {
+pub(crate) struct ThreadView<'a> {
     /// This thread's shard.
     pub(crate) shard: usize,
     /// `Some` until dropped.
@@ -217,7 +219,7 @@ pub(crate) struct ThreadLimits<'a> {
     fresh: Option<FreshRange>,
 }
 
-impl<'a> ThreadLimits<'a> {
+impl<'a> ThreadView<'a> {
     /// The limits in force, the units and the thread's fresh slots (if cached).
     pub(crate) fn parts(&mut self) -> (&SubmitLimits, &mut Units<'a>, Option<&mut FreshRange>) {
         let limits = self.limits.as_deref().expect("taken only by drop");
@@ -225,7 +227,7 @@ impl<'a> ThreadLimits<'a> {
     }
 }
 
-impl Drop for ThreadLimits<'_> {
+impl Drop for ThreadView<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
         if let Some(fresh) = self.fresh {
