@@ -478,7 +478,9 @@ impl Submitter {
         let reserved = match reserved {
             Ok(r) => r,
             Err(t) => {
-                // Only past the documented slack (reloads that raised capacities far).
+                // Only past the table's room for twice every capacity: reloads that
+                // raised capacities far, or tens of thousands of API threads each over
+                // the capacity by its pending units and holding never-used slots.
                 units.undo(class);
                 return refuse(full(t.capacity as usize));
             }
