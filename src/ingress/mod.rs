@@ -193,6 +193,7 @@ impl Shared {
             consumers: consumers.into_boxed_slice(),
             free: (0..n_shards).map(|_| FreeBatch::new()).collect(),
             units: [0; MAX_CLASSES],
+            active: Vec::new(),
         };
         (shared, drain)
     }
@@ -254,12 +255,21 @@ pub(crate) struct Drain {
     /// Capacity units held per class position for drained requests (see
     /// [`Drain::settle`]).
     units: [usize; MAX_CLASSES],
+    /// The queues a drain still takes from (scratch, kept for its allocation).
+    active: Vec<usize>,
 }
 
 impl Drain {
     /// Pops every request queued now into `out`, at most `limit[c]` per class position `c`
     /// over all shards, so producers that keep pushing cannot hold a step. A queue whose
     /// producer is between its tail swap and its link is left for the next step.
+    ///
+    /// The queues are taken from in rotation, one request each, and each pop hints the
+    /// queue's next node ([`Consumer::prefetch_next`]): with producers on other cores every
+    /// node is a line to fetch from theirs, and a queue's next node is known only once its
+    /// current one has arrived, so draining queue after queue waited for every node in
+    /// turn. Each queue's requests keep their order in `out` (the order within a class is
+    /// all that matters: see `Scheduler::ingest`).
     pub(crate) fn drain(
         &mut self,
         table: &Table<Payload>,
@@ -267,18 +277,29 @@ impl Drain {
         out: &mut Vec<Drained>,
     ) {
         let mut left = limit;
-        for (i, q) in self.consumers.iter_mut().enumerate() {
-            let c = i % MAX_CLASSES;
-            while left[c] > 0 {
-                match q.pop() {
-                    Pop::Item(e) => {
+        let mut active = std::mem::take(&mut self.active);
+        active.clear();
+        active.extend(0..self.consumers.len());
+        while !active.is_empty() {
+            let mut k = 0;
+            while k < active.len() {
+                let i = active[k];
+                let c = i % MAX_CLASSES;
+                let q = &mut self.consumers[i];
+                if left[c] > 0 {
+                    if let Pop::Item(e) = q.pop() {
+                        q.prefetch_next();
                         left[c] -= 1;
                         take(table, &mut self.units, e, out);
+                        k += 1;
+                        continue;
                     }
-                    Pop::Empty | Pop::Busy => break,
                 }
+                // Empty, a push mid-link, or the class's limit reached: done with it.
+                active.swap_remove(k);
             }
         }
+        self.active = active;
     }
 
     /// Pops everything from closed queues (the hand-off), waiting out pushes mid-link.

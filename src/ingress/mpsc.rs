@@ -275,6 +275,18 @@ impl<P: Copy> Consumer<P> {
         u64::from(pushed.wrapping_sub(self.popped as u32))
     }
 
+    /// Starts loading the node the next [`pop`](Self::pop) reads (a hint: see
+    /// [`crate::prefetch`]). A producer on another core wrote that node last, so a drain
+    /// that pops queue after queue waits for each node in turn; one that takes a request
+    /// from each queue in rotation and hints the next node of each has their loads in
+    /// flight together.
+    #[inline]
+    pub fn prefetch_next(&self) {
+        if self.head != STUB {
+            self.inner.table.prefetch(self.head);
+        }
+    }
+
     /// Requests popped so far.
     pub fn popped(&self) -> u64 {
         self.popped
