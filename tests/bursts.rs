@@ -480,3 +480,59 @@ fn a_threads_pending_units_count_once_it_exits_or_turns_away() {
         }
     }
 }
+
+/// A submit from inside a submit (here a `tracing` subscriber that submits when it sees a
+/// refusal) finds the thread's cache busy and takes its capacity unit on its own: the unit
+/// counts once, so this thread's burst afterwards is refused at exactly the capacity.
+#[test]
+fn a_reentrant_submit_counts_its_unit_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tracing::{span, Event, Metadata, Subscriber};
+
+    /// Submits one request the first time it sees an event.
+    struct SubmitOnEvent {
+        api: Submitter,
+        done: AtomicBool,
+        inner: Mutex<Option<Result<RequestHandle, SubmitError>>>,
+    }
+    impl Subscriber for SubmitOnEvent {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, _: &Event<'_>) {
+            if !self.done.swap(true, Ordering::Relaxed) {
+                let r = self.api.submit(high(1));
+                *self.inner.lock().unwrap() = Some(r);
+            }
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    const CAPACITY: usize = 4096;
+    let clock = ManualClock::new(Timestamp::ZERO);
+    let (sched, api) = Scheduler::with_clock(config(2, CAPACITY), clock.clone()).unwrap();
+    let subscriber = Arc::new(SubmitOnEvent {
+        api: api.clone(),
+        done: AtomicBool::new(false),
+        inner: Mutex::new(None),
+    });
+    tracing::subscriber::with_default(Arc::clone(&subscriber), || {
+        // Refused (no prompt): the refusal's event submits request 1 from inside.
+        let refused = api.submit(RequestSpec::new(0, Class::HIGH, 0, 1));
+        assert_eq!(refused, Err(SubmitError::ZeroPromptTokens(RequestId(0))));
+    });
+    assert!(subscriber.inner.lock().unwrap().take().unwrap().is_ok());
+    for id in 2..=CAPACITY as u64 {
+        api.submit(high(id)).expect("within the capacity");
+    }
+    assert_eq!(api.submit(high(0)), full("HIGH", CAPACITY));
+    let c = balanced(&sched);
+    assert_eq!((c.submitted, c.refused), (CAPACITY as u64 + 2, 2), "{c}");
+}
