@@ -57,6 +57,12 @@ pub const CHUNK: usize = if cfg!(loom) { 2 } else { 1024 };
 /// "No slot": the end of a link or an empty stack.
 pub(crate) const NIL: u32 = u32::MAX;
 
+/// How far down its free chain a freed slot names another (`Slot::home_or_ahead`): a
+/// producer that pops a slot starts loading the one this far ahead, so in a steady state
+/// each reused slot's line (last written on the consumer's core) is on its way this many
+/// submits before it is needed, not one.
+const AHEAD: usize = 4;
+
 /// The most never-used slots a producer thread takes at once ([`Table::reserve_from`]).
 pub const FRESH_BATCH: u32 = if cfg!(loom) { 2 } else { 32 };
 
@@ -198,10 +204,14 @@ pub(crate) struct Slot<P> {
     /// in at most one of them at a time). Atomic because a producer popping a free stack
     /// may read it after another producer took the slot and relinked it (its CAS then fails).
     pub(crate) next: AtomicU32,
-    /// The free stack (shard) the slot was last reserved from, so the consumer returns it
-    /// there: slots circulate within a shard, and a shard's producers find the slots their
-    /// requests freed instead of growing the table. Written at `reserve`, read at `free`.
-    home: AtomicU32,
+    /// While held: the free stack (shard) the slot was last reserved from, so the consumer
+    /// returns it there: slots circulate within a shard, and a shard's producers find the
+    /// slots their requests freed instead of growing the table. Written at `reserve`, read
+    /// at `free`. While free: the slot [`AHEAD`] places further down its free chain (or
+    /// `NIL`), written by the consumer's `free`, read by the producer that pops this slot
+    /// as a prefetch hint only (a racing popper may read a new holder's shard instead and
+    /// hint a wrong slot, which costs nothing).
+    home_or_ahead: AtomicU32,
     /// Written by the producer that holds the [`Reserved`] token, before the push that
     /// publishes the slot; read by the consumer after the pop.
     payload: UnsafeCell<MaybeUninit<P>>,
@@ -219,7 +229,7 @@ impl<P> Slot<P> {
         Self {
             state: AtomicU64::new((u64::from(first_generation) << GEN_SHIFT) | u64::from(FREE)),
             next: AtomicU32::new(NIL),
-            home: AtomicU32::new(0),
+            home_or_ahead: AtomicU32::new(NIL),
             payload: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -417,7 +427,7 @@ impl<P: Copy> Table<P> {
         let slot = self.slot_held(index);
         // Relaxed: read by the consumer after it pops the slot, through the ingress
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
-        slot.home.store(home as u32, Ordering::Relaxed);
+        slot.home_or_ahead.store(home as u32, Ordering::Relaxed);
         // SAFETY: we took `index` from a free stack or the bump counter, so no other thread
         // holds it: the consumer's last read of the payload happened before it pushed the
         // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
@@ -476,8 +486,12 @@ impl<P: Copy> Table<P> {
         for index in next..end {
             self.install(chunk_of(index).0);
             let link = if index + 1 < end { index + 1 } else { NIL };
+            let slot = self.slot_held(index);
             // Relaxed: published by the Release CAS in `push_free`.
-            self.slot_held(index).next.store(link, Ordering::Relaxed);
+            slot.next.store(link, Ordering::Relaxed);
+            // Relaxed: as `next`. Never-used slots are not in another core's cache: no
+            // hint needed.
+            slot.home_or_ahead.store(NIL, Ordering::Relaxed);
         }
         self.push_free(shard % self.free.len(), next, end - 1);
     }
@@ -525,10 +539,17 @@ impl<P: Copy> Table<P> {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    // The slot the next reserve from this stack takes: the consumer freed
-                    // it last, so its line is in the consumer's cache; start the transfer
-                    // a submit ahead.
+                    // The slot the next reserve from this stack takes, and the one
+                    // `AHEAD` places down: the consumer freed them last, so their lines
+                    // are in the consumer's cache; start the transfers ahead of need.
                     self.prefetch(next);
+                    #[cfg(not(loom))]
+                    {
+                        // Relaxed: a hint; the slot is ours, its field as the consumer
+                        // left it (ordered by the Acquire above).
+                        let ahead = self.slot_held(index).home_or_ahead.load(Ordering::Relaxed);
+                        self.prefetch(ahead);
+                    }
                     return Some(index);
                 }
                 Err(actual) => head = actual,
@@ -567,8 +588,11 @@ impl<P: Copy> Table<P> {
     pub fn unreserve(&self, shard: usize, reserved: Reserved) {
         let index = reserved.handle.index;
         self.retire(index);
+        let slot = self.slot_held(index);
         // Relaxed: published by the Release CAS in `push_free`.
-        self.slot_held(index).next.store(NIL, Ordering::Relaxed);
+        slot.next.store(NIL, Ordering::Relaxed);
+        // Relaxed: as `next`; no slot ahead to name.
+        slot.home_or_ahead.store(NIL, Ordering::Relaxed);
         self.push_free(shard % self.free.len(), index, index);
     }
 
@@ -592,7 +616,7 @@ impl<P: Copy> Table<P> {
     pub fn home(&self, entry: &Entry) -> usize {
         // Relaxed: written before the push that published the slot to us (see `reserve`).
         self.slot_held(entry.handle.index)
-            .home
+            .home_or_ahead
             .load(Ordering::Relaxed) as usize
     }
 
@@ -601,10 +625,20 @@ impl<P: Copy> Table<P> {
     pub fn free(&self, batch: &mut FreeBatch, entry: Entry) {
         let index = entry.handle.index;
         self.retire(index);
+        let slot = self.slot_held(index);
         // Relaxed: published by the Release CAS in `push_free`.
-        self.slot_held(index)
-            .next
-            .store(batch.first, Ordering::Relaxed);
+        slot.next.store(batch.first, Ordering::Relaxed);
+        // The chain runs from the latest freed to the first, so the slot `AHEAD` places
+        // down it is the one freed `AHEAD` frees ago.
+        let ring = batch.len % AHEAD;
+        let ahead = if batch.len >= AHEAD {
+            batch.recent[ring]
+        } else {
+            NIL
+        };
+        // Relaxed: as `next`.
+        slot.home_or_ahead.store(ahead, Ordering::Relaxed);
+        batch.recent[ring] = index;
         if batch.first == NIL {
             batch.last = index;
         }
@@ -779,6 +813,8 @@ pub struct FreeBatch {
     first: u32,
     last: u32,
     len: usize,
+    /// The last `AHEAD` slots freed into the batch, at `len % AHEAD` (see `free`).
+    recent: [u32; AHEAD],
 }
 
 impl FreeBatch {
@@ -788,6 +824,7 @@ impl FreeBatch {
             first: NIL,
             last: NIL,
             len: 0,
+            recent: [NIL; AHEAD],
         }
     }
 
@@ -814,6 +851,35 @@ mod tests {
 
     fn entry(r: Reserved) -> Entry {
         Entry { handle: r.handle }
+    }
+
+    /// A freed slot names the slot `AHEAD` places down its batch's chain (`NIL` for the
+    /// last `AHEAD`), for the producer that pops it to prefetch.
+    #[test]
+    fn freed_slots_name_the_slot_ahead_in_their_chain() {
+        let t = Table::<u32>::new(16, 1);
+        let mut batch = FreeBatch::new();
+        let mut freed = Vec::new();
+        for v in 0..7 {
+            let r = t.reserve(0, v).unwrap();
+            freed.push(r.handle().index());
+            t.free(&mut batch, entry(r));
+        }
+        // The chain runs from the last freed to the first.
+        let chain: Vec<u32> = freed.iter().rev().copied().collect();
+        for (i, &index) in chain.iter().enumerate() {
+            let ahead = t.slot_held(index).home_or_ahead.load(Ordering::Relaxed);
+            assert_eq!(
+                ahead,
+                chain.get(i + AHEAD).copied().unwrap_or(NIL),
+                "at {i}"
+            );
+        }
+        t.release(0, &mut batch);
+        // Popped in chain order.
+        for &index in &chain {
+            assert_eq!(t.reserve(0, 0).unwrap().handle().index(), index);
+        }
     }
 
     /// A thread's range: the own free stack first, then the range (one bump for
