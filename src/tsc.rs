@@ -9,7 +9,7 @@
 //! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it,
 //!   held as nanoseconds from a process-wide base instant (so a reading is integer
 //!   arithmetic, no `Instant` or `Duration` maths). A stamp is the anchor plus the ticks
-//!   since, converted at the process-wide rate [`NS_PER_TICK`], less the clock's epoch
+//!   since, converted at the process-wide rate `NS_PER_TICK`, less the clock's epoch
 //!   (an [`Epoch`] keeps its own distance from the base). Once the ticks since the
 //!   anchor amount to [`WINDOW_NS`] (or the TSC reads lower than the anchor: another
 //!   core), the thread re-anchors: it reads `Instant` again, and uses the two anchors to
@@ -35,7 +35,7 @@ const WINDOW_NS: u64 = 250_000;
 /// two `Instant` reads' own jitter (tens of ns) is a small fraction of it.
 const MIN_SAMPLE_NS: u64 = 50_000;
 
-/// What [`since`] measures from: an `Instant`, and (where the TSC is used) its distance
+/// What [`since_nanos`] measures from: an `Instant`, and (where the TSC is used) its distance
 /// from the process's base instant, so a reading is one subtraction of integers.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Epoch {

@@ -61,9 +61,9 @@ impl ClassCount {
     }
 
     /// Producer: takes a unit, or returns the capacity if the class is full. Below
-    /// [`EXACT_BELOW`] the unit goes straight to the shared count; from it on, into
+    /// `EXACT_BELOW` the unit goes straight to the shared count; from it on, into
     /// `pending` (this thread's units of this class), which is added to the shared count
-    /// once it reaches [`BATCH`].
+    /// once it reaches `BATCH` (module docs).
     pub fn try_acquire(&self, pending: &mut u8) -> Result<(), usize> {
         // Relaxed: the capacity is a plain number; a reload that changes it is a step-boundary
         // event the next submits see soon enough (no data is published with it).

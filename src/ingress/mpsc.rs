@@ -275,8 +275,8 @@ impl<P: Copy> Consumer<P> {
         u64::from(pushed.wrapping_sub(self.popped as u32))
     }
 
-    /// Starts loading the node the next [`pop`](Self::pop) reads (a hint: see
-    /// [`crate::prefetch`]). A producer on another core wrote that node last, so a drain
+    /// Starts loading the node the next [`pop`](Self::pop) reads (a hint that changes no
+    /// state). A producer on another core wrote that node last, so a drain
     /// that pops queue after queue waits for each node in turn; one that takes a request
     /// from each queue in rotation and hints the next node of each has their loads in
     /// flight together.

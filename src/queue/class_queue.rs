@@ -195,7 +195,7 @@ pub(super) struct ClassQueue {
     /// Entries in all lanes.
     pub(super) len: usize,
     /// `heads[slot]`: the head of lane `slot` ([`Lane::head`]), or [`NIL`] when it is
-    /// empty; kept with fairness on only (see [`Tiers::sync_head`]). A dense copy beside
+    /// empty; kept with fairness on only (see [`super::Tiers::sync_head`]). A dense copy beside
     /// the lanes: with many tenants a fair pick is a different lane each time, and reading
     /// its head through the lane cost two dependent cache misses (the lane, then its front
     /// bucket) before the entry itself could be loaded.
