@@ -463,7 +463,8 @@ impl<P: Copy> Table<P> {
     /// chunks are installed as they are taken.
     fn bump_range(&self, n: u32) -> Option<FreshRange> {
         let cap = self.capacity;
-        // Relaxed: as in `bump`; the range is ours alone once the RMW hands it out.
+        // Relaxed: the counter only has to hand each index out once (the RMW guarantees
+        // that); the slots' memory is published through the chunk pointer.
         let start = self
             .bump
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -498,17 +499,7 @@ impl<P: Copy> Table<P> {
 
     /// A never-used slot, installing its chunk if needed.
     fn bump(&self) -> Option<u32> {
-        let cap = self.capacity;
-        // Relaxed: the counter only has to hand each index out once (the RMW guarantees
-        // that); the slot's memory is published through the chunk pointer.
-        let index = self
-            .bump
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .ok()?;
-        self.install(chunk_of(index).0);
-        Some(index)
+        self.take_fresh(&mut self.bump_range(1)?)
     }
 
     /// Pops a slot from free stack `s`.
@@ -526,7 +517,8 @@ impl<P: Copy> Table<P> {
             // Relaxed: ordered by the Acquire above. It may be stale if another producer
             // popped this slot meanwhile and relinked it; then the head's tag has moved and
             // our CAS fails.
-            let next = self.slot_held(index).next.load(Ordering::Relaxed);
+            let slot = self.slot_held(index);
+            let next = slot.next.load(Ordering::Relaxed);
             let tagged = (((head >> 32).wrapping_add(1)) << 32) | u64::from(next);
             match stack.compare_exchange_weak(
                 head,
@@ -547,7 +539,7 @@ impl<P: Copy> Table<P> {
                     {
                         // Relaxed: a hint; the slot is ours, its field as the consumer
                         // left it (ordered by the Acquire above).
-                        let ahead = self.slot_held(index).home_or_ahead.load(Ordering::Relaxed);
+                        let ahead = slot.home_or_ahead.load(Ordering::Relaxed);
                         self.prefetch(ahead);
                     }
                     return Some(index);
