@@ -93,6 +93,12 @@ impl Limits {
         self.epoch.store(epoch, Ordering::Relaxed);
     }
 
+    /// Per class position: requests waiting or in ingress, against `queue_capacity` (the
+    /// threads' pending units aside: see `super::capacity`).
+    pub(crate) fn counts(&self) -> &[ClassCount] {
+        &self.counts[..]
+    }
+
     /// Runs `f` on the limits in force, loaded from the shared cell (off the submit path).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&SubmitLimits) -> R) -> R {
         self.cell.with(|l| f(l))

@@ -80,9 +80,6 @@ pub(crate) struct Shared {
     /// Every request's slot, from submit until the scheduler frees it.
     pub(crate) table: Arc<Table<Payload>>,
     pub(crate) shards: Box<[Shard]>,
-    /// Per class position: requests waiting or in ingress, against `queue_capacity` (the
-    /// threads' pending units aside: see `capacity`). The same counts as `limits`'.
-    pub(crate) capacity: local::Counts,
     /// With `id_index` on: id → handle, for duplicate refusal and [`Submitter::lookup`].
     pub(crate) index: Option<IdIndex>,
     pub(crate) notices: NoticeQueue,
@@ -171,18 +168,13 @@ impl Shared {
                 refused: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             })
             .collect();
-        let capacity: local::Counts =
+        let counts: local::Counts =
             std::sync::Arc::new(std::array::from_fn(|_| ClassCount::new(0)));
-        set_capacities(&capacity[..], config);
-        let limits = local::Limits::new(
-            SubmitLimits::new(config, 0),
-            std::sync::Arc::clone(&capacity),
-            weak(&table),
-        );
+        set_capacities(&counts[..], config);
+        let limits = local::Limits::new(SubmitLimits::new(config, 0), counts, weak(&table));
         let shared = Self {
             table,
             shards,
-            capacity,
             index: config.id_index.then(|| IdIndex::new(n_shards * 4)),
             notices: NoticeQueue::new(),
             status: AtomicU32::new(OPEN),

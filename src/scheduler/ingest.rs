@@ -34,7 +34,8 @@ impl Scheduler {
     pub(super) fn ingest(&mut self, now: Timestamp, out: &mut Decision) {
         let shared = crate::sync::Arc::clone(&self.shared);
         let mut batch = std::mem::take(&mut self.batch);
-        let limit = std::array::from_fn(|c| shared.capacity[c].drain_limit());
+        let counts = shared.limits.counts();
+        let limit = std::array::from_fn(|c| counts[c].drain_limit());
         self.drain.drain(&shared.table, limit, &mut batch);
         if !arrivals_in_order_per_class(&batch) {
             batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));

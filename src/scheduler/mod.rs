@@ -497,7 +497,7 @@ impl Scheduler {
     fn settle_ingress(&mut self) {
         let live = self.classes.len();
         let wait = &self.wait;
-        self.drain.settle(&self.shared.capacity[..], |c| {
+        self.drain.settle(self.shared.limits.counts(), |c| {
             if c < live {
                 wait.base_len(c)
             } else {

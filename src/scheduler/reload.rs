@@ -282,7 +282,7 @@ impl Scheduler {
         // Publish last: every class position has its ingress queues from the start, the
         // capacities are the new ones, and API threads that load these limits check against
         // the new classes from now on.
-        crate::ingress::set_capacities(&self.shared.capacity[..], &self.config);
+        crate::ingress::set_capacities(self.shared.limits.counts(), &self.config);
         self.shared
             .limits
             .store(std::sync::Arc::new(SubmitLimits::new(
