@@ -145,8 +145,38 @@ impl Default for MonotonicClock {
 }
 
 impl Clock for MonotonicClock {
+    #[inline]
     fn now(&self) -> Timestamp {
         Timestamp(crate::tsc::since_nanos(&self.epoch))
+    }
+}
+
+/// The scheduler's clock as the API threads read it: [`MonotonicClock`], the default, is
+/// called directly (inlined into submit); any other clock through its trait object.
+#[derive(Clone)]
+pub(crate) enum SharedClock {
+    /// The default clock, read without a virtual call.
+    Monotonic(MonotonicClock),
+    /// An injected clock.
+    Other(std::sync::Arc<dyn Clock>),
+}
+
+impl SharedClock {
+    /// `clock`, called directly if it is a [`MonotonicClock`].
+    pub(crate) fn new<C: Clock>(clock: C) -> Self {
+        match (&clock as &dyn std::any::Any).downcast_ref::<MonotonicClock>() {
+            Some(&m) => SharedClock::Monotonic(m),
+            None => SharedClock::Other(std::sync::Arc::new(clock)),
+        }
+    }
+
+    /// The clock's time.
+    #[inline]
+    pub(crate) fn now(&self) -> Timestamp {
+        match self {
+            SharedClock::Monotonic(m) => Timestamp(crate::tsc::since_nanos(&m.epoch)),
+            SharedClock::Other(c) => c.now(),
+        }
     }
 }
 
@@ -248,3 +278,24 @@ impl std::fmt::Display for ClockWentBackwards {
 }
 
 impl std::error::Error for ClockWentBackwards {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default clock is read without a virtual call; any other clock through its own
+    /// `now`, so an injected time is what the API threads stamp.
+    #[test]
+    fn the_shared_clock_reads_the_clock_it_was_given() {
+        assert!(matches!(
+            SharedClock::new(MonotonicClock::new()),
+            SharedClock::Monotonic(_)
+        ));
+        let manual = ManualClock::new(Timestamp::from_millis(5));
+        let shared = SharedClock::new(manual.clone());
+        assert!(matches!(shared, SharedClock::Other(_)));
+        assert_eq!(shared.now(), Timestamp::from_millis(5));
+        manual.advance(std::time::Duration::from_millis(2));
+        assert_eq!(shared.now(), Timestamp::from_millis(7));
+    }
+}

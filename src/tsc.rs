@@ -105,19 +105,37 @@ mod imp {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// One thread's anchor, in nanoseconds from [`BASE`].
-    #[derive(Clone, Copy)]
+    /// One thread's anchor, in nanoseconds from [`BASE`]: separate cells of 8 bytes, so
+    /// a reading loads and stores words (a copied struct, read back wider than it was
+    /// written, missed store forwarding).
     struct Anchor {
         /// The TSC reading.
-        tsc: u64,
+        tsc: Cell<u64>,
         /// `Instant::now()` read right after it.
-        at: u64,
+        at: Cell<u64>,
         /// The thread's latest reading (never earlier than `at`).
-        last: u64,
+        last: Cell<u64>,
+        /// The rate (nanoseconds per tick, 32.32 fixed point) this anchor extrapolates
+        /// with: [`NS_PER_TICK`] as the thread last read or measured it.
+        rate: Cell<u64>,
+        /// Ticks past `tsc` within which a reading extrapolates: [`WINDOW_NS`] at `rate`;
+        /// 0 without an anchor or a rate, so that every reading re-anchors.
+        span: Cell<u64>,
+        /// Whether `tsc` and `at` hold an anchor yet.
+        anchored: Cell<bool>,
     }
 
     thread_local! {
-        static ANCHOR: Cell<Option<Anchor>> = const { Cell::new(None) };
+        static ANCHOR: Anchor = const {
+            Anchor {
+                tsc: Cell::new(0),
+                at: Cell::new(0),
+                last: Cell::new(0),
+                rate: Cell::new(0),
+                span: Cell::new(0),
+                anchored: Cell::new(false),
+            }
+        };
     }
 
     fn tsc_usable() -> bool {
@@ -146,46 +164,63 @@ mod imp {
 
     /// Nanoseconds from the base to now, never less than this thread's previous reading.
     /// Only called after an [`super::Epoch`] was made, so the base is set.
-    pub(super) fn now(base: Instant) -> u64 {
-        if !tsc_usable() {
-            return nanos(base.elapsed());
-        }
+    ///
+    /// The common case is one `rdtsc`, five thread-local words and a multiply: the span
+    /// check alone covers "has a rate", "the TSC did not read below the anchor" (the
+    /// difference wraps far above any span) and "within the window". A thread whose TSC
+    /// may not be used keeps a span of 0 and reads `Instant` every time.
+    #[inline]
+    pub(super) fn now() -> u64 {
         let tsc = rdtsc();
-        let rate = NS_PER_TICK.load(Ordering::Relaxed);
-        let anchor = ANCHOR.with(Cell::get);
-        if let Some(a) = anchor.filter(|a| rate != 0 && tsc >= a.tsc) {
-            // Within a window the product stays far below 2^64 (a quarter millisecond is
-            // about a million ticks, the rate below 2^32); past it, re-anchor.
-            if let Some(ns) = (tsc - a.tsc).checked_mul(rate).map(|p| p >> 32) {
-                if ns < WINDOW_NS {
-                    let t = (a.at + ns).max(a.last);
-                    ANCHOR.with(|c| c.set(Some(Anchor { last: t, ..a })));
-                    return t;
-                }
+        ANCHOR.with(|a| {
+            let ticks = tsc.wrapping_sub(a.tsc.get());
+            if ticks < a.span.get() {
+                // Below the span the product stays below WINDOW_NS << 32, far from 2^64.
+                let t = (a.at.get() + ((ticks * a.rate.get()) >> 32)).max(a.last.get());
+                a.last.set(t);
+                t
+            } else {
+                reanchor(a, tsc)
             }
-        }
-        reanchor(base, tsc, anchor)
+        })
     }
 
     /// Reads `Instant` as the thread's new anchor for `tsc`, measuring the rate from the
-    /// previous anchor if they are far enough apart.
+    /// previous anchor if they are far enough apart; the reading, never below the
+    /// thread's previous one.
     #[cold]
-    fn reanchor(base: Instant, tsc: u64, previous: Option<Anchor>) -> u64 {
-        let at = nanos(base.elapsed());
-        let last = previous.map_or(at, |p| at.max(p.last));
-        let mut anchor = Anchor { tsc, at, last };
-        if let Some(p) = previous.filter(|p| tsc > p.tsc) {
-            let ns = at.saturating_sub(p.at);
+    #[inline(never)]
+    fn reanchor(a: &Anchor, tsc: u64) -> u64 {
+        let at = nanos(base().elapsed());
+        let last = at.max(a.last.get());
+        a.last.set(last);
+        if !tsc_usable() {
+            return last;
+        }
+        let mut rate = NS_PER_TICK.load(Ordering::Relaxed);
+        if a.anchored.get() && tsc > a.tsc.get() {
+            let ns = at.saturating_sub(a.at.get());
             if ns >= MIN_SAMPLE_NS {
-                let rate = (u128::from(ns) << 32) / u128::from(tsc - p.tsc);
-                NS_PER_TICK.store(u64::try_from(rate).unwrap_or(u64::MAX), Ordering::Relaxed);
-            } else if NS_PER_TICK.load(Ordering::Relaxed) == 0 {
+                let r = (u128::from(ns) << 32) / u128::from(tsc - a.tsc.get());
+                rate = u64::try_from(r).unwrap_or(u64::MAX);
+                NS_PER_TICK.store(rate, Ordering::Relaxed);
+            } else if rate == 0 {
                 // Too close to measure the first rate from: keep the older anchor, so a
                 // later read is far enough from it.
-                anchor = Anchor { last, ..p };
+                return last;
             }
         }
-        ANCHOR.with(|c| c.set(Some(anchor)));
+        a.tsc.set(tsc);
+        a.at.set(at);
+        a.anchored.set(true);
+        a.rate.set(rate);
+        // Ticks in a window at `rate`; 0 (re-anchor next time) while there is no rate.
+        let span = if rate == 0 {
+            0
+        } else {
+            u64::try_from((u128::from(WINDOW_NS) << 32) / u128::from(rate)).unwrap_or(u64::MAX)
+        };
+        a.span.set(span);
         last
     }
 }
@@ -196,7 +231,7 @@ mod imp {
 pub(crate) fn since_nanos(epoch: &Epoch) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {
-        imp::now(imp::base()).saturating_sub(epoch.from_base)
+        imp::now().saturating_sub(epoch.from_base)
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))))]
     {

@@ -20,7 +20,7 @@ use crate::config::SchedulerConfig;
 use crate::error::{ControlError, SubmitError};
 use crate::request::{RequestId, RequestSpec, Spec};
 use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
-use crate::time::{Clock, Timestamp};
+use crate::time::{SharedClock, Timestamp};
 use capacity::ClassCount;
 use crossbeam_utils::CachePadded;
 use index::IdIndex;
@@ -89,9 +89,10 @@ pub(crate) struct Shared {
     /// the engine thread's panic may report `Closed` where `EngineGone` was being stored;
     /// every submit after the panic's close is over reports `EngineGone`.
     status: AtomicU32,
-    /// The arrival clock. A plain std `Arc`: it is immutable shared configuration, not
-    /// state loom needs to model (a `ManualClock`'s own atomic comes from the facade).
-    pub(crate) clock: std::sync::Arc<dyn Clock>,
+    /// The arrival clock. An injected one is held in a plain std `Arc`: it is immutable
+    /// shared configuration, not state loom needs to model (a `ManualClock`'s own atomic
+    /// comes from the facade).
+    pub(crate) clock: SharedClock,
     /// The limits in force; swapped by a reload at a step boundary.
     pub(crate) limits: local::Limits,
 }
@@ -152,7 +153,7 @@ pub(crate) fn set_capacities(capacity: &[ClassCount], config: &SchedulerConfig) 
 
 impl Shared {
     /// The shared state and the scheduler's [`Drain`] of it.
-    pub(crate) fn new(config: &SchedulerConfig, clock: std::sync::Arc<dyn Clock>) -> (Self, Drain) {
+    pub(crate) fn new(config: &SchedulerConfig, clock: SharedClock) -> (Self, Drain) {
         let n_shards = config.resolved_shards();
         let table = Arc::new(Table::new(table_capacity(config), n_shards));
         let mut consumers = Vec::with_capacity(n_shards * MAX_CLASSES);

@@ -31,7 +31,7 @@ use crate::slo::{SloTracker, Violation};
 use crate::sync::Arc;
 #[cfg(feature = "metrics")]
 use crate::telemetry::{ClassStep, StepMetrics, StepReport};
-use crate::time::{Clock, MonotonicClock, Timestamp};
+use crate::time::{Clock, MonotonicClock, SharedClock, Timestamp};
 use std::time::Duration;
 
 /// The scheduler. One engine thread owns it and calls [`Scheduler::step`] once per
@@ -163,8 +163,7 @@ impl Scheduler {
         clock: impl Clock,
     ) -> Result<(Scheduler, Submitter), ConfigError> {
         config.validate()?;
-        let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
-        let (shared, drain) = Shared::new(&config, clock);
+        let (shared, drain) = Shared::new(&config, SharedClock::new(clock));
         let shared = Arc::new(shared);
         let wait = reload::new_wait_queue(&config);
         let classes = config.class_set();
