@@ -112,9 +112,9 @@ pub trait Clock: Send + Sync + 'static {
 /// Every submit stamps its arrival with the scheduler's clock, so reading it is on the API
 /// threads' hot path. On x86_64 Linux, where the kernel keeps time with the CPU's
 /// time-stamp counter, a reading is the counter extrapolated from the calling thread's
-/// last `Instant` reading, which is taken again at least every 250 µs: about 9 ns instead
-/// of `Instant::now()`'s 22 on the machine `docs/benchmarks.md` measures (`cargo bench -p
-/// triage --bench clock`; a bare `rdtsc` is 9 ns there), within a microsecond or so of
+/// last `Instant` reading, which is taken again at least every 250 µs: a bare `rdtsc` and
+/// a few nanoseconds, 15.6 ns against `Instant::now()`'s 24.9 and `rdtsc`'s 10.9 on an
+/// Intel Xeon VM (`cargo bench -p triage --bench clock`), within a microsecond or so of
 /// `Instant` (a millisecond at the very most). Elsewhere it reads `Instant`. Either way a
 /// thread's readings never go backwards.
 ///

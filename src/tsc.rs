@@ -2,9 +2,10 @@
 //! extrapolated from a per-thread anchor that is re-read from [`Instant`] at least every
 //! [`WINDOW_NS`].
 //!
-//! Every submit stamps its arrival, and on the machine `docs/benchmarks.md` measures
-//! reading `Instant::now()` costs about 22 ns, half a submit, where `rdtsc` costs 9 ns and
-//! a reading of this clock about as much (`cargo bench -p triage --bench clock`). The scheme:
+//! Every submit stamps its arrival, and reading `Instant::now()` costs 21 to 25 ns on the
+//! machines `docs/benchmarks.md` measures, about half a submit, where `rdtsc` costs 9 to 11
+//! ns and a reading of this clock a few nanoseconds more (`cargo bench -p triage --bench
+//! clock`). The scheme:
 //!
 //! * Each thread keeps an *anchor*: a TSC reading and the `Instant` read right after it,
 //!   held as nanoseconds from a process-wide base instant (so a reading is integer

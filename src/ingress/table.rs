@@ -409,7 +409,8 @@ impl<P: Copy> Table<P> {
         mut fresh: Option<&mut FreshRange>,
     ) -> Result<Reserved, TableFull> {
         let n = self.free.len();
-        let home = shard % n;
+        // Submit passes a shard below `n` already: no division on its path.
+        let home = if shard < n { shard } else { shard % n };
         let index = self
             .pop_free(home)
             .or_else(|| fresh.as_deref_mut().and_then(|r| self.take_fresh(r)))
