@@ -229,6 +229,7 @@ mod imp {
 /// Nanoseconds since `epoch` (saturating), within a microsecond or so of
 /// `epoch.instant.elapsed()` (module docs), never less than the previous value this thread
 /// got for the same `epoch`.
+#[inline]
 pub(crate) fn since_nanos(epoch: &Epoch) -> u64 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom)))]
     {

@@ -84,8 +84,11 @@ impl Scheduler {
         if new_output > 0 && run.first_token.is_none() {
             run.first_token = Some(now);
         }
-        // The engine may have grown the KV further than this scheduler planned.
-        run.blocks = run.blocks.max(run.kv_tokens.div_ceil(block_size));
+        // The engine may have grown the KV further than this scheduler planned. Compared
+        // first: a decode step reports every running request, and the blocks rarely grow.
+        if u64::from(run.kv_tokens) > u64::from(run.blocks) * u64::from(block_size) {
+            run.blocks = run.kv_tokens.div_ceil(block_size);
+        }
         #[cfg(feature = "slo")]
         if new_output > 0 {
             let mut tracked = crate::queue::slab::Tracked {
