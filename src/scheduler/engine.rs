@@ -124,12 +124,21 @@ impl Scheduler {
         now: Timestamp,
         reason: FinishReason,
     ) -> Result<Outcome, ProgressError> {
-        let key = self.running_key(handle, now)?;
-        let id = self.slab[key].spec.id;
+        // `running_key`'s checks, with what the finish needs read on the way.
+        let e = self
+            .slab
+            .by_handle(handle)
+            .filter(|e| e.place == Place::Running)
+            .ok_or(ProgressError::NotRunning(handle))?;
+        let (id, class) = (e.spec.id, e.spec.class.index());
+        let key = handle.index();
+        let run = self.slab.run(key);
+        if now < run.last_event {
+            return Err(ProgressError::TimeWentBackwards(id));
+        }
+        self.pace.finished(class, run.generated);
         // Left in `running` until the next step compacts it: O(1) here.
         self.running_ended += 1;
-        let class = self.slab[key].spec.class.index();
-        self.pace.finished(class, self.slab.run(key).generated);
         let outcome = self.end(key, Outcome::Finished, now);
         tracing::debug!(id = id.0, class, reason = ?reason, outcome = ?outcome, "finished");
         Ok(outcome)

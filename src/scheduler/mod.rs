@@ -680,14 +680,13 @@ impl Scheduler {
         // Read in place, then dropped in place: moving the entry out would copy all of it.
         let e = &self.slab[key];
         let (tenant, id, handle, class) = (e.tenant, e.spec.id, e.handle(), e.spec.class.index());
-        self.release_tenant(tenant);
-        let table = &self.shared.table;
-        let outcome = match table.finish(&self.slab[key].token) {
+        let outcome = match self.shared.table.finish(&e.token) {
             crate::ingress::table::CANCEL_QUEUED | crate::ingress::table::CANCEL_RUNNING => {
                 Outcome::Cancelled
             }
             _ => outcome,
         };
+        self.release_tenant(tenant);
         if let Some(index) = &self.shared.index {
             index.remove(id, handle);
         }
