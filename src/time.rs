@@ -174,7 +174,7 @@ impl SharedClock {
     #[inline]
     pub(crate) fn now(&self) -> Timestamp {
         match self {
-            SharedClock::Monotonic(m) => Timestamp(crate::tsc::since_nanos(&m.epoch)),
+            SharedClock::Monotonic(m) => m.now(),
             SharedClock::Other(c) => c.now(),
         }
     }

@@ -5,23 +5,34 @@ use super::fairness::TenantLimit;
 use super::Scheduler;
 use crate::counters::{FinishReason, Outcome};
 use crate::error::ProgressError;
-use crate::queue::slab::Place;
+use crate::queue::slab::{Entry, Place, Run};
 use crate::request::HandOff;
 use crate::request::RequestHandle;
 use crate::time::Timestamp;
 
 impl Scheduler {
-    /// The slab key of the running request `h` names.
-    fn running_key(&self, h: RequestHandle, now: Timestamp) -> Result<u32, ProgressError> {
+    /// The entry and run of the running request `h` names, if a report about it at `now`
+    /// is in order.
+    fn running_entry(
+        &self,
+        h: RequestHandle,
+        now: Timestamp,
+    ) -> Result<(&Entry, &Run), ProgressError> {
         let e = self
             .slab
             .by_handle(h)
             .filter(|e| e.place == Place::Running)
             .ok_or(ProgressError::NotRunning(h))?;
-        if now < self.slab.run(h.index()).last_event {
+        let run = self.slab.run(h.index());
+        if now < run.last_event {
             return Err(ProgressError::TimeWentBackwards(e.spec.id));
         }
-        Ok(h.index())
+        Ok((e, run))
+    }
+
+    /// The slab key of the running request `h` names ([`Scheduler::running_entry`]).
+    fn running_key(&self, h: RequestHandle, now: Timestamp) -> Result<u32, ProgressError> {
+        self.running_entry(h, now).map(|_| h.index())
     }
 
     /// Reports one iteration's work on a running request: `computed` tokens ran through the
@@ -124,19 +135,10 @@ impl Scheduler {
         now: Timestamp,
         reason: FinishReason,
     ) -> Result<Outcome, ProgressError> {
-        // `running_key`'s checks, with what the finish needs read on the way.
-        let e = self
-            .slab
-            .by_handle(handle)
-            .filter(|e| e.place == Place::Running)
-            .ok_or(ProgressError::NotRunning(handle))?;
-        let (id, class) = (e.spec.id, e.spec.class.index());
+        let (e, run) = self.running_entry(handle, now)?;
+        let (id, class, generated) = (e.spec.id, e.spec.class.index(), run.generated);
         let key = handle.index();
-        let run = self.slab.run(key);
-        if now < run.last_event {
-            return Err(ProgressError::TimeWentBackwards(id));
-        }
-        self.pace.finished(class, run.generated);
+        self.pace.finished(class, generated);
         // Left in `running` until the next step compacts it: O(1) here.
         self.running_ended += 1;
         let outcome = self.end(key, Outcome::Finished, now);
