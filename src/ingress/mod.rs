@@ -40,8 +40,11 @@ pub(crate) struct Payload {
     pub(crate) epoch: u32,
 }
 
-/// A request drained from ingress: its payload and the token that owns its slot.
-pub(crate) type Drained = (Payload, table::Entry);
+/// A request drained from ingress: the token that owns its slot, through which the
+/// scheduler reads its payload ([`Table::payload`]). Only the token is collected, not a copy
+/// of the payload: copied out of the slot and into the batch, the payload was read back
+/// across two of the stores that wrote it (a store-forwarding stall per request).
+pub(crate) type Drained = table::Entry;
 
 /// One ingress shard: the producer side of a queue per class position, and its refusals.
 ///
@@ -222,7 +225,7 @@ impl Shared {
     }
 }
 
-/// Reads a popped request's payload into `out`; the capacity unit it took at submit (of its
+/// Collects a popped request into `out`; the capacity unit it took at submit (of its
 /// submit-time class) is now held by the scheduler, in `units`.
 fn take(
     table: &Table<Payload>,
@@ -230,9 +233,8 @@ fn take(
     entry: table::Entry,
     out: &mut Vec<Drained>,
 ) {
-    let payload = table.payload(&entry);
-    units[payload.spec.class.index()] += 1;
-    out.push((payload, entry));
+    units[table.payload(&entry).spec.class.index()] += 1;
+    out.push(entry);
 }
 
 /// The scheduler's side of ingress: the consumer handle of every ingress queue (so only the

@@ -191,6 +191,10 @@ fn close<P>(inner: &Inner<P>) {
 
 impl<P: Copy> Consumer<P> {
     /// Takes the oldest request, or says the queue is empty or a push is mid-link.
+    ///
+    /// Always inlined: returned through memory, the entry was read back wider than it had
+    /// been written (a store-forwarding stall per request drained).
+    #[inline(always)]
     pub fn pop(&mut self) -> Pop {
         let inner = &*self.inner;
         let mut head = self.head;

@@ -109,7 +109,8 @@ impl Scheduler {
         if !self.config.fairness.enabled || self.tenants.len() < crate::prefetch::MIN_TENANTS {
             return;
         }
-        for (payload, _) in batch {
+        for entry in batch {
+            let payload = self.shared.table.payload(entry);
             let class = payload.spec.class.index();
             let slot = self
                 .tenants

@@ -37,8 +37,11 @@ impl Scheduler {
         let counts = shared.limits.counts();
         let limit = std::array::from_fn(|c| counts[c].drain_limit());
         self.drain.drain(&shared.table, limit, &mut batch);
-        if !arrivals_in_order_per_class(&batch) {
-            batch.sort_unstable_by_key(|(p, _)| (p.arrival, p.spec.id.0));
+        if !arrivals_in_order_per_class(&shared.table, &batch) {
+            batch.sort_unstable_by_key(|e| {
+                let p = shared.table.payload(e);
+                (p.arrival, p.spec.id.0)
+            });
         }
         // With fairness on, each request goes to its tenant's lane, a cache miss apiece with
         // many tenants: look the lanes up first and load them ahead (see `look_ahead`).
@@ -90,13 +93,13 @@ impl Scheduler {
     /// known (see [`Scheduler::assign_tenant`]), else `NO_SLOT`.
     pub(super) fn take_new(
         &mut self,
-        drained: Drained,
+        token: Drained,
         hint: u32,
         limit: TenantLimit,
         now: Timestamp,
         out: &mut Decision,
     ) {
-        let (payload, token) = drained;
+        let payload = self.shared.table.payload(&token);
         let mut spec = payload.spec;
         let arrival = payload.arrival;
         if payload.epoch != self.epoch {
@@ -223,9 +226,13 @@ impl Scheduler {
 }
 
 /// Whether the arrivals of each submit-time class rise through `batch` (ties allowed).
-fn arrivals_in_order_per_class(batch: &[crate::ingress::Drained]) -> bool {
+fn arrivals_in_order_per_class(
+    table: &crate::ingress::table::Table<crate::ingress::Payload>,
+    batch: &[Drained],
+) -> bool {
     let mut last = [Timestamp::ZERO; crate::class::MAX_CLASSES];
-    batch.iter().all(|(p, _)| {
+    batch.iter().all(|e| {
+        let p = table.payload(e);
         let last = &mut last[p.spec.class.index()];
         let rising = p.arrival >= *last;
         *last = p.arrival;
