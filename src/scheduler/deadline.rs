@@ -170,48 +170,55 @@ impl Scheduler {
             if !cand.late {
                 return Some(cand);
             }
-            let key = cand.key;
-            let e = &self.slab[key];
-            let class = e.spec.class.index();
-            let rule = self.config.classes[class].on_late;
-            self.late_left -= 1;
-            let waited = now.saturating_since(e.arrival);
-            let late_by = now
-                .saturating_add(if e.first_token_due {
-                    self.pace.prefill(self.slab.run_state(key).prefill_target)
-                } else {
-                    Duration::ZERO
-                })
-                .saturating_since(e.deadline);
-            let id = e.spec.id;
-            match rule {
-                // Relegated; under `serve` within its class (see `Tiers::relegate_within`).
-                LateRule::Keep | LateRule::Serve => {
-                    self.wait.relegate(&mut self.slab, key, now);
-                    self.counters.per_class[class].relegated += 1;
-                    #[cfg(feature = "metrics")]
-                    {
-                        self.step_counts[class].relegated += 1;
-                    }
+            self.judge_late(cand.key, now, out);
+        }
+    }
+
+    /// Relegates or sheds (by its class's rule) waiting request `key`, a candidate that can
+    /// no longer meet its deadline.
+    #[cold]
+    #[inline(never)]
+    fn judge_late(&mut self, key: u32, now: Timestamp, out: &mut Decision) {
+        let e = &self.slab[key];
+        let class = e.spec.class.index();
+        let rule = self.config.classes[class].on_late;
+        self.late_left -= 1;
+        let waited = now.saturating_since(e.arrival);
+        let late_by = now
+            .saturating_add(if e.first_token_due {
+                self.pace.prefill(self.slab.run_state(key).prefill_target)
+            } else {
+                Duration::ZERO
+            })
+            .saturating_since(e.deadline);
+        let id = e.spec.id;
+        match rule {
+            // Relegated; under `serve` within its class (see `Tiers::relegate_within`).
+            LateRule::Keep | LateRule::Serve => {
+                self.wait.relegate(&mut self.slab, key, now);
+                self.counters.per_class[class].relegated += 1;
+                #[cfg(feature = "metrics")]
+                {
+                    self.step_counts[class].relegated += 1;
+                }
+                tracing::debug!(
+                    id = id.0,
+                    class,
+                    waited_ms = waited.as_millis() as u64,
+                    late_by_ms = late_by.as_millis() as u64,
+                    "relegated: can no longer meet its deadline"
+                );
+            }
+            LateRule::Shed => {
+                let reason = RejectReason::DeadlineMissed { waited, late_by };
+                if self.end_rejected(key, Outcome::Shed, reason, now, out) {
                     tracing::debug!(
                         id = id.0,
                         class,
                         waited_ms = waited.as_millis() as u64,
                         late_by_ms = late_by.as_millis() as u64,
-                        "relegated: can no longer meet its deadline"
+                        "shed: can no longer meet its deadline"
                     );
-                }
-                LateRule::Shed => {
-                    let reason = RejectReason::DeadlineMissed { waited, late_by };
-                    if self.end_rejected(key, Outcome::Shed, reason, now, out) {
-                        tracing::debug!(
-                            id = id.0,
-                            class,
-                            waited_ms = waited.as_millis() as u64,
-                            late_by_ms = late_by.as_millis() as u64,
-                            "shed: can no longer meet its deadline"
-                        );
-                    }
                 }
             }
         }
