@@ -218,8 +218,22 @@ impl EngineLimits {
     }
 
     /// Blocks needed to hold `tokens` tokens of context.
+    ///
+    /// ```
+    /// let engine = triage::EngineLimits { block_size: 16, ..Default::default() };
+    /// assert_eq!((engine.blocks_for(0), engine.blocks_for(16), engine.blocks_for(17)), (0, 1, 2));
+    /// ```
+    #[inline]
     pub fn blocks_for(&self, tokens: u64) -> u64 {
-        tokens.div_ceil(u64::from(self.block_size))
+        let size = u64::from(self.block_size);
+        if size.is_power_of_two() {
+            // Every engine's block size is a power of two (vLLM's 16 by default): a shift
+            // and a mask, where a division is about 15 cycles on the step's path (once per
+            // admission, once per running request's tokens).
+            (tokens >> size.trailing_zeros()) + u64::from(tokens & (size - 1) != 0)
+        } else {
+            tokens.div_ceil(size)
+        }
     }
 }
 
@@ -525,5 +539,28 @@ impl SchedulerConfig {
 
     pub(crate) fn max_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineLimits;
+
+    #[test]
+    fn blocks_for_rounds_up_for_every_block_size() {
+        for block_size in [1, 2, 3, 7, 16, 32, 48, 128, 1 << 31, u32::MAX] {
+            let engine = EngineLimits {
+                block_size,
+                ..EngineLimits::default()
+            };
+            let size = u64::from(block_size);
+            for tokens in [0, 1, 15, 16, 17, 1000, size - 1, size, size + 1, u64::MAX] {
+                assert_eq!(
+                    engine.blocks_for(tokens),
+                    tokens.div_ceil(size),
+                    "{tokens} tokens in blocks of {block_size}"
+                );
+            }
+        }
     }
 }
