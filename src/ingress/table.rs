@@ -743,12 +743,23 @@ impl<P: Copy> Table<P> {
 
     /// Consumer: takes the pending notice of a request it owns (clears `NOTIFY`) and returns
     /// the phase and requested class as they were.
+    ///
+    /// A word read without `NOTIFY` is returned as read, with no write: the scheduler drains
+    /// every request through here, and nearly none has a notice. That read may miss a change
+    /// an API thread is making at that moment; such a change set `NOTIFY` and queued the
+    /// handle, so the notice queue brings it to a later call, which reads the word again.
+    /// (A notice popped before this call was popped by this thread, after the change that
+    /// queued it, so this read sees that change's `NOTIFY`.)
     pub fn take_notice(&self, entry: &Entry) -> (u32, Option<Class>) {
+        let state = &self.slot_held(entry.handle.index).state;
+        // Relaxed: a value of the word's modification order no older than any this thread
+        // has seen (coherence), which is all the paragraph above needs.
+        let seen = state.load(Ordering::Relaxed);
+        if seen & (NOTIFY | CLASS_MASK) == 0 {
+            return (phase(seen), None);
+        }
         // Relaxed: an RMW reads the latest word; nothing else is published through it.
-        let word = self
-            .slot_held(entry.handle.index)
-            .state
-            .fetch_and(!(NOTIFY | CLASS_MASK), Ordering::Relaxed);
+        let word = state.fetch_and(!(NOTIFY | CLASS_MASK), Ordering::Relaxed);
         let class = match (word & CLASS_MASK) >> CLASS_SHIFT {
             0 => None,
             c => Some(Class::from_index((c - 1) as u8)),
