@@ -357,27 +357,15 @@ impl Scheduler {
         let first_run = run.preemptions == 0;
         let e = &mut self.slab[key];
         e.place = Place::Running;
-        let admitted = Admitted {
-            id: e.spec.id,
-            handle: e.handle(),
-            arrival: e.arrival,
-            class: e.spec.class,
-            effective_class: cand.class,
-            prefill_tokens: chunk,
-            prefill_target: target,
-            blocks,
-            max_new_tokens: e.spec.max_new_tokens,
-            waited: now.saturating_since(e.arrival),
-            overdue: cand.overdue,
-            resumed: !first_run,
-            relegated: e.relegated,
-        };
-        self.counters.per_class[e.spec.class.index()].admitted += 1;
+        let (id, handle, arrival, class) = (e.spec.id, e.handle(), e.arrival, e.spec.class);
+        let (max_new_tokens, relegated, prompt) =
+            (e.spec.max_new_tokens, e.relegated, e.spec.prompt_tokens);
+        let waited = now.saturating_since(arrival);
+        self.counters.per_class[class.index()].admitted += 1;
         #[cfg(feature = "metrics")]
         {
-            self.step_counts[e.spec.class.index()].admitted += 1;
+            self.step_counts[class.index()].admitted += 1;
         }
-        let prompt = e.spec.prompt_tokens;
         self.running.push(key);
         if first_run {
             // The prompt counts once toward the tenant's fair share; a recompute after a
@@ -387,35 +375,51 @@ impl Scheduler {
         #[cfg(feature = "slo")]
         self.slo.admitted(&mut self.slab[key], now);
         #[cfg(feature = "metrics")]
-        self.metrics.queue_wait(admitted.class, admitted.waited);
+        self.metrics.queue_wait(class, waited);
         tracing::debug!(
-            id = admitted.id.0,
-            class = admitted.class.index(),
-            effective_class = admitted.effective_class.index(),
+            id = id.0,
+            class = class.index(),
+            effective_class = cand.class.index(),
             tenant = ?self.slab[key].spec.tenant().map(|t| t.0),
-            waited_ms = admitted.waited.as_millis() as u64,
-            overdue = admitted.overdue,
-            resumed = admitted.resumed,
+            waited_ms = waited.as_millis() as u64,
+            overdue = cand.overdue,
+            resumed = !first_run,
             chunk,
             blocks,
             "admitted"
         );
-        if admitted.overdue && self.by_deadline() && !admitted.resumed {
-            let class = admitted.class.index();
-            self.counters.per_class[class].overdue += 1;
+        if cand.overdue && self.by_deadline() && first_run {
+            self.counters.per_class[class.index()].overdue += 1;
             #[cfg(feature = "metrics")]
             {
-                self.step_counts[class].max_wait_missed += 1;
+                self.step_counts[class.index()].max_wait_missed += 1;
             }
             tracing::warn!(
-                id = admitted.id.0,
-                class,
-                waited_ms = admitted.waited.as_millis() as u64,
+                id = id.0,
+                class = class.index(),
+                waited_ms = waited.as_millis() as u64,
                 max_wait_ms = self.config.max_wait_ms,
                 "max wait not kept: the engine is overloaded"
             );
         }
-        out.admitted.push(admitted);
+        // Built here from its fields, not before the calls above: held across them, the
+        // record was copied into the vector wider than it had been written (a
+        // store-forwarding stall per admission).
+        out.admitted.push(Admitted {
+            id,
+            handle,
+            arrival,
+            class,
+            effective_class: cand.class,
+            prefill_tokens: chunk,
+            prefill_target: target,
+            blocks,
+            max_new_tokens,
+            waited,
+            overdue: cand.overdue,
+            resumed: !first_run,
+            relegated,
+        });
         chunk
     }
 
