@@ -4,13 +4,14 @@
 //! never-used table slots it holds.
 //!
 //! The limits live in a [`SwapCell`] (arc-swap), whose load costs a few atomic operations
-//! of its own; a submit is otherwise three. So each thread caches the `Arc` it last loaded
-//! and, per submit, only compares the cell's published epoch (a Relaxed load of a line no
-//! producer writes) with the epoch *inside* the cached value:
+//! of its own; a submit is otherwise three. So each thread caches the `Arc` it last loaded,
+//! with a copy of the epoch inside it, and per submit only compares the cell's published
+//! epoch (a Relaxed load of a line no producer writes) with that copy; the submit then
+//! reads the limits where the cache holds them:
 //!
 //! * A reload stores the new limits, then their epoch. Epochs are distinct per stored
 //!   value (+1 per applied reload).
-//! * The cached value is compared by its own epoch, never by the epoch read next to it, so
+//! * The cached value is judged by its own epoch, never by the epoch read next to it, so
 //!   a cache can lag only while the published epoch differs from it: the next submit
 //!   loads the cell again. No stale copy outlives a reload.
 //! * A submit that happens after a reload returned reads that epoch or a later one
@@ -106,10 +107,11 @@ impl Limits {
 
     /// This thread's shard among `n_shards` (a power of two), the limits in force and the
     /// thread's pending units of this scheduler, from the thread's cache when it holds this
-    /// scheduler's entry. The limits and units are taken out of the cache for the submit and
-    /// put back when the returned value drops, so no reference into the thread-local is held
-    /// meanwhile; a re-entrant submit (say from a `tracing` subscriber) finds the cache busy
-    /// and uses the cell and units of its own, added to the shared counts when it ends.
+    /// scheduler's entry. The cache is marked busy for the submit: its limits are read where
+    /// they are (not moved out and back), its units and fresh slots are copied out and put
+    /// back when the returned value drops. A re-entrant submit (say from a `tracing`
+    /// subscriber) finds the cache busy and uses the cell and units of its own, added to the
+    /// shared counts when it ends.
     ///
     /// A value rather than a closure: a submit's result is then written once, where its
     /// caller wants it. Passed back through a closure, the 48-byte result was copied with
@@ -129,25 +131,33 @@ impl Limits {
                 if local.id.get() != self.id {
                     local.switch_to(self);
                 }
-                let limits = local
-                    .limits
-                    .take()
-                    .filter(|l| l.epoch == published)
-                    .unwrap_or_else(|| self.cell.with(Arc::clone));
-                (
-                    shard,
-                    Some((limits, local.pending.get(), local.fresh.get())),
-                )
+                if local.epoch.get() != Some(published) {
+                    let limits = self.cell.with(Arc::clone);
+                    // Judged by the loaded value's own epoch (module docs).
+                    local.epoch.set(Some(limits.epoch));
+                    local.limits.set(Some(limits));
+                }
+                (shard, Some(local as *const Local))
             });
-            if let Ok((shard, Some((limits, pending, fresh)))) = local {
+            if let Ok((shard, Some(local))) = local {
+                // SAFETY: `local` is this thread's `LOCAL`, alive until the thread exits,
+                // which it cannot do while this submit runs; the view borrows it for the
+                // submit only (`ThreadView` is neither `Send` nor `Sync`: `Local`'s cells).
+                let local: &Local = unsafe { &*local };
+                // SAFETY: `busy` is set, and only a call that finds it clear (or the
+                // thread's exit) writes `local.limits`: nothing replaces the `Arc` while
+                // the view reads through it. It is `Some`: set just above if it was not.
+                let limits: &SubmitLimits = unsafe { &*local.limits.as_ptr() }
+                    .as_deref()
+                    .expect("the cache holds limits while busy");
                 return ThreadView {
                     shard,
-                    limits: Some(limits),
+                    limits: View::Cached(limits, local),
                     units: Units {
                         counts: &self.counts,
-                        pending,
+                        pending: local.pending.get(),
                     },
-                    fresh: Some(fresh),
+                    fresh: Some(local.fresh.get()),
                 };
             }
             // The cache busy (a re-entrant submit) or this thread's locals gone (a submit
@@ -167,7 +177,7 @@ impl Limits {
     fn uncached(&self, shard: usize) -> ThreadView<'_> {
         ThreadView {
             shard,
-            limits: Some(self.cell.with(Arc::clone)),
+            limits: View::Own(self.cell.with(Arc::clone)),
             units: Units {
                 counts: &self.counts,
                 pending: [0; MAX_CLASSES],
@@ -210,25 +220,42 @@ fn add_all(counts: &[ClassCount; MAX_CLASSES], pending: Pending) {
 }
 
 /// One submit's view of its thread: the shard it pushes to, the limits it checks against
-/// and the thread's units ([`Limits::local`]). Dropping it puts the limits and units back
-/// in the thread's cache (or, for a submit that could not use the cache, adds its units
-/// to the shared counts).
+/// and the thread's units ([`Limits::local`]). Dropping it puts the units back in the
+/// thread's cache and frees the cache for the next submit (or, for a submit that could not
+/// use the cache, adds its units to the shared counts).
 pub(crate) struct ThreadView<'a> {
     /// This thread's shard.
     pub(crate) shard: usize,
-    /// `Some` until dropped.
-    limits: Option<Arc<SubmitLimits>>,
+    limits: View<'a>,
     units: Units<'a>,
-    /// The thread's fresh slots, if `limits`, `units` and these came from the thread's
-    /// cache and go back to it (`None`: a submit that could not use the cache, which
-    /// reserves its slot without a range).
+    /// The thread's fresh slots, if the cache is this view's and they go back to it
+    /// (`None`: a submit that could not use the cache, which reserves its slot without a
+    /// range).
     fresh: Option<FreshRange>,
+}
+
+/// Where a view's limits are.
+enum View<'a> {
+    /// In the thread's cache, which this view holds busy.
+    #[cfg(not(loom))]
+    Cached(&'a SubmitLimits, &'a Local),
+    /// Loaded from the cell for this submit alone.
+    Own(Arc<SubmitLimits>),
+    /// Keeps `'a` used under loom, where the cache (and so `Cached`) does not exist.
+    #[cfg(loom)]
+    _Loom(std::marker::PhantomData<&'a ()>),
 }
 
 impl<'a> ThreadView<'a> {
     /// The limits in force, the units and the thread's fresh slots (if cached).
     pub(crate) fn parts(&mut self) -> (&SubmitLimits, &mut Units<'a>, Option<&mut FreshRange>) {
-        let limits = self.limits.as_deref().expect("taken only by drop");
+        let limits = match &self.limits {
+            #[cfg(not(loom))]
+            View::Cached(l, _) => l,
+            View::Own(l) => &**l,
+            #[cfg(loom)]
+            View::_Loom(_) => unreachable!("never made"),
+        };
         (limits, &mut self.units, self.fresh.as_mut())
     }
 }
@@ -236,17 +263,11 @@ impl<'a> ThreadView<'a> {
 impl Drop for ThreadView<'_> {
     fn drop(&mut self) {
         #[cfg(not(loom))]
-        if let Some(fresh) = self.fresh {
-            let (limits, pending) = (self.limits.take(), self.units.pending);
-            let back = LOCAL.try_with(|local| {
-                local.limits.set(limits);
-                local.pending.set(pending);
-                local.fresh.set(fresh);
-                local.busy.set(false);
-            });
-            if back.is_ok() {
-                return;
-            }
+        if let (View::Cached(_, local), Some(fresh)) = (&self.limits, self.fresh) {
+            local.pending.set(self.units.pending);
+            local.fresh.set(fresh);
+            local.busy.set(false);
+            return;
         }
         self.units.add_all();
     }
@@ -261,8 +282,11 @@ struct Local {
     busy: Cell<bool>,
     /// The [`Limits`] the fields below belong to (`u64::MAX`: none yet).
     id: Cell<u64>,
-    /// The limits this thread last used (`None` while a submit has them out).
+    /// The limits this thread last used (`None` before the first submit). Read in place
+    /// by the submit that holds the cache busy; written only while it is not busy.
     limits: Cell<Option<Arc<SubmitLimits>>>,
+    /// Their epoch (`None` with none), so a submit checks it without reading them.
+    epoch: Cell<Option<u32>>,
     /// This thread's pending units of that scheduler.
     pending: Cell<Pending>,
     /// That scheduler's counts, to add the pending units to when the thread turns to
@@ -290,6 +314,7 @@ impl Local {
         self.settle();
         self.id.set(limits.id);
         self.limits.set(None);
+        self.epoch.set(None);
         self.counts.set(Some(Arc::clone(&limits.counts)));
         self.table.set(Some(limits.table.clone()));
     }
@@ -324,6 +349,7 @@ thread_local! {
             busy: Cell::new(false),
             id: Cell::new(u64::MAX),
             limits: Cell::new(None),
+            epoch: Cell::new(None),
             pending: Cell::new([0; MAX_CLASSES]),
             counts: Cell::new(None),
             fresh: Cell::new(FreshRange::EMPTY),
