@@ -41,6 +41,11 @@ pub(super) struct SlotRef {
 pub(super) struct DeadlineQueue<W> {
     /// In `at` order, pushed in that order.
     sorted: Fifo<Deadline<W>>,
+    /// The latest `at` ever pushed into `sorted` (its back's while it holds any): a push
+    /// at or after it goes there, any other to `late`. Kept apart so that a push does not
+    /// look up the back chunk twice; after `sorted` empties it can send to `late` a push
+    /// that `sorted` could have taken, which changes no order (see `pop_expired`).
+    sorted_max: Timestamp,
     /// The pushes that came out of order, keyed by (`at`, push number).
     late: BinaryHeap<Late<W>>,
     /// Pushes so far (the tie-break among equal `at` in `late`).
@@ -86,6 +91,7 @@ impl<W> Default for DeadlineQueue<W> {
     fn default() -> Self {
         Self {
             sorted: Fifo::default(),
+            sorted_max: Timestamp::ZERO,
             late: BinaryHeap::new(),
             pushes: 0,
         }
@@ -95,7 +101,8 @@ impl<W> Default for DeadlineQueue<W> {
 impl<W: Copy> DeadlineQueue<W> {
     pub(super) fn push(&mut self, d: Deadline<W>) {
         self.pushes += 1;
-        if self.sorted.back().is_none_or(|b| b.at <= d.at) {
+        if d.at >= self.sorted_max {
+            self.sorted_max = d.at;
             self.sorted.push_back(d);
         } else {
             self.late.push(Late {
@@ -107,8 +114,8 @@ impl<W: Copy> DeadlineQueue<W> {
 
     /// The earliest deadline if it is before `now`, removed. Between equal `at`s the one
     /// pushed first: a deadline in `sorted` was pushed before any equal one in `late` (a
-    /// push goes to `late` only when `sorted`'s back is later, and `sorted` only grows at
-    /// the back).
+    /// push goes to `late` only when an earlier push to `sorted` was later, and `sorted`
+    /// takes only pushes at or after every earlier one it took).
     pub(super) fn pop_expired(&mut self, now: Timestamp) -> Option<Deadline<W>> {
         let from_late = match (self.sorted.front(), self.late.peek()) {
             (Some(s), Some(l)) => l.deadline.at < s.at,
@@ -170,22 +177,27 @@ impl<T: Copy> Fifo<T> {
     }
 
     /// The newest item.
+    #[cfg(test)]
     fn back(&self) -> Option<&T> {
         self.chunks.back().and_then(|c| c.last())
     }
 
     fn push_back(&mut self, item: T) {
-        if self.chunks.back().is_none_or(|c| c.len() == FIFO_CHUNK) {
-            let chunk = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Vec::with_capacity(FIFO_CHUNK));
-            self.chunks.push_back(chunk);
+        match self.chunks.back_mut() {
+            Some(c) if c.len() < FIFO_CHUNK => c.push(item),
+            _ => self.push_in_new_chunk(item),
         }
-        self.chunks
-            .back_mut()
-            .expect("a chunk with room was just ensured")
-            .push(item);
+    }
+
+    /// [`Fifo::push_back`] when the last chunk is full or there is none.
+    #[cold]
+    fn push_in_new_chunk(&mut self, item: T) {
+        let mut chunk = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(FIFO_CHUNK));
+        chunk.push(item);
+        self.chunks.push_back(chunk);
     }
 
     fn pop_front(&mut self) -> Option<T> {
@@ -212,6 +224,58 @@ impl<T: Copy> Fifo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deadlines come out by `at`, the first pushed first among equal ones, through rounds
+    /// of mostly rising pushes with some late ones and ties, pops up to a rising `now`
+    /// that empty the queue now and then, and pushes earlier than any before after that.
+    #[test]
+    fn deadlines_pop_by_time_then_push_order() {
+        let mut q = DeadlineQueue::<u32>::default();
+        let mut model: Vec<(u64, u32)> = Vec::new(); // (at, push number), unpopped
+        let mut x = 0x9E37_79B9u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut base, mut pushed) = (1_000u64, 0u32);
+        for round in 0..300 {
+            for _ in 0..(next() % 12) {
+                let at = match next() % 5 {
+                    0 => base.saturating_sub(next() % 50), // late
+                    1 => base,                             // a tie
+                    _ => base + next() % 20,
+                };
+                base = base.max(at);
+                q.push(Deadline {
+                    at: Timestamp(at),
+                    who: pushed,
+                });
+                model.push((at, pushed));
+                pushed += 1;
+            }
+            // Every few rounds `now` passes everything: the queue empties, and the next
+            // pushes may be earlier than the latest ever pushed.
+            let now = if round % 7 == 6 {
+                base + 100
+            } else {
+                base.saturating_sub(next() % 30)
+            };
+            model.sort_unstable();
+            let due = model.iter().take_while(|(at, _)| *at < now).count();
+            for &(at, who) in &model[..due] {
+                let d = q.pop_expired(Timestamp(now)).expect("a deadline is due");
+                assert_eq!((d.at.0, d.who), (at, who), "round {round}");
+            }
+            assert!(q.pop_expired(Timestamp(now)).is_none(), "round {round}");
+            model.drain(..due);
+            assert_eq!(q.len(), model.len());
+            if round % 7 == 6 {
+                base = base.saturating_sub(200);
+            }
+        }
+    }
 
     #[test]
     fn fifo_matches_a_deque_across_chunk_boundaries() {
