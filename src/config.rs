@@ -227,7 +227,7 @@ impl EngineLimits {
     pub fn blocks_for(&self, tokens: u64) -> u64 {
         let size = u64::from(self.block_size);
         if size.is_power_of_two() {
-            // Every engine's block size is a power of two (vLLM's 16 by default): a shift
+            // The usual case (vLLM's block sizes are powers of two, 16 by default): a shift
             // and a mask, where a division is about 15 cycles on the step's path (once per
             // admission, once per running request's tokens).
             (tokens >> size.trailing_zeros()) + u64::from(tokens & (size - 1) != 0)
