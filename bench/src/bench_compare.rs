@@ -209,14 +209,18 @@ pub fn order_name(order: QueueOrder) -> &'static str {
 // ---- submit ------------------------------------------------------------------------------
 
 /// Runs `producers` threads each calling `op(i)` for its share of `0..ops`; returns the
-/// wall time from their release to the last one finishing, and the CPU time the producer
-/// threads spent in all.
+/// wall time from the first producer's start to the last one's end, and the CPU time the
+/// producer threads spent in all.
+///
+/// Each producer reads the wall clock itself: the releasing thread, woken from the barrier
+/// after the producers (with as many producers as cores it may run only once one of them
+/// has ended), would measure a fraction of the run.
 fn timed_producers(
     producers: usize,
     ops: usize,
     op: &(dyn Fn(u64) + Sync),
 ) -> (Duration, Duration) {
-    let barrier = Barrier::new(producers + 1);
+    let barrier = Barrier::new(producers);
     let per = ops.div_ceil(producers) as u64;
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..producers as u64)
@@ -226,21 +230,29 @@ fn timed_producers(
                     let lo = p * per;
                     let hi = (lo + per).min(ops as u64);
                     barrier.wait();
+                    let start = Instant::now();
                     let cpu = ThreadTime::now();
                     for i in lo..hi {
                         op(i);
                     }
-                    cpu.elapsed()
+                    (start, Instant::now(), cpu.elapsed())
                 })
             })
             .collect();
-        barrier.wait();
-        let t = Instant::now();
         let mut cpu = Duration::ZERO;
+        let mut first: Option<Instant> = None;
+        let mut last: Option<Instant> = None;
         for h in hs {
-            cpu += h.join().expect("producer panicked");
+            let (start, end, c) = h.join().expect("producer panicked");
+            cpu += c;
+            first = Some(first.map_or(start, |f| f.min(start)));
+            last = Some(last.map_or(end, |l| l.max(end)));
         }
-        (t.elapsed(), cpu)
+        let wall = match (first, last) {
+            (Some(f), Some(l)) => l.saturating_duration_since(f),
+            _ => Duration::ZERO,
+        };
+        (wall, cpu)
     })
 }
 
