@@ -30,7 +30,7 @@ pub struct ClassConfig {
     /// submits past it get `QueueFull`. A burst of up to this many submits between two
     /// steps is always accepted (when none are waiting). Below 4,096 it is exact (never one
     /// more); from 4,096 on each API thread counts its submits locally and publishes them
-    /// 16 at a time, so a class may take up to 15 more per other submitting thread.
+    /// 16 at a time, so a class may take up to 16 more per submitting thread.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// What deadline order does with a waiting request of this class that can no longer

@@ -5,19 +5,25 @@
 //! A locked read-modify-write on a shared line per submit cost about a fifth of a
 //! one-thread submit and made every producer thread's submit move that line. So for a
 //! class whose capacity is at least [`EXACT_BELOW`], a thread counts its own accepted
-//! submits and adds them to the shared count [`BATCH`] at a time; a submit reads the shared
-//! count with a plain load and is refused when the shared count plus its own pending units
-//! reach the capacity:
+//! submits and adds them to the shared count [`BATCH`] at a time. Reading the shared count
+//! on every submit still moved its line once per batch another thread added (about a
+//! sixth of a two-thread submit), so the thread also keeps the count as it last saw it
+//! (`seen`: the value its own add returned, or its last read) and judges a submit by that:
 //!
-//! * The class's true count (requests accepted and not yet released) is the shared count
-//!   plus every thread's pending units, and those are never negative, so a refusal sees a
-//!   true count at or past the capacity: **a class is never refused below its
-//!   `queue_capacity`**, and one thread's burst (no other thread holding units) is exact:
-//!   up to the capacity accepted, the next refused.
-//! * The slack is the units other threads hold: a class can hold up to `queue_capacity`
-//!   plus `BATCH - 1` (15) for every other thread that has submitted to it. Memory stays
-//!   bounded whatever the thread count: the request table has room for twice every class's
-//!   capacity plus the KV blocks, and a submit past it is refused too.
+//! * A submit is accepted when `seen` plus the thread's pending units is below the
+//!   capacity. Otherwise it reads the shared count (and keeps it as `seen`), and is refused
+//!   only if that plus its pending units reaches the capacity. The class's true count
+//!   (requests accepted and not yet released) is the shared count plus every thread's
+//!   pending units, and those are never negative, so a refusal sees a true count at or past
+//!   the capacity: **a class is never refused below its `queue_capacity`** (units the
+//!   scheduler returned since `seen` only send a submit to the read). One thread's burst
+//!   (no other thread adding) is exact: up to the capacity accepted, the next refused.
+//! * The slack: a thread accepts at most a batch ([`BATCH`], 16) judged by a `seen` that
+//!   other threads' adds have overtaken; its add then returns the count as it is, and it
+//!   accepts no more past the capacity. So a class can hold up to `queue_capacity` plus 16
+//!   for every thread that has submitted to it. Memory stays bounded whatever the thread
+//!   count: the request table has room for twice every class's capacity plus the KV
+//!   blocks, and a submit past it is refused too.
 //! * A thread adds its pending units when they reach `BATCH`, when it turns to another
 //!   scheduler, and when it exits (its thread-local's destructor). A thread that submitted
 //!   a few and went quiet keeps them pending: the slack above, never a refusal early.
@@ -33,6 +39,7 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
+use std::cell::Cell;
 
 /// Units a thread takes before it adds them to the shared count.
 pub(crate) const BATCH: u8 = 16;
@@ -51,6 +58,13 @@ pub struct ClassCount {
 /// Each is below [`BATCH`] between submits.
 pub type Pending = [u8; crate::class::MAX_CLASSES];
 
+/// A thread's view of one class's shared count: the value it last read or its last add
+/// returned, [`UNSEEN`] before either.
+pub type Seen = Cell<isize>;
+
+/// The `seen` of a thread that has not read the count: its next submit reads it.
+pub const UNSEEN: isize = isize::MAX;
+
 impl ClassCount {
     /// A counter with room for `capacity` requests.
     pub fn new(capacity: usize) -> Self {
@@ -63,8 +77,9 @@ impl ClassCount {
     /// Producer: takes a unit, or returns the capacity if the class is full. Below
     /// `EXACT_BELOW` the unit goes straight to the shared count; from it on, into
     /// `pending` (this thread's units of this class), which is added to the shared count
-    /// once it reaches `BATCH` (module docs).
-    pub fn try_acquire(&self, pending: &mut u8) -> Result<(), usize> {
+    /// once it reaches `BATCH`, judged by `seen` (this thread's view of the shared count)
+    /// unless that says full (module docs).
+    pub fn try_acquire(&self, pending: &mut u8, seen: &Seen) -> Result<(), usize> {
         // Relaxed: the capacity is a plain number; a reload that changes it is a step-boundary
         // event the next submits see soon enough (no data is published with it).
         let cap = self.capacity.load(Ordering::Relaxed);
@@ -81,15 +96,22 @@ impl ClassCount {
                 .map(|_| ())
                 .map_err(|_| cap);
         }
-        // Relaxed: a count; no data moves with it. A racing return may or may not be seen,
-        // as with any snapshot: the submit is then ordered before it.
-        let shared = self.used.load(Ordering::Relaxed) as isize;
-        if shared.saturating_add(isize::from(*pending)) >= cap as isize {
-            return Err(cap);
+        if seen.get().saturating_add(isize::from(*pending)) >= cap as isize {
+            // Relaxed: a count; no data moves with it. A racing return may or may not be
+            // seen, as with any snapshot: the submit is then ordered before it.
+            let shared = self.used.load(Ordering::Relaxed) as isize;
+            seen.set(shared);
+            if shared.saturating_add(isize::from(*pending)) >= cap as isize {
+                return Err(cap);
+            }
         }
         *pending += 1;
         if *pending == BATCH {
-            self.add(std::mem::take(pending));
+            *pending = 0;
+            // Relaxed: as `force_acquire`. The count before our add, plus it, is the count
+            // as of our add: a fresh `seen`.
+            let before = self.used.fetch_add(usize::from(BATCH), Ordering::Relaxed);
+            seen.set((before as isize).wrapping_add(isize::from(BATCH)));
         }
         Ok(())
     }
@@ -174,17 +196,18 @@ mod tests {
         for cap in caps {
             let c = ClassCount::new(cap);
             let mut pending = 0;
+            let seen = Seen::new(UNSEEN);
             for _ in 0..cap {
-                c.try_acquire(&mut pending).unwrap();
+                c.try_acquire(&mut pending, &seen).unwrap();
                 assert!(pending < BATCH);
             }
-            assert_eq!(c.try_acquire(&mut pending), Err(cap));
+            assert_eq!(c.try_acquire(&mut pending, &seen), Err(cap));
             assert_eq!(c.used() + isize::from(pending), cap as isize);
             c.release(10);
             for _ in 0..10 {
-                c.try_acquire(&mut pending).unwrap();
+                c.try_acquire(&mut pending, &seen).unwrap();
             }
-            assert_eq!(c.try_acquire(&mut pending), Err(cap));
+            assert_eq!(c.try_acquire(&mut pending, &seen), Err(cap));
         }
     }
 
@@ -192,17 +215,18 @@ mod tests {
     fn the_shared_count_lags_by_the_pending_units_and_may_go_below_zero() {
         let c = ClassCount::new(EXACT_BELOW);
         let mut pending = 0;
+        let seen = Seen::new(UNSEEN);
         for _ in 0..BATCH - 1 {
-            c.try_acquire(&mut pending).unwrap();
+            c.try_acquire(&mut pending, &seen).unwrap();
         }
         assert_eq!((c.used(), pending), (0, BATCH - 1));
-        c.try_acquire(&mut pending).unwrap();
+        c.try_acquire(&mut pending, &seen).unwrap();
         assert_eq!(
             (c.used(), pending),
             (isize::from(BATCH), 0),
             "a full batch is added"
         );
-        c.try_acquire(&mut pending).unwrap();
+        c.try_acquire(&mut pending, &seen).unwrap();
         // The scheduler returns all 17; one is still pending here.
         c.release(usize::from(BATCH) + 1);
         assert_eq!(c.used(), -1);
@@ -214,16 +238,17 @@ mod tests {
     fn a_small_capacity_is_counted_exactly_and_takes_in_pending_units() {
         let c = ClassCount::new(EXACT_BELOW);
         let mut pending = 0;
-        c.try_acquire(&mut pending).unwrap();
+        let seen = Seen::new(UNSEEN);
+        c.try_acquire(&mut pending, &seen).unwrap();
         assert_eq!((c.used(), pending), (0, 1));
         c.set_capacity(2);
-        c.try_acquire(&mut pending).unwrap();
+        c.try_acquire(&mut pending, &seen).unwrap();
         assert_eq!(
             (c.used(), pending),
             (2, 0),
             "the pending unit is added first"
         );
-        assert_eq!(c.try_acquire(&mut pending), Err(2));
+        assert_eq!(c.try_acquire(&mut pending, &seen), Err(2));
     }
 
     #[test]
@@ -231,11 +256,12 @@ mod tests {
         for cap in [EXACT_BELOW - 1, EXACT_BELOW] {
             let c = ClassCount::new(cap);
             let mut pending = 0;
-            c.try_acquire(&mut pending).unwrap();
+            let seen = Seen::new(UNSEEN);
+            c.try_acquire(&mut pending, &seen).unwrap();
             c.undo(&mut pending);
             assert_eq!(c.used() + isize::from(pending), 0);
             for _ in 0..BATCH {
-                c.try_acquire(&mut pending).unwrap();
+                c.try_acquire(&mut pending, &seen).unwrap();
             }
             assert_eq!(pending, 0, "a full batch is added (or nothing was pending)");
             c.undo(&mut pending);
@@ -243,16 +269,53 @@ mod tests {
         }
     }
 
+    /// A thread's `seen` may lag both ways: units returned since only send its submit to
+    /// the shared count (never a refusal below the capacity), and another thread's adds
+    /// since let it accept at most the rest of one batch past the capacity.
+    #[test]
+    fn a_stale_view_never_refuses_early_and_overshoots_by_a_batch_at_most() {
+        let cap = EXACT_BELOW;
+        let c = ClassCount::new(cap);
+        let (mut a, seen_a) = (0, Seen::new(UNSEEN));
+        let (mut b, seen_b) = (0, Seen::new(UNSEEN));
+        for _ in 0..cap {
+            c.try_acquire(&mut a, &seen_a).unwrap();
+        }
+        assert_eq!(c.try_acquire(&mut a, &seen_a), Err(cap));
+        // The scheduler returns 100: A's view says full, the count says otherwise.
+        c.release(100);
+        for _ in 0..100 {
+            c.try_acquire(&mut a, &seen_a).unwrap();
+        }
+        assert_eq!(c.try_acquire(&mut a, &seen_a), Err(cap));
+        // B saw the count with room for 40, then A took the rest (and B's pending unit's
+        // worth: it does not see it).
+        c.release(40);
+        c.try_acquire(&mut b, &seen_b).unwrap();
+        let took = (0..100)
+            .take_while(|_| c.try_acquire(&mut a, &seen_a).is_ok())
+            .count();
+        assert_eq!(took, 40);
+        // B, judging by its view, accepts up to the batch it is filling, then sees the
+        // count at its add and accepts no more.
+        let more = (0..100)
+            .take_while(|_| c.try_acquire(&mut b, &seen_b).is_ok())
+            .count();
+        let over = c.used() + isize::from(a) + isize::from(b) - cap as isize;
+        assert!(
+            more >= 1 && over <= isize::from(BATCH),
+            "{more} more, {over} over"
+        );
+        assert_eq!(c.try_acquire(&mut b, &seen_b), Err(cap));
+    }
+
     /// Racing threads are never refused below the capacity; a small capacity is exact, a
-    /// large one exceeded by at most the other threads' pending units.
+    /// large one exceeded by at most a batch per thread.
     #[test]
     fn racing_producers_stay_within_the_slack() {
         use std::sync::Arc;
         const THREADS: usize = 4;
-        for (cap, slack) in [
-            (1000, 0),
-            (EXACT_BELOW, (THREADS - 1) * (BATCH as usize - 1)),
-        ] {
+        for (cap, slack) in [(1000, 0), (EXACT_BELOW, THREADS * BATCH as usize)] {
             let c = Arc::new(ClassCount::new(cap));
             // 4 × 1.2 × cap / 4 attempts at `cap` units.
             let each = cap * 12 / 10 / THREADS;
@@ -261,8 +324,9 @@ mod tests {
                     let c = Arc::clone(&c);
                     std::thread::spawn(move || {
                         let mut pending = 0;
+                        let seen = Seen::new(UNSEEN);
                         let n = (0..each)
-                            .filter(|_| c.try_acquire(&mut pending).is_ok())
+                            .filter(|_| c.try_acquire(&mut pending, &seen).is_ok())
                             .count();
                         c.add(pending);
                         n
@@ -282,12 +346,13 @@ mod tests {
     fn forced_units_and_a_smaller_capacity() {
         let c = ClassCount::new(2);
         let mut pending = 0;
+        let seen = Seen::new(UNSEEN);
         c.force_acquire(3);
-        assert_eq!(c.try_acquire(&mut pending), Err(2));
+        assert_eq!(c.try_acquire(&mut pending, &seen), Err(2));
         c.release(2);
-        c.try_acquire(&mut pending).unwrap();
+        c.try_acquire(&mut pending, &seen).unwrap();
         c.set_capacity(1);
-        assert_eq!(c.try_acquire(&mut pending), Err(1));
+        assert_eq!(c.try_acquire(&mut pending, &seen), Err(1));
         assert_eq!(c.capacity(), 1);
     }
 }

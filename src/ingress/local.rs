@@ -23,11 +23,11 @@
 //! schedulers alternately reloads on each switch and never mixes their limits.
 //!
 //! Next to the limits the thread keeps its pending capacity units ([`Units`]: the units it
-//! took from each class and has not yet added to the shared counts; see
-//! `super::capacity`). They are added when they fill a batch, when the thread turns to
+//! took from each class and has not yet added to the shared counts) and its view of each
+//! shared count (see `super::capacity`). The units are added when they fill a batch, when the thread turns to
 //! another scheduler and when it exits (the thread-local's destructor). A submit that
-//! cannot use the cache (re-entrant, or this thread's locals gone) takes units of its own
-//! and adds them when it ends.
+//! cannot use the cache (re-entrant, or this thread's locals gone) takes units of its own,
+//! reads the shared counts, and adds its units when it ends.
 //!
 //! The thread also keeps the never-used table slots it took at once
 //! ([`FreshRange`], `super::table`), so that a table growing under many producers is not
@@ -38,7 +38,7 @@
 //! Under loom the cache is bypassed (one shard, the cell's load every time, units added at
 //! the end of each submit): it adds no ordering to model.
 
-use super::capacity::{ClassCount, Pending};
+use super::capacity::{ClassCount, Pending, Seen, UNSEEN};
 use super::table::{FreshRange, Table};
 use super::{Payload, SubmitLimits};
 use crate::class::MAX_CLASSES;
@@ -156,6 +156,7 @@ impl Limits {
                     units: Units {
                         counts: &self.counts,
                         pending: local.pending.get(),
+                        seen: Some(&local.seen),
                     },
                     fresh: Some(local.fresh.get()),
                 };
@@ -181,6 +182,7 @@ impl Limits {
             units: Units {
                 counts: &self.counts,
                 pending: [0; MAX_CLASSES],
+                seen: None,
             },
             fresh: None,
         }
@@ -192,13 +194,18 @@ impl Limits {
 pub(crate) struct Units<'a> {
     counts: &'a [ClassCount; MAX_CLASSES],
     pending: Pending,
+    /// The thread's views of the shared counts, kept in its cache (`None`: a submit that
+    /// could not use the cache reads the count).
+    seen: Option<&'a [Seen; MAX_CLASSES]>,
 }
 
 impl Units<'_> {
     /// Takes a unit of class position `class`, or returns its capacity if it is full
     /// ([`ClassCount::try_acquire`]).
     pub(crate) fn take(&mut self, class: usize) -> Result<(), usize> {
-        self.counts[class].try_acquire(&mut self.pending[class])
+        let unseen = Seen::new(UNSEEN);
+        let seen = self.seen.map_or(&unseen, |s| &s[class]);
+        self.counts[class].try_acquire(&mut self.pending[class], seen)
     }
 
     /// Gives back the unit of `class` just taken.
@@ -289,6 +296,8 @@ struct Local {
     epoch: Cell<Option<u32>>,
     /// This thread's pending units of that scheduler.
     pending: Cell<Pending>,
+    /// Its views of that scheduler's shared counts (`super::capacity`).
+    seen: [Seen; MAX_CLASSES],
     /// That scheduler's counts, to add the pending units to when the thread turns to
     /// another scheduler or exits.
     counts: Cell<Option<Counts>>,
@@ -313,6 +322,9 @@ impl Local {
     fn switch_to(&self, limits: &Limits) {
         self.settle();
         self.id.set(limits.id);
+        for seen in &self.seen {
+            seen.set(UNSEEN);
+        }
         self.limits.set(None);
         self.epoch.set(None);
         self.counts.set(Some(Arc::clone(&limits.counts)));
@@ -351,6 +363,7 @@ thread_local! {
             limits: Cell::new(None),
             epoch: Cell::new(None),
             pending: Cell::new([0; MAX_CLASSES]),
+            seen: [const { Cell::new(UNSEEN) }; MAX_CLASSES],
             counts: Cell::new(None),
             fresh: Cell::new(FreshRange::EMPTY),
             table: Cell::new(None),

@@ -32,11 +32,22 @@
 //! word: slot index in the low 32 bits, a tag bumped by every push and pop in the high 32
 //! (the ABA guard: a pop that read a head, slept while it was popped and pushed back, fails
 //! its CAS because the tag moved). A producer takes a slot from its shard's stack, else
-//! another shard's stack, else a never-used slot (a bump counter), else the table is full.
+//! another shard's stack, else a never-used slot, else the table is full.
+//!
+//! # Never-used slots
+//!
+//! Each chunk belongs to one shard (chunk `c` to shard `c % shards`), and each shard hands
+//! out its chunks' never-used slots in order with a counter of its own. A producer takes
+//! never-used slots from its shard's chunks, then from other shards' once its own are all
+//! out (so the table is full only when every slot is held). The chunk is installed, its
+//! slots initialised, by the producer that first takes a slot in it: with one producer
+//! thread per shard every line of the chunk is written by the core that then writes the
+//! requests into it, not moved over from another producer's core.
+//!
 //! A producer thread that keeps a [`FreshRange`] ([`Table::reserve_from`]) takes its
-//! never-used slots [`FRESH_BATCH`] at a time, so a growing table is not one counter every
-//! producer bumps per submit; it uses them right after its own stack, and gives back what
-//! it leaves ([`Table::give_back`]).
+//! never-used slots [`FRESH_BATCH`] at a time (never across a chunk's end), so a growing
+//! table is not one counter every producer bumps per submit; it uses them right after its
+//! own stack, and gives back what it leaves ([`Table::give_back`]).
 //!
 //! # Ownership tokens
 //!
@@ -241,8 +252,12 @@ pub struct Table<P> {
     /// One pointer per chunk, null until installed; each points at `CHUNK` slots.
     chunks: Box<[AtomicPtr<Slot<P>>]>,
     capacity: u32,
-    /// Slots never used yet are `bump..capacity`.
-    bump: CachePadded<AtomicU32>,
+    /// Per shard: how many slots of its chunks it has handed out, counted in the shard's
+    /// own order ([`Table::owned`]); its never-used slots are `bump[s]..owned_slots[s]`.
+    bump: Box<[CachePadded<AtomicU32>]>,
+    /// Per shard: how many slots its chunks hold (every chunk is full but the table's
+    /// last, which is short when the capacity is not a multiple of `CHUNK`).
+    owned_slots: Box<[u32]>,
     /// Per-shard free stacks: `tag << 32 | index` (module docs).
     free: Box<[CachePadded<AtomicU64>]>,
     /// The generation every slot starts at: different for each table made in a process, so
@@ -275,13 +290,25 @@ impl<P: Copy> Table<P> {
             "table capacity above MAX_CAPACITY"
         );
         let n_chunks = (capacity as usize).div_ceil(CHUNK);
+        let shards = shards.max(1);
+        let owned_slots = (0..shards)
+            .map(|s| {
+                (s..n_chunks)
+                    .step_by(shards)
+                    .map(|c| (capacity as usize - c * CHUNK).min(CHUNK) as u32)
+                    .sum()
+            })
+            .collect();
         Self {
             chunks: (0..n_chunks)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             capacity,
-            bump: CachePadded::new(AtomicU32::new(0)),
-            free: (0..shards.max(1))
+            bump: (0..shards)
+                .map(|_| CachePadded::new(AtomicU32::new(0)))
+                .collect(),
+            owned_slots,
+            free: (0..shards)
                 .map(|_| CachePadded::new(AtomicU64::new(u64::from(NIL))))
                 .collect(),
             // Relaxed: only distinctness matters. The multiplier (odd, about 2^32 / φ)
@@ -391,8 +418,8 @@ impl<P: Copy> Table<P> {
     /// Producer: [`reserve`](Self::reserve) for a thread that keeps never-used slots of its
     /// own in `fresh`: after shard `shard`'s free stack it takes from `fresh`, and when the
     /// table must grow it refills `fresh` with up to [`FRESH_BATCH`] slots at once (one RMW
-    /// on the shared bump counter for all of them). The thread gives what it leaves back
-    /// with [`give_back`](Self::give_back).
+    /// on a shard's counter of never-used slots for all of them). The thread gives what it
+    /// leaves back with [`give_back`](Self::give_back).
     pub fn reserve_from(
         &self,
         shard: usize,
@@ -417,10 +444,10 @@ impl<P: Copy> Table<P> {
             .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
             .or_else(|| match fresh {
                 Some(r) => {
-                    *r = self.bump_range(FRESH_BATCH)?;
+                    *r = self.bump_range(home, FRESH_BATCH)?;
                     self.take_fresh(r)
                 }
-                None => self.bump(),
+                None => self.take_fresh(&mut self.bump_range(home, 1)?),
             })
             .ok_or(TableFull {
                 capacity: self.capacity,
@@ -429,8 +456,8 @@ impl<P: Copy> Table<P> {
         // Relaxed: read by the consumer after it pops the slot, through the ingress
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
         slot.home_or_ahead.store(home as u32, Ordering::Relaxed);
-        // SAFETY: we took `index` from a free stack or the bump counter, so no other thread
-        // holds it: the consumer's last read of the payload happened before it pushed the
+        // SAFETY: we took `index` from a free stack or a shard's counter of never-used
+        // slots, so no other thread holds it: the consumer's last read of the payload happened before it pushed the
         // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
         // we push it.
         slot.payload.with_mut(|p| unsafe { (*p).write(payload) });
@@ -460,22 +487,43 @@ impl<P: Copy> Table<P> {
         Some(index)
     }
 
-    /// Up to `n` never-used slots (at least one), or `None` if there are none left. Their
-    /// chunks are installed as they are taken.
-    fn bump_range(&self, n: u32) -> Option<FreshRange> {
-        let cap = self.capacity;
-        // Relaxed: the counter only has to hand each index out once (the RMW guarantees
+    /// Up to `n` never-used slots (at least one) of one chunk, from shard `home`'s chunks
+    /// or else another shard's; `None` if there are none left. Their chunk is installed as
+    /// they are taken.
+    fn bump_range(&self, home: usize, n: u32) -> Option<FreshRange> {
+        let shards = self.bump.len();
+        (0..shards).find_map(|k| {
+            let s = if k == 0 { home } else { (home + k) % shards };
+            self.bump_range_in(s, n)
+        })
+    }
+
+    /// [`bump_range`](Self::bump_range) from shard `s`'s chunks only.
+    fn bump_range_in(&self, s: usize, n: u32) -> Option<FreshRange> {
+        let owned = self.owned_slots[s];
+        // Up to `n`, not past the shard's slots nor its chunk's end: a range's indices are
+        // consecutive.
+        let len = |b: u32| n.min(owned - b).min(CHUNK as u32 - b % CHUNK as u32);
+        // Relaxed: the counter only has to hand each slot out once (the RMW guarantees
         // that); the slots' memory is published through the chunk pointer.
-        let start = self
-            .bump
+        let start = self.bump[s]
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b < cap).then(|| b + n.min(cap - b))
+                (b < owned).then(|| b + len(b))
             })
             .ok()?;
+        let first = self.owned(s, start);
         Some(FreshRange {
-            next: start,
-            end: start + n.min(cap - start),
+            next: first,
+            end: first + len(start),
         })
+    }
+
+    /// The index of shard `s`'s `k`-th slot: its chunks are `s`, `s + shards`, ... in order.
+    fn owned(&self, s: usize, k: u32) -> u32 {
+        let k = k as usize;
+        let chunk = k / CHUNK * self.bump.len() + s;
+        // Below the capacity (`k` is below the shard's slots), so it fits a `u32`.
+        (chunk * CHUNK + k % CHUNK) as u32
     }
 
     /// Producer: gives back the never-used slots a thread kept in `fresh` (it turns to
@@ -496,11 +544,6 @@ impl<P: Copy> Table<P> {
             slot.home_or_ahead.store(NIL, Ordering::Relaxed);
         }
         self.push_free(shard % self.free.len(), next, end - 1);
-    }
-
-    /// A never-used slot, installing its chunk if needed.
-    fn bump(&self) -> Option<u32> {
-        self.take_fresh(&mut self.bump_range(1)?)
     }
 
     /// Pops a slot from free stack `s`.
@@ -883,6 +926,63 @@ mod tests {
         // Popped in chain order.
         for &index in &chain {
             assert_eq!(t.reserve(0, 0).unwrap().handle().index(), index);
+        }
+    }
+
+    /// Each shard's never-used slots are its own chunks' (chunk `c` is shard `c % shards`'s),
+    /// a range never crosses a chunk's end, and a shard whose chunks are all out takes
+    /// another shard's: every slot is handed out once before the table is full.
+    #[test]
+    fn never_used_slots_come_from_the_shards_own_chunks_then_any() {
+        let shards = 3;
+        // Four full chunks and a short fifth (shard 1's second).
+        let cap = 4 * CHUNK as u32 + 5;
+        let t = Table::<u32>::new(cap, shards);
+        let mut got = Vec::new();
+        for s in 0..shards {
+            let r = t.reserve(s, 0).unwrap();
+            assert_eq!(
+                r.handle().index() as usize,
+                s * CHUNK,
+                "shard {s}'s first chunk"
+            );
+            got.push(r.handle().index());
+        }
+        // Shard 1 takes ranges: its own chunks 1 and 4 first, then the others'.
+        let mut fresh = FreshRange::EMPTY;
+        let mut ranges = Vec::new();
+        loop {
+            let before = fresh.len();
+            let Ok(r) = t.reserve_from(1, 0, &mut fresh) else {
+                break;
+            };
+            if before == 0 {
+                ranges.push((r.handle().index(), fresh.len() + 1));
+            }
+            got.push(r.handle().index());
+        }
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), cap as usize, "every slot once, then full");
+        let chunk = |i: u32| i as usize / CHUNK;
+        let owners: Vec<usize> = ranges.iter().map(|&(i, _)| chunk(i) % shards).collect();
+        let own = owners.iter().take_while(|&&o| o == 1).count();
+        assert!(
+            owners[own..].iter().all(|&o| o != 1),
+            "own chunks first: {owners:?}"
+        );
+        assert_eq!(
+            chunk(ranges[own - 1].0),
+            4,
+            "the short chunk is shard 1's last"
+        );
+        assert_eq!(ranges[own - 1].1, 5, "cut at the capacity");
+        for &(first, len) in &ranges {
+            assert_eq!(
+                chunk(first),
+                chunk(first + len - 1),
+                "range at {first} of {len}"
+            );
         }
     }
 
