@@ -196,18 +196,20 @@ fn a_fresh_range_given_back_is_handed_out_once() {
     });
 }
 
-/// Producers of two shards take never-used slots, each from its shard's chunk and, once
-/// that is out, from the other's: every slot is handed out once, and the table is full only
-/// when all are.
+/// Producers of two shards take never-used slots, each from a chunk its shard claimed and,
+/// once every chunk is claimed (and the claim published), from the other's: every slot is
+/// handed out once, and the table is full only when all are.
 #[test]
 fn shards_take_their_own_chunks_then_each_others() {
     loom::model(|| {
-        // Two chunks of two slots: chunk 0 is shard 0's, chunk 1 shard 1's.
+        // Two chunks of two slots.
         let t = Arc::new(Table::<u32>::new(4, 2));
         let t2 = Arc::clone(&t);
         let other = thread::spawn(move || t2.reserve(1, 7).unwrap().handle());
-        let mut handles: Vec<_> = (0..3).map(|v| t.reserve(0, v).unwrap().handle()).collect();
+        let mut handles: Vec<_> = (0..2).map(|v| t.reserve(0, v).unwrap().handle()).collect();
         handles.push(other.join().unwrap());
+        // Shard 0's chunk is out and none is left to claim: the rest of shard 1's.
+        handles.push(t.reserve(0, 8).unwrap().handle());
         assert!(
             t.reserve(0, 9).is_err() && t.reserve(1, 9).is_err(),
             "all four out"
@@ -218,6 +220,26 @@ fn shards_take_their_own_chunks_then_each_others() {
         for h in handles {
             assert_eq!(t.phase(h), Ok(QUEUED));
         }
+    });
+}
+
+/// Two producers of one shard find it without a chunk and both claim one: one becomes the
+/// shard's, the other's producer keeps its slot and gives the rest of its chunk to the free
+/// stack. Every slot is handed out once, and the table is full only when all are.
+#[test]
+fn producers_of_one_shard_racing_to_claim_a_chunk_strand_nothing() {
+    loom::model(|| {
+        // Two chunks of two slots, one shard.
+        let t = Arc::new(Table::<u32>::new(4, 1));
+        let t2 = Arc::clone(&t);
+        let other = thread::spawn(move || t2.reserve(0, 1).unwrap().handle());
+        let mut handles = vec![t.reserve(0, 2).unwrap().handle()];
+        handles.push(other.join().unwrap());
+        handles.extend((0..2).map(|v| t.reserve(0, v).unwrap().handle()));
+        assert!(t.reserve(0, 9).is_err(), "all four out");
+        let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, [0, 1, 2, 3]);
     });
 }
 

@@ -917,24 +917,18 @@ fn blocks_for(cfg: &SchedulerConfig, tokens: u64) -> u32 {
     u32::try_from(cfg.engine.blocks_for(tokens)).unwrap()
 }
 
-/// A handle from another scheduler, in the second of the request-table chunks its thread's
-/// shard owns: a chunk no case allocates (a case holds far fewer than 1,024 slots at once,
-/// so only the first chunk of its thread's shard), so it names no request of the case's
-/// scheduler (whose slots also start at another generation).
+/// A handle from another scheduler, at slot index 2047: in a chunk of the request table no
+/// case allocates (a case holds far fewer than 1,024 slots at once), so it names no request
+/// of the case's scheduler (whose slots also start at another generation).
 fn foreign() -> RequestHandle {
     static FOREIGN: std::sync::OnceLock<RequestHandle> = std::sync::OnceLock::new();
     *FOREIGN.get_or_init(|| {
-        let config = SchedulerConfig::default();
-        let shards = config.resolved_shards();
-        let (_sched, api) = Scheduler::new(config).unwrap();
+        let (_sched, api) = Scheduler::new(SchedulerConfig::default()).unwrap();
         let mut handles: Vec<RequestHandle> = (0..2048)
             .map(|id| api.submit(RequestSpec::new(id, Class::LOW, 1, 1)).unwrap())
             .collect();
         let h = handles.pop().unwrap();
-        assert!(
-            h.index() as usize / 1024 >= shards,
-            "past every shard's first chunk"
-        );
+        assert_eq!(h.index(), 2047);
         h
     })
 }

@@ -212,10 +212,12 @@ impl<P: Copy> Consumer<P> {
             // Skip the stub.
             self.head = next;
             head = next;
-            // Relaxed: `head`'s payload is already ours through the Acquire load of the
-            // stub's `next` above; its successor's payload is acquired when that successor
-            // is returned (its own `next` load below, or the stub re-insertion's CAS).
-            next = inner.next_of(head).load(Ordering::Relaxed);
+            // Acquire: pairs with the Release link store in `push_index` of `head`'s
+            // successor. Its payload would be acquired when it is returned, but the next
+            // `pop` finds its `next` through its chunk pointer first: that chunk may have
+            // been installed by its producer alone (a chunk its shard claimed), and the
+            // link is what orders the install before our look-up.
+            next = inner.next_of(head).load(Ordering::Acquire);
         }
         if next != NIL {
             self.head = next;
@@ -232,9 +234,10 @@ impl<P: Copy> Consumer<P> {
         // Re-insert the stub behind `head` so `head` can leave the chain. Its AcqRel CAS
         // reads the tail at or after `head`'s push, so it also acquires `head`'s payload.
         let _ = inner.push_index(STUB, true);
-        // Relaxed: `head` is covered by the CAS just above; whatever follows it (the stub,
-        // or a producer's node) is acquired when it is itself returned.
-        next = inner.next_of(head).load(Ordering::Relaxed);
+        // Acquire: as after the stub above. `head` is covered by the CAS just above; what
+        // follows it (the stub, or a producer's node) is looked up through its chunk by
+        // the next `pop`.
+        next = inner.next_of(head).load(Ordering::Acquire);
         if next != NIL {
             self.head = next;
             return Pop::Item(self.take(head));

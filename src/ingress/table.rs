@@ -36,13 +36,20 @@
 //!
 //! # Never-used slots
 //!
-//! Each chunk belongs to one shard (chunk `c` to shard `c % shards`), and each shard hands
-//! out its chunks' never-used slots in order with a counter of its own. A producer takes
-//! never-used slots from its shard's chunks, then from other shards' once its own are all
-//! out (so the table is full only when every slot is held). The chunk is installed, its
-//! slots initialised, by the producer that first takes a slot in it: with one producer
-//! thread per shard every line of the chunk is written by the core that then writes the
-//! requests into it, not moved over from another producer's core.
+//! Each shard hands out never-used slots from a chunk of its own, through a cursor (the
+//! chunk and the next offset in it): when its chunk is out, the producer that finds it so
+//! claims the next chunk of the table (a shared counter, one RMW per 1,024 slots) and
+//! makes it the shard's. Chunks are claimed in order of need, so slot indices stay dense
+//! (one producer thread uses chunks 0, 1, 2, ...; the scheduler's per-slot arrays stay as
+//! short as the table). Once every chunk is claimed, a producer takes what other shards'
+//! chunks still hold, so the table is full only when every slot is held, or the last
+//! chunks are claimed by producers that have not yet made them their shard's (a few
+//! instructions: the claim, then the cursor's CAS) or given back what they do not take. A
+//! producer that claimed a chunk while another of its shard installed one first keeps its
+//! range and puts the rest of its chunk on the shard's free stack. The chunk is installed, its slots
+//! initialised, by the producer that first takes a slot in it: with one producer thread
+//! per shard every line of the chunk is written by the core that then writes the requests
+//! into it, not moved over from another producer's core.
 //!
 //! A producer thread that keeps a [`FreshRange`] ([`Table::reserve_from`]) takes its
 //! never-used slots [`FRESH_BATCH`] at a time (never across a chunk's end), so a growing
@@ -252,12 +259,14 @@ pub struct Table<P> {
     /// One pointer per chunk, null until installed; each points at `CHUNK` slots.
     chunks: Box<[AtomicPtr<Slot<P>>]>,
     capacity: u32,
-    /// Per shard: how many slots of its chunks it has handed out, counted in the shard's
-    /// own order ([`Table::owned`]); its never-used slots are `bump[s]..owned_slots[s]`.
-    bump: Box<[CachePadded<AtomicU32>]>,
-    /// Per shard: how many slots its chunks hold (every chunk is full but the table's
-    /// last, which is short when the capacity is not a multiple of `CHUNK`).
-    owned_slots: Box<[u32]>,
+    /// Chunks claimed by shards so far: chunks `claimed..` hold only never-used slots and
+    /// belong to no shard yet.
+    claimed: CachePadded<AtomicU32>,
+    /// Per shard: the chunk it hands never-used slots out of, plus one, in the high half (0:
+    /// none yet), and the next offset in it in the low half; the chunk is out once the
+    /// offset reaches its size. Each value is written once (chunks are claimed once,
+    /// offsets only grow), so a CAS on it cannot be fooled by a value that came back.
+    cursor: Box<[CachePadded<AtomicU64>]>,
     /// Per-shard free stacks: `tag << 32 | index` (module docs).
     free: Box<[CachePadded<AtomicU64>]>,
     /// The generation every slot starts at: different for each table made in a process, so
@@ -281,6 +290,15 @@ fn chunk_of(index: u32) -> (usize, usize) {
     (index as usize / CHUNK, index as usize % CHUNK)
 }
 
+/// Slots `offset .. offset + len` of chunk `c`.
+fn range_in(c: u32, offset: u32, len: u32) -> FreshRange {
+    let first = c * CHUNK as u32 + offset;
+    FreshRange {
+        next: first,
+        end: first + len,
+    }
+}
+
 impl<P: Copy> Table<P> {
     /// A table of up to `capacity` slots (at most [`MAX_CAPACITY`]) with `shards` free stacks
     /// (at least one). Allocates only the chunk-pointer array.
@@ -291,23 +309,15 @@ impl<P: Copy> Table<P> {
         );
         let n_chunks = (capacity as usize).div_ceil(CHUNK);
         let shards = shards.max(1);
-        let owned_slots = (0..shards)
-            .map(|s| {
-                (s..n_chunks)
-                    .step_by(shards)
-                    .map(|c| (capacity as usize - c * CHUNK).min(CHUNK) as u32)
-                    .sum()
-            })
-            .collect();
         Self {
             chunks: (0..n_chunks)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             capacity,
-            bump: (0..shards)
-                .map(|_| CachePadded::new(AtomicU32::new(0)))
+            claimed: CachePadded::new(AtomicU32::new(0)),
+            cursor: (0..shards)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
-            owned_slots,
             free: (0..shards)
                 .map(|_| CachePadded::new(AtomicU64::new(u64::from(NIL))))
                 .collect(),
@@ -418,7 +428,7 @@ impl<P: Copy> Table<P> {
     /// Producer: [`reserve`](Self::reserve) for a thread that keeps never-used slots of its
     /// own in `fresh`: after shard `shard`'s free stack it takes from `fresh`, and when the
     /// table must grow it refills `fresh` with up to [`FRESH_BATCH`] slots at once (one RMW
-    /// on a shard's counter of never-used slots for all of them). The thread gives what it
+    /// on a shard's cursor of never-used slots for all of them). The thread gives what it
     /// leaves back with [`give_back`](Self::give_back).
     pub fn reserve_from(
         &self,
@@ -456,7 +466,7 @@ impl<P: Copy> Table<P> {
         // Relaxed: read by the consumer after it pops the slot, through the ingress
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
         slot.home_or_ahead.store(home as u32, Ordering::Relaxed);
-        // SAFETY: we took `index` from a free stack or a shard's counter of never-used
+        // SAFETY: we took `index` from a free stack or a shard's cursor of never-used
         // slots, so no other thread holds it: the consumer's last read of the payload happened before it pushed the
         // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
         // we push it.
@@ -487,43 +497,75 @@ impl<P: Copy> Table<P> {
         Some(index)
     }
 
-    /// Up to `n` never-used slots (at least one) of one chunk, from shard `home`'s chunks
-    /// or else another shard's; `None` if there are none left. Their chunk is installed as
-    /// they are taken.
+    /// Up to `n` never-used slots (at least one) of one chunk: from shard `home`'s chunk,
+    /// claiming it a new one when it is out, or else (every chunk claimed) from another
+    /// shard's; `None` if there are none left. Their chunk is installed as they are taken.
     fn bump_range(&self, home: usize, n: u32) -> Option<FreshRange> {
-        let shards = self.bump.len();
-        (0..shards).find_map(|k| {
-            let s = if k == 0 { home } else { (home + k) % shards };
-            self.bump_range_in(s, n)
+        let shards = self.cursor.len();
+        self.take_never_used(home, n, true).or_else(|| {
+            (1..shards).find_map(|k| self.take_never_used((home + k) % shards, n, false))
         })
     }
 
-    /// [`bump_range`](Self::bump_range) from shard `s`'s chunks only.
-    fn bump_range_in(&self, s: usize, n: u32) -> Option<FreshRange> {
-        let owned = self.owned_slots[s];
-        // Up to `n`, not past the shard's slots nor its chunk's end: a range's indices are
-        // consecutive.
-        let len = |b: u32| n.min(owned - b).min(CHUNK as u32 - b % CHUNK as u32);
-        // Relaxed: the counter only has to hand each slot out once (the RMW guarantees
-        // that); the slots' memory is published through the chunk pointer.
-        let start = self.bump[s]
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b < owned).then(|| b + len(b))
-            })
-            .ok()?;
-        let first = self.owned(s, start);
-        Some(FreshRange {
-            next: first,
-            end: first + len(start),
-        })
+    /// Up to `n` never-used slots from shard `s`'s chunk; when that is out, a new chunk
+    /// for the shard if `claim` and one is left (module docs).
+    fn take_never_used(&self, s: usize, n: u32, claim: bool) -> Option<FreshRange> {
+        let cursor = &self.cursor[s];
+        // Relaxed, here and in the CASes: the cursor only has to hand each slot out once
+        // (each CAS takes its slots from the value it replaces); the slots' memory is
+        // published through the chunk pointer.
+        let mut word = cursor.load(Ordering::Relaxed);
+        loop {
+            let (chunk, offset) = ((word >> 32) as u32, word as u32);
+            if chunk > 0 {
+                let size = self.chunk_size(chunk - 1);
+                if offset < size {
+                    let len = n.min(size - offset);
+                    match cursor.compare_exchange_weak(
+                        word,
+                        word + u64::from(len),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Some(range_in(chunk - 1, offset, len)),
+                        Err(actual) => {
+                            word = actual;
+                            continue;
+                        }
+                    }
+                }
+            }
+            if !claim {
+                return None;
+            }
+            let n_chunks = self.chunks.len() as u32;
+            let c = self
+                .claimed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    (c < n_chunks).then_some(c + 1)
+                })
+                .ok()?;
+            let size = self.chunk_size(c);
+            let len = n.min(size);
+            let mine = range_in(c, 0, len);
+            let claimed = (u64::from(c + 1) << 32) | u64::from(len);
+            if cursor
+                .compare_exchange(word, claimed, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                // Another producer of the shard moved the cursor first (it took slots or
+                // installed a chunk of its own): chunk `c` is ours alone. Keep our range,
+                // and give the rest to the shard's free stack rather than strand it.
+                self.give_back(s, &mut range_in(c, len, size - len));
+            }
+            return Some(mine);
+        }
     }
 
-    /// The index of shard `s`'s `k`-th slot: its chunks are `s`, `s + shards`, ... in order.
-    fn owned(&self, s: usize, k: u32) -> u32 {
-        let k = k as usize;
-        let chunk = k / CHUNK * self.bump.len() + s;
-        // Below the capacity (`k` is below the shard's slots), so it fits a `u32`.
-        (chunk * CHUNK + k % CHUNK) as u32
+    /// Slots in chunk `c`: `CHUNK`, but for the table's last chunk when the capacity is not
+    /// a multiple of it.
+    fn chunk_size(&self, c: u32) -> u32 {
+        (self.capacity - c * CHUNK as u32).min(CHUNK as u32)
     }
 
     /// Producer: gives back the never-used slots a thread kept in `fresh` (it turns to
@@ -929,31 +971,29 @@ mod tests {
         }
     }
 
-    /// Each shard's never-used slots are its own chunks' (chunk `c` is shard `c % shards`'s),
-    /// a range never crosses a chunk's end, and a shard whose chunks are all out takes
-    /// another shard's: every slot is handed out once before the table is full.
+    /// Each shard takes never-used slots from a chunk it claimed, claiming the next when it
+    /// is out (chunks claimed in order of need: indices stay dense), ranges never cross a
+    /// chunk's end, and once every chunk is claimed a shard takes what the others' chunks
+    /// hold: every slot is handed out once before the table is full.
     #[test]
-    fn never_used_slots_come_from_the_shards_own_chunks_then_any() {
+    fn shards_claim_chunks_in_order_of_need_then_take_each_others() {
         let shards = 3;
-        // Four full chunks and a short fifth (shard 1's second).
+        // Four full chunks and a short fifth.
         let cap = 4 * CHUNK as u32 + 5;
         let t = Table::<u32>::new(cap, shards);
         let mut got = Vec::new();
-        for s in 0..shards {
+        for (s, chunk) in [(0, 0), (2, 1), (1, 2)] {
             let r = t.reserve(s, 0).unwrap();
-            assert_eq!(
-                r.handle().index() as usize,
-                s * CHUNK,
-                "shard {s}'s first chunk"
-            );
+            assert_eq!(r.handle().index() as usize, chunk * CHUNK, "shard {s}");
             got.push(r.handle().index());
         }
-        // Shard 1 takes ranges: its own chunks 1 and 4 first, then the others'.
+        // Shard 2 takes ranges: the rest of its chunk 1, then chunks 3 and 4 (claimed in
+        // turn), then what shards 0 and 1 hold.
         let mut fresh = FreshRange::EMPTY;
         let mut ranges = Vec::new();
         loop {
             let before = fresh.len();
-            let Ok(r) = t.reserve_from(1, 0, &mut fresh) else {
+            let Ok(r) = t.reserve_from(2, 0, &mut fresh) else {
                 break;
             };
             if before == 0 {
@@ -965,18 +1005,17 @@ mod tests {
         got.dedup();
         assert_eq!(got.len(), cap as usize, "every slot once, then full");
         let chunk = |i: u32| i as usize / CHUNK;
-        let owners: Vec<usize> = ranges.iter().map(|&(i, _)| chunk(i) % shards).collect();
-        let own = owners.iter().take_while(|&&o| o == 1).count();
-        assert!(
-            owners[own..].iter().all(|&o| o != 1),
-            "own chunks first: {owners:?}"
-        );
+        let mut chunks: Vec<usize> = ranges.iter().map(|&(i, _)| chunk(i)).collect();
+        chunks.dedup();
         assert_eq!(
-            chunk(ranges[own - 1].0),
-            4,
-            "the short chunk is shard 1's last"
+            chunks,
+            [1, 3, 4, 0, 2],
+            "own chunks first, then the others'"
         );
-        assert_eq!(ranges[own - 1].1, 5, "cut at the capacity");
+        assert!(
+            ranges.contains(&(4 * CHUNK as u32, 5)),
+            "the short chunk, whole"
+        );
         for &(first, len) in &ranges {
             assert_eq!(
                 chunk(first),
@@ -984,6 +1023,7 @@ mod tests {
                 "range at {first} of {len}"
             );
         }
+        assert_eq!(t.chunks_allocated(), 5);
     }
 
     /// A thread's range: the own free stack first, then the range (one bump for
