@@ -234,10 +234,12 @@ impl<P: Copy> Consumer<P> {
         // Re-insert the stub behind `head` so `head` can leave the chain. Its AcqRel CAS
         // reads the tail at or after `head`'s push, so it also acquires `head`'s payload.
         let _ = inner.push_index(STUB, true);
-        // Acquire: as after the stub above. `head` is covered by the CAS just above; what
-        // follows it (the stub, or a producer's node) is looked up through its chunk by
-        // the next `pop`.
-        next = inner.next_of(head).load(Ordering::Acquire);
+        // Relaxed: `head` is covered by the CAS just above. What follows it is the stub, or
+        // a producer's node whose push swung the tail before our CAS did (it expected
+        // `head` there and linked after it): our AcqRel CAS read that push's value or a
+        // later one of the tail's RMWs, so the producer's install of the node's chunk
+        // and its payload are already ours when the next `pop` looks the node up.
+        next = inner.next_of(head).load(Ordering::Relaxed);
         if next != NIL {
             self.head = next;
             return Pop::Item(self.take(head));
