@@ -46,10 +46,10 @@
 //! chunks are claimed by producers that have not yet made them their shard's (a few
 //! instructions: the claim, then the cursor's CAS) or given back what they do not take. A
 //! producer that claimed a chunk while another of its shard installed one first keeps its
-//! range and puts the rest of its chunk on the shard's free stack. The chunk is installed, its slots
-//! initialised, by the producer that first takes a slot in it: with one producer thread
-//! per shard every line of the chunk is written by the core that then writes the requests
-//! into it, not moved over from another producer's core.
+//! range and puts the rest of its chunk on the shard's free stack. The chunk is installed,
+//! its slots initialised, by the producer that first takes a slot in it: with one producer
+//! thread per shard every line of the chunk is written by the core that then writes the
+//! requests into it, not moved over from another producer's core.
 //!
 //! A producer thread that keeps a [`FreshRange`] ([`Table::reserve_from`]) takes its
 //! never-used slots [`FRESH_BATCH`] at a time (never across a chunk's end), so a growing
@@ -454,10 +454,10 @@ impl<P: Copy> Table<P> {
             .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
             .or_else(|| match fresh {
                 Some(r) => {
-                    *r = self.bump_range(home, FRESH_BATCH)?;
+                    *r = self.never_used_range(home, FRESH_BATCH)?;
                     self.take_fresh(r)
                 }
-                None => self.take_fresh(&mut self.bump_range(home, 1)?),
+                None => self.take_fresh(&mut self.never_used_range(home, 1)?),
             })
             .ok_or(TableFull {
                 capacity: self.capacity,
@@ -467,9 +467,9 @@ impl<P: Copy> Table<P> {
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
         slot.home_or_ahead.store(home as u32, Ordering::Relaxed);
         // SAFETY: we took `index` from a free stack or a shard's cursor of never-used
-        // slots, so no other thread holds it: the consumer's last read of the payload happened before it pushed the
-        // slot on the stack (Release there, Acquire in `pop_free`), and nobody reads it until
-        // we push it.
+        // slots, so no other thread holds it: the consumer's last read of the payload
+        // happened before it pushed the slot on the stack (Release there, Acquire in
+        // `pop_free`), and nobody reads it until we push it.
         slot.payload.with_mut(|p| unsafe { (*p).write(payload) });
         // Relaxed: we own the slot, so the word can only have been written by the consumer's
         // `free`, which happened before (through the free stack's Release/Acquire, or it is
@@ -500,7 +500,7 @@ impl<P: Copy> Table<P> {
     /// Up to `n` never-used slots (at least one) of one chunk: from shard `home`'s chunk,
     /// claiming it a new one when it is out, or else (every chunk claimed) from another
     /// shard's; `None` if there are none left. Their chunk is installed as they are taken.
-    fn bump_range(&self, home: usize, n: u32) -> Option<FreshRange> {
+    fn never_used_range(&self, home: usize, n: u32) -> Option<FreshRange> {
         let shards = self.cursor.len();
         self.take_never_used(home, n, true).or_else(|| {
             (1..shards).find_map(|k| self.take_never_used((home + k) % shards, n, false))
@@ -1026,8 +1026,8 @@ mod tests {
         assert_eq!(t.chunks_allocated(), 5);
     }
 
-    /// A thread's range: the own free stack first, then the range (one bump for
-    /// `FRESH_BATCH` slots), refilled when empty, cut short at the capacity; what is left
+    /// A thread's range: the own free stack first, then the range (one CAS on the shard's
+    /// cursor for `FRESH_BATCH` slots), refilled when empty, cut short at the capacity; what is left
     /// goes back to the free stack and is handed out from there.
     #[test]
     fn fresh_ranges_are_taken_at_once_and_given_back() {
@@ -1036,8 +1036,8 @@ mod tests {
         let mut fresh = FreshRange::EMPTY;
         let a = t.reserve_from(0, 1, &mut fresh).unwrap();
         assert_eq!(a.handle().index(), 0);
-        assert_eq!(fresh.len(), FRESH_BATCH - 1, "one bump took the batch");
-        // A plain reserve goes past the range: the bump counter is already beyond it.
+        assert_eq!(fresh.len(), FRESH_BATCH - 1, "one CAS took the batch");
+        // A plain reserve goes past the range: the shard's cursor is already beyond it.
         let b = t.reserve(0, 2).unwrap();
         assert_eq!(b.handle().index(), FRESH_BATCH);
         // A freed slot on the own stack is taken before the range.
