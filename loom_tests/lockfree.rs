@@ -17,6 +17,13 @@ fn chunks_are_two_slots_under_loom() {
     assert_eq!(CHUNK, 2);
 }
 
+/// Asserts that `handles` name every slot of a `slots`-slot table, each once.
+fn each_slot_once(handles: &[RequestHandle], slots: u32) {
+    let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..slots).collect::<Vec<_>>());
+}
+
 /// Drains everything left once every producer has joined (no push is mid-link then).
 fn drain(c: &mut Consumer<u32>, out: &mut Vec<u32>) {
     loop {
@@ -187,9 +194,7 @@ fn a_fresh_range_given_back_is_handed_out_once() {
         handles.push(last.handle());
         p.push(last).unwrap();
         assert!(t.reserve(0, 5).is_err(), "four slots, all handed out");
-        let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
-        indices.sort_unstable();
-        assert_eq!(indices, [0, 1, 2, 3]);
+        each_slot_once(&handles, 4);
         let mut seen = vec![];
         drain(&mut c, &mut seen);
         assert_eq!(seen, [2, 3, 4]);
@@ -214,9 +219,7 @@ fn shards_take_their_own_chunks_then_each_others() {
             t.reserve(0, 9).is_err() && t.reserve(1, 9).is_err(),
             "all four out"
         );
-        let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
-        indices.sort_unstable();
-        assert_eq!(indices, [0, 1, 2, 3]);
+        each_slot_once(&handles, 4);
         for h in handles {
             assert_eq!(t.phase(h), Ok(QUEUED));
         }
@@ -237,9 +240,7 @@ fn producers_of_one_shard_racing_to_claim_a_chunk_strand_nothing() {
         handles.push(other.join().unwrap());
         handles.extend((0..2).map(|v| t.reserve(0, v).unwrap().handle()));
         assert!(t.reserve(0, 9).is_err(), "all four out");
-        let mut indices: Vec<u32> = handles.iter().map(|h| h.index()).collect();
-        indices.sort_unstable();
-        assert_eq!(indices, [0, 1, 2, 3]);
+        each_slot_once(&handles, 4);
     });
 }
 
