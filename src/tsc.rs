@@ -30,10 +30,18 @@ use std::time::Instant;
 
 /// How long (as estimated) a thread extrapolates from one anchor: a quarter millisecond,
 /// so that even a rate off by a tenth would misplace a stamp by 25 µs at most.
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))),
+    allow(dead_code)
+)]
 const WINDOW_NS: u64 = 250_000;
 
 /// The shortest span between two anchors that measures the rate: long enough that the
 /// two `Instant` reads' own jitter (tens of ns) is a small fraction of it.
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux", not(miri), not(loom))),
+    allow(dead_code)
+)]
 const MIN_SAMPLE_NS: u64 = 50_000;
 
 /// What [`since_nanos`] measures from: an `Instant`, and (where the TSC is used) its distance
