@@ -108,10 +108,8 @@ impl ClassCount {
         *pending += 1;
         if *pending == BATCH {
             *pending = 0;
-            // Relaxed: as `force_acquire`. The count before our add, plus it, is the count
-            // as of our add: a fresh `seen`.
-            let before = self.used.fetch_add(usize::from(BATCH), Ordering::Relaxed);
-            seen.set((before as isize).wrapping_add(isize::from(BATCH)));
+            // The count as of our add: a fresh `seen`.
+            seen.set(self.force_acquire(usize::from(BATCH)));
         }
         Ok(())
     }
@@ -134,11 +132,13 @@ impl ClassCount {
         }
     }
 
-    /// Consumer: takes `n` units whatever the capacity (e.g. preempted requests returning
-    /// to the queue, which must not be refused).
-    pub fn force_acquire(&self, n: usize) {
+    /// Takes `n` units whatever the capacity: the consumer's for requests that must not be
+    /// refused (e.g. preempted ones returning to the queue), a producer's to add its
+    /// pending units. Returns the shared count as of this add (read signed, as
+    /// [`used`](Self::used)).
+    pub fn force_acquire(&self, n: usize) -> isize {
         // Relaxed: as `try_acquire`.
-        self.used.fetch_add(n, Ordering::Relaxed);
+        (self.used.fetch_add(n, Ordering::Relaxed) as isize).wrapping_add(n as isize)
     }
 
     /// Consumer: returns `n` units (a step's batch).
