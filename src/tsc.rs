@@ -178,20 +178,27 @@ mod imp {
     /// check alone covers "has a rate", "the TSC did not read below the anchor" (the
     /// difference wraps far above any span) and "within the window". A thread whose TSC
     /// may not be used keeps a span of 0 and reads `Instant` every time.
+    ///
+    /// `try_with` rather than `with`, which the compiler left out of line, calling the
+    /// thread-local's accessor through a pointer; `try_with` inlines to a direct
+    /// thread-local access. A thread whose thread-locals are gone (a read from another
+    /// thread-local's destructor) reads `Instant`.
     #[inline]
     pub(super) fn now() -> u64 {
         let tsc = rdtsc();
-        ANCHOR.with(|a| {
-            let ticks = tsc.wrapping_sub(a.tsc.get());
-            if ticks < a.span.get() {
-                // Below the span the product stays below WINDOW_NS << 32, far from 2^64.
-                let t = (a.at.get() + ((ticks * a.rate.get()) >> 32)).max(a.last.get());
-                a.last.set(t);
-                t
-            } else {
-                reanchor(a, tsc)
-            }
-        })
+        ANCHOR
+            .try_with(|a| {
+                let ticks = tsc.wrapping_sub(a.tsc.get());
+                if ticks < a.span.get() {
+                    // Below the span the product stays below WINDOW_NS << 32, far from 2^64.
+                    let t = (a.at.get() + ((ticks * a.rate.get()) >> 32)).max(a.last.get());
+                    a.last.set(t);
+                    t
+                } else {
+                    reanchor(a, tsc)
+                }
+            })
+            .unwrap_or_else(|_| nanos(base().elapsed()))
     }
 
     /// Reads `Instant` as the thread's new anchor for `tsc`, measuring the rate from the

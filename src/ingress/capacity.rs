@@ -79,6 +79,7 @@ impl ClassCount {
     /// `pending` (this thread's units of this class), which is added to the shared count
     /// once it reaches `BATCH`, judged by `seen` (this thread's view of the shared count)
     /// unless that says full (module docs).
+    #[inline]
     pub fn try_acquire(&self, pending: &mut u8, seen: &Seen) -> Result<(), usize> {
         // Relaxed: the capacity is a plain number; a reload that changes it is a step-boundary
         // event the next submits see soon enough (no data is published with it).

@@ -118,6 +118,7 @@ impl Limits {
     /// 16-byte loads over the narrower stores that wrote it, which the CPU cannot forward
     /// (perf annotate put a fifth of a submit's time on those loads). For the same reason
     /// the cache's fields are separate cells of at most eight bytes.
+    #[inline]
     pub(crate) fn local(&self, n_shards: usize) -> ThreadView<'_> {
         #[cfg(not(loom))]
         {
@@ -202,6 +203,7 @@ pub(crate) struct Units<'a> {
 impl Units<'_> {
     /// Takes a unit of class position `class`, or returns its capacity if it is full
     /// ([`ClassCount::try_acquire`]).
+    #[inline]
     pub(crate) fn take(&mut self, class: usize) -> Result<(), usize> {
         let unseen = Seen::new(UNSEEN);
         let seen = self.seen.map_or(&unseen, |s| &s[class]);

@@ -47,7 +47,7 @@
 //! instructions: the claim, then the cursor's CAS) or given back what they do not take. A
 //! producer that claimed a chunk while another of its shard installed one first keeps its
 //! range and puts the rest of its chunk on the shard's free stack. The chunk is installed,
-//! its slots initialised, by the producer that first takes a slot in it: with one producer
+//! its slots initialised, by the producer that first takes a range in it: with one producer
 //! thread per shard every line of the chunk is written by the core that then writes the
 //! requests into it, not moved over from another producer's core.
 //!
@@ -85,7 +85,8 @@ const AHEAD: usize = 4;
 pub const FRESH_BATCH: u32 = if cfg!(loom) { 2 } else { 32 };
 
 /// Never-used slot indices `next..end` that one producer thread took from the table at
-/// once and holds alone ([`Table::reserve_from`]); empty by default.
+/// once and holds alone ([`Table::reserve_from`]); empty by default. All in one chunk,
+/// installed before the table handed the range out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FreshRange {
     next: u32,
@@ -430,6 +431,7 @@ impl<P: Copy> Table<P> {
     /// table must grow it refills `fresh` with up to [`FRESH_BATCH`] slots at once (one RMW
     /// on a shard's cursor of never-used slots for all of them). The thread gives what it
     /// leaves back with [`give_back`](Self::give_back).
+    #[inline]
     pub fn reserve_from(
         &self,
         shard: usize,
@@ -439,6 +441,7 @@ impl<P: Copy> Table<P> {
         self.reserve_in(shard, payload, Some(fresh))
     }
 
+    #[inline(always)]
     fn reserve_in(
         &self,
         shard: usize,
@@ -448,20 +451,17 @@ impl<P: Copy> Table<P> {
         let n = self.free.len();
         // Submit passes a shard below `n` already: no division on its path.
         let home = if shard < n { shard } else { shard % n };
-        let index = self
+        // The common cases inline (a freed slot of the home shard, or one of the thread's
+        // never-used ones), so the payload is stored into the slot where it was computed:
+        // passed on to a call, it was read back from the stack over the narrower stores
+        // that wrote it (a missed store forwarding). A held range's chunk is installed.
+        let index = match self
             .pop_free(home)
-            .or_else(|| fresh.as_deref_mut().and_then(|r| self.take_fresh(r)))
-            .or_else(|| (1..n).find_map(|k| self.pop_free((home + k) % n)))
-            .or_else(|| match fresh {
-                Some(r) => {
-                    *r = self.never_used_range(home, FRESH_BATCH)?;
-                    self.take_fresh(r)
-                }
-                None => self.take_fresh(&mut self.never_used_range(home, 1)?),
-            })
-            .ok_or(TableFull {
-                capacity: self.capacity,
-            })?;
+            .or_else(|| fresh.as_deref_mut().and_then(|r| r.take()))
+        {
+            Some(index) => index,
+            None => self.reserve_slow(home, fresh)?,
+        };
         let slot = self.slot_held(index);
         // Relaxed: read by the consumer after it pops the slot, through the ingress
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
@@ -490,21 +490,39 @@ impl<P: Copy> Table<P> {
         })
     }
 
-    /// Takes the next slot of `fresh`, installing its chunk if needed.
-    fn take_fresh(&self, fresh: &mut FreshRange) -> Option<u32> {
-        let index = fresh.take()?;
-        self.install(chunk_of(index).0);
-        Some(index)
+    /// The rest of [`reserve_in`](Self::reserve_in)'s search, once the home free stack and
+    /// the thread's never-used slots are out: the other shards' free stacks, then never-used
+    /// slots from the shards' cursors (refilling `fresh` if the thread keeps some).
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&self, home: usize, fresh: Option<&mut FreshRange>) -> Result<u32, TableFull> {
+        let n = self.free.len();
+        (1..n)
+            .find_map(|k| self.pop_free((home + k) % n))
+            .or_else(|| match fresh {
+                Some(r) => {
+                    *r = self.never_used_range(home, FRESH_BATCH)?;
+                    r.take()
+                }
+                None => self.never_used_range(home, 1)?.take(),
+            })
+            .ok_or(TableFull {
+                capacity: self.capacity,
+            })
     }
 
     /// Up to `n` never-used slots (at least one) of one chunk: from shard `home`'s chunk,
     /// claiming it a new one when it is out, or else (every chunk claimed) from another
-    /// shard's; `None` if there are none left. Their chunk is installed as they are taken.
+    /// shard's; `None` if there are none left. Their chunk is installed before they are
+    /// returned, so a thread takes slots from a range it holds without a look at the chunk.
     fn never_used_range(&self, home: usize, n: u32) -> Option<FreshRange> {
         let shards = self.cursor.len();
-        self.take_never_used(home, n, true).or_else(|| {
+        let range = self.take_never_used(home, n, true).or_else(|| {
             (1..shards).find_map(|k| self.take_never_used((home + k) % shards, n, false))
-        })
+        })?;
+        // A range never crosses its chunk's end: one chunk for all of it.
+        self.install(chunk_of(range.next).0);
+        Some(range)
     }
 
     /// Up to `n` never-used slots from shard `s`'s chunk; when that is out, a new chunk
@@ -589,6 +607,7 @@ impl<P: Copy> Table<P> {
     }
 
     /// Pops a slot from free stack `s`.
+    #[inline]
     fn pop_free(&self, s: usize) -> Option<u32> {
         let stack = &self.free[s];
         // Acquire: pairs with the Release CAS in `push_free` that put the head there (or
