@@ -83,8 +83,11 @@ impl<P: Copy> Inner<P> {
     /// Links `index` at the tail. `force` ignores the closed bit (the consumer's stub
     /// re-insertion must not fail on a closed queue).
     fn push_index(&self, index: u32, force: bool) -> Result<(), ()> {
-        // Relaxed: published with the node by the AcqRel CAS below.
-        self.next_of(index).store(NIL, Ordering::Relaxed);
+        // A reserved slot's link is NIL already (`Table::reserve`); the stub's is reset.
+        if index == STUB {
+            // Relaxed: published with the node by the AcqRel CAS below.
+            self.stub_next.store(NIL, Ordering::Relaxed);
+        }
         // Relaxed: a first guess; the CAS decides.
         let mut tail = self.tail.load(Ordering::Relaxed);
         // The consumer's stub re-insertion is not a request: it leaves the count alone.
@@ -99,9 +102,10 @@ impl<P: Copy> Inner<P> {
                 tail,
                 swung,
                 // AcqRel: Release pairs with the Acquire of the next pusher's CAS (which then
-                // writes our `next`): our NIL store above is ordered before its link, so the
-                // link is not overwritten by the NIL. Acquire is the same pairing with the
-                // previous pusher, whose node's `next` we write below.
+                // writes our `next`): our node's NIL store (above, or in `reserve`) is
+                // ordered before its link, so the link is not overwritten by the NIL.
+                // Acquire is the same pairing with the previous pusher, whose node's `next`
+                // we write below.
                 Ordering::AcqRel,
                 // Relaxed on failure: retried; nothing read through it.
                 Ordering::Relaxed,

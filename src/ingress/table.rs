@@ -146,7 +146,8 @@ fn generation(word: u64) -> u32 {
     (word >> GEN_SHIFT) as u32
 }
 
-/// A slot a producer has allocated and filled, not yet pushed. Push it
+/// A slot a producer has allocated and filled, not yet pushed; its link (`next`) is `NIL`,
+/// so the push need not write it. Push it
 /// ([`super::mpsc::Producer::push`]) or give it back ([`Table::unreserve`]); dropping it
 /// leaks the slot until the table is dropped.
 #[must_use = "a reserved slot is lost unless pushed or given back"]
@@ -466,6 +467,9 @@ impl<P: Copy> Table<P> {
         // Relaxed: read by the consumer after it pops the slot, through the ingress
         // queue's Release/Acquire like the payload (or by our own `unreserve`).
         slot.home_or_ahead.store(home as u32, Ordering::Relaxed);
+        // Relaxed: a reserved slot's link is NIL, ready to be an ingress queue's last node
+        // (the push relies on it); the push's Release CAS publishes it with the slot.
+        slot.next.store(NIL, Ordering::Relaxed);
         // SAFETY: we took `index` from a free stack or a shard's cursor of never-used
         // slots, so no other thread holds it: the consumer's last read of the payload
         // happened before it pushed the slot on the stack (Release there, Acquire in
