@@ -597,8 +597,10 @@ impl<P: Copy> Table<P> {
         if next >= end {
             return;
         }
+        // A range is one chunk's (claimed but maybe not installed yet, for the rest a
+        // claim's loser gives back).
+        self.install(chunk_of(next).0);
         for index in next..end {
-            self.install(chunk_of(index).0);
             let link = if index + 1 < end { index + 1 } else { NIL };
             let slot = self.slot_held(index);
             // Relaxed: published by the Release CAS in `push_free`.
