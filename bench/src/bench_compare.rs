@@ -212,15 +212,10 @@ pub fn order_name(order: QueueOrder) -> &'static str {
 /// wall time from the first producer's start to the last one's end, and the CPU time the
 /// producer threads spent in all.
 ///
-/// Each producer reads the wall clock itself: the releasing thread, woken from the barrier
-/// after the producers (with as many producers as cores it may run only once one of them
-/// has ended), would measure a fraction of the run.
-///
 /// The producers start together: each waits at a start line, spinning (and yielding, for
-/// more producers than cores), until all have reached it. Released from a sleeping barrier
-/// instead, a producer on a halted virtual CPU could wake only after the others had
-/// submitted their share, and "two producers" measured one after the other (the heap's
-/// two-producer CPU per submit then read as its uncontended 40 ns, in some runs).
+/// more producers than cores), until all have reached it, so none runs its share while
+/// another's virtual CPU is still waking from a sleep. Each then reads its own clocks: a
+/// thread that released them would run only when a core came free, maybe after one ended.
 fn timed_producers(
     producers: usize,
     ops: usize,

@@ -25,9 +25,9 @@
 //! Next to the limits the thread keeps its pending capacity units ([`Units`]: the units it
 //! took from each class and has not yet added to the shared counts) and its view of each
 //! shared count (see `super::capacity`). The units are added when they fill a batch, when
-//! the thread turns to another scheduler and when it exits (the thread-local's destructor). A submit that
-//! cannot use the cache (re-entrant, or this thread's locals gone) takes units of its own,
-//! reads the shared counts, and adds its units when it ends.
+//! the thread turns to another scheduler and when it exits (the thread-local's
+//! destructor). A submit that cannot use the cache (re-entrant, or this thread's locals
+//! gone) takes units of its own, reads the shared counts, and adds its units when it ends.
 //!
 //! The thread also keeps the never-used table slots it took at once
 //! ([`FreshRange`], `super::table`), so that a table growing under many producers is not

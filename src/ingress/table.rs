@@ -1052,8 +1052,8 @@ mod tests {
     }
 
     /// A thread's range: the own free stack first, then the range (one CAS on the shard's
-    /// cursor for `FRESH_BATCH` slots), refilled when empty, cut short at the capacity; what is left
-    /// goes back to the free stack and is handed out from there.
+    /// cursor for `FRESH_BATCH` slots), refilled when empty, cut short at the capacity;
+    /// what is left goes back to the free stack and is handed out from there.
     #[test]
     fn fresh_ranges_are_taken_at_once_and_given_back() {
         let cap = FRESH_BATCH + 3;
