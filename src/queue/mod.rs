@@ -101,6 +101,10 @@ pub(crate) struct Tiers {
 }
 
 /// A request taken off the queue for the current step to consider.
+///
+/// Eight bytes, so that `Option<Candidate>` is too (the niche is in [`Taken`]) and comes
+/// back from a call in a register: returned through memory, it was read back wider than
+/// it had been written, a stalled load for every candidate a step takes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate {
     pub(crate) key: u32,
@@ -110,11 +114,31 @@ pub(crate) struct Candidate {
     pub(crate) tier: u8,
     /// Waited past `max_wait`.
     pub(crate) overdue: bool,
-    /// Deadline order: it can no longer meet its deadline (see
-    /// [`Tiers::pop_candidate`]).
-    pub(crate) late: bool,
+    /// How it was taken.
+    pub(crate) taken: Taken,
+}
+
+/// How [`Tiers::pop_candidate`] took a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Next in queue order.
+    InOrder,
+    /// Deadline order: next in queue order, and it can no longer meet its deadline.
+    Late,
+    /// Deadline order: ahead of class order on the overdue credit.
+    OnCredit,
+}
+
+impl Candidate {
+    /// Deadline order: it can no longer meet its deadline (see [`Tiers::pop_candidate`]).
+    pub(crate) fn late(&self) -> bool {
+        self.taken == Taken::Late
+    }
+
     /// Deadline order: taken ahead of class order on the overdue credit.
-    pub(crate) on_credit: bool,
+    pub(crate) fn on_credit(&self) -> bool {
+        self.taken == Taken::OnCredit
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -671,8 +695,8 @@ impl Tiers {
     ///
     /// In deadline order: the oldest request waiting past `max_wait` if `overdue_credit`
     /// covers its prefill; else the next request of the most urgent live tier, unless
-    /// `late` judges that it can no longer meet its deadline: then it is returned with
-    /// [`Candidate::late`] set, for the caller to relegate ([`Tiers::relegate`]) or end;
+    /// `late` judges that it can no longer meet its deadline: then it is returned taken
+    /// [`Taken::Late`], for the caller to relegate ([`Tiers::relegate`]) or end;
     /// else the next relegated request, by class.
     ///
     /// Inlined, with `late` a type of its own (not `dyn`): the step takes a candidate per
@@ -704,7 +728,7 @@ impl Tiers {
             if u64::from(slab.run_state(key).prefill_target) <= overdue_credit {
                 self.take(slab, key, tier);
                 let mut cand = self.candidate(key, tier, true, false);
-                cand.on_credit = true;
+                cand.taken = Taken::OnCredit;
                 return Some(cand);
             }
         }
@@ -728,8 +752,7 @@ impl Tiers {
             class: self.class_of_tier(tier),
             tier: tier as u8,
             overdue,
-            late,
-            on_credit: false,
+            taken: if late { Taken::Late } else { Taken::InOrder },
         }
     }
 
@@ -739,6 +762,10 @@ impl Tiers {
     /// began early enough for a request in it to qualify: `age` ago or more in a tier queued
     /// by arrival; in a live tier of deadline order, where a request is due at most
     /// `due_lead` after it arrived, `age - due_lead` ago or more.
+    ///
+    /// The common answer, nobody that old and no heads' heap to drop, is inlined: every
+    /// candidate a step takes asks.
+    #[inline]
     pub(crate) fn oldest_past(
         &mut self,
         slab: &mut Slab,
@@ -746,6 +773,21 @@ impl Tiers {
         age: Duration,
     ) -> Option<(usize, u32)> {
         let age_ns = nanos(age);
+        if now.0 < self.arrival_floor.saturating_add(age_ns) && !self.oldest_heads_kept {
+            return None;
+        }
+        self.oldest_past_read(slab, now, age, age_ns)
+    }
+
+    /// [`Tiers::oldest_past`] past its inlined check: reads the tiers' first buckets.
+    #[inline(never)]
+    fn oldest_past_read(
+        &mut self,
+        slab: &mut Slab,
+        now: Timestamp,
+        age: Duration,
+        age_ns: u64,
+    ) -> Option<(usize, u32)> {
         if now.0 < self.arrival_floor.saturating_add(age_ns) {
             if std::mem::take(&mut self.oldest_heads_kept) {
                 for cq in &mut self.classes {
@@ -889,6 +931,12 @@ mod tests {
         );
         e.tenant = 0;
         slab.insert(e)
+    }
+
+    /// A step takes a candidate per request it admits: returned in a register, not memory.
+    #[test]
+    fn an_optional_candidate_fits_a_register() {
+        assert_eq!(std::mem::size_of::<Option<Candidate>>(), 8);
     }
 
     /// A candidate put back after an older request joined its run in the same step (a

@@ -103,7 +103,7 @@ impl Scheduler {
     /// The rank of a waiting candidate: by the class it was queued in.
     fn rank_of_candidate(&self, c: &Candidate) -> Rank {
         let e = &self.slab[c.key];
-        rank(e, c.class.index(), c.on_credit, self.serves(e))
+        rank(e, c.class.index(), c.on_credit(), self.serves(e))
     }
 
     /// The rank of running request `key`: by the class it runs as.
@@ -167,7 +167,7 @@ impl Scheduler {
                     continue;
                 }
             }
-            if !cand.late {
+            if !cand.late() {
                 return Some(cand);
             }
             self.judge_late(cand.key, now, out);
@@ -439,7 +439,7 @@ impl Scheduler {
                     if relaxed {
                         relaxed_left -= chunk;
                     }
-                    if c.on_credit {
+                    if c.on_credit() {
                         self.overdue_credit = self.overdue_credit.saturating_sub(u64::from(target));
                     }
                 }
