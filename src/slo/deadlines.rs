@@ -21,14 +21,29 @@ pub(super) struct Deadline<W> {
 }
 
 /// Where a tracked request's deadline points: a slot of the scheduler's slab, as it was when
-/// the deadline was pushed.
+/// the deadline was pushed. The slab key and the key's generation at the push
+/// (`SloTracker::live`; another generation there now means the request ended and the key
+/// may have been reused), in one word: a [`Deadline`] of two words is built in registers
+/// and stored as two, where one of three fields was built on the stack and copied with a
+/// load wider than the stores that wrote it (a stalled load per request queued).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SlotRef {
+pub(super) struct SlotRef(u64);
+
+impl SlotRef {
+    /// Slab key `key` at generation `gen`.
+    pub(super) fn new(key: u32, gen: u32) -> Self {
+        Self(u64::from(key) | u64::from(gen) << 32)
+    }
+
     /// The slab key.
-    pub(super) key: u32,
-    /// The key's generation at the push (`SloTracker::live`); another generation there
-    /// now means the request ended (and the key may have been reused).
-    pub(super) gen: u32,
+    pub(super) fn key(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The key's generation at the push.
+    pub(super) fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
 }
 
 /// Deadlines by `at`, then by the order they were pushed. Deadlines of one class are
@@ -99,17 +114,27 @@ impl<W> Default for DeadlineQueue<W> {
 }
 
 impl<W: Copy> DeadlineQueue<W> {
+    /// Queues `d`. Inlined, as is the sorted deque's push: a deadline built by the caller
+    /// and passed by reference to an out-of-line push was read back wider than it had been
+    /// written, a stalled load for every request queued.
+    #[inline]
     pub(super) fn push(&mut self, d: Deadline<W>) {
         self.pushes += 1;
         if d.at >= self.sorted_max {
             self.sorted_max = d.at;
             self.sorted.push_back(d);
         } else {
-            self.late.push(Late {
-                deadline: d,
-                seq: self.pushes,
-            });
+            self.push_late(d);
         }
+    }
+
+    /// [`DeadlineQueue::push`] of a deadline before the sorted deque's last.
+    #[cold]
+    fn push_late(&mut self, d: Deadline<W>) {
+        self.late.push(Late {
+            deadline: d,
+            seq: self.pushes,
+        });
     }
 
     /// The earliest deadline if it is before `now`, removed. Between equal `at`s the one
@@ -182,6 +207,7 @@ impl<T: Copy> Fifo<T> {
         self.chunks.back().and_then(|c| c.last())
     }
 
+    #[inline]
     fn push_back(&mut self, item: T) {
         match self.chunks.back_mut() {
             Some(c) if c.len() < FIFO_CHUNK => c.push(item),

@@ -59,10 +59,10 @@ impl<S: HeldStates> Held<'_, S> {
     fn find(&mut self, r: SlotRef) -> Option<(RequestId, StateMut<'_>)> {
         // The generation first: most expired deadlines belong to requests that already
         // ended, and this skips them without loading their (cold) entries.
-        if self.live.get(r.key as usize) != Some(&r.gen) {
+        if self.live.get(r.key() as usize) != Some(&r.gen()) {
             return None;
         }
-        let req = self.states.held(r.key)?;
+        let req = self.states.held(r.key())?;
         let (id, arrival) = (req.id(), req.arrival());
         let slot = req.slot();
         slot.view(arrival).map(|s| (id, s))
@@ -267,7 +267,7 @@ impl SloTracker {
         }
         self.live[k] = gen;
         self.held += 1;
-        push_deadlines(cs, SlotRef { key, gen }, arrival, true, true);
+        push_deadlines(cs, SlotRef::new(key, gen), arrival, true, true);
     }
 
     /// The request started running. Its first admission records its queue wait; a
@@ -345,7 +345,7 @@ impl SloTracker {
         let (Some(st), Some(&gen)) = (req.slot().view(arrival), self.live.get(key as usize)) else {
             return;
         };
-        on_reclassified(&mut self.classes, SlotRef { key, gen }, st, class);
+        on_reclassified(&mut self.classes, SlotRef::new(key, gen), st, class);
     }
 
     /// The request held at `key` ended. If `finished` (the engine finished it): records
