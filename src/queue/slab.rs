@@ -5,7 +5,7 @@
 //! carry the intrusive links of the wait-queue lists, so moving a request between lists
 //! allocates nothing.
 //!
-//! An entry holds what a waiting request needs (88 bytes); what only a request that has
+//! An entry holds what a waiting request needs (96 bytes); what only a request that has
 //! run needs is in its [`Run`], a record the slab makes at its first admission and keeps
 //! until it ends, in a pool reused as requests end. A deep queue is nearly all requests
 //! that never ran, so this keeps its cost per request to the entry.
@@ -61,6 +61,11 @@ pub(crate) struct Entry {
     pub(crate) prev: u32,
     /// The next entry of its wait-queue list, or [`NIL`] (valid while `Waiting`).
     pub(crate) next: u32,
+    /// A hint, not a link: the entry linked [`list::AHEAD`](super::list::AHEAD) places
+    /// after this one at its list's tail, or [`NIL`]. Taking this entry off its list's head
+    /// prefetches that one (see `List::unlink`). Left stale when either moves: a stale key
+    /// only prefetches a line the step does not use.
+    pub(crate) ahead: u32,
     /// Queued in its bucket's run of re-queued requests (see `queue::bucket::RUNS`).
     pub(crate) late: bool,
     /// Waiting in its tier's vector of a step's arrivals, in no lane yet (see
@@ -95,6 +100,7 @@ impl Entry {
             place: Place::InHand,
             prev: NIL,
             next: NIL,
+            ahead: NIL,
             late: false,
             pending: false,
             run: NIL,
@@ -504,6 +510,6 @@ mod tests {
         // One per queued request: what a deep queue costs (with the request table's
         // 64-byte slot). A request's run state is in its `Run`, made when it first runs.
         assert_eq!(std::mem::size_of::<Spec>(), 32);
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 88);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 96);
     }
 }
