@@ -227,7 +227,7 @@ impl<T: Ord> WaitingQueue<T> {
             options.bucket_width,
             options.promote_after.clone(),
             false, // one lane: this queue knows no tenants
-            None,  // (class, arrival) order, with the aging ladder if configured
+            false, // (class, arrival) order, with the aging ladder if configured
         );
         Ok(Self {
             max_wait: options.max_wait.unwrap_or(Duration::MAX),

@@ -161,7 +161,7 @@ fn check_bucket(
             if e.relegated && e.due != e.arrival {
                 return Err(format!("relegated entry {k} is not queued by arrival"));
             }
-            if e.due.0 > e.arrival.0.saturating_add(q.lead(c)) || e.arrival.0 < q.arrival_floor {
+            if e.due.0 > e.arrival.0.saturating_add(q.leads[c]) || e.arrival.0 < q.arrival_floor {
                 return Err(format!(
                     "entry {k} due past its tier's lead, or arrived below the arrival floor"
                 ));

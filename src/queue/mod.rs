@@ -72,9 +72,12 @@ pub(crate) struct Tiers {
     live: usize,
     /// Deadline order: live tiers are ordered and bucketed by deadline.
     by_deadline: bool,
-    /// Deadline order: the most a live entry's `due` (its deadline) may lie after its
-    /// arrival, in ns (the scheduler's `max_wait`); 0 in the ladder order.
-    due_lead: u64,
+    /// Per tier, the most any request queued in it was due after its arrival, in ns: 0
+    /// for a tier queued by arrival; in a live tier of deadline order, its class's longest
+    /// deadline (a request's own TTFT target may make it longer, `max_wait` at most).
+    /// Never lowered, so it bounds every request the tier holds (see
+    /// [`Tiers::arrival_bound`]).
+    leads: [u64; 2 * MAX_CLASSES],
     /// At most the arrival (ns) of every waiting request: lowered as requests are queued
     /// (to their bucket's start less their tier's [`Tiers::lead`]), set to the least
     /// such bound over the tiers' first buckets whenever [`Tiers::oldest_past`] reads
@@ -147,21 +150,19 @@ fn nanos(d: Duration) -> u64 {
 
 impl Tiers {
     /// An empty queue; `fair` turns on fairness between tenants, `deadline` deadline order
-    /// (entries are queued by their `due` time and may be relegated): `Some(lead)`, where
-    /// no live entry is due more than `lead` after its arrival (the scheduler's `max_wait`,
-    /// which bounds every deadline).
+    /// (entries are queued by their `due` time and may be relegated).
     pub(crate) fn new(
         classes: usize,
         width: Duration,
         promote_after: Vec<Option<Duration>>,
         fair: bool,
-        deadline: Option<Duration>,
+        deadline: bool,
     ) -> Self {
         Self {
             classes: (0..2 * classes).map(|_| ClassQueue::default()).collect(),
             live: classes,
-            by_deadline: deadline.is_some(),
-            due_lead: deadline.map_or(0, nanos),
+            by_deadline: deadline,
+            leads: [0; 2 * MAX_CLASSES],
             arrival_floor: u64::MAX,
             width: nanos(width).max(1),
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
@@ -294,19 +295,11 @@ impl Tiers {
         Class::from_index(c as u8)
     }
 
-    /// How long after its arrival a request of tier `c` may be due: `due_lead` for a live
-    /// tier in deadline order (ordered by deadline), else 0 (ordered by arrival).
-    fn lead(&self, c: usize) -> u64 {
-        if self.by_deadline && c < self.live {
-            self.due_lead
-        } else {
-            0
-        }
-    }
-
-    /// A bound at most the arrival of every request in bucket `b` of tier `c`.
+    /// A bound at most the arrival of every request in bucket `b` of tier `c`: the bucket
+    /// holds requests due from its start on, none due more than the tier's
+    /// [`Tiers::leads`] after its arrival.
     fn arrival_bound(&self, c: usize, b: u64) -> u64 {
-        b.saturating_mul(self.width).saturating_sub(self.lead(c))
+        b.saturating_mul(self.width).saturating_sub(self.leads[c])
     }
 
     /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
@@ -511,6 +504,9 @@ impl Tiers {
     /// Counts an entry queued in bucket `b` of `tier` (linked or pending) in the tier's and
     /// the queue's lengths, lowers the arrival floor to it and marks it waiting.
     fn count_queued(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64) {
+        let e = &slab[key];
+        let lead = e.due.0.saturating_sub(e.arrival.0);
+        self.leads[tier] = self.leads[tier].max(lead);
         let bound = self.arrival_bound(tier, b);
         self.arrival_floor = self.arrival_floor.min(bound);
         self.classes[tier].len += 1;
@@ -760,8 +756,8 @@ impl Tiers {
     /// class. Nothing is read while `now - age` is below the arrival floor (see
     /// [`Tiers::arrival_floor`]); else a tier's lanes are read only if its first bucket
     /// began early enough for a request in it to qualify: `age` ago or more in a tier queued
-    /// by arrival; in a live tier of deadline order, where a request is due at most
-    /// `due_lead` after it arrived, `age - due_lead` ago or more.
+    /// by arrival; in a live tier of deadline order, where a request is due at most the
+    /// tier's lead ([`Tiers::leads`]) after it arrived, `age - lead` ago or more.
     ///
     /// The common answer, nobody that old and no heads' heap to drop, is inlined: every
     /// candidate a step takes asks.
@@ -850,6 +846,8 @@ impl Tiers {
                     break;
                 }
                 let (_, lanes) = self.classes[c].pop_oldest().expect("first bucket exists");
+                // The class above now holds these requests too.
+                self.leads[c - 1] = self.leads[c - 1].max(self.leads[c]);
                 for &slot in &lanes.slots {
                     let (below, above) = self.classes.split_at_mut(c);
                     let (from, to) = (&mut above[0], &mut below[c - 1]);
@@ -944,13 +942,7 @@ mod tests {
     #[test]
     fn a_restored_candidate_keeps_the_run_sorted() {
         let mut slab = Slab::default();
-        let mut q = Tiers::new(
-            3,
-            Duration::from_millis(1000),
-            vec![None; 3],
-            false,
-            Some(Duration::from_secs(60)),
-        );
+        let mut q = Tiers::new(3, Duration::from_millis(1000), vec![None; 3], false, true);
         let newer = entry(&mut slab, 2, 500);
         slab[newer].relegated = true;
         q.insert_new(&mut slab, newer, Timestamp::ZERO);
@@ -1000,17 +992,12 @@ mod tests {
     fn oldest_past_sees_every_request_the_arrival_floor_lets_it_skip_the_rest() {
         // Deadline order, max wait 60 s: live tiers by deadline, relegated ones by arrival.
         let max_wait = Duration::from_secs(60);
-        let mut q = Tiers::new(
-            3,
-            Duration::from_millis(10),
-            vec![None; 3],
-            false,
-            Some(max_wait),
-        );
+        let mut q = Tiers::new(3, Duration::from_millis(10), vec![None; 3], false, true);
         let mut slab = Slab::default();
         let at = |ms: u64| Timestamp(ms * MS);
-        // A live HIGH request that arrived at 200 s, due at 200.5 s. Until its deadline
-        // nobody can have waited 60 s (the floor is 140.5 s): no tier is read.
+        // A live HIGH request that arrived at 200 s, due at 200.5 s: HIGH's lead is 0.5 s,
+        // and until 260 s nobody can have waited 60 s (the floor is 200 s): no tier is
+        // read.
         let fresh = queue(&mut q, &mut slab, 1, 0, (200_000, 200_500), false);
         assert_eq!(q.oldest_past(&mut slab, at(200_200), max_wait), None);
         // A relegated LOW request that arrived at 10 s lowers the floor, and is found.
@@ -1062,13 +1049,7 @@ mod tests {
         ];
         for (n, case) in cases.iter().enumerate() {
             let order = |pending: bool, remove: Option<u64>| {
-                let mut q = Tiers::new(
-                    3,
-                    Duration::from_millis(10),
-                    vec![None; 3],
-                    false,
-                    Some(Duration::from_secs(60)),
-                );
+                let mut q = Tiers::new(3, Duration::from_millis(10), vec![None; 3], false, true);
                 let mut slab = Slab::default();
                 let mut keys = Vec::new();
                 for (i, &(id, class, due)) in case.iter().enumerate() {

@@ -346,8 +346,7 @@ pub(super) fn new_wait_queue(config: &SchedulerConfig) -> Tiers {
         config.bucket_width(),
         promote_after,
         config.fairness.enabled,
-        // Every deadline is at most `max_wait` after its arrival (see `set_deadline`).
-        by_deadline.then(|| config.max_wait()),
+        by_deadline,
     );
     // A class that serves its late requests relegates them within itself.
     let within: Vec<bool> = config
