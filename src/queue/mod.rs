@@ -47,6 +47,7 @@ mod check;
 mod class_queue;
 pub(crate) mod list;
 pub(crate) mod slab;
+mod width;
 
 use crate::class::{Class, MAX_CLASSES};
 use crate::fair::share::FairShare;
@@ -57,6 +58,7 @@ use class_queue::{ClassQueue, Lane};
 use list::List;
 use slab::{Place, Slab, NIL};
 use std::time::Duration;
+use width::Width;
 
 /// The wait queue the scheduler keeps (the standalone one for engines with their own loop
 /// is `crate::WaitingQueue`, built on this).
@@ -85,8 +87,8 @@ pub(crate) struct Tiers {
     /// answers at once: it runs for every candidate a step takes, and reading every tier
     /// each time was a tenth of a step.
     arrival_floor: u64,
-    /// Bucket width in ns (at least 1).
-    width: u64,
+    /// Bucket width (at least 1 ns).
+    width: Width,
     /// `promote_after[c]`: age in ns at which class `c` is left; `None` = never.
     promote_after: Vec<Option<u64>>,
     /// Waiting requests by base class.
@@ -164,7 +166,7 @@ impl Tiers {
             by_deadline: deadline,
             leads: [0; 2 * MAX_CLASSES],
             arrival_floor: u64::MAX,
-            width: nanos(width).max(1),
+            width: Width::new(nanos(width)),
             promote_after: promote_after.into_iter().map(|d| d.map(nanos)).collect(),
             by_base: [0; MAX_CLASSES],
             len: 0,
@@ -281,7 +283,7 @@ impl Tiers {
     }
 
     fn bucket_of(&self, due: Timestamp) -> u64 {
-        due.0 / self.width
+        self.width.bucket(due.0)
     }
 
     /// The class of tier `tier`'s requests.
@@ -299,7 +301,8 @@ impl Tiers {
     /// holds requests due from its start on, none due more than the tier's
     /// [`Tiers::leads`] after its arrival.
     fn arrival_bound(&self, c: usize, b: u64) -> u64 {
-        b.saturating_mul(self.width).saturating_sub(self.leads[c])
+        b.saturating_mul(self.width.ns())
+            .saturating_sub(self.leads[c])
     }
 
     /// Refreshes the copy of lane `slot`'s head in class `c` (fairness on), after a change
@@ -324,7 +327,7 @@ impl Tiers {
     fn aged_out(&self, b: u64, c: usize, now: Timestamp) -> bool {
         match self.promote_after.get(c).copied().flatten() {
             Some(t) if c > 0 => {
-                let end = b.saturating_add(1).saturating_mul(self.width);
+                let end = b.saturating_add(1).saturating_mul(self.width.ns());
                 now.0 >= end.saturating_add(t)
             }
             _ => false,
@@ -420,11 +423,11 @@ impl Tiers {
     /// insertion at its run's tail. They were counted when they came, but in no lane.
     fn link_pending(&mut self, slab: &mut Slab, tier: usize, keys: &[u32]) {
         debug_assert!(self.fair.is_none());
-        let width = self.width;
+        let width = self.width.ns();
         let cq = &mut self.classes[tier];
         let mut i = 0;
         while let Some(&first) = keys.get(i) {
-            let b = slab[first].due.0 / width;
+            let b = self.width.bucket(slab[first].due.0);
             // Bucket `b` holds dues from `start` on, fewer than `width` past it.
             let start = b * width;
             let bucket = cq.bucket_mut(0, b);
