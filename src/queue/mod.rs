@@ -81,7 +81,7 @@ pub(crate) struct Tiers {
     /// [`Tiers::arrival_bound`]).
     leads: [u64; 2 * MAX_CLASSES],
     /// At most the arrival (ns) of every waiting request: lowered as requests are queued
-    /// (to their bucket's start less their tier's [`Tiers::lead`]), set to the least
+    /// (to their bucket's start less their tier's [`Tiers::leads`]), set to the least
     /// such bound over the tiers' first buckets whenever [`Tiers::oldest_past`] reads
     /// them. While `now - age` is below it, nobody has waited `age` and `oldest_past`
     /// answers at once: it runs for every candidate a step takes, and reading every tier
