@@ -385,17 +385,21 @@ impl Tiers {
         if self.fair.is_some() {
             return self.insert_new(slab, key, now);
         }
-        slab[key].late = false;
-        let b = self.bucket_of(slab[key].due);
-        let tier = self.tier_of(&slab[key], b, now);
+        // The entry is looked up once: every `slab[key]` checks the key's chunk and entry.
+        let e = &mut slab[key];
+        e.late = false;
+        let b = self.bucket_of(e.due);
+        let tier = self.tier_of(e, b, now);
+        let order = e.order_key();
         let pending = &mut self.classes[tier].pending;
         // The last key is never a taken one: taking the last clears the keys.
         if let Some(&last) = pending.keys.last() {
-            pending.unordered |= slab[last].order_key() >= slab[key].order_key();
+            pending.unordered |= slab[last].order_key() >= order;
         }
         pending.keys.push(key);
-        slab[key].pending = true;
-        self.count_queued(slab, key, tier, b);
+        let e = &mut slab[key];
+        e.pending = true;
+        self.count_queued(e, tier, b);
         self.class_of_tier(tier)
     }
 
@@ -500,22 +504,21 @@ impl Tiers {
     /// new arrival, a promotion, a re-queue) or, for a candidate `restored` unstarted in the
     /// step that took it, at its own counter.
     fn note_added(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64, restored: bool) {
-        self.count_queued(slab, key, tier, b);
+        self.count_queued(&mut slab[key], tier, b);
         self.note_in_lane(tier, slab[key].tenant, restored);
     }
 
     /// Counts an entry queued in bucket `b` of `tier` (linked or pending) in the tier's and
     /// the queue's lengths, lowers the arrival floor to it and marks it waiting.
-    fn count_queued(&mut self, slab: &mut Slab, key: u32, tier: usize, b: u64) {
-        let e = &slab[key];
+    fn count_queued(&mut self, e: &mut slab::Entry, tier: usize, b: u64) {
         let lead = e.due.0.saturating_sub(e.arrival.0);
         self.leads[tier] = self.leads[tier].max(lead);
         let bound = self.arrival_bound(tier, b);
         self.arrival_floor = self.arrival_floor.min(bound);
         self.classes[tier].len += 1;
-        self.by_base[slab[key].spec.class.index()] += 1;
+        self.by_base[e.spec.class.index()] += 1;
         self.len += 1;
-        slab[key].place = Place::Waiting;
+        e.place = Place::Waiting;
     }
 
     /// Counts an entry just linked into lane `slot` of `tier`; see [`Tiers::note_added`].
@@ -598,16 +601,16 @@ impl Tiers {
                 f.leave(class, slot);
             }
         }
-        self.count_taken(slab, key, class);
+        self.count_taken(&mut slab[key], class);
     }
 
     /// Takes an entry of `tier` off the tier's and the queue's lengths and marks it in hand:
     /// the reverse of [`Tiers::count_queued`].
-    fn count_taken(&mut self, slab: &mut Slab, key: u32, tier: usize) {
+    fn count_taken(&mut self, e: &mut slab::Entry, tier: usize) {
         self.classes[tier].len -= 1;
-        self.by_base[slab[key].spec.class.index()] -= 1;
+        self.by_base[e.spec.class.index()] -= 1;
         self.len -= 1;
-        slab[key].place = Place::InHand;
+        e.place = Place::InHand;
     }
 
     /// Takes the waiting entry `key` of tier `class` off the queue. It must head its lane,
@@ -668,8 +671,9 @@ impl Tiers {
         if cq.pending.is_empty() {
             cq.pending.clear();
         }
-        slab[key].pending = false;
-        self.count_taken(slab, key, t);
+        let e = &mut slab[key];
+        e.pending = false;
+        self.count_taken(e, t);
     }
 
     /// Takes `key` from tier `t`: the pending request [`Tiers::next_in`] named, or a linked

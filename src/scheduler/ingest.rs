@@ -122,11 +122,18 @@ impl Scheduler {
             self.count_reprioritize(spec.class, class);
             spec.class = class;
         }
-        self.slab.insert_at(key, Entry::new(token, spec, arrival));
-        if !self.assign_tenant(key, hint, limit, now, out) {
+        // Deadline (and, with fairness off, tenant lane 0) set before the entry is stored:
+        // each later `self.slab[key]` would look the entry up again.
+        let mut entry = Entry::new(token, spec, arrival);
+        super::deadline::set_deadline(&self.config, &self.pace, &mut entry);
+        let fair = self.config.fairness.enabled;
+        if !fair {
+            entry.tenant = 0;
+        }
+        self.slab.insert_at(key, entry);
+        if fair && !self.assign_tenant(key, hint, limit, now, out) {
             return;
         }
-        self.set_deadline(key);
         let class = self.wait.append_new(&mut self.slab, key, now);
         self.count_aged_on_arrival(spec.class, class);
         #[cfg(feature = "slo")]
