@@ -45,7 +45,7 @@ use crate::budget::{Budget, Short};
 use crate::config::{LateRule, QueueOrder, SchedulerConfig};
 use crate::counters::Outcome;
 use crate::decision::{Decision, RejectReason};
-use crate::queue::slab::{Entry, Slab};
+use crate::queue::slab::{Entry, Run, Slab};
 use crate::queue::Candidate;
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -88,14 +88,15 @@ impl Scheduler {
 
     /// How long a request may still wait and meet its deadline (negative: it cannot).
     pub(super) fn slack(&self, key: u32, now: Timestamp) -> i128 {
-        let e = &self.slab[key];
+        self.slack_of(&self.slab[key], &self.slab.run_state(key), now)
+    }
+
+    /// [`Scheduler::slack`] of entry `e`, whose run state is `run`.
+    fn slack_of(&self, e: &Entry, run: &Run, now: Timestamp) -> i128 {
         let mut slack = i128::from(e.deadline.0) - i128::from(now.0);
-        if e.first_token_due {
-            let run = self.slab.run_state(key);
-            if run.first_token.is_none() {
-                let rest = run.prefill_target.saturating_sub(run.kv_tokens);
-                slack -= i128::from(self.pace.prefill_ns(rest));
-            }
+        if e.first_token_due && run.first_token.is_none() {
+            let rest = run.prefill_target.saturating_sub(run.kv_tokens);
+            slack -= i128::from(self.pace.prefill_ns(rest));
         }
         slack
     }
@@ -413,11 +414,12 @@ impl Scheduler {
                 continue;
             }
             let c = cand.take().expect("a candidate");
-            let target = self.slab.run_state(c.key).prefill_target;
+            // Entry and run state looked up once for the target, the slack and the rules.
+            let (e, run) = (&self.slab[c.key], self.slab.run_state(c.key));
+            let target = run.prefill_target;
             let blocks =
                 u32::try_from(self.config.engine.blocks_for(u64::from(target))).unwrap_or(u32::MAX);
-            let slack = self.slack(c.key, now);
-            let e = &self.slab[c.key];
+            let slack = self.slack_of(e, &run, now);
             let relaxed = self.relaxed(e, slack);
             let may_preempt = !relaxed && (!e.relegated || self.serves(e)) && slack < urgent;
             let mut short = self.shortfall(left, target, blocks, watermark);
