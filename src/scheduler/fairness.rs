@@ -30,9 +30,10 @@ pub(super) enum TenantLimit {
 
 impl Scheduler {
     /// Gives a drained entry its tenant's slot (`hint`: the slot [`Scheduler::look_ahead`]
-    /// found, or `NO_SLOT`; see [`Tenants::acquire`]). With fairness off every entry is in
-    /// slot 0. Returns `false`, having ended the entry as refused, if its tenant is new and
-    /// the tenant limit is reached, unless `limit` is [`TenantLimit::Lift`].
+    /// found, or `NO_SLOT`; see [`Tenants::acquire`]). Fairness on only: with it off the
+    /// drain builds every entry in slot 0 (`take_new`). Returns `false`, having ended the
+    /// entry as refused, if its tenant is new and the tenant limit is reached, unless
+    /// `limit` is [`TenantLimit::Lift`].
     pub(super) fn assign_tenant(
         &mut self,
         key: u32,
@@ -41,10 +42,10 @@ impl Scheduler {
         now: Timestamp,
         out: &mut Decision,
     ) -> bool {
-        if !self.config.fairness.enabled {
-            self.slab[key].tenant = 0;
-            return true;
-        }
+        debug_assert!(
+            self.config.fairness.enabled,
+            "fairness off: slot 0 at the drain"
+        );
         let tenant = self.slab[key].spec.tenant();
         let acquired = match limit {
             TenantLimit::Apply => self.tenants.acquire(tenant, hint),
