@@ -88,15 +88,19 @@ impl Scheduler {
 
     /// How long a request may still wait and meet its deadline (negative: it cannot).
     pub(super) fn slack(&self, key: u32, now: Timestamp) -> i128 {
-        self.slack_of(&self.slab[key], &self.slab.run_state(key), now)
+        self.slack_of(&self.slab[key], || self.slab.run_state(key), now)
     }
 
-    /// [`Scheduler::slack`] of entry `e`, whose run state is `run`.
-    fn slack_of(&self, e: &Entry, run: &Run, now: Timestamp) -> i128 {
+    /// [`Scheduler::slack`] of entry `e`; `run` gives its run state, asked for only if the
+    /// deadline is its first token's.
+    fn slack_of(&self, e: &Entry, run: impl FnOnce() -> Run, now: Timestamp) -> i128 {
         let mut slack = i128::from(e.deadline.0) - i128::from(now.0);
-        if e.first_token_due && run.first_token.is_none() {
-            let rest = run.prefill_target.saturating_sub(run.kv_tokens);
-            slack -= i128::from(self.pace.prefill_ns(rest));
+        if e.first_token_due {
+            let run = run();
+            if run.first_token.is_none() {
+                let rest = run.prefill_target.saturating_sub(run.kv_tokens);
+                slack -= i128::from(self.pace.prefill_ns(rest));
+            }
         }
         slack
     }
@@ -419,7 +423,7 @@ impl Scheduler {
             let target = run.prefill_target;
             let blocks =
                 u32::try_from(self.config.engine.blocks_for(u64::from(target))).unwrap_or(u32::MAX);
-            let slack = self.slack_of(e, &run, now);
+            let slack = self.slack_of(e, || run, now);
             let relaxed = self.relaxed(e, slack);
             let may_preempt = !relaxed && (!e.relegated || self.serves(e)) && slack < urgent;
             let mut short = self.shortfall(left, target, blocks, watermark);
